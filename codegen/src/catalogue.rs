@@ -1,0 +1,104 @@
+//! The catalogue: the list of kernel specialisations one fatbin holds.
+//!
+//! build.rs compiles [`Catalogue::default_catalogue`], the runtime dispatches from the
+//! catalogue that travels with a fatbin, and the macro checks requests against the same list.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{DType, FixedGeometry, Geometry, KernelSpec, SpecError, TileConfig};
+
+/// The filter/stride pairs of the paper's 12 layers, ResNet-50 and VGG-16.
+pub const DEFAULT_GEOMETRIES: [FixedGeometry; 7] = [
+    FixedGeometry::square(1, 1),
+    FixedGeometry::square(1, 2),
+    FixedGeometry::square(3, 1),
+    FixedGeometry::square(3, 2),
+    FixedGeometry::square(5, 1),
+    FixedGeometry::square(7, 2),
+    FixedGeometry::square(11, 4),
+];
+
+/// The tiles every default geometry is compiled with.
+pub const DEFAULT_TILES: [TileConfig; 1] = [TileConfig::PAPER];
+
+/// Kernels that every fatbin holds beside the convolution specialisations: the layout
+/// transforms, the float64 direct convolution used as the GPU oracle, and the benchmark's
+/// baselines.
+pub mod support {
+    /// The im2win input transform (padding and dilation inside), float32.
+    pub const INPUT_TRANSFORM_F32: &str = "im2win_input_transform_f32";
+    /// The filter transform `F'[k][c][s][r] = F[k][c][r][s]`, float32.
+    pub const FILTER_TRANSFORM_F32: &str = "im2win_filter_transform_f32";
+    /// Direct convolution of float32 data accumulated in float64 (the GPU oracle).
+    pub const DIRECT_F64: &str = "im2win_direct_reference_f64";
+    /// Plain direct convolution in float32, one thread per output (the benchmark's `direct`).
+    pub const DIRECT_F32: &str = "im2win_direct_f32";
+    /// The im2col transform for the benchmark's im2col + cuBLAS baseline.
+    pub const IM2COL_F32: &str = "im2win_im2col_f32";
+    /// Every support kernel, for checks that a fatbin is complete.
+    pub const ALL: [&str; 5] = [
+        INPUT_TRANSFORM_F32,
+        FILTER_TRANSFORM_F32,
+        DIRECT_F64,
+        DIRECT_F32,
+        IM2COL_F32,
+    ];
+}
+
+/// An ordered list of kernel specialisations.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Catalogue {
+    /// The specialisations, without duplicates.
+    pub kernels: Vec<KernelSpec>,
+}
+
+impl Catalogue {
+    /// A catalogue of the given specs; fails on an invalid spec or a duplicate.
+    pub fn new(kernels: Vec<KernelSpec>) -> Result<Self, SpecError> {
+        let mut seen = std::collections::HashSet::new();
+        for spec in &kernels {
+            spec.validate()?;
+            if !seen.insert(*spec) {
+                return Err(SpecError::BadName(format!("{spec} appears twice")));
+            }
+        }
+        Ok(Catalogue { kernels })
+    }
+
+    /// The catalogue that im2win compiles by default: every geometry of
+    /// [`DEFAULT_GEOMETRIES`] and the generic kernel, each with every tile of
+    /// [`DEFAULT_TILES`], in float32.
+    pub fn default_catalogue() -> Self {
+        let mut kernels = Vec::new();
+        for tile in DEFAULT_TILES {
+            for geometry in DEFAULT_GEOMETRIES {
+                kernels.push(KernelSpec::fixed(DType::F32, geometry, tile));
+            }
+            kernels.push(KernelSpec::generic(DType::F32, tile));
+        }
+        Catalogue { kernels }
+    }
+
+    /// The specs for one geometry (fixed or generic) and data type, in catalogue order.
+    pub fn matching(&self, dtype: DType, geometry: Geometry) -> impl Iterator<Item = &KernelSpec> {
+        self.kernels
+            .iter()
+            .filter(move |k| k.dtype == dtype && k.geometry == geometry)
+    }
+
+    /// The spec with this kernel name, if the catalogue holds it.
+    pub fn find(&self, name: &str) -> Option<&KernelSpec> {
+        let spec: KernelSpec = name.parse().ok()?;
+        self.kernels.iter().find(|k| **k == spec)
+    }
+
+    /// The catalogue as JSON (what build.rs writes beside the fatbin).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a catalogue always serialises")
+    }
+
+    /// Reads a catalogue written by [`Catalogue::to_json`].
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}

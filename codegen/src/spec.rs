@@ -1,0 +1,297 @@
+//! What a convolution kernel is specialised on, and the kernel name that follows from it.
+//!
+//! A [`KernelSpec`] is plain data: build.rs renders and compiles one kernel per spec, the
+//! runtime dispatches by matching a problem against the specs, and the macro checks requests
+//! against them. The kernel name is a pure function of the spec and parses back into it, so a
+//! name is enough to find the spec again (and the other way round).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Element type of input, filter and output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    /// IEEE float32, accumulated in float32 with fused multiply-add.
+    F32,
+}
+
+impl DType {
+    /// The name used in kernel names and by the macro (`f32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+        }
+    }
+
+    /// The CUDA C++ type that holds one element.
+    pub fn cuda_type(self) -> &'static str {
+        match self {
+            DType::F32 => "float",
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DType {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "f32" => Ok(DType::F32),
+            _ => Err(SpecError::UnknownDType(s.to_string())),
+        }
+    }
+}
+
+/// A filter size and stride fixed at compile time. Dilation is 1 in both axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FixedGeometry {
+    /// Filter height R.
+    pub filter_h: u32,
+    /// Filter width S.
+    pub filter_w: u32,
+    /// Vertical stride.
+    pub stride_h: u32,
+    /// Horizontal stride.
+    pub stride_w: u32,
+}
+
+impl FixedGeometry {
+    /// A square filter `size`×`size` with the same stride in both axes.
+    pub const fn square(size: u32, stride: u32) -> Self {
+        FixedGeometry {
+            filter_h: size,
+            filter_w: size,
+            stride_h: stride,
+            stride_w: stride,
+        }
+    }
+}
+
+/// Which filter geometry a kernel handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Geometry {
+    /// Filter size and stride are compile-time constants (dilation 1), so the index
+    /// arithmetic folds away.
+    Fixed(FixedGeometry),
+    /// Filter size, stride and dilation are run-time values: covers every valid problem.
+    Generic,
+}
+
+/// The tile hierarchy of the implicit GEMM: what one block and one thread compute.
+///
+/// The GEMM is `M = K` output channels by `N = N·P·Q` output pixels, reduced over `C·R·S`.
+/// A block computes a `block_m × block_n` tile of the output, stepping through the reduction
+/// `block_k` at a time; each thread holds a `thread_m × thread_n` tile in registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TileConfig {
+    /// Output channels per block.
+    pub block_m: u32,
+    /// Output pixels per block.
+    pub block_n: u32,
+    /// Reduction depth of one shared-memory stage.
+    pub block_k: u32,
+    /// Output channels per thread.
+    pub thread_m: u32,
+    /// Output pixels per thread.
+    pub thread_n: u32,
+}
+
+impl TileConfig {
+    /// The paper's tile: 128×128×8 per block, 8×8 per thread, 256 threads.
+    pub const PAPER: TileConfig = TileConfig {
+        block_m: 128,
+        block_n: 128,
+        block_k: 8,
+        thread_m: 8,
+        thread_n: 8,
+    };
+
+    /// Threads in one block.
+    pub const fn threads(&self) -> u32 {
+        (self.block_m / self.thread_m) * (self.block_n / self.thread_n)
+    }
+
+    /// Checks that the tile levels nest: thread tiles divide the block tile, the block has
+    /// between 32 and 1024 threads, and every thread loads a whole number of elements of each
+    /// shared-memory stage.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let TileConfig {
+            block_m,
+            block_n,
+            block_k,
+            thread_m,
+            thread_n,
+        } = *self;
+        let bad = |why: &str| Err(SpecError::InvalidTile(*self, why.to_string()));
+        if [block_m, block_n, block_k, thread_m, thread_n].contains(&0) {
+            return bad("every dimension must be at least 1");
+        }
+        if block_m % thread_m != 0 || block_n % thread_n != 0 {
+            return bad("the thread tile must divide the block tile");
+        }
+        let threads = self.threads();
+        if !(32..=1024).contains(&threads) || threads % 32 != 0 {
+            return bad("a block must have a multiple of 32 threads, from 32 to 1024");
+        }
+        if (block_m * block_k) % threads != 0 || (block_n * block_k) % threads != 0 {
+            return bad("each stage's filter and window tiles must split evenly over the threads");
+        }
+        Ok(())
+    }
+}
+
+/// One specialisation of the im2win convolution kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KernelSpec {
+    /// Element type.
+    pub dtype: DType,
+    /// Filter geometry, fixed or generic.
+    pub geometry: Geometry,
+    /// Tile sizes.
+    pub tile: TileConfig,
+}
+
+impl KernelSpec {
+    /// A kernel for a fixed filter size and stride.
+    pub const fn fixed(dtype: DType, geometry: FixedGeometry, tile: TileConfig) -> Self {
+        KernelSpec {
+            dtype,
+            geometry: Geometry::Fixed(geometry),
+            tile,
+        }
+    }
+
+    /// The generic kernel: any filter size, stride and dilation.
+    pub const fn generic(dtype: DType, tile: TileConfig) -> Self {
+        KernelSpec {
+            dtype,
+            geometry: Geometry::Generic,
+            tile,
+        }
+    }
+
+    /// The `extern "C"` name of the kernel, for example
+    /// `im2win_f32_r3s3_s1x1_b128x128x8_t8x8` or `im2win_f32_generic_b128x128x8_t8x8`.
+    pub fn name(&self) -> String {
+        self.to_string()
+    }
+
+    /// Checks the tile and, for fixed kernels, that filter and stride are at least 1.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.tile.validate()?;
+        if let Geometry::Fixed(g) = self.geometry {
+            if [g.filter_h, g.filter_w, g.stride_h, g.stride_w].contains(&0) {
+                return Err(SpecError::InvalidGeometry(g));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for KernelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "im2win_{}_", self.dtype)?;
+        match self.geometry {
+            Geometry::Fixed(g) => write!(
+                f,
+                "r{}s{}_s{}x{}_",
+                g.filter_h, g.filter_w, g.stride_h, g.stride_w
+            )?,
+            Geometry::Generic => f.write_str("generic_")?,
+        }
+        let t = self.tile;
+        write!(
+            f,
+            "b{}x{}x{}_t{}x{}",
+            t.block_m, t.block_n, t.block_k, t.thread_m, t.thread_n
+        )
+    }
+}
+
+impl FromStr for KernelSpec {
+    type Err = SpecError;
+
+    /// Parses a kernel name back into its spec; the inverse of [`KernelSpec::name`].
+    fn from_str(name: &str) -> Result<Self, SpecError> {
+        let bad = || SpecError::BadName(name.to_string());
+        let rest = name.strip_prefix("im2win_").ok_or_else(bad)?;
+        let parts: Vec<&str> = rest.split('_').collect();
+        let (dtype, geometry, block, thread) = match parts.as_slice() {
+            [d, "generic", b, t] => (d, Geometry::Generic, b, t),
+            [d, rs, st, b, t] => {
+                let (r, s) = rs
+                    .strip_prefix('r')
+                    .and_then(|x| x.split_once('s'))
+                    .ok_or_else(bad)?;
+                let [stride_h, stride_w] = dims::<2>(st.strip_prefix('s').ok_or_else(bad)?)
+                    .ok_or_else(bad)?;
+                let geometry = FixedGeometry {
+                    filter_h: r.parse().map_err(|_| bad())?,
+                    filter_w: s.parse().map_err(|_| bad())?,
+                    stride_h,
+                    stride_w,
+                };
+                (d, Geometry::Fixed(geometry), b, t)
+            }
+            _ => return Err(bad()),
+        };
+        let [block_m, block_n, block_k] =
+            dims::<3>(block.strip_prefix('b').ok_or_else(bad)?).ok_or_else(bad)?;
+        let [thread_m, thread_n] =
+            dims::<2>(thread.strip_prefix('t').ok_or_else(bad)?).ok_or_else(bad)?;
+        let spec = KernelSpec {
+            dtype: dtype.parse()?,
+            geometry,
+            tile: TileConfig {
+                block_m,
+                block_n,
+                block_k,
+                thread_m,
+                thread_n,
+            },
+        };
+        // Reject spellings that parse but do not round-trip (leading zeros, "+1", ...).
+        if spec.name() != name {
+            return Err(bad());
+        }
+        Ok(spec)
+    }
+}
+
+/// Parses `AxBxC` into exactly `N` numbers.
+fn dims<const N: usize>(text: &str) -> Option<[u32; N]> {
+    let values: Vec<u32> = text
+        .split('x')
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    values.try_into().ok()
+}
+
+/// Why a spec or kernel name is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The data type is not one im2win generates kernels for.
+    #[error("unknown data type `{0}`: im2win generates kernels for `f32`")]
+    UnknownDType(String),
+    /// The text is not a kernel name of the form `im2win_f32_r3s3_s1x1_b128x128x8_t8x8`.
+    #[error(
+        "`{0}` is not an im2win kernel name (expected e.g. `im2win_f32_r3s3_s1x1_b128x128x8_t8x8` or `im2win_f32_generic_b128x128x8_t8x8`)"
+    )]
+    BadName(String),
+    /// The tile levels do not nest.
+    #[error("invalid tile {0:?}: {1}")]
+    InvalidTile(TileConfig, String),
+    /// A fixed geometry has a zero filter size or stride.
+    #[error("invalid geometry {0:?}: filter size and stride must be at least 1")]
+    InvalidGeometry(FixedGeometry),
+}

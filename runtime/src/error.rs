@@ -1,0 +1,97 @@
+//! Every way an im2win call can fail. Library code returns these; it never panics.
+
+/// The result type of the im2win runtime.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What went wrong, with what was expected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A size, stride or dilation of the problem is zero.
+    #[error("invalid problem: {name} is 0, but must be at least 1")]
+    ZeroSize {
+        /// Which value, e.g. `"batch"` or `"stride_h"`.
+        name: &'static str,
+    },
+    /// The (dilated) filter does not fit in the padded input along one axis.
+    #[error(
+        "invalid problem: the dilated filter {axis} is {filter} but the padded input {axis} is only {padded_input}"
+    )]
+    FilterLargerThanInput {
+        /// `"height"` or `"width"`.
+        axis: &'static str,
+        /// `dilation·(filter − 1) + 1`.
+        filter: usize,
+        /// Input size plus both paddings along that axis.
+        padded_input: usize,
+    },
+    /// Grouped convolution is not supported yet.
+    #[error("unsupported problem: groups = {groups}, but only groups = 1 is supported")]
+    GroupsUnsupported {
+        /// The requested group count.
+        groups: usize,
+    },
+    /// The filter's channel count differs from the input's.
+    #[error("invalid problem: the input has {input_channels} channels but the filter has {filter_channels}")]
+    ChannelMismatch {
+        /// `C` of the input.
+        input_channels: usize,
+        /// `C` of the filter.
+        filter_channels: usize,
+    },
+    /// A size is so large that an index would overflow the kernels' integer types.
+    #[error("problem too large: {what} is {value}, but at most {limit} is supported")]
+    TooLarge {
+        /// What is too large, e.g. `"im2win buffer elements"`.
+        what: &'static str,
+        /// Its value.
+        value: u128,
+        /// The largest supported value.
+        limit: u128,
+    },
+    /// A buffer's length does not match the problem.
+    #[error("buffer `{buffer}` has {actual} elements, but the problem needs {expected}")]
+    BufferLength {
+        /// Which buffer: `"input"`, `"filter"`, `"bias"` or `"output"`.
+        buffer: &'static str,
+        /// The length the problem needs.
+        expected: usize,
+        /// The length given.
+        actual: usize,
+    },
+    /// The caller's workspace is smaller than the plan needs.
+    #[error("workspace has {actual} bytes, but this problem needs {expected}")]
+    WorkspaceTooSmall {
+        /// Bytes needed ([`crate::Conv2dProblem::workspace_bytes`]).
+        expected: usize,
+        /// Bytes given.
+        actual: usize,
+    },
+    /// The CUDA driver library (libcuda) could not be found.
+    #[error(
+        "no CUDA driver: libcuda.so could not be loaded (install the NVIDIA driver, or use the CPU backend `im2win::cpu`)"
+    )]
+    DriverNotFound,
+    /// There is no CUDA device with the requested ordinal.
+    #[error("no CUDA device {ordinal}: {count} device(s) visible")]
+    NoDevice {
+        /// The ordinal asked for.
+        ordinal: usize,
+        /// How many devices the driver sees.
+        count: usize,
+    },
+    /// The crate was built without nvcc, so it holds no kernels.
+    #[error(
+        "im2win was built without nvcc, so it holds no GPU kernels: install nvcc (see README, `scripts/install-nvcc.sh`), set NVCC, and rebuild"
+    )]
+    KernelsNotBuilt,
+    /// The fatbin lacks a kernel that its catalogue or the runtime names.
+    #[error("kernel `{name}` is not in the loaded fatbin")]
+    KernelMissing {
+        /// The kernel's name.
+        name: String,
+    },
+    /// A CUDA driver call failed.
+    #[error("CUDA driver error: {0}")]
+    Driver(#[from] cudarc::driver::DriverError),
+}

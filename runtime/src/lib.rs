@@ -1,0 +1,10 @@
+//! `im2win-runtime`: the problem description and its validation, the float64 CPU oracle and
+//! CPU im2win backend, and the cudarc engine that dispatches to the compiled kernels.
+
+pub mod error;
+pub mod kernels;
+pub mod problem;
+
+pub use error::{Error, Result};
+pub use kernels::KernelModule;
+pub use problem::{Conv2dProblem, Padding, ProblemShape};

@@ -1,0 +1,270 @@
+//! A 2-D convolution problem: shapes and parameters, validation, and the sizes that follow.
+//!
+//! Semantics are PyTorch's `conv2d` (cross-correlation) on NCHW tensors: input `N×C×H×W`,
+//! filter `K×C×R×S`, output `N×K×P×Q`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Zero padding on each side of the input. May be asymmetric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Padding {
+    /// Rows of zeros above the input.
+    pub top: usize,
+    /// Rows of zeros below the input.
+    pub bottom: usize,
+    /// Columns of zeros left of the input.
+    pub left: usize,
+    /// Columns of zeros right of the input.
+    pub right: usize,
+}
+
+impl Padding {
+    /// The same padding on all four sides.
+    pub const fn uniform(pad: usize) -> Self {
+        Padding::symmetric(pad, pad)
+    }
+
+    /// `pad_h` rows above and below, `pad_w` columns left and right (PyTorch's `padding=(h, w)`).
+    pub const fn symmetric(pad_h: usize, pad_w: usize) -> Self {
+        Padding {
+            top: pad_h,
+            bottom: pad_h,
+            left: pad_w,
+            right: pad_w,
+        }
+    }
+}
+
+/// The largest value of any single dimension, stride, padding or dilation: each must fit in
+/// the kernels' 32-bit `int`.
+pub const MAX_DIM: usize = i32::MAX as usize;
+
+/// The largest number of elements of any tensor or buffer: offsets are computed in 64-bit
+/// signed integers, with room to add a row without overflowing.
+pub const MAX_ELEMENTS: usize = 1 << 60;
+
+/// The shape and parameters of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Conv2dProblem {
+    /// Input shape `[N, C, H, W]`.
+    pub input: [usize; 4],
+    /// Filter shape `[K, C, R, S]`.
+    pub filter: [usize; 4],
+    /// Stride `[height, width]`.
+    pub stride: [usize; 2],
+    /// Zero padding of the input.
+    pub padding: Padding,
+    /// Dilation `[height, width]`.
+    pub dilation: [usize; 2],
+    /// Group count; only 1 is supported for now.
+    pub groups: usize,
+}
+
+/// The sizes that follow from a valid problem, computed once by [`Conv2dProblem::shape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProblemShape {
+    /// Output shape `[N, K, P, Q]`.
+    pub output: [usize; 4],
+    /// `Wt`: the padded input columns that some window reads, i.e. the row length (in
+    /// windows' columns) of the im2win buffer `T[N][C][P][Wt][R]`.
+    pub win_width: usize,
+    /// Elements of the input.
+    pub input_len: usize,
+    /// Elements of the filter.
+    pub filter_len: usize,
+    /// Elements of the output.
+    pub output_len: usize,
+    /// Elements of the im2win buffer `N·C·P·Wt·R`.
+    pub im2win_len: usize,
+    /// Length of the reduction `C·R·S`.
+    pub reduction: usize,
+    /// Output pixels across the batch, `N·P·Q`.
+    pub pixels: usize,
+}
+
+impl Conv2dProblem {
+    /// A problem with stride 1, no padding, dilation 1 and one group.
+    ///
+    /// `input` is `[N, C, H, W]` and `filter` is `[K, C, R, S]`, as in PyTorch.
+    pub const fn new(input: [usize; 4], filter: [usize; 4]) -> Self {
+        Conv2dProblem {
+            input,
+            filter,
+            stride: [1, 1],
+            padding: Padding {
+                top: 0,
+                bottom: 0,
+                left: 0,
+                right: 0,
+            },
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+
+    /// The same problem with stride `[height, width]`.
+    pub const fn with_stride(mut self, stride: [usize; 2]) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// The same problem with this padding.
+    pub const fn with_padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// The same problem with dilation `[height, width]`.
+    pub const fn with_dilation(mut self, dilation: [usize; 2]) -> Self {
+        self.dilation = dilation;
+        self
+    }
+
+    /// The same problem with `groups` groups.
+    pub const fn with_groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// Checks the problem and computes its sizes. Every other size query goes through here.
+    pub fn shape(&self) -> Result<ProblemShape> {
+        let [n, c, h, w] = self.input;
+        let [k, fc, r, s] = self.filter;
+        let Padding {
+            top,
+            bottom,
+            left,
+            right,
+        } = self.padding;
+        let named = [
+            ("batch", n),
+            ("in_channels", c),
+            ("in_height", h),
+            ("in_width", w),
+            ("out_channels", k),
+            ("filter_channels", fc),
+            ("filter_height", r),
+            ("filter_width", s),
+            ("stride_h", self.stride[0]),
+            ("stride_w", self.stride[1]),
+            ("dilation_h", self.dilation[0]),
+            ("dilation_w", self.dilation[1]),
+            ("groups", self.groups),
+        ];
+        for (name, value) in named {
+            if value == 0 {
+                return Err(Error::ZeroSize { name });
+            }
+        }
+        for (name, value) in named.into_iter().chain([
+            ("pad_top", top),
+            ("pad_bottom", bottom),
+            ("pad_left", left),
+            ("pad_right", right),
+        ]) {
+            if value > MAX_DIM {
+                return Err(too_large(name, value as u128, MAX_DIM as u128));
+            }
+        }
+        if self.groups != 1 {
+            return Err(Error::GroupsUnsupported {
+                groups: self.groups,
+            });
+        }
+        if fc != c {
+            return Err(Error::ChannelMismatch {
+                input_channels: c,
+                filter_channels: fc,
+            });
+        }
+
+        // Every dimension is below 2^31, so these sums and products fit in u128 (and u64).
+        let out_size = |axis, size: usize, before: usize, after: usize, f: usize, st, dil| {
+            let padded = size + before + after;
+            let dilated = dil * (f - 1) + 1;
+            if dilated > padded {
+                return Err(Error::FilterLargerThanInput {
+                    axis,
+                    filter: dilated,
+                    padded_input: padded,
+                });
+            }
+            Ok((padded - dilated) / st + 1)
+        };
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        let p = out_size("height", h, top, bottom, r, sh, dh)?;
+        let q = out_size("width", w, left, right, s, sw, dw)?;
+        let win_width = (q - 1) * sw + (s - 1) * dw + 1;
+        for (name, value) in [
+            ("out_height", p),
+            ("out_width", q),
+            ("im2win width", win_width),
+        ] {
+            if value > MAX_DIM {
+                return Err(too_large(name, value as u128, MAX_DIM as u128));
+            }
+        }
+
+        let elements = |what, dims: &[usize]| -> Result<usize> {
+            let count = dims.iter().map(|&d| d as u128).product::<u128>();
+            if count > MAX_ELEMENTS as u128 {
+                return Err(too_large(what, count, MAX_ELEMENTS as u128));
+            }
+            Ok(count as usize)
+        };
+        let reduction = elements("reduction C·R·S", &[c, r, s])?;
+        if reduction > MAX_DIM {
+            return Err(too_large(
+                "reduction C·R·S",
+                reduction as u128,
+                MAX_DIM as u128,
+            ));
+        }
+        Ok(ProblemShape {
+            output: [n, k, p, q],
+            win_width,
+            input_len: elements("input elements", &[n, c, h, w])?,
+            filter_len: elements("filter elements", &[k, c, r, s])?,
+            output_len: elements("output elements", &[n, k, p, q])?,
+            im2win_len: elements("im2win elements", &[n, c, p, win_width, r])?,
+            reduction,
+            pixels: elements("output pixels N·P·Q", &[n, p, q])?,
+        })
+    }
+
+    /// Checks that the problem is valid and supported.
+    pub fn validate(&self) -> Result<()> {
+        self.shape().map(|_| ())
+    }
+
+    /// The output shape `[N, K, P, Q]`, exactly PyTorch's.
+    pub fn output_shape(&self) -> Result<[usize; 4]> {
+        Ok(self.shape()?.output)
+    }
+
+    /// Extra device memory a GPU convolution needs: the im2win buffer, then the transformed
+    /// filter at the next 256-byte boundary.
+    pub fn workspace_bytes(&self) -> Result<usize> {
+        let shape = self.shape()?;
+        Ok(self.filter_offset_bytes(&shape) + shape.filter_len * 4)
+    }
+
+    /// Byte offset of the transformed filter inside the workspace.
+    pub fn filter_offset_bytes(&self, shape: &ProblemShape) -> usize {
+        (shape.im2win_len * 4).div_ceil(256) * 256
+    }
+
+    /// Floating-point operations of the direct convolution, `2·N·K·P·Q·C·R·S` (bias not
+    /// counted): the figure TFLOP/s are reported against.
+    pub fn flops(&self) -> Result<f64> {
+        let shape = self.shape()?;
+        Ok(2.0 * shape.output_len as f64 * shape.reduction as f64)
+    }
+}
+
+fn too_large(what: &'static str, value: u128, limit: u128) -> Error {
+    Error::TooLarge { what, value, limit }
+}
