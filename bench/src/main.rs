@@ -1,0 +1,2 @@
+//! The `im2win` command.
+fn main() {}
