@@ -1,2 +1,227 @@
 //! The `im2win` command.
-fn main() {}
+//!
+//! `im2win bench` measures im2win against cuDNN, im2col + cuBLAS and a direct convolution on
+//! the paper's layers, ResNet-50, VGG-16 or any single layer, and writes a JSON report, an
+//! SVG chart and a terminal table. Later subcommands (`tune`, `kernels`) join
+//! [`Command`].
+
+mod args;
+mod buffers;
+mod chart;
+mod error;
+mod gpu;
+mod method;
+mod methods;
+mod reference;
+mod report;
+mod runner;
+mod stats;
+mod suite;
+mod table;
+mod timing;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::args::{BenchArgs, MIN_REPS};
+use crate::error::{Context, Result};
+use crate::report::Report;
+
+/// im2win: 2-D convolution on NVIDIA GPUs with the im2win layout.
+#[derive(Debug, Parser)]
+#[command(name = "im2win", version, about)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Benchmark im2win against cuDNN, im2col + cuBLAS and direct convolution.
+    Bench(BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Bench(args) => bench(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("im2win: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `im2win bench`: runs the suite, writing the JSON and the chart after every layer and at
+/// the end, then prints the table.
+fn bench(args: &BenchArgs) -> Result<()> {
+    let (config, json_path, chart_path) = args.config()?;
+    if config.timing.reps < MIN_REPS {
+        eprintln!(
+            "im2win: warning: --reps {} is below {MIN_REPS}; fine for a try, not for published results",
+            config.timing.reps
+        );
+    }
+    let mut save = |report: &Report| -> Result<()> {
+        let json = serde_json::to_string_pretty(report).context("serialising the report")?;
+        write(&json_path, &(json + "\n"))?;
+        write(&chart_path, &chart::render(report))
+    };
+    let report = runner::run(&config, &mut save)?;
+    save(&report)?;
+    println!("{}", table::render(&report));
+    println!("wrote {} and {}", json_path.display(), chart_path.display());
+    Ok(())
+}
+
+/// Writes `text` to `path`, creating its folder.
+fn write(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::method::CudnnAlgo;
+
+    fn parse(args: &[&str]) -> std::result::Result<BenchArgs, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("im2win").chain(args.iter().copied()))?;
+        let Command::Bench(bench) = cli.command;
+        Ok(bench)
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let args = parse(&["bench"]).unwrap();
+        let (config, json, chart) = args.config().unwrap();
+        assert_eq!(config.suite.name, "paper");
+        assert_eq!(config.suite.batch, 128);
+        assert_eq!(config.suite.layers.len(), 12);
+        assert_eq!(config.selection, crate::method::Selection::all());
+        assert!(config.timing.reps >= MIN_REPS);
+        assert_eq!(config.max_workspace_bytes, 8 << 30);
+        assert_eq!(json, PathBuf::from("bench/results/paper-f32-n128.json"));
+        assert_eq!(chart, PathBuf::from("bench/results/paper-f32-n128.svg"));
+        assert_eq!(config.device, 0);
+    }
+
+    #[test]
+    fn suites_batches_and_paths() {
+        let args = parse(&["bench", "--suite", "resnet50", "--batch", "32"]).unwrap();
+        let (config, json, _) = args.config().unwrap();
+        assert_eq!(config.suite.name, "resnet50");
+        assert!(config.suite.has_total);
+        assert_eq!(config.suite.layers[0].problem.input[0], 32);
+        assert_eq!(json, PathBuf::from("bench/results/resnet50-f32-n32.json"));
+
+        let args = parse(&[
+            "bench", "--suite", "vgg16", "--batch", "1", "--out", "x/v.json",
+        ])
+        .unwrap();
+        let (config, json, chart) = args.config().unwrap();
+        assert_eq!(config.suite.layers.len(), 9);
+        assert_eq!(
+            (json, chart),
+            (PathBuf::from("x/v.json"), PathBuf::from("x/v.svg"))
+        );
+
+        let args = parse(&["bench", "--chart", "c.svg"]).unwrap();
+        assert_eq!(args.config().unwrap().2, PathBuf::from("c.svg"));
+    }
+
+    #[test]
+    fn single_layer() {
+        let args = parse(&["bench", "--layer", "8,64,56,56,64,3,3,1,1"]).unwrap();
+        let (config, json, _) = args.config().unwrap();
+        assert_eq!(config.suite.name, "layer");
+        assert_eq!(config.suite.batch, 8);
+        assert_eq!(config.suite.layers[0].name, "c64_h56_k64_r3_s1_p1");
+        assert_eq!(json, PathBuf::from("bench/results/layer-f32-n8.json"));
+        // A layer and a suite (or a batch) together are refused.
+        assert!(
+            parse(&[
+                "bench",
+                "--layer",
+                "8,64,56,56,64,3,3,1,1",
+                "--suite",
+                "vgg16"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["bench", "--layer", "8,64,56,56,64,3,3,1,1", "--batch", "4"]).is_err());
+        // A bad layer parses as text but fails in `config`.
+        assert!(
+            parse(&["bench", "--layer", "1,2,3"])
+                .unwrap()
+                .config()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn methods_and_numbers() {
+        let args = parse(&[
+            "bench",
+            "--methods",
+            "im2win,cudnn:FFT",
+            "--reps",
+            "30",
+            "--warmup",
+            "0",
+            "--max-workspace-gib",
+            "0.5",
+            "--device",
+            "1",
+            "--seed",
+            "9",
+        ])
+        .unwrap();
+        let (config, _, _) = args.config().unwrap();
+        assert!(config.selection.im2win && !config.selection.direct);
+        assert_eq!(config.selection.cudnn_algos, vec![CudnnAlgo::Fft]);
+        assert_eq!((config.timing.reps, config.timing.warmup), (30, 0));
+        assert_eq!(config.max_workspace_bytes, 1 << 29);
+        assert_eq!((config.device, config.seed), (1, 9));
+
+        assert!(
+            parse(&["bench", "--methods", "nope"])
+                .unwrap()
+                .config()
+                .is_err()
+        );
+        assert!(parse(&["bench", "--reps", "0"]).is_err());
+        assert!(parse(&["bench", "--batch", "0"]).is_err());
+        assert!(parse(&["bench", "--suite", "alexnet"]).is_err());
+        assert!(
+            parse(&["bench", "--max-workspace-gib=-1"])
+                .unwrap()
+                .config()
+                .is_err()
+        );
+        assert!(
+            parse(&["bench", "--max-workspace-gib", "NaN"])
+                .unwrap()
+                .config()
+                .is_err()
+        );
+        assert!(parse(&[]).is_err(), "a subcommand is required");
+    }
+}

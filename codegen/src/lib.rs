@@ -3,10 +3,22 @@
 //! into one fatbin.
 //!
 //! The spec types are the single source of truth: build.rs, the runtime's dispatch and the
-//! proc macro all read them.
+//! proc macro all read them. [`fatbin`] and [`resources`] need no feature: the runtime uses
+//! them to inspect a compiled fatbin and its ptxas report.
 
 pub mod catalogue;
+pub mod fatbin;
+#[cfg(feature = "generate")]
+pub mod nvcc;
+#[cfg(feature = "generate")]
+pub mod render;
+pub mod resources;
 pub mod spec;
 
 pub use catalogue::{Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES};
+#[cfg(feature = "generate")]
+pub use nvcc::{CompileOutput, CudaTargets, Nvcc, NvccError};
+#[cfg(feature = "generate")]
+pub use render::{RenderError, RenderedSources, Renderer, SourceFile};
+pub use resources::{KernelReport, KernelResources};
 pub use spec::{DType, FixedGeometry, Geometry, KernelSpec, SpecError, TileConfig};

@@ -136,14 +136,16 @@ impl TileConfig {
         if [block_m, block_n, block_k, thread_m, thread_n].contains(&0) {
             return bad("every dimension must be at least 1");
         }
-        if block_m % thread_m != 0 || block_n % thread_n != 0 {
+        if !block_m.is_multiple_of(thread_m) || !block_n.is_multiple_of(thread_n) {
             return bad("the thread tile must divide the block tile");
         }
         let threads = self.threads();
-        if !(32..=1024).contains(&threads) || threads % 32 != 0 {
+        if !(32..=1024).contains(&threads) || !threads.is_multiple_of(32) {
             return bad("a block must have a multiple of 32 threads, from 32 to 1024");
         }
-        if (block_m * block_k) % threads != 0 || (block_n * block_k) % threads != 0 {
+        if !(block_m * block_k).is_multiple_of(threads)
+            || !(block_n * block_k).is_multiple_of(threads)
+        {
             return bad("each stage's filter and window tiles must split evenly over the threads");
         }
         Ok(())
@@ -189,10 +191,10 @@ impl KernelSpec {
     /// Checks the tile and, for fixed kernels, that filter and stride are at least 1.
     pub fn validate(&self) -> Result<(), SpecError> {
         self.tile.validate()?;
-        if let Geometry::Fixed(g) = self.geometry {
-            if [g.filter_h, g.filter_w, g.stride_h, g.stride_w].contains(&0) {
-                return Err(SpecError::InvalidGeometry(g));
-            }
+        if let Geometry::Fixed(g) = self.geometry
+            && [g.filter_h, g.filter_w, g.stride_h, g.stride_w].contains(&0)
+        {
+            return Err(SpecError::InvalidGeometry(g));
         }
         Ok(())
     }
@@ -233,8 +235,8 @@ impl FromStr for KernelSpec {
                     .strip_prefix('r')
                     .and_then(|x| x.split_once('s'))
                     .ok_or_else(bad)?;
-                let [stride_h, stride_w] = dims::<2>(st.strip_prefix('s').ok_or_else(bad)?)
-                    .ok_or_else(bad)?;
+                let [stride_h, stride_w] =
+                    dims::<2>(st.strip_prefix('s').ok_or_else(bad)?).ok_or_else(bad)?;
                 let geometry = FixedGeometry {
                     filter_h: r.parse().map_err(|_| bad())?,
                     filter_w: s.parse().map_err(|_| bad())?,

@@ -32,7 +32,9 @@ pub enum Error {
         groups: usize,
     },
     /// The filter's channel count differs from the input's.
-    #[error("invalid problem: the input has {input_channels} channels but the filter has {filter_channels}")]
+    #[error(
+        "invalid problem: the input has {input_channels} channels but the filter has {filter_channels}"
+    )]
     ChannelMismatch {
         /// `C` of the input.
         input_channels: usize,
@@ -90,6 +92,50 @@ pub enum Error {
     KernelMissing {
         /// The kernel's name.
         name: String,
+    },
+    /// The catalogue has no kernel that can run the problem: no fixed kernel for its
+    /// geometry and no generic kernel.
+    #[error(
+        "no kernel in the catalogue runs a {}×{} filter with stride {}×{} and dilation {}×{}: add the generic kernel (or this geometry) to the catalogue",
+        .filter[0], .filter[1], .stride[0], .stride[1], .dilation[0], .dilation[1]
+    )]
+    NoKernel {
+        /// Filter `[R, S]`.
+        filter: [usize; 2],
+        /// Stride `[height, width]`.
+        stride: [usize; 2],
+        /// Dilation `[height, width]`.
+        dilation: [usize; 2],
+    },
+    /// A kernel was forced on a problem it cannot compute (a fixed kernel of another
+    /// geometry).
+    #[error(
+        "kernel `{kernel}` cannot run a {}×{} filter with stride {}×{} and dilation {}×{}",
+        .filter[0], .filter[1], .stride[0], .stride[1], .dilation[0], .dilation[1]
+    )]
+    SpecMismatch {
+        /// The kernel's name.
+        kernel: String,
+        /// Filter `[R, S]` of the problem.
+        filter: [usize; 2],
+        /// Stride `[height, width]` of the problem.
+        stride: [usize; 2],
+        /// Dilation `[height, width]` of the problem.
+        dilation: [usize; 2],
+    },
+    /// A device buffer belongs to another CUDA context (device) than the engine.
+    #[error("buffer `{buffer}` lives in another CUDA context than the engine's")]
+    ForeignBuffer {
+        /// Which buffer.
+        buffer: &'static str,
+    },
+    /// A device buffer's address is not aligned as the kernels need.
+    #[error("buffer `{buffer}` must start at a multiple of {alignment} bytes")]
+    Misaligned {
+        /// Which buffer.
+        buffer: &'static str,
+        /// The required alignment in bytes.
+        alignment: usize,
     },
     /// A CUDA driver call failed.
     #[error("CUDA driver error: {0}")]

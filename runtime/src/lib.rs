@@ -1,10 +1,13 @@
 //! `im2win-runtime`: the problem description and its validation, the float64 CPU oracle and
 //! CPU im2win backend, and the cudarc engine that dispatches to the compiled kernels.
 
+pub mod cpu;
 pub mod error;
+pub mod gpu;
 pub mod kernels;
 pub mod problem;
 
 pub use error::{Error, Result};
+pub use gpu::{ConvParams, Engine, Plan};
 pub use kernels::KernelModule;
 pub use problem::{Conv2dProblem, Padding, ProblemShape};

@@ -198,10 +198,14 @@ impl Conv2dProblem {
         let p = out_size("height", h, top, bottom, r, sh, dh)?;
         let q = out_size("width", w, left, right, s, sw, dw)?;
         let win_width = (q - 1) * sw + (s - 1) * dw + 1;
+        // The height twin of `win_width`: kernels compute the padded row `p·sh + r·dh` in
+        // `int`, and a large top padding with stride > 1 can push it past `int` while P fits.
+        let rows_read = (p - 1) * sh + (r - 1) * dh + 1;
         for (name, value) in [
             ("out_height", p),
             ("out_width", q),
             ("im2win width", win_width),
+            ("padded rows read", rows_read),
         ] {
             if value > MAX_DIM {
                 return Err(too_large(name, value as u128, MAX_DIM as u128));

@@ -1,0 +1,112 @@
+//! The command line of `im2win bench`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::error::{BenchError, Result};
+use crate::method::{METHODS_HELP, Selection};
+use crate::report::default_json_path;
+use crate::runner::BenchConfig;
+use crate::suite::Suite;
+use crate::timing::TimingConfig;
+
+/// The built-in suites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SuiteName {
+    /// The paper's 12 layers (padding 0), named conv1 … conv12.
+    Paper,
+    /// ResNet-50 v1.5: 23 distinct layers weighted by count, plus the network total.
+    Resnet50,
+    /// VGG-16: 9 distinct layers weighted by count, plus the network total.
+    Vgg16,
+}
+
+/// The issue asks for at least this many repetitions.
+pub const MIN_REPS: usize = 20;
+
+/// `im2win bench`: im2win against cuDNN, im2col + cuBLAS and direct convolution.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Built-in suite to run.
+    #[arg(long, value_enum, default_value = "paper", conflicts_with = "layer")]
+    pub suite: SuiteName,
+    /// One layer instead of a suite: N,C,H,W,K,R,S,stride,pad[,dilation] (stride, padding
+    /// and dilation the same on both axes).
+    #[arg(long, value_name = "N,C,H,W,K,R,S,STRIDE,PAD[,DILATION]")]
+    pub layer: Option<String>,
+    /// Batch size of the suite's layers.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "layer")]
+    pub batch: u32,
+    /// Methods to run (default all).
+    #[arg(long, default_value = "all", long_help = METHODS_HELP)]
+    pub methods: String,
+    /// Timed repetitions per method; the median is reported (at least 20 for results).
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reps: u32,
+    /// Untimed rounds over all buffer sets before timing (after the checked run).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u32,
+    /// JSON output [default: bench/results/<suite>-f32-n<batch>.json].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// SVG chart output [default: the JSON path with .svg].
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+    /// Largest cuDNN workspace or im2col column buffer to use, in GiB; a cuDNN algorithm
+    /// needing more is skipped, im2col runs in passes of fewer images.
+    #[arg(long, default_value_t = 8.0)]
+    pub max_workspace_gib: f64,
+    /// Seed of the random input and filter values.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl BenchArgs {
+    /// The run's configuration, and where to write the JSON and the chart.
+    ///
+    /// # Errors
+    /// An invalid `--layer`, `--methods` or `--max-workspace-gib`.
+    pub fn config(&self) -> Result<(BenchConfig, PathBuf, PathBuf)> {
+        let suite = match &self.layer {
+            Some(spec) => Suite::single(spec)?,
+            None => {
+                let batch = self.batch as usize;
+                match self.suite {
+                    SuiteName::Paper => Suite::paper(batch),
+                    SuiteName::Resnet50 => Suite::resnet50(batch),
+                    SuiteName::Vgg16 => Suite::vgg16(batch),
+                }
+            }
+        };
+        if !(self.max_workspace_gib.is_finite() && self.max_workspace_gib >= 0.0) {
+            return Err(BenchError::new(format!(
+                "--max-workspace-gib must be a non-negative number, not {}",
+                self.max_workspace_gib
+            )));
+        }
+        let out = self
+            .out
+            .clone()
+            .unwrap_or_else(|| default_json_path(&suite.name, suite.batch));
+        let chart = self
+            .chart
+            .clone()
+            .unwrap_or_else(|| out.with_extension("svg"));
+        let config = BenchConfig {
+            selection: Selection::parse(&self.methods)?,
+            timing: TimingConfig {
+                warmup: self.warmup as usize,
+                reps: self.reps as usize,
+            },
+            device: self.device,
+            max_workspace_bytes: (self.max_workspace_gib * (1u64 << 30) as f64) as u64,
+            seed: self.seed,
+            suite,
+        };
+        Ok((config, out, chart))
+    }
+}

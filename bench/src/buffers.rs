@@ -1,0 +1,177 @@
+//! The operand buffers every method reads and writes: several sets of input, filter and
+//! output, rotated while timing so that a small layer is not measured out of the L2 cache.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut};
+use im2win::ProblemShape;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{Context, Result};
+
+/// The H200's L2 cache is 60 MiB; sets are rotated until they exceed three times that.
+pub const ROTATION_BYTES: u64 = 3 * 60 * (1 << 20);
+
+/// At most this many sets, however small the layer (the smallest layer of the built-in
+/// suites needs 117).
+pub const MAX_SETS: usize = 512;
+
+/// The number of buffer sets of `set_bytes` each whose total exceeds `target` bytes: one
+/// more than fit in `target`, at least 1 (a set larger than `target` needs no rotation) and
+/// at most `cap`.
+pub fn rotation_sets(set_bytes: u64, target: u64, cap: usize) -> usize {
+    let needed = target / set_bytes.max(1) + 1;
+    usize::try_from(needed)
+        .unwrap_or(usize::MAX)
+        .clamp(1, cap.max(1))
+}
+
+/// Bytes of one set: input, filter and output, in float32.
+pub fn set_bytes(shape: &ProblemShape) -> u64 {
+    4 * (shape.input_len + shape.filter_len + shape.output_len) as u64
+}
+
+/// `sets` sets of input, filter and output on the device. Inputs and filters hold uniform
+/// random values in [−1, 1) (never zeros); outputs start zeroed.
+pub struct BufferSets {
+    /// Inputs `N×C×H×W`, one per set.
+    pub inputs: Vec<CudaSlice<f32>>,
+    /// Filters `K×C×R×S`, one per set.
+    pub filters: Vec<CudaSlice<f32>>,
+    /// Outputs `N×K×P×Q`, one per set.
+    pub outputs: Vec<CudaSlice<f32>>,
+    /// Set 0's input and filter on the host, kept for the CPU oracle when asked for.
+    pub host0: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// `len` uniform random values in [−1, 1) from `seed`.
+pub fn random_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+impl BufferSets {
+    /// Allocates and fills `sets` sets for a problem of `shape`, from `seed`. With
+    /// `keep_host`, set 0's input and filter stay on the host too.
+    ///
+    /// # Errors
+    /// When an allocation or copy fails (typically: out of device memory).
+    pub fn new(
+        stream: &Arc<CudaStream>,
+        shape: &ProblemShape,
+        sets: usize,
+        seed: u64,
+        keep_host: bool,
+    ) -> Result<Self> {
+        let mut buffers = BufferSets {
+            inputs: Vec::with_capacity(sets),
+            filters: Vec::with_capacity(sets),
+            outputs: Vec::with_capacity(sets),
+            host0: None,
+        };
+        for set in 0..sets as u64 {
+            let input = random_values(
+                shape.input_len,
+                seed ^ (2 * set + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            let filter = random_values(
+                shape.filter_len,
+                seed ^ (2 * set + 2).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            buffers.inputs.push(
+                stream
+                    .clone_htod(&input)
+                    .with_context(|| format!("uploading input set {set}"))?,
+            );
+            buffers.filters.push(
+                stream
+                    .clone_htod(&filter)
+                    .with_context(|| format!("uploading filter set {set}"))?,
+            );
+            buffers.outputs.push(
+                stream
+                    .alloc_zeros::<f32>(shape.output_len)
+                    .with_context(|| format!("allocating output set {set}"))?,
+            );
+            if set == 0 && keep_host {
+                buffers.host0 = Some((input, filter));
+            }
+        }
+        Ok(buffers)
+    }
+
+    /// How many sets.
+    pub fn len(&self) -> usize {
+        self.outputs.len()
+    }
+}
+
+/// Fills `output` with NaN (every byte 0xFF), so that anything a method fails to write
+/// shows up in the check.
+///
+/// # Errors
+/// When the memset fails.
+pub fn poison(stream: &Arc<CudaStream>, output: &mut CudaSlice<f32>) -> Result<()> {
+    let bytes = output.num_bytes();
+    let (ptr, _sync) = output.device_ptr_mut(stream);
+    // SAFETY: `ptr` is the start of `output`'s allocation of `bytes` bytes, valid on
+    // `stream`; all-ones bytes are a NaN float32, a valid value.
+    unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, stream.cu_stream()) }
+        .context("poisoning the output with NaN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn rotation_exceeds_three_l2() {
+        assert_eq!(ROTATION_BYTES, 180 * MIB);
+        // 1.6 MiB sets (ResNet-50, N = 1): 113 of them, just over 180 MiB.
+        let n = rotation_sets(1_622_016, ROTATION_BYTES, MAX_SETS);
+        assert!(n as u64 * 1_622_016 > ROTATION_BYTES);
+        assert!((n - 1) as u64 * 1_622_016 <= ROTATION_BYTES);
+        // Exactly 60 MiB sets: 3 would only equal 180 MiB, so 4.
+        assert_eq!(rotation_sets(60 * MIB, ROTATION_BYTES, MAX_SETS), 4);
+        // A set larger than 180 MiB needs no rotation.
+        assert_eq!(rotation_sets(200 * MIB, ROTATION_BYTES, MAX_SETS), 1);
+        // Tiny sets hit the cap; zero-sized ones too.
+        assert_eq!(rotation_sets(12, ROTATION_BYTES, MAX_SETS), MAX_SETS);
+        assert_eq!(rotation_sets(0, ROTATION_BYTES, MAX_SETS), MAX_SETS);
+        assert_eq!(rotation_sets(12, ROTATION_BYTES, 0), 1);
+    }
+
+    #[test]
+    fn built_in_suites_fit_under_the_cap() {
+        use crate::suite::Suite;
+        for suite in [Suite::paper(1), Suite::resnet50(1), Suite::vgg16(1)] {
+            for layer in &suite.layers {
+                let bytes = set_bytes(&layer.problem.shape().unwrap());
+                let n = rotation_sets(bytes, ROTATION_BYTES, usize::MAX);
+                assert!(n <= MAX_SETS, "{}: {n} sets", layer.name);
+            }
+        }
+    }
+
+    #[test]
+    fn set_size() {
+        let shape = im2win::Conv2dProblem::new([2, 3, 8, 8], [4, 3, 3, 3])
+            .shape()
+            .unwrap();
+        assert_eq!(set_bytes(&shape), 4 * (2 * 3 * 64 + 4 * 27 + 2 * 4 * 36));
+    }
+
+    #[test]
+    fn random_values_are_uniform_and_reproducible() {
+        let a = random_values(10_000, 7);
+        assert_eq!(a, random_values(10_000, 7));
+        assert_ne!(a, random_values(10_000, 8));
+        assert!(a.iter().all(|v| (-1.0..1.0).contains(v)));
+        assert!(a.iter().filter(|&&v| v == 0.0).count() < 5);
+        let mean = a.iter().map(|&v| f64::from(v)).sum::<f64>() / a.len() as f64;
+        assert!(mean.abs() < 0.05, "{mean}");
+    }
+}

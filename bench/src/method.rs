@@ -1,0 +1,259 @@
+//! The methods a layer is run with, their names in the report, and `--methods` parsing.
+
+use std::fmt;
+
+use crate::error::{BenchError, Result};
+
+/// cuDNN's eight forward-convolution algorithms (`cudnnConvolutionFwdAlgo_t`), named as in
+/// the report (`cudnn:<NAME>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CudnnAlgo {
+    /// `CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM`.
+    ImplicitGemm,
+    /// `CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM`.
+    ImplicitPrecompGemm,
+    /// `CUDNN_CONVOLUTION_FWD_ALGO_GEMM`.
+    Gemm,
+    /// `CUDNN_CONVOLUTION_FWD_ALGO_DIRECT`.
+    Direct,
+    /// `CUDNN_CONVOLUTION_FWD_ALGO_FFT`.
+    Fft,
+    /// `CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING`.
+    FftTiling,
+    /// `CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD`.
+    Winograd,
+    /// `CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED`.
+    WinogradNonfused,
+}
+
+impl CudnnAlgo {
+    /// All eight, in cuDNN's enumeration order.
+    pub const ALL: [CudnnAlgo; 8] = [
+        CudnnAlgo::ImplicitGemm,
+        CudnnAlgo::ImplicitPrecompGemm,
+        CudnnAlgo::Gemm,
+        CudnnAlgo::Direct,
+        CudnnAlgo::Fft,
+        CudnnAlgo::FftTiling,
+        CudnnAlgo::Winograd,
+        CudnnAlgo::WinogradNonfused,
+    ];
+
+    /// The name after `CUDNN_CONVOLUTION_FWD_ALGO_`, e.g. `IMPLICIT_PRECOMP_GEMM`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CudnnAlgo::ImplicitGemm => "IMPLICIT_GEMM",
+            CudnnAlgo::ImplicitPrecompGemm => "IMPLICIT_PRECOMP_GEMM",
+            CudnnAlgo::Gemm => "GEMM",
+            CudnnAlgo::Direct => "DIRECT",
+            CudnnAlgo::Fft => "FFT",
+            CudnnAlgo::FftTiling => "FFT_TILING",
+            CudnnAlgo::Winograd => "WINOGRAD",
+            CudnnAlgo::WinogradNonfused => "WINOGRAD_NONFUSED",
+        }
+    }
+
+    /// The algorithm with this name (case-insensitive, with or without the
+    /// `CUDNN_CONVOLUTION_FWD_ALGO_` prefix).
+    pub fn parse(name: &str) -> Option<CudnnAlgo> {
+        let upper = name.trim().to_ascii_uppercase();
+        let short = upper
+            .strip_prefix("CUDNN_CONVOLUTION_FWD_ALGO_")
+            .unwrap_or(&upper);
+        CudnnAlgo::ALL.into_iter().find(|a| a.name() == short)
+    }
+}
+
+/// One way of computing a layer, as named in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    /// im2win's dispatch (`engine.conv2d`), transforms included: `im2win`.
+    Im2win,
+    /// The fastest correct cuDNN algorithm for the layer: `cudnn-best`.
+    CudnnBest,
+    /// One cuDNN algorithm: `cudnn:<ALGO>`.
+    Cudnn(CudnnAlgo),
+    /// Explicit im2col kernel + cuBLAS SGEMM: `im2col-cublas`.
+    Im2colCublas,
+    /// Plain direct convolution in float32: `direct`.
+    Direct,
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Method::Im2win => f.write_str("im2win"),
+            Method::CudnnBest => f.write_str("cudnn-best"),
+            Method::Cudnn(algo) => write!(f, "cudnn:{}", algo.name()),
+            Method::Im2colCublas => f.write_str("im2col-cublas"),
+            Method::Direct => f.write_str("direct"),
+        }
+    }
+}
+
+/// Which methods to run, from `--methods`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Run and report `im2win`.
+    pub im2win: bool,
+    /// Report `cudnn-best` (which needs every cuDNN algorithm timed).
+    pub cudnn_best: bool,
+    /// cuDNN algorithms reported one by one.
+    pub cudnn_algos: Vec<CudnnAlgo>,
+    /// Run and report `im2col-cublas`.
+    pub im2col_cublas: bool,
+    /// Run and report `direct`.
+    pub direct: bool,
+}
+
+/// What `--methods` accepts, for error messages and `--help`.
+pub const METHODS_HELP: &str = "comma-separated: all, im2win, cudnn (every algorithm and cudnn-best), \
+cudnn-best, cudnn:<ALGO> (IMPLICIT_GEMM, IMPLICIT_PRECOMP_GEMM, GEMM, DIRECT, FFT, FFT_TILING, \
+WINOGRAD, WINOGRAD_NONFUSED), im2col-cublas, direct";
+
+impl Selection {
+    /// Every method: im2win, every cuDNN algorithm and the best of them, im2col + cuBLAS,
+    /// direct.
+    pub fn all() -> Selection {
+        Selection {
+            im2win: true,
+            cudnn_best: true,
+            cudnn_algos: CudnnAlgo::ALL.to_vec(),
+            im2col_cublas: true,
+            direct: true,
+        }
+    }
+
+    /// Parses a comma-separated `--methods` list (see [`METHODS_HELP`]).
+    ///
+    /// # Errors
+    /// On an unknown name or an empty list.
+    pub fn parse(list: &str) -> Result<Selection> {
+        let mut sel = Selection {
+            im2win: false,
+            cudnn_best: false,
+            cudnn_algos: Vec::new(),
+            im2col_cublas: false,
+            direct: false,
+        };
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item.to_ascii_lowercase().as_str() {
+                "all" => sel = Selection::all(),
+                "im2win" => sel.im2win = true,
+                "cudnn" | "cudnn:all" => {
+                    sel.cudnn_best = true;
+                    sel.cudnn_algos = CudnnAlgo::ALL.to_vec();
+                }
+                "cudnn-best" => sel.cudnn_best = true,
+                "im2col-cublas" => sel.im2col_cublas = true,
+                "direct" => sel.direct = true,
+                lower => {
+                    let algo = lower
+                        .strip_prefix("cudnn:")
+                        .and_then(CudnnAlgo::parse)
+                        .ok_or_else(|| {
+                            BenchError::new(format!(
+                                "unknown method `{item}`; --methods is {METHODS_HELP}"
+                            ))
+                        })?;
+                    if !sel.cudnn_algos.contains(&algo) {
+                        sel.cudnn_algos.push(algo);
+                    }
+                }
+            }
+        }
+        sel.cudnn_algos.sort();
+        if sel.is_empty() {
+            return Err(BenchError::new(format!(
+                "--methods selects nothing; it is {METHODS_HELP}"
+            )));
+        }
+        Ok(sel)
+    }
+
+    /// Whether nothing is selected.
+    pub fn is_empty(&self) -> bool {
+        !(self.im2win || self.cudnn_best || self.im2col_cublas || self.direct)
+            && self.cudnn_algos.is_empty()
+    }
+
+    /// Whether any method needs cuDNN.
+    pub fn needs_cudnn(&self) -> bool {
+        self.cudnn_best || !self.cudnn_algos.is_empty()
+    }
+
+    /// The cuDNN algorithms to time: all eight when `cudnn-best` is reported (the best can
+    /// only be known by timing every one), else those named.
+    pub fn cudnn_algos_to_run(&self) -> Vec<CudnnAlgo> {
+        if self.cudnn_best {
+            CudnnAlgo::ALL.to_vec()
+        } else {
+            self.cudnn_algos.clone()
+        }
+    }
+
+    /// How many timed runs a layer takes (for the progress bar): one per method, one per
+    /// cuDNN algorithm run.
+    pub fn steps_per_layer(&self) -> usize {
+        usize::from(self.im2win)
+            + usize::from(self.im2col_cublas)
+            + usize::from(self.direct)
+            + self.cudnn_algos_to_run().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for algo in CudnnAlgo::ALL {
+            assert_eq!(CudnnAlgo::parse(algo.name()), Some(algo));
+            assert_eq!(CudnnAlgo::parse(&algo.name().to_lowercase()), Some(algo));
+            let full = format!("CUDNN_CONVOLUTION_FWD_ALGO_{}", algo.name());
+            assert_eq!(CudnnAlgo::parse(&full), Some(algo));
+        }
+        assert_eq!(CudnnAlgo::parse("FASTEST"), None);
+        assert_eq!(
+            Method::Cudnn(CudnnAlgo::FftTiling).to_string(),
+            "cudnn:FFT_TILING"
+        );
+        assert_eq!(Method::CudnnBest.to_string(), "cudnn-best");
+        assert_eq!(Method::Im2colCublas.to_string(), "im2col-cublas");
+        assert_eq!(Method::Im2win.to_string(), "im2win");
+        assert_eq!(Method::Direct.to_string(), "direct");
+    }
+
+    #[test]
+    fn selection_parsing() {
+        assert_eq!(Selection::parse("all").unwrap(), Selection::all());
+        assert_eq!(Selection::all().steps_per_layer(), 11);
+
+        let s = Selection::parse("im2win, cudnn-best").unwrap();
+        assert!(s.im2win && s.cudnn_best && !s.direct && !s.im2col_cublas);
+        assert!(s.cudnn_algos.is_empty());
+        assert_eq!(
+            s.cudnn_algos_to_run().len(),
+            8,
+            "the best needs every algorithm"
+        );
+        assert!(s.needs_cudnn());
+
+        let s = Selection::parse("cudnn:fft,direct,cudnn:IMPLICIT_GEMM,cudnn:FFT").unwrap();
+        assert_eq!(s.cudnn_algos, vec![CudnnAlgo::ImplicitGemm, CudnnAlgo::Fft]);
+        assert_eq!(s.cudnn_algos_to_run(), s.cudnn_algos);
+        assert!(!s.cudnn_best && s.direct);
+        assert_eq!(s.steps_per_layer(), 3);
+
+        let s = Selection::parse("cudnn").unwrap();
+        assert!(s.cudnn_best && s.cudnn_algos.len() == 8 && !s.im2win);
+
+        let s = Selection::parse("im2col-cublas").unwrap();
+        assert!(!s.needs_cudnn() && s.im2col_cublas);
+
+        for bad in ["", " , ", "cudnn:fastest", "im2row", "cudnn:"] {
+            assert!(Selection::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Runs a suite: for each layer, the buffer sets and the reference output, then every
+//! selected method; a progress bar while it runs; the report at the end.
+//!
+//! A method that fails (cuDNN does not support an algorithm, out of memory, ...) is skipped
+//! with its reason, and the run goes on — unless the failure broke the CUDA context, which
+//! stops the run with an error rather than reporting meaningless numbers.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::buffers::{BufferSets, MAX_SETS, ROTATION_BYTES, rotation_sets, set_bytes};
+use crate::error::{Context, Result};
+use crate::gpu::Gpu;
+use crate::method::{Method, Selection};
+use crate::methods::{LayerRun, direct, im2win_conv};
+use crate::reference::{cpu_checks, reference_output};
+use crate::report::{LayerReport, MethodResult, Report, Settings, Skipped, network_total};
+use crate::stats::REL_ERR_LIMIT;
+use crate::suite::{Layer, Suite, gflop};
+use crate::timing::TimingConfig;
+
+/// Everything a run needs to know.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The layers.
+    pub suite: Suite,
+    /// The methods.
+    pub selection: Selection,
+    /// Warm-up and repetitions.
+    pub timing: TimingConfig,
+    /// CUDA device ordinal.
+    pub device: usize,
+    /// Cap on a cuDNN workspace or the im2col column buffer, in bytes.
+    pub max_workspace_bytes: u64,
+    /// Seed of the random operands.
+    pub seed: u64,
+}
+
+/// Runs the whole suite and returns the report. After every layer, `checkpoint` gets the
+/// report so far (so that an interrupted run still leaves its finished layers behind), and
+/// a one-line summary of the layer is printed.
+///
+/// # Errors
+/// When the GPU cannot be opened, the CUDA context breaks during the run, or `checkpoint`
+/// fails.
+pub fn run(
+    config: &BenchConfig,
+    checkpoint: &mut dyn FnMut(&Report) -> Result<()>,
+) -> Result<Report> {
+    let unix_time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let gpu = Gpu::open(config.device, &config.selection)?;
+    let mut report = Report {
+        device: gpu.device.clone(),
+        suite: config.suite.name.clone(),
+        dtype: "f32".into(),
+        batch: config.suite.batch,
+        layers: Vec::with_capacity(config.suite.layers.len() + 1),
+        settings: Settings {
+            reps: config.timing.reps,
+            warmup: config.timing.warmup,
+            rotation_bytes: ROTATION_BYTES,
+            max_workspace_bytes: config.max_workspace_bytes,
+            rel_err_limit: REL_ERR_LIMIT,
+            unix_time,
+        },
+        software: gpu.software.clone(),
+    };
+    let steps = config.suite.layers.len() * config.selection.steps_per_layer();
+    let progress = ProgressBar::new(steps as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+    {
+        progress.set_style(style);
+    }
+    for (index, layer) in config.suite.layers.iter().enumerate() {
+        let seed = config
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(index as u64);
+        let done = bench_layer(&gpu, layer, config, seed, &progress)?;
+        note(&progress, summary_line(&done));
+        report.layers.push(done);
+        checkpoint(&report)?;
+    }
+    progress.finish_and_clear();
+    if config.suite.has_total {
+        let total = network_total(&report.layers);
+        report.layers.push(total);
+    }
+    Ok(report)
+}
+
+/// `conv1 (27.0 GFLOP): im2win 1.2 ms 22.5 TFLOP/s · cudnn-best …`, flagged results marked.
+fn summary_line(layer: &LayerReport) -> String {
+    let results: Vec<String> = layer
+        .results
+        .iter()
+        .filter(|r| !r.method.starts_with("cudnn:"))
+        .map(|r| {
+            format!(
+                "{} {:.4} ms {:.2} TFLOP/s{}",
+                r.method,
+                r.median_ms,
+                r.tflops,
+                if r.flagged { " WRONG" } else { "" }
+            )
+        })
+        .collect();
+    format!(
+        "{} ({:.2} GFLOP): {}",
+        layer.name,
+        layer.gflop,
+        results.join(" · ")
+    )
+}
+
+/// Prints a line above the progress bar (also when the bar is hidden, e.g. in a log file).
+fn note(progress: &ProgressBar, line: String) {
+    progress.suspend(|| eprintln!("{line}"));
+}
+
+/// The results of one layer so far, and the bookkeeping of each step.
+struct Steps<'a> {
+    gpu: &'a Gpu,
+    layer: &'a Layer,
+    progress: &'a ProgressBar,
+    skipped: Vec<Skipped>,
+}
+
+impl Steps<'_> {
+    /// Runs one method step: progress, and on failure the skip (or the end of the run if
+    /// the CUDA context broke).
+    fn step(
+        &mut self,
+        method: Method,
+        run: impl FnOnce() -> Result<MethodResult>,
+    ) -> Result<Option<MethodResult>> {
+        self.progress
+            .set_message(format!("{} {method}", self.layer.name));
+        let outcome = run();
+        self.progress.inc(1);
+        match outcome {
+            Ok(result) => {
+                if result.flagged {
+                    note(
+                        self.progress,
+                        format!(
+                            "{} {method}: WRONG RESULT, rel_err {:e} > {REL_ERR_LIMIT:e}",
+                            self.layer.name, result.rel_err
+                        ),
+                    );
+                }
+                Ok(Some(result))
+            }
+            Err(err) => {
+                self.gpu.healthy().with_context(|| {
+                    format!("{} {method} failed ({err}), and then", self.layer.name)
+                })?;
+                self.skip(method.to_string(), err.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records that `method` did not run, and says so.
+    fn skip(&mut self, method: String, reason: String) {
+        note(
+            self.progress,
+            format!("{} {method}: skipped: {reason}", self.layer.name),
+        );
+        self.skipped.push(Skipped { method, reason });
+    }
+}
+
+/// Benchmarks one layer with every selected method.
+fn bench_layer(
+    gpu: &Gpu,
+    layer: &Layer,
+    config: &BenchConfig,
+    seed: u64,
+    progress: &ProgressBar,
+) -> Result<LayerReport> {
+    let gflop = gflop(&layer.problem)?;
+    let selection = &config.selection;
+    let mut report = LayerReport {
+        name: layer.name.clone(),
+        gflop,
+        results: Vec::new(),
+        count: Some(layer.count),
+        problem: Some(layer.problem),
+        rotation_sets: None,
+        reference: None,
+        skipped: Vec::new(),
+    };
+    let mut steps = Steps {
+        gpu,
+        layer,
+        progress,
+        skipped: Vec::new(),
+    };
+    progress.set_message(format!("{} buffers and reference", layer.name));
+    let mut run = match prepare(gpu, layer, config, gflop, seed) {
+        Ok(run) => run,
+        Err(err) => {
+            gpu.healthy()
+                .with_context(|| format!("{}: preparing failed ({err}), and then", layer.name))?;
+            steps.skip("all".into(), err.to_string());
+            progress.inc(selection.steps_per_layer() as u64);
+            report.skipped = steps.skipped;
+            return Ok(report);
+        }
+    };
+    report.rotation_sets = Some(run.layer.sets.len());
+    report.reference = Some(run.reference_kind.clone());
+    let layer_run = &mut run.layer;
+
+    let im2win = if selection.im2win {
+        steps.step(Method::Im2win, || im2win_conv::run(layer_run))?
+    } else {
+        None
+    };
+    let (best, algos) = cudnn_steps(&mut steps, layer_run, selection)?;
+    let im2col = if selection.im2col_cublas {
+        im2col_step(&mut steps, layer_run)?
+    } else {
+        None
+    };
+    let direct = if selection.direct {
+        steps.step(Method::Direct, || direct::run(layer_run))?
+    } else {
+        None
+    };
+
+    report.results = im2win
+        .into_iter()
+        .chain(best)
+        .chain(algos)
+        .chain(im2col)
+        .chain(direct)
+        .collect();
+    report.skipped = steps.skipped;
+    report.compare_with_cudnn();
+    Ok(report)
+}
+
+/// A layer ready to run: buffers, reference, and how the reference was made.
+struct Prepared<'a> {
+    layer: LayerRun<'a>,
+    reference_kind: String,
+}
+
+/// Allocates the layer's buffer sets and computes its reference output.
+fn prepare<'a>(
+    gpu: &'a Gpu,
+    layer: &Layer,
+    config: &BenchConfig,
+    gflop: f64,
+    seed: u64,
+) -> Result<Prepared<'a>> {
+    let shape = layer.problem.shape().context("invalid layer")?;
+    let count = rotation_sets(set_bytes(&shape), ROTATION_BYTES, MAX_SETS);
+    let sets = BufferSets::new(gpu.engine.stream(), &shape, count, seed, cpu_checks(gflop))
+        .with_context(|| format!("allocating {count} buffer sets"))?;
+    let (reference, reference_kind) = reference_output(&gpu.engine, &layer.problem, &sets)?;
+    Ok(Prepared {
+        layer: LayerRun {
+            gpu,
+            problem: layer.problem,
+            shape,
+            gflop,
+            sets,
+            reference,
+            timing: config.timing,
+            #[cfg(feature = "baselines")]
+            max_workspace_bytes: config.max_workspace_bytes,
+        },
+        reference_kind,
+    })
+}
+
+/// Every cuDNN algorithm that the selection needs, then `cudnn-best`. Returns the best and
+/// the individually selected algorithms' results.
+#[cfg(feature = "baselines")]
+fn cudnn_steps(
+    steps: &mut Steps<'_>,
+    run: &mut LayerRun<'_>,
+    selection: &Selection,
+) -> Result<(Option<MethodResult>, Vec<MethodResult>)> {
+    use crate::methods::cudnn::{CudnnConv, best, run_algo};
+
+    let algos = selection.cudnn_algos_to_run();
+    if algos.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let gpu = steps.gpu;
+    let conv = match &gpu.libraries.cudnn {
+        Ok(handle) => CudnnConv::new(handle, &run.problem),
+        Err(reason) => Err(crate::error::BenchError::new(reason.clone())),
+    };
+    let mut results = Vec::new();
+    match conv {
+        Ok(conv) => {
+            for algo in algos {
+                if let Some(result) =
+                    steps.step(Method::Cudnn(algo), || run_algo(run, &conv, algo))?
+                {
+                    results.push((algo, result));
+                }
+            }
+        }
+        Err(err) => {
+            steps.progress.inc(algos.len() as u64);
+            steps.skip("cudnn".into(), err.to_string());
+        }
+    }
+    let best = if selection.cudnn_best {
+        let best = best(&results);
+        if best.is_none() {
+            steps.skip(
+                Method::CudnnBest.to_string(),
+                "no cuDNN algorithm ran".into(),
+            );
+        }
+        best
+    } else {
+        None
+    };
+    let selected = results
+        .into_iter()
+        .filter(|(algo, _)| selection.cudnn_algos.contains(algo))
+        .map(|(_, result)| result)
+        .collect();
+    Ok((best, selected))
+}
+
+/// Without the `baselines` feature there is no cuDNN: say so, for each cuDNN method.
+#[cfg(not(feature = "baselines"))]
+fn cudnn_steps(
+    steps: &mut Steps<'_>,
+    _run: &mut LayerRun<'_>,
+    selection: &Selection,
+) -> Result<(Option<MethodResult>, Vec<MethodResult>)> {
+    if selection.needs_cudnn() {
+        let algos = selection.cudnn_algos_to_run();
+        steps.progress.inc(algos.len() as u64);
+        for algo in algos {
+            steps.skip(Method::Cudnn(algo).to_string(), NO_BASELINES.into());
+        }
+        if selection.cudnn_best {
+            steps.skip(Method::CudnnBest.to_string(), NO_BASELINES.into());
+        }
+    }
+    Ok((None, Vec::new()))
+}
+
+/// `im2col-cublas`, if cuBLAS loaded.
+#[cfg(feature = "baselines")]
+fn im2col_step(steps: &mut Steps<'_>, run: &mut LayerRun<'_>) -> Result<Option<MethodResult>> {
+    let gpu = steps.gpu;
+    match &gpu.libraries.cublas {
+        Ok(blas) => steps.step(Method::Im2colCublas, || {
+            crate::methods::im2col_cublas::run(run, blas)
+        }),
+        Err(reason) => {
+            steps.progress.inc(1);
+            steps.skip(Method::Im2colCublas.to_string(), reason.clone());
+            Ok(None)
+        }
+    }
+}
+
+/// Without the `baselines` feature there is no cuBLAS: say so.
+#[cfg(not(feature = "baselines"))]
+fn im2col_step(steps: &mut Steps<'_>, _run: &mut LayerRun<'_>) -> Result<Option<MethodResult>> {
+    steps.progress.inc(1);
+    steps.skip(Method::Im2colCublas.to_string(), NO_BASELINES.into());
+    Ok(None)
+}
+
+/// Why cuDNN and cuBLAS methods are skipped in a build without them.
+#[cfg(not(feature = "baselines"))]
+const NO_BASELINES: &str =
+    "this binary was built without the `baselines` feature (cuDNN and cuBLAS)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures::sample_report;
+
+    #[test]
+    fn summary_lines_name_every_method_but_single_algorithms() {
+        let mut layer = sample_report().layers.remove(0);
+        layer.results.push(MethodResult::new(
+            "cudnn:FFT".into(),
+            2.0,
+            crate::report::fixtures::times(0.1),
+            0,
+            0.0,
+        ));
+        let line = summary_line(&layer);
+        assert!(
+            line.starts_with("conv1 (2.00 GFLOP): im2win 0.5000 ms 4.00 TFLOP/s · cudnn-best"),
+            "{line}"
+        );
+        assert!(
+            line.contains("direct 4.0000 ms 0.50 TFLOP/s WRONG"),
+            "{line}"
+        );
+        assert!(!line.contains("FFT"), "{line}");
+    }
+}

@@ -1,0 +1,121 @@
+//! The numbers the report is made of: medians, relative errors, rates.
+
+/// The relative error above which a result is flagged as wrong.
+pub const REL_ERR_LIMIT: f64 = 1e-4;
+
+/// Summary of repeated timings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// The median, in milliseconds.
+    pub median_ms: f64,
+    /// The fastest sample, in milliseconds.
+    pub min_ms: f64,
+    /// The slowest sample, in milliseconds.
+    pub max_ms: f64,
+    /// How many samples.
+    pub samples: usize,
+}
+
+/// Median, minimum and maximum of `samples` (NaNs sort last), or `None` when empty.
+pub fn summarize(samples: &[f64]) -> Option<Summary> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median_ms = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    Some(Summary {
+        median_ms,
+        min_ms: sorted[0],
+        max_ms: sorted[n - 1],
+        samples: n,
+    })
+}
+
+/// `‖out − reference‖₂ / ‖reference‖₂`, accumulated in float64.
+///
+/// Any non-finite output (for example a NaN left by the poisoned buffer) makes the result
+/// non-finite. A zero reference gives the absolute error `‖out‖₂`. Lengths must agree; a
+/// mismatch is `f64::INFINITY`.
+pub fn relative_error(out: &[f32], reference: &[f64]) -> f64 {
+    if out.len() != reference.len() {
+        return f64::INFINITY;
+    }
+    let (mut diff, mut norm) = (0.0_f64, 0.0_f64);
+    for (&o, &r) in out.iter().zip(reference) {
+        let d = f64::from(o) - r;
+        diff += d * d;
+        norm += r * r;
+    }
+    if norm == 0.0 {
+        diff.sqrt()
+    } else {
+        (diff / norm).sqrt()
+    }
+}
+
+/// Whether a relative error is a failure: above [`REL_ERR_LIMIT`] or not a number.
+pub fn is_flagged(rel_err: f64) -> bool {
+    rel_err.is_nan() || rel_err > REL_ERR_LIMIT
+}
+
+/// TFLOP/s of `gflop` of work done in `ms` milliseconds.
+pub fn tflops(gflop: f64, ms: f64) -> f64 {
+    if ms > 0.0 { gflop / ms } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(summarize(&[]), None);
+        let s = summarize(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!(
+            (s.median_ms, s.min_ms, s.max_ms, s.samples),
+            (2.0, 1.0, 3.0, 3)
+        );
+        assert_eq!(summarize(&[4.0, 1.0, 3.0, 2.0]).unwrap().median_ms, 2.5);
+        assert_eq!(summarize(&[5.0]).unwrap().median_ms, 5.0);
+        // An outlier does not move the median.
+        let mut v = vec![1.0; 20];
+        v.push(1000.0);
+        assert_eq!(summarize(&v).unwrap().median_ms, 1.0);
+    }
+
+    #[test]
+    fn relative_errors() {
+        assert_eq!(relative_error(&[1.0, 2.0], &[1.0, 2.0]), 0.0);
+        let e = relative_error(&[3.0, 0.0], &[3.0, 4.0]);
+        assert!((e - 0.8).abs() < 1e-15, "{e}");
+        assert!(relative_error(&[f32::NAN, 1.0], &[1.0, 1.0]).is_nan());
+        assert_eq!(relative_error(&[1.0], &[1.0, 2.0]), f64::INFINITY);
+        assert_eq!(relative_error(&[3.0, 4.0], &[0.0, 0.0]), 5.0);
+        // float32 rounding of a float64 value stays far below the limit.
+        let r: Vec<f64> = (1..1000).map(|i| 1.0 / f64::from(i)).collect();
+        let o: Vec<f32> = r.iter().map(|&x| x as f32).collect();
+        assert!(relative_error(&o, &r) < 1e-7);
+    }
+
+    #[test]
+    fn flags() {
+        assert!(!is_flagged(0.0));
+        assert!(!is_flagged(1e-4));
+        assert!(is_flagged(1.1e-4));
+        assert!(is_flagged(f64::NAN));
+        assert!(is_flagged(f64::INFINITY));
+    }
+
+    #[test]
+    fn rates() {
+        // 27 GFLOP in 1.039 ms is 26.0 TFLOP/s (conv1 with cuDNN in ANCHORS.md).
+        assert!((tflops(27.0, 1.039) - 25.99).abs() < 0.01);
+        assert_eq!(tflops(1.0, 0.0), 0.0);
+    }
+}

@@ -1,0 +1,330 @@
+//! Rendering a [`Catalogue`] into CUDA sources with Tera.
+//!
+//! The templates are embedded in this crate with `include_str!`, so rendering never reads our
+//! source tree: a user's build only needs this crate. The output is three readable `.cu` files
+//! plus the shared header [`COMMON_HEADER`]:
+//!
+//! * `im2win_support.cu`: the layout transforms and the float64 oracle
+//!   ([`crate::catalogue::support`]);
+//! * `im2win_baselines.cu`: the benchmark's baselines (`templates/baselines.cu.tera`);
+//! * `im2win_conv.cu`: the convolution kernels, one per [`KernelSpec`].
+//!
+//! and `im2win.cu` ([`RenderedSources::translation_unit`]), which includes them all and is
+//! what nvcc compiles (see `nvcc.rs` for why one translation unit). The generated code is meant
+//! to be opened by a human: `IM2WIN_DUMP_DIR` in build.rs copies it out.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tera::{Context, Tera};
+
+use crate::catalogue::{Catalogue, support};
+use crate::spec::{Geometry, KernelSpec, SpecError};
+
+/// The header every source file includes: `ConvParams` and the division helpers.
+/// Copied verbatim (it is not a template).
+pub const COMMON_HEADER: &str = include_str!("../../templates/common.cuh");
+
+/// File name of [`COMMON_HEADER`] next to the source files.
+pub const HEADER_FILE: &str = "common.cuh";
+
+/// File name of [`RenderedSources::translation_unit`].
+pub const TRANSLATION_UNIT_FILE: &str = "im2win.cu";
+
+const CONV_TEMPLATE: &str = "conv.cu.tera";
+const SUPPORT_TEMPLATE: &str = "support.cu.tera";
+const BASELINES_TEMPLATE: &str = "baselines.cu.tera";
+
+/// The embedded templates, by name.
+const TEMPLATES: [(&str, &str); 3] = [
+    (CONV_TEMPLATE, include_str!("../../templates/conv.cu.tera")),
+    (
+        SUPPORT_TEMPLATE,
+        include_str!("../../templates/support.cu.tera"),
+    ),
+    (
+        BASELINES_TEMPLATE,
+        include_str!("../../templates/baselines.cu.tera"),
+    ),
+];
+
+/// Why rendering failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenderError {
+    /// The spec is not valid (tile levels do not nest, zero filter size, ...).
+    #[error("cannot render an invalid spec: {0}")]
+    Spec(#[from] SpecError),
+    /// A template failed to parse or render (a bug in the templates).
+    #[error("template `{template}` failed: {source}")]
+    Template {
+        /// The template's name, e.g. `conv.cu.tera`.
+        template: String,
+        /// Tera's report, pointing into the template.
+        source: tera::Error,
+    },
+}
+
+/// One rendered CUDA source file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// File name, e.g. `im2win_conv.cu`.
+    pub file_name: String,
+    /// The CUDA source; it includes [`HEADER_FILE`].
+    pub source: String,
+    /// The `extern "C"` kernels the file defines.
+    pub kernels: Vec<String>,
+}
+
+/// Everything nvcc compiles for one catalogue (besides [`COMMON_HEADER`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedSources {
+    /// The source files: support, baselines, convolutions.
+    pub files: Vec<SourceFile>,
+}
+
+impl RenderedSources {
+    /// Every kernel name, in file order.
+    pub fn kernel_names(&self) -> impl Iterator<Item = &str> {
+        self.files
+            .iter()
+            .flat_map(|u| u.kernels.iter().map(String::as_str))
+    }
+
+    /// The translation unit nvcc compiles: it `#include`s every file of [`Self::files`].
+    pub fn translation_unit(&self) -> String {
+        let mut text = String::from(
+            "// im2win: the one translation unit nvcc compiles; the kernels are in the files below.\n",
+        );
+        for file in &self.files {
+            // Writing to a String cannot fail.
+            let _ = writeln!(text, "#include \"{}\"", file.file_name);
+        }
+        text
+    }
+
+    /// Writes [`HEADER_FILE`], every file and the translation unit into `dir` (created if
+    /// needed) and returns the translation unit's path.
+    pub fn write_to(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        write_if_changed(&dir.join(HEADER_FILE), COMMON_HEADER)?;
+        for file in &self.files {
+            write_if_changed(&dir.join(&file.file_name), &file.source)?;
+        }
+        let unit = dir.join(TRANSLATION_UNIT_FILE);
+        write_if_changed(&unit, &self.translation_unit())?;
+        Ok(unit)
+    }
+}
+
+/// Writes `text` unless the file already holds it, so that timestamps (and tools that watch
+/// them) only see real changes.
+fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    std::fs::write(path, text)
+}
+
+/// The template context of one convolution kernel: integers, strings and a flag, nothing that
+/// Tera would format its own way (floats). Serialised with serde into Tera's context.
+#[derive(Serialize)]
+struct ConvContext {
+    name: String,
+    /// Human-readable geometry for the banner comment.
+    geometry: String,
+    fixed: bool,
+    r: u32,
+    s: u32,
+    sh: u32,
+    sw: u32,
+    bm: u32,
+    bn: u32,
+    bk: u32,
+    tm: u32,
+    tn: u32,
+    threads: u32,
+    /// Second argument of `__launch_bounds__`: blocks that must fit on one SM at once.
+    min_blocks: u32,
+    /// The per-thread register budget that follows from `min_blocks`.
+    max_registers: u32,
+    /// Why that budget, for the banner comment.
+    min_blocks_why: &'static str,
+}
+
+impl ConvContext {
+    fn new(spec: &KernelSpec) -> Self {
+        let t = spec.tile;
+        // r, s, sh and sw are only read by the template's fixed-geometry branch.
+        let (fixed, r, s, sh, sw, geometry) = match spec.geometry {
+            Geometry::Fixed(g) => (
+                true,
+                g.filter_h,
+                g.filter_w,
+                g.stride_h,
+                g.stride_w,
+                format!(
+                    "fixed: {}x{} filter, stride {}x{}, dilation 1x1 (compile-time constants)",
+                    g.filter_h, g.filter_w, g.stride_h, g.stride_w
+                ),
+            ),
+            Geometry::Generic => (
+                false,
+                0,
+                0,
+                0,
+                0,
+                "generic: any filter size, stride, padding and dilation (run-time values)"
+                    .to_string(),
+            ),
+        };
+        // Up to 64 accumulators per thread fit in 128 registers without spilling (the default
+        // 8x8 tile needs about 120), and 128 registers let two 256-thread blocks share an SM, so
+        // one block's barrier waits overlap the other's arithmetic. Larger thread tiles need
+        // more registers than that; they get the hardware's limit (255, or 64K / threads).
+        let (budget, min_blocks_why) = if t.thread_m * t.thread_n <= 64 {
+            (128, " (enough for up to 64 accumulators without spilling)")
+        } else {
+            (255, "")
+        };
+        let min_blocks = (65536 / (t.threads() * budget)).max(1);
+        let max_registers = (65536 / (t.threads() * min_blocks)).min(255);
+        ConvContext {
+            name: spec.name(),
+            geometry,
+            fixed,
+            r,
+            s,
+            sh,
+            sw,
+            bm: t.block_m,
+            bn: t.block_n,
+            bk: t.block_k,
+            tm: t.thread_m,
+            tn: t.thread_n,
+            threads: t.threads(),
+            min_blocks,
+            max_registers,
+            min_blocks_why,
+        }
+    }
+}
+
+/// Renders the embedded templates. Build one and reuse it: parsing the templates is the
+/// expensive part.
+#[derive(Debug)]
+pub struct Renderer {
+    tera: Tera,
+}
+
+impl Renderer {
+    /// Parses the embedded templates.
+    pub fn new() -> Result<Self, RenderError> {
+        let mut tera = Tera::new();
+        // CUDA is not HTML: never escape `<`, `&` or quotes.
+        tera.autoescape_on(Vec::<&str>::new());
+        for (name, text) in TEMPLATES {
+            tera.add_raw_template(name, text)
+                .map_err(|source| RenderError::Template {
+                    template: name.to_string(),
+                    source,
+                })?;
+        }
+        Ok(Renderer { tera })
+    }
+
+    fn render(&self, template: &str, context: &Context) -> Result<String, RenderError> {
+        self.tera
+            .render(template, context)
+            .map_err(|source| RenderError::Template {
+                template: template.to_string(),
+                source,
+            })
+    }
+
+    /// The CUDA source of one convolution kernel (without the `#include` of the header).
+    pub fn kernel(&self, spec: &KernelSpec) -> Result<String, RenderError> {
+        spec.validate()?;
+        let context = Context::from_serialize(&ConvContext::new(spec)).map_err(|source| {
+            RenderError::Template {
+                template: CONV_TEMPLATE.to_string(),
+                source,
+            }
+        })?;
+        self.render(CONV_TEMPLATE, &context)
+    }
+
+    /// The support file: input and filter transforms and the float64 oracle.
+    pub fn support_file(&self) -> Result<SourceFile, RenderError> {
+        let body = self.render(SUPPORT_TEMPLATE, &Context::new())?;
+        Ok(source_file(
+            "im2win_support.cu",
+            SUPPORT_TEMPLATE,
+            &[body],
+            &[
+                support::INPUT_TRANSFORM_F32,
+                support::FILTER_TRANSFORM_F32,
+                support::DIRECT_F64,
+            ],
+        ))
+    }
+
+    /// The benchmark's baselines file. Its template gets an empty context.
+    pub fn baselines_file(&self) -> Result<SourceFile, RenderError> {
+        let body = self.render(BASELINES_TEMPLATE, &Context::new())?;
+        Ok(source_file(
+            "im2win_baselines.cu",
+            BASELINES_TEMPLATE,
+            &[body],
+            &[support::DIRECT_F32, support::IM2COL_F32],
+        ))
+    }
+
+    /// Renders the support files and one convolution kernel per spec of `catalogue`.
+    pub fn catalogue(&self, catalogue: &Catalogue) -> Result<RenderedSources, RenderError> {
+        let bodies = catalogue
+            .kernels
+            .iter()
+            .map(|spec| self.kernel(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        let names: Vec<String> = catalogue.kernels.iter().map(KernelSpec::name).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let conv = source_file("im2win_conv.cu", CONV_TEMPLATE, &bodies, &names);
+        Ok(RenderedSources {
+            files: vec![self.support_file()?, self.baselines_file()?, conv],
+        })
+    }
+}
+
+/// Assembles a source file: a banner, the header include, then the rendered bodies.
+fn source_file(file_name: &str, template: &str, bodies: &[String], kernels: &[&str]) -> SourceFile {
+    let mut source = format!(
+        "// {file_name}: generated by im2win-codegen {} from templates/{template}; do not edit.\n\
+         // Kernels:\n",
+        env!("CARGO_PKG_VERSION"),
+    );
+    for kernel in kernels {
+        let _ = writeln!(source, "//   {kernel}");
+    }
+    let _ = writeln!(source, "#include \"{HEADER_FILE}\"");
+    for body in bodies {
+        source.push('\n');
+        source.push_str(body);
+    }
+    SourceFile {
+        file_name: file_name.to_string(),
+        source,
+        kernels: kernels.iter().map(|k| k.to_string()).collect(),
+    }
+}
+
+/// The CUDA source of one convolution kernel; see [`Renderer::kernel`].
+pub fn render_kernel(spec: &KernelSpec) -> Result<String, RenderError> {
+    Renderer::new()?.kernel(spec)
+}
+
+/// Renders `catalogue`; see [`Renderer::catalogue`].
+pub fn render_catalogue(catalogue: &Catalogue) -> Result<RenderedSources, RenderError> {
+    Renderer::new()?.catalogue(catalogue)
+}

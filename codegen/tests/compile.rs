@@ -1,0 +1,157 @@
+//! Compiles rendered catalogues with nvcc, when nvcc is found: the default catalogue for the
+//! default targets (checking every kernel is in every image of the one fatbin), and a set of
+//! unusual specs for one target (so that every branch of the templates is compiled).
+//!
+//! Without nvcc these tests print why and pass, unless `IM2WIN_REQUIRE_NVCC=1` (CI sets it),
+//! which makes a missing nvcc a failure.
+
+use std::path::PathBuf;
+
+use im2win_codegen::catalogue::support;
+use im2win_codegen::fatbin::{self, ImageKind};
+use im2win_codegen::render::Renderer;
+use im2win_codegen::{
+    Catalogue, CudaTargets, DType, FixedGeometry, KernelSpec, Nvcc, NvccError, TileConfig,
+};
+
+/// nvcc, or `None` (after saying why) when it is absent and not required.
+fn nvcc() -> Option<Nvcc> {
+    match Nvcc::locate() {
+        Ok(nvcc) => Some(nvcc),
+        Err(error) => {
+            let required = std::env::var("IM2WIN_REQUIRE_NVCC").is_ok_and(|v| v == "1");
+            assert!(!required, "IM2WIN_REQUIRE_NVCC=1 but {error}");
+            eprintln!("skipped: {error}");
+            None
+        }
+    }
+}
+
+/// A fresh work directory under cargo's scratch space for integration tests.
+fn work_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    // A leftover from an earlier run is overwritten file by file; start clean anyway.
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+#[test]
+fn default_catalogue_compiles_into_one_complete_fatbin() -> Result<(), NvccError> {
+    let Some(nvcc) = nvcc() else { return Ok(()) };
+    let catalogue = Catalogue::default_catalogue();
+    let sources = Renderer::new()
+        .and_then(|r| r.catalogue(&catalogue))
+        .expect("the default catalogue renders");
+    let targets = CudaTargets::from_env()?;
+    let output = nvcc.compile(&sources, &targets, &work_dir("default_catalogue"), jobs())?;
+
+    // Every kernel of the catalogue and every support kernel, in every image.
+    let mut kernels: Vec<String> = catalogue.kernels.iter().map(KernelSpec::name).collect();
+    kernels.extend(support::ALL.iter().map(|k| k.to_string()));
+    let images = fatbin::images(&output.fatbin)?;
+    let targets_found: Vec<String> = images.iter().map(|i| i.target()).collect();
+    assert_eq!(targets_found, targets.names(), "one image per target");
+    for image in &images {
+        assert!(!image.compressed, "{} is compressed", image.target());
+        for kernel in &kernels {
+            assert_eq!(
+                image.defines(kernel),
+                Some(true),
+                "{} lacks {kernel}",
+                image.target()
+            );
+        }
+    }
+
+    // ptxas reported every kernel for every SASS target.
+    for arch in &targets.sass {
+        for kernel in &kernels {
+            let arch = format!("sm_{arch}");
+            assert!(
+                output
+                    .resources
+                    .iter()
+                    .any(|r| &r.kernel == kernel && r.arch == arch),
+                "no ptxas report for {kernel} on {arch}"
+            );
+        }
+    }
+    // Spilling makes a kernel several times slower; the default catalogue must not.
+    let spilling: Vec<String> = output
+        .resources
+        .iter()
+        .filter(|r| r.spills())
+        .map(|r| format!("{} on {}", r.kernel, r.arch))
+        .collect();
+    assert!(spilling.is_empty(), "spills: {spilling:?}");
+    for r in &output.resources {
+        eprintln!(
+            "{:<45} {:<6} {:>3} regs {:>6} B smem {:>4} B stack {:>4}/{:<4} B spill st/ld",
+            r.kernel,
+            r.arch,
+            r.registers,
+            r.shared_bytes,
+            r.stack_bytes,
+            r.spill_store_bytes,
+            r.spill_load_bytes
+        );
+    }
+    eprintln!("fatbin: {} bytes", output.fatbin.len());
+    Ok(())
+}
+
+#[test]
+fn unusual_specs_compile() -> Result<(), NvccError> {
+    let Some(nvcc) = nvcc() else { return Ok(()) };
+    let tile = |block_m, block_n, block_k, thread_m, thread_n| TileConfig {
+        block_m,
+        block_n,
+        block_k,
+        thread_m,
+        thread_n,
+    };
+    let rect = FixedGeometry {
+        filter_h: 3,
+        filter_w: 5,
+        stride_h: 1,
+        stride_w: 2,
+    };
+    let catalogue = Catalogue::new(vec![
+        // Non-square filter, different strides, 4x4 per thread: runs of 2 per loader.
+        KernelSpec::fixed(DType::F32, rect, tile(64, 64, 8, 4, 4)),
+        // Thread tiles that are not multiples of 4 take the scalar shared-memory path; three
+        // single-element runs per loader.
+        KernelSpec::fixed(
+            DType::F32,
+            FixedGeometry::square(1, 1),
+            tile(48, 32, 16, 3, 2),
+        ),
+        // A stage depth that is not a power of two.
+        KernelSpec::generic(DType::F32, tile(64, 64, 12, 4, 4)),
+        // One warp per block: each thread loads more than a stage's depth, in two runs.
+        KernelSpec::generic(DType::F32, tile(64, 32, 4, 8, 8)),
+    ])
+    .expect("valid specs");
+    let sources = Renderer::new()
+        .and_then(|r| r.catalogue(&catalogue))
+        .expect("the specs render");
+    let targets = CudaTargets::parse("90,noptx")?;
+    let output = nvcc.compile(&sources, &targets, &work_dir("unusual_specs"), jobs())?;
+    let images = fatbin::images(&output.fatbin)?;
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].kind, ImageKind::Sass);
+    for spec in &catalogue.kernels {
+        assert_eq!(images[0].defines(&spec.name()), Some(true));
+    }
+    for r in output.resources.iter().filter(|r| r.kernel.contains("_b")) {
+        eprintln!(
+            "{:<40} {} regs, {} B smem, {}/{} B spilled",
+            r.kernel, r.registers, r.shared_bytes, r.spill_store_bytes, r.spill_load_bytes
+        );
+    }
+    Ok(())
+}

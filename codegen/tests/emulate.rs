@@ -1,0 +1,166 @@
+//! Runs the generated kernels on the CPU and checks their results, so that the kernels'
+//! arithmetic is tested on machines without a GPU (CI).
+//!
+//! The rendered CUDA is compiled as C++20 by the host compiler against `emulate/cuda_host.h`
+//! (threads for CUDA threads, a barrier for `__syncthreads`), with AddressSanitizer and
+//! UndefinedBehaviorSanitizer when available. `emulate/driver.cpp` runs every convolution
+//! kernel of the default catalogue and of some unusual specs, the transforms, the float64
+//! oracle and the direct baseline on random problems, against a float64 CPU convolution.
+//! What it cannot see: anything GPU-specific (timing, the memory model, bank conflicts,
+//! 2^31-element problems).
+//!
+//! Skipped, with a message, when no C++20 compiler is found (`CXX`, else `c++`, `g++`,
+//! `clang++`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use im2win_codegen::render::Renderer;
+use im2win_codegen::{Catalogue, DType, FixedGeometry, Geometry, KernelSpec, TileConfig};
+
+/// Unusual specs, beside the default catalogue: every loader shape and both shared-memory
+/// read paths.
+fn unusual_specs() -> Vec<KernelSpec> {
+    let tile = |block_m, block_n, block_k, thread_m, thread_n| TileConfig {
+        block_m,
+        block_n,
+        block_k,
+        thread_m,
+        thread_n,
+    };
+    let rect = FixedGeometry {
+        filter_h: 3,
+        filter_w: 5,
+        stride_h: 1,
+        stride_w: 2,
+    };
+    vec![
+        KernelSpec::fixed(DType::F32, rect, tile(64, 64, 8, 4, 4)),
+        KernelSpec::fixed(
+            DType::F32,
+            FixedGeometry::square(1, 1),
+            tile(48, 32, 16, 3, 2),
+        ),
+        KernelSpec::generic(DType::F32, tile(64, 64, 12, 4, 4)),
+        KernelSpec::generic(DType::F32, tile(64, 32, 4, 8, 8)),
+    ]
+}
+
+/// The driver's kernel table (`kernels.h`): includes the shim and the rendered unit, then one
+/// row per convolution kernel.
+fn kernel_table(catalogue: &Catalogue) -> String {
+    let mut table = String::from(
+        "#include \"cuda_host.h\"\n#include \"im2win.cu\"\n\
+         struct Spec {\n    const char* name;\n    \
+         void (*fn)(const float*, const float*, const float*, float*, ConvParams);\n    \
+         int bm, bn;\n    unsigned threads;\n    bool fixed;\n    int r, s, sh, sw;\n};\n\
+         static const Spec kernels[] = {\n",
+    );
+    for spec in &catalogue.kernels {
+        let (fixed, g) = match spec.geometry {
+            Geometry::Fixed(g) => (true, g),
+            Geometry::Generic => (false, FixedGeometry::square(0, 0)),
+        };
+        let t = spec.tile;
+        table.push_str(&format!(
+            "    {{\"{name}\", {name}, {}, {}, {}, {fixed}, {}, {}, {}, {}}},\n",
+            t.block_m,
+            t.block_n,
+            t.threads(),
+            g.filter_h,
+            g.filter_w,
+            g.stride_h,
+            g.stride_w,
+            name = spec.name(),
+        ));
+    }
+    table.push_str("};\n");
+    table
+}
+
+/// The first C++ compiler that runs.
+fn cxx() -> Option<PathBuf> {
+    let candidates = std::env::var_os("CXX")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["c++", "g++", "clang++"].map(PathBuf::from));
+    candidates.into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// Compiles the driver, with sanitizers if the toolchain has them. Returns the binary, or the
+/// compiler's complaint.
+fn build_driver(cxx: &Path, work: &Path) -> Result<PathBuf, String> {
+    let shim_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulate");
+    let binary = work.join("driver");
+    let mut last_error = String::new();
+    for sanitizers in [true, false] {
+        let mut command = Command::new(cxx);
+        command
+            .args(["-std=c++20", "-O1", "-pthread"])
+            .arg("-I")
+            .arg(work)
+            .arg("-I")
+            .arg(&shim_dir);
+        if sanitizers {
+            command.args([
+                "-fsanitize=address,undefined",
+                "-fno-sanitize-recover=undefined",
+            ]);
+        }
+        command
+            .arg(shim_dir.join("driver.cpp"))
+            .arg("-o")
+            .arg(&binary);
+        let output = command.output().map_err(|e| e.to_string())?;
+        if output.status.success() {
+            if !sanitizers {
+                eprintln!("note: built without sanitizers:\n{last_error}");
+            }
+            return Ok(binary);
+        }
+        last_error = String::from_utf8_lossy(&output.stderr).into_owned();
+    }
+    Err(last_error)
+}
+
+#[test]
+fn kernels_compute_the_convolution() {
+    let Some(cxx) = cxx() else {
+        eprintln!("skipped: no C++ compiler found (set CXX)");
+        return;
+    };
+    let mut catalogue = Catalogue::default_catalogue();
+    catalogue.kernels.extend(unusual_specs());
+    let sources = Renderer::new()
+        .and_then(|r| r.catalogue(&catalogue))
+        .expect("the catalogue renders");
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("emulate");
+    sources.write_to(&work).expect("sources written");
+    std::fs::write(work.join("kernels.h"), kernel_table(&catalogue)).expect("table written");
+
+    let driver = match build_driver(&cxx, &work) {
+        Ok(driver) => driver,
+        Err(error) if error.contains("barrier") => {
+            // A pre-C++20 standard library: not a kernel problem.
+            eprintln!("skipped: {} has no std::barrier:\n{error}", cxx.display());
+            return;
+        }
+        Err(error) => panic!("the rendered kernels do not compile as C++:\n{error}"),
+    };
+    let output = Command::new(&driver)
+        .args(["20261128", "3"])
+        .output()
+        .expect("the driver runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "emulated kernels disagree with the reference:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{}", stdout.lines().last().unwrap_or_default());
+}

@@ -1,0 +1,70 @@
+// Runs the generated CUDA kernels on the host, for tests on machines without a GPU.
+//
+// Just enough CUDA for im2win's kernels: the blocks of a grid run one after another on one
+// std::thread per CUDA thread of a block, __syncthreads is a std::barrier over those threads,
+// and __shared__ variables are function-local statics (shared by the threads of the one
+// running block).
+// Every buffer the test passes is an exactly sized heap allocation, so AddressSanitizer
+// reports any out-of-bounds access of a kernel.
+#pragma once
+
+#include <barrier>
+#include <cmath>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+struct float4 {
+    float x, y, z, w;
+};
+
+inline unsigned __umulhi(unsigned a, unsigned b) {
+    return (unsigned)(((unsigned long long)a * b) >> 32);
+}
+inline int __clz(unsigned x) { return x ? __builtin_clz(x) : 32; }
+
+inline std::barrier<>* block_barrier;
+inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+
+// kernel<<<grid, threads>>>(...), with the arguments bound in `kernel` (a lambda).
+template <class Kernel>
+void launch(dim3 grid, unsigned threads, Kernel kernel) {
+    gridDim = grid;
+    blockDim = dim3{threads, 1, 1};
+    std::barrier<> barrier(threads);
+    block_barrier = &barrier;
+    std::vector<std::thread> block;
+    for (unsigned t = 0; t < threads; ++t) {
+        block.emplace_back([&kernel, &barrier, grid, t] {
+            threadIdx = dim3{t, 0, 0};
+            for (unsigned z = 0; z < grid.z; ++z) {
+                for (unsigned y = 0; y < grid.y; ++y) {
+                    for (unsigned x = 0; x < grid.x; ++x) {
+                        blockIdx = dim3{x, y, z};
+                        kernel();
+                        // No thread may start the next block, and overwrite shared memory,
+                        // while another still works on this one.
+                        barrier.arrive_and_wait();
+                    }
+                }
+            }
+        });
+    }
+    for (std::thread& thread : block) {
+        thread.join();
+    }
+}

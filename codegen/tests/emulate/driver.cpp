@@ -1,0 +1,112 @@
+// Checks every kernel of a rendered catalogue against a float64 CPU convolution, on random
+// problems (padding, stride, dilation, bias, sizes that cross tile edges), run on the host
+// through cuda_host.h. Built and run by ../emulate.rs; the kernels and their table come from
+// the including compile (-include of the rendered unit and the generated table).
+//
+// Usage: driver SEED TRIALS. Exit status 0 when every check passes.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+
+// The generated table: struct Spec { name, fn, bm, bn, threads, fixed, r, s, sh, sw }.
+#include "kernels.h"
+
+static double reference(const std::vector<float>& x, const std::vector<float>& f,
+                        const std::vector<float>& bias, const ConvParams& p, long long n,
+                        long long k, long long op, long long oq) {
+    double acc = p.has_bias ? bias[k] : 0.0;
+    for (long long c = 0; c < p.c; ++c)
+        for (long long r = 0; r < p.r; ++r)
+            for (long long s = 0; s < p.s; ++s) {
+                long long ih = op * p.stride_h + r * p.dil_h - p.pad_top;
+                long long iw = oq * p.stride_w + s * p.dil_w - p.pad_left;
+                if (ih < 0 || ih >= p.h || iw < 0 || iw >= p.w) continue;
+                acc += (double)x[((n * p.c + c) * p.h + ih) * p.w + iw] *
+                       f[((k * p.c + c) * p.r + r) * p.s + s];
+            }
+    return acc;
+}
+
+int main(int argc, char** argv) {
+    if (argc != 3) return 2;
+    std::mt19937 rng(atoi(argv[1]));
+    const int trials = atoi(argv[2]);
+    auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+    std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+    int failures = 0;
+    for (const Spec& spec : kernels) {
+        for (int trial = 0; trial < trials; ++trial) {
+            ConvParams p{};
+            p.n = pick(1, 3);
+            p.c = pick(1, 9);
+            p.k = pick(1, spec.bm + 20);  // often more than one block of channels
+            if (spec.fixed) {
+                p.r = spec.r, p.s = spec.s, p.stride_h = spec.sh, p.stride_w = spec.sw;
+                p.dil_h = p.dil_w = 1;
+            } else {
+                p.r = pick(1, 5), p.s = pick(1, 5), p.stride_h = pick(1, 3), p.stride_w = pick(1, 3);
+                p.dil_h = pick(1, 2), p.dil_w = trial == 0 ? 1 : pick(1, 2);
+            }
+            const bool padded = trial % 3 != 1;
+            const int top = padded ? pick(0, 2) : 0, bottom = padded ? pick(0, 2) : 0;
+            const int left = padded ? pick(0, 2) : 0, right = padded ? pick(0, 2) : 0;
+            const int span_h = p.dil_h * (p.r - 1) + 1, span_w = p.dil_w * (p.s - 1) + 1;
+            p.h = std::max(1, span_h - top - bottom) + pick(0, 28);
+            p.w = std::max(1, span_w - left - right) + pick(0, 30);
+            p.pad_top = top, p.pad_left = left;
+            p.p = (p.h + top + bottom - span_h) / p.stride_h + 1;
+            p.q = (p.w + left + right - span_w) / p.stride_w + 1;
+            p.win_w = (p.q - 1) * p.stride_w + (p.s - 1) * p.dil_w + 1;
+            p.has_bias = trial % 2;
+            p.crs = (long long)p.c * p.r * p.s;
+            p.npq = (long long)p.n * p.p * p.q;
+
+            std::vector<float> x((size_t)p.n * p.c * p.h * p.w), f((size_t)p.k * p.crs);
+            std::vector<float> bias(p.has_bias ? p.k : 0);
+            for (std::vector<float>* v : {&x, &f, &bias})
+                for (float& e : *v) e = value(rng);
+            std::vector<float> t((size_t)p.n * p.c * p.p * p.win_w * p.r), ft(f.size());
+            std::vector<float> y((size_t)p.n * p.k * p.p * p.q, NAN), direct(y.size(), NAN);
+            std::vector<double> oracle(y.size(), NAN);
+            const float* b = p.has_bias ? bias.data() : nullptr;
+
+            // Odd grid sizes: the grid-stride loops must not depend on them.
+            launch({3}, 64, [&] { im2win_input_transform_f32(x.data(), t.data(), p); });
+            launch({2}, 32, [&] { im2win_filter_transform_f32(f.data(), ft.data(), p); });
+            launch({5}, 32, [&] { im2win_direct_reference_f64(x.data(), f.data(), b, oracle.data(), p); });
+            launch({4}, 32, [&] { im2win_direct_f32(x.data(), f.data(), b, direct.data(), p); });
+            const dim3 grid{(unsigned)((p.npq + spec.bn - 1) / spec.bn),
+                            (unsigned)((p.k + spec.bm - 1) / spec.bm), 1};
+            launch(grid, spec.threads, [&] { spec.fn(t.data(), ft.data(), b, y.data(), p); });
+
+            // float32 sums of up to C*R*S products of values in [-1, 1].
+            const double tolerance = 1e-5 * (1.0 + (double)p.crs);
+            long long bad = 0;
+            double worst = 0.0;
+            for (long long n = 0; n < p.n; ++n)
+                for (long long k = 0; k < p.k; ++k)
+                    for (long long op = 0; op < p.p; ++op)
+                        for (long long oq = 0; oq < p.q; ++oq) {
+                            const size_t i = ((n * p.k + k) * p.p + op) * p.q + oq;
+                            const double want = reference(x, f, bias, p, n, k, op, oq);
+                            const double error = std::fabs(y[i] - want);
+                            worst = std::max(worst, error);
+                            if (!(error <= tolerance) || !(std::fabs(oracle[i] - want) <= 1e-9) ||
+                                !(std::fabs(direct[i] - want) <= tolerance)) {
+                                if (bad++ < 3)
+                                    printf("  at n=%lld k=%lld p=%lld q=%lld: kernel %g, f64 oracle %g, "
+                                           "direct_f32 %g, want %g\n",
+                                           n, k, op, oq, y[i], oracle[i], direct[i], want);
+                            }
+                        }
+            failures += bad != 0;
+            printf("%s %s N%d C%d H%d W%d K%d R%d S%d stride %dx%d dil %dx%d pad %d,%d,%d,%d bias %d "
+                   "-> P%d Q%d, max error %.1e\n",
+                   bad ? "FAIL" : "ok  ", spec.name, p.n, p.c, p.h, p.w, p.k, p.r, p.s, p.stride_h,
+                   p.stride_w, p.dil_h, p.dil_w, top, bottom, left, right, p.has_bias, p.p, p.q, worst);
+        }
+    }
+    printf("%d failure(s)\n", failures);
+    return failures != 0;
+}

@@ -1,0 +1,96 @@
+//! Kernel names: every catalogue spec's name parses back to the spec, names are unique, and
+//! malformed names (including the support kernels' names) are rejected.
+
+use std::collections::HashSet;
+
+use im2win_codegen::catalogue::support;
+use im2win_codegen::{Catalogue, KernelSpec, SpecError};
+
+#[test]
+fn every_catalogue_name_round_trips() {
+    let catalogue = Catalogue::default_catalogue();
+    assert!(!catalogue.kernels.is_empty());
+    for spec in &catalogue.kernels {
+        let name = spec.name();
+        assert_eq!(name.parse::<KernelSpec>(), Ok(*spec), "{name}");
+        assert_eq!(catalogue.find(&name), Some(spec), "{name}");
+        // A C identifier, so that it can be an `extern "C"` symbol.
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn names_are_unique_and_distinct_from_support_kernels() {
+    let catalogue = Catalogue::default_catalogue();
+    let names: HashSet<String> = catalogue.kernels.iter().map(KernelSpec::name).collect();
+    assert_eq!(names.len(), catalogue.kernels.len());
+    for support in support::ALL {
+        assert!(!names.contains(support), "{support}");
+        assert!(
+            support.parse::<KernelSpec>().is_err(),
+            "{support} parses as a spec"
+        );
+    }
+}
+
+#[test]
+fn the_catalogue_survives_json() {
+    let catalogue = Catalogue::default_catalogue();
+    assert_eq!(
+        Catalogue::from_json(&catalogue.to_json()).ok(),
+        Some(catalogue)
+    );
+}
+
+#[test]
+fn malformed_names_are_rejected() {
+    let malformed = [
+        "",
+        "im2win",
+        "im2win_",
+        "im2win_f32",
+        "IM2WIN_f32_r3s3_s1x1_b128x128x8_t8x8",
+        "conv_f32_r3s3_s1x1_b128x128x8_t8x8",
+        "im2win_f32_r3s3_s1x1_b128x128x8",
+        "im2win_f32_r3s3_s1x1_b128x128x8_t8",
+        "im2win_f32_r3s3_s1x1_b128x128_t8x8",
+        "im2win_f32_r3s3_s1_b128x128x8_t8x8",
+        "im2win_f32_r3_s1x1_b128x128x8_t8x8",
+        "im2win_f32_rs3_s1x1_b128x128x8_t8x8",
+        "im2win_f32_r3s3_1x1_b128x128x8_t8x8",
+        "im2win_f32_r3s3_s1x1_128x128x8_t8x8",
+        "im2win_f32_r3s3_s1x1_b128x128x8_8x8",
+        "im2win_f32_r03s3_s1x1_b128x128x8_t8x8",
+        "im2win_f32_r+3s3_s1x1_b128x128x8_t8x8",
+        "im2win_f32_r3s3_s1x1_b128x128x8_t8x8x",
+        "im2win_f32_r3s3_s1x1_b128x128x8_t8x8_",
+        "im2win_f32_r3s3_s1x1_b128x128x8_t8x8_extra",
+        "im2win_f32_r3s3_s1x1_b128x128x8_t8x8 ",
+        " im2win_f32_r3s3_s1x1_b128x128x8_t8x8",
+        "im2win_f32__r3s3_s1x1_b128x128x8_t8x8",
+        "im2win_f32_generic",
+        "im2win_f32_generic_b128x128x8",
+        "im2win_f32_generic_s1x1_b128x128x8_t8x8",
+        "im2win_f32_Generic_b128x128x8_t8x8",
+        "im2win_f32_r3s3_s1x1_b99999999999x128x8_t8x8",
+        "im2win_f32_r-3s3_s1x1_b128x128x8_t8x8",
+    ];
+    for name in malformed {
+        assert!(
+            matches!(name.parse::<KernelSpec>(), Err(SpecError::BadName(_))),
+            "`{name}` was accepted"
+        );
+    }
+    for name in [
+        "im2win_f64_r3s3_s1x1_b128x128x8_t8x8",
+        "im2win_bf16_generic_b128x128x8_t8x8",
+    ] {
+        assert!(
+            matches!(name.parse::<KernelSpec>(), Err(SpecError::UnknownDType(_))),
+            "`{name}`"
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! Rendering: every template renders for every catalogue spec and for unusual specs, the output
+//! defines exactly the expected `extern "C"` kernels, and no template syntax leaks into CUDA.
+
+use std::collections::BTreeSet;
+
+use im2win_codegen::catalogue::support;
+use im2win_codegen::render::{self, COMMON_HEADER, HEADER_FILE, RenderError, Renderer};
+use im2win_codegen::{Catalogue, DType, FixedGeometry, KernelSpec, TileConfig};
+
+fn tile(block_m: u32, block_n: u32, block_k: u32, thread_m: u32, thread_n: u32) -> TileConfig {
+    TileConfig {
+        block_m,
+        block_n,
+        block_k,
+        thread_m,
+        thread_n,
+    }
+}
+
+/// Specs the default catalogue does not hold: non-square filters, unequal strides, generic
+/// kernels and fixed ones with other tiles, thread tiles that are not multiples of 4.
+fn unusual_specs() -> Vec<KernelSpec> {
+    let rect = |filter_h, filter_w, stride_h, stride_w| FixedGeometry {
+        filter_h,
+        filter_w,
+        stride_h,
+        stride_w,
+    };
+    vec![
+        KernelSpec::fixed(DType::F32, rect(3, 5, 1, 2), TileConfig::PAPER),
+        KernelSpec::fixed(DType::F32, rect(1, 7, 2, 1), tile(64, 64, 8, 4, 4)),
+        KernelSpec::fixed(DType::F32, rect(7, 1, 1, 1), tile(48, 32, 16, 3, 2)),
+        KernelSpec::generic(DType::F32, tile(64, 64, 12, 4, 4)),
+        KernelSpec::generic(DType::F32, tile(64, 32, 4, 8, 8)),
+        KernelSpec::generic(DType::F32, tile(256, 128, 8, 8, 8)),
+    ]
+}
+
+/// Whether `source` defines the kernel `name`: `extern "C" __global__`, then only a return type,
+/// launch bounds and white space before `name(`.
+fn defines(source: &str, name: &str) -> bool {
+    let signature = format!("{name}(");
+    source.match_indices(&signature).any(|(at, _)| {
+        source[..at]
+            .rfind("extern \"C\" __global__")
+            .map(|start| &source[start..at])
+            .is_some_and(|between| between.len() < 80 && !between.contains([';', '{', '}']))
+    })
+}
+
+/// Template syntax that must never reach the CUDA source.
+fn assert_no_template_syntax(what: &str, source: &str) {
+    for token in ["{{", "}}", "{%", "%}", "{#", "#}"] {
+        assert!(!source.contains(token), "{what} contains `{token}`");
+    }
+}
+
+#[test]
+fn every_catalogue_spec_renders() -> Result<(), RenderError> {
+    let renderer = Renderer::new()?;
+    for spec in Catalogue::default_catalogue()
+        .kernels
+        .iter()
+        .chain(&unusual_specs())
+    {
+        let name = spec.name();
+        let source = renderer.kernel(spec)?;
+        assert!(defines(&source, &name), "{name} is not defined");
+        assert_no_template_syntax(&name, &source);
+        let t = spec.tile;
+        for (constant, value) in [
+            ("BM", t.block_m),
+            ("BN", t.block_n),
+            ("BK", t.block_k),
+            ("TM", t.thread_m),
+            ("TN", t.thread_n),
+        ] {
+            let line = format!("constexpr int {constant} = {value};");
+            assert!(source.contains(&line), "{name} lacks `{line}`");
+        }
+        let bounds = format!("__launch_bounds__({}, ", t.threads());
+        assert!(source.contains(&bounds), "{name} lacks `{bounds}`");
+        match spec.geometry {
+            im2win_codegen::Geometry::Fixed(g) => {
+                for line in [
+                    format!("constexpr int R = {};", g.filter_h),
+                    format!("constexpr int S = {};", g.filter_w),
+                    format!("constexpr int SW = {};", g.stride_w),
+                    "constexpr int DW = 1;".to_string(),
+                ] {
+                    assert!(source.contains(&line), "{name} lacks `{line}`");
+                }
+                assert!(!source.contains("prm.r;"), "{name} reads R at run time");
+            }
+            im2win_codegen::Geometry::Generic => {
+                for line in ["const int R = prm.r;", "const int DW = prm.dil_w;"] {
+                    assert!(source.contains(line), "{name} lacks `{line}`");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_catalogue_renders_into_complete_sources() -> Result<(), RenderError> {
+    let mut catalogue = Catalogue::default_catalogue();
+    catalogue.kernels.extend(unusual_specs());
+    let sources = Renderer::new()?.catalogue(&catalogue)?;
+
+    // Exactly the catalogue's kernels and the support kernels, each defined where listed.
+    let expected: BTreeSet<String> = catalogue
+        .kernels
+        .iter()
+        .map(KernelSpec::name)
+        .chain(support::ALL.iter().map(|s| s.to_string()))
+        .collect();
+    let listed: Vec<&str> = sources.kernel_names().collect();
+    assert_eq!(listed.len(), expected.len(), "a kernel is listed twice");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        expected
+    );
+    for file in &sources.files {
+        assert!(
+            file.source.contains(&format!("#include \"{HEADER_FILE}\"")),
+            "{} does not include the header",
+            file.file_name
+        );
+        assert_no_template_syntax(&file.file_name, &file.source);
+        for kernel in &file.kernels {
+            assert!(
+                defines(&file.source, kernel),
+                "{} does not define {kernel}",
+                file.file_name
+            );
+        }
+    }
+    // The translation unit nvcc compiles includes every file.
+    let unit = sources.translation_unit();
+    for file in &sources.files {
+        assert!(unit.contains(&format!("#include \"{}\"", file.file_name)));
+    }
+    Ok(())
+}
+
+#[test]
+fn rendering_is_deterministic() -> Result<(), RenderError> {
+    // build.rs caches the fatbin on a hash of the sources: identical input, identical text.
+    let catalogue = Catalogue::default_catalogue();
+    assert_eq!(
+        render::render_catalogue(&catalogue)?,
+        render::render_catalogue(&catalogue)?
+    );
+    Ok(())
+}
+
+#[test]
+fn the_header_declares_conv_params_as_designed() {
+    // docs/DESIGN.md's field order; runtime/src/gpu/params.rs mirrors it with #[repr(C)].
+    let fields = [
+        "int n, c, h, w;",
+        "int k, r, s;",
+        "int p, q;",
+        "int stride_h, stride_w;",
+        "int pad_top, pad_left;",
+        "int dil_h, dil_w;",
+        "int win_w;",
+        "int has_bias;",
+        "long long crs;",
+        "long long npq;",
+    ];
+    let start = COMMON_HEADER
+        .find("struct ConvParams {")
+        .expect("ConvParams is declared");
+    let body = &COMMON_HEADER[start..start + COMMON_HEADER[start..].find("};").unwrap_or(0)];
+    let mut at = 0;
+    for field in fields {
+        let found = body[at..].find(field);
+        assert!(found.is_some(), "`{field}` missing or out of order");
+        at += found.unwrap_or(0) + field.len();
+    }
+    assert_eq!(
+        body.matches(';').count(),
+        fields.len(),
+        "ConvParams has extra fields"
+    );
+}
+
+#[test]
+fn invalid_specs_are_refused() {
+    let bad_tile = KernelSpec::generic(DType::F32, tile(128, 128, 8, 3, 8));
+    assert!(matches!(
+        render::render_kernel(&bad_tile),
+        Err(RenderError::Spec(_))
+    ));
+    let bad_geometry =
+        KernelSpec::fixed(DType::F32, FixedGeometry::square(0, 1), TileConfig::PAPER);
+    assert!(matches!(
+        render::render_kernel(&bad_geometry),
+        Err(RenderError::Spec(_))
+    ));
+}
+
+#[test]
+fn sources_are_written_next_to_the_header() -> std::io::Result<()> {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("render_write_to");
+    let sources =
+        render::render_catalogue(&Catalogue::default_catalogue()).map_err(std::io::Error::other)?;
+    let unit = sources.write_to(&dir)?;
+    assert_eq!(std::fs::read_to_string(&unit)?, sources.translation_unit());
+    assert_eq!(
+        std::fs::read_to_string(dir.join(HEADER_FILE))?,
+        COMMON_HEADER
+    );
+    for file in &sources.files {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(&file.file_name))?,
+            file.source
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! The CPU side: a float64 direct-convolution oracle, the im2win layouts, and a
+//! multi-threaded CPU im2win backend.
+//!
+//! - [`reference_conv2d`] is the oracle every test compares against. It follows PyTorch's
+//!   `conv2d` definition directly and shares no code with the im2win path, so a layout bug
+//!   cannot hide in both.
+//! - [`im2win_input`] and [`im2win_filter`] build the layouts of `docs/DESIGN.md` exactly as
+//!   the GPU transform kernels do, so they double as the CPU check of those kernels.
+//! - [`conv2d`] is the CPU im2win backend: the fallback when there is no GPU.
+//!
+//! All functions validate the problem ([`Conv2dProblem::shape`]) and every buffer length
+//! first, and return an [`Error`] rather than panicking.
+
+mod backend;
+mod im2win;
+mod oracle;
+
+pub use backend::conv2d;
+pub use im2win::{im2win_filter, im2win_input};
+pub use oracle::reference_conv2d;
+
+use crate::error::{Error, Result};
+use crate::problem::{Conv2dProblem, ProblemShape};
+
+/// Fails with [`Error::BufferLength`] unless `actual == expected`.
+fn check_len(buffer: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Error::BufferLength {
+            buffer,
+            expected,
+            actual,
+        })
+    }
+}
+
+/// Validates the problem and the operand buffers shared by the oracle and the backend, in
+/// the order input, filter, bias, so that the first wrong buffer is the one reported.
+fn check_operands(
+    problem: &Conv2dProblem,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+) -> Result<ProblemShape> {
+    let shape = problem.shape()?;
+    check_len("input", shape.input_len, input.len())?;
+    check_len("filter", shape.filter_len, filter.len())?;
+    if let Some(bias) = bias {
+        check_len("bias", shape.output[1], bias.len())?;
+    }
+    Ok(shape)
+}

@@ -1,0 +1,441 @@
+//! The engine: one CUDA context and stream, the lazily loaded fatbin, and the launches.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    DriverError, LaunchConfig, PushKernelArg, sys,
+};
+use cudarc::nvrtc::Ptx;
+use im2win_codegen::catalogue::support;
+
+use super::dispatch::Plan;
+use super::params::ConvParams;
+use crate::error::{Error, Result};
+use crate::kernels::KernelModule;
+use crate::problem::Conv2dProblem;
+
+/// Threads per block of the grid-stride kernels (transforms and direct convolutions).
+const GRID_STRIDE_THREADS: u32 = 256;
+/// Resident blocks per SM worth launching for a grid-stride kernel: enough to hide latency,
+/// few enough that each thread still loops over several elements of a large buffer.
+const GRID_STRIDE_BLOCKS_PER_SM: usize = 32;
+/// Alignment of a caller's workspace: the transformed filter sits at a 256-byte offset
+/// from its start ([`Conv2dProblem::filter_offset_bytes`]), which keeps it aligned for the
+/// kernels' vector loads only if the start is.
+const WORKSPACE_ALIGNMENT: u64 = 256;
+
+/// Runs im2win convolutions on one GPU.
+///
+/// Owns a CUDA context (the device's primary context), its own non-blocking stream, a
+/// [`KernelModule`] whose fatbin is loaded on first use, and a workspace that grows to the
+/// largest problem run without a caller-supplied one. Every launch goes to [`Engine::stream`]
+/// and nothing synchronises implicitly: synchronise the stream (or copy results back, which
+/// does) before reading results on the host.
+///
+/// `Engine` is `Send + Sync`; calls from several threads are serialised on its stream.
+pub struct Engine {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    kernels: KernelModule,
+    multiprocessors: usize,
+    module: OnceLock<Arc<CudaModule>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+    workspace: Mutex<Option<CudaSlice<u8>>>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("ordinal", &self.ctx.ordinal())
+            .field("multiprocessors", &self.multiprocessors)
+            .field("kernels", &self.kernels.catalogue().kernels.len())
+            .field("fatbin_loaded", &self.module.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine on device `ordinal` that launches the kernels of `kernels` (the default
+    /// ones are `im2win::kernels()`).
+    ///
+    /// The fatbin is not loaded yet: a module built without nvcc still gives a working
+    /// engine for [`Engine::plan`], and launches fail with [`Error::KernelsNotBuilt`].
+    ///
+    /// # Errors
+    /// [`Error::DriverNotFound`] when libcuda cannot be loaded, [`Error::NoDevice`] when
+    /// there is no device `ordinal`, [`Error::Driver`] when the driver fails otherwise.
+    pub fn new(ordinal: usize, kernels: KernelModule) -> Result<Engine> {
+        // SAFETY: only tries to dlopen libcuda. cudarc panics on the first driver call when
+        // the library is missing, so this check must come before any.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(Error::DriverNotFound);
+        }
+        let count = match CudaContext::device_count() {
+            Ok(count) => usize::try_from(count).unwrap_or(0),
+            // cuInit reports a machine without GPUs as an error, not as zero devices.
+            Err(DriverError(sys::cudaError_enum::CUDA_ERROR_NO_DEVICE)) => 0,
+            Err(err) => return Err(err.into()),
+        };
+        if ordinal >= count {
+            return Err(Error::NoDevice { ordinal, count });
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        let stream = ctx.new_stream()?;
+        let multiprocessors =
+            ctx.attribute(sys::CUdevice_attribute_enum::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        Ok(Engine {
+            ctx,
+            stream,
+            kernels,
+            multiprocessors: usize::try_from(multiprocessors).unwrap_or(1).max(1),
+            module: OnceLock::new(),
+            functions: Mutex::new(HashMap::new()),
+            workspace: Mutex::new(None),
+        })
+    }
+
+    /// The CUDA context (the device's primary context).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every launch of this engine goes to.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The kernels this engine launches.
+    pub fn kernels(&self) -> &KernelModule {
+        &self.kernels
+    }
+
+    /// Streaming multiprocessors of the device (132 on an H200).
+    pub fn multiprocessors(&self) -> usize {
+        self.multiprocessors
+    }
+
+    /// Chooses the kernel for `problem` from this engine's catalogue ([`Plan::new`]).
+    ///
+    /// # Errors
+    /// As [`Plan::new`].
+    pub fn plan(&self, problem: &Conv2dProblem) -> Result<Plan> {
+        Plan::new(problem, self.kernels.catalogue(), self.multiprocessors)
+    }
+
+    /// A kernel of the fatbin by its `extern "C"` name, e.g. a support kernel of
+    /// [`im2win_codegen::catalogue::support`] that the benchmark launches itself. Loads the
+    /// fatbin on first use; functions are cached by name.
+    ///
+    /// # Errors
+    /// [`Error::KernelsNotBuilt`] when the module has no fatbin, [`Error::KernelMissing`]
+    /// when the fatbin has no kernel of that name, [`Error::Driver`] when loading fails.
+    pub fn function(&self, name: &str) -> Result<CudaFunction> {
+        let mut functions = lock(&self.functions);
+        if let Some(function) = functions.get(name) {
+            return Ok(function.clone());
+        }
+        let missing = || Error::KernelMissing {
+            name: name.to_string(),
+        };
+        // cudarc's `load_function` panics on an interior NUL; no kernel has one.
+        if name.contains('\0') {
+            return Err(missing());
+        }
+        let function = match self.module()?.load_function(name) {
+            Ok(function) => function,
+            Err(DriverError(sys::cudaError_enum::CUDA_ERROR_NOT_FOUND)) => return Err(missing()),
+            Err(err) => return Err(err.into()),
+        };
+        functions.insert(name.to_string(), function.clone());
+        Ok(function)
+    }
+
+    /// A launch configuration for the grid-stride kernels over `len` elements: blocks of
+    /// 256 threads, as many as cover `len` but at most 32 per SM (each thread then loops).
+    pub fn grid_stride_config(&self, len: usize) -> LaunchConfig {
+        let max_blocks = (self.multiprocessors * GRID_STRIDE_BLOCKS_PER_SM).min(i32::MAX as usize);
+        let blocks = len
+            .div_ceil(GRID_STRIDE_THREADS as usize)
+            .clamp(1, max_blocks.max(1));
+        LaunchConfig {
+            grid_dim: (u32::try_from(blocks).unwrap_or(1), 1, 1),
+            block_dim: (GRID_STRIDE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// `output = conv2d(input, filter) + bias` on device buffers, with the kernel
+    /// [`Engine::plan`] picks. See [`Engine::conv2d_with`] for the buffers and errors.
+    ///
+    /// # Errors
+    /// As [`Engine::plan`] and [`Engine::conv2d_with`].
+    pub fn conv2d(
+        &self,
+        problem: &Conv2dProblem,
+        input: &dyn DevicePtr<f32>,
+        filter: &dyn DevicePtr<f32>,
+        bias: Option<&dyn DevicePtr<f32>>,
+        output: &mut dyn DevicePtrMut<f32>,
+        workspace: Option<&mut dyn DevicePtrMut<u8>>,
+    ) -> Result<()> {
+        let plan = self.plan(problem)?;
+        self.conv2d_with(&plan, input, filter, bias, output, workspace)
+    }
+
+    /// Runs `plan`: the im2win input transform, the filter transform and the planned
+    /// convolution kernel, in that order on [`Engine::stream`], without synchronising.
+    ///
+    /// Buffers are NCHW float32: `input` `N·C·H·W`, `filter` `K·C·R·S`, `bias` `K`,
+    /// `output` `N·K·P·Q` elements, each a [`CudaSlice`] or a view into a larger one. The
+    /// workspace holds the transformed input and filter; it needs
+    /// [`Plan::workspace_bytes`] bytes and a 256-byte aligned start (every fresh allocation
+    /// has one). Without it the engine uses its own, grown as needed and kept for later
+    /// calls. cudarc's event tracking orders these launches after earlier writes to the
+    /// buffers from other streams.
+    ///
+    /// Every buffer is checked before anything is launched.
+    ///
+    /// # Errors
+    /// [`Error::BufferLength`] for a buffer of the wrong length, [`Error::ForeignBuffer`]
+    /// for one of another context, [`Error::WorkspaceTooSmall`] / [`Error::Misaligned`] for
+    /// an unusable workspace, [`Error::KernelsNotBuilt`] / [`Error::KernelMissing`] when
+    /// the fatbin lacks a kernel, [`Error::Driver`] when allocation or a launch fails.
+    pub fn conv2d_with(
+        &self,
+        plan: &Plan,
+        input: &dyn DevicePtr<f32>,
+        filter: &dyn DevicePtr<f32>,
+        bias: Option<&dyn DevicePtr<f32>>,
+        output: &mut dyn DevicePtrMut<f32>,
+        workspace: Option<&mut dyn DevicePtrMut<u8>>,
+    ) -> Result<()> {
+        let problem = plan.problem();
+        let shape = plan.shape();
+        self.check_operands(problem, input, filter, bias)?;
+        self.check_buffer("output", shape.output_len, output.len(), output.stream())?;
+        let needed = plan.workspace_bytes();
+        if let Some(ws) = &workspace {
+            self.check_context("workspace", ws.stream())?;
+            if ws.num_bytes() < needed {
+                return Err(Error::WorkspaceTooSmall {
+                    expected: needed,
+                    actual: ws.num_bytes(),
+                });
+            }
+        }
+        let params = ConvParams::from_shape(problem, shape, bias.is_some())?;
+        let input_transform = self.function(support::INPUT_TRANSFORM_F32)?;
+        let filter_transform = self.function(support::FILTER_TRANSFORM_F32)?;
+        let conv = self.function(&plan.kernel().name())?;
+
+        // Held until the launches are queued, so that a concurrent call cannot regrow (and
+        // free) the engine's workspace in between.
+        let mut own_workspace: MutexGuard<'_, Option<CudaSlice<u8>>>;
+        let workspace: &mut dyn DevicePtrMut<u8> = match workspace {
+            Some(ws) => ws,
+            None => {
+                own_workspace = lock(&self.workspace);
+                match &mut *own_workspace {
+                    Some(ws) if ws.len() >= needed => ws,
+                    slot => {
+                        // Free the old buffer before allocating its successor.
+                        *slot = None;
+                        slot.insert(self.stream.alloc_zeros::<u8>(needed)?)
+                    }
+                }
+            }
+        };
+
+        let stream: &CudaStream = &self.stream;
+        {
+            let (x, _x_sync) = input.device_ptr(stream);
+            let (f, _f_sync) = filter.device_ptr(stream);
+            let (b, _b_sync) = match bias {
+                Some(bias) => {
+                    let (ptr, sync) = bias.device_ptr(stream);
+                    (ptr, Some(sync))
+                }
+                // The kernel ignores the pointer when has_bias == 0.
+                None => (0, None),
+            };
+            let (y, _y_sync) = output.device_ptr_mut(stream);
+            let (t, _ws_sync) = workspace.device_ptr_mut(stream);
+            if t % WORKSPACE_ALIGNMENT != 0 {
+                return Err(Error::Misaligned {
+                    buffer: "workspace",
+                    alignment: WORKSPACE_ALIGNMENT as usize,
+                });
+            }
+            let ft = t + problem.filter_offset_bytes(shape) as u64;
+
+            let mut launch = stream.launch_builder(&input_transform);
+            launch.arg(&x).arg(&t).arg(&params);
+            // SAFETY: `im2win_input_transform_f32(const float* x, float* t, ConvParams p)`
+            // (DESIGN.md); `x` holds `input_len` floats and `t` at least `im2win_len`
+            // (checked above), and the kernel stays inside them for any grid.
+            unsafe { launch.launch(self.grid_stride_config(shape.im2win_len)) }?;
+
+            let mut launch = stream.launch_builder(&filter_transform);
+            launch.arg(&f).arg(&ft).arg(&params);
+            // SAFETY: `im2win_filter_transform_f32(const float* f, float* ft, ConvParams p)`;
+            // `f` holds `filter_len` floats and so does the workspace from `ft` on.
+            unsafe { launch.launch(self.grid_stride_config(shape.filter_len)) }?;
+
+            let mut launch = stream.launch_builder(&conv);
+            launch.arg(&t).arg(&ft).arg(&b).arg(&y).arg(&params);
+            let config = LaunchConfig {
+                grid_dim: plan.grid_dim(),
+                block_dim: plan.block_dim(),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: `(const float* t, const float* ft, const float* bias, float* y,
+            // ConvParams p)`; the plan's spec supports this problem (`Plan::for_spec`),
+            // `bias` holds K floats or is null with has_bias == 0, `y` holds `output_len`.
+            unsafe { launch.launch(config) }?;
+            // The `_sync` guards drop here and record the launches in the buffers' events.
+        }
+        // Errors of those event records are stored in the context, not returned.
+        self.ctx.check_err()?;
+        Ok(())
+    }
+
+    /// The GPU oracle: `output = conv2d(input, filter) + bias` computed directly from `X`
+    /// and `F` (not through im2win) in float64 by `im2win_direct_reference_f64`, on
+    /// [`Engine::stream`] without synchronising.
+    ///
+    /// # Errors
+    /// Any validation error of [`Conv2dProblem::shape`], [`Error::BufferLength`] /
+    /// [`Error::ForeignBuffer`] for a wrong buffer, [`Error::KernelsNotBuilt`] /
+    /// [`Error::KernelMissing`] / [`Error::Driver`] as for [`Engine::function`].
+    pub fn direct_reference_f64(
+        &self,
+        problem: &Conv2dProblem,
+        input: &dyn DevicePtr<f32>,
+        filter: &dyn DevicePtr<f32>,
+        bias: Option<&dyn DevicePtr<f32>>,
+        output: &mut dyn DevicePtrMut<f64>,
+    ) -> Result<()> {
+        let shape = self.check_operands(problem, input, filter, bias)?;
+        self.check_buffer("output", shape.output_len, output.len(), output.stream())?;
+        let params = ConvParams::from_shape(problem, &shape, bias.is_some())?;
+        let direct = self.function(support::DIRECT_F64)?;
+        let stream: &CudaStream = &self.stream;
+        {
+            let (x, _x_sync) = input.device_ptr(stream);
+            let (f, _f_sync) = filter.device_ptr(stream);
+            let (b, _b_sync) = match bias {
+                Some(bias) => {
+                    let (ptr, sync) = bias.device_ptr(stream);
+                    (ptr, Some(sync))
+                }
+                None => (0, None),
+            };
+            let (y, _y_sync) = output.device_ptr_mut(stream);
+            let mut launch = stream.launch_builder(&direct);
+            launch.arg(&x).arg(&f).arg(&b).arg(&y).arg(&params);
+            // SAFETY: `im2win_direct_reference_f64(const float* x, const float* f,
+            // const float* bias, double* y, ConvParams p)`, grid-stride over N·K·P·Q; every
+            // buffer's length was checked against the problem above.
+            unsafe { launch.launch(self.grid_stride_config(shape.output_len)) }?;
+        }
+        self.ctx.check_err()?;
+        Ok(())
+    }
+
+    /// Validates the problem and the input, filter and bias buffers, in that order.
+    fn check_operands(
+        &self,
+        problem: &Conv2dProblem,
+        input: &dyn DevicePtr<f32>,
+        filter: &dyn DevicePtr<f32>,
+        bias: Option<&dyn DevicePtr<f32>>,
+    ) -> Result<crate::problem::ProblemShape> {
+        let shape = problem.shape()?;
+        self.check_buffer("input", shape.input_len, input.len(), input.stream())?;
+        self.check_buffer("filter", shape.filter_len, filter.len(), filter.stream())?;
+        if let Some(bias) = bias {
+            self.check_buffer("bias", shape.output[1], bias.len(), bias.stream())?;
+        }
+        Ok(shape)
+    }
+
+    fn check_buffer(
+        &self,
+        buffer: &'static str,
+        expected: usize,
+        actual: usize,
+        stream: &Arc<CudaStream>,
+    ) -> Result<()> {
+        if actual != expected {
+            return Err(Error::BufferLength {
+                buffer,
+                expected,
+                actual,
+            });
+        }
+        self.check_context(buffer, stream)
+    }
+
+    /// A pointer from another context is meaningless in ours (or, on another device,
+    /// points at someone else's memory), so refuse it rather than launch.
+    fn check_context(&self, buffer: &'static str, stream: &Arc<CudaStream>) -> Result<()> {
+        if **stream.context() == *self.ctx {
+            Ok(())
+        } else {
+            Err(Error::ForeignBuffer { buffer })
+        }
+    }
+
+    /// The loaded fatbin, loading it on first use.
+    fn module(&self) -> Result<&Arc<CudaModule>> {
+        if let Some(module) = self.module.get() {
+            return Ok(module);
+        }
+        let fatbin = self.kernels.fatbin().ok_or(Error::KernelsNotBuilt)?;
+        let module = self.ctx.load_module(Ptx::from_binary(fatbin.to_vec()))?;
+        // Callers hold the `functions` lock, so no other thread loads concurrently; should
+        // one ever race, its module is dropped and the first one kept.
+        Ok(self.module.get_or_init(|| module))
+    }
+}
+
+/// Locks `mutex`, ignoring poisoning: the guarded caches stay consistent even if a thread
+/// panicked while holding them (each update is a single insert or assignment).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Engine>();
+    }
+
+    /// Without libcuda or a device (as on CI) `new` must return an error, not panic; on a
+    /// GPU machine it succeeds and plans without loading the fatbin.
+    #[test]
+    fn new_fails_cleanly_or_works() {
+        let module = KernelModule::not_built(im2win_codegen::Catalogue::default_catalogue());
+        match Engine::new(0, module) {
+            Ok(engine) => {
+                let problem = Conv2dProblem::new([1, 1, 4, 4], [1, 1, 3, 3]);
+                assert!(engine.plan(&problem).is_ok());
+                assert!(matches!(
+                    engine.function(support::DIRECT_F64),
+                    Err(Error::KernelsNotBuilt)
+                ));
+            }
+            Err(err) => assert!(
+                matches!(err, Error::DriverNotFound | Error::NoDevice { .. }),
+                "{err}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The GPU backend on cudarc: the [`Engine`] that loads the fatbin and launches kernels,
+//! the dispatch that picks a kernel for a problem ([`Plan`]), and the [`ConvParams`]
+//! kernel argument.
+//!
+//! Dispatch is a pure function of the problem and the catalogue, so it runs (and is tested)
+//! without a GPU; only the [`Engine`] needs one.
+
+mod dispatch;
+mod engine;
+mod params;
+
+pub use dispatch::{Plan, supports};
+pub use engine::Engine;
+pub use params::ConvParams;

@@ -1,0 +1,186 @@
+//! Shared helpers of the integration tests: a random problem generator, random data, and
+//! the error measure every comparison with the float64 oracle uses.
+//!
+//! Reusable from any test crate of the workspace, e.g. the facade's GPU tests with
+//! `#[path = "../runtime/tests/common/mod.rs"] mod common;`.
+
+// Each test crate that includes this module uses only part of it.
+#![allow(dead_code)]
+
+use im2win_runtime::{Conv2dProblem, Padding};
+use rand::Rng;
+
+/// Bounds for [`random_problem`]. Every bound is inclusive and at least 1 (0 for padding).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest batch `N`.
+    pub batch: usize,
+    /// Largest input channel count `C`.
+    pub channels: usize,
+    /// Largest output channel count `K`.
+    pub out_channels: usize,
+    /// Largest filter height `R` and width `S`; drawn with extra weight on 1 and on this.
+    pub filter: usize,
+    /// Largest output height `P` and width `Q` aimed for (padding can add a few).
+    pub out_size: usize,
+    /// Largest stride on each axis.
+    pub stride: usize,
+    /// Largest dilation on each axis.
+    pub dilation: usize,
+    /// Largest padding on each side.
+    pub padding: usize,
+    /// Largest number of multiply-adds `N·K·P·Q·C·R·S`: bounds the cost of one problem.
+    pub max_macs: usize,
+}
+
+impl Limits {
+    /// Small problems, cheap enough for a thousand cases in a debug build, that still reach
+    /// 11×11 filters, several blocks of output channels, strides and dilations up to 3, and
+    /// asymmetric padding.
+    pub const SMALL: Limits = Limits {
+        batch: 3,
+        channels: 8,
+        out_channels: 20,
+        filter: 11,
+        out_size: 12,
+        stride: 3,
+        dilation: 3,
+        padding: 3,
+        max_macs: 400_000,
+    };
+}
+
+/// A random valid problem within `limits`: groups 1, possibly asymmetric padding, and
+/// extra weight on the edge cases (`C = 1`, `K = 1`, `N = 1`, 1×1 and largest filters,
+/// `P = 1`, `Q = 1`, stride and dilation 1).
+///
+/// Draws until a valid problem within `limits.max_macs` comes up (a few tries for
+/// [`Limits::SMALL`]). Deterministic for a given `rng` state, so a seed reproduces a
+/// failing case.
+pub fn random_problem(rng: &mut impl Rng, limits: &Limits) -> Conv2dProblem {
+    loop {
+        let batch = edge_or_uniform(rng, 1, limits.batch, 0.4);
+        let channels = edge_or_uniform(rng, 1, limits.channels, 0.25);
+        let out_channels = edge_or_uniform(rng, 1, limits.out_channels, 0.2);
+        let square = rng.random_bool(0.5);
+        let height = random_axis(rng, limits);
+        // Square problems (the common case in practice) share the whole axis.
+        let width = if square {
+            height
+        } else {
+            random_axis(rng, limits)
+        };
+        let problem = Conv2dProblem::new(
+            [batch, channels, height.size, width.size],
+            [out_channels, channels, height.filter, width.filter],
+        )
+        .with_stride([height.stride, width.stride])
+        .with_dilation([height.dilation, width.dilation])
+        .with_padding(Padding {
+            top: height.padding[0],
+            bottom: height.padding[1],
+            left: width.padding[0],
+            right: width.padding[1],
+        });
+        let Ok(shape) = problem.shape() else {
+            continue;
+        };
+        if shape.output_len.saturating_mul(shape.reduction) <= limits.max_macs {
+            return problem;
+        }
+    }
+}
+
+/// `len` values uniform in `[-1, 1]`, none of them zero, so that a read of the wrong
+/// element or of padding cannot go unnoticed.
+pub fn random_data(rng: &mut impl Rng, len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            loop {
+                let v: f32 = rng.random_range(-1.0..=1.0);
+                if v != 0.0 {
+                    break v;
+                }
+            }
+        })
+        .collect()
+}
+
+/// `‖out − reference‖₂ / ‖reference‖₂`, or `‖out − reference‖₂` when the reference is all
+/// zeros (every window in the padding, no bias).
+pub fn relative_error(out: &[f32], reference: &[f64]) -> f64 {
+    assert_eq!(
+        out.len(),
+        reference.len(),
+        "output and reference lengths differ"
+    );
+    let (mut diff, mut norm) = (0.0_f64, 0.0_f64);
+    for (&o, &r) in out.iter().zip(reference) {
+        diff += (f64::from(o) - r).powi(2);
+        norm += r * r;
+    }
+    if norm == 0.0 {
+        diff.sqrt()
+    } else {
+        (diff / norm).sqrt()
+    }
+}
+
+/// The seed of a randomised test: `IM2WIN_TEST_SEED` if set (to explore other cases),
+/// else `default`.
+pub fn test_seed(default: u64) -> u64 {
+    std::env::var("IM2WIN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One axis of a random problem.
+#[derive(Debug, Clone, Copy)]
+struct Axis {
+    size: usize,
+    filter: usize,
+    stride: usize,
+    dilation: usize,
+    /// Before, after.
+    padding: [usize; 2],
+}
+
+fn random_axis(rng: &mut impl Rng, limits: &Limits) -> Axis {
+    let filter = match rng.random_range(0..10) {
+        0..=1 => 1,
+        2..=3 => limits.filter,
+        _ => rng.random_range(1..=limits.filter),
+    };
+    let stride = edge_or_uniform(rng, 1, limits.stride, 0.5);
+    // Dilation only matters with more than one tap.
+    let dilation = if filter > 1 {
+        edge_or_uniform(rng, 1, limits.dilation, 0.6)
+    } else {
+        1
+    };
+    let padding = [(); 2].map(|()| edge_or_uniform(rng, 0, limits.padding, 0.5));
+    let out = edge_or_uniform(rng, 1, limits.out_size, 0.2);
+    // The padded size that gives `out` outputs, plus up to stride − 1 trailing rows that no
+    // window reads.
+    let padded = (out - 1) * stride + dilation * (filter - 1) + 1 + rng.random_range(0..stride);
+    // Padding wider than that leaves no room for the input: then take at least one row
+    // (the output grows a little, or the problem is redrawn if the filter no longer fits).
+    let size = padded.saturating_sub(padding[0] + padding[1]).max(1);
+    Axis {
+        size,
+        filter,
+        stride,
+        dilation,
+        padding,
+    }
+}
+
+/// `low` with probability `p_edge`, else uniform in `low..=high`.
+fn edge_or_uniform(rng: &mut impl Rng, low: usize, high: usize, p_edge: f64) -> usize {
+    if rng.random_bool(p_edge) {
+        low
+    } else {
+        rng.random_range(low..=high)
+    }
+}

@@ -1,0 +1,400 @@
+//! The CPU im2win layouts and backend against their definitions and the float64 oracle.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{Limits, random_data, random_problem, relative_error, test_seed};
+use im2win_runtime::cpu::{conv2d, im2win_filter, im2win_input, reference_conv2d};
+use im2win_runtime::{Conv2dProblem, Error, Padding};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Random problems compared with the oracle.
+const CASES: u64 = 1000;
+/// The bound of `‖out − ref‖₂ / ‖ref‖₂` for float32 accumulation.
+const TOLERANCE: f64 = 1e-5;
+
+/// What the random cases must have covered, so that a change of the generator cannot
+/// silently drop an edge case.
+#[derive(Debug, Default)]
+struct Coverage {
+    asymmetric_padding: usize,
+    stride: usize,
+    dilation_h: usize,
+    dilation_w: usize,
+    odd_size: usize,
+    one_in_channel: usize,
+    one_out_channel: usize,
+    filter_1x1: usize,
+    filter_11: usize,
+    one_out_row: usize,
+    one_out_col: usize,
+    unread_columns: usize,
+    bias: usize,
+    no_bias: usize,
+    /// Multiply-adds over all cases (reported, not checked).
+    macs: usize,
+}
+
+impl Coverage {
+    fn count(&mut self, problem: &Conv2dProblem, has_bias: bool) {
+        let shape = problem.shape().unwrap();
+        let [_, c, h, w] = problem.input;
+        let [k, _, r, s] = problem.filter;
+        let Padding {
+            top,
+            bottom,
+            left,
+            right,
+        } = problem.padding;
+        let [_, _, p, q] = shape.output;
+        let tally = |hit: bool, counter: &mut usize| *counter += usize::from(hit);
+        tally(top != bottom || left != right, &mut self.asymmetric_padding);
+        tally(problem.stride != [1, 1], &mut self.stride);
+        tally(problem.dilation[0] > 1, &mut self.dilation_h);
+        tally(problem.dilation[1] > 1, &mut self.dilation_w);
+        tally(h % 2 == 1 && w % 2 == 1, &mut self.odd_size);
+        tally(c == 1, &mut self.one_in_channel);
+        tally(k == 1, &mut self.one_out_channel);
+        tally(r == 1 && s == 1, &mut self.filter_1x1);
+        tally(r == 11 || s == 11, &mut self.filter_11);
+        tally(p == 1, &mut self.one_out_row);
+        tally(q == 1, &mut self.one_out_col);
+        tally(shape.win_width < w + left + right, &mut self.unread_columns);
+        tally(has_bias, &mut self.bias);
+        tally(!has_bias, &mut self.no_bias);
+        self.macs += shape.output_len * shape.reduction;
+    }
+
+    fn check(&self, at_least: usize) {
+        let counts = format!("{self:?}");
+        let Coverage {
+            asymmetric_padding,
+            stride,
+            dilation_h,
+            dilation_w,
+            odd_size,
+            one_in_channel,
+            one_out_channel,
+            filter_1x1,
+            filter_11,
+            one_out_row,
+            one_out_col,
+            unread_columns,
+            bias,
+            no_bias,
+            macs: _,
+        } = *self;
+        for count in [
+            asymmetric_padding,
+            stride,
+            dilation_h,
+            dilation_w,
+            odd_size,
+            one_in_channel,
+            one_out_channel,
+            filter_1x1,
+            filter_11,
+            one_out_row,
+            one_out_col,
+            unread_columns,
+            bias,
+            no_bias,
+        ] {
+            assert!(
+                count >= at_least,
+                "too few random cases of some kind: {counts}"
+            );
+        }
+    }
+}
+
+#[test]
+fn backend_matches_oracle_on_random_problems() {
+    let seed = test_seed(0x1_2023_0001);
+    let mut coverage = Coverage::default();
+    let start = Instant::now();
+    for case in 0..CASES {
+        // One generator per case, so that a failing case reruns alone from its seed.
+        let case_seed = seed.wrapping_add(case);
+        let mut rng = StdRng::seed_from_u64(case_seed);
+        let problem = random_problem(&mut rng, &Limits::SMALL);
+        let shape = problem.shape().unwrap();
+        let input = random_data(&mut rng, shape.input_len);
+        let filter = random_data(&mut rng, shape.filter_len);
+        let bias = rng
+            .random_bool(0.5)
+            .then(|| random_data(&mut rng, shape.output[1]));
+        coverage.count(&problem, bias.is_some());
+
+        let context = format!("case {case} (seed {case_seed}): {problem:?}");
+        let reference = reference_conv2d(&problem, &input, &filter, bias.as_deref()).unwrap();
+        let mut out = vec![f32::NAN; shape.output_len];
+        conv2d(&problem, &input, &filter, bias.as_deref(), &mut out)
+            .unwrap_or_else(|e| panic!("{context}: {e}"));
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            panic!("{context}: output element {i} is {}", out[i]);
+        }
+        let error = relative_error(&out, &reference);
+        assert!(error < TOLERANCE, "{context}: relative error {error:e}");
+    }
+    eprintln!(
+        "{CASES} random problems in {:?}: {coverage:?}",
+        start.elapsed()
+    );
+    coverage.check(10);
+}
+
+/// `T[n][c][p][w][r]` straight from the formula of DESIGN.md.
+fn im2win_by_definition(problem: &Conv2dProblem, x: &[f32]) -> Vec<f32> {
+    let shape = problem.shape().unwrap();
+    let [n_, c_, h, w_] = problem.input;
+    let r_ = problem.filter[2];
+    let [_, _, p_, _] = shape.output;
+    let wt = shape.win_width;
+    let mut t = Vec::with_capacity(shape.im2win_len);
+    for n in 0..n_ {
+        for c in 0..c_ {
+            for p in 0..p_ {
+                for w in 0..wt {
+                    for r in 0..r_ {
+                        let row = (p * problem.stride[0] + r * problem.dilation[0]) as i64
+                            - problem.padding.top as i64;
+                        let col = w as i64 - problem.padding.left as i64;
+                        let inside = (0..h as i64).contains(&row) && (0..w_ as i64).contains(&col);
+                        t.push(if inside {
+                            x[((n * c_ + c) * h + row as usize) * w_ + col as usize]
+                        } else {
+                            0.0
+                        });
+                    }
+                }
+            }
+        }
+    }
+    t
+}
+
+#[test]
+fn layouts_match_their_definitions_on_random_problems() {
+    let seed = test_seed(0x1_2023_0002);
+    for case in 0..100 {
+        let case_seed = seed.wrapping_add(case);
+        let mut rng = StdRng::seed_from_u64(case_seed);
+        let problem = random_problem(&mut rng, &Limits::SMALL);
+        let shape = problem.shape().unwrap();
+        let context = format!("case {case} (seed {case_seed}): {problem:?}");
+
+        let x = random_data(&mut rng, shape.input_len);
+        let t = im2win_input(&problem, &x).unwrap();
+        assert_eq!(t.len(), shape.im2win_len, "{context}");
+        assert!(
+            t == im2win_by_definition(&problem, &x),
+            "{context}: T differs"
+        );
+
+        let f = random_data(&mut rng, shape.filter_len);
+        let ft = im2win_filter(&problem, &f).unwrap();
+        let [k_, c_, r_, s_] = problem.filter;
+        for k in 0..k_ {
+            for c in 0..c_ {
+                for r in 0..r_ {
+                    for s in 0..s_ {
+                        assert_eq!(
+                            ft[((k * c_ + c) * s_ + s) * r_ + r],
+                            f[((k * c_ + c) * r_ + r) * s_ + s],
+                            "{context}: F' at k={k} c={c} r={r} s={s}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn backend_on_hand_computed_cases() {
+    // All-ones 3×3 filter on an all-ones 4×4 input, padding 1, stride 2: the count of
+    // in-bounds taps at (0,0), (0,2), (2,0), (2,2), plus bias 0.5.
+    let problem = Conv2dProblem::new([1, 1, 4, 4], [1, 1, 3, 3])
+        .with_padding(Padding::uniform(1))
+        .with_stride([2, 2]);
+    let mut out = [f32::NAN; 4];
+    conv2d(&problem, &[1.0; 16], &[1.0; 9], Some(&[0.5]), &mut out).unwrap();
+    assert_eq!(out, [4.5, 6.5, 6.5, 9.5]);
+
+    // ANCHORS.md's worked example through the whole backend: output (0, 1) is the dot
+    // product of 1,5,9,2,6,10,3,7,11 with F' = F column by column.
+    let problem = Conv2dProblem::new([1, 1, 4, 4], [1, 1, 3, 3]);
+    let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
+    let f: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    let mut out = [f32::NAN; 4];
+    conv2d(&problem, &x, &f, None, &mut out).unwrap();
+    // Σ_{r,s} X[r][1 + s]·F[r][s] = 1·1+2·2+3·3 + 5·4+6·5+7·6 + 9·7+10·8+11·9.
+    assert_eq!(out[1], 348.0);
+    // Output (0, 0) is 303; one column right adds ΣF = 45, one row down adds 4·ΣF = 180.
+    assert_eq!(out, [303.0, 348.0, 483.0, 528.0]);
+
+    // Dilation (2, 2) of an all-ones 2×2 filter on the ramp 0..25 (5×5): each output is
+    // X[p][q] + X[p][q+2] + X[p+2][q] + X[p+2][q+2] = 4·(5p + q) + 24.
+    let problem = Conv2dProblem::new([1, 1, 5, 5], [1, 1, 2, 2]).with_dilation([2, 2]);
+    let x: Vec<f32> = (0..25).map(|v| v as f32).collect();
+    let mut out = [f32::NAN; 9];
+    conv2d(&problem, &x, &[1.0; 4], None, &mut out).unwrap();
+    let expected: Vec<f32> = (0..9)
+        .map(|i| (4 * (5 * (i / 3) + i % 3) + 24) as f32)
+        .collect();
+    assert_eq!(out.to_vec(), expected);
+}
+
+#[test]
+fn backend_matches_oracle_on_layer_like_problems() {
+    // Shapes like real layers (more channels than the random cases, so the channel tiles
+    // are full and partial): ResNet stem (scaled down), a 3×3 stride-2 block, a 1×1
+    // projection, and K not a multiple of the tile.
+    let problems = [
+        Conv2dProblem::new([2, 3, 30, 30], [16, 3, 7, 7])
+            .with_stride([2, 2])
+            .with_padding(Padding::uniform(3)),
+        Conv2dProblem::new([1, 32, 15, 15], [24, 32, 3, 3])
+            .with_stride([2, 2])
+            .with_padding(Padding::uniform(1)),
+        Conv2dProblem::new([2, 64, 7, 7], [40, 64, 1, 1]),
+        Conv2dProblem::new([1, 9, 12, 13], [13, 9, 3, 5])
+            .with_dilation([2, 3])
+            .with_padding(Padding {
+                top: 2,
+                bottom: 0,
+                left: 1,
+                right: 4,
+            }),
+    ];
+    let mut rng = StdRng::seed_from_u64(0x1_2023_0003);
+    for problem in problems {
+        let shape = problem.shape().unwrap();
+        let input = random_data(&mut rng, shape.input_len);
+        let filter = random_data(&mut rng, shape.filter_len);
+        let bias = random_data(&mut rng, shape.output[1]);
+        let reference = reference_conv2d(&problem, &input, &filter, Some(&bias)).unwrap();
+        let mut out = vec![f32::NAN; shape.output_len];
+        conv2d(&problem, &input, &filter, Some(&bias), &mut out).unwrap();
+        assert!(out.iter().all(|v| v.is_finite()), "{problem:?}");
+        let error = relative_error(&out, &reference);
+        assert!(error < TOLERANCE, "{problem:?}: relative error {error:e}");
+    }
+}
+
+#[test]
+fn buffer_length_errors() {
+    let problem = Conv2dProblem::new([2, 3, 5, 5], [4, 3, 3, 3]);
+    let (x, f, b, y) = (vec![1.0; 150], vec![1.0; 108], vec![1.0; 4], vec![0.0; 72]);
+    let short = |v: &[f32]| v[1..].to_vec();
+    let long = |v: &[f32]| [v, &[1.0]].concat();
+    let is_len_error = |result: Result<(), Error>, name: &str, expected: usize, actual: usize| {
+        assert!(
+            matches!(
+                result,
+                Err(Error::BufferLength { buffer, expected: e, actual: a })
+                    if buffer == name && e == expected && a == actual
+            ),
+            "{name}: got {result:?}"
+        );
+    };
+
+    for (bad_x, len) in [(short(&x), 149), (long(&x), 151)] {
+        let mut out = y.clone();
+        is_len_error(
+            conv2d(&problem, &bad_x, &f, Some(&b), &mut out),
+            "input",
+            150,
+            len,
+        );
+        is_len_error(im2win_input(&problem, &bad_x).map(drop), "input", 150, len);
+    }
+    for (bad_f, len) in [(short(&f), 107), (long(&f), 109)] {
+        let mut out = y.clone();
+        is_len_error(
+            conv2d(&problem, &x, &bad_f, None, &mut out),
+            "filter",
+            108,
+            len,
+        );
+        is_len_error(
+            im2win_filter(&problem, &bad_f).map(drop),
+            "filter",
+            108,
+            len,
+        );
+    }
+    for (bad_b, len) in [(short(&b), 3), (long(&b), 5), (Vec::new(), 0)] {
+        let mut out = y.clone();
+        is_len_error(
+            conv2d(&problem, &x, &f, Some(&bad_b), &mut out),
+            "bias",
+            4,
+            len,
+        );
+    }
+    for (mut bad_y, len) in [(short(&y), 71), (long(&y), 73), (Vec::new(), 0)] {
+        is_len_error(
+            conv2d(&problem, &x, &f, Some(&b), &mut bad_y),
+            "output",
+            72,
+            len,
+        );
+        // A failed call writes nothing.
+        assert!(bad_y.iter().all(|&v| v == 0.0 || v == 1.0));
+    }
+
+    // An invalid problem is reported as such, before any buffer is looked at.
+    let zero = Conv2dProblem::new([2, 3, 5, 5], [0, 3, 3, 3]);
+    let mut out = y.clone();
+    let result = conv2d(&zero, &x, &f, None, &mut out);
+    assert!(
+        matches!(
+            result,
+            Err(Error::ZeroSize {
+                name: "out_channels"
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(matches!(
+        im2win_input(&zero, &x),
+        Err(Error::ZeroSize { .. })
+    ));
+    assert!(matches!(
+        im2win_filter(&zero, &f),
+        Err(Error::ZeroSize { .. })
+    ));
+    assert_eq!(out, y, "output written despite the error");
+}
+
+/// The quickstart's CPU fallback layer. Timing only means something in release:
+/// `cargo test --release -p im2win-runtime --test cpu_backend -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing; run in release"]
+fn quickstart_layer_is_fast_in_release() {
+    let problem =
+        Conv2dProblem::new([1, 64, 56, 56], [64, 64, 3, 3]).with_padding(Padding::uniform(1));
+    let shape = problem.shape().unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    let input = random_data(&mut rng, shape.input_len);
+    let filter = random_data(&mut rng, shape.filter_len);
+    let mut out = vec![f32::NAN; shape.output_len];
+    conv2d(&problem, &input, &filter, None, &mut out).unwrap(); // warm the thread pool
+    let runs = 10;
+    let start = Instant::now();
+    for _ in 0..runs {
+        conv2d(&problem, &input, &filter, None, &mut out).unwrap();
+    }
+    let seconds = start.elapsed().as_secs_f64() / f64::from(runs);
+    let gflops = problem.flops().unwrap() / seconds / 1e9;
+    eprintln!(
+        "1×64×56×56 ⊛ 64×64×3×3 pad 1: {:.2} ms, {gflops:.1} GFLOP/s on {} threads",
+        seconds * 1e3,
+        rayon::current_num_threads()
+    );
+    assert!(seconds < 0.5, "{seconds} s");
+}

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Runs the bundle that scripts/device-bundle.sh built into .device/, on the GPU machine,
+# from the repo root. Needs no Rust toolchain there.
+#
+# Usage: scripts/device-run.sh [STAGE ...] [bench ARGS ...]
+#   tests       every test binary, with IM2WIN_REQUIRE_GPU=1 (GPU tests fail, not skip,
+#               without a GPU)
+#   sanitize    the GPU test binaries under compute-sanitizer memcheck and racecheck, with
+#               IM2WIN_TEST_SMALL=1 (fewer, smaller problems)
+#   quickstart  the quickstart example
+#   bench ARGS  the benchmark binary `im2win` with ARGS (everything after `bench`)
+#   all         tests sanitize quickstart (the default)
+#
+# Logs go to $OUT (default .device/out), at most 6 files: tests.log,
+# sanitize-memcheck.log, sanitize-racecheck.log, quickstart.log, bench.log, summary.txt.
+# A summary table ends the output. The exit status is 0 only if every stage passed.
+#
+# Time: everything stops in time to print the summary before IM2WIN_DEADLINE seconds
+# (default 570, under a 600 s command limit); each binary also has its own limit
+# (IM2WIN_TEST_TIMEOUT 300, IM2WIN_SANITIZE_TIMEOUT 300, IM2WIN_QUICKSTART_TIMEOUT 120,
+# IM2WIN_BENCH_TIMEOUT 560 seconds). IM2WIN_SANITIZE_TOOLS picks the tools
+# (default "memcheck racecheck").
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bundle="$root/.device"
+out=${OUT:-$bundle/out}
+mkdir -p "$out"
+deadline=${IM2WIN_DEADLINE:-570}
+
+if [ ! -f "$bundle/MANIFEST" ]; then
+  echo "device-run: no .device/MANIFEST: run scripts/device-bundle.sh on the build machine and carry .device" >&2
+  exit 2
+fi
+chmod +x "$bundle"/bin/* 2>/dev/null || true
+
+export PATH="/usr/local/cuda/bin:$PATH"
+# cuDNN and cuBLAS are the pip copies inside PyTorch's environment (GPU.md); cudarc loads
+# them at run time, so they must be on the library path.
+if sp=$(python3 -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null); then
+  export LD_LIBRARY_PATH="$sp/nvidia/cudnn/lib:$sp/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}"
+fi
+export IM2WIN_REQUIRE_GPU=1
+export RUST_BACKTRACE=1
+
+rows=()       # "stage|result|seconds|detail"
+failed=0
+
+# The time a command may take: its own limit, cut so that the deadline still leaves room
+# for the summary. Prints 0 when no time is left.
+budget() {
+  local left=$((deadline - SECONDS - 10))
+  local own=$1
+  if [ "$left" -lt 15 ]; then echo 0; elif [ "$own" -lt "$left" ]; then echo "$own"; else echo "$left"; fi
+}
+
+# manifest KIND [NAME-PREFIX]: "name package-dir" of the matching binaries.
+manifest() {
+  awk -v kind="$1" -v prefix="${2:-}" '$1 == kind && index($2, prefix) == 1 { print $2, $4 }' \
+    "$bundle/MANIFEST"
+}
+
+# run_binary LOG STAGE LABEL TIMEOUT DIR -- COMMAND...: runs COMMAND in DIR, appending to
+# LOG, and adds a summary row.
+run_binary() {
+  local log=$1 stage=$2 label=$3 own=$4 dir=$5
+  shift 6
+  local limit start rc detail
+  limit=$(budget "$own")
+  if [ "$limit" -eq 0 ]; then
+    rows+=("$stage|NOT RUN|0|$label: no time left before the deadline")
+    failed=1
+    return
+  fi
+  start=$SECONDS
+  {
+    echo "=== $label ($(date -u +%H:%M:%S), limit ${limit}s): $*"
+    (cd "$dir" && timeout --kill-after=10 "$limit" "$@")
+  } >>"$log" 2>&1
+  rc=$?
+  echo "=== exit status $rc" >>"$log"
+  detail=$label
+  case $rc in
+    0) result=ok ;;
+    124 | 137) result=TIMEOUT ;;
+    *) result="FAIL($rc)" ;;
+  esac
+  [ "$rc" -eq 0 ] || failed=1
+  rows+=("$stage|$result|$((SECONDS - start))|$detail")
+}
+
+stage_tests() {
+  local log="$out/tests.log" name dir
+  : >"$log"
+  while read -r name dir; do
+    run_binary "$log" tests "$name" "${IM2WIN_TEST_TIMEOUT:-300}" "$root/$dir" -- \
+      "$bundle/bin/$name"
+    # Append the harness's counts to the row just added.
+    local counts
+    counts=$(awk -v n="$name" '$0 ~ "^=== " n " " {on=1} on && /^test result:/ {p+=$4; f+=$6} END {printf "%d passed, %d failed", p, f}' \
+      p=0 f=0 "$log")
+    rows[-1]="${rows[-1]}: $counts"
+  done < <(manifest test)
+}
+
+stage_sanitize() {
+  local tool log name dir
+  for tool in ${IM2WIN_SANITIZE_TOOLS:-memcheck racecheck}; do
+    log="$out/sanitize-$tool.log"
+    : >"$log"
+    while read -r name dir; do
+      IM2WIN_TEST_SMALL=1 run_binary "$log" "sanitize-$tool" "$name" \
+        "${IM2WIN_SANITIZE_TIMEOUT:-300}" "$root/$dir" -- \
+        compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 50 \
+        "$bundle/bin/$name" --test-threads=1
+      local summary_line
+      summary_line=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | tail -n 1 | sed 's/^=* *//')
+      rows[-1]="${rows[-1]}: ${summary_line:-no sanitizer summary}"
+    done < <(manifest test im2win--test--gpu_)
+  done
+}
+
+stage_quickstart() {
+  local log="$out/quickstart.log" name dir
+  : >"$log"
+  read -r name dir < <(manifest example im2win--quickstart)
+  if [ -z "${name:-}" ]; then
+    rows+=("quickstart|MISSING|0|not in the bundle")
+    failed=1
+    return
+  fi
+  run_binary "$log" quickstart "$name" "${IM2WIN_QUICKSTART_TIMEOUT:-120}" "$root" -- \
+    "$bundle/bin/$name"
+}
+
+stage_bench() {
+  local log="$out/bench.log" name dir
+  : >"$log"
+  read -r name dir < <(manifest bin im2win-bench--im2win)
+  if [ -z "${name:-}" ]; then
+    rows+=("bench|MISSING|0|the benchmark binary is not in the bundle")
+    failed=1
+    return
+  fi
+  run_binary "$log" bench "im2win $*" "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- \
+    "$bundle/bin/$name" "$@"
+}
+
+stages=()
+bench_args=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    tests | sanitize | quickstart) stages+=("$1") ;;
+    all) stages+=(tests sanitize quickstart) ;;
+    bench)
+      shift
+      stages+=(bench)
+      bench_args=("$@")
+      break
+      ;;
+    *)
+      echo "device-run: unknown stage '$1' (tests, sanitize, quickstart, bench ARGS, all)" >&2
+      exit 2
+      ;;
+  esac
+  shift
+done
+[ ${#stages[@]} -gt 0 ] || stages=(tests sanitize quickstart)
+
+echo "device-run: stages ${stages[*]}; logs in $out"
+cat "$bundle/BUILD_INFO" 2>/dev/null
+nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null || true
+for stage in "${stages[@]}"; do
+  case $stage in
+    tests) stage_tests ;;
+    sanitize) stage_sanitize ;;
+    quickstart) stage_quickstart ;;
+    bench) stage_bench "${bench_args[@]}" ;;
+  esac
+done
+
+{
+  printf '%-20s %-9s %6s  %s\n' STAGE RESULT SECONDS DETAIL
+  for row in "${rows[@]}"; do
+    IFS='|' read -r stage result seconds detail <<<"$row"
+    printf '%-20s %-9s %6s  %s\n' "$stage" "$result" "$seconds" "$detail"
+  done
+  echo
+  # The tests' own summary lines (problem counts, worst errors); the sanitizer runs print
+  # the same lines for their smaller problem sets.
+  grep -h "^im2win-summary:" "$out"/tests.log 2>/dev/null || true
+  grep -hE "^GPU:|TFLOP/s|relative error" "$out"/quickstart.log 2>/dev/null || true
+  echo
+  if [ "$failed" -eq 0 ]; then echo "device-run: ALL PASSED"; else echo "device-run: SOME STAGES FAILED (see the logs in $out)"; fi
+} | tee "$out/summary.txt"
+exit "$failed"
