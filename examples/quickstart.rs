@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use cudarc::driver::sys::CUevent_flags;
-use im2win::{Conv2dProblem, Engine, Error, Padding};
+use im2win::{Conv2dProblem, Error, Padding};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -91,7 +91,7 @@ fn report(what: &str, out: &[f32], reference: &[f64]) -> f64 {
 
 /// Runs and times `problem` on GPU 0; returns the relative error of image 0.
 fn on_gpu(problem: &Conv2dProblem) -> im2win::Result<f64> {
-    let engine = Engine::new(0, im2win::kernels())?;
+    let engine = im2win::engine(0)?;
     let shape = problem.shape()?;
     let plan = engine.plan(problem)?;
     let device = engine.context().name()?;

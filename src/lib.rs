@@ -9,12 +9,12 @@
 //! `docs/DESIGN.md` for the layouts and kernel signatures.
 //!
 //! ```no_run
-//! use im2win::{Conv2dProblem, Engine, Padding};
+//! use im2win::{Conv2dProblem, Padding};
 //!
 //! # fn main() -> im2win::Result<()> {
 //! let problem = Conv2dProblem::new([32, 64, 56, 56], [64, 64, 3, 3]) // [N,C,H,W], [K,C,R,S]
 //!     .with_padding(Padding::uniform(1));
-//! let engine = Engine::new(0, im2win::kernels())?;
+//! let engine = im2win::engine(0)?; // embedded kernels + the committed tuning table
 //! # let _ = (problem, engine);
 //! # Ok(())
 //! # }
@@ -56,6 +56,28 @@ pub fn kernels() -> KernelModule {
     return KernelModule::new(&FATBIN.0, catalogue);
     #[cfg(im2win_no_kernels)]
     return KernelModule::not_built(catalogue);
+}
+
+/// The tuning table measured with `im2win tune` on an NVIDIA H200 and committed in
+/// `tuning/nvidia-h200.json`: the fastest kernel for the layers of the paper, ResNet-50 and
+/// VGG-16 at the batch sizes benchmarked. [`engine`] applies it; on another GPU model it is
+/// ignored and dispatch uses its heuristic.
+pub fn default_tuning() -> TuningTable {
+    // The file is committed JSON written by `im2win tune`; were it ever unreadable, an
+    // empty table leaves dispatch to the heuristic rather than fail.
+    TuningTable::from_json(H200_TUNING).unwrap_or_default()
+}
+
+/// The committed H200 tuning table.
+const H200_TUNING: &str = include_str!("../tuning/nvidia-h200.json");
+
+/// An [`Engine`] on device `ordinal` with the embedded kernels ([`kernels`]) and the
+/// committed tuning table ([`default_tuning`]): what most users want.
+///
+/// # Errors
+/// As [`Engine::new`].
+pub fn engine(ordinal: usize) -> Result<Engine> {
+    Ok(Engine::new(ordinal, kernels())?.with_tuning(default_tuning()))
 }
 
 /// Registers, shared memory and spills of every embedded kernel on every SASS target, as

@@ -22,15 +22,14 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// Opens device `ordinal` with im2win's default kernels, and the libraries that the
+    /// Opens device `ordinal` with im2win's default kernels and tuning table, and the libraries that the
     /// selection needs (a missing library is not an error here: its methods are skipped
     /// with the reason).
     ///
     /// # Errors
     /// When there is no CUDA driver, no such device, or the engine cannot start.
     pub fn open(ordinal: usize, selection: &crate::method::Selection) -> Result<Gpu> {
-        let engine =
-            Engine::new(ordinal, im2win::kernels()).context("starting the im2win engine")?;
+        let engine = im2win::engine(ordinal).context("starting the im2win engine")?;
         // Every layer needs the GPU oracle: without kernels (a build without nvcc) or
         // without a loadable fatbin, stop here with the reason rather than skip every layer.
         engine

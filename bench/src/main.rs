@@ -2,14 +2,15 @@
 //!
 //! `im2win bench` measures im2win against cuDNN, im2col + cuBLAS and a direct convolution on
 //! the paper's layers, ResNet-50, VGG-16 or any single layer, and writes a JSON report, an
-//! SVG chart and a terminal table. Later subcommands (`tune`, `kernels`) join
-//! [`Command`].
+//! SVG chart and a terminal table. `im2win tune` measures the fastest kernel per layer and
+//! writes the tuning table; `im2win kernels` lists the compiled kernels and their resources.
 
 mod args;
 mod buffers;
 mod chart;
 mod error;
 mod gpu;
+mod kernels;
 mod method;
 mod methods;
 mod reference;
@@ -19,6 +20,7 @@ mod stats;
 mod suite;
 mod table;
 mod timing;
+mod tune;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -43,12 +45,18 @@ struct Cli {
 enum Command {
     /// Benchmark im2win against cuDNN, im2col + cuBLAS and direct convolution.
     Bench(BenchArgs),
+    /// Time every candidate kernel for the suites' layers and write the tuning table.
+    Tune(tune::TuneArgs),
+    /// List the compiled kernels with their registers, shared memory and spills.
+    Kernels,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Bench(args) => bench(args),
+        Command::Tune(args) => tune::run(args),
+        Command::Kernels => kernels::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,8 +106,10 @@ mod tests {
 
     fn parse(args: &[&str]) -> std::result::Result<BenchArgs, clap::Error> {
         let cli = Cli::try_parse_from(std::iter::once("im2win").chain(args.iter().copied()))?;
-        let Command::Bench(bench) = cli.command;
-        Ok(bench)
+        match cli.command {
+            Command::Bench(bench) => Ok(bench),
+            other => panic!("not a bench command: {other:?}"),
+        }
     }
 
     #[test]

@@ -137,6 +137,12 @@ pub enum Error {
         /// The required alignment in bytes.
         alignment: usize,
     },
+    /// A tuning table could not be read.
+    #[error("tuning table is not valid JSON of the expected shape: {reason}")]
+    BadTuningTable {
+        /// The parser's message.
+        reason: String,
+    },
     /// A CUDA driver call failed.
     #[error("CUDA driver error: {0}")]
     Driver(#[from] cudarc::driver::DriverError),

@@ -8,6 +8,6 @@ pub mod kernels;
 pub mod problem;
 
 pub use error::{Error, Result};
-pub use gpu::{ConvParams, Engine, Plan};
+pub use gpu::{ConvParams, Engine, Plan, TuningEntry, TuningTable};
 pub use kernels::KernelModule;
 pub use problem::{Conv2dProblem, Padding, ProblemShape};

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
@@ -13,6 +13,7 @@ use im2win_codegen::catalogue::support;
 
 use super::dispatch::Plan;
 use super::params::ConvParams;
+use super::tuning::{TuningEntry, TuningTable};
 use crate::error::{Error, Result};
 use crate::kernels::KernelModule;
 use crate::problem::Conv2dProblem;
@@ -44,6 +45,8 @@ pub struct Engine {
     module: OnceLock<Arc<CudaModule>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     workspace: Mutex<Option<CudaSlice<u8>>>,
+    /// Measured choices for this GPU ([`Engine::with_tuning`], [`Engine::autotune`]).
+    tuning: RwLock<TuningTable>,
 }
 
 impl fmt::Debug for Engine {
@@ -86,6 +89,7 @@ impl Engine {
         let stream = ctx.new_stream()?;
         let multiprocessors =
             ctx.attribute(sys::CUdevice_attribute_enum::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let tuning = RwLock::new(TuningTable::new(ctx.name()?));
         Ok(Engine {
             ctx,
             stream,
@@ -94,7 +98,41 @@ impl Engine {
             module: OnceLock::new(),
             functions: Mutex::new(HashMap::new()),
             workspace: Mutex::new(None),
+            tuning,
         })
+    }
+
+    /// The same engine, using `table`'s measured choices if it was made on this GPU model
+    /// (its `device` equals the driver's name for this GPU); otherwise `table` is ignored
+    /// and dispatch stays with the heuristic. Entries recorded earlier are kept unless
+    /// `table` has the same problem.
+    pub fn with_tuning(self, table: TuningTable) -> Self {
+        {
+            let mut tuning = self.tuning.write().unwrap_or_else(PoisonError::into_inner);
+            if table.device == tuning.device {
+                for entry in table.entries {
+                    tuning.insert(entry);
+                }
+            }
+        }
+        self
+    }
+
+    /// A copy of the engine's tuning table: what [`Engine::with_tuning`] supplied and
+    /// [`Engine::autotune`] measured, for this GPU (`device` is the GPU's name).
+    pub fn tuning(&self) -> TuningTable {
+        self.tuning
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records a measured choice ([`Engine::autotune`]).
+    pub(super) fn record_tuning(&self, entry: TuningEntry) {
+        self.tuning
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(entry);
     }
 
     /// The CUDA context (the device's primary context).
@@ -117,11 +155,29 @@ impl Engine {
         self.multiprocessors
     }
 
-    /// Chooses the kernel for `problem` from this engine's catalogue ([`Plan::new`]).
+    /// Chooses the kernel for `problem`: the tuning table's measured choice when it has
+    /// this exact problem (and its kernel is in the catalogue), else the dispatch heuristic
+    /// ([`Plan::new`]). Never times anything.
     ///
     /// # Errors
     /// As [`Plan::new`].
     pub fn plan(&self, problem: &Conv2dProblem) -> Result<Plan> {
+        let tuned = self
+            .tuning
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .plan(problem, self.kernels.catalogue());
+        match tuned {
+            Some(plan) => Ok(plan),
+            None => self.heuristic_plan(problem),
+        }
+    }
+
+    /// The dispatch heuristic's plan for `problem`, ignoring the tuning table.
+    ///
+    /// # Errors
+    /// As [`Plan::new`].
+    pub fn heuristic_plan(&self, problem: &Conv2dProblem) -> Result<Plan> {
         Plan::new(problem, self.kernels.catalogue(), self.multiprocessors)
     }
 

@@ -5,10 +5,13 @@
 //! Dispatch is a pure function of the problem and the catalogue, so it runs (and is tested)
 //! without a GPU; only the [`Engine`] needs one.
 
+mod autotune;
 mod dispatch;
 mod engine;
 mod params;
+mod tuning;
 
 pub use dispatch::{Plan, supports};
 pub use engine::Engine;
 pub use params::ConvParams;
+pub use tuning::{TuningEntry, TuningTable};

@@ -1,0 +1,48 @@
+//! `im2win kernels`: every kernel of the embedded catalogue with its registers, shared
+//! memory and spills, as ptxas reported them at build time.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use crate::error::{Context, Result};
+
+/// Prints the table; fails when the crate was built without kernels.
+pub fn run() -> Result<()> {
+    let report = im2win::kernel_resources()
+        .ok_or("im2win was built without nvcc")
+        .context("listing the kernels")?;
+    // Built as one string and written at once, so that a closed pipe (`| head`) is an error
+    // to report rather than a panic inside `println!`.
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{} convolution specialisations and {} support kernels in a {:.2} MB fatbin ({}), built by {}",
+        im2win::kernels().catalogue().kernels.len(),
+        im2win::codegen::catalogue::support::ALL.len(),
+        report.fatbin_bytes as f64 / 1e6,
+        report.targets.join(", "),
+        report.nvcc_version
+    );
+    let _ = writeln!(
+        text,
+        "{:48} {:6} {:>5} {:>10} {:>7} {:>7}",
+        "kernel", "arch", "regs", "smem (B)", "stack", "spills"
+    );
+    for k in &report.kernels {
+        let _ = writeln!(
+            text,
+            "{:48} {:6} {:>5} {:>10} {:>7} {:>7}",
+            k.kernel,
+            k.arch,
+            k.registers,
+            k.shared_bytes,
+            k.stack_bytes,
+            k.spill_store_bytes + k.spill_load_bytes
+        );
+    }
+    let spilling = report.spilling().count();
+    let _ = writeln!(text, "{spilling} kernel image(s) spill registers");
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing the kernel list")
+}

@@ -1,0 +1,127 @@
+//! Autotuning: time every kernel that can compute a problem and remember the fastest.
+//!
+//! Only runs when asked ([`Engine::autotune`], or `im2win tune` to build a table ahead of
+//! time); ordinary calls never time anything.
+
+use cudarc::driver::{CudaSlice, sys};
+
+use super::dispatch::{Plan, supports};
+use super::engine::Engine;
+use super::tuning::TuningEntry;
+use crate::error::Result;
+use crate::problem::Conv2dProblem;
+
+/// Timed runs per candidate (after one warm-up run); the median is kept.
+const REPS: usize = 9;
+
+impl Engine {
+    /// Times every plan that can compute `problem` (each kernel of the catalogue that
+    /// supports it) on this GPU, records the fastest in the engine's tuning table (so that
+    /// [`Engine::plan`] picks it from now on) and returns its entry.
+    ///
+    /// Allocates the problem's operands and the largest workspace among the candidates,
+    /// fills them with arbitrary non-zero data, and synchronises the engine's stream.
+    ///
+    /// # Errors
+    /// Any validation error of [`Conv2dProblem::shape`], and errors of
+    /// [`Engine::conv2d_with`] and of the allocations and event timing.
+    pub fn autotune(&self, problem: &Conv2dProblem) -> Result<TuningEntry> {
+        let heuristic = self.heuristic_plan(problem)?;
+        let candidates = candidates(problem, self);
+        let shape = problem.shape()?;
+        let stream = self.stream();
+        let input = stream.clone_htod(&pattern(shape.input_len, 1))?;
+        let filter = stream.clone_htod(&pattern(shape.filter_len, 2))?;
+        let mut output: CudaSlice<f32> = stream.alloc_zeros(shape.output_len)?;
+        let workspace_bytes = candidates
+            .iter()
+            .map(Plan::workspace_bytes)
+            .max()
+            .unwrap_or(0);
+        let mut workspace: CudaSlice<u8> = stream.alloc_zeros(workspace_bytes.max(1))?;
+
+        let mut time = |plan: &Plan| -> Result<f64> {
+            let mut run = || {
+                self.conv2d_with(
+                    plan,
+                    &input,
+                    &filter,
+                    None,
+                    &mut output,
+                    Some(&mut workspace),
+                )
+            };
+            run()?;
+            let mut samples = Vec::with_capacity(REPS);
+            for _ in 0..REPS {
+                let start = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+                run()?;
+                let end = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+                samples.push(f64::from(start.elapsed_ms(&end)?));
+            }
+            samples.sort_by(f64::total_cmp);
+            Ok(samples[REPS / 2])
+        };
+
+        let heuristic_ms = time(&heuristic)?;
+        let mut best = (heuristic, heuristic_ms);
+        for plan in candidates {
+            if plan == best.0 {
+                continue;
+            }
+            let ms = time(&plan)?;
+            if ms < best.1 {
+                best = (plan, ms);
+            }
+        }
+        let entry = TuningEntry {
+            problem: *problem,
+            kernel: best.0.kernel().name(),
+            median_ms: best.1,
+            heuristic_ms,
+        };
+        self.record_tuning(entry.clone());
+        Ok(entry)
+    }
+}
+
+/// Every plan that can compute `problem` with the engine's catalogue.
+fn candidates(problem: &Conv2dProblem, engine: &Engine) -> Vec<Plan> {
+    engine
+        .kernels()
+        .catalogue()
+        .kernels
+        .iter()
+        .filter(|spec| supports(spec, problem))
+        // A spec whose grid exceeds CUDA's limits for this problem is no candidate.
+        .filter_map(|spec| Plan::for_spec(problem, *spec).ok())
+        .collect()
+}
+
+/// `len` values in [-1, 1), never zero, from a small linear congruential generator: the
+/// timing does not depend on the values, only on their not being special (zeros, NaN).
+fn pattern(len: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            // 23 random bits scaled to [-1, 1), then nudged off zero.
+            let v = (state >> 9) as f32 / (1u32 << 22) as f32 - 1.0;
+            if v == 0.0 { 0.5 } else { v }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pattern;
+
+    #[test]
+    fn pattern_is_in_range_and_never_zero() {
+        let values = pattern(10_000, 3);
+        assert!(values.iter().all(|v| (-1.0..1.0).contains(v) && *v != 0.0));
+        let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / values.len() as f64;
+        assert!(mean.abs() < 0.05, "mean {mean}");
+        assert_ne!(pattern(8, 1), pattern(8, 2));
+    }
+}

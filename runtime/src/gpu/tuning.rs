@@ -1,0 +1,146 @@
+//! Tuning tables: the measured fastest plan for known problems on one GPU model.
+//!
+//! `im2win tune` (or [`Engine::autotune`](crate::Engine::autotune)) times every kernel that
+//! can compute a problem and records the fastest here. [`Engine::plan`](crate::Engine::plan)
+//! looks a problem up first and falls back to the dispatch heuristic ([`Plan::new`]) for
+//! problems the table has not seen. A table applies only to the GPU it was measured on.
+
+use serde::{Deserialize, Serialize};
+
+use super::dispatch::Plan;
+use crate::error::{Error, Result};
+use crate::problem::Conv2dProblem;
+use im2win_codegen::Catalogue;
+
+/// The fastest measured plan for each of a set of problems on one GPU model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TuningTable {
+    /// The GPU's name as the driver reports it (e.g. `NVIDIA H200`). The table is used only
+    /// on a GPU of exactly this name.
+    pub device: String,
+    /// One entry per problem, in the order they were tuned.
+    pub entries: Vec<TuningEntry>,
+}
+
+/// The measured choice for one problem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TuningEntry {
+    /// The problem, exactly (shape, stride, padding, dilation).
+    pub problem: Conv2dProblem,
+    /// The fastest kernel's name ([`KernelSpec::name`](im2win_codegen::KernelSpec::name)).
+    pub kernel: String,
+    /// Its median time in milliseconds, transforms included.
+    pub median_ms: f64,
+    /// The median time of the heuristic's choice, for comparison.
+    pub heuristic_ms: f64,
+}
+
+impl TuningTable {
+    /// An empty table for the GPU named `device`.
+    pub fn new(device: impl Into<String>) -> Self {
+        TuningTable {
+            device: device.into(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// The entry for exactly this problem, if any.
+    pub fn lookup(&self, problem: &Conv2dProblem) -> Option<&TuningEntry> {
+        self.entries.iter().find(|e| e.problem == *problem)
+    }
+
+    /// Adds `entry`, replacing an earlier entry for the same problem.
+    pub fn insert(&mut self, entry: TuningEntry) {
+        match self.entries.iter_mut().find(|e| e.problem == entry.problem) {
+            Some(old) => *old = entry,
+            None => self.entries.push(entry),
+        }
+    }
+
+    /// The tuned plan for `problem` from `catalogue`, or `None` when the table has no entry
+    /// for it, or its kernel is not in `catalogue` or cannot run the problem (a table
+    /// written for another catalogue): then the heuristic decides.
+    pub fn plan(&self, problem: &Conv2dProblem, catalogue: &Catalogue) -> Option<Plan> {
+        let entry = self.lookup(problem)?;
+        let spec = catalogue.find(&entry.kernel)?;
+        Plan::for_spec(problem, *spec).ok()
+    }
+
+    /// The table as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        // A table of plain numbers and strings always serialises.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Reads a table written by [`TuningTable::to_json`].
+    ///
+    /// # Errors
+    /// [`Error::BadTuningTable`] with the parser's message.
+    pub fn from_json(text: &str) -> Result<Self> {
+        serde_json::from_str(text).map_err(|e| Error::BadTuningTable {
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::Padding;
+    use im2win_codegen::{DType, FixedGeometry, KernelSpec, TileConfig};
+
+    fn entry(problem: Conv2dProblem, kernel: &str, ms: f64) -> TuningEntry {
+        TuningEntry {
+            problem,
+            kernel: kernel.to_string(),
+            median_ms: ms,
+            heuristic_ms: ms,
+        }
+    }
+
+    #[test]
+    fn lookup_is_exact_and_insert_replaces() {
+        let a = Conv2dProblem::new([1, 8, 9, 9], [4, 8, 3, 3]);
+        let b = a.with_padding(Padding::uniform(1));
+        let mut table = TuningTable::new("GPU");
+        table.insert(entry(a, "x", 1.0));
+        assert!(table.lookup(&b).is_none());
+        table.insert(entry(a, "y", 0.5));
+        assert_eq!(table.entries.len(), 1);
+        assert_eq!(table.lookup(&a).map(|e| e.kernel.as_str()), Some("y"));
+    }
+
+    #[test]
+    fn plan_uses_the_entry_only_when_the_catalogue_can_run_it() {
+        let problem = Conv2dProblem::new([2, 8, 12, 12], [16, 8, 3, 3]);
+        let catalogue = Catalogue::default_catalogue();
+        let generic = KernelSpec::generic(DType::F32, TileConfig::PAPER);
+        let mut table = TuningTable::new("GPU");
+        table.insert(entry(problem, &generic.name(), 1.0));
+        let plan = table.plan(&problem, &catalogue);
+        assert_eq!(plan.map(|p| *p.kernel()), Some(generic));
+
+        // A kernel of the wrong geometry, or one the catalogue lacks, is ignored.
+        let wrong = KernelSpec::fixed(DType::F32, FixedGeometry::square(5, 1), TileConfig::PAPER);
+        table.insert(entry(problem, &wrong.name(), 1.0));
+        assert!(table.plan(&problem, &catalogue).is_none());
+        table.insert(entry(problem, "im2win_f32_r9s9_s3x3_b128x128x8_t8x8", 1.0));
+        assert!(table.plan(&problem, &catalogue).is_none());
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let mut table = TuningTable::new("NVIDIA H200");
+        table.insert(entry(
+            Conv2dProblem::new([1, 3, 5, 5], [2, 3, 1, 1]).with_stride([2, 1]),
+            "k",
+            0.25,
+        ));
+        let back = TuningTable::from_json(&table.to_json());
+        assert_eq!(back.ok(), Some(table));
+        assert!(matches!(
+            TuningTable::from_json("{"),
+            Err(Error::BadTuningTable { .. })
+        ));
+    }
+}
