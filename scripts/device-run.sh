@@ -3,24 +3,27 @@
 # from the repo root. Needs no Rust toolchain there.
 #
 # Usage: scripts/device-run.sh [STAGE ...] [bench ARGS ...]
-#   tests       every test binary, with IM2WIN_REQUIRE_GPU=1 (GPU tests fail, not skip,
+#   tests       every test binary (less those whose names start with a prefix listed in
+#               IM2WIN_DEVICE_SKIP), with IM2WIN_REQUIRE_GPU=1 (GPU tests fail, not skip,
 #               without a GPU)
 #   sanitize    the GPU test binaries under compute-sanitizer memcheck, racecheck, initcheck
 #               and synccheck, with IM2WIN_TEST_SMALL=1 (fewer, smaller problems; set
 #               IM2WIN_SANITIZE_SMALL=0 for the full sets)
 #   quickstart  the quickstart example
+#   examples    every example: quickstart, macro, resnet50 and custom-kernels (the crate in
+#               examples/custom-kernels); each checks its results and exits non-zero if wrong
 #   bench ARGS  the benchmark binary `im2win` with ARGS (everything after `bench`)
 #   all         tests sanitize quickstart (the default)
 #
-# Logs go to $OUT (default .device/out), at most 6 files: tests.log,
-# sanitize-{memcheck,racecheck,initcheck,synccheck}.log, quickstart.log, bench.log,
-# summary.txt.
+# Logs go to $OUT (default .device/out), at most 7 files: tests.log,
+# sanitize-{memcheck,racecheck,initcheck,synccheck}.log, quickstart.log, examples.log,
+# bench.log, summary.txt.
 # A summary table ends the output. The exit status is 0 only if every stage passed.
 #
 # Time: everything stops in time to print the summary before IM2WIN_DEADLINE seconds
 # (default 570, under a 600 s command limit); each binary also has its own limit
 # (IM2WIN_TEST_TIMEOUT 300, IM2WIN_SANITIZE_TIMEOUT 300, IM2WIN_QUICKSTART_TIMEOUT 120,
-# IM2WIN_BENCH_TIMEOUT 560 seconds). IM2WIN_SANITIZE_TOOLS picks the tools
+# IM2WIN_EXAMPLE_TIMEOUT 180, IM2WIN_BENCH_TIMEOUT 560 seconds). IM2WIN_SANITIZE_TOOLS picks the tools
 # (default "memcheck racecheck initcheck synccheck").
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +36,10 @@ deadline=${IM2WIN_DEADLINE:-570}
 if [ ! -f "$bundle/MANIFEST" ]; then
   echo "device-run: no .device/MANIFEST: run scripts/device-bundle.sh on the build machine and carry .device" >&2
   exit 2
+fi
+# A large bundle travels packed (scripts/device-bundle.sh).
+if [ -f "$bundle/bin.tar.xz" ]; then
+  xz -dc "$bundle/bin.tar.xz" | tar -C "$bundle" -xf - || { echo "device-run: cannot unpack bin.tar.xz" >&2; exit 2; }
 fi
 chmod +x "$bundle"/bin/* 2>/dev/null || true
 
@@ -47,6 +54,7 @@ export RUST_BACKTRACE=1
 
 rows=()       # "stage|result|seconds|detail"
 failed=0
+counted=()    # logs whose counts the summary prints
 
 # The time a command may take: its own limit, cut so that the deadline still leaves room
 # for the summary. Prints 0 when no time is left.
@@ -94,7 +102,15 @@ run_binary() {
 stage_tests() {
   local log="$out/tests.log" name dir
   : >"$log"
+  counted+=("$log")
   while read -r name dir; do
+    # IM2WIN_DEVICE_SKIP: name prefixes of test binaries not worth device time (the codegen
+    # and macro tests need no GPU and run in CI).
+    local skip=0 prefix
+    for prefix in ${IM2WIN_DEVICE_SKIP:-}; do
+      [[ "$name" == "$prefix"* ]] && skip=1
+    done
+    [ "$skip" -eq 1 ] && continue
     run_binary "$log" tests "$name" "${IM2WIN_TEST_TIMEOUT:-300}" "$root/$dir" -- \
       "$bundle/bin/$name"
     # Append the harness's counts to the row just added.
@@ -110,18 +126,56 @@ stage_sanitize() {
   for tool in ${IM2WIN_SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}; do
     log="$out/sanitize-$tool.log"
     : >"$log"
+    counted+=("$log")
     while read -r name dir; do
-      # `missing_kernels` asks the driver for a kernel that does not exist, on purpose; the
-      # sanitizer counts that failed API call as an error, so it is left out here.
+      # Left out, because the sanitizer counts a deliberately failed driver call as an
+      # error: `missing_kernels` asks for a kernel that does not exist, `out_of_memory...`
+      # for a workspace no GPU holds, and `no_visible_device` starts a child process that
+      # sees no GPU. The `tests` stage runs them.
       IM2WIN_TEST_SMALL=${IM2WIN_SANITIZE_SMALL:-1} run_binary "$log" "sanitize-$tool" "$name" \
         "${IM2WIN_SANITIZE_TIMEOUT:-300}" "$root/$dir" -- \
         compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 50 \
-        "$bundle/bin/$name" --test-threads=1 --skip missing_kernels
+        "$bundle/bin/$name" --test-threads=1 \
+        --skip missing_kernels --skip out_of_memory --skip no_visible_device
       local summary_line
       summary_line=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | tail -n 1 | sed 's/^=* *//')
       rows[-1]="${rows[-1]}: ${summary_line:-no sanitizer summary}"
     done < <(manifest test im2win--test--gpu_)
   done
+}
+
+# counts LOG: one line of what a log's test binaries did: binaries, tests passed and failed,
+# the problems (cases, layers, outputs) their im2win-summary lines report, kernel runs and
+# catalogue kernels, and the sanitizer's errors (ERROR SUMMARY, or RACECHECK SUMMARY's).
+counts() {
+  awk '
+    function num(v) { return v ~ /^[0-9]+$/ }
+    /^=== exit status/ { bins++ }
+    /^test result:/ {
+      for (i = 2; i <= NF; i++) {
+        if ($(i) ~ /^passed/) passed += $(i - 1)
+        if ($(i) ~ /^failed/) failed += $(i - 1)
+      }
+    }
+    /ERROR SUMMARY:/ {
+      for (i = 1; i < NF; i++) if ($(i) == "SUMMARY:" && num($(i + 1))) { errors += $(i + 1); seen = 1 }
+    }
+    /RACECHECK SUMMARY:/ {
+      for (i = 2; i <= NF; i++) if ($(i) ~ /^errors/) { v = $(i - 1); gsub(/[(]/, "", v); if (num(v)) hazards += v }
+    }
+    /^im2win-summary:/ {
+      for (i = 3; i <= NF; i++) {
+        if ($(i) ~ /^(problems|layers|outputs|cases|inputs)[,:;]?$/) {
+          if (num($(i - 1))) problems += $(i - 1); else if (i > 3 && num($(i - 2))) problems += $(i - 2)
+        }
+        if ($(i) == "kernel" && $(i + 1) ~ /^runs/ && num($(i - 1))) runs += $(i - 1)
+        if ($(i) == "over" && num($(i + 1)) && $(i + 2) ~ /^kernels/ && $(i + 1) > kernels) kernels = $(i + 1)
+      }
+    }
+    END {
+      printf "%d binaries, %d tests passed, %d failed; %d problems, %d kernel runs over %d catalogue kernels; %d sanitizer errors\n",
+        bins, passed, failed, problems, runs, kernels, (seen ? errors : hazards)
+    }' "$1"
 }
 
 stage_quickstart() {
@@ -135,6 +189,20 @@ stage_quickstart() {
   fi
   run_binary "$log" quickstart "$name" "${IM2WIN_QUICKSTART_TIMEOUT:-120}" "$root" -- \
     "$bundle/bin/$name"
+}
+
+stage_examples() {
+  local log="$out/examples.log" name dir found=0
+  : >"$log"
+  while read -r name dir; do
+    found=1
+    run_binary "$log" examples "$name" "${IM2WIN_EXAMPLE_TIMEOUT:-180}" "$root/$dir" -- \
+      "$bundle/bin/$name"
+  done < <(manifest example; manifest bin im2win-custom-kernels--)
+  if [ "$found" -eq 0 ]; then
+    rows+=("examples|MISSING|0|no example in the bundle")
+    failed=1
+  fi
 }
 
 stage_bench() {
@@ -154,7 +222,7 @@ stages=()
 bench_args=()
 while [ $# -gt 0 ]; do
   case $1 in
-    tests | sanitize | quickstart) stages+=("$1") ;;
+    tests | sanitize | quickstart | examples) stages+=("$1") ;;
     all) stages+=(tests sanitize quickstart) ;;
     bench)
       shift
@@ -163,7 +231,7 @@ while [ $# -gt 0 ]; do
       break
       ;;
     *)
-      echo "device-run: unknown stage '$1' (tests, sanitize, quickstart, bench ARGS, all)" >&2
+      echo "device-run: unknown stage '$1' (tests, sanitize, quickstart, examples, bench ARGS, all)" >&2
       exit 2
       ;;
   esac
@@ -179,6 +247,7 @@ for stage in "${stages[@]}"; do
     tests) stage_tests ;;
     sanitize) stage_sanitize ;;
     quickstart) stage_quickstart ;;
+    examples) stage_examples ;;
     bench) stage_bench "${bench_args[@]}" ;;
   esac
 done
@@ -193,7 +262,15 @@ done
   # The tests' own summary lines (problem counts, worst errors); the sanitizer runs print
   # the same lines for their smaller problem sets.
   grep -h "^im2win-summary:" "$out"/tests.log 2>/dev/null || true
+  # Counts per stage (per sanitizer tool): kernels, problems, errors.
+  for log in ${counted[@]+"${counted[@]}"}; do
+    name=${log##*/}
+    echo "${name%.log}: $(counts "$log")"
+  done
   grep -hE "^GPU:|TFLOP/s|relative error" "$out"/quickstart.log 2>/dev/null || true
+  # The examples' headline numbers: the ResNet-50 pass, the custom kernel against the
+  # generic one.
+  grep -hE "^forward pass|^cuDNN|^custom 9x9" "$out"/examples.log 2>/dev/null || true
   echo
   if [ "$failed" -eq 0 ]; then echo "device-run: ALL PASSED"; else echo "device-run: SOME STAGES FAILED (see the logs in $out)"; fi
 } | tee "$out/summary.txt"

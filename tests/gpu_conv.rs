@@ -11,10 +11,10 @@ use std::fmt;
 
 use common::{
     Case, Failures, Layout, describe, engine, fixed_problem, gpu_limits, random_problem, run_case,
-    small, summary, test_seed,
+    run_case_output, small, summary, test_seed,
 };
 use im2win::{Conv2dProblem, Padding, Plan};
-use im2win_codegen::{FixedGeometry, Geometry, KernelSpec};
+use im2win_codegen::{DType, FixedGeometry, Geometry, KernelSpec};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -149,19 +149,29 @@ fn every_catalogue_kernel_matches_the_cpu_oracle() {
         "the default catalogue lacks a generic kernel"
     );
 
-    // Each problem with the kernels forced on it: the fixed kernel of its geometry and
-    // every generic kernel, or the generic kernels alone for a random geometry.
-    let mut problems: Vec<(Conv2dProblem, Vec<KernelSpec>)> = Vec::new();
+    // Each problem with the kernels forced on it: every fixed kernel of its geometry (one per
+    // tile) and every generic kernel, or the generic kernels alone for a random geometry.
+    let mut geometries: Vec<FixedGeometry> = Vec::new();
     for spec in &catalogue.kernels {
-        if let Geometry::Fixed(g) = spec.geometry {
-            let specs: Vec<KernelSpec> = std::iter::once(*spec).chain(generics.clone()).collect();
-            let random = (0..per_fixed).map(|_| fixed_problem(&mut rng, g, &limits));
-            for problem in edge_problems(g)
-                .into_iter()
-                .chain(random.collect::<Vec<_>>())
-            {
-                problems.push((problem, specs.clone()));
-            }
+        if let Geometry::Fixed(g) = spec.geometry
+            && !geometries.contains(&g)
+        {
+            geometries.push(g);
+        }
+    }
+    let mut problems: Vec<(Conv2dProblem, Vec<KernelSpec>)> = Vec::new();
+    for g in geometries {
+        let specs: Vec<KernelSpec> = catalogue
+            .matching(DType::F32, Geometry::Fixed(g))
+            .copied()
+            .chain(generics.clone())
+            .collect();
+        let random = (0..per_fixed).map(|_| fixed_problem(&mut rng, g, &limits));
+        for problem in edge_problems(g)
+            .into_iter()
+            .chain(random.collect::<Vec<_>>())
+        {
+            problems.push((problem, specs.clone()));
         }
     }
     for _ in 0..generic_only {
@@ -175,13 +185,13 @@ fn every_catalogue_kernel_matches_the_cpu_oracle() {
         let with_bias = rng.random_bool(0.5);
         let case = Case::random(&mut rng, *problem, with_bias);
         coverage.add(&case);
-        // Dispatch must pick the fixed kernel of a fixed geometry.
-        if let Geometry::Fixed(_) = specs[0].geometry {
+        // Dispatch must pick a fixed kernel of a fixed geometry.
+        if let Geometry::Fixed(g) = specs[0].geometry {
             let planned = engine.plan(problem).map(|plan| *plan.kernel());
-            if planned.as_ref().ok() != Some(&specs[0]) {
+            if planned.as_ref().map(|k| k.geometry).ok() != Some(Geometry::Fixed(g)) {
                 failures.check(
                     || format!("dispatch of {}", describe(problem)),
-                    Err(format!("picked {planned:?}, expected {}", specs[0])),
+                    Err(format!("picked {planned:?}, expected a kernel of {g:?}")),
                 );
             }
         }
@@ -219,6 +229,8 @@ fn every_catalogue_kernel_matches_the_cpu_oracle() {
 
 /// One engine used from several threads at once, each with its own problems, through
 /// dispatch and the engine's shared workspace (which the threads' problems make it regrow).
+/// Every output must equal, bit for bit, the output of the same engine running the same
+/// plans one after the other first, as well as match the CPU oracle.
 #[test]
 fn one_engine_shared_by_threads() {
     const TEST: &str = "one_engine_shared_by_threads";
@@ -226,45 +238,171 @@ fn one_engine_shared_by_threads() {
     let seed = test_seed(7);
     let limits = gpu_limits();
     let (threads, per_thread) = if small() { (2, 2) } else { (4, 6) };
-    let results: Vec<Result<usize, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let engine = &engine;
-                scope.spawn(move || {
-                    let mut rng = StdRng::seed_from_u64(seed + t as u64);
-                    for i in 0..per_thread {
-                        let problem = random_problem(&mut rng, &limits);
-                        let case = Case::random(&mut rng, problem, i % 2 == 0);
-                        let layout = Layout {
-                            own_workspace: false,
-                            ..Layout::varied(i)
-                        };
-                        engine
-                            .plan(&problem)
-                            .map_err(|e| e.to_string())
-                            .and_then(|plan| run_case(engine, &plan, &case, &layout))
-                            .map_err(|e| format!("thread {t}, {}: {e}", describe(&problem)))?;
-                    }
-                    Ok(per_thread)
+    // Each thread's cases and plans, drawn up front so that the serial run repeats them.
+    let work: Vec<Vec<(Case, Plan)>> = (0..threads)
+        .map(|t| {
+            let mut rng = StdRng::seed_from_u64(seed + t as u64);
+            (0..per_thread)
+                .map(|i| {
+                    let problem = random_problem(&mut rng, &limits);
+                    let case = Case::random(&mut rng, problem, i % 2 == 0);
+                    let plan = engine.plan(&problem).expect("random problems are valid");
+                    (case, plan)
                 })
+                .collect()
+        })
+        .collect();
+    let layout = |i: usize| Layout {
+        own_workspace: false,
+        ..Layout::varied(i)
+    };
+    let run_all = |jobs: &[(Case, Plan)]| -> Vec<Result<Vec<f32>, String>> {
+        jobs.iter()
+            .enumerate()
+            .map(|(i, (case, plan))| {
+                run_case_output(&engine, plan, case, &layout(i))
+                    .map(|(_, out)| out)
+                    .map_err(|e| format!("{}: {e}", describe(&case.problem)))
             })
+            .collect()
+    };
+    let serial: Vec<Vec<Result<Vec<f32>, String>>> =
+        work.iter().map(|jobs| run_all(jobs)).collect();
+    let parallel: Vec<Vec<Result<Vec<f32>, String>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = work
+            .iter()
+            .map(|jobs| scope.spawn(|| run_all(jobs)))
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err("thread panicked".into())])
+            })
             .collect()
     });
     let mut failures = Failures::default();
     let mut checked = 0;
-    for result in results {
-        match result {
-            Ok(n) => checked += n,
-            Err(why) => failures.push(why),
+    for (t, (serial, parallel)) in serial.iter().zip(&parallel).enumerate() {
+        for (i, (s, p)) in serial.iter().zip(parallel).enumerate() {
+            match (s, p) {
+                (Err(why), _) => failures.push(format!("serial, thread {t}'s case {i}: {why}")),
+                (_, Err(why)) => failures.push(format!("thread {t}, case {i}: {why}")),
+                (Ok(s), Ok(p))
+                    if s.iter()
+                        .map(|v| v.to_bits())
+                        .eq(p.iter().map(|v| v.to_bits())) =>
+                {
+                    checked += 1;
+                }
+                (Ok(_), Ok(_)) => failures.push(format!(
+                    "thread {t}, {}: differs from the serial run",
+                    describe(&work[t][i].0.problem)
+                )),
+            }
         }
     }
     summary(
         TEST,
-        &format!("{checked} problems on {threads} threads sharing one engine (seed {seed})"),
+        &format!(
+            "{checked} problems on {threads} threads sharing one engine, bit-identical to a serial run (seed {seed})"
+        ),
     );
     failures.assert_none(TEST);
+}
+
+/// Every kernel of the catalogue with its reduction split (grid.z > 1, partial sums in the
+/// workspace, then the reduction kernel): split counts that divide the stages and ones that
+/// do not, more splits than stages (empty shares), with and without bias, on random
+/// problems of its geometry; and the splits that dispatch itself chooses for batch-1 layers.
+#[test]
+fn split_reductions_match_the_cpu_oracle() {
+    const TEST: &str = "split_reductions_match_the_cpu_oracle";
+    let Some(engine) = engine(TEST) else { return };
+    let seed = test_seed(4_004);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let limits = gpu_limits();
+    let per_kernel = if small() { 1 } else { 3 };
+    let catalogue = engine.kernels().catalogue().clone();
+    let mut failures = Failures::default();
+    let (mut runs, mut worst) = (0_usize, 0.0_f64);
+    let (mut uneven, mut empty, mut biased) = (0_usize, 0_usize, 0_usize);
+    let mut run = |problem: &Conv2dProblem,
+                   plan: Result<Plan, String>,
+                   rng: &mut StdRng,
+                   failures: &mut Failures| {
+        let with_bias = rng.random_bool(0.5);
+        let case = Case::random(rng, *problem, with_bias);
+        let layout = Layout::varied(runs);
+        let name = plan
+            .as_ref()
+            .map(|p| format!("{} split {}", p.kernel(), p.splits()))
+            .unwrap_or_default();
+        let outcome = plan.and_then(|plan| run_case(&engine, &plan, &case, &layout));
+        let err = failures.check(
+            || format!("{name} on {} ({layout:?})", describe(problem)),
+            outcome,
+        );
+        worst = worst.max(err);
+        runs += 1;
+        usize::from(with_bias)
+    };
+    for spec in &catalogue.kernels {
+        for i in 0..per_kernel {
+            let problem = match spec.geometry {
+                Geometry::Fixed(g) => fixed_problem(&mut rng, g, &limits),
+                Geometry::Generic => random_problem(&mut rng, &limits),
+            };
+            let Ok(shape) = problem.shape() else { continue };
+            let stages = shape.reduction.div_ceil(spec.tile.block_k as usize) as u32;
+            // i = 0: 2 or 3 splits (often not dividing the stages); i = 1: up to the stage
+            // count; i = 2: more splits than stages.
+            let splits = match i % 3 {
+                0 => rng.random_range(2..=3),
+                1 => rng.random_range(2..=stages.max(2)),
+                _ => stages + rng.random_range(1..=3),
+            };
+            uneven += usize::from(!stages.is_multiple_of(splits));
+            empty += usize::from(splits > stages);
+            let plan = Plan::for_spec(&problem, *spec)
+                .and_then(|plan| plan.with_split(splits))
+                .map_err(|e| e.to_string());
+            biased += run(&problem, plan, &mut rng, &mut failures);
+        }
+    }
+    // Dispatch's own choice for small-batch layers with long reductions (ResNet-50's deep
+    // layers at batch 1, shrunk where the CPU oracle would be slow).
+    let layers = [
+        Conv2dProblem::new([1, 512, 7, 7], [64, 512, 3, 3]).with_padding(Padding::uniform(1)),
+        Conv2dProblem::new([1, 1024, 7, 7], [96, 1024, 1, 1]),
+        Conv2dProblem::new([2, 256, 5, 5], [130, 256, 3, 3]).with_stride([2, 2]),
+    ];
+    let mut dispatched_splits = Vec::new();
+    for problem in layers {
+        let plan = engine.plan(&problem).map_err(|e| e.to_string());
+        if let Ok(plan) = &plan {
+            dispatched_splits.push(plan.splits());
+        }
+        biased += run(&problem, plan, &mut rng, &mut failures);
+    }
+    summary(
+        TEST,
+        &format!(
+            "{runs} split runs over {} kernels ({uneven} with splits not dividing the stages, \
+             {empty} with empty splits, {biased} with bias), dispatch chose splits \
+             {dispatched_splits:?} for batch-1 layers; worst relative error {worst:.2e} (seed {seed})",
+            catalogue.kernels.len()
+        ),
+    );
+    failures.assert_none(TEST);
+    if !small() {
+        assert!(
+            uneven > 0 && empty > 0 && biased > 0,
+            "split edge cases never drawn"
+        );
+        assert!(
+            dispatched_splits.iter().any(|&s| s > 1),
+            "dispatch split none of {dispatched_splits:?}"
+        );
+    }
 }

@@ -18,8 +18,52 @@ pub const DEFAULT_GEOMETRIES: [FixedGeometry; 7] = [
     FixedGeometry::square(11, 4),
 ];
 
-/// The tiles every default geometry is compiled with.
-pub const DEFAULT_TILES: [TileConfig; 1] = [TileConfig::PAPER];
+/// The tiles every default geometry (and the generic kernel) is compiled with. Dispatch picks
+/// among them per problem (runtime `dispatch.rs`); `im2win tune` times them.
+///
+/// * 128×128×8, 8×8 per thread (the paper's): large problems with K ≥ 128.
+/// * 128×128×16: the same with half the barriers and loop overhead per multiply-add.
+/// * 64×128×8: K = 64 (a 128-row tile would waste half its rows).
+/// * 128×64×8: few output pixels (deep layers), with K ≥ 128.
+/// * 64×64×8 (64 threads): small problems, many blocks; with the split reduction the batch-1
+///   layers.
+///
+/// Every tile keeps 8×8 outputs per thread: 64 accumulators, the best ratio of multiply-adds
+/// to shared-memory reads that fits 128 registers (two to eight resident blocks per SM).
+pub const DEFAULT_TILES: [TileConfig; 5] = [
+    TileConfig::PAPER,
+    TileConfig {
+        block_k: 16,
+        ..TileConfig::PAPER
+    },
+    TileConfig {
+        block_m: 64,
+        ..TileConfig::PAPER
+    },
+    TileConfig {
+        block_n: 64,
+        ..TileConfig::PAPER
+    },
+    TileConfig {
+        block_m: 64,
+        block_n: 64,
+        ..TileConfig::PAPER
+    },
+];
+
+/// Tiles compiled for some geometries only, beside [`DEFAULT_TILES`]: 96×128×8 with 6×8 per
+/// thread for the 11×11 stride-4 layers (AlexNet-style, K = 96, where 128 rows waste a
+/// quarter).
+pub const EXTRA_TILES: [(FixedGeometry, TileConfig); 1] = [(
+    FixedGeometry::square(11, 4),
+    TileConfig {
+        block_m: 96,
+        block_n: 128,
+        block_k: 8,
+        thread_m: 6,
+        thread_n: 8,
+    },
+)];
 
 /// Kernels that every fatbin holds beside the convolution specialisations: the layout
 /// transforms, the float64 direct convolution used as the GPU oracle, and the benchmark's
@@ -35,10 +79,13 @@ pub mod support {
     pub const DIRECT_F32: &str = "im2win_direct_f32";
     /// The im2col transform for the benchmark's im2col + cuBLAS baseline.
     pub const IM2COL_F32: &str = "im2win_im2col_f32";
+    /// Sums the partial results of a split reduction and adds the bias, float32.
+    pub const SPLIT_REDUCE_F32: &str = "im2win_split_reduce_f32";
     /// Every support kernel, for checks that a fatbin is complete.
-    pub const ALL: [&str; 5] = [
+    pub const ALL: [&str; 6] = [
         INPUT_TRANSFORM_F32,
         FILTER_TRANSFORM_F32,
+        SPLIT_REDUCE_F32,
         DIRECT_F64,
         DIRECT_F32,
         IM2COL_F32,
@@ -67,7 +114,7 @@ impl Catalogue {
 
     /// The catalogue that im2win compiles by default: every geometry of
     /// [`DEFAULT_GEOMETRIES`] and the generic kernel, each with every tile of
-    /// [`DEFAULT_TILES`], in float32.
+    /// [`DEFAULT_TILES`], then the [`EXTRA_TILES`], in float32.
     pub fn default_catalogue() -> Self {
         let mut kernels = Vec::new();
         for tile in DEFAULT_TILES {
@@ -75,6 +122,9 @@ impl Catalogue {
                 kernels.push(KernelSpec::fixed(DType::F32, geometry, tile));
             }
             kernels.push(KernelSpec::generic(DType::F32, tile));
+        }
+        for (geometry, tile) in EXTRA_TILES {
+            kernels.push(KernelSpec::fixed(DType::F32, geometry, tile));
         }
         Catalogue { kernels }
     }

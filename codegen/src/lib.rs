@@ -5,9 +5,20 @@
 //! The spec types are the single source of truth: build.rs, the runtime's dispatch and the
 //! proc macro all read them. [`fatbin`] and [`resources`] need no feature: the runtime uses
 //! them to inspect a compiled fatbin and its ptxas report.
+//!
+//! Features:
+//! * `manifest`: [`manifest`], the TOML manifest (`im2win.toml`) that names a crate's own
+//!   specialisations; the proc macro reads it at compile time.
+//! * `generate` (implies `manifest`): Tera rendering (`render`), the nvcc driver (`nvcc`)
+//!   and `Builder`, the generator as a library for a build script (im2win's own
+//!   build.rs is one `Builder` call).
 
+#[cfg(feature = "generate")]
+pub mod builder;
 pub mod catalogue;
 pub mod fatbin;
+#[cfg(feature = "manifest")]
+pub mod manifest;
 #[cfg(feature = "generate")]
 pub mod nvcc;
 #[cfg(feature = "generate")]
@@ -15,10 +26,14 @@ pub mod render;
 pub mod resources;
 pub mod spec;
 
+#[cfg(feature = "generate")]
+pub use builder::{BuildError, Builder, Output};
 pub use catalogue::{Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES};
+#[cfg(feature = "manifest")]
+pub use manifest::{Manifest, ManifestError};
 #[cfg(feature = "generate")]
 pub use nvcc::{CompileOutput, CudaTargets, Nvcc, NvccError};
 #[cfg(feature = "generate")]
 pub use render::{RenderError, RenderedSources, Renderer, SourceFile};
 pub use resources::{KernelReport, KernelResources};
-pub use spec::{DType, FixedGeometry, Geometry, KernelSpec, SpecError, TileConfig};
+pub use spec::{DType, FixedGeometry, Geometry, KernelSpec, SpecError, TileConfig, parse_pair};

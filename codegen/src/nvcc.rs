@@ -197,9 +197,14 @@ impl CudaTargets {
     /// The targets from `IM2WIN_CUDA_ARCHS`, or [`CudaTargets::default`] when it is unset or
     /// empty.
     pub fn from_env() -> Result<Self, NvccError> {
+        Ok(Self::from_env_var()?.unwrap_or_default())
+    }
+
+    /// The targets from `IM2WIN_CUDA_ARCHS`, or `None` when it is unset or empty.
+    pub fn from_env_var() -> Result<Option<Self>, NvccError> {
         match std::env::var(ENV_ARCHS) {
-            Ok(text) if !text.trim().is_empty() => Self::parse(&text),
-            _ => Ok(Self::default()),
+            Ok(text) if !text.trim().is_empty() => Self::parse(&text).map(Some),
+            _ => Ok(None),
         }
     }
 

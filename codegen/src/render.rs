@@ -179,17 +179,15 @@ impl ConvContext {
                     .to_string(),
             ),
         };
-        // Up to 64 accumulators per thread fit in 128 registers without spilling (the default
-        // 8x8 tile needs about 120), and 128 registers let two 256-thread blocks share an SM, so
-        // one block's barrier waits overlap the other's arithmetic. Larger thread tiles need
-        // more registers than that; they get the hardware's limit (255, or 64K / threads).
-        let (budget, min_blocks_why) = if t.thread_m * t.thread_n <= 64 {
-            (128, " (enough for up to 64 accumulators without spilling)")
+        // The register budget and blocks per SM: `TileConfig::min_blocks_per_sm` (dispatch
+        // counts on the same number).
+        let min_blocks_why = if t.thread_m * t.thread_n <= 64 {
+            " (enough for up to 64 accumulators without spilling)"
         } else {
-            (255, "")
+            ""
         };
-        let min_blocks = (65536 / (t.threads() * budget)).max(1);
-        let max_registers = (65536 / (t.threads() * min_blocks)).min(255);
+        let min_blocks = t.min_blocks_per_sm();
+        let max_registers = t.max_registers();
         ConvContext {
             name: spec.name(),
             geometry,
@@ -255,7 +253,8 @@ impl Renderer {
         self.render(CONV_TEMPLATE, &context)
     }
 
-    /// The support file: input and filter transforms and the float64 oracle.
+    /// The support file: input and filter transforms, the split reduction and the float64
+    /// oracle.
     pub fn support_file(&self) -> Result<SourceFile, RenderError> {
         let body = self.render(SUPPORT_TEMPLATE, &Context::new())?;
         Ok(source_file(
@@ -265,6 +264,7 @@ impl Renderer {
             &[
                 support::INPUT_TRANSFORM_F32,
                 support::FILTER_TRANSFORM_F32,
+                support::SPLIT_REDUCE_F32,
                 support::DIRECT_F64,
             ],
         ))

@@ -106,6 +106,9 @@ pub struct TileConfig {
     pub thread_n: u32,
 }
 
+/// CUDA's limit on the static shared memory of one block, in bytes.
+pub const MAX_STATIC_SHARED_BYTES: u32 = 48 * 1024;
+
 impl TileConfig {
     /// The paper's tile: 128×128×8 per block, 8×8 per thread, 256 threads.
     pub const PAPER: TileConfig = TileConfig {
@@ -119,6 +122,38 @@ impl TileConfig {
     /// Threads in one block.
     pub const fn threads(&self) -> u32 {
         (self.block_m / self.thread_m) * (self.block_n / self.thread_n)
+    }
+
+    /// Static shared memory of one block in bytes: two stages of a `block_k × block_m` filter
+    /// tile and a `block_k × block_n` window tile, in float32, as `templates/conv.cu.tera`
+    /// declares them. (u64: an invalid tile may be huge.)
+    pub const fn shared_bytes(&self) -> u64 {
+        // Saturating: 8·block_k·(block_m + block_n) reaches 2^68 for the largest u32s.
+        (self.block_m as u64 + self.block_n as u64).saturating_mul(8 * self.block_k as u64)
+    }
+
+    /// Blocks that the kernel's launch bounds ask to fit on one multiprocessor at once (the
+    /// second argument of `__launch_bounds__`); dispatch counts on them. For a valid tile.
+    ///
+    /// Up to 64 accumulators per thread fit in 128 registers without spilling (the 8×8 tile
+    /// needs about 120), and 128 registers per thread make 512 resident threads per SM: two
+    /// 256-thread blocks, four of 128, eight of 64, so that one block's barrier waits overlap
+    /// another's arithmetic. Larger thread tiles need more registers than that; they get the
+    /// hardware's limit (255, or 64K / threads).
+    pub const fn min_blocks_per_sm(&self) -> u32 {
+        let budget = if self.thread_m * self.thread_n <= 64 {
+            128
+        } else {
+            255
+        };
+        let blocks = 65_536 / (self.threads() * budget);
+        if blocks == 0 { 1 } else { blocks }
+    }
+
+    /// The register cap per thread that follows from [`TileConfig::min_blocks_per_sm`].
+    pub const fn max_registers(&self) -> u32 {
+        let registers = 65_536 / (self.threads() * self.min_blocks_per_sm());
+        if registers > 255 { 255 } else { registers }
     }
 
     /// Checks that the tile levels nest: thread tiles divide the block tile, the block has
@@ -139,16 +174,126 @@ impl TileConfig {
         if !block_m.is_multiple_of(thread_m) || !block_n.is_multiple_of(thread_n) {
             return bad("the thread tile must divide the block tile");
         }
-        let threads = self.threads();
+        // In u64: with large thread counts or blocks these products overflow u32.
+        let threads = u64::from(block_m / thread_m) * u64::from(block_n / thread_n);
         if !(32..=1024).contains(&threads) || !threads.is_multiple_of(32) {
             return bad("a block must have a multiple of 32 threads, from 32 to 1024");
         }
-        if !(block_m * block_k).is_multiple_of(threads)
-            || !(block_n * block_k).is_multiple_of(threads)
+        let wide = |a: u32, b: u32| u64::from(a) * u64::from(b);
+        if !wide(block_m, block_k).is_multiple_of(threads)
+            || !wide(block_n, block_k).is_multiple_of(threads)
         {
             return bad("each stage's filter and window tiles must split evenly over the threads");
         }
+        if self.shared_bytes() > u64::from(MAX_STATIC_SHARED_BYTES) {
+            return bad(
+                "the two shared-memory stages exceed CUDA's 48 KiB of static shared memory",
+            );
+        }
         Ok(())
+    }
+}
+
+impl TileConfig {
+    /// The tile as kernel names spell it, e.g. `b128x128x8_t8x8`.
+    pub fn name(&self) -> String {
+        let t = self;
+        format!(
+            "b{}x{}x{}_t{}x{}",
+            t.block_m, t.block_n, t.block_k, t.thread_m, t.thread_n
+        )
+    }
+}
+
+impl fmt::Display for TileConfig {
+    /// `block_m`x`block_n`x`block_k`/`thread_m`x`thread_n`, e.g. `128x128x8/8x8`: the
+    /// spelling of the macro's and the manifest's `tile`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self;
+        write!(
+            f,
+            "{}x{}x{}/{}x{}",
+            t.block_m, t.block_n, t.block_k, t.thread_m, t.thread_n
+        )
+    }
+}
+
+impl FromStr for TileConfig {
+    type Err = SpecError;
+
+    /// Parses `128x128x8/8x8` (block M×N×K / thread M×N) or the kernel-name form
+    /// `b128x128x8_t8x8`, and checks that the levels nest ([`TileConfig::validate`]).
+    fn from_str(text: &str) -> Result<Self, SpecError> {
+        let bad = || SpecError::BadSyntax {
+            what: "tile",
+            text: text.to_string(),
+            expected: "`128x128x8/8x8` (block MxNxK / thread MxN) or `b128x128x8_t8x8`",
+        };
+        let trimmed = text.trim();
+        let (block, thread) = match trimmed.split_once('/') {
+            Some(parts) => parts,
+            None => trimmed
+                .strip_prefix('b')
+                .and_then(|rest| rest.split_once("_t"))
+                .ok_or_else(bad)?,
+        };
+        let [block_m, block_n, block_k] = dims::<3>(block.trim()).ok_or_else(bad)?;
+        let [thread_m, thread_n] = dims::<2>(thread.trim()).ok_or_else(bad)?;
+        let tile = TileConfig {
+            block_m,
+            block_n,
+            block_k,
+            thread_m,
+            thread_n,
+        };
+        tile.validate()?;
+        Ok(tile)
+    }
+}
+
+/// Parses a filter size or stride as the macro and the manifest spell it: `3` (the same in
+/// both axes) or `HxW`, e.g. `3x3`, `2x1`. Returns `[height, width]`; zero is refused.
+pub fn parse_pair(what: &'static str, text: &str) -> Result<[u32; 2], SpecError> {
+    let bad = || SpecError::BadSyntax {
+        what,
+        text: text.to_string(),
+        expected: "`N` or `HxW` with positive integers, e.g. `3`, `3x3` or `2x1`",
+    };
+    let text = text.trim();
+    let pair = match dims::<2>(text) {
+        Some(pair) => pair,
+        None => {
+            let [n] = dims::<1>(text).ok_or_else(bad)?;
+            [n, n]
+        }
+    };
+    if pair.contains(&0) {
+        return Err(bad());
+    }
+    Ok(pair)
+}
+
+impl FixedGeometry {
+    /// A geometry from `[R, S]` and `[stride_h, stride_w]`.
+    pub const fn new(filter: [u32; 2], stride: [u32; 2]) -> Self {
+        FixedGeometry {
+            filter_h: filter[0],
+            filter_w: filter[1],
+            stride_h: stride[0],
+            stride_w: stride[1],
+        }
+    }
+}
+
+impl fmt::Display for FixedGeometry {
+    /// `filter = 3x3, stride = 1` (or `stride = 2x1`): the macro's spelling.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "filter = {}x{}, stride = ", self.filter_h, self.filter_w)?;
+        if self.stride_h == self.stride_w {
+            write!(f, "{}", self.stride_h)
+        } else {
+            write!(f, "{}x{}", self.stride_h, self.stride_w)
+        }
     }
 }
 
@@ -296,4 +441,14 @@ pub enum SpecError {
     /// A fixed geometry has a zero filter size or stride.
     #[error("invalid geometry {0:?}: filter size and stride must be at least 1")]
     InvalidGeometry(FixedGeometry),
+    /// A filter size, stride or tile is not spelled as the macro and the manifest expect.
+    #[error("`{text}` is not a valid {what}: expected {expected}")]
+    BadSyntax {
+        /// What was being parsed: `"filter"`, `"stride"` or `"tile"`.
+        what: &'static str,
+        /// The text given.
+        text: String,
+        /// The accepted spellings.
+        expected: &'static str,
+    },
 }

@@ -143,6 +143,37 @@ pub enum Error {
         /// The parser's message.
         reason: String,
     },
+    /// Memory for a buffer the library allocates itself (the CPU backend's im2win buffer and
+    /// output, the engine's own workspace) could not be had.
+    #[error(
+        "out of {} memory: the {what} needs {bytes} bytes, which could not be allocated",
+        if *.on_device { "device" } else { "host" }
+    )]
+    OutOfMemory {
+        /// What was being allocated, e.g. `"im2win buffer"` or `"workspace"`.
+        what: &'static str,
+        /// Bytes asked for.
+        bytes: u128,
+        /// `true` for device memory (the GPU), `false` for host memory.
+        on_device: bool,
+    },
+    /// A kernel spec is not a valid specialisation (see `KernelSpec::validate`), e.g. a
+    /// tile with a zero dimension in a hand-built or deserialised catalogue.
+    #[error("invalid kernel spec: {0}")]
+    InvalidSpec(#[from] im2win_codegen::SpecError),
+    /// A specialisation named at compile time (`im2win::conv2d!`, a
+    /// [`Specialization`](crate::Specialization)) is not among the engine's kernels: the
+    /// engine was made without the module of its catalogue.
+    #[error(
+        "kernel {kernel} (catalogue `{catalogue}`) is not among the engine's kernels: give the engine that catalogue's module, e.g. `Engine::new(0, im2win::kernels().merged(im2win::include_kernels!(\"{catalogue}\")))`"
+    )]
+    SpecNotLoaded {
+        /// The kernel name (with `*` for a tile chosen at run time).
+        kernel: String,
+        /// The catalogue the macro found it in: `im2win` (the default one) or the name in
+        /// the crate's manifest.
+        catalogue: &'static str,
+    },
     /// A CUDA driver call failed.
     #[error("CUDA driver error: {0}")]
     Driver(#[from] cudarc::driver::DriverError),

@@ -6,8 +6,10 @@ pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod problem;
+pub mod specialization;
 
 pub use error::{Error, Result};
 pub use gpu::{ConvParams, Engine, Plan, TuningEntry, TuningTable};
 pub use kernels::KernelModule;
 pub use problem::{Conv2dProblem, Padding, ProblemShape};
+pub use specialization::Specialization;

@@ -249,11 +249,31 @@ impl Conv2dProblem {
         Ok(self.shape()?.output)
     }
 
-    /// Extra device memory a GPU convolution needs: the im2win buffer, then the transformed
-    /// filter at the next 256-byte boundary.
+    /// Extra device memory of a GPU convolution that materialises the im2win buffer and does
+    /// not split its reduction: the im2win buffer, then the transformed filter (`C·R·S` rows
+    /// of `K` rounded up to a multiple of 4 floats) at the next 256-byte boundary.
+    ///
+    /// A [`Plan`](crate::Plan) may need less (a 1×1 stride-1 convolution without padding
+    /// reads the input in place) or more (a split reduction adds its partial sums): allocate
+    /// [`Plan::workspace_bytes`](crate::Plan::workspace_bytes) for a plan.
     pub fn workspace_bytes(&self) -> Result<usize> {
         let shape = self.shape()?;
-        Ok(self.filter_offset_bytes(&shape) + shape.filter_len * 4)
+        Ok(self.filter_offset_bytes(&shape) + self.transformed_filter_bytes(&shape)?)
+    }
+
+    /// Bytes of the transformed filter: `C·R·S` rows of `K` rounded up to a multiple of 4
+    /// floats (docs/DESIGN.md).
+    pub fn transformed_filter_bytes(&self, shape: &ProblemShape) -> Result<usize> {
+        let k4 = (shape.output[1] as u128).div_ceil(4) * 4;
+        let elements = shape.reduction as u128 * k4;
+        if elements > MAX_ELEMENTS as u128 {
+            return Err(too_large(
+                "transformed filter elements",
+                elements,
+                MAX_ELEMENTS as u128,
+            ));
+        }
+        Ok(elements as usize * 4)
     }
 
     /// Byte offset of the transformed filter inside the workspace.

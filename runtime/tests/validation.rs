@@ -452,10 +452,11 @@ fn paper_layers_match_the_anchor_table() {
 
 #[test]
 fn workspace_holds_t_then_the_filter_at_256_bytes() {
-    // ANCHORS.md's worked example: T is 2·4·3 = 24 floats (96 bytes), F' starts at 256.
+    // ANCHORS.md's worked example: T is 2·4·3 = 24 floats (96 bytes), F' starts at 256 and
+    // holds C·R·S = 9 rows of K = 1 padded to 4 floats.
     let problem = Conv2dProblem::new([1, 1, 4, 4], [1, 1, 3, 3]);
     let shape = problem.shape().unwrap();
     assert_eq!(shape.im2win_len, 24);
     assert_eq!(problem.filter_offset_bytes(&shape), 256);
-    assert_eq!(problem.workspace_bytes().unwrap(), 256 + 9 * 4);
+    assert_eq!(problem.workspace_bytes().unwrap(), 256 + 9 * 4 * 4);
 }

@@ -20,6 +20,13 @@ pub mod problems;
 
 pub use problems::{Limits, random_data, random_problem, relative_error, test_seed};
 
+/// The fuzz target's independent model of validation and dispatch (`fuzz/src/lib.rs`).
+#[path = "../../fuzz/src/lib.rs"]
+pub mod model;
+
+/// proptest strategies of the property tests.
+pub mod strategies;
+
 /// Largest accepted `‖out − ref‖₂ / ‖ref‖₂` of a float32 result against a float64 oracle.
 pub const TOLERANCE: f64 = 1e-5;
 
@@ -266,6 +273,17 @@ fn upload_guarded<T: DeviceRepr + Copy>(
 /// on an engine error, a changed guard zone, a non-finite output (the NaN poison was not
 /// overwritten) or an error above [`TOLERANCE`].
 pub fn run_case(engine: &Engine, plan: &Plan, case: &Case, layout: &Layout) -> Result<f64, String> {
+    run_case_output(engine, plan, case, layout).map(|(err, _)| err)
+}
+
+/// [`run_case`], also returning the output itself (without the guard zones), e.g. to
+/// compare runs bit for bit.
+pub fn run_case_output(
+    engine: &Engine,
+    plan: &Plan,
+    case: &Case,
+    layout: &Layout,
+) -> Result<(f64, Vec<f32>), String> {
     let stream = if layout.other_stream {
         engine.context().new_stream().map_err(|e| e.to_string())?
     } else {
@@ -304,7 +322,8 @@ pub fn run_case(engine: &Engine, plan: &Plan, case: &Case, layout: &Layout) -> R
     let host = stream
         .clone_dtoh(&y)
         .map_err(|e| format!("download: {e}"))?;
-    check_output(&host, layout, out_len, case)
+    let err = check_output(&host, layout, out_len, case)?;
+    Ok((err, host[o..o + out_len].to_vec()))
 }
 
 /// Float32 rounding error of a dot product is bounded by a multiple of `Σ|f·x|`, not of

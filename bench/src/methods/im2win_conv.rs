@@ -1,10 +1,6 @@
 //! `im2win`: the engine's dispatch (`Engine::conv2d`) with a preallocated workspace. The
 //! input and filter transforms run inside the timed region; they are also timed alone.
 
-use cudarc::driver::{DevicePtrMut, PushKernelArg};
-use im2win::ConvParams;
-use im2win::codegen::catalogue::support;
-
 use super::LayerRun;
 use crate::error::{Context, Result};
 use crate::method::Method;
@@ -46,7 +42,7 @@ pub fn run(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
                 .context("im2win conv2d")
         },
     )?;
-    let transforms = time_transforms(layer, &mut workspace)?;
+    let transforms = time_transforms(layer, &plan, &mut workspace)?;
 
     let mut result = MethodResult::new(
         Method::Im2win.to_string(),
@@ -56,44 +52,25 @@ pub fn run(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
         rel_err,
     );
     result.transform_ms = Some(transforms.median_ms);
-    result.detail = Some(plan.kernel().name());
+    result.detail = Some(match plan.splits() {
+        1 => plan.kernel().name(),
+        splits => format!("{} split {splits}", plan.kernel().name()),
+    });
     Ok(result)
 }
 
-/// Times the input and filter transforms alone, launched exactly as `Engine::conv2d`
-/// launches them (same kernels, parameters, grids and workspace layout).
+/// Times the layout transforms alone, launched exactly as `Engine::conv2d` launches them
+/// (`Engine::transforms`: same kernels, parameters, grids and workspace layout).
 fn time_transforms(
     layer: &mut LayerRun<'_>,
+    plan: &im2win::Plan,
     workspace: &mut cudarc::driver::CudaSlice<u8>,
 ) -> Result<Summary> {
     let engine = &layer.gpu.engine;
     let stream = engine.stream().clone();
-    let input_transform = engine
-        .function(support::INPUT_TRANSFORM_F32)
-        .context("loading the input transform")?;
-    let filter_transform = engine
-        .function(support::FILTER_TRANSFORM_F32)
-        .context("loading the filter transform")?;
-    let params = ConvParams::new(&layer.problem, false).context("kernel parameters")?;
-    let t = {
-        let (ptr, _sync) = workspace.device_ptr_mut(&stream);
-        ptr
-    };
-    let ft = t + layer.problem.filter_offset_bytes(&layer.shape) as u64;
-    let input_config = engine.grid_stride_config(layer.shape.im2win_len);
-    let filter_config = engine.grid_stride_config(layer.shape.filter_len);
     time_rotated(&stream, &mut layer.sets, layer.timing, |sets, i| {
-        let mut launch = stream.launch_builder(&input_transform);
-        launch.arg(&sets.inputs[i]).arg(&t).arg(&params);
-        // SAFETY: `im2win_input_transform_f32(const float* x, float* t, ConvParams p)`;
-        // the input holds `input_len` floats and the workspace (alive for the whole call)
-        // `plan.workspace_bytes()`, which holds `im2win_len` floats from `t` on.
-        unsafe { launch.launch(input_config) }.context("launching the input transform")?;
-        let mut launch = stream.launch_builder(&filter_transform);
-        launch.arg(&sets.filters[i]).arg(&ft).arg(&params);
-        // SAFETY: `im2win_filter_transform_f32(const float* f, float* ft, ConvParams p)`;
-        // the workspace holds `filter_len` floats from `ft` on.
-        unsafe { launch.launch(filter_config) }.context("launching the filter transform")?;
-        Ok(())
+        engine
+            .transforms(plan, &sets.inputs[i], &sets.filters[i], workspace)
+            .context("launching the transforms")
     })
 }

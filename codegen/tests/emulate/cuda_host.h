@@ -31,6 +31,11 @@ inline dim3 blockDim, gridDim;
 struct float4 {
     float x, y, z, w;
 };
+struct float2 {
+    float x, y;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
 
 inline unsigned __umulhi(unsigned a, unsigned b) {
     return (unsigned)(((unsigned long long)a * b) >> 32);

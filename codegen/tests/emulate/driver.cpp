@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <random>
 
-// The generated table: struct Spec { name, fn, bm, bn, threads, fixed, r, s, sh, sw }.
+// The generated table: struct Spec { name, fn, bm, bn, bk, threads, fixed, r, s, sh, sw }.
 #include "kernels.h"
 
 static double reference(const std::vector<float>& x, const std::vector<float>& f,
@@ -66,19 +66,29 @@ int main(int argc, char** argv) {
             std::vector<float> bias(p.has_bias ? p.k : 0);
             for (std::vector<float>* v : {&x, &f, &bias})
                 for (float& e : *v) e = value(rng);
-            std::vector<float> t((size_t)p.n * p.c * p.p * p.win_w * p.r), ft(f.size());
+            // The transformed filter: C*R*S rows of K rounded up to 4 (docs/DESIGN.md).
+            const long long k4 = (p.k + 3) / 4 * 4;
+            std::vector<float> t((size_t)p.n * p.c * p.p * p.win_w * p.r), ft((size_t)(p.crs * k4));
             std::vector<float> y((size_t)p.n * p.k * p.p * p.q, NAN), direct(y.size(), NAN);
             std::vector<double> oracle(y.size(), NAN);
             const float* b = p.has_bias ? bias.data() : nullptr;
 
             // Odd grid sizes: the grid-stride loops must not depend on them.
             launch({3}, 64, [&] { im2win_input_transform_f32(x.data(), t.data(), p); });
-            launch({2}, 32, [&] { im2win_filter_transform_f32(f.data(), ft.data(), p); });
+            launch({2}, 256, [&] { im2win_filter_transform_f32(f.data(), ft.data(), p); });
             launch({5}, 32, [&] { im2win_direct_reference_f64(x.data(), f.data(), b, oracle.data(), p); });
             launch({4}, 32, [&] { im2win_direct_f32(x.data(), f.data(), b, direct.data(), p); });
             const dim3 grid{(unsigned)((p.npq + spec.bn - 1) / spec.bn),
                             (unsigned)((p.k + spec.bm - 1) / spec.bm), 1};
             launch(grid, spec.threads, [&] { spec.fn(t.data(), ft.data(), b, y.data(), p); });
+            // The same kernel with its reduction split (as many splits as stages, or more, in
+            // some trials: empty shares), then the reduction kernel.
+            const int stages = (int)((p.crs + spec.bk - 1) / spec.bk);
+            const int splits = trial % 3 == 2 ? stages + 1 : pick(2, std::max(2, std::min(stages, 5)));
+            std::vector<float> part((size_t)splits * y.size(), NAN), y_split(y.size(), NAN);
+            launch({grid.x, grid.y, (unsigned)splits}, spec.threads,
+                   [&] { spec.fn(t.data(), ft.data(), b, part.data(), p); });
+            launch({3}, 64, [&] { im2win_split_reduce_f32(part.data(), b, y_split.data(), p, splits); });
 
             // float32 sums of up to C*R*S products of values in [-1, 1].
             const double tolerance = 1e-5 * (1.0 + (double)p.crs);
@@ -92,19 +102,23 @@ int main(int argc, char** argv) {
                             const double want = reference(x, f, bias, p, n, k, op, oq);
                             const double error = std::fabs(y[i] - want);
                             worst = std::max(worst, error);
-                            if (!(error <= tolerance) || !(std::fabs(oracle[i] - want) <= 1e-9) ||
+                            const double split_error = std::fabs(y_split[i] - want);
+                            worst = std::max(worst, split_error);
+                            if (!(error <= tolerance) || !(split_error <= tolerance) ||
+                                !(std::fabs(oracle[i] - want) <= 1e-9) ||
                                 !(std::fabs(direct[i] - want) <= tolerance)) {
                                 if (bad++ < 3)
-                                    printf("  at n=%lld k=%lld p=%lld q=%lld: kernel %g, f64 oracle %g, "
+                                    printf("  at n=%lld k=%lld p=%lld q=%lld: kernel %g, split %g, f64 oracle %g, "
                                            "direct_f32 %g, want %g\n",
-                                           n, k, op, oq, y[i], oracle[i], direct[i], want);
+                                           n, k, op, oq, y[i], y_split[i], oracle[i], direct[i], want);
                             }
                         }
             failures += bad != 0;
             printf("%s %s N%d C%d H%d W%d K%d R%d S%d stride %dx%d dil %dx%d pad %d,%d,%d,%d bias %d "
-                   "-> P%d Q%d, max error %.1e\n",
+                   "splits %d -> P%d Q%d, max error %.1e\n",
                    bad ? "FAIL" : "ok  ", spec.name, p.n, p.c, p.h, p.w, p.k, p.r, p.s, p.stride_h,
-                   p.stride_w, p.dil_h, p.dil_w, top, bottom, left, right, p.has_bias, p.p, p.q, worst);
+                   p.stride_w, p.dil_h, p.dil_w, top, bottom, left, right, p.has_bias, splits, p.p, p.q,
+                   worst);
         }
     }
     printf("%d failure(s)\n", failures);

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::im2win::{transform_filter, transform_input};
-use super::{check_len, check_operands};
+use super::{check_len, check_operands, zeros};
 use crate::error::Result;
 use crate::problem::{Conv2dProblem, ProblemShape};
 
@@ -30,9 +30,11 @@ const QB: usize = 4;
 /// # Errors
 /// Any validation error of [`Conv2dProblem::shape`], or [`Error::BufferLength`] naming
 /// `"input"`, `"filter"`, `"bias"` or `"output"` when a buffer's length does not match the
-/// problem; `output` is left untouched then.
+/// problem, or [`Error::OutOfMemory`] when the im2win buffer `T` (which may be far larger
+/// than the operands) cannot be allocated; `output` is left untouched then.
 ///
 /// [`Error::BufferLength`]: crate::Error::BufferLength
+/// [`Error::OutOfMemory`]: crate::Error::OutOfMemory
 pub fn conv2d(
     problem: &Conv2dProblem,
     input: &[f32],
@@ -43,9 +45,9 @@ pub fn conv2d(
     let shape = check_operands(problem, input, filter, bias)?;
     check_len("output", shape.output_len, output.len())?;
 
-    let t = transform_input(problem, &shape, input);
+    let t = transform_input(problem, &shape, input)?;
     let geometry = Geometry::new(problem, &shape);
-    let packed = pack_filter(&transform_filter(problem, filter), &geometry);
+    let packed = pack_filter(&transform_filter(problem, filter)?, &geometry)?;
     let image_len = geometry.c * geometry.p * geometry.row_len;
     let block_len = geometry.crs * KB;
 
@@ -189,8 +191,8 @@ impl Geometry {
 /// `F'` regrouped into blocks of `KB` output channels, `[K/KB][C·S·R][KB]`, so that the
 /// `KB` weights of one reduction index are adjacent. Channels past `K` in the last block
 /// have zero weights.
-fn pack_filter(ft: &[f32], g: &Geometry) -> Vec<f32> {
-    let mut packed = vec![0.0_f32; g.k.div_ceil(KB) * g.crs * KB];
+fn pack_filter(ft: &[f32], g: &Geometry) -> Result<Vec<f32>> {
+    let mut packed = zeros::<f32>("packed filter", g.k.div_ceil(KB) * g.crs * KB)?;
     for (k, f_row) in ft.chunks_exact(g.crs).enumerate() {
         let (block, kb) = (k / KB, k % KB);
         let dst = &mut packed[block * g.crs * KB + kb..];
@@ -198,7 +200,7 @@ fn pack_filter(ft: &[f32], g: &Geometry) -> Vec<f32> {
             *d = w;
         }
     }
-    packed
+    Ok(packed)
 }
 
 /// One unit of parallel work: output row `p` of image `n` for the channels of one block.

@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::check_len;
+use super::{check_len, zeros};
 use crate::error::Result;
 use crate::problem::{Conv2dProblem, ProblemShape};
 
@@ -22,14 +22,16 @@ use crate::problem::{Conv2dProblem, ProblemShape};
 /// bottom, left and right padding become zeros, so the convolution needs no bounds checks.
 ///
 /// # Errors
-/// Any validation error of [`Conv2dProblem::shape`], or [`Error::BufferLength`] naming
-/// `"input"` when `input.len()` is not `N·C·H·W`.
+/// Any validation error of [`Conv2dProblem::shape`], [`Error::BufferLength`] naming
+/// `"input"` when `input.len()` is not `N·C·H·W`, or [`Error::OutOfMemory`] when `T` (which
+/// may be far larger than the input) cannot be allocated.
 ///
 /// [`Error::BufferLength`]: crate::Error::BufferLength
+/// [`Error::OutOfMemory`]: crate::Error::OutOfMemory
 pub fn im2win_input(problem: &Conv2dProblem, input: &[f32]) -> Result<Vec<f32>> {
     let shape = problem.shape()?;
     check_len("input", shape.input_len, input.len())?;
-    Ok(transform_input(problem, &shape, input))
+    transform_input(problem, &shape, input)
 }
 
 /// The transformed filter `F'[K][C][S][R]` of `filter` (`K×C×R×S`): each `R×S` slice
@@ -37,14 +39,16 @@ pub fn im2win_input(problem: &Conv2dProblem, input: &[f32]) -> Result<Vec<f32>> 
 /// [`im2win_input`].
 ///
 /// # Errors
-/// Any validation error of [`Conv2dProblem::shape`], or [`Error::BufferLength`] naming
-/// `"filter"` when `filter.len()` is not `K·C·R·S`.
+/// Any validation error of [`Conv2dProblem::shape`], [`Error::BufferLength`] naming
+/// `"filter"` when `filter.len()` is not `K·C·R·S`, or [`Error::OutOfMemory`] when the
+/// result cannot be allocated.
 ///
 /// [`Error::BufferLength`]: crate::Error::BufferLength
+/// [`Error::OutOfMemory`]: crate::Error::OutOfMemory
 pub fn im2win_filter(problem: &Conv2dProblem, filter: &[f32]) -> Result<Vec<f32>> {
     let shape = problem.shape()?;
     check_len("filter", shape.filter_len, filter.len())?;
-    Ok(transform_filter(problem, filter))
+    transform_filter(problem, filter)
 }
 
 /// [`im2win_input`] on an already validated problem and input.
@@ -52,7 +56,7 @@ pub(super) fn transform_input(
     problem: &Conv2dProblem,
     shape: &ProblemShape,
     input: &[f32],
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     let [_, _, h, w] = problem.input;
     let r = problem.filter[2];
     let p = shape.output[2];
@@ -62,7 +66,7 @@ pub(super) fn transform_input(
     let (top, left) = (problem.padding.top, problem.padding.left);
 
     // Start from zeros: everything not overwritten below is padding.
-    let mut t = vec![0.0_f32; shape.im2win_len];
+    let mut t = zeros::<f32>("im2win buffer", shape.im2win_len)?;
     t.par_chunks_mut(row_len)
         .enumerate()
         .for_each(|(row, t_row)| {
@@ -83,13 +87,13 @@ pub(super) fn transform_input(
                 }
             }
         });
-    t
+    Ok(t)
 }
 
 /// [`im2win_filter`] on an already validated problem and filter.
-pub(super) fn transform_filter(problem: &Conv2dProblem, filter: &[f32]) -> Vec<f32> {
+pub(super) fn transform_filter(problem: &Conv2dProblem, filter: &[f32]) -> Result<Vec<f32>> {
     let [_, _, r, s] = problem.filter;
-    let mut ft = vec![0.0_f32; filter.len()];
+    let mut ft = zeros::<f32>("transformed filter", filter.len())?;
     ft.par_chunks_mut(r * s)
         .zip(filter.par_chunks(r * s))
         .for_each(|(dst, src)| {
@@ -99,7 +103,7 @@ pub(super) fn transform_filter(problem: &Conv2dProblem, filter: &[f32]) -> Vec<f
                 }
             }
         });
-    ft
+    Ok(ft)
 }
 
 #[cfg(test)]

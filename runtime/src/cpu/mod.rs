@@ -35,6 +35,20 @@ fn check_len(buffer: &'static str, expected: usize, actual: usize) -> Result<()>
     }
 }
 
+/// A vector of `len` zeros, or [`Error::OutOfMemory`] naming `what` when the host cannot
+/// provide it. `vec![0.0; len]` would abort the process instead: a valid problem can ask for
+/// an im2win buffer or an output far larger than its operands (e.g. a huge padding).
+fn zeros<T: Copy + Default>(what: &'static str, len: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
+        what,
+        bytes: len as u128 * std::mem::size_of::<T>() as u128,
+        on_device: false,
+    })?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
 /// Validates the problem and the operand buffers shared by the oracle and the backend, in
 /// the order input, filter, bias, so that the first wrong buffer is the one reported.
 fn check_operands(

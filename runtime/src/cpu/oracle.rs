@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use super::check_operands;
+use super::{check_operands, zeros};
 use crate::error::Result;
 use crate::problem::Conv2dProblem;
 
@@ -23,10 +23,12 @@ use crate::problem::Conv2dProblem;
 /// the error of the path under test. Parallel over the `N·K` output planes.
 ///
 /// # Errors
-/// Any validation error of [`Conv2dProblem::shape`], or [`Error::BufferLength`] naming
-/// `"input"`, `"filter"` or `"bias"` when a buffer's length does not match the problem.
+/// Any validation error of [`Conv2dProblem::shape`], [`Error::BufferLength`] naming
+/// `"input"`, `"filter"` or `"bias"` when a buffer's length does not match the problem, or
+/// [`Error::OutOfMemory`] when the output cannot be allocated.
 ///
 /// [`Error::BufferLength`]: crate::Error::BufferLength
+/// [`Error::OutOfMemory`]: crate::Error::OutOfMemory
 pub fn reference_conv2d(
     problem: &Conv2dProblem,
     input: &[f32],
@@ -41,7 +43,7 @@ pub fn reference_conv2d(
     let [dh, dw] = problem.dilation;
     let (top, left) = (problem.padding.top, problem.padding.left);
 
-    let mut output = vec![0.0_f64; shape.output_len];
+    let mut output = zeros::<f64>("output", shape.output_len)?;
     output
         .par_chunks_mut(p * q)
         .enumerate()

@@ -5,7 +5,7 @@
 
 use cudarc::driver::{CudaSlice, sys};
 
-use super::dispatch::{Plan, supports};
+use super::dispatch::{Plan, blocks_per_sm, max_splits, supports};
 use super::engine::Engine;
 use super::tuning::TuningEntry;
 use crate::error::Result;
@@ -16,7 +16,8 @@ const REPS: usize = 9;
 
 impl Engine {
     /// Times every plan that can compute `problem` (each kernel of the catalogue that
-    /// supports it) on this GPU, records the fastest in the engine's tuning table (so that
+    /// supports it, unsplit and, where its grid is under two waves, split in 2, 4, 8, ...
+    /// parts) on this GPU, records the fastest in the engine's tuning table (so that
     /// [`Engine::plan`] picks it from now on) and returns its entry.
     ///
     /// Allocates the problem's operands and the largest workspace among the candidates,
@@ -35,6 +36,7 @@ impl Engine {
         let mut output: CudaSlice<f32> = stream.alloc_zeros(shape.output_len)?;
         let workspace_bytes = candidates
             .iter()
+            .chain([&heuristic])
             .map(Plan::workspace_bytes)
             .max()
             .unwrap_or(0);
@@ -77,6 +79,7 @@ impl Engine {
         let entry = TuningEntry {
             problem: *problem,
             kernel: best.0.kernel().name(),
+            splits: best.0.splits(),
             median_ms: best.1,
             heuristic_ms,
         };
@@ -85,17 +88,34 @@ impl Engine {
     }
 }
 
-/// Every plan that can compute `problem` with the engine's catalogue.
+/// Every plan worth timing for `problem` with the engine's catalogue: each supporting
+/// kernel unsplit, and split in 2, 4, 8, ... parts (up to its [`max_splits`]) while the
+/// previous count still gave fewer than two waves of blocks: beyond that a split only adds
+/// partial sums to write and reduce.
 fn candidates(problem: &Conv2dProblem, engine: &Engine) -> Vec<Plan> {
-    engine
-        .kernels()
-        .catalogue()
-        .kernels
-        .iter()
-        .filter(|spec| supports(spec, problem))
+    let sms = engine.multiprocessors() as u64;
+    let mut plans = Vec::new();
+    for spec in &engine.kernels().catalogue().kernels {
+        if !supports(spec, problem) {
+            continue;
+        }
         // A spec whose grid exceeds CUDA's limits for this problem is no candidate.
-        .filter_map(|spec| Plan::for_spec(problem, *spec).ok())
-        .collect()
+        let Ok(plan) = Plan::for_spec(problem, *spec) else {
+            continue;
+        };
+        let (x, y, _) = plan.grid_dim();
+        let two_waves = 2 * sms * u64::from(blocks_per_sm(spec));
+        let most = max_splits(spec, plan.shape());
+        let mut splits = 2;
+        while splits <= most && u64::from(x) * u64::from(y) * u64::from(splits / 2) < two_waves {
+            if let Ok(split) = plan.clone().with_split(splits) {
+                plans.push(split);
+            }
+            splits *= 2;
+        }
+        plans.push(plan);
+    }
+    plans
 }
 
 /// `len` values in [-1, 1), never zero, from a small linear congruential generator: the

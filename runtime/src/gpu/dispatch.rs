@@ -9,25 +9,53 @@
 //! anything, so a dilated 1×1 convolution still takes the 1×1 kernel. Otherwise the
 //! generic kernel runs.
 //!
-//! **Tile.** Among the specs of the chosen geometry (one per tile), the heuristic is:
-//! 1. Prefer tiles whose grid has at least one block per multiprocessor, so that the whole
-//!    GPU is busy; among those take the largest block tile (`block_m·block_n`, the most
-//!    reuse of each loaded value), then the one that wastes least work on partial tiles.
-//! 2. If no tile fills the GPU, take the one with the most blocks (most parallelism), then
-//!    the least waste.
+//! **Tile and split.** Among the specs of the chosen geometry (one per tile), and for each
+//! tile every split count of the reduction from 1 to [`MAX_SPLITS`] that leaves each split at
+//! least [`MIN_SPLIT_STAGES`] stages, dispatch takes the pair with the smallest estimated
+//! time ([`estimate_us`]), a simple model of the kernels:
 //!
-//! Remaining ties go to the earlier spec in catalogue order, so the choice is
-//! deterministic. Tiles whose grid exceeds CUDA's limits are never chosen.
+//! * Every default tile keeps 512 threads resident per SM (two 256-thread blocks, four of
+//!   128, ...), so an SM runs `blocks_per_sm` blocks at a time, and a launch of `B` blocks
+//!   takes `waves = ceil(B / (SMs · blocks_per_sm))` rounds.
+//! * A round lasts as long as one thread's multiply-adds, `thread_m·thread_n` per reduction
+//!   index of its split (partial tiles included: that is the waste of a tile that does not
+//!   divide the problem), at the 0.25 multiply-add per clock a thread gets on a full SM,
+//!   times an overhead factor that grows for smaller thread tiles (more shared-memory reads
+//!   per multiply-add) and smaller block tiles (more global loads), plus a fixed cost per
+//!   round (prologue, epilogue).
+//! * A split reduction also writes and reads its partial sums and launches the reduction
+//!   kernel.
+//!
+//! So a large problem keeps one split and the largest tile that does not waste rows (K = 64
+//! takes 64-row tiles), and a problem with few output tiles (batch 1, deep layers) splits its
+//! reduction until the GPU has about a wave or two of blocks. Ties go to fewer splits, then
+//! to the earlier spec in catalogue order, so the choice is deterministic. Tiles whose grid
+//! exceeds CUDA's limits are never chosen.
+//!
+//! **Workspace.** A plan's workspace holds, each at a 256-byte boundary: the im2win buffer
+//! `T` (unless the transform is the identity: a 1×1 convolution with stride 1 and no padding
+//! reads its input in place), the transformed filter, and, with a split reduction, the
+//! partial sums of each split ([`Plan::workspace_bytes`], the one place that computes it).
 
 use im2win_codegen::{Catalogue, DType, FixedGeometry, Geometry, KernelSpec};
 
 use crate::error::{Error, Result};
-use crate::problem::{Conv2dProblem, ProblemShape};
+use crate::problem::{Conv2dProblem, MAX_ELEMENTS, ProblemShape};
 
 /// CUDA's limit on `gridDim.x`.
 const MAX_GRID_X: u64 = i32::MAX as u64;
 /// CUDA's limit on `gridDim.y`.
 const MAX_GRID_Y: u64 = 65_535;
+/// CUDA's limit on `gridDim.z`, and so on the split count.
+const MAX_GRID_Z: u64 = 65_535;
+
+/// The most splits of the reduction dispatch considers.
+pub const MAX_SPLITS: u32 = 64;
+/// The fewest shared-memory stages (`block_k` reduction indices each) dispatch leaves to
+/// each split of a reduction.
+pub const MIN_SPLIT_STAGES: u64 = 4;
+/// Offsets of a workspace's parts are multiples of this many bytes.
+const WORKSPACE_ALIGN: usize = 256;
 
 /// A problem bound to one kernel specialisation, with everything needed to launch it.
 ///
@@ -40,9 +68,68 @@ pub struct Plan {
     problem: Conv2dProblem,
     shape: ProblemShape,
     kernel: KernelSpec,
-    workspace_bytes: usize,
+    splits: u32,
+    layout: WorkspaceLayout,
     grid_dim: (u32, u32, u32),
     block_dim: (u32, u32, u32),
+}
+
+/// Where the parts of a plan's workspace lie, in bytes from its (256-byte aligned) start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct WorkspaceLayout {
+    /// The im2win buffer `T`, or `None` when the input is used in place.
+    im2win: Option<usize>,
+    /// The transformed filter.
+    filter: usize,
+    /// The partial sums of a split reduction (`splits · N·K·P·Q` floats), or `None`.
+    partial: Option<usize>,
+    /// Total bytes.
+    bytes: usize,
+}
+
+impl WorkspaceLayout {
+    fn new(problem: &Conv2dProblem, shape: &ProblemShape, splits: u32) -> Result<Self> {
+        let align = |bytes: usize| bytes.div_ceil(WORKSPACE_ALIGN) * WORKSPACE_ALIGN;
+        let mut end = 0;
+        let im2win = (!input_in_place(problem)).then(|| {
+            end = align(shape.im2win_len * 4);
+            0
+        });
+        let filter = end;
+        end = filter + problem.transformed_filter_bytes(shape)?;
+        let partial = if splits > 1 {
+            let elements = u128::from(splits) * shape.output_len as u128;
+            if elements > MAX_ELEMENTS as u128 {
+                return Err(Error::TooLarge {
+                    what: "partial sums of the split reduction (splits · N·K·P·Q)",
+                    value: elements,
+                    limit: MAX_ELEMENTS as u128,
+                });
+            }
+            let start = align(end);
+            end = start + elements as usize * 4;
+            Some(start)
+        } else {
+            None
+        };
+        Ok(WorkspaceLayout {
+            im2win,
+            filter,
+            partial,
+            bytes: end,
+        })
+    }
+}
+
+/// Whether the im2win buffer of `problem` equals its input, so that the kernels can read the
+/// input in place: a 1×1 filter with stride 1 and no padding (then `P = H`, `Wt = Q = W`, and
+/// `T[n][c][p][w][0] = X[n][c][p][w]`; dilation multiplies nothing).
+pub fn input_in_place(problem: &Conv2dProblem) -> bool {
+    let pad = problem.padding;
+    problem.filter[2] == 1
+        && problem.filter[3] == 1
+        && problem.stride == [1, 1]
+        && [pad.top, pad.bottom, pad.left, pad.right] == [0; 4]
 }
 
 impl Plan {
@@ -52,7 +139,8 @@ impl Plan {
     /// # Errors
     /// Any validation error of [`Conv2dProblem::shape`]; [`Error::NoKernel`] when the
     /// catalogue has neither a matching fixed kernel nor a generic one;
-    /// [`Error::TooLarge`] when every candidate's grid exceeds CUDA's limits.
+    /// [`Error::TooLarge`] when every candidate's grid exceeds CUDA's limits;
+    /// [`Error::InvalidSpec`] when the chosen spec is not valid (a broken catalogue).
     pub fn new(
         problem: &Conv2dProblem,
         catalogue: &Catalogue,
@@ -74,6 +162,11 @@ impl Plan {
         let Some(first) = candidates.first() else {
             return Err(no_kernel(problem));
         };
+        // A catalogue's fields are public (and JSON is not validated): the estimate below
+        // divides by tile sizes, so an invalid candidate is reported, not estimated.
+        for spec in &candidates {
+            spec.validate()?;
+        }
 
         let grid = |spec: &KernelSpec| grid_blocks(spec, &shape);
         let fitting: Vec<(&KernelSpec, (u64, u64))> = candidates
@@ -84,29 +177,19 @@ impl Plan {
             // Report the first candidate's limit: every candidate exceeds one.
             grid(first)?;
         }
-        let multiprocessors = multiprocessors.max(1) as u64;
-        let blocks = |(x, y): (u64, u64)| x * y;
-        // Work the launch does including partial tiles, in output elements.
-        let padded = |spec: &KernelSpec, (x, y): (u64, u64)| {
-            x * u64::from(spec.tile.block_n) * y * u64::from(spec.tile.block_m)
-        };
-        let area = |spec: &KernelSpec| u64::from(spec.tile.block_m) * u64::from(spec.tile.block_n);
-        let filling: Vec<_> = fitting
-            .iter()
-            .filter(|(_, g)| blocks(*g) >= multiprocessors)
-            .collect();
-        // `min_by_key` keeps the first of equal keys: catalogue order breaks ties.
-        let chosen = if filling.is_empty() {
-            fitting
-                .iter()
-                .min_by_key(|(spec, g)| (std::cmp::Reverse(blocks(*g)), padded(spec, *g)))
-        } else {
-            filling
-                .into_iter()
-                .min_by_key(|(spec, g)| (std::cmp::Reverse(area(spec)), padded(spec, *g)))
-        };
-        match chosen {
-            Some((spec, _)) => Plan::for_spec(problem, **spec),
+        // Every (tile, splits) pair, estimated; `min_by` keeps the first of equal estimates,
+        // so fewer splits and then catalogue order break ties.
+        let mut best: Option<(&KernelSpec, u32, f64)> = None;
+        for (spec, (x, y)) in &fitting {
+            for splits in 1..=max_splits(spec, &shape) {
+                let time = estimate_us(spec, &shape, (*x, *y), splits, multiprocessors as u64);
+                if best.is_none_or(|(_, _, t)| time < t) {
+                    best = Some((spec, splits, time));
+                }
+            }
+        }
+        match best {
+            Some((spec, splits, _)) => Plan::for_spec(problem, *spec)?.with_split(splits),
             None => Err(no_kernel(problem)),
         }
     }
@@ -114,11 +197,15 @@ impl Plan {
     /// A plan that runs `problem` with exactly `spec`, bypassing the choice among kernels.
     ///
     /// # Errors
-    /// Any validation error of [`Conv2dProblem::shape`]; [`Error::SpecMismatch`] when `spec`
-    /// cannot compute `problem` (see [`supports`]); [`Error::TooLarge`] when the grid
-    /// exceeds CUDA's limits.
+    /// Any validation error of [`Conv2dProblem::shape`]; [`Error::InvalidSpec`] when `spec`
+    /// is not a valid specialisation ([`KernelSpec::validate`]); [`Error::SpecMismatch`]
+    /// when `spec` cannot compute `problem` (see [`supports`]); [`Error::TooLarge`] when the
+    /// grid exceeds CUDA's limits.
     pub fn for_spec(problem: &Conv2dProblem, spec: KernelSpec) -> Result<Plan> {
         let shape = problem.shape()?;
+        // A catalogue's fields are public (and JSON is not validated), so a spec may be
+        // anything; `TileConfig::threads` divides by the thread tile.
+        spec.validate()?;
         if !supports(&spec, problem) {
             return Err(Error::SpecMismatch {
                 kernel: spec.name(),
@@ -132,11 +219,37 @@ impl Plan {
             problem: *problem,
             shape,
             kernel: spec,
-            workspace_bytes: problem.workspace_bytes()?,
+            splits: 1,
+            layout: WorkspaceLayout::new(problem, &shape, 1)?,
             // `grid_blocks` checked both against CUDA's limits, which fit in u32.
             grid_dim: (x as u32, y as u32, 1),
             block_dim: (spec.tile.threads(), 1, 1),
         })
+    }
+
+    /// The same plan with the reduction split `splits` ways (1: not split).
+    ///
+    /// Split z of the `grid_dim().2 = splits` blocks of each output tile reduces a contiguous
+    /// share of the `ceil(C·R·S / block_k)` stages (equal shares but for the last) and writes
+    /// its partial sums into the workspace; a reduction kernel then adds them, in order, and
+    /// the bias. More splits than stages leave some shares empty: correct, but wasted
+    /// ([`Plan::new`] never does that).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when `splits` is 0 or exceeds CUDA's
+    /// 65535 blocks along z, or when the partial sums would exceed the element limit.
+    pub fn with_split(mut self, splits: u32) -> Result<Plan> {
+        if splits == 0 || u64::from(splits) > MAX_GRID_Z {
+            return Err(Error::TooLarge {
+                what: "splits of the reduction (at least 1)",
+                value: u128::from(splits),
+                limit: u128::from(MAX_GRID_Z),
+            });
+        }
+        self.layout = WorkspaceLayout::new(&self.problem, &self.shape, splits)?;
+        self.splits = splits;
+        self.grid_dim.2 = splits;
+        Ok(self)
     }
 
     /// The problem this plan computes.
@@ -154,13 +267,35 @@ impl Plan {
         &self.kernel
     }
 
-    /// Device memory the convolution needs besides its operands
-    /// ([`Conv2dProblem::workspace_bytes`]).
+    /// Device memory the convolution needs besides its operands: the im2win buffer (unless
+    /// [`Plan::input_in_place`]), the transformed filter and, with a split reduction, the
+    /// partial sums, each at a 256-byte boundary.
     pub fn workspace_bytes(&self) -> usize {
-        self.workspace_bytes
+        self.layout.bytes
     }
 
-    /// Grid of the convolution kernel: `(ceil(N·P·Q / block_n), ceil(K / block_m), 1)`.
+    /// Whether the kernels read the input in place instead of an im2win buffer (see
+    /// [`input_in_place`]); then there is no input transform to run.
+    pub fn input_in_place(&self) -> bool {
+        self.layout.im2win.is_none()
+    }
+
+    /// Byte offset of the transformed filter in the workspace.
+    pub fn filter_offset_bytes(&self) -> usize {
+        self.layout.filter
+    }
+
+    /// Byte offset of the split reduction's partial sums in the workspace, when split.
+    pub fn partial_offset_bytes(&self) -> Option<usize> {
+        self.layout.partial
+    }
+
+    /// Splits of the reduction: `grid_dim().2`; 1 when not split.
+    pub fn splits(&self) -> u32 {
+        self.splits
+    }
+
+    /// Grid of the convolution kernel: `(ceil(N·P·Q / block_n), ceil(K / block_m), splits)`.
     pub fn grid_dim(&self) -> (u32, u32, u32) {
         self.grid_dim
     }
@@ -224,6 +359,66 @@ fn grid_blocks(spec: &KernelSpec, shape: &ProblemShape) -> Result<(u64, u64)> {
     Ok((x, y))
 }
 
+/// The most splits worth considering for `spec`: [`MAX_SPLITS`], fewer when the reduction
+/// has fewer than `MIN_SPLIT_STAGES` stages per split (at least 1).
+pub(super) fn max_splits(spec: &KernelSpec, shape: &ProblemShape) -> u32 {
+    let stages = (shape.reduction as u64).div_ceil(u64::from(spec.tile.block_k.max(1)));
+    (stages / MIN_SPLIT_STAGES).clamp(1, u64::from(MAX_SPLITS)) as u32
+}
+
+/// Blocks of `spec` that run on one SM at once: its launch bounds' promise, unless shared
+/// memory (228 KiB per SM, 1 KiB of it reserved per block), threads (2048) or blocks (32)
+/// allow fewer.
+pub fn blocks_per_sm(spec: &KernelSpec) -> u32 {
+    let t = spec.tile;
+    let by_shared = (228 * 1024 / (t.shared_bytes() + 1024).max(1)) as u32;
+    let by_threads = 2048 / t.threads().max(1);
+    t.min_blocks_per_sm()
+        .min(by_shared)
+        .min(by_threads)
+        .clamp(1, 32)
+}
+
+/// The dispatch model's time of `spec` with grid `(x, y)` and `splits` splits on a GPU with
+/// `multiprocessors` SMs, in microseconds of an H200-like GPU (see the module documentation).
+/// Only the ranking matters.
+pub fn estimate_us(
+    spec: &KernelSpec,
+    shape: &ProblemShape,
+    (x, y): (u64, u64),
+    splits: u32,
+    multiprocessors: u64,
+) -> f64 {
+    // One thread's multiply-add on a full SM: 4 clocks at 1.75 GHz.
+    const FMA_US: f64 = 4.0 / 1750.0;
+    // A round's prologue and epilogue (first loads, stores), and the reduction's launch.
+    const ROUND_US: f64 = 1.0;
+    const REDUCE_LAUNCH_US: f64 = 2.0;
+    // Device memory bytes per microsecond (3 TB/s).
+    const BYTES_PER_US: f64 = 3.0e6;
+    let t = spec.tile;
+    let f = |v: u32| f64::from(v.max(1));
+    let blocks = x * y * u64::from(splits);
+    // Saturating: any `usize` may come in, and a product that wrapped to 0 would divide by 0.
+    let slots = multiprocessors
+        .max(1)
+        .saturating_mul(u64::from(blocks_per_sm(spec)));
+    let waves = blocks.div_ceil(slots) as f64;
+    let stages = (shape.reduction as u64).div_ceil(u64::from(t.block_k.max(1)));
+    let per_split = stages.div_ceil(u64::from(splits)) as f64 * f(t.block_k);
+    let overhead = 1.0
+        + 0.5 * (1.0 / f(t.thread_m) + 1.0 / f(t.thread_n))
+        + 4.0 * (1.0 / f(t.block_m) + 1.0 / f(t.block_n));
+    let round = f(t.thread_m) * f(t.thread_n) * per_split * overhead * FMA_US + ROUND_US;
+    let mut time = waves * round;
+    if splits > 1 {
+        // Each split's partial sums written and read once, the output written once.
+        let bytes = (2.0 * f64::from(splits) + 1.0) * shape.output_len as f64 * 4.0;
+        time += REDUCE_LAUNCH_US + bytes / BYTES_PER_US;
+    }
+    time
+}
+
 fn no_kernel(problem: &Conv2dProblem) -> Error {
     Error::NoKernel {
         filter: [problem.filter[2], problem.filter[3]],
@@ -261,14 +456,13 @@ mod tests {
                 .with_stride([st, st])
                 .with_padding(Padding::uniform(r / 2));
             let plan = plan(&problem);
-            assert_eq!(
-                *plan.kernel(),
-                KernelSpec::fixed(DType::F32, g, TileConfig::PAPER),
-                "{g:?}"
-            );
-            assert_eq!(
-                plan.kernel().name(),
-                format!("im2win_f32_r{r}s{r}_s{st}x{st}_b128x128x8_t8x8")
+            assert_eq!(plan.kernel().geometry, Geometry::Fixed(g), "{g:?}");
+            assert!(
+                plan.kernel()
+                    .name()
+                    .starts_with(&format!("im2win_f32_r{r}s{r}_s{st}x{st}_b")),
+                "{}",
+                plan.kernel()
             );
         }
     }
@@ -386,16 +580,18 @@ mod tests {
         let small = KernelSpec::generic(DType::F32, tile(64, 64));
         let wide = KernelSpec::generic(DType::F32, tile(64, 128));
         let catalogue = Catalogue::new(vec![small, wide, big]).unwrap();
-        let pick =
-            |problem: &Conv2dProblem| *Plan::new(problem, &catalogue, H200_SMS).unwrap().kernel();
+        let pick = |problem: &Conv2dProblem| {
+            let plan = Plan::new(problem, &catalogue, H200_SMS).unwrap();
+            (*plan.kernel(), plan.splits())
+        };
 
-        // K = 256, N·P·Q = 2·64·64 = 8192: the big tile gives 64·2 = 128 blocks (< 132),
-        // the wide one 64·4 = 256: the largest tile that fills the GPU wins.
-        assert_eq!(pick(&square(4, 66, 256, 3)), wide);
-        // N·P·Q = 2·128·128 = 32768 → 256·2 = 512 big blocks: big wins.
-        assert_eq!(pick(&square(4, 130, 256, 3)), big);
-        // A tiny problem fills nothing: the most blocks (smallest tile) win.
-        assert_eq!(pick(&square(4, 10, 8, 3)), small);
+        // K = 256, N·P·Q = 128·64·64: thousands of big tiles, no waste: big, unsplit.
+        let large = Conv2dProblem::new([128, 64, 66, 66], [256, 64, 3, 3]);
+        assert_eq!(pick(&large), (big, 1));
+        // K = 64: a 128-row tile wastes half its rows; the 64-row tiles do not.
+        let k64 = Conv2dProblem::new([128, 64, 58, 58], [64, 64, 3, 3]);
+        assert_eq!(pick(&k64).0.tile.block_m, 64);
+        assert_eq!(pick(&k64).1, 1);
         // Equal tiles in one geometry: catalogue order decides.
         let twin = KernelSpec::generic(
             DType::F32,
@@ -405,11 +601,105 @@ mod tests {
             },
         );
         let tied = Catalogue::new(vec![twin, small]).unwrap();
+        // C·R·S = 144, a multiple of both depths; thousands of tiles, so no split.
+        let problem = Conv2dProblem::new([128, 16, 66, 66], [8, 16, 3, 3]);
         assert_eq!(
-            *Plan::new(&square(4, 10, 8, 3), &tied, H200_SMS)
-                .unwrap()
-                .kernel(),
+            *Plan::new(&problem, &tied, H200_SMS).unwrap().kernel(),
             twin
         );
+    }
+
+    #[test]
+    fn few_output_tiles_split_the_reduction() {
+        // ResNet-50's layer4 1×1 2048 → 512 at 7×7, batch 1: 49 pixels, 4 to 8 output tiles.
+        let problem = Conv2dProblem::new([1, 2048, 7, 7], [512, 2048, 1, 1]);
+        let plan = plan(&problem);
+        let (x, y, z) = plan.grid_dim();
+        assert!(z > 1, "{plan:?}");
+        assert_eq!(z, plan.splits());
+        assert!(u64::from(x * y * z) >= H200_SMS as u64, "{plan:?}");
+        // Every split keeps at least MIN_SPLIT_STAGES stages.
+        let stages = 2048_u64.div_ceil(u64::from(plan.kernel().tile.block_k));
+        assert!(stages / u64::from(z) >= MIN_SPLIT_STAGES, "{plan:?}");
+        // The same layer at batch 128 has 25 times the tiles: far fewer splits, if any.
+        let batch = Conv2dProblem::new([128, 2048, 7, 7], [512, 2048, 1, 1]);
+        assert!(
+            self::plan(&batch).splits() * 4 <= z,
+            "{:?}",
+            self::plan(&batch)
+        );
+        // A reduction too short to split stays whole.
+        let short = Conv2dProblem::new([1, 3, 9, 9], [8, 3, 3, 3]);
+        assert_eq!(self::plan(&short).splits(), 1);
+    }
+
+    #[test]
+    fn the_paper_layers_get_sensible_tiles() {
+        let layer = |c, hw, k, rs, s| {
+            plan(&Conv2dProblem::new([128, c, hw, hw], [k, c, rs, rs]).with_stride([s, s]))
+        };
+        // conv1: K = 96 takes the 96-row tile of the 11×11 stride-4 kernels.
+        let conv1 = layer(3, 227, 96, 11, 4);
+        assert_eq!(conv1.kernel().tile.block_m, 96, "{}", conv1.kernel());
+        // conv8: K = 128, a large GEMM: 128 × 128, not split.
+        let conv8 = layer(64, 112, 128, 3, 1);
+        assert_eq!(
+            (conv8.kernel().tile.block_m, conv8.kernel().tile.block_n),
+            (128, 128)
+        );
+        assert_eq!(conv8.splits(), 1);
+        // conv4: K = 64.
+        assert_eq!(layer(32, 224, 64, 7, 2).kernel().tile.block_m, 64);
+    }
+
+    #[test]
+    fn split_plans_and_their_workspace() {
+        let problem = square(5, 22, 300, 3);
+        let base = Plan::for_spec(&problem, generic()).unwrap();
+        assert_eq!(base.splits(), 1);
+        assert_eq!(base.partial_offset_bytes(), None);
+        assert_eq!(base.workspace_bytes(), problem.workspace_bytes().unwrap());
+        let split = base.clone().with_split(3).unwrap();
+        assert_eq!(split.grid_dim(), (7, 3, 3));
+        assert_eq!(split.splits(), 3);
+        // The partial sums follow the filter at the next 256-byte boundary.
+        let end = base.workspace_bytes().div_ceil(256) * 256;
+        assert_eq!(split.partial_offset_bytes(), Some(end));
+        let output = 2 * 300 * 20 * 20;
+        assert_eq!(split.workspace_bytes(), end + 3 * output * 4);
+        // Back to one split: the plan without partial sums.
+        assert_eq!(split.with_split(1).unwrap(), base);
+        for bad in [0, 65_536] {
+            assert!(matches!(
+                base.clone().with_split(bad),
+                Err(Error::TooLarge { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn one_by_one_stride_one_reads_the_input_in_place() {
+        let in_place = square(8, 9, 16, 1);
+        let plan = plan(&in_place);
+        assert!(plan.input_in_place());
+        // No im2win buffer: the filter starts the workspace.
+        assert_eq!(plan.filter_offset_bytes(), 0);
+        let filter_bytes = 8 * 16 * 4;
+        assert_eq!(plan.workspace_bytes(), filter_bytes);
+        for other in [
+            in_place.with_stride([2, 2]),
+            in_place.with_padding(Padding::symmetric(0, 1)),
+            square(8, 9, 16, 3),
+            Conv2dProblem::new([2, 8, 9, 9], [16, 8, 1, 3]),
+        ] {
+            let plan = self::plan(&other);
+            assert!(!plan.input_in_place(), "{other:?}");
+            assert_eq!(
+                plan.filter_offset_bytes(),
+                plan.problem().filter_offset_bytes(plan.shape())
+            );
+        }
+        // Dilation multiplies nothing in a 1×1 filter.
+        assert!(input_in_place(&in_place.with_dilation([2, 3])));
     }
 }

@@ -2,16 +2,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
-    DriverError, LaunchConfig, PushKernelArg, sys,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError,
+    LaunchConfig, PushKernelArg, sys,
 };
-use cudarc::nvrtc::Ptx;
 use im2win_codegen::catalogue::support;
 
 use super::dispatch::Plan;
+use super::modules::LoadedModules;
 use super::params::ConvParams;
 use super::tuning::{TuningEntry, TuningTable};
 use crate::error::{Error, Result};
@@ -23,9 +23,12 @@ const GRID_STRIDE_THREADS: u32 = 256;
 /// Resident blocks per SM worth launching for a grid-stride kernel: enough to hide latency,
 /// few enough that each thread still loops over several elements of a large buffer.
 const GRID_STRIDE_BLOCKS_PER_SM: usize = 32;
-/// Alignment of a caller's workspace: the transformed filter sits at a 256-byte offset
-/// from its start ([`Conv2dProblem::filter_offset_bytes`]), which keeps it aligned for the
-/// kernels' vector loads only if the start is.
+/// Elements of the im2win buffer one thread of the input transform writes per loop
+/// iteration (two float4 chunks).
+const INPUT_TRANSFORM_ELEMENTS_PER_THREAD: usize = 8;
+/// Alignment of a caller's workspace: the parts of a plan's workspace sit at 256-byte
+/// offsets from its start ([`Plan::filter_offset_bytes`]), which keeps them aligned for the
+/// kernels' vector accesses only if the start is.
 const WORKSPACE_ALIGNMENT: u64 = 256;
 
 /// Runs im2win convolutions on one GPU.
@@ -42,7 +45,8 @@ pub struct Engine {
     stream: Arc<CudaStream>,
     kernels: KernelModule,
     multiprocessors: usize,
-    module: OnceLock<Arc<CudaModule>>,
+    /// One CUDA module per fatbin of `kernels`, each loaded on first use.
+    modules: LoadedModules,
     functions: Mutex<HashMap<String, CudaFunction>>,
     workspace: Mutex<Option<CudaSlice<u8>>>,
     /// Measured choices for this GPU ([`Engine::with_tuning`], [`Engine::autotune`]).
@@ -55,7 +59,7 @@ impl fmt::Debug for Engine {
             .field("ordinal", &self.ctx.ordinal())
             .field("multiprocessors", &self.multiprocessors)
             .field("kernels", &self.kernels.catalogue().kernels.len())
-            .field("fatbin_loaded", &self.module.get().is_some())
+            .field("fatbins_loaded", &self.modules.loaded())
             .finish_non_exhaustive()
     }
 }
@@ -95,7 +99,7 @@ impl Engine {
             stream,
             kernels,
             multiprocessors: usize::try_from(multiprocessors).unwrap_or(1).max(1),
-            module: OnceLock::new(),
+            modules: LoadedModules::default(),
             functions: Mutex::new(HashMap::new()),
             workspace: Mutex::new(None),
             tuning,
@@ -200,7 +204,8 @@ impl Engine {
         if name.contains('\0') {
             return Err(missing());
         }
-        let function = match self.module()?.load_function(name) {
+        let module = self.modules.for_kernel(&self.ctx, &self.kernels, name)?;
+        let function = match module.load_function(name) {
             Ok(function) => function,
             Err(DriverError(sys::cudaError_enum::CUDA_ERROR_NOT_FOUND)) => return Err(missing()),
             Err(err) => return Err(err.into()),
@@ -241,12 +246,14 @@ impl Engine {
         self.conv2d_with(&plan, input, filter, bias, output, workspace)
     }
 
-    /// Runs `plan`: the im2win input transform, the filter transform and the planned
-    /// convolution kernel, in that order on [`Engine::stream`], without synchronising.
+    /// Runs `plan`: the im2win input transform (unless [`Plan::input_in_place`]), the filter
+    /// transform, the planned convolution kernel and, for a split reduction
+    /// ([`Plan::splits`] > 1), the kernel that adds the splits, in that order on
+    /// [`Engine::stream`], without synchronising.
     ///
     /// Buffers are NCHW float32: `input` `N·C·H·W`, `filter` `K·C·R·S`, `bias` `K`,
     /// `output` `N·K·P·Q` elements, each a [`CudaSlice`] or a view into a larger one. The
-    /// workspace holds the transformed input and filter; it needs
+    /// workspace holds the transformed input and filter and any partial sums; it needs
     /// [`Plan::workspace_bytes`] bytes and a 256-byte aligned start (every fresh allocation
     /// has one). Without it the engine uses its own, grown as needed and kept for later
     /// calls. cudarc's event tracking orders these launches after earlier writes to the
@@ -258,7 +265,8 @@ impl Engine {
     /// [`Error::BufferLength`] for a buffer of the wrong length, [`Error::ForeignBuffer`]
     /// for one of another context, [`Error::WorkspaceTooSmall`] / [`Error::Misaligned`] for
     /// an unusable workspace, [`Error::KernelsNotBuilt`] / [`Error::KernelMissing`] when
-    /// the fatbin lacks a kernel, [`Error::Driver`] when allocation or a launch fails.
+    /// the fatbin lacks a kernel, [`Error::OutOfMemory`] when the engine's own workspace
+    /// cannot be allocated (the engine stays usable), [`Error::Driver`] when a launch fails.
     pub fn conv2d_with(
         &self,
         plan: &Plan,
@@ -283,9 +291,11 @@ impl Engine {
             }
         }
         let params = ConvParams::from_shape(problem, shape, bias.is_some())?;
-        let input_transform = self.function(support::INPUT_TRANSFORM_F32)?;
-        let filter_transform = self.function(support::FILTER_TRANSFORM_F32)?;
         let conv = self.function(&plan.kernel().name())?;
+        let reduce = match plan.splits() {
+            1 => None,
+            _ => Some(self.function(support::SPLIT_REDUCE_F32)?),
+        };
 
         // Held until the launches are queued, so that a concurrent call cannot regrow (and
         // free) the engine's workspace in between.
@@ -299,7 +309,8 @@ impl Engine {
                     slot => {
                         // Free the old buffer before allocating its successor.
                         *slot = None;
-                        slot.insert(self.stream.alloc_zeros::<u8>(needed)?)
+                        let ws = self.stream.alloc_zeros::<u8>(needed);
+                        slot.insert(ws.map_err(|err| allocation_error(err, "workspace", needed))?)
                     }
                 }
             }
@@ -318,30 +329,21 @@ impl Engine {
                 None => (0, None),
             };
             let (y, _y_sync) = output.device_ptr_mut(stream);
-            let (t, _ws_sync) = workspace.device_ptr_mut(stream);
-            if t % WORKSPACE_ALIGNMENT != 0 {
+            let (ws, _ws_sync) = workspace.device_ptr_mut(stream);
+            if ws % WORKSPACE_ALIGNMENT != 0 {
                 return Err(Error::Misaligned {
                     buffer: "workspace",
                     alignment: WORKSPACE_ALIGNMENT as usize,
                 });
             }
-            let ft = t + problem.filter_offset_bytes(shape) as u64;
-
-            let mut launch = stream.launch_builder(&input_transform);
-            launch.arg(&x).arg(&t).arg(&params);
-            // SAFETY: `im2win_input_transform_f32(const float* x, float* t, ConvParams p)`
-            // (DESIGN.md); `x` holds `input_len` floats and `t` at least `im2win_len`
-            // (checked above), and the kernel stays inside them for any grid.
-            unsafe { launch.launch(self.grid_stride_config(shape.im2win_len)) }?;
-
-            let mut launch = stream.launch_builder(&filter_transform);
-            launch.arg(&f).arg(&ft).arg(&params);
-            // SAFETY: `im2win_filter_transform_f32(const float* f, float* ft, ConvParams p)`;
-            // `f` holds `filter_len` floats and so does the workspace from `ft` on.
-            unsafe { launch.launch(self.grid_stride_config(shape.filter_len)) }?;
+            let t = self.launch_transforms(plan, &params, x, f, ws)?;
+            let ft = ws + plan.filter_offset_bytes() as u64;
+            // A split reduction's kernel writes its partial sums, and the reduction writes Y.
+            let partial = plan.partial_offset_bytes().map(|offset| ws + offset as u64);
 
             let mut launch = stream.launch_builder(&conv);
-            launch.arg(&t).arg(&ft).arg(&b).arg(&y).arg(&params);
+            let conv_out = partial.unwrap_or(y);
+            launch.arg(&t).arg(&ft).arg(&b).arg(&conv_out).arg(&params);
             let config = LaunchConfig {
                 grid_dim: plan.grid_dim(),
                 block_dim: plan.block_dim(),
@@ -349,13 +351,117 @@ impl Engine {
             };
             // SAFETY: `(const float* t, const float* ft, const float* bias, float* y,
             // ConvParams p)`; the plan's spec supports this problem (`Plan::for_spec`),
-            // `bias` holds K floats or is null with has_bias == 0, `y` holds `output_len`.
+            // `t` holds `im2win_len` floats (the workspace's, or the input in place), `ft` the
+            // transformed filter, `bias` K floats or null with has_bias == 0, and `conv_out`
+            // `output_len` floats (`y`), or `splits · output_len` (the partial sums, when
+            // grid_dim.z = splits > 1).
             unsafe { launch.launch(config) }?;
+
+            if let (Some(reduce), Some(partial)) = (&reduce, partial) {
+                let splits = i32::try_from(plan.splits()).unwrap_or(i32::MAX);
+                let mut launch = stream.launch_builder(reduce);
+                launch
+                    .arg(&partial)
+                    .arg(&b)
+                    .arg(&y)
+                    .arg(&params)
+                    .arg(&splits);
+                // SAFETY: `im2win_split_reduce_f32(const float* part, const float* bias,
+                // float* y, ConvParams p, int splits)`, grid-stride over `output_len`;
+                // `partial` holds `splits · output_len` floats (the plan's layout), `y`
+                // `output_len`, `bias` K floats or null with has_bias == 0.
+                unsafe { launch.launch(self.grid_stride_config(shape.output_len)) }?;
+            }
             // The `_sync` guards drop here and record the launches in the buffers' events.
         }
         // Errors of those event records are stored in the context, not returned.
         self.ctx.check_err()?;
         Ok(())
+    }
+
+    /// Runs the layout transforms of `plan` alone, exactly as [`Engine::conv2d_with`] does
+    /// before its convolution (for timing them): the input transform into the workspace
+    /// (none when [`Plan::input_in_place`]) and the filter transform. Same buffers, checks
+    /// and errors as [`Engine::conv2d_with`], except that the workspace is required.
+    ///
+    /// # Errors
+    /// As [`Engine::conv2d_with`].
+    pub fn transforms(
+        &self,
+        plan: &Plan,
+        input: &dyn DevicePtr<f32>,
+        filter: &dyn DevicePtr<f32>,
+        workspace: &mut dyn DevicePtrMut<u8>,
+    ) -> Result<()> {
+        let problem = plan.problem();
+        self.check_operands(problem, input, filter, None)?;
+        self.check_context("workspace", workspace.stream())?;
+        if workspace.num_bytes() < plan.workspace_bytes() {
+            return Err(Error::WorkspaceTooSmall {
+                expected: plan.workspace_bytes(),
+                actual: workspace.num_bytes(),
+            });
+        }
+        let params = ConvParams::from_shape(problem, plan.shape(), false)?;
+        let stream: &CudaStream = &self.stream;
+        {
+            let (x, _x_sync) = input.device_ptr(stream);
+            let (f, _f_sync) = filter.device_ptr(stream);
+            let (ws, _ws_sync) = workspace.device_ptr_mut(stream);
+            if ws % WORKSPACE_ALIGNMENT != 0 {
+                return Err(Error::Misaligned {
+                    buffer: "workspace",
+                    alignment: WORKSPACE_ALIGNMENT as usize,
+                });
+            }
+            self.launch_transforms(plan, &params, x, f, ws)?;
+        }
+        self.ctx.check_err()?;
+        Ok(())
+    }
+
+    /// Launches the transforms of `plan` on device pointers already checked by the caller
+    /// (`x` the input, `f` the filter, `ws` a large enough, aligned workspace) and returns the
+    /// pointer the convolution reads as `T`: the im2win buffer, or `x` when the input is
+    /// used in place.
+    fn launch_transforms(
+        &self,
+        plan: &Plan,
+        params: &ConvParams,
+        x: u64,
+        f: u64,
+        ws: u64,
+    ) -> Result<u64> {
+        let shape = plan.shape();
+        let stream: &CudaStream = &self.stream;
+        let ft = ws + plan.filter_offset_bytes() as u64;
+        let t = if plan.input_in_place() {
+            x
+        } else {
+            let input_transform = self.function(support::INPUT_TRANSFORM_F32)?;
+            let mut launch = stream.launch_builder(&input_transform);
+            launch.arg(&x).arg(&ws).arg(params);
+            let per_block = GRID_STRIDE_THREADS as usize * INPUT_TRANSFORM_ELEMENTS_PER_THREAD;
+            let config = self.grid_stride_config(shape.im2win_len.div_ceil(per_block) * 256);
+            // SAFETY: `im2win_input_transform_f32(const float* x, float* t, ConvParams p)`
+            // (DESIGN.md); `x` holds `input_len` floats and the workspace from `ws` on at
+            // least `im2win_len` (the plan's layout puts T first), and the kernel stays
+            // inside them for any grid.
+            unsafe { launch.launch(config) }?;
+            ws
+        };
+        let filter_transform = self.function(support::FILTER_TRANSFORM_F32)?;
+        let mut launch = stream.launch_builder(&filter_transform);
+        launch.arg(&f).arg(&ft).arg(params);
+        // One block per 32 × 32 tile of (C·R·S, K rounded up to 4), grid-stride beyond.
+        let k4 = shape.output[1].div_ceil(4) * 4;
+        let tiles = shape.reduction.div_ceil(32) * k4.div_ceil(32);
+        let config = self.grid_stride_config(tiles * GRID_STRIDE_THREADS as usize);
+        // SAFETY: `im2win_filter_transform_f32(const float* f, float* a, ConvParams p)`;
+        // `f` holds `filter_len` floats and the workspace from `ft` on the C·R·S × K4
+        // transformed filter (`Conv2dProblem::transformed_filter_bytes`), for any grid.
+        unsafe { launch.launch(config) }?;
+        Ok(t)
     }
 
     /// The GPU oracle: `output = conv2d(input, filter) + bias` computed directly from `X`
@@ -444,17 +550,18 @@ impl Engine {
             Err(Error::ForeignBuffer { buffer })
         }
     }
+}
 
-    /// The loaded fatbin, loading it on first use.
-    fn module(&self) -> Result<&Arc<CudaModule>> {
-        if let Some(module) = self.module.get() {
-            return Ok(module);
-        }
-        let fatbin = self.kernels.fatbin().ok_or(Error::KernelsNotBuilt)?;
-        let module = self.ctx.load_module(Ptx::from_binary(fatbin.to_vec()))?;
-        // Callers hold the `functions` lock, so no other thread loads concurrently; should
-        // one ever race, its module is dropped and the first one kept.
-        Ok(self.module.get_or_init(|| module))
+/// [`Error::OutOfMemory`] for an allocation of `bytes` for `what` that the device could not
+/// satisfy; any other driver error as it is.
+fn allocation_error(err: DriverError, what: &'static str, bytes: usize) -> Error {
+    match err {
+        DriverError(sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY) => Error::OutOfMemory {
+            what,
+            bytes: bytes as u128,
+            on_device: true,
+        },
+        err => err.into(),
     }
 }
 

@@ -8,6 +8,7 @@
 mod autotune;
 mod dispatch;
 mod engine;
+mod modules;
 mod params;
 mod tuning;
 

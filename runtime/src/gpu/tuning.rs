@@ -29,6 +29,9 @@ pub struct TuningEntry {
     pub problem: Conv2dProblem,
     /// The fastest kernel's name ([`KernelSpec::name`](im2win_codegen::KernelSpec::name)).
     pub kernel: String,
+    /// How many parts its reduction is split into ([`Plan::with_split`]); 1 for none.
+    #[serde(default = "one")]
+    pub splits: u32,
     /// Its median time in milliseconds, transforms included.
     pub median_ms: f64,
     /// The median time of the heuristic's choice, for comparison.
@@ -63,7 +66,9 @@ impl TuningTable {
     pub fn plan(&self, problem: &Conv2dProblem, catalogue: &Catalogue) -> Option<Plan> {
         let entry = self.lookup(problem)?;
         let spec = catalogue.find(&entry.kernel)?;
-        Plan::for_spec(problem, *spec).ok()
+        Plan::for_spec(problem, *spec)
+            .and_then(|plan| plan.with_split(entry.splits))
+            .ok()
     }
 
     /// The table as pretty-printed JSON.
@@ -83,6 +88,11 @@ impl TuningTable {
     }
 }
 
+/// The split count of entries written before splits existed.
+fn one() -> u32 {
+    1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +103,7 @@ mod tests {
         TuningEntry {
             problem,
             kernel: kernel.to_string(),
+            splits: 1,
             median_ms: ms,
             heuristic_ms: ms,
         }

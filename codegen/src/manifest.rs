@@ -1,0 +1,331 @@
+//! The manifest (`im2win.toml`) that names a crate's own specialisations.
+//!
+//! One file, read twice: by `Builder::from_manifest` (feature `generate`) in the
+//! crate's build.rs, which compiles its kernels into `OUT_DIR/<name>.fatbin`, and by
+//! `im2win::conv2d!(.., catalogue = "im2win.toml")`, which checks a request against it at
+//! compile time. Both go through [`Manifest::parse`], so they always agree.
+//!
+//! ```toml
+//! # The module's name: build.rs writes OUT_DIR/custom.fatbin and OUT_DIR/custom.catalogue.json,
+//! # and `im2win::include_kernels!("custom")` embeds them.
+//! name = "custom"
+//! # Optional: targets, as IM2WIN_CUDA_ARCHS spells them (which overrides this).
+//! archs = "80,90"
+//!
+//! [[kernel]]
+//! filter = "9x9"            # or 9; height x width
+//! stride = 3                # or "3x1"; default 1
+//!
+//! [[kernel]]
+//! filter = "5x3"
+//! stride = "2x1"
+//! tile = "64x64x8/4x4"      # or a list of tiles; default: every tile of DEFAULT_TILES
+//!
+//! [[kernel]]
+//! generic = true            # the run-time-geometry kernel, for every tile given
+//! ```
+//!
+//! `dtype = "f32"` is the default (and the only type today). Unknown keys are errors, so
+//! that a typo does not silently drop a kernel.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::catalogue::{Catalogue, DEFAULT_TILES};
+use crate::spec::{DType, FixedGeometry, KernelSpec, SpecError, TileConfig, parse_pair};
+
+/// A parsed manifest: the module's name, its optional targets and its catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The module's name: the stem of `OUT_DIR/<name>.fatbin` and the argument of
+    /// `im2win::include_kernels!`.
+    pub name: String,
+    /// The `archs` entry, unparsed (see `CudaTargets::parse` with feature `generate`).
+    pub archs: Option<String>,
+    /// The specialisations, in manifest order.
+    pub catalogue: Catalogue,
+}
+
+/// Why a manifest could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ManifestError {
+    /// The file, when the manifest came from one.
+    pub path: Option<PathBuf>,
+    /// What is wrong, with the TOML parser's line and column where it has them.
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(f, "{}: {}", path.display(), self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl ManifestError {
+    fn new(message: impl Into<String>) -> Self {
+        ManifestError {
+            path: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks that `name` can be a file stem and a string literal: ASCII letters, digits, `_`
+/// and `-`, not empty.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid module name: use ASCII letters, digits, `_` and `-` \
+             (it becomes OUT_DIR/<name>.fatbin)"
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    #[serde(default)]
+    archs: Option<String>,
+    #[serde(default, rename = "kernel")]
+    kernels: Vec<RawKernel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKernel {
+    #[serde(default)]
+    dtype: Option<String>,
+    #[serde(default)]
+    generic: bool,
+    #[serde(default)]
+    filter: Option<Dims>,
+    #[serde(default)]
+    stride: Option<Dims>,
+    #[serde(default)]
+    tile: Option<Tiles>,
+}
+
+/// `3` or `"3x3"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Dims {
+    Number(u32),
+    Text(String),
+}
+
+impl Dims {
+    fn parse(&self, what: &'static str) -> Result<[u32; 2], SpecError> {
+        match self {
+            Dims::Number(n) => parse_pair(what, &n.to_string()),
+            Dims::Text(text) => parse_pair(what, text),
+        }
+    }
+}
+
+/// `"128x128x8/8x8"` or a list of those.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Tiles {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Manifest {
+    /// Parses a manifest from its text.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| ManifestError::new(e.to_string().trim_end()))?;
+        validate_name(&raw.name).map_err(ManifestError::new)?;
+        let mut kernels = Vec::new();
+        for (index, kernel) in raw.kernels.iter().enumerate() {
+            let context = |e: String| ManifestError::new(format!("[[kernel]] #{}: {e}", index + 1));
+            kernels.extend(kernel.specs().map_err(context)?);
+        }
+        if kernels.is_empty() {
+            return Err(ManifestError::new(
+                "no kernels: add a [[kernel]] table, e.g. `filter = \"9x9\"` and `stride = 3`",
+            ));
+        }
+        let catalogue = Catalogue::new(kernels).map_err(|e| ManifestError::new(e.to_string()))?;
+        Ok(Manifest {
+            name: raw.name,
+            archs: raw.archs,
+            catalogue,
+        })
+    }
+
+    /// Reads and parses the manifest at `path`.
+    pub fn read(path: impl AsRef<Path>) -> Result<Manifest, ManifestError> {
+        let path = path.as_ref();
+        let with_path = |mut e: ManifestError| {
+            e.path = Some(path.to_path_buf());
+            e
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| with_path(ManifestError::new(format!("cannot read it: {e}"))))?;
+        Manifest::parse(&text).map_err(with_path)
+    }
+}
+
+impl RawKernel {
+    fn specs(&self) -> Result<Vec<KernelSpec>, String> {
+        let dtype: DType = match &self.dtype {
+            Some(text) => text.parse().map_err(|e: SpecError| e.to_string())?,
+            None => DType::F32,
+        };
+        let tiles: Vec<TileConfig> = match &self.tile {
+            None => DEFAULT_TILES.to_vec(),
+            Some(Tiles::One(text)) => vec![text.parse().map_err(|e: SpecError| e.to_string())?],
+            Some(Tiles::Many(list)) => list
+                .iter()
+                .map(|t| t.parse())
+                .collect::<Result<_, SpecError>>()
+                .map_err(|e| e.to_string())?,
+        };
+        if tiles.is_empty() {
+            return Err("`tile = []` names no tile".to_string());
+        }
+        if self.generic {
+            if self.filter.is_some() || self.stride.is_some() {
+                return Err(
+                    "a generic kernel takes its filter and stride at run time: drop `filter` and `stride`"
+                        .to_string(),
+                );
+            }
+            return Ok(tiles
+                .into_iter()
+                .map(|tile| KernelSpec::generic(dtype, tile))
+                .collect());
+        }
+        let filter = self
+            .filter
+            .as_ref()
+            .ok_or("`filter` is missing (e.g. `filter = \"9x9\"`), or set `generic = true`")?
+            .parse("filter")
+            .map_err(|e| e.to_string())?;
+        let stride = match &self.stride {
+            Some(stride) => stride.parse("stride").map_err(|e| e.to_string())?,
+            None => [1, 1],
+        };
+        let geometry = FixedGeometry::new(filter, stride);
+        Ok(tiles
+            .into_iter()
+            .map(|tile| KernelSpec::fixed(dtype, geometry, tile))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Geometry;
+
+    #[test]
+    fn parses_every_form() {
+        let manifest = Manifest::parse(
+            r#"
+            name = "custom"
+            archs = "90"
+            [[kernel]]
+            filter = "9x9"
+            stride = 3
+            [[kernel]]
+            filter = 5
+            stride = "2x1"
+            tile = ["64x64x8/4x4", "b128x128x8_t8x8"]
+            [[kernel]]
+            generic = true
+            tile = "128x128x8/8x8"
+            [[kernel]]
+            filter = "2x1"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(manifest.name, "custom");
+        assert_eq!(manifest.archs.as_deref(), Some("90"));
+        let names: Vec<String> = manifest
+            .catalogue
+            .kernels
+            .iter()
+            .map(|k| k.name())
+            .collect();
+        // Without `tile`, a kernel gets every default tile.
+        let tiles = DEFAULT_TILES.len();
+        let mut expected: Vec<String> = DEFAULT_TILES
+            .iter()
+            .map(|t| format!("im2win_f32_r9s9_s3x3_{}", t.name()))
+            .collect();
+        expected.extend([
+            "im2win_f32_r5s5_s2x1_b64x64x8_t4x4".to_string(),
+            "im2win_f32_r5s5_s2x1_b128x128x8_t8x8".to_string(),
+            "im2win_f32_generic_b128x128x8_t8x8".to_string(),
+        ]);
+        expected.extend(
+            DEFAULT_TILES
+                .iter()
+                .map(|t| format!("im2win_f32_r2s1_s1x1_{}", t.name())),
+        );
+        assert_eq!(names, expected);
+        assert!(matches!(
+            manifest.catalogue.kernels[tiles + 2].geometry,
+            Geometry::Generic
+        ));
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let cases = [
+            (
+                "name = \"a b\"\n[[kernel]]\nfilter = 3",
+                "not a valid module name",
+            ),
+            ("name = \"x\"", "no kernels"),
+            (
+                "name = \"x\"\n[[kernel]]\nstride = 2",
+                "`filter` is missing",
+            ),
+            (
+                "name = \"x\"\n[[kernel]]\nfilter = \"3y3\"",
+                "not a valid filter",
+            ),
+            ("name = \"x\"\n[[kernel]]\nfilter = 3\nstrde = 2", "strde"),
+            (
+                "name = \"x\"\n[[kernel]]\nfilter = 3\ntile = \"8x8x8/8x8\"",
+                "invalid tile",
+            ),
+            (
+                "name = \"x\"\n[[kernel]]\nfilter = 3\n[[kernel]]\nfilter = 3",
+                "twice",
+            ),
+            (
+                "name = \"x\"\n[[kernel]]\ngeneric = true\nfilter = 3",
+                "drop `filter`",
+            ),
+            (
+                "name = \"x\"\n[[kernel]]\nfilter = 3\ndtype = \"f64\"",
+                "unknown data type",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Manifest::parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+        let err = Manifest::read("/nonexistent/im2win.toml").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/im2win.toml: cannot read it")
+        );
+    }
+}

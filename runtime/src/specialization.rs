@@ -1,0 +1,348 @@
+//! A specialisation fixed at compile time: what `im2win::conv2d!` expands to.
+
+use std::fmt;
+
+use cudarc::driver::{DevicePtr, DevicePtrMut};
+use im2win_codegen::{Catalogue, DType, Geometry, KernelSpec, TileConfig};
+
+use crate::error::{Error, Result};
+use crate::gpu::{Engine, Plan, supports};
+use crate::problem::Conv2dProblem;
+
+/// A kernel specialisation named at compile time: data type, filter size and stride, and
+/// optionally the tile.
+///
+/// `im2win::conv2d!(f32, filter = 3x3, stride = 1)` checks the request against the catalogue
+/// at compile time and expands to a `const` of this type, so a program that compiles names
+/// only kernels that exist. At run time it skips dispatch: [`Engine::conv2d_specialized`]
+/// launches its kernel, after checking that the problem has its filter size and stride
+/// ([`Error::SpecMismatch`] otherwise). With a tile the kernel is exactly that spec
+/// ([`Specialization::spec`]); without one, the tile is chosen per problem among the
+/// compiled tiles of this geometry, as [`Engine::plan`] would.
+///
+/// ```
+/// use im2win_codegen::{DType, FixedGeometry, Geometry};
+/// use im2win_runtime::{Conv2dProblem, Error, Specialization};
+///
+/// // What `im2win::conv2d!(f32, filter = 3x3, stride = 1)` expands to.
+/// const CONV3X3: Specialization = Specialization::new(
+///     DType::F32,
+///     Geometry::Fixed(FixedGeometry::square(3, 1)),
+///     None,
+///     "im2win",
+/// );
+/// assert_eq!(CONV3X3.to_string(), "im2win_f32_r3s3_s1x1_*");
+/// let wrong = Conv2dProblem::new([1, 8, 16, 16], [8, 8, 5, 5]);
+/// assert!(matches!(CONV3X3.check(&wrong), Err(Error::SpecMismatch { .. })));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Specialization {
+    dtype: DType,
+    geometry: Geometry,
+    tile: Option<TileConfig>,
+    catalogue: &'static str,
+}
+
+impl Specialization {
+    /// A specialisation of `dtype` and `geometry`, with a fixed `tile` or (`None`) the tile
+    /// chosen per problem, from the catalogue named `catalogue` (`im2win` for the default
+    /// one, else the `name` of a crate's manifest). `im2win::conv2d!` calls this after
+    /// checking that the catalogue has it; made by hand, the check happens at run time
+    /// ([`Error::SpecNotLoaded`]).
+    pub const fn new(
+        dtype: DType,
+        geometry: Geometry,
+        tile: Option<TileConfig>,
+        catalogue: &'static str,
+    ) -> Self {
+        Specialization {
+            dtype,
+            geometry,
+            tile,
+            catalogue,
+        }
+    }
+
+    /// The element type.
+    pub const fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The filter size and stride (or [`Geometry::Generic`]).
+    pub const fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// The tile, when fixed.
+    pub const fn tile(&self) -> Option<TileConfig> {
+        self.tile
+    }
+
+    /// The catalogue it was found in: `im2win` or a manifest's name.
+    pub const fn catalogue(&self) -> &'static str {
+        self.catalogue
+    }
+
+    /// The kernel, when the tile is fixed.
+    pub const fn spec(&self) -> Option<KernelSpec> {
+        match self.tile {
+            Some(tile) => Some(KernelSpec {
+                dtype: self.dtype,
+                geometry: self.geometry,
+                tile,
+            }),
+            None => None,
+        }
+    }
+
+    /// Whether its kernels compute `problem`: the same filter size and stride, and dilation
+    /// 1 along every axis where the filter is longer than 1 (always, for the generic kernel).
+    pub fn supports(&self, problem: &Conv2dProblem) -> bool {
+        let spec = KernelSpec {
+            dtype: self.dtype,
+            geometry: self.geometry,
+            tile: self.tile.unwrap_or(TileConfig::PAPER),
+        };
+        supports(&spec, problem)
+    }
+
+    /// Checks that its kernels compute `problem` ([`Specialization::supports`]).
+    ///
+    /// # Errors
+    /// [`Error::SpecMismatch`] naming the kernel and the problem's geometry.
+    pub fn check(&self, problem: &Conv2dProblem) -> Result<()> {
+        if self.supports(problem) {
+            return Ok(());
+        }
+        Err(Error::SpecMismatch {
+            kernel: self.to_string(),
+            filter: [problem.filter[2], problem.filter[3]],
+            stride: problem.stride,
+            dilation: problem.dilation,
+        })
+    }
+
+    /// The plan that runs `problem` with this specialisation, given the kernels available
+    /// (`catalogue`, usually `engine.kernels().catalogue()`) and the GPU's multiprocessors.
+    ///
+    /// # Errors
+    /// Any validation error of [`Conv2dProblem::shape`]; [`Error::SpecMismatch`] for a
+    /// problem of another geometry; [`Error::SpecNotLoaded`] when `catalogue` lacks the
+    /// kernel; [`Error::TooLarge`] when the grid exceeds CUDA's limits.
+    pub fn plan(
+        &self,
+        problem: &Conv2dProblem,
+        catalogue: &Catalogue,
+        multiprocessors: usize,
+    ) -> Result<Plan> {
+        problem.shape()?;
+        self.check(problem)?;
+        let candidates: Vec<KernelSpec> = catalogue
+            .kernels
+            .iter()
+            .filter(|k| {
+                k.dtype == self.dtype
+                    && k.geometry == self.geometry
+                    && self.tile.is_none_or(|tile| tile == k.tile)
+            })
+            .copied()
+            .collect();
+        match (self.spec(), candidates.is_empty()) {
+            (_, true) => Err(Error::SpecNotLoaded {
+                kernel: self.to_string(),
+                catalogue: self.catalogue,
+            }),
+            (Some(spec), false) => Plan::for_spec(problem, spec),
+            // Every candidate has this geometry, which computes the problem: the heuristic
+            // only chooses the tile.
+            (None, false) => Plan::new(
+                problem,
+                &Catalogue {
+                    kernels: candidates,
+                },
+                multiprocessors,
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Specialization {
+    /// The kernel name, e.g. `im2win_f32_r3s3_s1x1_b128x128x8_t8x8`; without a fixed tile
+    /// the tile part is `*`: `im2win_f32_r3s3_s1x1_*`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(spec) = self.spec() {
+            return write!(f, "{spec}");
+        }
+        // The name of the spec with some tile, cut before the tile part.
+        let name = KernelSpec {
+            dtype: self.dtype,
+            geometry: self.geometry,
+            tile: TileConfig::PAPER,
+        }
+        .name();
+        let stem = name.rsplitn(3, '_').nth(2).unwrap_or(&name);
+        write!(f, "{stem}_*")
+    }
+}
+
+impl Engine {
+    /// The plan that runs `problem` with `specialization` ([`Specialization::plan`] on this
+    /// engine's kernels): no dispatch among geometries, and the tuning table is not
+    /// consulted.
+    ///
+    /// # Errors
+    /// As [`Specialization::plan`].
+    pub fn plan_specialized(
+        &self,
+        specialization: &Specialization,
+        problem: &Conv2dProblem,
+    ) -> Result<Plan> {
+        specialization.plan(problem, self.kernels().catalogue(), self.multiprocessors())
+    }
+
+    /// `output = conv2d(input, filter) + bias` with the kernel of `specialization` (usually
+    /// a `const` from `im2win::conv2d!`), refusing a problem of another filter size or
+    /// stride ([`Error::SpecMismatch`]). Buffers and workspace as [`Engine::conv2d_with`].
+    ///
+    /// # Errors
+    /// As [`Engine::plan_specialized`] and [`Engine::conv2d_with`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_specialized(
+        &self,
+        specialization: &Specialization,
+        problem: &Conv2dProblem,
+        input: &dyn DevicePtr<f32>,
+        filter: &dyn DevicePtr<f32>,
+        bias: Option<&dyn DevicePtr<f32>>,
+        output: &mut dyn DevicePtrMut<f32>,
+        workspace: Option<&mut dyn DevicePtrMut<u8>>,
+    ) -> Result<()> {
+        let plan = self.plan_specialized(specialization, problem)?;
+        self.conv2d_with(&plan, input, filter, bias, output, workspace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use im2win_codegen::FixedGeometry;
+
+    use super::*;
+
+    const H200_SMS: usize = 132;
+
+    fn geometry(size: u32, stride: u32) -> Geometry {
+        Geometry::Fixed(FixedGeometry::square(size, stride))
+    }
+
+    fn small_tile() -> TileConfig {
+        TileConfig {
+            block_m: 64,
+            block_n: 64,
+            block_k: 8,
+            thread_m: 4,
+            thread_n: 4,
+        }
+    }
+
+    fn catalogue() -> Catalogue {
+        let mut kernels = Catalogue::default_catalogue().kernels;
+        let small = KernelSpec {
+            dtype: DType::F32,
+            geometry: geometry(3, 1),
+            tile: small_tile(),
+        };
+        if !kernels.contains(&small) {
+            kernels.push(small);
+        }
+        Catalogue::new(kernels).unwrap()
+    }
+
+    #[test]
+    fn fixed_tile_is_exactly_that_kernel() {
+        let handle = Specialization::new(
+            DType::F32,
+            geometry(3, 1),
+            Some(TileConfig::PAPER),
+            "im2win",
+        );
+        let problem = Conv2dProblem::new([2, 4, 20, 20], [8, 4, 3, 3]);
+        let plan = handle.plan(&problem, &catalogue(), H200_SMS).unwrap();
+        assert_eq!(Some(*plan.kernel()), handle.spec());
+        assert_eq!(handle.to_string(), "im2win_f32_r3s3_s1x1_b128x128x8_t8x8");
+    }
+
+    #[test]
+    fn open_tile_is_chosen_among_the_geometry_s_tiles() {
+        let handle = Specialization::new(DType::F32, geometry(3, 1), None, "im2win");
+        assert_eq!(handle.to_string(), "im2win_f32_r3s3_s1x1_*");
+        assert_eq!(handle.spec(), None);
+        // The dispatch heuristic, run over this geometry's kernels only.
+        let problem = Conv2dProblem::new([1, 4, 10, 10], [8, 4, 3, 3]);
+        let plan = handle.plan(&problem, &catalogue(), H200_SMS).unwrap();
+        let own = Catalogue {
+            kernels: catalogue()
+                .matching(DType::F32, geometry(3, 1))
+                .copied()
+                .collect(),
+        };
+        assert!(own.kernels.contains(&KernelSpec {
+            dtype: DType::F32,
+            geometry: geometry(3, 1),
+            tile: small_tile(),
+        }));
+        assert_eq!(plan, Plan::new(&problem, &own, H200_SMS).unwrap());
+        assert_eq!(plan.kernel().geometry, geometry(3, 1));
+        let generic = Specialization::new(DType::F32, Geometry::Generic, None, "im2win");
+        assert_eq!(generic.to_string(), "im2win_f32_generic_*");
+        let plan = generic.plan(&problem, &catalogue(), H200_SMS).unwrap();
+        assert_eq!(plan.kernel().geometry, Geometry::Generic);
+    }
+
+    #[test]
+    fn other_geometries_are_refused() {
+        let handle = Specialization::new(DType::F32, geometry(3, 1), None, "im2win");
+        let cases = [
+            Conv2dProblem::new([1, 4, 20, 20], [8, 4, 5, 5]),
+            Conv2dProblem::new([1, 4, 20, 20], [8, 4, 3, 3]).with_stride([2, 2]),
+            Conv2dProblem::new([1, 4, 20, 20], [8, 4, 3, 3]).with_dilation([2, 1]),
+        ];
+        for problem in cases {
+            let err = handle.plan(&problem, &catalogue(), H200_SMS).unwrap_err();
+            assert!(matches!(err, Error::SpecMismatch { .. }), "{err}");
+            assert!(err.to_string().contains("im2win_f32_r3s3_s1x1_*"), "{err}");
+        }
+        // Validation errors come first.
+        let bad = Conv2dProblem::new([1, 4, 20, 20], [8, 5, 5, 5]);
+        assert!(matches!(
+            handle.plan(&bad, &catalogue(), H200_SMS),
+            Err(Error::ChannelMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_kernel_the_engine_lacks_is_a_clear_error() {
+        let handle = Specialization::new(DType::F32, geometry(9, 3), None, "custom");
+        let problem = Conv2dProblem::new([1, 4, 30, 30], [8, 4, 9, 9]).with_stride([3, 3]);
+        let err = handle.plan(&problem, &catalogue(), H200_SMS).unwrap_err();
+        assert!(matches!(err, Error::SpecNotLoaded { .. }), "{err}");
+        assert!(
+            err.to_string().contains("include_kernels!(\"custom\")"),
+            "{err}"
+        );
+        // A tile the catalogue lacks, for a geometry it has.
+        let odd = TileConfig {
+            block_m: 32,
+            block_n: 64,
+            block_k: 8,
+            thread_m: 2,
+            thread_n: 8,
+        };
+        assert!(odd.validate().is_ok());
+        let tiled = Specialization::new(DType::F32, geometry(3, 1), Some(odd), "x");
+        let problem = Conv2dProblem::new([1, 4, 20, 20], [8, 4, 3, 3]);
+        let err = tiled
+            .plan(&problem, &Catalogue::default_catalogue(), H200_SMS)
+            .unwrap_err();
+        assert!(matches!(err, Error::SpecNotLoaded { .. }), "{err}");
+    }
+}
