@@ -13,6 +13,7 @@
 #   examples    every example: quickstart, macro, resnet50 and custom-kernels (the crate in
 #               examples/custom-kernels); each checks its results and exits non-zero if wrong
 #   bench ARGS  the benchmark binary `im2win` with ARGS (everything after `bench`)
+#   results     the benchmark runs of bench/results/README.md, packed into results.tar
 #   all         tests sanitize quickstart (the default)
 #
 # Logs go to $OUT (default .device/out), at most 7 files: tests.log,
@@ -218,11 +219,32 @@ stage_bench() {
     "$bundle/bin/$name" "$@"
 }
 
+# The benchmark runs of issue 3, one after another, into $out/results.tar (JSON and SVG
+# per run; one archive because at most 8 files come back from the GPU machine).
+stage_results() {
+  local log="$out/bench.log" name dir suite batch dest="$out/results"
+  : >"$log"
+  read -r name dir < <(manifest bin im2win-bench--im2win)
+  if [ -z "${name:-}" ]; then
+    rows+=("results|MISSING|0|the benchmark binary is not in the bundle")
+    failed=1
+    return
+  fi
+  mkdir -p "$dest"
+  for run in "paper 128" "resnet50 1" "resnet50 32" "resnet50 128" "vgg16 32"; do
+    read -r suite batch <<<"$run"
+    run_binary "$log" results "im2win bench --suite $suite --batch $batch" \
+      "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$name" bench --suite "$suite" \
+      --batch "$batch" --out "$dest/$suite-f32-n$batch.json" --chart "$dest/$suite-f32-n$batch.svg"
+  done
+  tar -C "$out" -cf "$out/results.tar" results && rm -rf "$dest"
+}
+
 stages=()
 bench_args=()
 while [ $# -gt 0 ]; do
   case $1 in
-    tests | sanitize | quickstart | examples) stages+=("$1") ;;
+    tests | sanitize | quickstart | examples | results) stages+=("$1") ;;
     all) stages+=(tests sanitize quickstart) ;;
     bench)
       shift
@@ -231,7 +253,7 @@ while [ $# -gt 0 ]; do
       break
       ;;
     *)
-      echo "device-run: unknown stage '$1' (tests, sanitize, quickstart, examples, bench ARGS, all)" >&2
+      echo "device-run: unknown stage '$1' (tests, sanitize, quickstart, examples, results, bench ARGS, all)" >&2
       exit 2
       ;;
   esac
@@ -249,6 +271,7 @@ for stage in "${stages[@]}"; do
     quickstart) stage_quickstart ;;
     examples) stage_examples ;;
     bench) stage_bench "${bench_args[@]}" ;;
+    results) stage_results ;;
   esac
 done
 

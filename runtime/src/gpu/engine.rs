@@ -1,4 +1,4 @@
-//! The engine: one CUDA context and stream, the lazily loaded fatbin, and the launches.
+//! The engine: one CUDA context and stream, the fatbins (loaded when the engine starts), and the launches.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,7 +34,7 @@ const WORKSPACE_ALIGNMENT: u64 = 256;
 /// Runs im2win convolutions on one GPU.
 ///
 /// Owns a CUDA context (the device's primary context), its own non-blocking stream, a
-/// [`KernelModule`] whose fatbin is loaded on first use, and a workspace that grows to the
+/// [`KernelModule`] whose fatbins are loaded when the engine starts, and a workspace that grows to the
 /// largest problem run without a caller-supplied one. Every launch goes to [`Engine::stream`]
 /// and nothing synchronises implicitly: synchronise the stream (or copy results back, which
 /// does) before reading results on the host.
@@ -45,7 +45,7 @@ pub struct Engine {
     stream: Arc<CudaStream>,
     kernels: KernelModule,
     multiprocessors: usize,
-    /// One CUDA module per fatbin of `kernels`, each loaded on first use.
+    /// One CUDA module per fatbin of `kernels`, loaded by `Engine::new` (or on first use, for a module added later).
     modules: LoadedModules,
     functions: Mutex<HashMap<String, CudaFunction>>,
     workspace: Mutex<Option<CudaSlice<u8>>>,
@@ -68,8 +68,10 @@ impl Engine {
     /// An engine on device `ordinal` that launches the kernels of `kernels` (the default
     /// ones are `im2win::kernels()`).
     ///
-    /// The fatbin is not loaded yet: a module built without nvcc still gives a working
-    /// engine for [`Engine::plan`], and launches fail with [`Error::KernelsNotBuilt`].
+    /// The fatbins and their kernels are loaded here, so the first call on a new shape costs
+    /// no more than a later one (plus the engine's own workspace, when the caller passes
+    /// none). A module built without nvcc still gives a working engine for
+    /// [`Engine::plan`], and launches fail with [`Error::KernelsNotBuilt`].
     ///
     /// # Errors
     /// [`Error::DriverNotFound`] when libcuda cannot be loaded, [`Error::NoDevice`] when
@@ -94,7 +96,7 @@ impl Engine {
         let multiprocessors =
             ctx.attribute(sys::CUdevice_attribute_enum::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let tuning = RwLock::new(TuningTable::new(ctx.name()?));
-        Ok(Engine {
+        let engine = Engine {
             ctx,
             stream,
             kernels,
@@ -103,7 +105,25 @@ impl Engine {
             functions: Mutex::new(HashMap::new()),
             workspace: Mutex::new(None),
             tuning,
-        })
+        };
+        engine.preload()?;
+        Ok(engine)
+    }
+
+    /// Loads the fatbins and every kernel they hold now, so that the first convolution of
+    /// a new shape costs no module load (the load takes milliseconds, many times a small
+    /// convolution). A module built without kernels is left for the launch to report.
+    fn preload(&self) -> Result<()> {
+        if !self.kernels.is_built() {
+            return Ok(());
+        }
+        for name in support::ALL {
+            self.function(name)?;
+        }
+        for spec in &self.kernels.catalogue().kernels {
+            self.function(&spec.name())?;
+        }
+        Ok(())
     }
 
     /// The same engine, using `table`'s measured choices if it was made on this GPU model
