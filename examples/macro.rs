@@ -20,6 +20,7 @@ use std::error::Error as StdError;
 use std::process::ExitCode;
 
 use cudarc::driver::sys::CUevent_flags;
+use im2win::cpu::relative_error;
 use im2win::{Conv2dProblem, Engine, Error, Padding, Specialization};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -108,17 +109,6 @@ fn gpu_required() -> bool {
 /// `len` values uniform in `[-1, 1]`.
 fn random_data(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0..=1.0)).collect()
-}
-
-/// `‖out − reference‖₂ / ‖reference‖₂`.
-fn relative_error(out: &[f32], reference: &[f64]) -> f64 {
-    let diff: f64 = out
-        .iter()
-        .zip(reference)
-        .map(|(&o, &r)| (f64::from(o) - r).powi(2))
-        .sum();
-    let norm: f64 = reference.iter().map(|r| r * r).sum();
-    (diff / norm).sqrt()
 }
 
 /// Runs every layer with its specialisation on GPU 0; returns the worst relative error.

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 
 use cudarc::driver::sys::CUevent_flags;
 use im2win::codegen::{DType, FixedGeometry, Geometry};
+use im2win::cpu::relative_error;
 use im2win::{Conv2dProblem, Engine, Error, KernelModule, Padding, Plan, Specialization};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -120,17 +121,6 @@ fn gpu_required() -> bool {
 /// `len` values uniform in `[-1, 1]`.
 fn random_data(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0..=1.0)).collect()
-}
-
-/// `‖out − reference‖₂ / ‖reference‖₂`.
-fn relative_error(out: &[f32], reference: &[f64]) -> f64 {
-    let diff: f64 = out
-        .iter()
-        .zip(reference)
-        .map(|(&o, &r)| (f64::from(o) - r).powi(2))
-        .sum();
-    let norm: f64 = reference.iter().map(|r| r * r).sum();
-    (diff / norm).sqrt()
 }
 
 /// Runs `problem` on GPU 0 through the specialisation and through dispatch, times the custom

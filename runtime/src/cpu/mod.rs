@@ -17,7 +17,7 @@ mod oracle;
 
 pub use backend::conv2d;
 pub use im2win::{im2win_filter, im2win_input};
-pub use oracle::reference_conv2d;
+pub use oracle::{reference_conv2d, relative_error};
 
 use crate::error::{Error, Result};
 use crate::problem::{Conv2dProblem, ProblemShape};

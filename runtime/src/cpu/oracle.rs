@@ -82,6 +82,25 @@ pub fn reference_conv2d(
     Ok(output)
 }
 
+/// How far a float32 result is from the float64 oracle: `‖out − reference‖₂ / ‖reference‖₂`,
+/// or the absolute `‖out − reference‖₂` when the reference is all zeros (every window in
+/// the padding, no bias). Slices of different lengths are infinitely far apart.
+pub fn relative_error(out: &[f32], reference: &[f64]) -> f64 {
+    if out.len() != reference.len() {
+        return f64::INFINITY;
+    }
+    let (mut diff, mut norm) = (0.0_f64, 0.0_f64);
+    for (&o, &r) in out.iter().zip(reference) {
+        diff += (f64::from(o) - r).powi(2);
+        norm += r * r;
+    }
+    if norm == 0.0 {
+        diff.sqrt()
+    } else {
+        (diff / norm).sqrt()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

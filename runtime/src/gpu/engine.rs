@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError,
-    LaunchConfig, PushKernelArg, sys,
+    LaunchConfig, PushKernelArg, SyncOnDrop, sys,
 };
 use im2win_codegen::catalogue::support;
 
@@ -340,14 +340,7 @@ impl Engine {
         {
             let (x, _x_sync) = input.device_ptr(stream);
             let (f, _f_sync) = filter.device_ptr(stream);
-            let (b, _b_sync) = match bias {
-                Some(bias) => {
-                    let (ptr, sync) = bias.device_ptr(stream);
-                    (ptr, Some(sync))
-                }
-                // The kernel ignores the pointer when has_bias == 0.
-                None => (0, None),
-            };
+            let (b, _b_sync) = bias_ptr(bias, stream);
             let (y, _y_sync) = output.device_ptr_mut(stream);
             let (ws, _ws_sync) = workspace.device_ptr_mut(stream);
             if ws % WORKSPACE_ALIGNMENT != 0 {
@@ -508,13 +501,7 @@ impl Engine {
         {
             let (x, _x_sync) = input.device_ptr(stream);
             let (f, _f_sync) = filter.device_ptr(stream);
-            let (b, _b_sync) = match bias {
-                Some(bias) => {
-                    let (ptr, sync) = bias.device_ptr(stream);
-                    (ptr, Some(sync))
-                }
-                None => (0, None),
-            };
+            let (b, _b_sync) = bias_ptr(bias, stream);
             let (y, _y_sync) = output.device_ptr_mut(stream);
             let mut launch = stream.launch_builder(&direct);
             launch.arg(&x).arg(&f).arg(&b).arg(&y).arg(&params);
@@ -582,6 +569,21 @@ fn allocation_error(err: DriverError, what: &'static str, bytes: usize) -> Error
             on_device: true,
         },
         err => err.into(),
+    }
+}
+
+/// The device address of an optional bias, 0 when there is none (the kernels ignore it
+/// when `has_bias == 0`), with the guard that records the launch in the bias's events.
+fn bias_ptr<'a>(
+    bias: Option<&'a dyn DevicePtr<f32>>,
+    stream: &'a CudaStream,
+) -> (sys::CUdeviceptr, Option<SyncOnDrop<'a>>) {
+    match bias {
+        Some(bias) => {
+            let (ptr, sync) = bias.device_ptr(stream);
+            (ptr, Some(sync))
+        }
+        None => (0, None),
     }
 }
 

@@ -106,24 +106,14 @@ pub fn random_data(rng: &mut impl Rng, len: usize) -> Vec<f32> {
         .collect()
 }
 
-/// `‖out − reference‖₂ / ‖reference‖₂`, or `‖out − reference‖₂` when the reference is all
-/// zeros (every window in the padding, no bias).
+/// [`im2win_runtime::cpu::relative_error`], insisting that the lengths match.
 pub fn relative_error(out: &[f32], reference: &[f64]) -> f64 {
     assert_eq!(
         out.len(),
         reference.len(),
         "output and reference lengths differ"
     );
-    let (mut diff, mut norm) = (0.0_f64, 0.0_f64);
-    for (&o, &r) in out.iter().zip(reference) {
-        diff += (f64::from(o) - r).powi(2);
-        norm += r * r;
-    }
-    if norm == 0.0 {
-        diff.sqrt()
-    } else {
-        (diff / norm).sqrt()
-    }
+    im2win_runtime::cpu::relative_error(out, reference)
 }
 
 /// The seed of a randomised test: `IM2WIN_TEST_SEED` if set (to explore other cases),
