@@ -7,12 +7,14 @@
 
 use std::path::PathBuf;
 
+mod common;
+
+use common::unusual_specs;
+
 use im2win_codegen::catalogue::support;
 use im2win_codegen::fatbin::{self, ImageKind};
 use im2win_codegen::render::Renderer;
-use im2win_codegen::{
-    Catalogue, CudaTargets, DType, FixedGeometry, KernelSpec, Nvcc, NvccError, TileConfig,
-};
+use im2win_codegen::{Catalogue, CudaTargets, KernelSpec, Nvcc, NvccError};
 
 /// nvcc, or `None` (after saying why) when it is absent and not required.
 fn nvcc() -> Option<Nvcc> {
@@ -107,35 +109,7 @@ fn default_catalogue_compiles_into_one_complete_fatbin() -> Result<(), NvccError
 #[test]
 fn unusual_specs_compile() -> Result<(), NvccError> {
     let Some(nvcc) = nvcc() else { return Ok(()) };
-    let tile = |block_m, block_n, block_k, thread_m, thread_n| TileConfig {
-        block_m,
-        block_n,
-        block_k,
-        thread_m,
-        thread_n,
-    };
-    let rect = FixedGeometry {
-        filter_h: 3,
-        filter_w: 5,
-        stride_h: 1,
-        stride_w: 2,
-    };
-    let catalogue = Catalogue::new(vec![
-        // Non-square filter, different strides, 4x4 per thread: runs of 2 per loader.
-        KernelSpec::fixed(DType::F32, rect, tile(64, 64, 8, 4, 4)),
-        // Thread tiles that are not multiples of 4 take the scalar shared-memory path; three
-        // single-element runs per loader.
-        KernelSpec::fixed(
-            DType::F32,
-            FixedGeometry::square(1, 1),
-            tile(48, 32, 16, 3, 2),
-        ),
-        // A stage depth that is not a power of two.
-        KernelSpec::generic(DType::F32, tile(64, 64, 12, 4, 4)),
-        // One warp per block: each thread loads more than a stage's depth, in two runs.
-        KernelSpec::generic(DType::F32, tile(64, 32, 4, 8, 8)),
-    ])
-    .expect("valid specs");
+    let catalogue = Catalogue::new(unusual_specs()).expect("valid specs");
     let sources = Renderer::new()
         .and_then(|r| r.catalogue(&catalogue))
         .expect("the specs render");

@@ -15,36 +15,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use im2win_codegen::render::Renderer;
-use im2win_codegen::{Catalogue, DType, FixedGeometry, Geometry, KernelSpec, TileConfig};
+mod common;
 
-/// Unusual specs, beside the default catalogue: every loader shape and both shared-memory
-/// read paths.
-fn unusual_specs() -> Vec<KernelSpec> {
-    let tile = |block_m, block_n, block_k, thread_m, thread_n| TileConfig {
-        block_m,
-        block_n,
-        block_k,
-        thread_m,
-        thread_n,
-    };
-    let rect = FixedGeometry {
-        filter_h: 3,
-        filter_w: 5,
-        stride_h: 1,
-        stride_w: 2,
-    };
-    vec![
-        KernelSpec::fixed(DType::F32, rect, tile(64, 64, 8, 4, 4)),
-        KernelSpec::fixed(
-            DType::F32,
-            FixedGeometry::square(1, 1),
-            tile(48, 32, 16, 3, 2),
-        ),
-        KernelSpec::generic(DType::F32, tile(64, 64, 12, 4, 4)),
-        KernelSpec::generic(DType::F32, tile(64, 32, 4, 8, 8)),
-    ]
-}
+use common::unusual_specs;
+
+use im2win_codegen::render::Renderer;
+use im2win_codegen::{Catalogue, FixedGeometry, Geometry};
 
 /// The driver's kernel table (`kernels.h`): includes the shim and the rendered unit, then one
 /// row per convolution kernel.

@@ -1,0 +1,36 @@
+//! Specs shared by the codegen tests.
+
+use im2win_codegen::{DType, FixedGeometry, KernelSpec, TileConfig};
+
+/// Unusual specs, beside the default catalogue: every loader shape and both shared-memory
+/// read paths. `compile.rs` compiles them with nvcc; `emulate.rs` runs them on the CPU.
+pub fn unusual_specs() -> Vec<KernelSpec> {
+    let tile = |block_m, block_n, block_k, thread_m, thread_n| TileConfig {
+        block_m,
+        block_n,
+        block_k,
+        thread_m,
+        thread_n,
+    };
+    let rect = FixedGeometry {
+        filter_h: 3,
+        filter_w: 5,
+        stride_h: 1,
+        stride_w: 2,
+    };
+    vec![
+        // Non-square filter, different strides, 4x4 per thread: runs of 2 per loader.
+        KernelSpec::fixed(DType::F32, rect, tile(64, 64, 8, 4, 4)),
+        // Thread tiles that are not multiples of 4 take the scalar shared-memory path; three
+        // single-element runs per loader.
+        KernelSpec::fixed(
+            DType::F32,
+            FixedGeometry::square(1, 1),
+            tile(48, 32, 16, 3, 2),
+        ),
+        // A stage depth that is not a power of two.
+        KernelSpec::generic(DType::F32, tile(64, 64, 12, 4, 4)),
+        // One warp per block: each thread loads more than a stage's depth, in two runs.
+        KernelSpec::generic(DType::F32, tile(64, 32, 4, 8, 8)),
+    ]
+}
