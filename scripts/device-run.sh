@@ -13,7 +13,9 @@
 #   examples    every example: quickstart, macro, resnet50 and custom-kernels (the crate in
 #               examples/custom-kernels); each checks its results and exits non-zero if wrong
 #   bench ARGS  the benchmark binary `im2win` with ARGS (everything after `bench`)
-#   results     the benchmark runs of bench/results/README.md, packed into results.tar
+#   tune        `im2win tune` (every default suite and batch), the table into $OUT/tuning.json
+#   results     the benchmark runs of bench/results/README.md (the five suites and the
+#               ablation), packed into results.tar
 #   all         tests sanitize quickstart (the default)
 #
 # Logs go to $OUT (default .device/out), at most 7 files: tests.log,
@@ -219,8 +221,22 @@ stage_bench() {
     "$bundle/bin/$name" "$@"
 }
 
-# The benchmark runs of issue 3, one after another, into $out/results.tar (JSON and SVG
-# per run; one archive because at most 8 files come back from the GPU machine).
+stage_tune() {
+  local log="$out/tune.log" name dir
+  : >"$log"
+  read -r name dir < <(manifest bin im2win-bench--im2win)
+  if [ -z "${name:-}" ]; then
+    rows+=("tune|MISSING|0|the benchmark binary is not in the bundle")
+    failed=1
+    return
+  fi
+  run_binary "$log" tune "im2win tune" "${IM2WIN_TUNE_TIMEOUT:-560}" "$root" -- \
+    "$bundle/bin/$name" tune --out "$out/tuning.json"
+}
+
+# The benchmark runs of bench/results/README.md, one after another, into $out/results.tar
+# (JSON, SVG and ablation table per run; one archive because at most 8 files come back from
+# the GPU machine).
 stage_results() {
   local log="$out/bench.log" name dir suite batch dest="$out/results"
   : >"$log"
@@ -237,6 +253,10 @@ stage_results() {
       "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$name" bench --suite "$suite" \
       --batch "$batch" --out "$dest/$suite-f32-n$batch.json" --chart "$dest/$suite-f32-n$batch.svg"
   done
+  run_binary "$log" results "im2win bench --suite paper --batch 128 --methods ablation" \
+    "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$name" bench --suite paper \
+    --batch 128 --methods ablation --out "$dest/ablation-paper-f32-n128.json" \
+    --chart "$dest/ablation-paper-f32-n128.svg"
   tar -C "$out" -cf "$out/results.tar" results && rm -rf "$dest"
 }
 
@@ -244,7 +264,7 @@ stages=()
 bench_args=()
 while [ $# -gt 0 ]; do
   case $1 in
-    tests | sanitize | quickstart | examples | results) stages+=("$1") ;;
+    tests | sanitize | quickstart | examples | tune | results) stages+=("$1") ;;
     all) stages+=(tests sanitize quickstart) ;;
     bench)
       shift
@@ -253,7 +273,7 @@ while [ $# -gt 0 ]; do
       break
       ;;
     *)
-      echo "device-run: unknown stage '$1' (tests, sanitize, quickstart, examples, results, bench ARGS, all)" >&2
+      echo "device-run: unknown stage '$1' (tests, sanitize, quickstart, examples, tune, results, bench ARGS, all)" >&2
       exit 2
       ;;
   esac
@@ -271,6 +291,7 @@ for stage in "${stages[@]}"; do
     quickstart) stage_quickstart ;;
     examples) stage_examples ;;
     bench) stage_bench "${bench_args[@]}" ;;
+    tune) stage_tune ;;
     results) stage_results ;;
   esac
 done

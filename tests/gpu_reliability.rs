@@ -20,6 +20,7 @@ use common::{
     run_case_output, small, summary, test_seed,
 };
 use cudarc::driver::{CudaContext, CudaSlice};
+use im2win::codegen::{DType, KernelSpec, TileConfig};
 use im2win::{Conv2dProblem, Engine, Error, Padding, Plan};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -74,14 +75,17 @@ fn out_of_memory_then_the_engine_keeps_working() {
     for rows in [64, 1 << 20, 64] {
         let huge = sparse_problem(rows);
         let shape = huge.shape().unwrap();
-        // The plan's workspace (it may add a split reduction's partial sums).
-        let bytes = engine.plan(&huge).unwrap().workspace_bytes();
+        // The materialised kernel: its workspace holds the im2win buffer (dispatch would
+        // take a fused kernel, which needs none).
+        let plan =
+            Plan::for_spec(&huge, KernelSpec::generic(DType::F32, TileConfig::PAPER)).unwrap();
+        let bytes = plan.workspace_bytes();
         assert!(bytes > 200_000_000_000, "{bytes}");
         let stream = engine.stream();
         let x = stream.clone_htod(&[1.0_f32]).unwrap();
         let f = stream.clone_htod(&vec![0.5_f32; shape.filter_len]).unwrap();
         let mut y = stream.clone_htod(&[POISON; 2]).unwrap();
-        match engine.conv2d(&huge, &x, &f, None, &mut y, None) {
+        match engine.conv2d_with(&plan, &x, &f, None, &mut y, None) {
             Err(Error::OutOfMemory {
                 what: "workspace",
                 bytes: b,

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use crate::error::{BenchError, Result};
 use crate::method::{METHODS_HELP, Selection};
 use crate::report::default_json_path;
-use crate::runner::BenchConfig;
+use crate::runner::{BenchConfig, Tuning};
 use crate::suite::Suite;
 use crate::timing::TimingConfig;
 
@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// Seed of the random input and filter values.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Tuning table (JSON written by `im2win tune`) to dispatch with instead of the one
+    /// built into im2win (tuning/nvidia-h200.json): for measuring a fresh table without
+    /// rebuilding.
+    #[arg(long, value_name = "FILE")]
+    pub tuning: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -105,6 +110,10 @@ impl BenchArgs {
             device: self.device,
             max_workspace_bytes: (self.max_workspace_gib * (1u64 << 30) as f64) as u64,
             seed: self.seed,
+            tuning: match &self.tuning {
+                None => Tuning::BuiltIn,
+                Some(path) => Tuning::load(path)?,
+            },
             suite,
         };
         Ok((config, out, chart))

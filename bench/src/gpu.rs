@@ -22,14 +22,25 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// Opens device `ordinal` with im2win's default kernels and tuning table, and the libraries that the
-    /// selection needs (a missing library is not an error here: its methods are skipped
+    /// Opens device `ordinal` with im2win's default kernels (and the ablation's), the tuning
+    /// table `tuning`, and the libraries that the selection needs (a missing library is not an error here: its methods are skipped
     /// with the reason).
     ///
     /// # Errors
     /// When there is no CUDA driver, no such device, or the engine cannot start.
-    pub fn open(ordinal: usize, selection: &crate::method::Selection) -> Result<Gpu> {
-        let engine = im2win::engine(ordinal).context("starting the im2win engine")?;
+    pub fn open(
+        ordinal: usize,
+        selection: &crate::method::Selection,
+        tuning: &crate::runner::Tuning,
+    ) -> Result<Gpu> {
+        let (table, table_name) = tuning.table();
+        // im2win's kernels, tuning table and dispatch, exactly as `im2win::engine` sets them
+        // up, plus the ablation's kernels (bench/build.rs), which dispatch never picks: their
+        // variants are incomplete (`Variant::is_complete`).
+        let kernels = im2win::kernels().merged(im2win::include_kernels!("ablation"));
+        let engine = im2win::Engine::new(ordinal, kernels)
+            .map(|engine| engine.with_tuning(table))
+            .context("starting the im2win engine")?;
         // Every layer needs the GPU oracle: without kernels (a build without nvcc) or
         // without a loadable fatbin, stop here with the reason rather than skip every layer.
         engine
@@ -44,6 +55,7 @@ impl Gpu {
         let device = ctx.name().context("reading the device name")?;
         let mut software = BTreeMap::new();
         software.insert("im2win".to_string(), env!("CARGO_PKG_VERSION").to_string());
+        software.insert("tuning_table".to_string(), table_name);
         let mut version = 0;
         // SAFETY: `Engine::new` checked that libcuda is loaded; the call writes one int.
         let status = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) };

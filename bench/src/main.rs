@@ -5,6 +5,7 @@
 //! SVG chart and a terminal table. `im2win tune` measures the fastest kernel per layer and
 //! writes the tuning table; `im2win kernels` lists the compiled kernels and their resources.
 
+mod ablation;
 mod args;
 mod buffers;
 mod chart;
@@ -86,6 +87,11 @@ fn bench(args: &BenchArgs) -> Result<()> {
     save(&report)?;
     println!("{}", table::render(&report));
     println!("wrote {} and {}", json_path.display(), chart_path.display());
+    if let Some(ablation) = ablation::render(&report) {
+        let path = json_path.with_extension("ablation.md");
+        write(&path, &ablation)?;
+        println!("\n{ablation}\nwrote {}", path.display());
+    }
     Ok(())
 }
 
@@ -155,6 +161,34 @@ mod tests {
 
         let args = parse(&["bench", "--chart", "c.svg"]).unwrap();
         assert_eq!(args.config().unwrap().2, PathBuf::from("c.svg"));
+    }
+
+    #[test]
+    fn tuning_tables() {
+        let (config, _, _) = parse(&["bench"]).unwrap().config().unwrap();
+        assert!(matches!(config.tuning, crate::runner::Tuning::BuiltIn));
+        let (table, name) = config.tuning.table();
+        assert!(!table.entries.is_empty() && name.contains("built in"));
+
+        let dir = std::env::temp_dir().join(format!("im2win-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("table.json");
+        std::fs::write(&good, im2win::default_tuning().to_json()).unwrap();
+        let args = parse(&["bench", "--tuning", good.to_str().unwrap()]).unwrap();
+        let (table, name) = args.config().unwrap().0.tuning.table();
+        assert_eq!(table, im2win::default_tuning());
+        assert_eq!(name, good.display().to_string());
+
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, "{}").unwrap();
+        for path in [bad, dir.join("missing.json")] {
+            let err = parse(&["bench", "--tuning", path.to_str().unwrap()])
+                .unwrap()
+                .config()
+                .expect_err("an unusable table is an error");
+            assert!(err.to_string().contains("tuning table"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

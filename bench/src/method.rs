@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use im2win::codegen::{Catalogue, DType, KernelSpec, TileConfig, Variant};
+
 use crate::error::{BenchError, Result};
 
 /// cuDNN's eight forward-convolution algorithms (`cudnnConvolutionFwdAlgo_t`), named as in
@@ -69,6 +71,9 @@ impl CudnnAlgo {
 pub enum Method {
     /// im2win's dispatch (`engine.conv2d`), transforms included: `im2win`.
     Im2win,
+    /// One im2win kernel, forced, without a split reduction, transforms included:
+    /// `im2win:<kernel name>` (the ablation's methods).
+    Kernel(KernelSpec),
     /// The fastest correct cuDNN algorithm for the layer: `cudnn-best`.
     CudnnBest,
     /// One cuDNN algorithm: `cudnn:<ALGO>`.
@@ -83,6 +88,7 @@ impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Method::Im2win => f.write_str("im2win"),
+            Method::Kernel(spec) => write!(f, "im2win:{spec}"),
             Method::CudnnBest => f.write_str("cudnn-best"),
             Method::Cudnn(algo) => write!(f, "cudnn:{}", algo.name()),
             Method::Im2colCublas => f.write_str("im2col-cublas"),
@@ -96,6 +102,8 @@ impl fmt::Display for Method {
 pub struct Selection {
     /// Run and report `im2win`.
     pub im2win: bool,
+    /// im2win kernels run one by one (`im2win:<kernel>`, `ablation`).
+    pub kernels: Vec<KernelSpec>,
     /// Report `cudnn-best` (which needs every cuDNN algorithm timed).
     pub cudnn_best: bool,
     /// cuDNN algorithms reported one by one.
@@ -109,7 +117,18 @@ pub struct Selection {
 /// What `--methods` accepts, for error messages and `--help`.
 pub const METHODS_HELP: &str = "comma-separated: all, im2win, cudnn (every algorithm and cudnn-best), \
 cudnn-best, cudnn:<ALGO> (IMPLICIT_GEMM, IMPLICIT_PRECOMP_GEMM, GEMM, DIRECT, FFT, FFT_TILING, \
-WINOGRAD, WINOGRAD_NONFUSED), im2col-cublas, direct";
+WINOGRAD, WINOGRAD_NONFUSED), im2col-cublas, direct, im2win:<KERNEL> (one kernel by name, e.g. \
+im2win:im2win_f32_generic_b128x128x8_t8x8), ablation (im2win and the ablation's kernels)";
+
+/// The ablation's methods, in report order: the complete generic kernel with the paper's
+/// tile, then the same kernel fused, then without each technique (`Catalogue::ablation`).
+pub fn ablation_kernels() -> Vec<KernelSpec> {
+    let complete = KernelSpec::generic(DType::F32, TileConfig::PAPER);
+    [complete, complete.with_variant(Variant::FUSED)]
+        .into_iter()
+        .chain(Catalogue::ablation().kernels)
+        .collect()
+}
 
 impl Selection {
     /// Every method: im2win, every cuDNN algorithm and the best of them, im2col + cuBLAS,
@@ -117,6 +136,7 @@ impl Selection {
     pub fn all() -> Selection {
         Selection {
             im2win: true,
+            kernels: Vec::new(),
             cudnn_best: true,
             cudnn_algos: CudnnAlgo::ALL.to_vec(),
             im2col_cublas: true,
@@ -131,6 +151,7 @@ impl Selection {
     pub fn parse(list: &str) -> Result<Selection> {
         let mut sel = Selection {
             im2win: false,
+            kernels: Vec::new(),
             cudnn_best: false,
             cudnn_algos: Vec::new(),
             im2col_cublas: false,
@@ -147,6 +168,18 @@ impl Selection {
                 "cudnn-best" => sel.cudnn_best = true,
                 "im2col-cublas" => sel.im2col_cublas = true,
                 "direct" => sel.direct = true,
+                "ablation" => {
+                    sel.im2win = true;
+                    sel.add_kernels(ablation_kernels());
+                }
+                lower if lower.starts_with("im2win:") => {
+                    // Kernel names are lower case.
+                    let name = &lower["im2win:".len()..];
+                    let spec = name.parse::<KernelSpec>().map_err(|err| {
+                        BenchError::new(format!("unknown method `{item}`: {err}"))
+                    })?;
+                    sel.add_kernels([spec]);
+                }
                 lower => {
                     let algo = lower
                         .strip_prefix("cudnn:")
@@ -171,10 +204,20 @@ impl Selection {
         Ok(sel)
     }
 
+    /// Adds kernels to run one by one, each once, in order.
+    fn add_kernels(&mut self, specs: impl IntoIterator<Item = KernelSpec>) {
+        for spec in specs {
+            if !self.kernels.contains(&spec) {
+                self.kernels.push(spec);
+            }
+        }
+    }
+
     /// Whether nothing is selected.
     pub fn is_empty(&self) -> bool {
         !(self.im2win || self.cudnn_best || self.im2col_cublas || self.direct)
             && self.cudnn_algos.is_empty()
+            && self.kernels.is_empty()
     }
 
     /// Whether any method needs cuDNN.
@@ -196,6 +239,7 @@ impl Selection {
     /// cuDNN algorithm run.
     pub fn steps_per_layer(&self) -> usize {
         usize::from(self.im2win)
+            + self.kernels.len()
             + usize::from(self.im2col_cublas)
             + usize::from(self.direct)
             + self.cudnn_algos_to_run().len()
@@ -252,7 +296,42 @@ mod tests {
         let s = Selection::parse("im2col-cublas").unwrap();
         assert!(!s.needs_cudnn() && s.im2col_cublas);
 
-        for bad in ["", " , ", "cudnn:fastest", "im2row", "cudnn:"] {
+        let s = Selection::parse("ablation").unwrap();
+        assert!(s.im2win && !s.needs_cudnn());
+        assert_eq!(s.kernels, ablation_kernels());
+        assert_eq!(s.steps_per_layer(), 6);
+        let names: Vec<String> = s
+            .kernels
+            .iter()
+            .map(|k| Method::Kernel(*k).to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "im2win:im2win_f32_generic_b128x128x8_t8x8",
+                "im2win:im2win_f32_generic_b128x128x8_t8x8_fused",
+                "im2win:im2win_f32_generic_b128x128x8_t8x8_nomicro",
+                "im2win:im2win_f32_generic_b128x128x8_t8x8_novec",
+                "im2win:im2win_f32_generic_b128x128x8_t8x8_nodb",
+            ]
+        );
+
+        let s = Selection::parse("IM2WIN:im2win_f32_r3s3_s1x1_b64x64x8_t8x8_fused").unwrap();
+        assert_eq!(
+            s.kernels,
+            ["im2win_f32_r3s3_s1x1_b64x64x8_t8x8_fused".parse().unwrap()]
+        );
+        assert!(!s.im2win);
+
+        for bad in [
+            "",
+            " , ",
+            "cudnn:fastest",
+            "im2row",
+            "cudnn:",
+            "im2win:",
+            "im2win:conv",
+        ] {
             assert!(Selection::parse(bad).is_err(), "{bad:?}");
         }
     }

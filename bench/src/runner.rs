@@ -35,6 +35,50 @@ pub struct BenchConfig {
     pub max_workspace_bytes: u64,
     /// Seed of the random operands.
     pub seed: u64,
+    /// The tuning table dispatch uses.
+    pub tuning: Tuning,
+}
+
+/// The tuning table `im2win` dispatches with.
+#[derive(Debug, Clone)]
+pub enum Tuning {
+    /// im2win's own (`im2win::default_tuning`).
+    BuiltIn,
+    /// A table read from a file (`--tuning`).
+    File {
+        /// Where it came from, for the report.
+        path: std::path::PathBuf,
+        /// The table.
+        table: im2win::TuningTable,
+    },
+}
+
+impl Tuning {
+    /// Reads a table written by `im2win tune`.
+    ///
+    /// # Errors
+    /// When the file cannot be read or is not a tuning table.
+    pub fn load(path: &std::path::Path) -> Result<Tuning> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the tuning table {}", path.display()))?;
+        let table = im2win::TuningTable::from_json(&text)
+            .with_context(|| format!("parsing the tuning table {}", path.display()))?;
+        Ok(Tuning::File {
+            path: path.to_path_buf(),
+            table,
+        })
+    }
+
+    /// The table, and how the report names it.
+    pub fn table(&self) -> (im2win::TuningTable, String) {
+        match self {
+            Tuning::BuiltIn => (
+                im2win::default_tuning(),
+                "built in (tuning/nvidia-h200.json)".to_string(),
+            ),
+            Tuning::File { path, table } => (table.clone(), path.display().to_string()),
+        }
+    }
 }
 
 /// Runs the whole suite and returns the report. After every layer, `checkpoint` gets the
@@ -51,7 +95,7 @@ pub fn run(
     let unix_time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let gpu = Gpu::open(config.device, &config.selection)?;
+    let gpu = Gpu::open(config.device, &config.selection, &config.tuning)?;
     let mut report = Report {
         device: gpu.device.clone(),
         suite: config.suite.name.clone(),
@@ -217,11 +261,14 @@ fn bench_layer(
     report.reference = Some(run.reference_kind.clone());
     let layer_run = &mut run.layer;
 
-    let im2win = if selection.im2win {
-        steps.step(Method::Im2win, || im2win_conv::run(layer_run))?
-    } else {
-        None
-    };
+    let mut im2win: Vec<MethodResult> = Vec::new();
+    if selection.im2win {
+        im2win.extend(steps.step(Method::Im2win, || im2win_conv::run(layer_run))?);
+    }
+    for &spec in &selection.kernels {
+        let method = Method::Kernel(spec);
+        im2win.extend(steps.step(method, || im2win_conv::run_kernel(layer_run, spec))?);
+    }
     let (best, algos) = cudnn_steps(&mut steps, layer_run, selection)?;
     let im2col = if selection.im2col_cublas {
         im2col_step(&mut steps, layer_run)?

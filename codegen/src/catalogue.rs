@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{DType, FixedGeometry, Geometry, KernelSpec, SpecError, TileConfig};
+use crate::spec::{DType, FixedGeometry, Geometry, KernelSpec, SpecError, TileConfig, Variant};
 
 /// The filter/stride pairs of the paper's 12 layers, ResNet-50 and VGG-16.
 pub const DEFAULT_GEOMETRIES: [FixedGeometry; 7] = [
@@ -42,6 +42,28 @@ pub const DEFAULT_TILES: [TileConfig; 5] = [
     },
     TileConfig {
         block_n: 64,
+        ..TileConfig::PAPER
+    },
+    TileConfig {
+        block_m: 64,
+        block_n: 64,
+        ..TileConfig::PAPER
+    },
+];
+
+/// The tiles of the fused variant ([`Variant::FUSED`]), compiled for every default geometry
+/// and the generic kernel: the paper's 128×128×8, the 128×128×16 that tuning picks for the
+/// largest layers, 64×128×8 for K = 64 and 64×64×8 for the batch-1 layers. Fewer than
+/// [`DEFAULT_TILES`] to keep the build time in check; 128×64 loses to 64×64 or 128×128 on
+/// every tuned problem.
+pub const FUSED_TILES: [TileConfig; 4] = [
+    TileConfig::PAPER,
+    TileConfig {
+        block_k: 16,
+        ..TileConfig::PAPER
+    },
+    TileConfig {
+        block_m: 64,
         ..TileConfig::PAPER
     },
     TileConfig {
@@ -126,7 +148,37 @@ impl Catalogue {
         for (geometry, tile) in EXTRA_TILES {
             kernels.push(KernelSpec::fixed(DType::F32, geometry, tile));
         }
+        for tile in FUSED_TILES {
+            for geometry in DEFAULT_GEOMETRIES {
+                kernels.push(
+                    KernelSpec::fixed(DType::F32, geometry, tile).with_variant(Variant::FUSED),
+                );
+            }
+            kernels.push(KernelSpec::generic(DType::F32, tile).with_variant(Variant::FUSED));
+        }
         Catalogue { kernels }
+    }
+
+    /// The kernels of the ablation (`im2win bench --methods ablation`), which the benchmark
+    /// builds into its own fatbin: the paper's 128×128×8 tile (8×8 per thread) in the generic
+    /// geometry with one technique switched off at a time ([`Variant`]): the register
+    /// micro-kernel, the vector loads, double buffering with prefetch. The complete kernel
+    /// they are compared with, `im2win_f32_generic_b128x128x8_t8x8`, and its fused twin are
+    /// in [`Catalogue::default_catalogue`].
+    pub fn ablation() -> Self {
+        let complete = KernelSpec::generic(DType::F32, TileConfig::PAPER);
+        let without = |switch: fn(&mut Variant)| {
+            let mut variant = Variant::MATERIALISED;
+            switch(&mut variant);
+            complete.with_variant(variant)
+        };
+        Catalogue {
+            kernels: vec![
+                without(|v| v.micro_kernel = false),
+                without(|v| v.vector_loads = false),
+                without(|v| v.double_buffering = false),
+            ],
+        }
     }
 
     /// The specs for one geometry (fixed or generic) and data type, in catalogue order.

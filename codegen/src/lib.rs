@@ -28,7 +28,7 @@ pub mod spec;
 
 #[cfg(feature = "generate")]
 pub use builder::{BuildError, Builder, Output};
-pub use catalogue::{Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES};
+pub use catalogue::{Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES, FUSED_TILES};
 #[cfg(feature = "manifest")]
 pub use manifest::{Manifest, ManifestError};
 #[cfg(feature = "generate")]
@@ -36,4 +36,6 @@ pub use nvcc::{CompileOutput, CudaTargets, Nvcc, NvccError};
 #[cfg(feature = "generate")]
 pub use render::{RenderError, RenderedSources, Renderer, SourceFile};
 pub use resources::{KernelReport, KernelResources};
-pub use spec::{DType, FixedGeometry, Geometry, KernelSpec, SpecError, TileConfig, parse_pair};
+pub use spec::{
+    DType, FixedGeometry, Geometry, KernelSpec, SpecError, TileConfig, Variant, parse_pair,
+};

@@ -151,6 +151,14 @@ struct ConvContext {
     max_registers: u32,
     /// Why that budget, for the banner comment.
     min_blocks_why: &'static str,
+    /// Windows gathered from the NCHW input (`Variant::fused`).
+    fused: bool,
+    /// `Variant::micro_kernel`.
+    micro_kernel: bool,
+    /// `Variant::vector_loads`.
+    vector_loads: bool,
+    /// `Variant::double_buffering`.
+    double_buffering: bool,
 }
 
 impl ConvContext {
@@ -205,6 +213,10 @@ impl ConvContext {
             min_blocks,
             max_registers,
             min_blocks_why,
+            fused: spec.variant.fused,
+            micro_kernel: spec.variant.micro_kernel,
+            vector_loads: spec.variant.vector_loads,
+            double_buffering: spec.variant.double_buffering,
         }
     }
 }

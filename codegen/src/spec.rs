@@ -297,6 +297,70 @@ impl fmt::Display for FixedGeometry {
     }
 }
 
+/// Where a kernel reads its windows from, and which of the paper's techniques it uses.
+///
+/// [`Variant::MATERIALISED`] (the default) is the full kernel over the im2win buffer that the
+/// input transform writes; [`Variant::FUSED`] builds each stage's window strip in shared
+/// memory straight from the NCHW input, so no im2win buffer exists. The three technique
+/// switches exist for the ablation (`im2win bench --methods ablation`): turning one off gives
+/// the kernel without that technique, everything else (tile, loads, layout) equal. Dispatch
+/// only ever picks kernels with all three on ([`Variant::is_complete`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Variant {
+    /// Windows gathered from the NCHW input inside the kernel (no im2win buffer).
+    pub fused: bool,
+    /// The register micro-kernel: per reduction step a thread loads `thread_m` filter and
+    /// `thread_n` window values into registers and multiplies every pair (an outer
+    /// product); off: each of its outputs is a dot product read from shared memory, two
+    /// shared-memory loads per multiply-add.
+    pub micro_kernel: bool,
+    /// 16-byte (float4) copies of the filter tile, float4/float2 shared-memory reads in the
+    /// micro-kernel and vector stores of the output; off: every access is one float.
+    pub vector_loads: bool,
+    /// Two shared-memory stages, the next one's copies in flight while the current one is
+    /// multiplied; off: one stage, copied and then multiplied.
+    pub double_buffering: bool,
+}
+
+impl Variant {
+    /// The full kernel over the materialised im2win buffer.
+    pub const MATERIALISED: Variant = Variant {
+        fused: false,
+        micro_kernel: true,
+        vector_loads: true,
+        double_buffering: true,
+    };
+    /// The full kernel that gathers its windows from the NCHW input.
+    pub const FUSED: Variant = Variant {
+        fused: true,
+        ..Variant::MATERIALISED
+    };
+
+    /// Whether every technique is on (the kernels dispatch chooses from).
+    pub const fn is_complete(&self) -> bool {
+        self.micro_kernel && self.vector_loads && self.double_buffering
+    }
+
+    /// The name suffixes of this variant, in name order: `_fused`, `_nomicro` (no register
+    /// micro-kernel), `_novec` (no vector loads), `_nodb` (no double buffering).
+    fn suffixes(&self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.fused, "_fused"),
+            (!self.micro_kernel, "_nomicro"),
+            (!self.vector_loads, "_novec"),
+            (!self.double_buffering, "_nodb"),
+        ]
+        .into_iter()
+        .filter_map(|(on, suffix)| on.then_some(suffix))
+    }
+}
+
+impl Default for Variant {
+    fn default() -> Self {
+        Variant::MATERIALISED
+    }
+}
+
 /// One specialisation of the im2win convolution kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KernelSpec {
@@ -306,6 +370,9 @@ pub struct KernelSpec {
     pub geometry: Geometry,
     /// Tile sizes.
     pub tile: TileConfig,
+    /// Window source and techniques ([`Variant::MATERIALISED`] when absent from JSON).
+    #[serde(default)]
+    pub variant: Variant,
 }
 
 impl KernelSpec {
@@ -315,6 +382,7 @@ impl KernelSpec {
             dtype,
             geometry: Geometry::Fixed(geometry),
             tile,
+            variant: Variant::MATERIALISED,
         }
     }
 
@@ -324,11 +392,18 @@ impl KernelSpec {
             dtype,
             geometry: Geometry::Generic,
             tile,
+            variant: Variant::MATERIALISED,
         }
     }
 
+    /// The same kernel in another variant.
+    pub const fn with_variant(self, variant: Variant) -> Self {
+        KernelSpec { variant, ..self }
+    }
+
     /// The `extern "C"` name of the kernel, for example
-    /// `im2win_f32_r3s3_s1x1_b128x128x8_t8x8` or `im2win_f32_generic_b128x128x8_t8x8`.
+    /// `im2win_f32_r3s3_s1x1_b128x128x8_t8x8`, `im2win_f32_generic_b128x128x8_t8x8` or, for
+    /// the fused variant, `im2win_f32_r3s3_s1x1_b128x128x8_t8x8_fused`.
     pub fn name(&self) -> String {
         self.to_string()
     }
@@ -361,7 +436,10 @@ impl fmt::Display for KernelSpec {
             f,
             "b{}x{}x{}_t{}x{}",
             t.block_m, t.block_n, t.block_k, t.thread_m, t.thread_n
-        )
+        )?;
+        self.variant
+            .suffixes()
+            .try_for_each(|suffix| f.write_str(suffix))
     }
 }
 
@@ -372,7 +450,19 @@ impl FromStr for KernelSpec {
     fn from_str(name: &str) -> Result<Self, SpecError> {
         let bad = || SpecError::BadName(name.to_string());
         let rest = name.strip_prefix("im2win_").ok_or_else(bad)?;
-        let parts: Vec<&str> = rest.split('_').collect();
+        let mut parts: Vec<&str> = rest.split('_').collect();
+        // Variant suffixes; the round trip at the end rejects a wrong order or a repeat.
+        let mut variant = Variant::MATERIALISED;
+        while let Some(&last) = parts.last() {
+            match last {
+                "fused" => variant.fused = true,
+                "nomicro" => variant.micro_kernel = false,
+                "novec" => variant.vector_loads = false,
+                "nodb" => variant.double_buffering = false,
+                _ => break,
+            }
+            parts.pop();
+        }
         let (dtype, geometry, block, thread) = match parts.as_slice() {
             [d, "generic", b, t] => (d, Geometry::Generic, b, t),
             [d, rs, st, b, t] => {
@@ -406,6 +496,7 @@ impl FromStr for KernelSpec {
                 thread_m,
                 thread_n,
             },
+            variant,
         };
         // Reject spellings that parse but do not round-trip (leading zeros, "+1", ...).
         if spec.name() != name {

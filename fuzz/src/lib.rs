@@ -14,7 +14,7 @@
 // Each includer uses only part of it.
 #![allow(dead_code)]
 
-use im2win::codegen::{Catalogue, DType, FixedGeometry, Geometry, KernelSpec, TileConfig};
+use im2win::codegen::{Catalogue, DType, FixedGeometry, Geometry, KernelSpec, TileConfig, Variant};
 use im2win::gpu::supports;
 use im2win::problem::{MAX_DIM, MAX_ELEMENTS};
 use im2win::{Conv2dProblem, ConvParams, Error, Padding, Plan};
@@ -167,6 +167,10 @@ pub fn decode(data: &[u8]) -> Input {
             dtype: DType::F32,
             geometry,
             tile,
+            variant: Variant {
+                fused: b.byte().is_multiple_of(2),
+                ..Variant::MATERIALISED
+            },
         },
     }
 }
@@ -621,7 +625,11 @@ fn dispatch_against_model(
         }
         (Ok(m), _) => m,
     };
-    let f32_specs = catalogue.kernels.iter().filter(|s| s.dtype == DType::F32);
+    // Dispatch only considers complete kernels (no technique switched off).
+    let f32_specs = catalogue
+        .kernels
+        .iter()
+        .filter(|s| s.dtype == DType::F32 && s.variant.is_complete());
     let fixed: Vec<&KernelSpec> = f32_specs
         .clone()
         .filter(|s| matches!(s.geometry, Geometry::Fixed(_)) && model_supports(s, problem))
@@ -693,7 +701,8 @@ fn check_plan(plan: &Plan, problem: &Conv2dProblem, m: &Model, (x, y): (u128, u1
     let t = plan.kernel().tile;
     let threads = (t.block_m / t.thread_m) * (t.block_n / t.thread_n);
     assert_eq!(plan.block_dim(), (threads, 1, 1));
-    let in_place = model_in_place(problem);
+    // A fused kernel reads the input itself, as an in-place problem does.
+    let in_place = model_in_place(problem) || plan.kernel().variant.fused;
     assert_eq!(plan.input_in_place(), in_place, "in place for {problem:?}");
     let (filter, partial, bytes) = m
         .plan_workspace(in_place, splits)
@@ -760,7 +769,7 @@ fn check_forced(
     check_plan(&plan, problem, m, grid);
 
     for splits in [0, 1, 2, 3, 64, 65_535, 65_536, u32::MAX] {
-        let in_place = model_in_place(problem);
+        let in_place = model_in_place(problem) || spec.variant.fused;
         match plan.clone().with_split(splits) {
             Ok(split) => {
                 assert!(

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use im2win_codegen::{
-    Catalogue, DType, FixedGeometry, Geometry, KernelSpec, Manifest, TileConfig, parse_pair,
+    Catalogue, DType, FixedGeometry, Geometry, KernelSpec, Manifest, TileConfig, Variant,
+    parse_pair,
 };
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::quote;
@@ -245,12 +246,14 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
         manifest_path = Some((relative, path));
     }
 
-    let found =
-        sources.iter().find(|source| {
-            source.catalogue.kernels.iter().any(|k| {
-                k.dtype == dtype && k.geometry == geometry && tile.is_none_or(|t| t == k.tile)
-            })
-        });
+    let found = sources.iter().find(|source| {
+        // A tile names its materialised kernel (`Specialization::spec`).
+        source.catalogue.kernels.iter().any(|k| {
+            k.dtype == dtype
+                && k.geometry == geometry
+                && tile.is_none_or(|t| t == k.tile && k.variant == Variant::MATERIALISED)
+        })
+    });
     let Some(source) = found else {
         return Err(not_found(
             &request,
@@ -344,7 +347,7 @@ fn not_found(
     let span_of: TokenStream;
     if let (true, Some(tile), Some(value)) = (has_geometry, tile, &request.tile) {
         let tiles: Vec<String> = specs()
-            .filter(|(_, k)| k.geometry == geometry)
+            .filter(|(_, k)| k.geometry == geometry && k.variant == Variant::MATERIALISED)
             .map(|(_, k)| format!("`tile = {}`", k.tile))
             .collect();
         message = format!(

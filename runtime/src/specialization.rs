@@ -3,7 +3,7 @@
 use std::fmt;
 
 use cudarc::driver::{DevicePtr, DevicePtrMut};
-use im2win_codegen::{Catalogue, DType, Geometry, KernelSpec, TileConfig};
+use im2win_codegen::{Catalogue, DType, Geometry, KernelSpec, TileConfig, Variant};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Engine, Plan, supports};
@@ -16,9 +16,10 @@ use crate::problem::Conv2dProblem;
 /// at compile time and expands to a `const` of this type, so a program that compiles names
 /// only kernels that exist. At run time it skips dispatch: [`Engine::conv2d_specialized`]
 /// launches its kernel, after checking that the problem has its filter size and stride
-/// ([`Error::SpecMismatch`] otherwise). With a tile the kernel is exactly that spec
-/// ([`Specialization::spec`]); without one, the tile is chosen per problem among the
-/// compiled tiles of this geometry, as [`Engine::plan`] would.
+/// ([`Error::SpecMismatch`] otherwise). With a tile the kernel is exactly that spec, in its
+/// materialised variant ([`Specialization::spec`]); without one, the tile and the variant
+/// (materialised or fused) are chosen per problem among the compiled kernels of this
+/// geometry, as [`Engine::plan`] would.
 ///
 /// ```
 /// use im2win_codegen::{DType, FixedGeometry, Geometry};
@@ -83,13 +84,14 @@ impl Specialization {
         self.catalogue
     }
 
-    /// The kernel, when the tile is fixed.
+    /// The kernel, when the tile is fixed: the materialised variant of that tile.
     pub const fn spec(&self) -> Option<KernelSpec> {
         match self.tile {
             Some(tile) => Some(KernelSpec {
                 dtype: self.dtype,
                 geometry: self.geometry,
                 tile,
+                variant: Variant::MATERIALISED,
             }),
             None => None,
         }
@@ -102,6 +104,7 @@ impl Specialization {
             dtype: self.dtype,
             geometry: self.geometry,
             tile: self.tile.unwrap_or(TileConfig::PAPER),
+            variant: Variant::MATERIALISED,
         };
         supports(&spec, problem)
     }
@@ -140,10 +143,9 @@ impl Specialization {
         let candidates: Vec<KernelSpec> = catalogue
             .kernels
             .iter()
-            .filter(|k| {
-                k.dtype == self.dtype
-                    && k.geometry == self.geometry
-                    && self.tile.is_none_or(|tile| tile == k.tile)
+            .filter(|k| match self.spec() {
+                Some(spec) => **k == spec,
+                None => k.dtype == self.dtype && k.geometry == self.geometry,
             })
             .copied()
             .collect();
@@ -178,6 +180,7 @@ impl fmt::Display for Specialization {
             dtype: self.dtype,
             geometry: self.geometry,
             tile: TileConfig::PAPER,
+            variant: Variant::MATERIALISED,
         }
         .name();
         let stem = name.rsplitn(3, '_').nth(2).unwrap_or(&name);
@@ -250,6 +253,7 @@ mod tests {
             dtype: DType::F32,
             geometry: geometry(3, 1),
             tile: small_tile(),
+            variant: Variant::MATERIALISED,
         };
         if !kernels.contains(&small) {
             kernels.push(small);
@@ -289,6 +293,7 @@ mod tests {
             dtype: DType::F32,
             geometry: geometry(3, 1),
             tile: small_tile(),
+            variant: Variant::MATERIALISED,
         }));
         assert_eq!(plan, Plan::new(&problem, &own, H200_SMS).unwrap());
         assert_eq!(plan.kernel().geometry, geometry(3, 1));

@@ -1,7 +1,7 @@
 //! proptest strategies shared by the CPU and GPU property tests: problems with any field
 //! values, small runnable problems, kernel specs and buffer lengths.
 
-use im2win::codegen::{DType, FixedGeometry, Geometry, KernelSpec, TileConfig};
+use im2win::codegen::{DType, FixedGeometry, Geometry, KernelSpec, TileConfig, Variant};
 use im2win::{Conv2dProblem, Padding};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
@@ -217,7 +217,8 @@ pub fn any_tile() -> impl Strategy<Value = TileConfig> {
 }
 
 /// A kernel spec: generic or fixed (geometry from small values, zeros included), with
-/// [`any_tile`].
+/// [`any_tile`] and any [`Variant`] (fused or not; mostly complete, some with techniques
+/// switched off).
 pub fn any_spec() -> impl Strategy<Value = KernelSpec> {
     let fixed = prop::array::uniform4(0_u32..=12).prop_map(|[fh, fw, sh, sw]| {
         Geometry::Fixed(FixedGeometry {
@@ -228,10 +229,26 @@ pub fn any_spec() -> impl Strategy<Value = KernelSpec> {
         })
     });
     let geometry = prop_oneof![Just(Geometry::Generic), fixed];
-    (geometry, any_tile()).prop_map(|(geometry, tile)| KernelSpec {
+    // Mostly complete kernels (the ones dispatch considers), materialised or fused.
+    let variant = prop_oneof![
+        3 => any::<bool>().prop_map(|fused| Variant {
+            fused,
+            ..Variant::MATERIALISED
+        }),
+        1 => any::<[bool; 4]>().prop_map(|[fused, micro_kernel, vector_loads, double_buffering]| {
+            Variant {
+                fused,
+                micro_kernel,
+                vector_loads,
+                double_buffering,
+            }
+        }),
+    ];
+    (geometry, any_tile(), variant).prop_map(|(geometry, tile, variant)| KernelSpec {
         dtype: DType::F32,
         geometry,
         tile,
+        variant,
     })
 }
 

@@ -1,5 +1,10 @@
-//! `im2win`: the engine's dispatch (`Engine::conv2d`) with a preallocated workspace. The
-//! input and filter transforms run inside the timed region; they are also timed alone.
+//! `im2win`: the engine's dispatch (`Engine::plan`, then `Engine::conv2d_with`, which is what
+//! `Engine::conv2d` does) with a preallocated workspace; `im2win:<kernel>`: one kernel forced
+//! (`Plan::for_spec`). The input and filter transforms run inside the timed region; they are
+//! also timed alone.
+
+use im2win::Plan;
+use im2win::codegen::KernelSpec;
 
 use super::LayerRun;
 use crate::error::{Context, Result};
@@ -8,17 +13,34 @@ use crate::report::MethodResult;
 use crate::stats::Summary;
 use crate::timing::{check_and_time, time_rotated};
 
-/// Checks and times `im2win` on the layer.
+/// Checks and times `im2win` (the engine's dispatch) on the layer.
 ///
 /// # Errors
 /// When planning, allocating the workspace or a launch fails.
 pub fn run(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
+    let plan = layer
+        .gpu
+        .engine
+        .plan(&layer.problem)
+        .context("planning the im2win convolution")?;
+    run_plan(layer, &plan, Method::Im2win)
+}
+
+/// Checks and times one kernel, forced (`im2win:<kernel>`), with its reduction unsplit.
+///
+/// # Errors
+/// When the kernel does not compute the layer's geometry, or as [`run`].
+pub fn run_kernel(layer: &mut LayerRun<'_>, spec: KernelSpec) -> Result<MethodResult> {
+    let plan = Plan::for_spec(&layer.problem, spec)
+        .with_context(|| format!("planning the layer with {spec}"))?;
+    run_plan(layer, &plan, Method::Kernel(spec))
+}
+
+/// Checks and times `plan` exactly as `Engine::conv2d` runs it, transforms included, and
+/// the transforms alone.
+fn run_plan(layer: &mut LayerRun<'_>, plan: &Plan, method: Method) -> Result<MethodResult> {
     let engine = &layer.gpu.engine;
     let stream = engine.stream().clone();
-    let problem = layer.problem;
-    let plan = engine
-        .plan(&problem)
-        .context("planning the im2win convolution")?;
     let workspace_bytes = plan.workspace_bytes();
     let mut workspace = stream
         .alloc_zeros::<u8>(workspace_bytes)
@@ -31,8 +53,8 @@ pub fn run(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
         layer.timing,
         |sets, i| {
             engine
-                .conv2d(
-                    &problem,
+                .conv2d_with(
+                    plan,
                     &sets.inputs[i],
                     &sets.filters[i],
                     None,
@@ -42,10 +64,10 @@ pub fn run(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
                 .context("im2win conv2d")
         },
     )?;
-    let transforms = time_transforms(layer, &plan, &mut workspace)?;
+    let transforms = time_transforms(layer, plan, &mut workspace)?;
 
     let mut result = MethodResult::new(
-        Method::Im2win.to_string(),
+        method.to_string(),
         layer.gflop,
         times,
         workspace_bytes as u64,
@@ -63,7 +85,7 @@ pub fn run(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
 /// (`Engine::transforms`: same kernels, parameters, grids and workspace layout).
 fn time_transforms(
     layer: &mut LayerRun<'_>,
-    plan: &im2win::Plan,
+    plan: &Plan,
     workspace: &mut cudarc::driver::CudaSlice<u8>,
 ) -> Result<Summary> {
     let engine = &layer.gpu.engine;

@@ -1,9 +1,10 @@
 //! Specs shared by the codegen tests.
 
-use im2win_codegen::{DType, FixedGeometry, KernelSpec, TileConfig};
+use im2win_codegen::{Catalogue, DType, FixedGeometry, KernelSpec, TileConfig, Variant};
 
 /// Unusual specs, beside the default catalogue: every loader shape and both shared-memory
-/// read paths. `compile.rs` compiles them with nvcc; `emulate.rs` runs them on the CPU.
+/// read paths, in both window variants, and the ablation's kernels. `compile.rs` compiles
+/// them with nvcc; `emulate.rs` runs them on the CPU.
 pub fn unusual_specs() -> Vec<KernelSpec> {
     let tile = |block_m, block_n, block_k, thread_m, thread_n| TileConfig {
         block_m,
@@ -32,5 +33,18 @@ pub fn unusual_specs() -> Vec<KernelSpec> {
         KernelSpec::generic(DType::F32, tile(64, 64, 12, 4, 4)),
         // One warp per block: each thread loads more than a stage's depth, in two runs.
         KernelSpec::generic(DType::F32, tile(64, 32, 4, 8, 8)),
+        // The fused variant with the same loader shapes: runs of 2 across a 3x5 window with
+        // a width stride, runs longer than a 1x1 window, and several runs per thread.
+        KernelSpec::fixed(DType::F32, rect, tile(64, 64, 8, 4, 4)).with_variant(Variant::FUSED),
+        KernelSpec::fixed(
+            DType::F32,
+            FixedGeometry::square(1, 1),
+            tile(48, 32, 16, 3, 2),
+        )
+        .with_variant(Variant::FUSED),
+        KernelSpec::generic(DType::F32, tile(64, 32, 4, 8, 8)).with_variant(Variant::FUSED),
     ]
+    .into_iter()
+    .chain(Catalogue::ablation().kernels)
+    .collect()
 }

@@ -25,6 +25,11 @@
 //!   round (prologue, epilogue).
 //! * A split reduction also writes and reads its partial sums and launches the reduction
 //!   kernel.
+//! * **Window variant.** A materialised kernel first runs the input transform (X read, T
+//!   written at 3 TB/s, plus a launch), unless the input is read in place; a fused kernel
+//!   has no transform but gathers every window element itself, about a dozen integer
+//!   instructions each (`B_LOADS` per thread and stage), which stretches its rounds by
+//!   `12·block_n / (threads·thread_m·thread_n)` (9% for 128×128 tiles, 19% for 64-row ones).
 //!
 //! So a large problem keeps one split and the largest tile that does not waste rows (K = 64
 //! takes 64-row tiles), and a problem with few output tiles (batch 1, deep layers) splits its
@@ -88,10 +93,17 @@ struct WorkspaceLayout {
 }
 
 impl WorkspaceLayout {
-    fn new(problem: &Conv2dProblem, shape: &ProblemShape, splits: u32) -> Result<Self> {
+    fn new(
+        problem: &Conv2dProblem,
+        shape: &ProblemShape,
+        spec: &KernelSpec,
+        splits: u32,
+    ) -> Result<Self> {
         let align = |bytes: usize| bytes.div_ceil(WORKSPACE_ALIGN) * WORKSPACE_ALIGN;
         let mut end = 0;
-        let im2win = (!input_in_place(problem)).then(|| {
+        // A fused kernel gathers its windows from the input: no im2win buffer.
+        let materialised = !spec.variant.fused && !input_in_place(problem);
+        let im2win = materialised.then(|| {
             end = align(shape.im2win_len * 4);
             0
         });
@@ -147,14 +159,20 @@ impl Plan {
         multiprocessors: usize,
     ) -> Result<Plan> {
         let shape = problem.shape()?;
+        // Only complete kernels: the ablation's (a technique switched off) run when asked for.
         let fixed: Vec<&KernelSpec> = catalogue
             .kernels
             .iter()
-            .filter(|spec| spec.dtype == DType::F32 && matches_fixed(spec, problem))
+            .filter(|spec| {
+                spec.dtype == DType::F32
+                    && spec.variant.is_complete()
+                    && matches_fixed(spec, problem)
+            })
             .collect();
         let candidates = if fixed.is_empty() {
             catalogue
                 .matching(DType::F32, Geometry::Generic)
+                .filter(|spec| spec.variant.is_complete())
                 .collect::<Vec<_>>()
         } else {
             fixed
@@ -182,7 +200,14 @@ impl Plan {
         let mut best: Option<(&KernelSpec, u32, f64)> = None;
         for (spec, (x, y)) in &fitting {
             for splits in 1..=max_splits(spec, &shape) {
-                let time = estimate_us(spec, &shape, (*x, *y), splits, multiprocessors as u64);
+                let time = estimate_us(
+                    spec,
+                    problem,
+                    &shape,
+                    (*x, *y),
+                    splits,
+                    multiprocessors as u64,
+                );
                 if best.is_none_or(|(_, _, t)| time < t) {
                     best = Some((spec, splits, time));
                 }
@@ -220,7 +245,7 @@ impl Plan {
             shape,
             kernel: spec,
             splits: 1,
-            layout: WorkspaceLayout::new(problem, &shape, 1)?,
+            layout: WorkspaceLayout::new(problem, &shape, &spec, 1)?,
             // `grid_blocks` checked both against CUDA's limits, which fit in u32.
             grid_dim: (x as u32, y as u32, 1),
             block_dim: (spec.tile.threads(), 1, 1),
@@ -246,7 +271,7 @@ impl Plan {
                 limit: u128::from(MAX_GRID_Z),
             });
         }
-        self.layout = WorkspaceLayout::new(&self.problem, &self.shape, splits)?;
+        self.layout = WorkspaceLayout::new(&self.problem, &self.shape, &self.kernel, splits)?;
         self.splits = splits;
         self.grid_dim.2 = splits;
         Ok(self)
@@ -274,7 +299,8 @@ impl Plan {
         self.layout.bytes
     }
 
-    /// Whether the kernels read the input in place instead of an im2win buffer (see
+    /// Whether the kernel reads the input itself instead of an im2win buffer: a fused kernel
+    /// ([`im2win_codegen::Variant::fused`]) or a problem whose im2win buffer is its input (see
     /// [`input_in_place`]); then there is no input transform to run.
     pub fn input_in_place(&self) -> bool {
         self.layout.im2win.is_none()
@@ -384,6 +410,7 @@ pub fn blocks_per_sm(spec: &KernelSpec) -> u32 {
 /// Only the ranking matters.
 pub fn estimate_us(
     spec: &KernelSpec,
+    problem: &Conv2dProblem,
     shape: &ProblemShape,
     (x, y): (u64, u64),
     splits: u32,
@@ -394,6 +421,7 @@ pub fn estimate_us(
     // A round's prologue and epilogue (first loads, stores), and the reduction's launch.
     const ROUND_US: f64 = 1.0;
     const REDUCE_LAUNCH_US: f64 = 2.0;
+    const TRANSFORM_LAUNCH_US: f64 = 2.0;
     // Device memory bytes per microsecond (3 TB/s).
     const BYTES_PER_US: f64 = 3.0e6;
     let t = spec.tile;
@@ -409,8 +437,19 @@ pub fn estimate_us(
     let overhead = 1.0
         + 0.5 * (1.0 / f(t.thread_m) + 1.0 / f(t.thread_n))
         + 4.0 * (1.0 / f(t.block_m) + 1.0 / f(t.block_n));
-    let round = f(t.thread_m) * f(t.thread_n) * per_split * overhead * FMA_US + ROUND_US;
+    // The fused kernel's window gathers: about 12 instructions per element, block_n·block_k
+    // elements per stage over the threads, against thread_m·thread_n·block_k multiply-adds.
+    let gather = if spec.variant.fused {
+        1.0 + 12.0 * f(t.block_n) / (f(t.threads()) * f(t.thread_m) * f(t.thread_n))
+    } else {
+        1.0
+    };
+    let round = f(t.thread_m) * f(t.thread_n) * per_split * overhead * gather * FMA_US + ROUND_US;
     let mut time = waves * round;
+    if !spec.variant.fused && !input_in_place(problem) {
+        let bytes = (shape.input_len as f64 + shape.im2win_len as f64) * 4.0;
+        time += TRANSFORM_LAUNCH_US + bytes / BYTES_PER_US;
+    }
     if splits > 1 {
         // Each split's partial sums written and read once, the output written once.
         let bytes = (2.0 * f64::from(splits) + 1.0) * shape.output_len as f64 * 4.0;
@@ -429,7 +468,7 @@ fn no_kernel(problem: &Conv2dProblem) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use im2win_codegen::{DEFAULT_GEOMETRIES, TileConfig};
+    use im2win_codegen::{DEFAULT_GEOMETRIES, TileConfig, Variant};
 
     use super::*;
     use crate::problem::Padding;
@@ -480,7 +519,11 @@ mod tests {
             Conv2dProblem::new([1, 4, 20, 20], [8, 4, 1, 3]),
         ];
         for problem in cases {
-            assert_eq!(*plan(&problem).kernel(), generic(), "{problem:?}");
+            assert_eq!(
+                plan(&problem).kernel().geometry,
+                Geometry::Generic,
+                "{problem:?}"
+            );
         }
     }
 
@@ -496,7 +539,8 @@ mod tests {
     fn launch_shape_and_workspace() {
         // N·P·Q = 2·20·20 = 800 → 7 blocks of 128 pixels; K = 300 → 3 blocks of 128.
         let problem = square(5, 22, 300, 3);
-        let plan = plan(&problem);
+        let spec = KernelSpec::fixed(DType::F32, FixedGeometry::square(3, 1), TileConfig::PAPER);
+        let plan = Plan::for_spec(&problem, spec).unwrap();
         assert_eq!(plan.grid_dim(), (7, 3, 1));
         assert_eq!(plan.block_dim(), (256, 1, 1));
         assert_eq!(plan.workspace_bytes(), problem.workspace_bytes().unwrap());
@@ -505,6 +549,47 @@ mod tests {
         assert_eq!(plan.workspace_bytes(), 52_992 + 300 * 45 * 4);
         assert_eq!(plan.shape().output, [2, 300, 20, 20]);
         assert_eq!(*plan.problem(), problem);
+        // The fused kernel reads X itself: the workspace is the transformed filter.
+        let fused = Plan::for_spec(&problem, spec.with_variant(Variant::FUSED)).unwrap();
+        assert!(fused.input_in_place());
+        assert_eq!(
+            (fused.filter_offset_bytes(), fused.workspace_bytes()),
+            (0, 300 * 45 * 4)
+        );
+        assert_eq!(fused.grid_dim(), plan.grid_dim());
+    }
+
+    #[test]
+    fn ablation_kernels_are_never_dispatched() {
+        // Only incomplete generic kernels: nothing to dispatch to, but each can be forced.
+        let problem = square(4, 20, 8, 3).with_dilation([2, 2]);
+        let ablation = Catalogue::ablation();
+        assert!(matches!(
+            Plan::new(&problem, &ablation, H200_SMS),
+            Err(Error::NoKernel { .. })
+        ));
+        for spec in &ablation.kernels {
+            assert_eq!(*Plan::for_spec(&problem, *spec).unwrap().kernel(), *spec);
+        }
+        let mut both = Catalogue::default_catalogue();
+        both.kernels.extend(ablation.kernels);
+        assert!(plan(&problem).kernel().variant.is_complete());
+        assert_eq!(
+            Plan::new(&problem, &both, H200_SMS).unwrap(),
+            plan(&problem)
+        );
+    }
+
+    #[test]
+    fn transforms_count_in_the_choice_between_variants() {
+        // A large 3×3 layer (conv8-like): the materialised kernel's transform moves ~1.6 GB,
+        // more than the fused kernel's gathers cost; a 1×1 stride-1 layer reads its input
+        // in place, so the fused kernel's gathers are pure cost there.
+        let big = Conv2dProblem::new([128, 64, 112, 112], [128, 64, 3, 3])
+            .with_padding(Padding::uniform(1));
+        assert!(plan(&big).kernel().variant.fused);
+        let pointwise = Conv2dProblem::new([32, 256, 56, 56], [64, 256, 1, 1]);
+        assert!(!plan(&pointwise).kernel().variant.fused);
     }
 
     #[test]
@@ -692,7 +777,11 @@ mod tests {
             square(8, 9, 16, 3),
             Conv2dProblem::new([2, 8, 9, 9], [16, 8, 1, 3]),
         ] {
-            let plan = self::plan(&other);
+            let spec = Plan::new(&other, &Catalogue::default_catalogue(), H200_SMS)
+                .unwrap()
+                .kernel()
+                .with_variant(Variant::MATERIALISED);
+            let plan = Plan::for_spec(&other, spec).unwrap();
             assert!(!plan.input_in_place(), "{other:?}");
             assert_eq!(
                 plan.filter_offset_bytes(),
