@@ -93,8 +93,12 @@ pub const EXTRA_TILES: [(FixedGeometry, TileConfig); 1] = [(
 pub mod support {
     /// The im2win input transform (padding and dilation inside), float32.
     pub const INPUT_TRANSFORM_F32: &str = "im2win_input_transform_f32";
-    /// The filter transform `F'[k][c][s][r] = F[k][c][r][s]`, float32.
+    /// The filter transform for the materialised kernels: `A[kk][k] = F[k][c][r][s]` with
+    /// `kk = c·S·R + s·R + r` (the im2win window's order), float32.
     pub const FILTER_TRANSFORM_F32: &str = "im2win_filter_transform_f32";
+    /// The filter transform for the fused kernels: `A[kk][k] = F[k][c][r][s]` with
+    /// `kk = (r·S + s)·C + c` (channels fastest), float32.
+    pub const FILTER_TRANSFORM_FUSED_F32: &str = "im2win_filter_transform_fused_f32";
     /// Direct convolution of float32 data accumulated in float64 (the GPU oracle).
     pub const DIRECT_F64: &str = "im2win_direct_reference_f64";
     /// Plain direct convolution in float32, one thread per output (the benchmark's `direct`).
@@ -104,9 +108,10 @@ pub mod support {
     /// Sums the partial results of a split reduction and adds the bias, float32.
     pub const SPLIT_REDUCE_F32: &str = "im2win_split_reduce_f32";
     /// Every support kernel, for checks that a fatbin is complete.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 7] = [
         INPUT_TRANSFORM_F32,
         FILTER_TRANSFORM_F32,
+        FILTER_TRANSFORM_FUSED_F32,
         SPLIT_REDUCE_F32,
         DIRECT_F64,
         DIRECT_F32,

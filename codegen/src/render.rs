@@ -276,6 +276,7 @@ impl Renderer {
             &[
                 support::INPUT_TRANSFORM_F32,
                 support::FILTER_TRANSFORM_F32,
+                support::FILTER_TRANSFORM_FUSED_F32,
                 support::SPLIT_REDUCE_F32,
                 support::DIRECT_F64,
             ],

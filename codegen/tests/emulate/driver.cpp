@@ -76,20 +76,24 @@ int main(int argc, char** argv) {
             // Odd grid sizes: the grid-stride loops must not depend on them.
             launch({3}, 64, [&] { im2win_input_transform_f32(x.data(), t.data(), p); });
             launch({2}, 256, [&] { im2win_filter_transform_f32(f.data(), ft.data(), p); });
+            std::vector<float> ft_fused(ft.size());
+            launch({3}, 128, [&] { im2win_filter_transform_fused_f32(f.data(), ft_fused.data(), p); });
             launch({5}, 32, [&] { im2win_direct_reference_f64(x.data(), f.data(), b, oracle.data(), p); });
             launch({4}, 32, [&] { im2win_direct_f32(x.data(), f.data(), b, direct.data(), p); });
-            // A fused kernel reads its windows from X itself; a materialised one from T.
+            // A fused kernel reads its windows from X itself, and its filter in channels-fastest
+            // order; a materialised one reads T and the window-order filter.
             const float* windows = spec.fused ? x.data() : t.data();
+            const float* filter = spec.fused ? ft_fused.data() : ft.data();
             const dim3 grid{(unsigned)((p.npq + spec.bn - 1) / spec.bn),
                             (unsigned)((p.k + spec.bm - 1) / spec.bm), 1};
-            launch(grid, spec.threads, [&] { spec.fn(windows, ft.data(), b, y.data(), p); });
+            launch(grid, spec.threads, [&] { spec.fn(windows, filter, b, y.data(), p); });
             // The same kernel with its reduction split (as many splits as stages, or more, in
             // some trials: empty shares), then the reduction kernel.
             const int stages = (int)((p.crs + spec.bk - 1) / spec.bk);
             const int splits = trial % 3 == 2 ? stages + 1 : pick(2, std::max(2, std::min(stages, 5)));
             std::vector<float> part((size_t)splits * y.size(), NAN), y_split(y.size(), NAN);
             launch({grid.x, grid.y, (unsigned)splits}, spec.threads,
-                   [&] { spec.fn(windows, ft.data(), b, part.data(), p); });
+                   [&] { spec.fn(windows, filter, b, part.data(), p); });
             launch({3}, 64, [&] { im2win_split_reduce_f32(part.data(), b, y_split.data(), p, splits); });
 
             // float32 sums of up to C*R*S products of values in [-1, 1].

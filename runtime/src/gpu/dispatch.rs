@@ -27,9 +27,10 @@
 //!   kernel.
 //! * **Window variant.** A materialised kernel first runs the input transform (X read, T
 //!   written at 3 TB/s, plus a launch), unless the input is read in place; a fused kernel
-//!   has no transform but gathers every window element itself, about a dozen integer
-//!   instructions each (`B_LOADS` per thread and stage), which stretches its rounds by
-//!   `12·block_n / (threads·thread_m·thread_n)` (9% for 128×128 tiles, 19% for 64-row ones).
+//!   has no transform but gathers every window element itself, about three instructions
+//!   each (`B_LOADS` per thread and stage, and the run's decomposition), which stretches its
+//!   rounds by `3·block_n / (threads·thread_m·thread_n)` (2% for 128×128 tiles, 5% for
+//!   64-row ones).
 //!
 //! So a large problem keeps one split and the largest tile that does not waste rows (K = 64
 //! takes 64-row tiles), and a problem with few output tiles (batch 1, deep layers) splits its
@@ -437,10 +438,10 @@ pub fn estimate_us(
     let overhead = 1.0
         + 0.5 * (1.0 / f(t.thread_m) + 1.0 / f(t.thread_n))
         + 4.0 * (1.0 / f(t.block_m) + 1.0 / f(t.block_n));
-    // The fused kernel's window gathers: about 12 instructions per element, block_n·block_k
+    // The fused kernel's window gathers: about 3 instructions per element, block_n·block_k
     // elements per stage over the threads, against thread_m·thread_n·block_k multiply-adds.
     let gather = if spec.variant.fused {
-        1.0 + 12.0 * f(t.block_n) / (f(t.threads()) * f(t.thread_m) * f(t.thread_n))
+        1.0 + 3.0 * f(t.block_n) / (f(t.threads()) * f(t.thread_m) * f(t.thread_n))
     } else {
         1.0
     };

@@ -463,14 +463,19 @@ impl Engine {
             unsafe { launch.launch(config) }?;
             ws
         };
-        let filter_transform = self.function(support::FILTER_TRANSFORM_F32)?;
+        // Each variant walks the reduction in its own order (docs/DESIGN.md).
+        let filter_transform = self.function(if plan.kernel().variant.fused {
+            support::FILTER_TRANSFORM_FUSED_F32
+        } else {
+            support::FILTER_TRANSFORM_F32
+        })?;
         let mut launch = stream.launch_builder(&filter_transform);
         launch.arg(&f).arg(&ft).arg(params);
         // One block per 32 × 32 tile of (C·R·S, K rounded up to 4), grid-stride beyond.
         let k4 = shape.output[1].div_ceil(4) * 4;
         let tiles = shape.reduction.div_ceil(32) * k4.div_ceil(32);
         let config = self.grid_stride_config(tiles * GRID_STRIDE_THREADS as usize);
-        // SAFETY: `im2win_filter_transform_f32(const float* f, float* a, ConvParams p)`;
+        // SAFETY: `im2win_filter_transform[_fused]_f32(const float* f, float* a, ConvParams p)`;
         // `f` holds `filter_len` floats and the workspace from `ft` on the C·R·S × K4
         // transformed filter (`Conv2dProblem::transformed_filter_bytes`), for any grid.
         unsafe { launch.launch(config) }?;
