@@ -208,53 +208,50 @@ stage_examples() {
   fi
 }
 
-stage_bench() {
-  local log="$out/bench.log" name dir
-  : >"$log"
-  read -r name dir < <(manifest bin im2win-bench--im2win)
-  if [ -z "${name:-}" ]; then
-    rows+=("bench|MISSING|0|the benchmark binary is not in the bundle")
+# find_bench STAGE: sets $bench to the benchmark binary's name in the bundle; without one,
+# adds a MISSING row for STAGE and returns 1.
+find_bench() {
+  local dir
+  read -r bench dir < <(manifest bin im2win-bench--im2win)
+  if [ -z "${bench:-}" ]; then
+    rows+=("$1|MISSING|0|the benchmark binary is not in the bundle")
     failed=1
-    return
+    return 1
   fi
+}
+
+stage_bench() {
+  local log="$out/bench.log"
+  : >"$log"
+  find_bench bench || return
   run_binary "$log" bench "im2win $*" "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- \
-    "$bundle/bin/$name" "$@"
+    "$bundle/bin/$bench" "$@"
 }
 
 stage_tune() {
-  local log="$out/tune.log" name dir
+  local log="$out/tune.log"
   : >"$log"
-  read -r name dir < <(manifest bin im2win-bench--im2win)
-  if [ -z "${name:-}" ]; then
-    rows+=("tune|MISSING|0|the benchmark binary is not in the bundle")
-    failed=1
-    return
-  fi
+  find_bench tune || return
   run_binary "$log" tune "im2win tune" "${IM2WIN_TUNE_TIMEOUT:-560}" "$root" -- \
-    "$bundle/bin/$name" tune --out "$out/tuning.json"
+    "$bundle/bin/$bench" tune --out "$out/tuning.json"
 }
 
 # The benchmark runs of bench/results/README.md, one after another, into $out/results.tar
 # (JSON, SVG and ablation table per run; one archive because at most 8 files come back from
 # the GPU machine).
 stage_results() {
-  local log="$out/bench.log" name dir suite batch dest="$out/results"
+  local log="$out/bench.log" suite batch dest="$out/results"
   : >"$log"
-  read -r name dir < <(manifest bin im2win-bench--im2win)
-  if [ -z "${name:-}" ]; then
-    rows+=("results|MISSING|0|the benchmark binary is not in the bundle")
-    failed=1
-    return
-  fi
+  find_bench results || return
   mkdir -p "$dest"
   for run in "paper 128" "resnet50 1" "resnet50 32" "resnet50 128" "vgg16 32"; do
     read -r suite batch <<<"$run"
     run_binary "$log" results "im2win bench --suite $suite --batch $batch" \
-      "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$name" bench --suite "$suite" \
+      "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$bench" bench --suite "$suite" \
       --batch "$batch" --out "$dest/$suite-f32-n$batch.json" --chart "$dest/$suite-f32-n$batch.svg"
   done
   run_binary "$log" results "im2win bench --suite paper --batch 128 --methods ablation" \
-    "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$name" bench --suite paper \
+    "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$bench" bench --suite paper \
     --batch 128 --methods ablation --out "$dest/ablation-paper-f32-n128.json" \
     --chart "$dest/ablation-paper-f32-n128.svg"
   tar -C "$out" -cf "$out/results.tar" results && rm -rf "$dest"
