@@ -13,6 +13,7 @@
 //!   and `Builder`, the generator as a library for a build script (im2win's own
 //!   build.rs is one `Builder` call).
 
+pub mod abi;
 #[cfg(feature = "generate")]
 pub mod builder;
 pub mod catalogue;

@@ -92,7 +92,8 @@ impl RenderedSources {
             .flat_map(|u| u.kernels.iter().map(String::as_str))
     }
 
-    /// The translation unit nvcc compiles: it `#include`s every file of [`Self::files`].
+    /// The translation unit nvcc compiles: it `#include`s every file of [`Self::files`] and
+    /// defines the module's ABI stamp ([`crate::abi`]).
     pub fn translation_unit(&self) -> String {
         let mut text = String::from(
             "// im2win: the one translation unit nvcc compiles; the kernels are in the files below.\n",
@@ -101,6 +102,8 @@ impl RenderedSources {
             // Writing to a String cannot fail.
             let _ = writeln!(text, "#include \"{}\"", file.file_name);
         }
+        text.push('\n');
+        text.push_str(&crate::abi::stamp_definition());
         text
     }
 

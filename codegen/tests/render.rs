@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use im2win_codegen::abi;
 use im2win_codegen::catalogue::support;
 use im2win_codegen::render::{self, COMMON_HEADER, HEADER_FILE, RenderError, Renderer};
 use im2win_codegen::{Catalogue, DType, FixedGeometry, KernelSpec, TileConfig};
@@ -139,11 +140,48 @@ fn the_catalogue_renders_into_complete_sources() -> Result<(), RenderError> {
             );
         }
     }
-    // The translation unit nvcc compiles includes every file.
+    // The translation unit nvcc compiles includes every file and defines the ABI stamp.
     let unit = sources.translation_unit();
     for file in &sources.files {
         assert!(unit.contains(&format!("#include \"{}\"", file.file_name)));
     }
+    assert!(unit.contains(&abi::stamp_definition()));
+    Ok(())
+}
+
+/// The parameter list of the kernel `name` as `source` defines it: the text between `name(`
+/// and the matching `)`.
+fn parameter_list<'a>(source: &'a str, name: &str) -> Option<&'a str> {
+    let signature = format!("{name}(");
+    let (at, _) = source
+        .match_indices(&signature)
+        .find(|(at, _)| defines(&source[..at + signature.len()], name))?;
+    let rest = &source[at + signature.len()..];
+    rest.find(')').map(|end| &rest[..end])
+}
+
+/// Every rendered kernel takes exactly the parameters that `abi::KERNEL_SIGNATURES` lists for
+/// its kind, so the ABI stamp (a hash of that list) changes whenever a template's signature
+/// does: a template edited without the list fails here.
+#[test]
+fn every_kernel_has_the_signature_the_abi_stamp_describes() -> Result<(), RenderError> {
+    let mut catalogue = Catalogue::default_catalogue();
+    catalogue.kernels.extend(unusual_specs());
+    let sources = Renderer::new()?.catalogue(&catalogue)?;
+    let mut checked = 0;
+    for file in &sources.files {
+        for kernel in &file.kernels {
+            let list = parameter_list(&file.source, kernel)
+                .unwrap_or_else(|| panic!("{kernel}: no parameter list"));
+            assert_eq!(
+                abi::parameter_types(list),
+                abi::signature_of(kernel),
+                "{kernel}: the rendered parameters differ from abi::KERNEL_SIGNATURES"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, sources.kernel_names().count());
     Ok(())
 }
 

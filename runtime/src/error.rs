@@ -93,6 +93,33 @@ pub enum Error {
         /// The kernel's name.
         name: String,
     },
+    /// A kernel module was generated for another binary interface than this runtime's
+    /// (`im2win_codegen::abi`): its `ConvParams` layout or kernel signatures may differ, so
+    /// launching it would pass parameters at the wrong offsets. Found when the module loads.
+    #[error(
+        "kernel module `{module}` was generated for another im2win ABI ({}), but this runtime needs stamp {expected:#018x}: regenerate it with the im2win-codegen version this runtime uses",
+        match .found { Some(found) => format!("its stamp is {found:#018x}"), None => "it has no ABI stamp".to_string() }
+    )]
+    AbiMismatch {
+        /// The module's name (`im2win` for the default kernels, empty for
+        /// `KernelModule::new`).
+        module: String,
+        /// This runtime's stamp, `im2win_codegen::abi::abi_id()`.
+        expected: u64,
+        /// The module's stamp, or `None` when it defines none.
+        found: Option<u64>,
+    },
+    /// The catalogue of a kernel module (`<name>.catalogue.json`) does not parse: it was
+    /// written by an incompatible im2win-codegen.
+    #[error(
+        "the catalogue of kernel module `{module}` cannot be read ({reason}): regenerate it with the im2win-codegen version this runtime uses"
+    )]
+    BadCatalogue {
+        /// The module's name.
+        module: String,
+        /// What the JSON parser reported.
+        reason: String,
+    },
     /// The catalogue has no kernel that can run the problem: no fixed kernel for its
     /// geometry and no generic kernel.
     #[error(

@@ -34,6 +34,8 @@ pub struct Part {
     name: Cow<'static, str>,
     fatbin: Option<Cow<'static, [u8]>>,
     catalogue: Catalogue,
+    /// Why the embedded catalogue could not be read; the engine refuses the module then.
+    catalogue_error: Option<String>,
 }
 
 impl Part {
@@ -51,6 +53,21 @@ impl Part {
     /// The specialisations in the fatbin.
     pub fn catalogue(&self) -> &Catalogue {
         &self.catalogue
+    }
+
+    /// [`Error::BadCatalogue`](crate::Error::BadCatalogue) when the part's embedded
+    /// catalogue did not parse ([`KernelModule::embedded`]).
+    ///
+    /// # Errors
+    /// As said.
+    pub fn check_catalogue(&self) -> crate::Result<()> {
+        match &self.catalogue_error {
+            None => Ok(()),
+            Some(reason) => Err(crate::Error::BadCatalogue {
+                module: self.name.to_string(),
+                reason: reason.clone(),
+            }),
+        }
     }
 }
 
@@ -80,6 +97,7 @@ impl KernelModule {
             name: Cow::Borrowed(""),
             fatbin: Some(fatbin.into()),
             catalogue,
+            catalogue_error: None,
         })
     }
 
@@ -90,20 +108,26 @@ impl KernelModule {
             name: Cow::Borrowed(""),
             fatbin: None,
             catalogue,
+            catalogue_error: None,
         })
     }
 
     /// The module `im2win_codegen::Builder` wrote as `<name>.fatbin` and
     /// `<name>.catalogue.json`; what `im2win::include_kernels!` expands to. An empty fatbin
     /// means the kernels were not built ([`KernelModule::not_built`]). A catalogue that does
-    /// not parse (written by an incompatible im2win-codegen) gives an empty catalogue, so
-    /// that nothing of this part is ever dispatched.
+    /// not parse (written by an incompatible im2win-codegen) leaves this part without
+    /// kernels, and [`Engine::new`](crate::Engine::new) refuses the module with
+    /// [`Error::BadCatalogue`](crate::Error::BadCatalogue).
     pub fn embedded(name: &'static str, fatbin: &'static [u8], catalogue_json: &str) -> Self {
-        let catalogue = Catalogue::from_json(catalogue_json).unwrap_or_default();
+        let (catalogue, catalogue_error) = match Catalogue::from_json(catalogue_json) {
+            Ok(catalogue) => (catalogue, None),
+            Err(err) => (Catalogue::default(), Some(err.to_string())),
+        };
         Self::from_part(Part {
             name: Cow::Borrowed(name),
             fatbin: (!fatbin.is_empty()).then_some(Cow::Borrowed(fatbin)),
             catalogue,
+            catalogue_error,
         })
     }
 
@@ -217,5 +241,18 @@ mod tests {
         assert_eq!(both.part_of(support::DIRECT_F64), 1);
         assert_eq!(both.part_of(&fixed(9, 3).name()), 0);
         assert!(format!("{both:?}").contains("fatbin_bytes: None"));
+    }
+
+    #[test]
+    fn an_unreadable_catalogue_is_an_error_not_an_empty_module() {
+        let module = KernelModule::embedded("old", b"fatbin", "{\"kernels\": 7}");
+        assert!(module.catalogue().kernels.is_empty());
+        let err = module.parts()[0].check_catalogue().unwrap_err();
+        assert!(
+            matches!(&err, crate::Error::BadCatalogue { module, .. } if module == "old"),
+            "{err}"
+        );
+        let good = KernelModule::embedded("new", b"fatbin", &Catalogue::default().to_json());
+        assert!(good.parts()[0].check_catalogue().is_ok());
     }
 }

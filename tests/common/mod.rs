@@ -27,6 +27,9 @@ pub mod model;
 /// proptest strategies of the property tests.
 pub mod strategies;
 
+/// A kernel that only waits, to delay a stream in the ordering tests.
+pub mod delay;
+
 /// Largest accepted `‖out − ref‖₂ / ‖ref‖₂` of a float32 result against a float64 oracle.
 pub const TOLERANCE: f64 = 1e-5;
 

@@ -6,9 +6,9 @@
 use cudarc::driver::{CudaSlice, sys};
 
 use super::dispatch::{Plan, blocks_per_sm, max_splits, supports};
-use super::engine::Engine;
+use super::engine::{Engine, allocation_error};
 use super::tuning::TuningEntry;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::problem::Conv2dProblem;
 
 /// Timed runs per candidate (after one warm-up run); the median is kept.
@@ -31,16 +31,20 @@ impl Engine {
         let candidates = candidates(problem, self);
         let shape = problem.shape()?;
         let stream = self.stream();
-        let input = stream.clone_htod(&pattern(shape.input_len, 1))?;
-        let filter = stream.clone_htod(&pattern(shape.filter_len, 2))?;
-        let mut output: CudaSlice<f32> = stream.alloc_zeros(shape.output_len)?;
+        let input = stream.clone_htod(&pattern(shape.input_len, 1)?)?;
+        let filter = stream.clone_htod(&pattern(shape.filter_len, 2)?)?;
+        let mut output: CudaSlice<f32> = stream
+            .alloc_zeros(shape.output_len)
+            .map_err(|err| allocation_error(err, "autotune output", shape.output_len * 4))?;
         let workspace_bytes = candidates
             .iter()
             .chain([&heuristic])
             .map(Plan::workspace_bytes)
             .max()
             .unwrap_or(0);
-        let mut workspace: CudaSlice<u8> = stream.alloc_zeros(workspace_bytes.max(1))?;
+        let mut workspace: CudaSlice<u8> = stream
+            .alloc_zeros(workspace_bytes.max(1))
+            .map_err(|err| allocation_error(err, "autotune workspace", workspace_bytes))?;
 
         let mut time = |plan: &Plan| -> Result<f64> {
             let mut run = || {
@@ -120,16 +124,27 @@ fn candidates(problem: &Conv2dProblem, engine: &Engine) -> Vec<Plan> {
 
 /// `len` values in [-1, 1), never zero, from a small linear congruential generator: the
 /// timing does not depend on the values, only on their not being special (zeros, NaN).
-fn pattern(len: usize, seed: u32) -> Vec<f32> {
+///
+/// # Errors
+/// [`Error::OutOfMemory`] when the host cannot hold them (a valid problem's operands can be
+/// far larger than memory), instead of aborting.
+fn pattern(len: usize, seed: u32) -> Result<Vec<f32>> {
+    let mut values = Vec::new();
+    values
+        .try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory {
+            what: "autotune operands",
+            bytes: len as u128 * 4,
+            on_device: false,
+        })?;
     let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            // 23 random bits scaled to [-1, 1), then nudged off zero.
-            let v = (state >> 9) as f32 / (1u32 << 22) as f32 - 1.0;
-            if v == 0.0 { 0.5 } else { v }
-        })
-        .collect()
+    values.extend((0..len).map(|_| {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        // 23 random bits scaled to [-1, 1), then nudged off zero.
+        let v = (state >> 9) as f32 / (1u32 << 22) as f32 - 1.0;
+        if v == 0.0 { 0.5 } else { v }
+    }));
+    Ok(values)
 }
 
 #[cfg(test)]
@@ -137,11 +152,22 @@ mod tests {
     use super::pattern;
 
     #[test]
+    fn an_impossible_pattern_is_out_of_memory_not_an_abort() {
+        assert!(matches!(
+            pattern(usize::MAX / 2, 1),
+            Err(super::Error::OutOfMemory {
+                on_device: false,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn pattern_is_in_range_and_never_zero() {
-        let values = pattern(10_000, 3);
+        let values = pattern(10_000, 3).unwrap();
         assert!(values.iter().all(|v| (-1.0..1.0).contains(v) && *v != 0.0));
         let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / values.len() as f64;
         assert!(mean.abs() < 0.05, "mean {mean}");
-        assert_ne!(pattern(8, 1), pattern(8, 2));
+        assert_ne!(pattern(8, 1).unwrap(), pattern(8, 2).unwrap());
     }
 }

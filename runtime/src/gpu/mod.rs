@@ -9,6 +9,7 @@ mod autotune;
 mod dispatch;
 mod engine;
 mod modules;
+mod ordering;
 mod params;
 mod tuning;
 

@@ -163,6 +163,61 @@ mod tests {
         assert_eq!(align_of::<ConvParams>(), 8);
     }
 
+    /// The Rust mirror follows the C declaration that the ABI stamp hashes
+    /// (`im2win_codegen::abi::conv_params_declaration`, from the kernel header): the same
+    /// fields in the same order at the offsets C gives them (`int` 4 bytes, `long long` 8,
+    /// each aligned to its size).
+    #[test]
+    fn layout_matches_the_header_the_abi_stamp_hashes() {
+        let decl = im2win_codegen::abi::conv_params_declaration();
+        let body = decl
+            .strip_prefix("struct ConvParams {")
+            .and_then(|b| b.strip_suffix("};"))
+            .expect("a struct declaration");
+        let mut c_fields = Vec::new();
+        let mut offset = 0_usize;
+        for declaration in body.split(';').map(str::trim).filter(|d| !d.is_empty()) {
+            let (ty, names) = match declaration.strip_prefix("long long ") {
+                Some(names) => (8, names),
+                None => (
+                    4,
+                    declaration.strip_prefix("int ").expect("int or long long"),
+                ),
+            };
+            for name in names.split(',').map(str::trim) {
+                offset = offset.next_multiple_of(ty);
+                c_fields.push((name.to_string(), offset));
+                offset += ty;
+            }
+        }
+        let rust_fields: Vec<(String, usize)> = [
+            ("n", offset_of!(ConvParams, n)),
+            ("c", offset_of!(ConvParams, c)),
+            ("h", offset_of!(ConvParams, h)),
+            ("w", offset_of!(ConvParams, w)),
+            ("k", offset_of!(ConvParams, k)),
+            ("r", offset_of!(ConvParams, r)),
+            ("s", offset_of!(ConvParams, s)),
+            ("p", offset_of!(ConvParams, p)),
+            ("q", offset_of!(ConvParams, q)),
+            ("stride_h", offset_of!(ConvParams, stride_h)),
+            ("stride_w", offset_of!(ConvParams, stride_w)),
+            ("pad_top", offset_of!(ConvParams, pad_top)),
+            ("pad_left", offset_of!(ConvParams, pad_left)),
+            ("dil_h", offset_of!(ConvParams, dil_h)),
+            ("dil_w", offset_of!(ConvParams, dil_w)),
+            ("win_w", offset_of!(ConvParams, win_w)),
+            ("has_bias", offset_of!(ConvParams, has_bias)),
+            ("crs", offset_of!(ConvParams, crs)),
+            ("npq", offset_of!(ConvParams, npq)),
+        ]
+        .into_iter()
+        .map(|(name, at)| (name.to_string(), at))
+        .collect();
+        assert_eq!(rust_fields, c_fields);
+        assert_eq!(size_of::<ConvParams>(), offset.next_multiple_of(8));
+    }
+
     #[test]
     fn values_follow_the_problem() {
         // 2×3×10×11 input, 4×3×3×5 filter, stride (2,1), asymmetric padding, dilation (1,2):
