@@ -134,12 +134,14 @@ stage_sanitize() {
       # Left out, because the sanitizer counts a deliberately failed driver call as an
       # error: `missing_kernels` asks for a kernel that does not exist, `out_of_memory...`
       # for a workspace no GPU holds, and `no_visible_device` starts a child process that
-      # sees no GPU. The `tests` stage runs them.
+      # sees no GPU, and `modules_of_another_abi_are_refused` looks up a stamp and kernels
+      # that its fake modules lack. The `tests` stage runs them.
       IM2WIN_TEST_SMALL=${IM2WIN_SANITIZE_SMALL:-1} run_binary "$log" "sanitize-$tool" "$name" \
         "${IM2WIN_SANITIZE_TIMEOUT:-300}" "$root/$dir" -- \
         compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 50 \
         "$bundle/bin/$name" --test-threads=1 \
-        --skip missing_kernels --skip out_of_memory --skip no_visible_device
+        --skip missing_kernels --skip out_of_memory --skip no_visible_device \
+        --skip modules_of_another_abi
       local summary_line
       summary_line=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | tail -n 1 | sed 's/^=* *//')
       rows[-1]="${rows[-1]}: ${summary_line:-no sanitizer summary}"

@@ -103,11 +103,22 @@ fn check(stream: &Arc<CudaStream>, y: &CudaSlice<f32>, case: &Case) -> Result<f6
     check_output(&host, &plain, host.len(), case)
 }
 
-/// Allocates `len` floats on `stream` and fills them with 1e30 at once: the stream-ordered
-/// allocator hands back the memory just freed on that stream, so a kernel still reading a
-/// freed buffer reads these.
-fn reuse_freed(stream: &Arc<CudaStream>, len: usize) -> CudaSlice<f32> {
-    stream.clone_htod(&vec![FAR_AWAY; len]).unwrap()
+/// Allocates one buffer of each of `lens` floats on `stream` and fills them with 1e30 at
+/// once: the stream-ordered allocator hands back the memory just freed on that stream (the
+/// same sizes, in the same order), so a kernel still reading a freed buffer reads these.
+fn reuse_freed(stream: &Arc<CudaStream>, lens: &[usize]) -> Vec<CudaSlice<f32>> {
+    lens.iter()
+        .map(|&len| stream.clone_htod(&vec![FAR_AWAY; len]).unwrap())
+        .collect()
+}
+
+/// The lengths of the input, filter and bias of `case`, the buffers the tests drop.
+fn input_lens(case: &Case) -> [usize; 3] {
+    [
+        case.input.len(),
+        case.filter.len(),
+        case.bias.as_ref().map_or(0, Vec::len),
+    ]
 }
 
 /// A stream of a fresh context object (of the same CUDA context as the engine's) by kind:
@@ -145,7 +156,7 @@ fn operands_of_another_context_object_are_ordered() {
         let outcome = convolve(&engine, &case, &mut ops).map_err(|e| e.to_string());
         let Operands { x, f, b, y } = ops;
         drop((x, f, b));
-        let junk = reuse_freed(stream, case.input.len() + case.filter.len());
+        let junk = reuse_freed(stream, &input_lens(&case));
         let outcome = outcome.and_then(|()| check(stream, &y, &case));
         failures.check(|| format!("operands on the other object's {kind}"), outcome);
         drop(junk);
@@ -161,9 +172,9 @@ fn operands_of_another_context_object_are_ordered() {
 }
 
 /// Operands on a second stream of the engine's own context: after the engine's (delayed)
-/// launches, that stream reads the input back and drops it, and a fresh allocation there
-/// overwrites the freed memory. cudarc alone orders the free after the read on that
-/// stream only, not after the engine's read.
+/// launches, that stream reads the input back, overwrites it and drops it, and a fresh
+/// allocation there overwrites the freed memory. cudarc alone orders the overwrite and the
+/// free after the read on that stream only, not after the engine's read.
 #[test]
 fn a_second_stream_of_the_engines_context_waits_for_the_engine() {
     const TEST: &str = "a_second_stream_of_the_engines_context_waits_for_the_engine";
@@ -176,10 +187,15 @@ fn a_second_stream_of_the_engines_context_waits_for_the_engine() {
     second.synchronize().unwrap();
     spinner.delay(engine.stream(), DELAY_MS);
     let outcome = convolve(&engine, &case, &mut ops).map_err(|e| e.to_string());
-    let Operands { x, f, b, y } = ops;
+    let Operands { mut x, f, b, y } = ops;
+    // Read, then overwrite, the input on its own stream: cudarc orders the overwrite after
+    // that read only (the read event now points at it), not after the engine's.
     let read_back = second.clone_dtoh(&x).unwrap();
+    second
+        .memcpy_htod(&vec![FAR_AWAY; case.input.len()], &mut x)
+        .unwrap();
     drop((x, f, b));
-    let junk = reuse_freed(&second, case.input.len() + case.filter.len());
+    let junk = reuse_freed(&second, &input_lens(&case));
     let mut failures = Failures::default();
     if read_back != case.input {
         failures.push("the input read back differs".into());
@@ -191,7 +207,7 @@ fn a_second_stream_of_the_engines_context_waits_for_the_engine() {
     drop(junk);
     summary(
         TEST,
-        "engine delayed; input read back, dropped and its memory reused on the second stream",
+        "engine delayed; input read back, overwritten, dropped and its memory reused on the second stream",
     );
     failures.assert_none(TEST);
 }
@@ -227,7 +243,7 @@ fn two_engines_reading_one_input() {
     let r1 = first.conv2d(&case.problem, &x, &f, Some(&b), &mut y1, None);
     let r2 = second_engine.conv2d(&case.problem, &x, &f, Some(&b), &mut y2, None);
     drop((x, f, b));
-    let junk = reuse_freed(&home, case.input.len() + case.filter.len());
+    let junk = reuse_freed(&home, &input_lens(&case));
     let mut failures = Failures::default();
     failures.check(
         || "first (delayed) engine".into(),
@@ -264,7 +280,7 @@ fn operands_dropped_right_after_the_call() {
     let outcome = convolve(&engine, &case, &mut ops).map_err(|e| e.to_string());
     let Operands { x, f, b, y } = ops;
     drop((x, f, b));
-    let junk = reuse_freed(&stream, case.input.len() + case.filter.len());
+    let junk = reuse_freed(&stream, &input_lens(&case));
     let mut failures = Failures::default();
     failures.check(
         || "inputs dropped on the legacy stream".into(),
@@ -340,7 +356,8 @@ fn engines_on_a_given_context_or_stream() {
 /// cudarc records some driver errors in the context object instead of returning them.
 /// An error that other code recorded there (e.g. a failed free of a buffer elsewhere) is
 /// neither reported by an engine's call nor cleared by it: first in an engine's own context
-/// object, then in one that two engines and their caller share.
+/// object, then in one that two engines and their caller share. (The operands are made
+/// before the error is recorded: cudarc's own calls report whatever the slot holds.)
 #[test]
 fn errors_recorded_by_others_are_neither_reported_nor_hidden() {
     const TEST: &str = "errors_recorded_by_others_are_neither_reported_nor_hidden";
@@ -349,36 +366,31 @@ fn errors_recorded_by_others_are_neither_reported_nor_hidden() {
     let case = Case::random(&mut rng, problem(), true);
     let injected = DriverError(sys::cudaError_enum::CUDA_ERROR_UNKNOWN);
     let mut failures = Failures::default();
-    let mut run = |name: &str, engine: &Engine| {
+    let mut run = |name: &str, engine: &Engine, slot: &Arc<CudaContext>| {
         let mut ops = operands(engine.stream(), &case);
+        engine.stream().synchronize().unwrap();
+        slot.record_err::<()>(Err(injected));
         let outcome = convolve(engine, &case, &mut ops).map_err(|e| e.to_string());
+        let kept = slot.check_err();
+        if kept != Err(injected) {
+            failures.push(format!(
+                "{name}: the error recorded by someone else was not left in the slot: {kept:?}"
+            ));
+        }
         failures.check(
             || format!("{name} after an error recorded by someone else"),
             outcome.and_then(|()| check(engine.stream(), &ops.y, &case)),
         );
     };
-
-    own.context().record_err::<()>(Err(injected));
-    run("an engine with its own context object", &own);
-    let kept_own = own.context().check_err();
-
+    run("an engine with its own context object", &own, own.context());
     let shared = CudaContext::new(0).unwrap();
     let a = Engine::with_context(shared.clone(), im2win::kernels()).unwrap();
     let b = Engine::with_context(shared.clone(), im2win::kernels()).unwrap();
-    a.context().record_err::<()>(Err(injected));
-    run("engine b of a shared context object", &b);
-    run("engine a of a shared context object", &a);
-    let kept_shared = shared.check_err();
-    for (what, kept) in [("own", kept_own), ("shared", kept_shared)] {
-        if kept != Err(injected) {
-            failures.push(format!(
-                "the error recorded in the {what} context object was not left for its owner: {kept:?}"
-            ));
-        }
-    }
+    run("engine b of a shared context object", &b, &shared);
+    run("engine a of a shared context object", &a, &shared);
     summary(
         TEST,
-        "errors recorded by others: 3 engine calls unaffected, both errors kept",
+        "errors recorded by others: 3 engine calls unaffected, each error kept",
     );
     failures.assert_none(TEST);
 }

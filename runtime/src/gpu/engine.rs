@@ -513,13 +513,16 @@ impl Engine {
         queue: impl FnOnce(&mut LaunchState) -> Result<T>,
     ) -> Result<T> {
         let mut state = lock(&self.launch);
-        self.ctx.bind_to_thread()?;
+        // First, since every cudarc call that binds the context (nearly all do) reports and
+        // clears whatever the slot holds.
         let earlier = self.ctx.check_err();
-        let others = other_streams(&self.stream, streams.iter().map(|s| &**s));
-        let result = state
-            .join
-            .wait_for(&self.stream, &others)
-            .and_then(|()| queue(&mut state));
+        let mut others = Vec::new();
+        let result = (|| {
+            self.ctx.bind_to_thread()?;
+            others = other_streams(&self.stream, streams.iter().map(|s| &**s));
+            state.join.wait_for(&self.stream, &others)?;
+            queue(&mut state)
+        })();
         let released = state.join.release_to(&self.stream, &others);
         let recorded = self.ctx.check_err();
         if let Err(theirs) = earlier {
