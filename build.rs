@@ -23,7 +23,7 @@ fn main() {
     // build-dependency (a change rebuilds it, which reruns this script); naming them as well
     // is belt and braces inside the workspace. Only existing paths: cargo reruns a script on
     // every build when a named path is missing, as these are in a published package.
-    for path in ["templates", "codegen/src", "build.rs"] {
+    for path in ["codegen/templates", "codegen/src", "build.rs"] {
         if Path::new(path).exists() {
             println!("cargo::rerun-if-changed={path}");
         }

@@ -19,7 +19,7 @@
 use crate::catalogue::support;
 
 /// The kernel header whose `struct ConvParams` is part of the interface.
-const HEADER: &str = include_str!("../../templates/common.cuh");
+const HEADER: &str = include_str!("../templates/common.cuh");
 
 /// Name of the `extern "C" __device__ unsigned long long` that holds a module's stamp.
 pub const ABI_SYMBOL: &str = "im2win_abi_stamp";

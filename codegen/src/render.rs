@@ -6,7 +6,7 @@
 //!
 //! * `im2win_support.cu`: the layout transforms and the float64 oracle
 //!   ([`crate::catalogue::support`]);
-//! * `im2win_baselines.cu`: the benchmark's baselines (`templates/baselines.cu.tera`);
+//! * `im2win_baselines.cu`: the benchmark's baselines (`codegen/templates/baselines.cu.tera`);
 //! * `im2win_conv.cu`: the convolution kernels, one per [`KernelSpec`].
 //!
 //! and `im2win.cu` ([`RenderedSources::translation_unit`]), which includes them all and is
@@ -24,7 +24,7 @@ use crate::spec::{Geometry, KernelSpec, SpecError};
 
 /// The header every source file includes: `ConvParams` and the division helpers.
 /// Copied verbatim (it is not a template).
-pub const COMMON_HEADER: &str = include_str!("../../templates/common.cuh");
+pub const COMMON_HEADER: &str = include_str!("../templates/common.cuh");
 
 /// File name of [`COMMON_HEADER`] next to the source files.
 pub const HEADER_FILE: &str = "common.cuh";
@@ -38,14 +38,14 @@ const BASELINES_TEMPLATE: &str = "baselines.cu.tera";
 
 /// The embedded templates, by name.
 const TEMPLATES: [(&str, &str); 3] = [
-    (CONV_TEMPLATE, include_str!("../../templates/conv.cu.tera")),
+    (CONV_TEMPLATE, include_str!("../templates/conv.cu.tera")),
     (
         SUPPORT_TEMPLATE,
-        include_str!("../../templates/support.cu.tera"),
+        include_str!("../templates/support.cu.tera"),
     ),
     (
         BASELINES_TEMPLATE,
-        include_str!("../../templates/baselines.cu.tera"),
+        include_str!("../templates/baselines.cu.tera"),
     ),
 ];
 

@@ -125,7 +125,7 @@ impl TileConfig {
     }
 
     /// Static shared memory of one block in bytes: two stages of a `block_k × block_m` filter
-    /// tile and a `block_k × block_n` window tile, in float32, as `templates/conv.cu.tera`
+    /// tile and a `block_k × block_n` window tile, in float32, as `codegen/templates/conv.cu.tera`
     /// declares them. (u64: an invalid tile may be huge.)
     pub const fn shared_bytes(&self) -> u64 {
         // Saturating: 8·block_k·(block_m + block_n) reaches 2^68 for the largest u32s.

@@ -49,15 +49,27 @@ fn default_catalogue_compiles_into_one_complete_fatbin() -> Result<(), NvccError
         .and_then(|r| r.catalogue(&catalogue))
         .expect("the default catalogue renders");
     let targets = CudaTargets::from_env()?;
-    let output = nvcc.compile(&sources, &targets, &work_dir("default_catalogue"), jobs())?;
+    let dir = work_dir("default_catalogue");
+    let output = nvcc.compile(&sources, &targets, &dir, jobs())?;
 
-    // Every kernel of the catalogue and every support kernel, in every image.
+    // Every kernel of the catalogue and every support kernel, in every image: the shipped
+    // fatbin's SASS images are uncompressed and readable, its PTX compressed; the unshipped
+    // uncompressed copy that the compile checks shows the PTX's names too.
     let mut kernels: Vec<String> = catalogue.kernels.iter().map(KernelSpec::name).collect();
     kernels.extend(support::ALL.iter().map(|k| k.to_string()));
     let images = fatbin::images(&output.fatbin)?;
     let targets_found: Vec<String> = images.iter().map(|i| i.target()).collect();
     assert_eq!(targets_found, targets.names(), "one image per target");
-    for image in &images {
+    for image in images.iter().filter(|i| i.kind == ImageKind::Ptx) {
+        assert!(image.compressed, "{} is not compressed", image.target());
+    }
+    let checked = std::fs::read(dir.join("im2win.uncompressed.fatbin")).expect("the checked copy");
+    assert!(fatbin::missing(&checked, &targets.names(), &kernels)?.is_empty());
+    assert!(
+        output.fatbin.len() < checked.len(),
+        "compression saved nothing"
+    );
+    for image in images.iter().filter(|i| i.kind == ImageKind::Sass) {
         assert!(!image.compressed, "{} is compressed", image.target());
         for kernel in &kernels {
             assert_eq!(

@@ -1,6 +1,6 @@
 //! `ConvParams`: the by-value kernel argument shared by every im2win kernel.
 //!
-//! The C side is `struct ConvParams` in `templates/common.cuh`; `docs/DESIGN.md` lists it.
+//! The C side is `struct ConvParams` in `codegen/templates/common.cuh`; `docs/DESIGN.md` lists it.
 //! The two must agree field for field, so the unit test below pins every offset and the
 //! size by hand: reordering a field on one side only would fail it.
 
