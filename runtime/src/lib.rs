@@ -9,7 +9,7 @@ pub mod problem;
 pub mod specialization;
 
 pub use error::{Error, Result};
-pub use gpu::{ConvParams, Engine, Plan, TuningEntry, TuningTable};
+pub use gpu::{ConvParams, DeviceLimits, Engine, Plan, TuningEntry, TuningTable};
 pub use kernels::KernelModule;
 pub use problem::{Conv2dProblem, Padding, ProblemShape};
 pub use specialization::Specialization;

@@ -6,7 +6,7 @@ use cudarc::driver::{DevicePtr, DevicePtrMut};
 use im2win_codegen::{Catalogue, DType, Geometry, KernelSpec, TileConfig, Variant};
 
 use crate::error::{Error, Result};
-use crate::gpu::{Engine, Plan, supports};
+use crate::gpu::{DeviceLimits, Engine, Plan, supports};
 use crate::problem::Conv2dProblem;
 
 /// A kernel specialisation named at compile time: data type, filter size and stride, and
@@ -126,17 +126,33 @@ impl Specialization {
     }
 
     /// The plan that runs `problem` with this specialisation, given the kernels available
-    /// (`catalogue`, usually `engine.kernels().catalogue()`) and the GPU's multiprocessors.
+    /// (`catalogue`, usually `engine.kernels().catalogue()`) and the GPU's multiprocessors
+    /// (with an H200's limits per SM, as [`Plan::new`]).
     ///
     /// # Errors
-    /// Any validation error of [`Conv2dProblem::shape`]; [`Error::SpecMismatch`] for a
-    /// problem of another geometry; [`Error::SpecNotLoaded`] when `catalogue` lacks the
-    /// kernel; [`Error::TooLarge`] when the grid exceeds CUDA's limits.
+    /// As [`Specialization::plan_for_device`].
     pub fn plan(
         &self,
         problem: &Conv2dProblem,
         catalogue: &Catalogue,
         multiprocessors: usize,
+    ) -> Result<Plan> {
+        let device = DeviceLimits::H200.with_multiprocessors(multiprocessors as u64);
+        self.plan_for_device(problem, catalogue, &device)
+    }
+
+    /// [`Specialization::plan`] on a GPU with the limits `device`
+    /// ([`Engine::device_limits`](crate::Engine::device_limits)).
+    ///
+    /// # Errors
+    /// Any validation error of [`Conv2dProblem::shape`]; [`Error::SpecMismatch`] for a
+    /// problem of another geometry; [`Error::SpecNotLoaded`] when `catalogue` lacks the
+    /// kernel; [`Error::TooLarge`] when the grid exceeds CUDA's limits.
+    pub fn plan_for_device(
+        &self,
+        problem: &Conv2dProblem,
+        catalogue: &Catalogue,
+        device: &DeviceLimits,
     ) -> Result<Plan> {
         problem.shape()?;
         self.check(problem)?;
@@ -157,12 +173,12 @@ impl Specialization {
             (Some(spec), false) => Plan::for_spec(problem, spec),
             // Every candidate has this geometry, which computes the problem: the heuristic
             // only chooses the tile.
-            (None, false) => Plan::new(
+            (None, false) => Plan::for_device(
                 problem,
                 &Catalogue {
                     kernels: candidates,
                 },
-                multiprocessors,
+                device,
             ),
         }
     }
@@ -200,7 +216,7 @@ impl Engine {
         specialization: &Specialization,
         problem: &Conv2dProblem,
     ) -> Result<Plan> {
-        specialization.plan(problem, self.kernels().catalogue(), self.multiprocessors())
+        specialization.plan_for_device(problem, self.kernels().catalogue(), self.device_limits())
     }
 
     /// `output = conv2d(input, filter) + bias` with the kernel of `specialization` (usually

@@ -82,6 +82,7 @@ impl Engine {
         }
         let entry = TuningEntry {
             problem: *problem,
+            dtype: im2win_codegen::DType::F32,
             kernel: best.0.kernel().name(),
             splits: best.0.splits(),
             median_ms: best.1,
@@ -97,7 +98,7 @@ impl Engine {
 /// previous count still gave fewer than two waves of blocks: beyond that a split only adds
 /// partial sums to write and reduce.
 fn candidates(problem: &Conv2dProblem, engine: &Engine) -> Vec<Plan> {
-    let sms = engine.multiprocessors() as u64;
+    let device = engine.device_limits();
     let mut plans = Vec::new();
     for spec in &engine.kernels().catalogue().kernels {
         if !supports(spec, problem) {
@@ -108,7 +109,7 @@ fn candidates(problem: &Conv2dProblem, engine: &Engine) -> Vec<Plan> {
             continue;
         };
         let (x, y, _) = plan.grid_dim();
-        let two_waves = 2 * sms * u64::from(blocks_per_sm(spec));
+        let two_waves = 2 * device.multiprocessors * u64::from(blocks_per_sm(spec, device));
         let most = max_splits(spec, plan.shape());
         let mut splits = 2;
         while splits <= most && u64::from(x) * u64::from(y) * u64::from(splits / 2) < two_waves {

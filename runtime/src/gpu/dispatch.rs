@@ -45,6 +45,7 @@
 
 use im2win_codegen::{Catalogue, DType, FixedGeometry, Geometry, KernelSpec};
 
+use super::device::DeviceLimits;
 use crate::error::{Error, Result};
 use crate::problem::{Conv2dProblem, MAX_ELEMENTS, ProblemShape};
 
@@ -147,17 +148,33 @@ pub fn input_in_place(problem: &Conv2dProblem) -> bool {
 
 impl Plan {
     /// Dispatches `problem` to the best float32 kernel of `catalogue` (see the module
-    /// documentation for the rule), on a GPU with `multiprocessors` SMs (132 on an H200).
+    /// documentation for the rule), on a GPU with `multiprocessors` SMs and an H200's limits
+    /// per SM ([`DeviceLimits::H200`]). An engine plans with its own device's limits
+    /// ([`Plan::for_device`]).
+    ///
+    /// # Errors
+    /// As [`Plan::for_device`].
+    pub fn new(
+        problem: &Conv2dProblem,
+        catalogue: &Catalogue,
+        multiprocessors: usize,
+    ) -> Result<Plan> {
+        let limits = DeviceLimits::H200.with_multiprocessors(multiprocessors as u64);
+        Plan::for_device(problem, catalogue, &limits)
+    }
+
+    /// Dispatches `problem` to the best float32 kernel of `catalogue` (see the module
+    /// documentation for the rule) on a GPU with the limits `device`.
     ///
     /// # Errors
     /// Any validation error of [`Conv2dProblem::shape`]; [`Error::NoKernel`] when the
     /// catalogue has neither a matching fixed kernel nor a generic one;
     /// [`Error::TooLarge`] when every candidate's grid exceeds CUDA's limits;
     /// [`Error::InvalidSpec`] when the chosen spec is not valid (a broken catalogue).
-    pub fn new(
+    pub fn for_device(
         problem: &Conv2dProblem,
         catalogue: &Catalogue,
-        multiprocessors: usize,
+        device: &DeviceLimits,
     ) -> Result<Plan> {
         let shape = problem.shape()?;
         // Only complete kernels: the ablation's (a technique switched off) run when asked for.
@@ -201,14 +218,7 @@ impl Plan {
         let mut best: Option<(&KernelSpec, u32, f64)> = None;
         for (spec, (x, y)) in &fitting {
             for splits in 1..=max_splits(spec, &shape) {
-                let time = estimate_us(
-                    spec,
-                    problem,
-                    &shape,
-                    (*x, *y),
-                    splits,
-                    multiprocessors as u64,
-                );
+                let time = estimate_us(spec, problem, &shape, (*x, *y), splits, device);
                 if best.is_none_or(|(_, _, t)| time < t) {
                     best = Some((spec, splits, time));
                 }
@@ -393,21 +403,25 @@ pub(super) fn max_splits(spec: &KernelSpec, shape: &ProblemShape) -> u32 {
     (stages / MIN_SPLIT_STAGES).clamp(1, u64::from(MAX_SPLITS)) as u32
 }
 
-/// Blocks of `spec` that run on one SM at once: its launch bounds' promise, unless shared
-/// memory (228 KiB per SM, 1 KiB of it reserved per block), threads (2048) or blocks (32)
-/// allow fewer.
-pub fn blocks_per_sm(spec: &KernelSpec) -> u32 {
+/// Blocks of `spec` that run on one SM of `device` at once: its launch bounds' promise,
+/// unless the SM's shared memory (less what it reserves per block), threads, registers (at
+/// the launch bounds' per-thread cap) or block slots allow fewer.
+pub fn blocks_per_sm(spec: &KernelSpec, device: &DeviceLimits) -> u32 {
     let t = spec.tile;
-    let by_shared = (228 * 1024 / (t.shared_bytes() + 1024).max(1)) as u32;
-    let by_threads = 2048 / t.threads().max(1);
+    let per_block_shared = t.shared_bytes() + u64::from(device.shared_bytes_reserved_per_block);
+    let by_shared = u64::from(device.shared_bytes_per_sm) / per_block_shared.max(1);
+    let by_threads = device.threads_per_sm / t.threads().max(1);
+    let by_registers =
+        device.registers_per_sm / t.max_registers().saturating_mul(t.threads()).max(1);
     t.min_blocks_per_sm()
-        .min(by_shared)
+        .min(u32::try_from(by_shared).unwrap_or(u32::MAX))
         .min(by_threads)
-        .clamp(1, 32)
+        .min(by_registers)
+        .clamp(1, device.blocks_per_sm.max(1))
 }
 
 /// The dispatch model's time of `spec` with grid `(x, y)` and `splits` splits on a GPU with
-/// `multiprocessors` SMs, in microseconds of an H200-like GPU (see the module documentation).
+/// the limits `device`, in microseconds of an H200-like GPU (see the module documentation).
 /// Only the ranking matters.
 pub fn estimate_us(
     spec: &KernelSpec,
@@ -415,7 +429,7 @@ pub fn estimate_us(
     shape: &ProblemShape,
     (x, y): (u64, u64),
     splits: u32,
-    multiprocessors: u64,
+    device: &DeviceLimits,
 ) -> f64 {
     // One thread's multiply-add on a full SM: 4 clocks at 1.75 GHz.
     const FMA_US: f64 = 4.0 / 1750.0;
@@ -429,9 +443,10 @@ pub fn estimate_us(
     let f = |v: u32| f64::from(v.max(1));
     let blocks = x * y * u64::from(splits);
     // Saturating: any `usize` may come in, and a product that wrapped to 0 would divide by 0.
-    let slots = multiprocessors
+    let slots = device
+        .multiprocessors
         .max(1)
-        .saturating_mul(u64::from(blocks_per_sm(spec)));
+        .saturating_mul(u64::from(blocks_per_sm(spec, device)));
     let waves = blocks.div_ceil(slots) as f64;
     let stages = (shape.reduction as u64).div_ceil(u64::from(t.block_k.max(1)));
     let per_split = stages.div_ceil(u64::from(splits)) as f64 * f(t.block_k);
@@ -486,6 +501,51 @@ mod tests {
 
     fn generic() -> KernelSpec {
         KernelSpec::generic(DType::F32, TileConfig::PAPER)
+    }
+
+    /// Residency follows the device's limits: on an H200 every default tile keeps its
+    /// launch bounds' promise, and a GPU with less shared memory, fewer threads, registers
+    /// or block slots per SM fits fewer blocks.
+    #[test]
+    fn blocks_per_sm_follow_the_device() {
+        let h200 = DeviceLimits::H200;
+        for spec in &Catalogue::default_catalogue().kernels {
+            assert_eq!(
+                blocks_per_sm(spec, &h200),
+                spec.tile.min_blocks_per_sm(),
+                "{spec}"
+            );
+        }
+        let spec = KernelSpec::generic(DType::F32, TileConfig::PAPER);
+        assert_eq!(spec.tile.threads(), 256);
+        let small = |limits: DeviceLimits| blocks_per_sm(&spec, &limits);
+        // 128×128×8 needs 16 KiB of shared memory (+1 KiB reserved) per block.
+        let shared = DeviceLimits {
+            shared_bytes_per_sm: 17 * 1024,
+            ..h200
+        };
+        assert_eq!(small(shared), 1);
+        let threads = DeviceLimits {
+            threads_per_sm: 256,
+            ..h200
+        };
+        assert_eq!(small(threads), 1);
+        let registers = DeviceLimits {
+            registers_per_sm: 32_768,
+            ..h200
+        };
+        assert_eq!(small(registers), 1);
+        let slots = DeviceLimits {
+            blocks_per_sm: 1,
+            ..h200
+        };
+        assert_eq!(small(slots), 1);
+        // Plan::new is Plan::for_device with the H200's limits.
+        let problem = square(64, 56, 64, 3);
+        assert_eq!(
+            plan(&problem),
+            Plan::for_device(&problem, &Catalogue::default_catalogue(), &h200).unwrap()
+        );
     }
 
     #[test]

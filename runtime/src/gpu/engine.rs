@@ -10,6 +10,7 @@ use cudarc::driver::{
 };
 use im2win_codegen::catalogue::support;
 
+use super::device::DeviceLimits;
 use super::dispatch::Plan;
 use super::modules::LoadedModules;
 use super::ordering::{StreamJoin, other_streams};
@@ -53,7 +54,8 @@ pub struct Engine {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: KernelModule,
-    multiprocessors: usize,
+    /// The device's limits, read when the engine starts: dispatch plans with them.
+    limits: DeviceLimits,
     /// One CUDA module per fatbin of `kernels`, loaded by `Engine::new` (or on first use, for a module added later).
     modules: LoadedModules,
     functions: Mutex<HashMap<String, CudaFunction>>,
@@ -76,7 +78,7 @@ impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
             .field("ordinal", &self.ctx.ordinal())
-            .field("multiprocessors", &self.multiprocessors)
+            .field("multiprocessors", &self.limits.multiprocessors)
             .field("kernels", &self.kernels.catalogue().kernels.len())
             .field("fatbins_loaded", &self.modules.loaded())
             .finish_non_exhaustive()
@@ -142,15 +144,14 @@ impl Engine {
         }
         let ctx = stream.context().clone();
         ctx.bind_to_thread()?;
-        let multiprocessors =
-            ctx.attribute(sys::CUdevice_attribute_enum::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let limits = DeviceLimits::of(&ctx)?;
         let tuning = RwLock::new(TuningTable::new(ctx.name()?));
         let join = StreamJoin::new(&ctx)?;
         let engine = Engine {
             ctx,
             stream,
             kernels,
-            multiprocessors: usize::try_from(multiprocessors).unwrap_or(1).max(1),
+            limits,
             modules: LoadedModules::default(),
             functions: Mutex::new(HashMap::new()),
             launch: Mutex::new(LaunchState {
@@ -230,12 +231,17 @@ impl Engine {
 
     /// Streaming multiprocessors of the device (132 on an H200).
     pub fn multiprocessors(&self) -> usize {
-        self.multiprocessors
+        usize::try_from(self.limits.multiprocessors).unwrap_or(usize::MAX)
+    }
+
+    /// The device's limits that dispatch plans with, read from the driver.
+    pub fn device_limits(&self) -> &DeviceLimits {
+        &self.limits
     }
 
     /// Chooses the kernel for `problem`: the tuning table's measured choice when it has
     /// this exact problem (and its kernel is in the catalogue), else the dispatch heuristic
-    /// ([`Plan::new`]). Never times anything.
+    /// ([`Plan::for_device`], with the limits read from this device). Never times anything.
     ///
     /// # Errors
     /// As [`Plan::new`].
@@ -256,7 +262,7 @@ impl Engine {
     /// # Errors
     /// As [`Plan::new`].
     pub fn heuristic_plan(&self, problem: &Conv2dProblem) -> Result<Plan> {
-        Plan::new(problem, self.kernels.catalogue(), self.multiprocessors)
+        Plan::for_device(problem, self.kernels.catalogue(), &self.limits)
     }
 
     /// A kernel of the fatbin by its `extern "C"` name, e.g. a support kernel of
@@ -292,7 +298,10 @@ impl Engine {
     /// A launch configuration for the grid-stride kernels over `len` elements: blocks of
     /// 256 threads, as many as cover `len` but at most 32 per SM (each thread then loops).
     pub fn grid_stride_config(&self, len: usize) -> LaunchConfig {
-        let max_blocks = (self.multiprocessors * GRID_STRIDE_BLOCKS_PER_SM).min(i32::MAX as usize);
+        let max_blocks = self
+            .multiprocessors()
+            .saturating_mul(GRID_STRIDE_BLOCKS_PER_SM)
+            .min(i32::MAX as usize);
         let blocks = len
             .div_ceil(GRID_STRIDE_THREADS as usize)
             .clamp(1, max_blocks.max(1));

@@ -6,6 +6,7 @@
 //! without a GPU; only the [`Engine`] needs one.
 
 mod autotune;
+mod device;
 mod dispatch;
 mod engine;
 mod modules;
@@ -13,6 +14,7 @@ mod ordering;
 mod params;
 mod tuning;
 
+pub use device::DeviceLimits;
 pub use dispatch::{Plan, supports};
 pub use engine::Engine;
 pub use params::ConvParams;

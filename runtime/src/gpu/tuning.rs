@@ -4,17 +4,28 @@
 //! can compute a problem and records the fastest here. [`Engine::plan`](crate::Engine::plan)
 //! looks a problem up first and falls back to the dispatch heuristic ([`Plan::new`]) for
 //! problems the table has not seen. A table applies only to the GPU it was measured on.
+//!
+//! Entries are keyed by problem and element type; the layout joins the key when a second
+//! layout exists. The file carries [`TUNING_FORMAT`]: a table written by another version is
+//! refused with [`Error::BadTuningTable`] naming both formats, rather than half understood.
 
 use serde::{Deserialize, Serialize};
 
 use super::dispatch::Plan;
 use crate::error::{Error, Result};
 use crate::problem::Conv2dProblem;
-use im2win_codegen::Catalogue;
+use im2win_codegen::{Catalogue, DType};
+
+/// The format of [`TuningTable`]'s JSON that this version reads and writes. 1: entries
+/// keyed by problem and element type (tables without a `format` field, written before it
+/// existed, count as 0).
+pub const TUNING_FORMAT: u32 = 1;
 
 /// The fastest measured plan for each of a set of problems on one GPU model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TuningTable {
+    /// [`TUNING_FORMAT`] when written by this version.
+    pub format: u32,
     /// The GPU's name as the driver reports it (e.g. `NVIDIA H200`). The table is used only
     /// on a GPU of exactly this name.
     pub device: String,
@@ -27,6 +38,8 @@ pub struct TuningTable {
 pub struct TuningEntry {
     /// The problem, exactly (shape, stride, padding, dilation).
     pub problem: Conv2dProblem,
+    /// The element type it was measured in.
+    pub dtype: DType,
     /// The fastest kernel's name ([`KernelSpec::name`](im2win_codegen::KernelSpec::name)).
     pub kernel: String,
     /// How many parts its reduction is split into ([`Plan::with_split`]); 1 for none.
@@ -42,19 +55,23 @@ impl TuningTable {
     /// An empty table for the GPU named `device`.
     pub fn new(device: impl Into<String>) -> Self {
         TuningTable {
+            format: TUNING_FORMAT,
             device: device.into(),
             entries: Vec::new(),
         }
     }
 
-    /// The entry for exactly this problem, if any.
-    pub fn lookup(&self, problem: &Conv2dProblem) -> Option<&TuningEntry> {
-        self.entries.iter().find(|e| e.problem == *problem)
+    /// The entry for exactly this problem in this element type, if any.
+    pub fn lookup(&self, problem: &Conv2dProblem, dtype: DType) -> Option<&TuningEntry> {
+        self.entries
+            .iter()
+            .find(|e| e.problem == *problem && e.dtype == dtype)
     }
 
-    /// Adds `entry`, replacing an earlier entry for the same problem.
+    /// Adds `entry`, replacing an earlier entry for the same problem and element type.
     pub fn insert(&mut self, entry: TuningEntry) {
-        match self.entries.iter_mut().find(|e| e.problem == entry.problem) {
+        let same = |e: &&mut TuningEntry| e.problem == entry.problem && e.dtype == entry.dtype;
+        match self.entries.iter_mut().find(same) {
             Some(old) => *old = entry,
             None => self.entries.push(entry),
         }
@@ -64,7 +81,8 @@ impl TuningTable {
     /// for it, or its kernel is not in `catalogue` or cannot run the problem (a table
     /// written for another catalogue): then the heuristic decides.
     pub fn plan(&self, problem: &Conv2dProblem, catalogue: &Catalogue) -> Option<Plan> {
-        let entry = self.lookup(problem)?;
+        // Problems are float32 until the problem carries its element type.
+        let entry = self.lookup(problem, DType::F32)?;
         let spec = catalogue.find(&entry.kernel)?;
         Plan::for_spec(problem, *spec)
             .and_then(|plan| plan.with_split(entry.splits))
@@ -77,14 +95,30 @@ impl TuningTable {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// Reads a table written by [`TuningTable::to_json`].
+    /// Reads a table written by [`TuningTable::to_json`] of this format.
     ///
     /// # Errors
-    /// [`Error::BadTuningTable`] with the parser's message.
+    /// [`Error::BadTuningTable`] with the parser's message, or naming the table's format
+    /// and [`TUNING_FORMAT`] when they differ.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::BadTuningTable {
+        /// Just the format, read first so that an old table is named as such.
+        #[derive(Deserialize)]
+        struct Format {
+            #[serde(default)]
+            format: u32,
+        }
+        let bad = |e: serde_json::Error| Error::BadTuningTable {
             reason: e.to_string(),
-        })
+        };
+        let Format { format } = serde_json::from_str(text).map_err(bad)?;
+        if format != TUNING_FORMAT {
+            return Err(Error::BadTuningTable {
+                reason: format!(
+                    "it has format {format}, this version reads format {TUNING_FORMAT}: measure it again with `im2win tune`"
+                ),
+            });
+        }
+        serde_json::from_str(text).map_err(bad)
     }
 }
 
@@ -102,6 +136,7 @@ mod tests {
     fn entry(problem: Conv2dProblem, kernel: &str, ms: f64) -> TuningEntry {
         TuningEntry {
             problem,
+            dtype: DType::F32,
             kernel: kernel.to_string(),
             splits: 1,
             median_ms: ms,
@@ -115,10 +150,13 @@ mod tests {
         let b = a.with_padding(Padding::uniform(1));
         let mut table = TuningTable::new("GPU");
         table.insert(entry(a, "x", 1.0));
-        assert!(table.lookup(&b).is_none());
+        assert!(table.lookup(&b, DType::F32).is_none());
         table.insert(entry(a, "y", 0.5));
         assert_eq!(table.entries.len(), 1);
-        assert_eq!(table.lookup(&a).map(|e| e.kernel.as_str()), Some("y"));
+        assert_eq!(
+            table.lookup(&a, DType::F32).map(|e| e.kernel.as_str()),
+            Some("y")
+        );
     }
 
     #[test]
@@ -153,5 +191,22 @@ mod tests {
             TuningTable::from_json("{"),
             Err(Error::BadTuningTable { .. })
         ));
+    }
+
+    #[test]
+    fn a_table_of_another_format_is_refused_by_name() {
+        let old = r#"{"device": "NVIDIA H200", "entries": []}"#;
+        match TuningTable::from_json(old) {
+            Err(Error::BadTuningTable { reason }) => {
+                assert!(reason.contains("format 0"), "{reason}");
+                assert!(reason.contains("im2win tune"), "{reason}");
+            }
+            other => panic!("an old table was read: {other:?}"),
+        }
+        let new = format!(r#"{{"format": {TUNING_FORMAT}, "device": "GPU", "entries": []}}"#);
+        assert_eq!(
+            TuningTable::from_json(&new).ok(),
+            Some(TuningTable::new("GPU"))
+        );
     }
 }
