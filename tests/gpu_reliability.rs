@@ -467,3 +467,19 @@ fn several_engines_in_parallel_match_a_serial_run() {
     );
     failures.assert_none(TEST);
 }
+
+/// Dispatch's device limits come from the driver: on an H200 they are exactly
+/// `DeviceLimits::H200` (what planning without a GPU assumes), elsewhere at least sane.
+#[test]
+fn device_limits_come_from_the_device() {
+    const TEST: &str = "device_limits_come_from_the_device";
+    let Some(engine) = engine(TEST) else { return };
+    let limits = *engine.device_limits();
+    let name = engine.context().name().unwrap();
+    if name.contains("H200") {
+        assert_eq!(limits, im2win::DeviceLimits::H200, "{name}");
+    }
+    assert!(limits.multiprocessors >= 1 && limits.threads_per_sm >= 256, "{limits:?}");
+    assert_eq!(engine.multiprocessors() as u64, limits.multiprocessors);
+    summary(TEST, &format!("{name}: {limits:?}"));
+}
