@@ -479,7 +479,10 @@ fn device_limits_come_from_the_device() {
     if name.contains("H200") {
         assert_eq!(limits, im2win::DeviceLimits::H200, "{name}");
     }
-    assert!(limits.multiprocessors >= 1 && limits.threads_per_sm >= 256, "{limits:?}");
+    assert!(
+        limits.multiprocessors >= 1 && limits.threads_per_sm >= 256,
+        "{limits:?}"
+    );
     assert_eq!(engine.multiprocessors() as u64, limits.multiprocessors);
     summary(TEST, &format!("{name}: {limits:?}"));
 }

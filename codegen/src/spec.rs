@@ -32,6 +32,20 @@ impl DType {
             DType::F32 => "float",
         }
     }
+
+    /// Bytes of one element.
+    pub const fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+        }
+    }
+
+    /// The type products of this type are accumulated in (and split partial sums kept in).
+    pub const fn accumulator(self) -> DType {
+        match self {
+            DType::F32 => DType::F32,
+        }
+    }
 }
 
 impl fmt::Display for DType {

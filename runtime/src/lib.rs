@@ -7,9 +7,11 @@ pub mod gpu;
 pub mod kernels;
 pub mod problem;
 pub mod specialization;
+pub mod workspace;
 
 pub use error::{Error, Result};
 pub use gpu::{ConvParams, DeviceLimits, Engine, Plan, TuningEntry, TuningTable};
 pub use kernels::KernelModule;
 pub use problem::{Conv2dProblem, Padding, ProblemShape};
 pub use specialization::Specialization;
+pub use workspace::WorkspaceLayout;

@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use im2win_codegen::DType;
+
 use crate::error::{Error, Result};
+use crate::workspace::WorkspaceLayout;
 
 /// Zero padding on each side of the input. May be asymmetric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -257,28 +260,20 @@ impl Conv2dProblem {
     /// reads the input in place) or more (a split reduction adds its partial sums): allocate
     /// [`Plan::workspace_bytes`](crate::Plan::workspace_bytes) for a plan.
     pub fn workspace_bytes(&self) -> Result<usize> {
-        let shape = self.shape()?;
-        Ok(self.filter_offset_bytes(&shape) + self.transformed_filter_bytes(&shape)?)
+        Ok(WorkspaceLayout::materialised(self)?.bytes())
     }
 
     /// Bytes of the transformed filter: `C·R·S` rows of `K` rounded up to a multiple of 4
-    /// floats (docs/DESIGN.md).
+    /// floats (docs/DESIGN.md; [`WorkspaceLayout::filter_bytes`]).
     pub fn transformed_filter_bytes(&self, shape: &ProblemShape) -> Result<usize> {
-        let k4 = (shape.output[1] as u128).div_ceil(4) * 4;
-        let elements = shape.reduction as u128 * k4;
-        if elements > MAX_ELEMENTS as u128 {
-            return Err(too_large(
-                "transformed filter elements",
-                elements,
-                MAX_ELEMENTS as u128,
-            ));
-        }
-        Ok(elements as usize * 4)
+        WorkspaceLayout::filter_bytes(shape, DType::F32)
     }
 
-    /// Byte offset of the transformed filter inside the workspace.
+    /// Byte offset of the transformed filter inside the workspace of a materialised
+    /// convolution (the im2win buffer, rounded up to [`WorkspaceLayout::ALIGNMENT`]).
     pub fn filter_offset_bytes(&self, shape: &ProblemShape) -> usize {
-        (shape.im2win_len * 4).div_ceil(256) * 256
+        WorkspaceLayout::im2win_bytes(shape, DType::F32).div_ceil(WorkspaceLayout::ALIGNMENT)
+            * WorkspaceLayout::ALIGNMENT
     }
 
     /// Floating-point operations of the direct convolution, `2·N·K·P·Q·C·R·S` (bias not

@@ -47,7 +47,8 @@ use im2win_codegen::{Catalogue, DType, FixedGeometry, Geometry, KernelSpec};
 
 use super::device::DeviceLimits;
 use crate::error::{Error, Result};
-use crate::problem::{Conv2dProblem, MAX_ELEMENTS, ProblemShape};
+use crate::problem::{Conv2dProblem, ProblemShape};
+use crate::workspace::WorkspaceLayout;
 
 /// CUDA's limit on `gridDim.x`.
 const MAX_GRID_X: u64 = i32::MAX as u64;
@@ -61,8 +62,6 @@ pub const MAX_SPLITS: u32 = 64;
 /// The fewest shared-memory stages (`block_k` reduction indices each) dispatch leaves to
 /// each split of a reduction.
 pub const MIN_SPLIT_STAGES: u64 = 4;
-/// Offsets of a workspace's parts are multiples of this many bytes.
-const WORKSPACE_ALIGN: usize = 256;
 
 /// A problem bound to one kernel specialisation, with everything needed to launch it.
 ///
@@ -81,58 +80,16 @@ pub struct Plan {
     block_dim: (u32, u32, u32),
 }
 
-/// Where the parts of a plan's workspace lie, in bytes from its (256-byte aligned) start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct WorkspaceLayout {
-    /// The im2win buffer `T`, or `None` when the input is used in place.
-    im2win: Option<usize>,
-    /// The transformed filter.
-    filter: usize,
-    /// The partial sums of a split reduction (`splits · N·K·P·Q` floats), or `None`.
-    partial: Option<usize>,
-    /// Total bytes.
-    bytes: usize,
-}
-
-impl WorkspaceLayout {
-    fn new(
-        problem: &Conv2dProblem,
-        shape: &ProblemShape,
-        spec: &KernelSpec,
-        splits: u32,
-    ) -> Result<Self> {
-        let align = |bytes: usize| bytes.div_ceil(WORKSPACE_ALIGN) * WORKSPACE_ALIGN;
-        let mut end = 0;
-        // A fused kernel gathers its windows from the input: no im2win buffer.
-        let materialised = !spec.variant.fused && !input_in_place(problem);
-        let im2win = materialised.then(|| {
-            end = align(shape.im2win_len * 4);
-            0
-        });
-        let filter = end;
-        end = filter + problem.transformed_filter_bytes(shape)?;
-        let partial = if splits > 1 {
-            let elements = u128::from(splits) * shape.output_len as u128;
-            if elements > MAX_ELEMENTS as u128 {
-                return Err(Error::TooLarge {
-                    what: "partial sums of the split reduction (splits · N·K·P·Q)",
-                    value: elements,
-                    limit: MAX_ELEMENTS as u128,
-                });
-            }
-            let start = align(end);
-            end = start + elements as usize * 4;
-            Some(start)
-        } else {
-            None
-        };
-        Ok(WorkspaceLayout {
-            im2win,
-            filter,
-            partial,
-            bytes: end,
-        })
-    }
+/// The workspace of `spec` on `problem` with `splits` splits: a fused kernel gathers its
+/// windows from the input, and a problem read in place needs no im2win buffer either.
+fn plan_layout(
+    problem: &Conv2dProblem,
+    shape: &ProblemShape,
+    spec: &KernelSpec,
+    splits: u32,
+) -> Result<WorkspaceLayout> {
+    let materialised = !spec.variant.fused && !input_in_place(problem);
+    WorkspaceLayout::new(shape, spec.dtype, materialised, splits)
 }
 
 /// Whether the im2win buffer of `problem` equals its input, so that the kernels can read the
@@ -256,7 +213,7 @@ impl Plan {
             shape,
             kernel: spec,
             splits: 1,
-            layout: WorkspaceLayout::new(problem, &shape, &spec, 1)?,
+            layout: plan_layout(problem, &shape, &spec, 1)?,
             // `grid_blocks` checked both against CUDA's limits, which fit in u32.
             grid_dim: (x as u32, y as u32, 1),
             block_dim: (spec.tile.threads(), 1, 1),
@@ -282,7 +239,7 @@ impl Plan {
                 limit: u128::from(MAX_GRID_Z),
             });
         }
-        self.layout = WorkspaceLayout::new(&self.problem, &self.shape, &self.kernel, splits)?;
+        self.layout = plan_layout(&self.problem, &self.shape, &self.kernel, splits)?;
         self.splits = splits;
         self.grid_dim.2 = splits;
         Ok(self)
@@ -307,24 +264,29 @@ impl Plan {
     /// [`Plan::input_in_place`]), the transformed filter and, with a split reduction, the
     /// partial sums, each at a 256-byte boundary.
     pub fn workspace_bytes(&self) -> usize {
-        self.layout.bytes
+        self.layout.bytes()
+    }
+
+    /// Where the parts of the workspace lie.
+    pub fn workspace_layout(&self) -> &WorkspaceLayout {
+        &self.layout
     }
 
     /// Whether the kernel reads the input itself instead of an im2win buffer: a fused kernel
     /// ([`im2win_codegen::Variant::fused`]) or a problem whose im2win buffer is its input (see
     /// [`input_in_place`]); then there is no input transform to run.
     pub fn input_in_place(&self) -> bool {
-        self.layout.im2win.is_none()
+        self.layout.im2win_offset().is_none()
     }
 
     /// Byte offset of the transformed filter in the workspace.
     pub fn filter_offset_bytes(&self) -> usize {
-        self.layout.filter
+        self.layout.filter_offset()
     }
 
     /// Byte offset of the split reduction's partial sums in the workspace, when split.
     pub fn partial_offset_bytes(&self) -> Option<usize> {
-        self.layout.partial
+        self.layout.partial_offset()
     }
 
     /// Splits of the reduction: `grid_dim().2`; 1 when not split.

@@ -19,6 +19,7 @@ use super::tuning::{TuningEntry, TuningTable};
 use crate::error::{Error, Result};
 use crate::kernels::KernelModule;
 use crate::problem::Conv2dProblem;
+use crate::workspace::WorkspaceLayout;
 
 /// Threads per block of the grid-stride kernels (transforms and direct convolutions).
 const GRID_STRIDE_THREADS: u32 = 256;
@@ -28,10 +29,10 @@ const GRID_STRIDE_BLOCKS_PER_SM: usize = 32;
 /// Elements of the im2win buffer one thread of the input transform writes per loop
 /// iteration (two float4 chunks).
 const INPUT_TRANSFORM_ELEMENTS_PER_THREAD: usize = 8;
-/// Alignment of a caller's workspace: the parts of a plan's workspace sit at 256-byte
-/// offsets from its start ([`Plan::filter_offset_bytes`]), which keeps them aligned for the
-/// kernels' vector accesses only if the start is.
-const WORKSPACE_ALIGNMENT: u64 = 256;
+/// Alignment of a caller's workspace: the parts of a plan's workspace sit at aligned offsets
+/// from its start ([`WorkspaceLayout`]), which keeps them aligned for the kernels' vector
+/// accesses only if the start is.
+const WORKSPACE_ALIGNMENT: u64 = WorkspaceLayout::ALIGNMENT as u64;
 
 /// Runs im2win convolutions on one GPU.
 ///
@@ -582,8 +583,8 @@ impl Engine {
         let mut launch = stream.launch_builder(&filter_transform);
         launch.arg(&f).arg(&ft).arg(params);
         // One block per 32 × 32 tile of (C·R·S, K rounded up to 4), grid-stride beyond.
-        let k4 = shape.output[1].div_ceil(4) * 4;
-        let tiles = shape.reduction.div_ceil(32) * k4.div_ceil(32);
+        let columns = WorkspaceLayout::filter_columns(shape.output[1]);
+        let tiles = shape.reduction.div_ceil(32) * columns.div_ceil(32);
         let config = self.grid_stride_config(tiles * GRID_STRIDE_THREADS as usize);
         // SAFETY: `im2win_filter_transform[_fused]_f32(const float* f, float* a, ConvParams p)`;
         // `f` holds `filter_len` floats and the workspace from `ft` on the C·R·S × K4

@@ -1,0 +1,161 @@
+//! The workspace of a GPU convolution: which parts it holds, where each starts, and how
+//! many bytes it needs, from the problem, the element types and the plan's choices. The one
+//! place that computes them: `Conv2dProblem::workspace_bytes`, `Plan` and the engine all ask
+//! [`WorkspaceLayout`].
+
+use im2win_codegen::DType;
+
+use crate::error::{Error, Result};
+use crate::problem::{Conv2dProblem, MAX_ELEMENTS, ProblemShape};
+
+/// Where the parts of a workspace lie, in bytes from its start, which must be
+/// [`WorkspaceLayout::ALIGNMENT`]-aligned: the im2win buffer `T` (when the kernel reads one),
+/// then the transformed filter, then the partial sums of a split reduction, each at an
+/// aligned offset so that the kernels' vector accesses stay aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WorkspaceLayout {
+    im2win: Option<usize>,
+    filter: usize,
+    partial: Option<usize>,
+    bytes: usize,
+}
+
+impl WorkspaceLayout {
+    /// Alignment, in bytes, of the workspace's start and of each part.
+    pub const ALIGNMENT: usize = 256;
+    /// The transformed filter's rows are `K` rounded up to a multiple of this, so that the
+    /// kernels load them four elements at a time.
+    pub const FILTER_COLUMN_MULTIPLE: usize = 4;
+
+    /// The layout for a problem of (validated) `shape` in element type `dtype`:
+    /// `materialised` when the kernel reads the im2win buffer (not for a fused kernel, nor
+    /// when the input is read in place), `splits` parts of the reduction (1: none).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when the transformed filter or the partial sums would exceed
+    /// [`MAX_ELEMENTS`].
+    pub fn new(
+        shape: &ProblemShape,
+        dtype: DType,
+        materialised: bool,
+        splits: u32,
+    ) -> Result<Self> {
+        let align = |bytes: usize| bytes.div_ceil(Self::ALIGNMENT) * Self::ALIGNMENT;
+        let mut end = 0;
+        let im2win = materialised.then(|| {
+            end = align(Self::im2win_bytes(shape, dtype));
+            0
+        });
+        let filter = end;
+        end = filter + Self::filter_bytes(shape, dtype)?;
+        let partial = if splits > 1 {
+            let elements = u128::from(splits) * shape.output_len as u128;
+            if elements > MAX_ELEMENTS as u128 {
+                return Err(Error::TooLarge {
+                    what: "partial sums of the split reduction (splits · N·K·P·Q)",
+                    value: elements,
+                    limit: MAX_ELEMENTS as u128,
+                });
+            }
+            let start = align(end);
+            end = start + elements as usize * dtype.accumulator().size_bytes();
+            Some(start)
+        } else {
+            None
+        };
+        Ok(WorkspaceLayout {
+            im2win,
+            filter,
+            partial,
+            bytes: end,
+        })
+    }
+
+    /// The layout of a materialised, unsplit float32 convolution of `problem`: what
+    /// [`Conv2dProblem::workspace_bytes`] reports.
+    ///
+    /// # Errors
+    /// As [`Conv2dProblem::shape`] and [`WorkspaceLayout::new`].
+    pub fn materialised(problem: &Conv2dProblem) -> Result<Self> {
+        Self::new(&problem.shape()?, DType::F32, true, 1)
+    }
+
+    /// Columns of the transformed filter: `k` rounded up to [`Self::FILTER_COLUMN_MULTIPLE`].
+    pub fn filter_columns(k: usize) -> usize {
+        k.div_ceil(Self::FILTER_COLUMN_MULTIPLE) * Self::FILTER_COLUMN_MULTIPLE
+    }
+
+    /// Bytes of the im2win buffer `T` of `shape` in `dtype`.
+    pub fn im2win_bytes(shape: &ProblemShape, dtype: DType) -> usize {
+        // `im2win_len` ≤ MAX_ELEMENTS = 2^60 (validated), so this fits for elements ≤ 8 bytes.
+        shape.im2win_len * dtype.size_bytes()
+    }
+
+    /// Bytes of the transformed filter: `C·R·S` rows of [`Self::filter_columns`] elements.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when it would have more than [`MAX_ELEMENTS`] elements.
+    pub fn filter_bytes(shape: &ProblemShape, dtype: DType) -> Result<usize> {
+        let columns = (shape.output[1] as u128).div_ceil(Self::FILTER_COLUMN_MULTIPLE as u128)
+            * Self::FILTER_COLUMN_MULTIPLE as u128;
+        let elements = shape.reduction as u128 * columns;
+        if elements > MAX_ELEMENTS as u128 {
+            return Err(Error::TooLarge {
+                what: "transformed filter elements",
+                value: elements,
+                limit: MAX_ELEMENTS as u128,
+            });
+        }
+        Ok(elements as usize * dtype.size_bytes())
+    }
+
+    /// Offset of the im2win buffer (0), or `None` when the kernel reads none.
+    pub fn im2win_offset(&self) -> Option<usize> {
+        self.im2win
+    }
+
+    /// Offset of the transformed filter.
+    pub fn filter_offset(&self) -> usize {
+        self.filter
+    }
+
+    /// Offset of the split reduction's partial sums, when split.
+    pub fn partial_offset(&self) -> Option<usize> {
+        self.partial
+    }
+
+    /// Total bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::Padding;
+
+    #[test]
+    fn parts_follow_each_other_at_aligned_offsets() {
+        // 2×3×9×8, 5×3×3×3, padding 1: T has 2·3·9·10·3 = 1620 floats (6480 bytes),
+        // the filter 27 rows of K = 5 → 8 columns.
+        let problem =
+            Conv2dProblem::new([2, 3, 9, 8], [5, 3, 3, 3]).with_padding(Padding::uniform(1));
+        let shape = problem.shape().unwrap();
+        assert_eq!(shape.im2win_len, 1620);
+        let plain = WorkspaceLayout::new(&shape, DType::F32, true, 1).unwrap();
+        assert_eq!(plain.im2win_offset(), Some(0));
+        assert_eq!(plain.filter_offset(), 6656);
+        assert_eq!(plain.partial_offset(), None);
+        assert_eq!(plain.bytes(), 6656 + 27 * 8 * 4);
+        assert_eq!(plain, WorkspaceLayout::materialised(&problem).unwrap());
+
+        let fused_split = WorkspaceLayout::new(&shape, DType::F32, false, 3).unwrap();
+        assert_eq!(fused_split.im2win_offset(), None);
+        assert_eq!(fused_split.filter_offset(), 0);
+        assert_eq!(fused_split.partial_offset(), Some(1024));
+        assert_eq!(fused_split.bytes(), 1024 + 3 * shape.output_len * 4);
+        assert_eq!(WorkspaceLayout::filter_columns(5), 8);
+        assert_eq!(WorkspaceLayout::filter_columns(8), 8);
+    }
+}
