@@ -434,22 +434,28 @@ impl KernelSpec {
     }
 }
 
+impl KernelSpec {
+    /// The part of kernel names that the element type and geometry fix, before the tile:
+    /// `im2win_f32_r3s3_s1x1` or `im2win_f32_generic`. A [`KernelSpec::name`] is this, `_`,
+    /// the tile's [`TileConfig::name`] and the variant's suffixes.
+    pub fn name_stem(dtype: DType, geometry: Geometry) -> String {
+        match geometry {
+            Geometry::Fixed(g) => format!(
+                "im2win_{dtype}_r{}s{}_s{}x{}",
+                g.filter_h, g.filter_w, g.stride_h, g.stride_w
+            ),
+            Geometry::Generic => format!("im2win_{dtype}_generic"),
+        }
+    }
+}
+
 impl fmt::Display for KernelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "im2win_{}_", self.dtype)?;
-        match self.geometry {
-            Geometry::Fixed(g) => write!(
-                f,
-                "r{}s{}_s{}x{}_",
-                g.filter_h, g.filter_w, g.stride_h, g.stride_w
-            )?,
-            Geometry::Generic => f.write_str("generic_")?,
-        }
-        let t = self.tile;
         write!(
             f,
-            "b{}x{}x{}_t{}x{}",
-            t.block_m, t.block_n, t.block_k, t.thread_m, t.thread_n
+            "{}_{}",
+            KernelSpec::name_stem(self.dtype, self.geometry),
+            self.tile.name()
         )?;
         self.variant
             .suffixes()

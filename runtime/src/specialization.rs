@@ -191,16 +191,7 @@ impl fmt::Display for Specialization {
         if let Some(spec) = self.spec() {
             return write!(f, "{spec}");
         }
-        // The name of the spec with some tile, cut before the tile part.
-        let name = KernelSpec {
-            dtype: self.dtype,
-            geometry: self.geometry,
-            tile: TileConfig::PAPER,
-            variant: Variant::MATERIALISED,
-        }
-        .name();
-        let stem = name.rsplitn(3, '_').nth(2).unwrap_or(&name);
-        write!(f, "{stem}_*")
+        write!(f, "{}_*", KernelSpec::name_stem(self.dtype, self.geometry))
     }
 }
 
