@@ -398,3 +398,30 @@ fn quickstart_layer_is_fast_in_release() {
     );
     assert!(seconds < 0.5, "{seconds} s");
 }
+
+/// Issue 10, finding 4: 2^27 output rows of one element each. The backend used to make one
+/// job, with a heap vector, per output row (about 10 GiB of bookkeeping for a 0.5 GiB
+/// output), allocated infallibly: the process aborted instead of returning. Now the call
+/// either computes the right answer or reports `OutOfMemory`, and its bookkeeping does not
+/// grow with the row count.
+#[test]
+fn huge_row_count_does_not_abort() {
+    let rows = 1 << 27;
+    let problem = Conv2dProblem::new([1, 1, rows, 1], [1, 1, 1, 1]);
+    // Non-zero inputs that need no random generator (2^27 draws would dominate the test).
+    let value = |i: usize| ((i % 1021) + 1) as f32 / 1024.0;
+    let input: Vec<f32> = (0..rows).map(value).collect();
+    let mut out = vec![f32::NAN; rows];
+    let start = Instant::now();
+    match conv2d(&problem, &input, &[0.5], Some(&[0.25]), &mut out) {
+        Ok(()) => {
+            // Every output is 0.5·x + 0.25, exact in float32; check a sample (and both ends).
+            for i in (0..rows).step_by(4099).chain([rows - 1]) {
+                assert_eq!(out[i], 0.5 * value(i) + 0.25, "output {i}");
+            }
+        }
+        Err(Error::OutOfMemory { .. }) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+    eprintln!("2^27 rows in {:?}", start.elapsed());
+}

@@ -6,6 +6,8 @@
 //! such a run for a tile of `KB` output channels × `QB` output columns, so each `T` value
 //! loaded serves `KB` outputs and each weight loaded serves `QB`.
 
+use std::slice::ChunksMut;
+
 use rayon::prelude::*;
 
 use super::im2win::{transform_filter, transform_input};
@@ -51,16 +53,32 @@ pub fn conv2d(
     let image_len = geometry.c * geometry.p * geometry.row_len;
     let block_len = geometry.crs * KB;
 
-    row_jobs(output, &geometry).into_par_iter().for_each(|job| {
-        let t_image = &t[job.n * image_len..][..image_len];
-        let f_block = &packed[job.block * block_len..][..block_len];
-        let bias: [f32; KB] = std::array::from_fn(|kb| {
-            bias.and_then(|b| b.get(job.block * KB + kb))
-                .copied()
-                .unwrap_or(0.0)
+    // One job per (image, block of KB channels): a contiguous chunk of `output`, found by
+    // rayon from its index, so the decomposition allocates nothing per job.
+    let plane = geometry.p * geometry.q;
+    output
+        .par_chunks_mut(geometry.k * plane)
+        .enumerate()
+        .flat_map_iter(|(n, image)| {
+            let blocks = image.chunks_mut(KB * plane).enumerate();
+            blocks.map(move |(block, channels)| (n, block, channels))
+        })
+        .for_each(|(n, block, channels)| {
+            let t_image = &t[n * image_len..][..image_len];
+            let f_block = &packed[block * block_len..][..block_len];
+            let bias: [f32; KB] = std::array::from_fn(|kb| {
+                bias.and_then(|b| b.get(block * KB + kb))
+                    .copied()
+                    .unwrap_or(0.0)
+            });
+            let mut planes = channels.chunks_mut(plane);
+            // Row iterators of the block's (up to KB) channel planes, on the stack.
+            let mut rows: [_; KB] =
+                std::array::from_fn(|_| planes.next().map(|c| c.chunks_mut(geometry.q)));
+            for p in 0..geometry.p {
+                geometry.output_rows(t_image, f_block, &bias, p, &mut rows);
+            }
         });
-        geometry.output_rows(t_image, f_block, &bias, job.p, job.rows);
-    });
     Ok(())
 }
 
@@ -136,15 +154,17 @@ impl Geometry {
         f_block: &[f32],
         bias: &[f32; KB],
         p: usize,
-        mut rows: Vec<&mut [f32]>,
+        rows: &mut [Option<ChunksMut<'_, f32>>; KB],
     ) {
+        let mut rows: [Option<&mut [f32]>; KB] =
+            std::array::from_fn(|kb| rows[kb].as_mut().and_then(Iterator::next));
         for q0 in (0..self.q).step_by(QB) {
             // Columns past Q repeat the last one: computed and dropped, so the tile keeps
             // its fixed size.
             let starts: [usize; QB] =
                 std::array::from_fn(|qb| (q0 + qb).min(self.q - 1) * self.col_step);
             let acc = self.tile(t_image, f_block, p, &starts);
-            for (kb, row) in rows.iter_mut().enumerate() {
+            for (kb, row) in rows.iter_mut().flatten().enumerate() {
                 for (qb, y) in row[q0..].iter_mut().take(QB).enumerate() {
                     *y = acc[qb][kb] + bias[kb];
                 }
@@ -201,33 +221,4 @@ fn pack_filter(ft: &[f32], g: &Geometry) -> Result<Vec<f32>> {
         }
     }
     Ok(packed)
-}
-
-/// One unit of parallel work: output row `p` of image `n` for the channels of one block.
-struct RowJob<'a> {
-    n: usize,
-    block: usize,
-    p: usize,
-    /// Row `p` of each channel of the block (fewer than `KB` in a last, partial block).
-    rows: Vec<&'a mut [f32]>,
-}
-
-/// Splits `output` (`N×K×P×Q`) into disjoint [`RowJob`]s, in (n, block, p) order so that
-/// neighbouring jobs share their filter block and rows of `T`.
-fn row_jobs<'a>(output: &'a mut [f32], g: &Geometry) -> Vec<RowJob<'a>> {
-    let plane = g.p * g.q;
-    let mut jobs = Vec::with_capacity(output.len() / plane / g.k * g.k.div_ceil(KB) * g.p);
-    for (n, image) in output.chunks_mut(g.k * plane).enumerate() {
-        for (block, channels) in image.chunks_mut(KB * plane).enumerate() {
-            let mut planes: Vec<_> = channels
-                .chunks_mut(plane)
-                .map(|plane| plane.chunks_mut(g.q))
-                .collect();
-            for p in 0..g.p {
-                let rows = planes.iter_mut().filter_map(Iterator::next).collect();
-                jobs.push(RowJob { n, block, p, rows });
-            }
-        }
-    }
-    jobs
 }
