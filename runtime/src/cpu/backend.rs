@@ -28,6 +28,17 @@ use crate::problem::Conv2dProblem;
 /// Jobs per thread the decomposition aims for, so that a thread slowed by another
 /// process (or a short last job) leaves little idle time.
 const JOBS_PER_THREAD: usize = 8;
+/// Jobs per thread that splitting the output channels aims for, when images and bands of
+/// rows are too few.
+const GROUP_JOBS_PER_THREAD: usize = 2;
+/// Fewest output pixels a band of rows should have: the micro-kernel reuses each filter
+/// block it loads on every pixel of a strip, and a filter block of a layer with many
+/// channels is hundreds of KiB.
+const MIN_BAND_PIXELS: usize = 96;
+/// Bytes of one channel block's packed filter that one pass over a strip's pixels uses:
+/// the L1 data cache of Zen (32 KiB), so that the pass reloads its weights from L1 or L2,
+/// not from memory, for every tile of pixels.
+const REDUCTION_BYTES: usize = 32 * 1024;
 
 /// The convolution of `input` (`N×C×H×W`) with `filter` (`K×C×R×S`) plus the optional
 /// `bias` (`K`) on the CPU with the im2win method, written to `output` (`N×K×P×Q`, NCHW).
@@ -76,7 +87,7 @@ pub fn conv2d_with_isa(
     let k = problem.filter[0];
     let [_, _, p, q] = shape.output;
 
-    let split = Split::new(n, k, p, kernel.mr, rayon::current_num_threads());
+    let split = Split::new(n, k, p, q, kernel.mr, rayon::current_num_threads());
     let geometry = StripGeometry::new(problem, &shape, p.div_ceil(split.bands));
     let packed = pack_filter(problem, filter, kernel.mr)?;
     let (offsets, reach) = geometry.offsets()?;
@@ -139,18 +150,25 @@ struct Split {
 }
 
 impl Split {
-    /// Enough jobs for `threads` threads ([`JOBS_PER_THREAD`] each) where the shape allows:
-    /// first images, then bands of rows (which cost nothing extra), and only then groups of
-    /// channels (each group builds its strips again).
-    fn new(n: usize, k: usize, p: usize, mr: usize, threads: usize) -> Split {
+    /// Enough jobs for `threads` threads where the shape allows: first images, then bands
+    /// of rows ([`JOBS_PER_THREAD`] per thread; they cost nothing extra, as long as each
+    /// keeps [`MIN_BAND_PIXELS`] pixels to reuse every loaded filter block on), and only
+    /// then groups of output channels, just enough for [`GROUP_JOBS_PER_THREAD`] jobs per
+    /// thread (each group builds the strips again).
+    fn new(n: usize, k: usize, p: usize, q: usize, mr: usize, threads: usize) -> Split {
+        let threads = threads.max(1);
         let target = if threads > 1 {
             threads * JOBS_PER_THREAD
         } else {
             1
         };
-        let bands = target.div_ceil(n).clamp(1, p);
+        let bands = target
+            .div_ceil(n)
+            .clamp(1, (p * q / MIN_BAND_PIXELS).clamp(1, p));
         let blocks = k.div_ceil(mr);
-        let groups = target.div_ceil(n * bands).clamp(1, blocks);
+        let groups = (threads * GROUP_JOBS_PER_THREAD)
+            .div_ceil(n * bands)
+            .clamp(1, blocks);
         Split {
             bands,
             group: blocks.div_ceil(groups) * mr,
@@ -225,6 +243,12 @@ struct Job<'a> {
 impl Job<'_> {
     /// Output rows `p0 .. p0 + rows` of image `x`, channels `k0 ..`, one entry of `planes`
     /// per channel (those rows of its output plane).
+    ///
+    /// Loop order, outermost first: strips of rows (built once for all the job's
+    /// channels), passes over [`REDUCTION_BYTES`] of the packed filter per channel block
+    /// (so that the filter a pass reads stays in L1/L2 while every pixel of the strip uses
+    /// it), channel blocks, tiles of pixels. The first pass stores sum plus bias, later
+    /// passes add to it.
     fn run(
         &self,
         x: &[f32],
@@ -238,34 +262,53 @@ impl Job<'_> {
         let mut tile = [0.0_f32; MAX_TILE];
         let mut starts = [0_usize; MAX_TILE];
         let step = self.geometry.max_rows;
+        // Passes of equal length (576 = 2 × 288, not 512 + 64).
+        let passes = self
+            .crs
+            .div_ceil((REDUCTION_BYTES / (mr * size_of::<f32>())).max(1));
+        let pass_len = self.crs.div_ceil(passes);
         for first in (0..rows).step_by(step) {
             let count = step.min(rows - first);
             self.geometry.build(x, p0 + first, count, strip);
             let pixels = count * self.q;
             let out_base = first * self.q;
-            for (block, channels) in planes.chunks_mut(mr).enumerate() {
-                let k_block = k0 + block * mr;
-                let filter = &self.packed[(k_block / mr) * self.crs * mr..][..self.crs * mr];
-                for j0 in (0..pixels).step_by(nr) {
-                    let t = nr.min(pixels - j0);
-                    for (j, start) in starts[..t].iter_mut().enumerate() {
-                        *start = self.geometry.start(j0 + j);
-                    }
-                    let ops = Operands {
-                        strip,
-                        offsets: self.offsets,
-                        reach: self.reach,
-                        filter,
-                        starts: &starts[..t],
-                    };
-                    self.kernel.run(&ops, &mut tile);
-                    // The epilogue: bias, then the NCHW store. Later epilogues and layouts
-                    // replace only this loop.
-                    for (m, plane) in channels.iter_mut().enumerate() {
-                        let b = self.bias.map_or(0.0, |b| b[k_block + m]);
-                        let dst = &mut plane[out_base + j0..][..t];
-                        for (j, y) in dst.iter_mut().enumerate() {
-                            *y = tile[j * mr + m] + b;
+            // Tiles of equal size (25 pixels with NR = 6: five of 5, not four of 6 and a
+            // lone pixel that would reload the whole filter block for one output).
+            let tiles = pixels.div_ceil(nr);
+            let per_tile = pixels.div_ceil(tiles);
+            for kk0 in (0..self.crs).step_by(pass_len) {
+                let kk1 = (kk0 + pass_len).min(self.crs);
+                for (block, channels) in planes.chunks_mut(mr).enumerate() {
+                    let k_block = k0 + block * mr;
+                    let filter = &self.packed[(k_block / mr) * self.crs * mr..][..self.crs * mr];
+                    for j0 in (0..pixels).step_by(per_tile) {
+                        let t = per_tile.min(pixels - j0);
+                        for (j, start) in starts[..t].iter_mut().enumerate() {
+                            *start = self.geometry.start(j0 + j);
+                        }
+                        let ops = Operands {
+                            strip,
+                            offsets: &self.offsets[kk0..kk1],
+                            reach: self.reach,
+                            filter: &filter[kk0 * mr..kk1 * mr],
+                            starts: &starts[..t],
+                        };
+                        self.kernel.run(&ops, &mut tile);
+                        // The epilogue: bias, then the NCHW store. Later epilogues and
+                        // layouts replace only this loop.
+                        for (m, plane) in channels.iter_mut().enumerate() {
+                            let dst = &mut plane[out_base + j0..][..t];
+                            let sums = tile[m..].iter().step_by(mr);
+                            if kk0 == 0 {
+                                let b = self.bias.map_or(0.0, |b| b[k_block + m]);
+                                for (y, &sum) in dst.iter_mut().zip(sums) {
+                                    *y = sum + b;
+                                }
+                            } else {
+                                for (y, &sum) in dst.iter_mut().zip(sums) {
+                                    *y += sum;
+                                }
+                            }
                         }
                     }
                 }
@@ -286,7 +329,7 @@ mod tests {
             (128, 64, 3, 8),
             (1, 1, 1, 1),
         ] {
-            let split = Split::new(n, k, p, 16, threads);
+            let split = Split::new(n, k, p, p, 16, threads);
             assert!(split.bands >= 1 && split.bands <= p);
             assert_eq!(split.group % 16, 0);
             let mut next = 0;
@@ -297,8 +340,11 @@ mod tests {
             }
             assert_eq!(next, p);
         }
-        // Batch 1, 5 rows, 2 threads: 5 bands, then channel groups for the rest.
-        let split = Split::new(1, 512, 5, 16, 2);
-        assert_eq!((split.bands, split.group), (5, 128));
+        // Batch 1, 5×5 outputs, 2 threads: too few pixels for bands; channel groups.
+        let split = Split::new(1, 512, 5, 5, 16, 2);
+        assert_eq!((split.bands, split.group), (1, 128));
+        // The quickstart layer at batch 1: bands only.
+        let split = Split::new(1, 64, 56, 56, 16, 2);
+        assert_eq!((split.bands, split.group), (16, 64));
     }
 }

@@ -38,9 +38,9 @@ pub(super) struct StripGeometry {
     pub max_rows: usize,
 }
 
-/// What a strip of one channel may take, in floats: with the packed filter block it
-/// should stay in a 512 KiB L2 (Zen) or 1–2 MiB (recent Intel) cache.
-const STRIP_BUDGET: usize = 32 * 1024;
+/// What a strip may take, in floats (256 KiB): with the packed filter block it should stay
+/// in a 512 KiB L2 (Zen) or 1–2 MiB (recent Intel) cache.
+const STRIP_BUDGET: usize = 64 * 1024;
 
 impl StripGeometry {
     /// The strip geometry of a validated problem, holding at most `rows_wanted` rows (and
