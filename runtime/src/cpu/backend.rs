@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::isa::Isa;
 use super::microkernel::{MAX_TILE, MicroKernel, Operands};
-use super::pack::pack_filter;
+use super::pack::{pack_filter, pack_panel};
 use super::strip::StripGeometry;
 use super::{check_len, check_operands, zeros};
 use crate::error::{Error, Result};
@@ -89,22 +89,40 @@ pub fn conv2d_with_isa(
 
     let split = Split::new(n, k, p, q, kernel.mr, rayon::current_num_threads());
     let geometry = StripGeometry::new(problem, &shape, p.div_ceil(split.bands));
-    let packed = pack_filter(problem, filter, kernel.mr)?;
+    // Each filter block is read by every job of its channel group; when that is one job
+    // (one band, one strip), it packs its panels itself, into L1, and the packed filter
+    // is never written to memory. Otherwise the filter is packed once, up front.
+    let single_use = split.bands == 1 && n == 1 && geometry.max_rows >= p;
+    let packed = if single_use {
+        Vec::new()
+    } else {
+        pack_filter(problem, filter, kernel.mr)?
+    };
+    let pass_len = pass_len(shape.reduction, kernel.mr);
     let (offsets, reach) = geometry.offsets()?;
     let threads = rayon::current_num_threads().max(1);
-    let mut strips = Vec::new();
-    strips
+    let mut scratch = Vec::new();
+    scratch
         .try_reserve_exact(threads)
         .map_err(|_| oom("strips", threads, 0))?;
     for _ in 0..threads {
-        strips.push(Mutex::new(zeros::<f32>("strip", geometry.len())?));
+        scratch.push(Mutex::new(Scratch {
+            strip: zeros::<f32>("strip", geometry.len())?,
+            panel: zeros::<f32>(
+                "filter panel",
+                if single_use { pass_len * kernel.mr } else { 0 },
+            )?,
+        }));
     }
     let mut rows = band_rows(output, k, p * q, q, split.bands)?;
 
     let job = Job {
         kernel,
         geometry: &geometry,
-        packed: &packed,
+        packed: (!single_use).then_some(&packed[..]),
+        problem,
+        filter,
+        pass_len,
         offsets: &offsets,
         reach,
         bias,
@@ -124,9 +142,9 @@ pub fn conv2d_with_isa(
                 .for_each(|(group, planes)| {
                     // Each thread has a strip of its own: the lock is never contended
                     // (unless rayon runs this outside its pool, where it stays correct).
-                    let slot = rayon::current_thread_index().unwrap_or(0) % strips.len();
-                    let mut strip = strips[slot].lock().unwrap_or_else(|e| e.into_inner());
-                    job.run(x, p0, band_rows, group * split.group, planes, &mut strip);
+                    let slot = rayon::current_thread_index().unwrap_or(0) % scratch.len();
+                    let mut scratch = scratch[slot].lock().unwrap_or_else(|e| e.into_inner());
+                    job.run(x, p0, band_rows, group * split.group, planes, &mut scratch);
                 });
         });
     Ok(())
@@ -226,11 +244,30 @@ fn band_rows(
     Ok(rows)
 }
 
+/// A thread's working memory: its strip, and the filter panel it packs when jobs pack
+/// their own.
+struct Scratch {
+    strip: Vec<f32>,
+    panel: Vec<f32>,
+}
+
+/// Reduction indices per pass over a strip: passes of equal length (576 = 2 × 288, not
+/// 512 + 64), each of at most [`REDUCTION_BYTES`] of a channel block's filter.
+fn pass_len(crs: usize, mr: usize) -> usize {
+    let passes = crs.div_ceil((REDUCTION_BYTES / (mr * size_of::<f32>())).max(1));
+    crs.div_ceil(passes)
+}
+
 /// What every job shares.
 struct Job<'a> {
     kernel: MicroKernel,
     geometry: &'a StripGeometry,
-    packed: &'a [f32],
+    /// The packed filter, or `None` when every job packs its own panels (from `filter`).
+    packed: Option<&'a [f32]>,
+    problem: &'a Conv2dProblem,
+    filter: &'a [f32],
+    /// Reduction indices per pass ([`pass_len`]).
+    pass_len: usize,
     offsets: &'a [usize],
     reach: usize,
     bias: Option<&'a [f32]>,
@@ -245,10 +282,10 @@ impl Job<'_> {
     /// per channel (those rows of its output plane).
     ///
     /// Loop order, outermost first: strips of rows (built once for all the job's
-    /// channels), passes over [`REDUCTION_BYTES`] of the packed filter per channel block
-    /// (so that the filter a pass reads stays in L1/L2 while every pixel of the strip uses
-    /// it), channel blocks, tiles of pixels. The first pass stores sum plus bias, later
-    /// passes add to it.
+    /// channels), channel blocks, passes over [`REDUCTION_BYTES`] of the block's packed
+    /// filter (so that the filter a pass reads stays in L1 while every pixel of the strip
+    /// uses it, and a block's filter is read front to back), tiles of pixels. The first
+    /// pass stores sum plus bias, later passes add to it.
     fn run(
         &self,
         x: &[f32],
@@ -256,17 +293,14 @@ impl Job<'_> {
         rows: usize,
         k0: usize,
         planes: &mut [&mut [f32]],
-        strip: &mut [f32],
+        scratch: &mut Scratch,
     ) {
+        let Scratch { strip, panel } = scratch;
         let (mr, nr) = (self.kernel.mr, self.kernel.nr);
         let mut tile = [0.0_f32; MAX_TILE];
         let mut starts = [0_usize; MAX_TILE];
         let step = self.geometry.max_rows;
-        // Passes of equal length (576 = 2 × 288, not 512 + 64).
-        let passes = self
-            .crs
-            .div_ceil((REDUCTION_BYTES / (mr * size_of::<f32>())).max(1));
-        let pass_len = self.crs.div_ceil(passes);
+        let pass_len = self.pass_len;
         for first in (0..rows).step_by(step) {
             let count = step.min(rows - first);
             self.geometry.build(x, p0 + first, count, strip);
@@ -276,11 +310,20 @@ impl Job<'_> {
             // lone pixel that would reload the whole filter block for one output).
             let tiles = pixels.div_ceil(nr);
             let per_tile = pixels.div_ceil(tiles);
-            for kk0 in (0..self.crs).step_by(pass_len) {
-                let kk1 = (kk0 + pass_len).min(self.crs);
-                for (block, channels) in planes.chunks_mut(mr).enumerate() {
-                    let k_block = k0 + block * mr;
-                    let filter = &self.packed[(k_block / mr) * self.crs * mr..][..self.crs * mr];
+            for (block, channels) in planes.chunks_mut(mr).enumerate() {
+                let k_block = k0 + block * mr;
+                for kk0 in (0..self.crs).step_by(pass_len) {
+                    let kk1 = (kk0 + pass_len).min(self.crs);
+                    let filter: &[f32] = match self.packed {
+                        Some(packed) => {
+                            &packed[(k_block / mr) * self.crs * mr..][kk0 * mr..kk1 * mr]
+                        }
+                        None => {
+                            let panel = &mut panel[..(kk1 - kk0) * mr];
+                            pack_panel(self.problem, self.filter, k_block, kk0, mr, panel);
+                            panel
+                        }
+                    };
                     for j0 in (0..pixels).step_by(per_tile) {
                         let t = per_tile.min(pixels - j0);
                         for (j, start) in starts[..t].iter_mut().enumerate() {
@@ -290,7 +333,7 @@ impl Job<'_> {
                             strip,
                             offsets: &self.offsets[kk0..kk1],
                             reach: self.reach,
-                            filter: &filter[kk0 * mr..kk1 * mr],
+                            filter,
                             starts: &starts[..t],
                         };
                         self.kernel.run(&ops, &mut tile);
