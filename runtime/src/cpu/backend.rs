@@ -324,10 +324,13 @@ impl Job<'_> {
                             panel
                         }
                     };
+                    // Window starts walk the pixels in order: no division per pixel (a
+                    // 64-bit division costs about as much as the tile's epilogue).
+                    let mut cursor = self.geometry.first_pixel();
                     for j0 in (0..pixels).step_by(per_tile) {
                         let t = per_tile.min(pixels - j0);
-                        for (j, start) in starts[..t].iter_mut().enumerate() {
-                            *start = self.geometry.start(j0 + j);
+                        for start in &mut starts[..t] {
+                            *start = cursor.next_start();
                         }
                         let ops = Operands {
                             strip,

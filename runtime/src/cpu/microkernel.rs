@@ -95,11 +95,20 @@ impl MicroKernel {
     }
 }
 
-/// The window of each pixel, `reach` values from its start, so that the inner loops index
-/// slices of one known length (one bounds check per reduction index serves them all).
+/// The window of each pixel, `reach` values from its start, and `reach − 1`.
+///
+/// The kernels clamp each offset to `reach − 1` (a no-op: every offset is below `reach`)
+/// and the asserts here tell the compiler every window is that long, so it drops the
+/// bounds checks of the window reads in the inner loop: measured, one `cmp`+`cmov` per
+/// reduction index instead of `T` compare-and-branch pairs and spilled registers.
 #[inline(always)]
-fn windows<'a, const T: usize>(ops: &Operands<'a>) -> [&'a [f32]; T] {
-    std::array::from_fn(|j| &ops.strip[ops.starts[j]..][..ops.reach])
+fn windows<'a, const T: usize>(ops: &Operands<'a>) -> ([&'a [f32]; T], usize) {
+    let w: [&[f32]; T] = std::array::from_fn(|j| &ops.strip[ops.starts[j]..][..ops.reach]);
+    let last = ops.reach.saturating_sub(1);
+    for window in &w {
+        assert!(window.len() > last);
+    }
+    (w, last)
 }
 
 /// The plain-Rust kernel body shared by the portable level and NEON: `MR × T`
@@ -111,10 +120,12 @@ fn generic<const MR: usize, const T: usize, const FUSED: bool>(
     ops: &Operands<'_>,
     out: &mut [f32],
 ) {
-    let w = windows::<T>(ops);
+    let (w, last) = windows::<T>(ops);
     let mut acc = [[0.0_f32; MR]; T];
     let (filter, _) = ops.filter.as_chunks::<MR>();
     for (&off, f) in ops.offsets.iter().zip(filter) {
+        // A no-op that proves the window reads in bounds (see `windows`).
+        let off = off.min(last);
         for j in 0..T {
             let x = w[j][off];
             for m in 0..MR {
@@ -217,10 +228,12 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     fn avx2_body<const T: usize>(ops: &Operands<'_>, out: &mut [f32]) {
-        let w = windows::<T>(ops);
+        let (w, last) = windows::<T>(ops);
         let mut acc = [[_mm256_setzero_ps(); AVX2_V]; T];
         let (filter, _) = ops.filter.as_chunks::<8>();
         for (&off, f) in ops.offsets.iter().zip(filter.chunks_exact(AVX2_V)) {
+            // A no-op that proves the window reads in bounds (see `windows`).
+            let off = off.min(last);
             let mut fv = [_mm256_setzero_ps(); AVX2_V];
             for v in 0..AVX2_V {
                 // SAFETY: `f[v]` is an array of 8 floats, what an unaligned load reads.
@@ -244,10 +257,12 @@ mod x86 {
 
     #[target_feature(enable = "avx512f")]
     fn avx512_body<const T: usize>(ops: &Operands<'_>, out: &mut [f32]) {
-        let w = windows::<T>(ops);
+        let (w, last) = windows::<T>(ops);
         let mut acc = [[_mm512_setzero_ps(); AVX512_V]; T];
         let (filter, _) = ops.filter.as_chunks::<16>();
         for (&off, f) in ops.offsets.iter().zip(filter.chunks_exact(AVX512_V)) {
+            // A no-op that proves the window reads in bounds (see `windows`).
+            let off = off.min(last);
             let mut fv = [_mm512_setzero_ps(); AVX512_V];
             for v in 0..AVX512_V {
                 // SAFETY: `f[v]` is an array of 16 floats, what an unaligned load reads.

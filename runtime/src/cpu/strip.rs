@@ -77,9 +77,16 @@ impl StripGeometry {
         self.max_rows * self.row_len
     }
 
-    /// Where output pixel `j` of a strip (row `j / Q`, column `j % Q`) starts its window.
-    pub fn start(&self, j: usize) -> usize {
-        (j / self.q) * self.row_len + (j % self.q) * self.col_step
+    /// A cursor at the strip's first output pixel (row 0, column 0).
+    pub fn first_pixel(&self) -> PixelCursor {
+        PixelCursor {
+            q: 0,
+            start: 0,
+            row_start: 0,
+            columns: self.q,
+            row_len: self.row_len,
+            col_step: self.col_step,
+        }
     }
 
     /// The offsets table (one entry per reduction index, in the packed filter's order) and
@@ -129,5 +136,51 @@ impl StripGeometry {
                 }
             }
         }
+    }
+}
+
+/// Walks a strip's output pixels in order (row by row, column by column), giving where
+/// each one's window starts: `row·Wt·R + q·sw·R`.
+pub(super) struct PixelCursor {
+    q: usize,
+    start: usize,
+    row_start: usize,
+    columns: usize,
+    row_len: usize,
+    col_step: usize,
+}
+
+impl PixelCursor {
+    /// The current pixel's window start; moves to the next pixel.
+    pub fn next_start(&mut self) -> usize {
+        let start = self.start;
+        self.q += 1;
+        if self.q == self.columns {
+            self.q = 0;
+            self.row_start += self.row_len;
+            self.start = self.row_start;
+        } else {
+            self.start += self.col_step;
+        }
+        start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::Padding;
+
+    #[test]
+    fn the_cursor_walks_rows_then_columns() {
+        // Q = 3, Wt = 7, R = 2, sw = 2: windows start at row·14 + q·4.
+        let problem = Conv2dProblem::new([1, 2, 5, 7], [1, 2, 2, 3])
+            .with_stride([1, 2])
+            .with_padding(Padding::default());
+        let shape = problem.shape().unwrap();
+        let geometry = StripGeometry::new(&problem, &shape, 4);
+        let mut cursor = geometry.first_pixel();
+        let starts: Vec<usize> = (0..7).map(|_| cursor.next_start()).collect();
+        assert_eq!(starts, [0, 4, 8, 14, 18, 22, 28]);
     }
 }
