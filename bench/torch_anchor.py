@@ -40,6 +40,12 @@ def parse_args(argv=None):
                    help="timed runs [default: the report's settings.reps]")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--only-noisy", action="store_true",
+                   help="time again only the layers whose torch result was taken while other "
+                        "processes used the machine (its detail says so), keep the others")
+    p.add_argument("--retries", type=int, default=RETRIES,
+                   help="timing attempts per layer while the machine is busy")
+    p.add_argument("--retry-wait", type=float, default=10.0, help="seconds between attempts")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)  # internal: one layer's memory
     return p.parse_args(argv)
 
@@ -97,6 +103,15 @@ def time_cpu(conv, x, w, warmup, reps):
 
 QUIET_CORES = 0.1  # timing while other processes used more is repeated (as the Rust side)
 RETRIES = 6
+
+
+def was_noisy(result):
+    """Whether a stored result says it was timed while other processes used the machine."""
+    detail = (result or {}).get("detail", "")
+    marker = "other processes "
+    if marker not in detail:
+        return True
+    return float(detail.split(marker)[1].split()[0]) >= QUIET_CORES
 
 
 def busy_ticks():
@@ -197,18 +212,21 @@ def main():
         problem = layer.get("problem")
         if problem is None:
             continue
+        old = next((r for r in layer["results"] if r["method"] == method), None)
+        if args.only_noisy and not was_noisy(old):
+            continue
         x, w = operands(torch, problem, args.seed * 1_000_003 + index, args.device)
         conv = make_conv(torch, problem)
         err = rel_err(torch, conv, x, w)
-        for attempt in range(RETRIES):
+        for attempt in range(args.retries):
             before = busy_ticks()
             samples = time_cpu(conv, x, w, args.warmup, reps)
             foreign = foreign_cores(before)
-            if foreign < QUIET_CORES or attempt == RETRIES - 1:
+            if foreign < QUIET_CORES or attempt == args.retries - 1:
                 break
             print(f"{layer['name']}: other processes used {foreign:.2f} cores while timing; "
-                  "again in 10 s", file=sys.stderr)
-            time.sleep(10)
+                  f"again in {args.retry_wait:g} s", file=sys.stderr)
+            time.sleep(args.retry_wait)
         median = statistics.median(samples)
         result = {
             "method": method,

@@ -104,7 +104,7 @@ pub fn conv2d_with_isa(
     let mut scratch = Vec::new();
     scratch
         .try_reserve_exact(threads)
-        .map_err(|_| oom("strips", threads, 0))?;
+        .map_err(|_| oom("strips", threads, size_of::<Mutex<Scratch>>()))?;
     for _ in 0..threads {
         scratch.push(Mutex::new(Scratch {
             strip: zeros::<f32>("strip", geometry.len())?,
@@ -150,7 +150,7 @@ pub fn conv2d_with_isa(
     Ok(())
 }
 
-/// [`Error::OutOfMemory`] for `count` items of `size_of::<T>`-like `item` bytes.
+/// [`Error::OutOfMemory`] for `count` items of `item` bytes each.
 fn oom(what: &'static str, count: usize, item: usize) -> Error {
     Error::OutOfMemory {
         what,
