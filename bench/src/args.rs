@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 
 use crate::error::{BenchError, Result};
 use crate::method::{METHODS_HELP, Selection};
-use crate::report::default_json_path;
+use crate::report::{default_cpu_json_path, default_json_path};
 use crate::runner::{BenchConfig, Tuning};
 use crate::suite::Suite;
 use crate::timing::TimingConfig;
@@ -20,6 +20,37 @@ pub enum SuiteName {
     Resnet50,
     /// VGG-16: 9 distinct layers weighted by count, plus the network total.
     Vgg16,
+}
+
+/// Where a benchmark runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU backend.
+    Cpu,
+    /// The CUDA device of this ordinal.
+    Gpu(usize),
+}
+
+/// `cpu`, or a CUDA device ordinal.
+fn parse_device(text: &str) -> std::result::Result<Device, String> {
+    if text.eq_ignore_ascii_case("cpu") {
+        return Ok(Device::Cpu);
+    }
+    text.parse()
+        .map(Device::Gpu)
+        .map_err(|_| format!("`{text}` is neither `cpu` nor a CUDA device ordinal"))
+}
+
+/// The threads of a CPU run: `--threads`, else `RAYON_NUM_THREADS`, else every core.
+fn cpu_threads(flag: Option<u32>) -> usize {
+    flag.map(|t| t as usize)
+        .or_else(|| {
+            std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&t| t > 0)
+        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The issue asks for at least this many repetitions.
@@ -53,9 +84,13 @@ pub struct BenchArgs {
     /// SVG chart output [default: the JSON path with .svg].
     #[arg(long)]
     pub chart: Option<PathBuf>,
-    /// CUDA device ordinal.
-    #[arg(long, default_value_t = 0)]
-    pub device: usize,
+    /// Where to run: a CUDA device ordinal, or `cpu` for the CPU backend (`im2win-cpu`,
+    /// the measured FMA peak, and `torch-cpu` merged in by `bench/torch_anchor.py`).
+    #[arg(long, default_value = "0", value_parser = parse_device)]
+    pub device: Device,
+    /// CPU runs: threads [default: RAYON_NUM_THREADS, else every core].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
     /// Largest cuDNN workspace or im2col column buffer to use, in GiB; a cuDNN algorithm
     /// needing more is skipped, im2col runs in passes of fewer images.
     #[arg(long, default_value_t = 8.0)]
@@ -93,10 +128,11 @@ impl BenchArgs {
                 self.max_workspace_gib
             )));
         }
-        let out = self
-            .out
-            .clone()
-            .unwrap_or_else(|| default_json_path(&suite.name, suite.batch));
+        let cpu_threads = (self.device == Device::Cpu).then(|| cpu_threads(self.threads));
+        let out = self.out.clone().unwrap_or_else(|| match cpu_threads {
+            Some(_) => default_cpu_json_path(&suite.name, suite.batch),
+            None => default_json_path(&suite.name, suite.batch),
+        });
         let chart = self
             .chart
             .clone()
@@ -107,7 +143,11 @@ impl BenchArgs {
                 warmup: self.warmup as usize,
                 reps: self.reps as usize,
             },
-            device: self.device,
+            device: match self.device {
+                Device::Gpu(ordinal) => ordinal,
+                Device::Cpu => 0,
+            },
+            cpu_threads,
             max_workspace_bytes: (self.max_workspace_gib * (1u64 << 30) as f64) as u64,
             seed: self.seed,
             tuning: match &self.tuning {

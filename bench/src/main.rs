@@ -2,18 +2,22 @@
 //!
 //! `im2win bench` measures im2win against cuDNN, im2col + cuBLAS and a direct convolution on
 //! the paper's layers, ResNet-50, VGG-16 or any single layer, and writes a JSON report, an
-//! SVG chart and a terminal table. `im2win tune` measures the fastest kernel per layer and
+//! SVG chart and a terminal table; `im2win bench --device cpu` measures the CPU backend and
+//! the CPU's FMA peak instead. `im2win tune` measures the fastest kernel per layer and
 //! writes the tuning table; `im2win kernels` lists the compiled kernels and their resources.
 
 mod ablation;
+mod alloc;
 mod args;
 mod buffers;
 mod chart;
+mod cpu;
 mod error;
 mod gpu;
 mod kernels;
 mod method;
 mod methods;
+mod peak;
 mod reference;
 mod report;
 mod runner;
@@ -31,6 +35,10 @@ use clap::{Parser, Subcommand};
 use crate::args::{BenchArgs, MIN_REPS};
 use crate::error::{Context, Result};
 use crate::report::Report;
+
+/// Counts heap bytes, so that `--device cpu` can report each call's extra memory.
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// im2win: 2-D convolution on NVIDIA GPUs with the im2win layout.
 #[derive(Debug, Parser)]
@@ -83,7 +91,10 @@ fn bench(args: &BenchArgs) -> Result<()> {
         write(&json_path, &(json + "\n"))?;
         write(&chart_path, &chart::render(report))
     };
-    let report = runner::run(&config, &mut save)?;
+    let report = match config.cpu_threads {
+        Some(threads) => cpu::run(&config, threads, &mut save)?,
+        None => runner::run(&config, &mut save)?,
+    };
     save(&report)?;
     println!("{}", table::render(&report));
     println!("wrote {} and {}", json_path.display(), chart_path.display());
@@ -137,6 +148,30 @@ mod tests {
         assert_eq!(json, PathBuf::from("bench/results/paper-f32-n128.json"));
         assert_eq!(chart, PathBuf::from("bench/results/paper-f32-n128.svg"));
         assert_eq!(config.device, 0);
+        assert_eq!(config.cpu_threads, None);
+    }
+
+    #[test]
+    fn cpu_runs() {
+        let args = parse(&["bench", "--device", "cpu", "--threads", "3", "--batch", "8"]).unwrap();
+        let (config, json, _) = args.config().unwrap();
+        assert_eq!(config.cpu_threads, Some(3));
+        assert_eq!(
+            json,
+            PathBuf::from("bench/results/cpu-paper-f32-nchw-n8.json")
+        );
+        let args = parse(&[
+            "bench", "--device", "CPU", "--suite", "resnet50", "--batch", "1",
+        ])
+        .unwrap();
+        let (config, json, _) = args.config().unwrap();
+        assert!(config.cpu_threads.unwrap() >= 1);
+        assert_eq!(
+            json,
+            PathBuf::from("bench/results/cpu-resnet50-f32-nchw-n1.json")
+        );
+        assert!(parse(&["bench", "--device", "gpu"]).is_err());
+        assert!(parse(&["bench", "--device", "cpu", "--threads", "0"]).is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::stats::{is_flagged, tflops};
 /// A whole benchmark run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// The GPU's name, e.g. `NVIDIA H200`.
+    /// The GPU's name, e.g. `NVIDIA H200` (for CPU runs the CPU's model and core count).
     pub device: String,
     /// `paper`, `resnet50`, `vgg16` or `layer`.
     pub suite: String,
@@ -27,6 +27,16 @@ pub struct Report {
     pub settings: Settings,
     /// Software versions seen at run time.
     pub software: BTreeMap<String, String>,
+    /// Tensor layout of every operand, `nchw` (extra field; CPU runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    /// CPU runs: threads every method ran on (extra field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// CPU runs: the float32 FMA rate those threads reach on register-only independent
+    /// chains, in GFLOP/s: the measured peak the `im2win-cpu` rates compare with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_gflops: Option<f64>,
 }
 
 /// How the numbers were taken (extra field).
@@ -246,6 +256,13 @@ pub fn default_json_path(suite: &str, batch: usize) -> std::path::PathBuf {
         .join(format!("{suite}-f32-n{batch}.json"))
 }
 
+/// The default JSON path of a CPU run: `bench/results/cpu-<suite>-f32-nchw-n<batch>.json`.
+pub fn default_cpu_json_path(suite: &str, batch: usize) -> std::path::PathBuf {
+    std::path::Path::new("bench")
+        .join("results")
+        .join(format!("cpu-{suite}-f32-nchw-n{batch}.json"))
+}
+
 /// A small report for the tests of the JSON, the table and the chart.
 #[cfg(test)]
 pub(crate) mod fixtures {
@@ -307,6 +324,9 @@ pub(crate) mod fixtures {
                 unix_time: 0,
             },
             software: BTreeMap::from([("cudnn".to_string(), "91900".to_string())]),
+            layout: None,
+            threads: None,
+            peak_gflops: None,
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct BenchConfig {
     pub timing: TimingConfig,
     /// CUDA device ordinal.
     pub device: usize,
+    /// `Some(threads)`: run on the CPU instead (`im2win bench --device cpu`).
+    pub cpu_threads: Option<usize>,
     /// Cap on a cuDNN workspace or the im2col column buffer, in bytes.
     pub max_workspace_bytes: u64,
     /// Seed of the random operands.
@@ -111,6 +113,9 @@ pub fn run(
             unix_time,
         },
         software: gpu.software.clone(),
+        layout: None,
+        threads: None,
+        peak_gflops: None,
     };
     let steps = config.suite.layers.len() * config.selection.steps_per_layer();
     let progress = ProgressBar::new(steps as u64);

@@ -186,6 +186,13 @@ pub enum Error {
     },
     /// A kernel spec is not a valid specialisation (see `KernelSpec::validate`), e.g. a
     /// tile with a zero dimension in a hand-built or deserialised catalogue.
+    /// The CPU backend was asked for a micro-kernel (`IM2WIN_CPU_ISA`, or
+    /// `cpu::conv2d_with_isa`) that this CPU cannot run, or that does not exist.
+    #[error("CPU instruction set {isa} is not available on this CPU")]
+    IsaUnavailable {
+        /// The level asked for.
+        isa: String,
+    },
     #[error("invalid kernel spec: {0}")]
     InvalidSpec(#[from] im2win_codegen::SpecError),
     /// A specialisation named at compile time (`im2win::conv2d!`, a

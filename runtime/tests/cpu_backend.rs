@@ -5,7 +5,9 @@ mod common;
 use std::time::Instant;
 
 use common::{Limits, random_data, random_problem, relative_error, test_seed};
-use im2win_runtime::cpu::{conv2d, im2win_filter, im2win_input, reference_conv2d};
+use im2win_runtime::cpu::{
+    Isa, conv2d, conv2d_with_isa, im2win_filter, im2win_input, reference_conv2d,
+};
 use im2win_runtime::{Conv2dProblem, Error, Padding};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -144,6 +146,103 @@ fn backend_matches_oracle_on_random_problems() {
         start.elapsed()
     );
     coverage.check(10);
+}
+
+/// Larger than [`Limits::SMALL`]: several blocks and groups of output channels (every
+/// micro-kernel's `MR`, full and partial), more input channels, wider rows.
+const MEDIUM: Limits = Limits {
+    batch: 2,
+    channels: 40,
+    out_channels: 72,
+    filter: 7,
+    out_size: 24,
+    stride: 3,
+    dilation: 2,
+    padding: 3,
+    max_macs: 3_000_000,
+};
+
+/// Random problems per instruction-set level: small ones (every edge case) and medium ones
+/// (full tiles).
+const CASES_PER_ISA: (u64, u64) = (300, 100);
+
+/// Every micro-kernel this CPU runs, forced in turn, against the oracle, on 1, 2 and 3
+/// threads (different splits of the work). Levels this CPU lacks are named and skipped.
+#[test]
+fn every_isa_matches_oracle_on_random_problems() {
+    let seed = test_seed(0x1_2023_0004);
+    let pools: Vec<rayon::ThreadPool> = [1, 2, 3]
+        .iter()
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let start = Instant::now();
+    let mut tested = Vec::new();
+    for isa in Isa::ALL {
+        if !isa.is_available() {
+            eprintln!("{isa}: not available on this CPU: SKIPPED");
+            assert!(matches!(
+                conv2d_with_isa(
+                    isa,
+                    &Conv2dProblem::new([1, 1, 1, 1], [1, 1, 1, 1]),
+                    &[1.0],
+                    &[1.0],
+                    None,
+                    &mut [0.0]
+                ),
+                Err(Error::IsaUnavailable { .. })
+            ));
+            continue;
+        }
+        let mut coverage = Coverage::default();
+        let (small, medium) = CASES_PER_ISA;
+        for case in 0..small + medium {
+            let case_seed = seed.wrapping_add(case);
+            let mut rng = StdRng::seed_from_u64(case_seed);
+            let limits = if case < small {
+                &Limits::SMALL
+            } else {
+                &MEDIUM
+            };
+            let problem = random_problem(&mut rng, limits);
+            let shape = problem.shape().unwrap();
+            let input = random_data(&mut rng, shape.input_len);
+            let filter = random_data(&mut rng, shape.filter_len);
+            let bias = rng
+                .random_bool(0.5)
+                .then(|| random_data(&mut rng, shape.output[1]));
+            if case < small {
+                coverage.count(&problem, bias.is_some());
+            }
+            let pool = &pools[case as usize % pools.len()];
+            let context = format!(
+                "{isa}, {} threads, case {case} (seed {case_seed}): {problem:?}",
+                pool.current_num_threads()
+            );
+            let reference = reference_conv2d(&problem, &input, &filter, bias.as_deref()).unwrap();
+            let mut out = vec![f32::NAN; shape.output_len];
+            pool.install(|| {
+                conv2d_with_isa(isa, &problem, &input, &filter, bias.as_deref(), &mut out)
+            })
+            .unwrap_or_else(|e| panic!("{context}: {e}"));
+            if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+                panic!("{context}: output element {i} is {}", out[i]);
+            }
+            let error = relative_error(&out, &reference);
+            assert!(error < TOLERANCE, "{context}: relative error {error:e}");
+        }
+        coverage.check(5);
+        tested.push(isa.name());
+    }
+    eprintln!(
+        "{CASES_PER_ISA:?} random problems on each of {tested:?} in {:?}",
+        start.elapsed()
+    );
+    assert!(tested.contains(&Isa::detected().name()));
 }
 
 /// `T[n][c][p][w][r]` straight from the formula of DESIGN.md.
@@ -397,4 +496,31 @@ fn quickstart_layer_is_fast_in_release() {
         rayon::current_num_threads()
     );
     assert!(seconds < 0.5, "{seconds} s");
+}
+
+/// Issue 10, finding 4: 2^27 output rows of one element each. The backend used to make one
+/// job, with a heap vector, per output row (about 10 GiB of bookkeeping for a 0.5 GiB
+/// output), allocated infallibly: the process aborted instead of returning. Now the call
+/// either computes the right answer or reports `OutOfMemory`, and its bookkeeping does not
+/// grow with the row count.
+#[test]
+fn huge_row_count_does_not_abort() {
+    let rows = 1 << 27;
+    let problem = Conv2dProblem::new([1, 1, rows, 1], [1, 1, 1, 1]);
+    // Non-zero inputs that need no random generator (2^27 draws would dominate the test).
+    let value = |i: usize| ((i % 1021) + 1) as f32 / 1024.0;
+    let input: Vec<f32> = (0..rows).map(value).collect();
+    let mut out = vec![f32::NAN; rows];
+    let start = Instant::now();
+    match conv2d(&problem, &input, &[0.5], Some(&[0.25]), &mut out) {
+        Ok(()) => {
+            // Every output is 0.5·x + 0.25, exact in float32; check a sample (and both ends).
+            for i in (0..rows).step_by(4099).chain([rows - 1]) {
+                assert_eq!(out[i], 0.5 * value(i) + 0.25, "output {i}");
+            }
+        }
+        Err(Error::OutOfMemory { .. }) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+    eprintln!("2^27 rows in {:?}", start.elapsed());
 }

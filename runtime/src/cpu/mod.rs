@@ -6,17 +6,23 @@
 //!   cannot hide in both.
 //! - [`im2win_input`] and [`im2win_filter`] build the layouts of `docs/DESIGN.md` exactly as
 //!   the GPU transform kernels do, so they double as the CPU check of those kernels.
-//! - [`conv2d`] is the CPU im2win backend: the fallback when there is no GPU.
+//! - [`conv2d`] is the CPU im2win backend: the fallback when there is no GPU. Its
+//!   micro-kernel is chosen per CPU at run time ([`Isa`]); [`conv2d_with_isa`] forces one.
 //!
 //! All functions validate the problem ([`Conv2dProblem::shape`]) and every buffer length
 //! first, and return an [`Error`] rather than panicking.
 
 mod backend;
 mod im2win;
+mod isa;
+mod microkernel;
 mod oracle;
+mod pack;
+mod strip;
 
-pub use backend::conv2d;
+pub use backend::{conv2d, conv2d_with_isa};
 pub use im2win::{im2win_filter, im2win_input};
+pub use isa::{ISA_ENV, Isa};
 pub use oracle::{reference_conv2d, relative_error};
 
 use crate::error::{Error, Result};

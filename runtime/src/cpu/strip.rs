@@ -1,0 +1,186 @@
+//! The window strip: the rows of the im2win input `T` (`docs/DESIGN.md`) for a few output
+//! rows of one image, built into a small per-thread buffer that stays in the L2 cache while
+//! every output channel is computed from it.
+//!
+//! Layout `strip[c][i][w][r] = T[n][c][p0 + i][w][r]` for the strip's rows `i < rows`,
+//! channel stride `max_rows·Wt·R`. The whole `T` is never built: the extra memory of a call
+//! is one strip per thread instead of `R/sh` times the input.
+//!
+//! The offsets table says where reduction index `kk = c·S·R + s·R + r` lies relative to the
+//! window of output pixel `(i, q)`, which starts at `i·Wt·R + q·sw·R`:
+//! `c·channel_stride + s·dw·R + r`. Padding, stride and dilation all live in the strip
+//! and the table; the micro-kernel knows none of them.
+
+use super::zeros;
+use crate::error::Result;
+use crate::problem::{Conv2dProblem, ProblemShape};
+
+/// The sizes of a strip for one problem.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StripGeometry {
+    c: usize,
+    h: usize,
+    w: usize,
+    r: usize,
+    s: usize,
+    stride_h: usize,
+    dil_h: usize,
+    dil_w: usize,
+    top: usize,
+    left: usize,
+    /// Output columns `Q`.
+    q: usize,
+    /// One row of `T`: `Wt·R`.
+    row_len: usize,
+    /// Distance between the windows of neighbouring output columns: `sw·R`.
+    col_step: usize,
+    /// Rows a strip holds at most.
+    pub max_rows: usize,
+}
+
+/// What a strip may take, in floats (256 KiB): with the packed filter block it should stay
+/// in a 512 KiB L2 (Zen) or 1–2 MiB (recent Intel) cache.
+const STRIP_BUDGET: usize = 64 * 1024;
+
+impl StripGeometry {
+    /// The strip geometry of a validated problem, holding at most `rows_wanted` rows (and
+    /// fewer when they would not fit the cache budget; at least one).
+    pub fn new(problem: &Conv2dProblem, shape: &ProblemShape, rows_wanted: usize) -> Self {
+        let [_, c, h, w] = problem.input;
+        let [_, _, r, s] = problem.filter;
+        let row_len = shape.win_width * r;
+        let max_rows = (STRIP_BUDGET / (c * row_len).max(1)).clamp(1, rows_wanted.max(1));
+        StripGeometry {
+            c,
+            h,
+            w,
+            r,
+            s,
+            stride_h: problem.stride[0],
+            dil_h: problem.dilation[0],
+            dil_w: problem.dilation[1],
+            top: problem.padding.top,
+            left: problem.padding.left,
+            q: shape.output[3],
+            row_len,
+            col_step: problem.stride[1] * r,
+            max_rows,
+        }
+    }
+
+    /// Floats in one strip.
+    pub fn len(&self) -> usize {
+        self.c * self.channel_stride()
+    }
+
+    fn channel_stride(&self) -> usize {
+        self.max_rows * self.row_len
+    }
+
+    /// A cursor at the strip's first output pixel (row 0, column 0).
+    pub fn first_pixel(&self) -> PixelCursor {
+        PixelCursor {
+            q: 0,
+            start: 0,
+            row_start: 0,
+            columns: self.q,
+            row_len: self.row_len,
+            col_step: self.col_step,
+        }
+    }
+
+    /// The offsets table (one entry per reduction index, in the packed filter's order) and
+    /// its reach, `1 + max offset`.
+    ///
+    /// # Errors
+    /// [`crate::Error::OutOfMemory`] when the table cannot be allocated.
+    pub fn offsets(&self) -> Result<(Vec<usize>, usize)> {
+        let mut offsets = zeros::<usize>("offsets table", self.c * self.s * self.r)?;
+        let per_channel = self.s * self.r;
+        for (kk, off) in offsets.iter_mut().enumerate() {
+            let (c, sr) = (kk / per_channel, kk % per_channel);
+            let (fx, fy) = (sr / self.r, sr % self.r);
+            *off = c * self.channel_stride() + fx * self.dil_w * self.r + fy;
+        }
+        let reach = offsets.iter().max().map_or(0, |&m| m + 1);
+        Ok((offsets, reach))
+    }
+
+    /// Fills `strip` with the im2win rows of output rows `p0 .. p0 + rows` of the image
+    /// `x` (`C×H×W`): zeros wherever a window reads padding.
+    pub fn build(&self, x: &[f32], p0: usize, rows: usize, strip: &mut [f32]) {
+        debug_assert!(rows <= self.max_rows);
+        let (r, w, left) = (self.r, self.w, self.left);
+        for (c, channel) in strip.chunks_exact_mut(self.channel_stride()).enumerate() {
+            let plane = &x[c * self.h * w..][..self.h * w];
+            for (i, row) in channel
+                .chunks_exact_mut(self.row_len)
+                .take(rows)
+                .enumerate()
+            {
+                row.fill(0.0);
+                for fy in 0..r {
+                    let Some(iy) = ((p0 + i) * self.stride_h + fy * self.dil_h)
+                        .checked_sub(self.top)
+                        .filter(|&iy| iy < self.h)
+                    else {
+                        continue;
+                    };
+                    // Input column ix lands at padded column ix + left, i.e. at
+                    // row[(ix + left)·R + fy]; columns past Wt are read by no window.
+                    if let Some(dst) = row.get_mut(left * r + fy..) {
+                        for (d, &v) in dst.iter_mut().step_by(r).zip(&plane[iy * w..][..w]) {
+                            *d = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Walks a strip's output pixels in order (row by row, column by column), giving where
+/// each one's window starts: `row·Wt·R + q·sw·R`.
+pub(super) struct PixelCursor {
+    q: usize,
+    start: usize,
+    row_start: usize,
+    columns: usize,
+    row_len: usize,
+    col_step: usize,
+}
+
+impl PixelCursor {
+    /// The current pixel's window start; moves to the next pixel.
+    pub fn next_start(&mut self) -> usize {
+        let start = self.start;
+        self.q += 1;
+        if self.q == self.columns {
+            self.q = 0;
+            self.row_start += self.row_len;
+            self.start = self.row_start;
+        } else {
+            self.start += self.col_step;
+        }
+        start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::Padding;
+
+    #[test]
+    fn the_cursor_walks_rows_then_columns() {
+        // Q = 3, Wt = 7, R = 2, sw = 2: windows start at row·14 + q·4.
+        let problem = Conv2dProblem::new([1, 2, 5, 7], [1, 2, 2, 3])
+            .with_stride([1, 2])
+            .with_padding(Padding::default());
+        let shape = problem.shape().unwrap();
+        let geometry = StripGeometry::new(&problem, &shape, 4);
+        let mut cursor = geometry.first_pixel();
+        let starts: Vec<usize> = (0..7).map(|_| cursor.next_start()).collect();
+        assert_eq!(starts, [0, 4, 8, 14, 18, 22, 28]);
+    }
+}
