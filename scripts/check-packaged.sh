@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Checks that im2win is publishable: every crate of the workspace packages
-# (`cargo package --workspace`, which also builds each package from its .crate contents),
-# and a crate OUTSIDE this workspace that depends only on the packaged im2win and
+# (`cargo package --workspace`), and a crate OUTSIDE this workspace that depends only on the packaged im2win and
 # im2win-codegen builds its own kernels in its build.rs and runs them.
 #
 # The outside crate is examples/custom-kernels' code (a 9x9 stride-3 kernel generated from
@@ -25,10 +24,14 @@ if [ "${1:-}" = "--bin-out" ]; then
 fi
 
 echo "check-packaged: cargo package --workspace" >&2
-# --allow-dirty: the check is about what the packages hold, not about the VCS state. The
-# packages are verified (built from their .crate contents) without nvcc: the kernels are
-# compiled by the outside crate's build below, and once is enough.
-env -u NVCC -u IM2WIN_REQUIRE_NVCC cargo package --workspace --allow-dirty --quiet
+rm -rf "$root/target/package"
+# --allow-dirty: the check is about what the packages hold, not about the VCS state.
+# --no-verify: the outside crate below builds im2win, im2win-codegen, im2win-runtime and
+# im2win-macros from their .crate contents, which is the verification that matters, once.
+# (cargo's own verification would build every package again, a minute of CI, and it trusts
+# a build of a registry package of the same version from an earlier run: it checked stale
+# sources here when the crates changed between two runs.)
+env -u NVCC -u IM2WIN_REQUIRE_NVCC cargo package --workspace --allow-dirty --quiet --no-verify
 
 outside="$root/target/outside-crate"
 rm -rf "$outside"
