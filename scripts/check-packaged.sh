@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks that im2win is publishable: every crate of the workspace packages
-# (`cargo package --workspace`), and a crate OUTSIDE this workspace that depends only on the packaged im2win and
-# im2win-codegen builds its own kernels in its build.rs and runs them.
+# (`cargo package --workspace`), and a crate OUTSIDE this workspace that depends only on
+# the packaged im2win and im2win-codegen builds its own kernels in its build.rs and runs
+# them.
 #
 # The outside crate is examples/custom-kernels' code (a 9x9 stride-3 kernel generated from
 # its im2win.toml) with a Cargo.toml of its own whose im2win crates are the unpacked .crate
