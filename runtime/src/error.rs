@@ -31,6 +31,25 @@ pub enum Error {
         /// The requested group count.
         groups: usize,
     },
+    /// The epilogue cannot be computed (a factor that is not finite).
+    #[error("invalid epilogue `{epilogue}`: {why}")]
+    BadEpilogue {
+        /// The epilogue, as [`Epilogue`](crate::Epilogue) displays it.
+        epilogue: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The problem's epilogue adds a residual but the call passed none, or the call passed
+    /// one to a problem without it.
+    #[error(
+        "residual mismatch: the problem's epilogue {} a residual but the call {}",
+        if *.expected { "adds" } else { "has no" },
+        if *.expected { "passed none" } else { "passed one" }
+    )]
+    ResidualMismatch {
+        /// Whether the problem's epilogue has a residual.
+        expected: bool,
+    },
     /// The filter's channel count differs from the input's.
     #[error(
         "invalid problem: the input has {input_channels} channels but the filter has {filter_channels}"

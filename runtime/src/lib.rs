@@ -2,16 +2,20 @@
 //! CPU im2win backend, and the cudarc engine that dispatches to the compiled kernels.
 
 pub mod cpu;
+pub mod epilogue;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod layout;
 pub mod problem;
 pub mod specialization;
 pub mod workspace;
 
+pub use epilogue::{Activation, Epilogue};
 pub use error::{Error, Result};
 pub use gpu::{ConvParams, DeviceLimits, Engine, Plan, TuningEntry, TuningTable};
 pub use kernels::KernelModule;
+pub use layout::{FilterLayout, Layout};
 pub use problem::{Conv2dProblem, Padding, ProblemShape};
 pub use specialization::Specialization;
 pub use workspace::WorkspaceLayout;

@@ -1,13 +1,17 @@
 //! A 2-D convolution problem: shapes and parameters, validation, and the sizes that follow.
 //!
-//! Semantics are PyTorch's `conv2d` (cross-correlation) on NCHW tensors: input `N×C×H×W`,
-//! filter `K×C×R×S`, output `N×K×P×Q`.
+//! Semantics are PyTorch's `conv2d` (cross-correlation): input `N×C×H×W`, filter `K×C×R×S`,
+//! output `N×K×P×Q`, shapes always in that logical order; the memory order of the tensors is
+//! the problem's [`Layout`] (input and output) and [`FilterLayout`]. The [`Epilogue`] says
+//! what is done to each sum before it is written (scaling, residual, activation).
 
 use serde::{Deserialize, Serialize};
 
 use im2win_codegen::DType;
 
+use crate::epilogue::Epilogue;
 use crate::error::{Error, Result};
+use crate::layout::{FilterLayout, Layout};
 use crate::workspace::WorkspaceLayout;
 
 /// Zero padding on each side of the input. May be asymmetric.
@@ -63,6 +67,17 @@ pub struct Conv2dProblem {
     pub dilation: [usize; 2],
     /// Group count; only 1 is supported for now.
     pub groups: usize,
+    /// Memory order of the input and the output (and of a residual); NCHW when absent from
+    /// JSON.
+    #[serde(default)]
+    pub layout: Layout,
+    /// Memory order of the filter; KCRS when absent from JSON.
+    #[serde(default)]
+    pub filter_layout: FilterLayout,
+    /// What is done to each sum before it is written; the plain convolution when absent
+    /// from JSON.
+    #[serde(default)]
+    pub epilogue: Epilogue,
 }
 
 /// The sizes that follow from a valid problem, computed once by [`Conv2dProblem::shape`].
@@ -88,9 +103,11 @@ pub struct ProblemShape {
 }
 
 impl Conv2dProblem {
-    /// A problem with stride 1, no padding, dilation 1 and one group.
+    /// A problem with stride 1, no padding, dilation 1, one group, NCHW tensors, a KCRS
+    /// filter and the plain epilogue (`conv + bias`).
     ///
-    /// `input` is `[N, C, H, W]` and `filter` is `[K, C, R, S]`, as in PyTorch.
+    /// `input` is `[N, C, H, W]` and `filter` is `[K, C, R, S]`, as in PyTorch, whatever
+    /// the layout.
     pub const fn new(input: [usize; 4], filter: [usize; 4]) -> Self {
         Conv2dProblem {
             input,
@@ -104,6 +121,9 @@ impl Conv2dProblem {
             },
             dilation: [1, 1],
             groups: 1,
+            layout: Layout::Nchw,
+            filter_layout: FilterLayout::Kcrs,
+            epilogue: Epilogue::IDENTITY,
         }
     }
 
@@ -128,6 +148,31 @@ impl Conv2dProblem {
     /// The same problem with `groups` groups.
     pub const fn with_groups(mut self, groups: usize) -> Self {
         self.groups = groups;
+        self
+    }
+
+    /// The same problem with input and output (and residual) in `layout`.
+    pub const fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// The same problem with the filter in `filter_layout`.
+    pub const fn with_filter_layout(mut self, filter_layout: FilterLayout) -> Self {
+        self.filter_layout = filter_layout;
+        self
+    }
+
+    /// The same problem with this epilogue.
+    pub const fn with_epilogue(mut self, epilogue: Epilogue) -> Self {
+        self.epilogue = epilogue;
+        self
+    }
+
+    /// The same problem with the plain epilogue: what kernel choice and tuning depend on
+    /// (an epilogue costs the same whichever kernel runs it).
+    pub const fn without_epilogue(mut self) -> Self {
+        self.epilogue = Epilogue::IDENTITY;
         self
     }
 
@@ -174,6 +219,13 @@ impl Conv2dProblem {
         if self.groups != 1 {
             return Err(Error::GroupsUnsupported {
                 groups: self.groups,
+            });
+        }
+        let Epilogue { alpha, beta, .. } = self.epilogue;
+        if !alpha.is_finite() || !beta.is_finite() {
+            return Err(Error::BadEpilogue {
+                epilogue: self.epilogue.to_string(),
+                why: "alpha and beta must be finite",
             });
         }
         if fc != c {
