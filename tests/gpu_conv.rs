@@ -162,7 +162,7 @@ fn every_catalogue_kernel_matches_the_cpu_oracle() {
     let mut problems: Vec<(Conv2dProblem, Vec<KernelSpec>)> = Vec::new();
     for g in geometries {
         let specs: Vec<KernelSpec> = catalogue
-            .matching(DType::F32, Geometry::Fixed(g))
+            .matching(DType::F32, im2win::Layout::Nchw, Geometry::Fixed(g))
             .copied()
             .chain(generics.clone())
             .collect();

@@ -44,6 +44,7 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
             "const float*",
             "const float*",
             "const float*",
+            "const float*",
             "float*",
             "ConvParams",
         ],
@@ -65,6 +66,7 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
         &[
             "const float*",
             "const float*",
+            "const float*",
             "float*",
             "ConvParams",
             "int",
@@ -73,6 +75,7 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
     (
         KernelKind::Support(support::DIRECT_F64),
         &[
+            "const float*",
             "const float*",
             "const float*",
             "const float*",

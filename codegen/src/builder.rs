@@ -471,7 +471,10 @@ fn cache_key(sources: &RenderedSources, commands: &str, version: &str) -> String
     // SipHash with fixed keys: deterministic for a given Rust release, and a different release
     // also changes OUT_DIR, so the key never has to be compared across releases.
     let mut hasher = std::hash::DefaultHasher::new();
-    render::COMMON_HEADER.hash(&mut hasher);
+    for (name, text) in render::HEADERS {
+        name.hash(&mut hasher);
+        text.hash(&mut hasher);
+    }
     sources.translation_unit().hash(&mut hasher);
     for file in &sources.files {
         (&file.file_name, &file.source).hash(&mut hasher);

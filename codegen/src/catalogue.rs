@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout::Layout;
 use crate::spec::{DType, FixedGeometry, Geometry, KernelSpec, SpecError, TileConfig, Variant};
 
 /// The filter/stride pairs of the paper's 12 layers, ResNet-50 and VGG-16.
@@ -128,9 +129,11 @@ impl Catalogue {
         Ok(Catalogue { kernels })
     }
 
-    /// The catalogue that im2win compiles by default: every geometry of
+    /// The catalogue that im2win compiles by default, in float32: for NCHW, every geometry of
     /// [`DEFAULT_GEOMETRIES`] and the generic kernel, each with every tile of
-    /// [`DEFAULT_TILES`], then the [`EXTRA_TILES`], in float32.
+    /// [`DEFAULT_TILES`], then the [`EXTRA_TILES`], then the fused variant with every tile
+    /// of [`FUSED_TILES`]; for NHWC (where only the fused algorithm exists) the fused
+    /// variant with the same [`FUSED_TILES`].
     pub fn default_catalogue() -> Self {
         let mut kernels = Vec::new();
         for tile in DEFAULT_TILES {
@@ -150,6 +153,12 @@ impl Catalogue {
             }
             kernels.push(KernelSpec::generic(DType::F32, tile).with_variant(Variant::FUSED));
         }
+        let nchw_fused: Vec<KernelSpec> = kernels
+            .iter()
+            .filter(|k| k.variant == Variant::FUSED)
+            .copied()
+            .collect();
+        kernels.extend(nchw_fused.into_iter().map(|k| k.with_layout(Layout::Nhwc)));
         Catalogue { kernels }
     }
 
@@ -175,11 +184,17 @@ impl Catalogue {
         }
     }
 
-    /// The specs for one geometry (fixed or generic) and data type, in catalogue order.
-    pub fn matching(&self, dtype: DType, geometry: Geometry) -> impl Iterator<Item = &KernelSpec> {
+    /// The specs for one geometry (fixed or generic), data type and layout, in catalogue
+    /// order.
+    pub fn matching(
+        &self,
+        dtype: DType,
+        layout: Layout,
+        geometry: Geometry,
+    ) -> impl Iterator<Item = &KernelSpec> {
         self.kernels
             .iter()
-            .filter(move |k| k.dtype == dtype && k.geometry == geometry)
+            .filter(move |k| k.dtype == dtype && k.layout == layout && k.geometry == geometry)
     }
 
     /// The spec with this kernel name, if the catalogue holds it.

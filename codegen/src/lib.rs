@@ -18,6 +18,7 @@ pub mod abi;
 pub mod builder;
 pub mod catalogue;
 pub mod fatbin;
+pub mod layout;
 #[cfg(feature = "manifest")]
 pub mod manifest;
 #[cfg(feature = "generate")]
@@ -30,6 +31,7 @@ pub mod spec;
 #[cfg(feature = "generate")]
 pub use builder::{BuildError, Builder, Output};
 pub use catalogue::{Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES, FUSED_TILES};
+pub use layout::{FilterLayout, Layout};
 #[cfg(feature = "manifest")]
 pub use manifest::{Manifest, ManifestError};
 #[cfg(feature = "generate")]
@@ -38,5 +40,6 @@ pub use nvcc::{CompileOutput, CudaTargets, Nvcc, NvccError};
 pub use render::{RenderError, RenderedSources, Renderer, SourceFile};
 pub use resources::{KernelReport, KernelResources};
 pub use spec::{
-    DType, FixedGeometry, Geometry, KernelSpec, SpecError, TileConfig, Variant, parse_pair,
+    Algorithm, DType, ElementTypes, EpilogueKind, FixedGeometry, Geometry, KernelSpec, Math,
+    Operation, SpecError, TileConfig, Variant, parse_pair,
 };

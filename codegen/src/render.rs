@@ -20,6 +20,7 @@ use serde::Serialize;
 use tera::{Context, Tera};
 
 use crate::catalogue::{Catalogue, support};
+use crate::layout::Layout;
 use crate::spec::{Geometry, KernelSpec, SpecError};
 
 /// The header every source file includes: `ConvParams` and the division helpers.
@@ -28,6 +29,37 @@ pub const COMMON_HEADER: &str = include_str!("../templates/common.cuh");
 
 /// File name of [`COMMON_HEADER`] next to the source files.
 pub const HEADER_FILE: &str = "common.cuh";
+
+/// Every header of `codegen/templates` (file name, text), [`COMMON_HEADER`] first: the
+/// kernels' building blocks (docs/DESIGN.md). Copied verbatim next to the rendered files.
+pub const HEADERS: [(&str, &str); 11] = [
+    (HEADER_FILE, COMMON_HEADER),
+    ("copy.cuh", include_str!("../templates/copy.cuh")),
+    (
+        "tile_shape.cuh",
+        include_str!("../templates/tile_shape.cuh"),
+    ),
+    ("geometry.cuh", include_str!("../templates/geometry.cuh")),
+    (
+        "tile_filter.cuh",
+        include_str!("../templates/tile_filter.cuh"),
+    ),
+    (
+        "tile_window_buffer.cuh",
+        include_str!("../templates/tile_window_buffer.cuh"),
+    ),
+    (
+        "tile_window_gather.cuh",
+        include_str!("../templates/tile_window_gather.cuh"),
+    ),
+    ("mainloop.cuh", include_str!("../templates/mainloop.cuh")),
+    ("mma_simt.cuh", include_str!("../templates/mma_simt.cuh")),
+    ("epilogue.cuh", include_str!("../templates/epilogue.cuh")),
+    (
+        "conv_fprop.cuh",
+        include_str!("../templates/conv_fprop.cuh"),
+    ),
+];
 
 /// File name of [`RenderedSources::translation_unit`].
 pub const TRANSLATION_UNIT_FILE: &str = "im2win.cu";
@@ -111,7 +143,9 @@ impl RenderedSources {
     /// needed) and returns the translation unit's path.
     pub fn write_to(&self, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
-        write_if_changed(&dir.join(HEADER_FILE), COMMON_HEADER)?;
+        for (name, text) in HEADERS {
+            write_if_changed(&dir.join(name), text)?;
+        }
         for file in &self.files {
             write_if_changed(&dir.join(&file.file_name), &file.source)?;
         }
@@ -162,6 +196,8 @@ struct ConvContext {
     vector_loads: bool,
     /// `Variant::double_buffering`.
     double_buffering: bool,
+    /// `NCHW` or `NHWC`: the suffix of the C++ layout constant `IM2WIN_<layout_name>`.
+    layout_name: &'static str,
 }
 
 impl ConvContext {
@@ -220,6 +256,10 @@ impl ConvContext {
             micro_kernel: spec.variant.micro_kernel,
             vector_loads: spec.variant.vector_loads,
             double_buffering: spec.variant.double_buffering,
+            layout_name: match spec.layout {
+                Layout::Nchw => "NCHW",
+                Layout::Nhwc => "NHWC",
+            },
         }
     }
 }
@@ -323,7 +363,13 @@ fn source_file(file_name: &str, template: &str, bodies: &[String], kernels: &[&s
     for kernel in kernels {
         let _ = writeln!(source, "//   {kernel}");
     }
-    let _ = writeln!(source, "#include \"{HEADER_FILE}\"");
+    // The building blocks each file uses (they include common.cuh themselves).
+    let header = match template {
+        CONV_TEMPLATE => "conv_fprop.cuh",
+        SUPPORT_TEMPLATE => "epilogue.cuh",
+        _ => "copy.cuh",
+    };
+    let _ = writeln!(source, "#include \"{HEADER_FILE}\"\n#include \"{header}\"");
     for body in bodies {
         source.push('\n');
         source.push_str(body);

@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout::Layout;
+
 /// Element type of input, filter and output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -375,10 +377,65 @@ impl Default for Variant {
     }
 }
 
-/// One specialisation of the im2win convolution kernel.
+/// The operation a kernel computes. Only the forward convolution exists so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// `y = epilogue(conv2d(x, w))`.
+    Forward,
+}
+
+/// Where a kernel's windows come from ([`Variant::fused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// The materialised im2win buffer that the input transform writes (NCHW inputs only).
+    WindowBuffer,
+    /// Windows gathered from the input inside the kernel: no im2win buffer.
+    WindowGather,
+}
+
+/// How a kernel multiplies (the MMA policy of `codegen/templates/mma_simt.cuh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Math {
+    /// Strict FP32 fused multiply-adds on CUDA cores, a register outer product per thread.
+    Simt,
+}
+
+/// What a kernel writes (`codegen/templates/epilogue.cuh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpilogueKind {
+    /// `act(alpha · sum + bias + beta · residual)`, activation, residual and factors chosen
+    /// at run time; partial sums when the reduction is split.
+    LinearCombination,
+}
+
+/// The element types of a kernel's operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ElementTypes {
+    /// The input (and residual).
+    pub input: DType,
+    /// The filter.
+    pub filter: DType,
+    /// The output (and bias).
+    pub output: DType,
+    /// Products are accumulated (and split partial sums kept) in this type.
+    pub accumulator: DType,
+}
+
+/// One specialisation of the im2win convolution kernel: a member of a kernel family.
+///
+/// The family is named by [`KernelSpec::operation`], [`KernelSpec::algorithm`],
+/// [`KernelSpec::elements`], [`KernelSpec::layout`], [`KernelSpec::math`] and
+/// [`KernelSpec::epilogue`]; the member by its geometry and tile. Today every kernel is a
+/// forward SIMT convolution of one element type (`dtype`) with the linear-combination
+/// epilogue, so those views are derived from the fields; a field joins the struct (and the
+/// name) when a second choice of it exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KernelSpec {
-    /// Element type.
+    /// Element type of input, filter and output.
     pub dtype: DType,
     /// Filter geometry, fixed or generic.
     pub geometry: Geometry,
@@ -387,26 +444,32 @@ pub struct KernelSpec {
     /// Window source and techniques ([`Variant::MATERIALISED`] when absent from JSON).
     #[serde(default)]
     pub variant: Variant,
+    /// Memory order of input and output (NCHW when absent from JSON). The window-buffer
+    /// algorithm exists for NCHW only.
+    #[serde(default)]
+    pub layout: Layout,
 }
 
 impl KernelSpec {
-    /// A kernel for a fixed filter size and stride.
+    /// A kernel for a fixed filter size and stride (NCHW, window buffer).
     pub const fn fixed(dtype: DType, geometry: FixedGeometry, tile: TileConfig) -> Self {
         KernelSpec {
             dtype,
             geometry: Geometry::Fixed(geometry),
             tile,
             variant: Variant::MATERIALISED,
+            layout: Layout::Nchw,
         }
     }
 
-    /// The generic kernel: any filter size, stride and dilation.
+    /// The generic kernel: any filter size, stride and dilation (NCHW, window buffer).
     pub const fn generic(dtype: DType, tile: TileConfig) -> Self {
         KernelSpec {
             dtype,
             geometry: Geometry::Generic,
             tile,
             variant: Variant::MATERIALISED,
+            layout: Layout::Nchw,
         }
     }
 
@@ -415,9 +478,50 @@ impl KernelSpec {
         KernelSpec { variant, ..self }
     }
 
+    /// The same kernel for another layout.
+    pub const fn with_layout(self, layout: Layout) -> Self {
+        KernelSpec { layout, ..self }
+    }
+
+    /// The operation: the forward convolution.
+    pub const fn operation(&self) -> Operation {
+        Operation::Forward
+    }
+
+    /// Where the windows come from.
+    pub const fn algorithm(&self) -> Algorithm {
+        if self.variant.fused {
+            Algorithm::WindowGather
+        } else {
+            Algorithm::WindowBuffer
+        }
+    }
+
+    /// The operand types: all [`KernelSpec::dtype`], accumulated in its
+    /// [`DType::accumulator`].
+    pub const fn elements(&self) -> ElementTypes {
+        ElementTypes {
+            input: self.dtype,
+            filter: self.dtype,
+            output: self.dtype,
+            accumulator: self.dtype.accumulator(),
+        }
+    }
+
+    /// How it multiplies: FP32 on CUDA cores.
+    pub const fn math(&self) -> Math {
+        Math::Simt
+    }
+
+    /// What it writes: the linear combination with a run-time activation.
+    pub const fn epilogue(&self) -> EpilogueKind {
+        EpilogueKind::LinearCombination
+    }
+
     /// The `extern "C"` name of the kernel, for example
     /// `im2win_f32_r3s3_s1x1_b128x128x8_t8x8`, `im2win_f32_generic_b128x128x8_t8x8` or, for
-    /// the fused variant, `im2win_f32_r3s3_s1x1_b128x128x8_t8x8_fused`.
+    /// the fused variant, `im2win_f32_r3s3_s1x1_b128x128x8_t8x8_fused`; NHWC kernels end in
+    /// `_nhwc` (`..._fused_nhwc`), NCHW is the default and not spelled.
     pub fn name(&self) -> String {
         self.to_string()
     }
@@ -429,6 +533,27 @@ impl KernelSpec {
             && [g.filter_h, g.filter_w, g.stride_h, g.stride_w].contains(&0)
         {
             return Err(SpecError::InvalidGeometry(g));
+        }
+        if self.layout == Layout::Nhwc {
+            if !self.variant.fused {
+                return Err(SpecError::Unsupported(
+                    "the window-buffer algorithm reads NCHW inputs; NHWC kernels are fused",
+                ));
+            }
+            if !self.variant.is_complete() {
+                return Err(SpecError::Unsupported(
+                    "the ablation's variants exist for NCHW only",
+                ));
+            }
+            // The NHWC windows are interleaved by NHWC_INTERLEAVE channels: runs of whole groups.
+            let t = self.tile;
+            let b_loads = t.block_n * t.block_k / t.threads();
+            if !gcd(b_loads, t.block_k).is_multiple_of(NHWC_INTERLEAVE) {
+                return Err(SpecError::InvalidTile(
+                    t,
+                    "NHWC kernels copy groups of 2 channels: each thread's run of window elements per stage (gcd of block_n·block_k/threads and block_k) must be even".to_string(),
+                ));
+            }
         }
         Ok(())
     }
@@ -459,7 +584,11 @@ impl fmt::Display for KernelSpec {
         )?;
         self.variant
             .suffixes()
-            .try_for_each(|suffix| f.write_str(suffix))
+            .try_for_each(|suffix| f.write_str(suffix))?;
+        match self.layout {
+            Layout::Nchw => Ok(()),
+            Layout::Nhwc => f.write_str("_nhwc"),
+        }
     }
 }
 
@@ -471,6 +600,11 @@ impl FromStr for KernelSpec {
         let bad = || SpecError::BadName(name.to_string());
         let rest = name.strip_prefix("im2win_").ok_or_else(bad)?;
         let mut parts: Vec<&str> = rest.split('_').collect();
+        let mut layout = Layout::Nchw;
+        if parts.last() == Some(&"nhwc") {
+            layout = Layout::Nhwc;
+            parts.pop();
+        }
         // Variant suffixes; the round trip at the end rejects a wrong order or a repeat.
         let mut variant = Variant::MATERIALISED;
         while let Some(&last) = parts.last() {
@@ -517,6 +651,7 @@ impl FromStr for KernelSpec {
                 thread_n,
             },
             variant,
+            layout,
         };
         // Reject spellings that parse but do not round-trip (leading zeros, "+1", ...).
         if spec.name() != name {
@@ -524,6 +659,15 @@ impl FromStr for KernelSpec {
         }
         Ok(spec)
     }
+}
+
+/// Channels per copy of the NHWC window gather, interleaved in shared memory
+/// (`InterleavedWindows<Tile, 2>` in `codegen/templates/conv_fprop.cuh`).
+pub const NHWC_INTERLEAVE: u32 = 2;
+
+/// Greatest common divisor (the kernels' `im2win_gcd`).
+const fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Parses `AxBxC` into exactly `N` numbers.
@@ -549,6 +693,9 @@ pub enum SpecError {
     /// The tile levels do not nest.
     #[error("invalid tile {0:?}: {1}")]
     InvalidTile(TileConfig, String),
+    /// The combination of algorithm, layout and variant is not one the templates implement.
+    #[error("unsupported kernel spec: {0}")]
+    Unsupported(&'static str),
     /// A fixed geometry has a zero filter size or stride.
     #[error("invalid geometry {0:?}: filter size and stride must be at least 1")]
     InvalidGeometry(FixedGeometry),

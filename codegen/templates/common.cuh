@@ -1,28 +1,41 @@
 // im2win: definitions shared by every generated translation unit.
 //
-// This header is copied verbatim (it is not a Tera template) next to the rendered .cu files
+// This header is copied verbatim (it is not a Tera template) next to the rendered .cu files,
+// with the other headers of codegen/templates (the kernel building blocks, docs/DESIGN.md),
 // and included by each of them. It holds the kernel parameter block and the integer
-// division helpers; everything else lives in the rendered sources.
+// division helpers.
 #pragma once
 
 // The launch parameters of every im2win kernel, passed by value.
 //
 // Field for field the same as `ConvParams` in runtime/src/gpu/params.rs (`#[repr(C)]`); a test
-// there checks the size (88 bytes: 17 ints, 4 bytes of padding, 2 long longs). Change both or
-// neither. Each single dimension fits in an int (the runtime validates that); every offset
-// into a tensor is computed in long long.
+// there checks every offset and the size (112 bytes: 21 ints, 2 floats, 4 bytes of padding,
+// 2 long longs), and the ABI stamp (codegen/src/abi.rs) hashes this declaration. Change both
+// or neither. Each single dimension fits in an int (the runtime validates that); every offset
+// into a tensor is computed in long long. Sizes are logical (N, C, H, W whatever the layout).
 struct ConvParams {
-    int n, c, h, w;          // input X[N][C][H][W]
-    int k, r, s;             // filter F[K][C][R][S]
-    int p, q;                // output Y[N][K][P][Q]
+    int n, c, h, w;          // input X, logical [N][C][H][W]
+    int k, r, s;             // filter F, logical [K][C][R][S]
+    int p, q;                // output Y, logical [N][K][P][Q]
     int stride_h, stride_w;
     int pad_top, pad_left;   // bottom/right padding only shape P, Q and Wt
     int dil_h, dil_w;
     int win_w;               // Wt = (Q - 1) * stride_w + (S - 1) * dil_w + 1
     int has_bias;            // 0 or 1
+    int layout;              // X, Y and the residual: IM2WIN_NCHW or IM2WIN_NHWC
+    int filter_layout;       // F: IM2WIN_KCRS or IM2WIN_KRSC
+    int activation;          // enum Im2winActivation (epilogue.cuh)
+    int has_residual;        // 0 or 1: the epilogue adds beta * residual
+    float alpha;             // y = act(alpha * sum + bias + beta * residual)
+    float beta;
     long long crs;           // C * R * S
     long long npq;           // N * P * Q
 };
+
+// Memory orders: the values of ConvParams::layout and ::filter_layout, and the kernels'
+// compile-time layout parameter (runtime/src/layout.rs has the same codes).
+enum Im2winLayout { IM2WIN_NCHW = 0, IM2WIN_NHWC = 1 };
+enum Im2winFilterLayout { IM2WIN_KCRS = 0, IM2WIN_KRSC = 1 };
 
 // Division by a divisor that is only known at run time but the same for a whole kernel.
 //
@@ -86,63 +99,3 @@ template <bool B>
 struct Im2winFlag {
     static constexpr bool value = B;
 };
-
-// Whether p is aligned for a V-float vector access (V = 1, 2 or 4).
-template <int V>
-__device__ __forceinline__ bool im2win_aligned(const float* p) {
-    return ((unsigned long long)p & (unsigned long long)(4 * V - 1)) == 0;
-}
-
-// Copies V consecutive floats (V = 1, 2 or 4; both addresses aligned to 4*V bytes) from global
-// to shared memory without passing through registers (cp.async, sm_80 and later), or stores
-// zeros when !valid: then nothing is read (the source size is 0), but `src` must still be an
-// address inside the buffer (callers pass a safe one when theirs might not be). The copy is
-// only complete after im2win_cp_async_wait_all(). 16-byte copies bypass L1 (.cg), smaller
-// ones cannot. Before sm_80 (and on the host, in the tests' emulation) the copy is ordinary
-// loads and stores; there `safe` (a valid element) stands in for a source outside the buffer.
-template <int V>
-__device__ __forceinline__ void im2win_cp_async(float* dst, const float* src, bool valid, const float* safe) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    (void)safe;
-    const unsigned int shared = (unsigned int)__cvta_generic_to_shared(dst);
-    if constexpr (V == 4) {
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared), "l"(src),
-            "r"(valid ? 16 : 0)
-            : "memory");
-    } else {
-        asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(shared), "l"(src), "n"(4 * V),
-            "r"(valid ? 4 * V : 0)
-            : "memory");
-    }
-#else
-    (void)safe;
-    for (int e = 0; e < V; ++e) {
-        dst[e] = valid ? src[e] : 0.0f;
-    }
-#endif
-}
-
-// Waits until every cp.async of the calling thread has completed.
-__device__ __forceinline__ void im2win_cp_async_wait_all() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-#endif
-}
-
-// Loads V consecutive floats (V = 1, 2 or 4) as one access; p must be aligned to 4 * V bytes.
-template <int V>
-__device__ __forceinline__ void im2win_load(const float* p, float* out) {
-    if constexpr (V == 4) {
-        const float4 v = *reinterpret_cast<const float4*>(p);
-        out[0] = v.x;
-        out[1] = v.y;
-        out[2] = v.z;
-        out[3] = v.w;
-    } else if constexpr (V == 2) {
-        const float2 v = *reinterpret_cast<const float2*>(p);
-        out[0] = v.x;
-        out[1] = v.y;
-    } else {
-        out[0] = *p;
-    }
-}

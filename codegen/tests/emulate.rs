@@ -28,8 +28,8 @@ fn kernel_table(catalogue: &Catalogue) -> String {
     let mut table = String::from(
         "#include \"cuda_host.h\"\n#include \"im2win.cu\"\n\
          struct Spec {\n    const char* name;\n    \
-         void (*fn)(const float*, const float*, const float*, float*, ConvParams);\n    \
-         int bm, bn, bk;\n    unsigned threads;\n    bool fixed;\n    int r, s, sh, sw;\n    bool fused;\n};\n\
+         void (*fn)(const float*, const float*, const float*, const float*, float*, ConvParams);\n    \
+         int bm, bn, bk;\n    unsigned threads;\n    bool fixed;\n    int r, s, sh, sw;\n    bool fused;\n    int layout;\n};\n\
          static const Spec kernels[] = {\n",
     );
     for spec in &catalogue.kernels {
@@ -39,7 +39,7 @@ fn kernel_table(catalogue: &Catalogue) -> String {
         };
         let t = spec.tile;
         table.push_str(&format!(
-            "    {{\"{name}\", {name}, {}, {}, {}, {}, {fixed}, {}, {}, {}, {}, {}}},\n",
+            "    {{\"{name}\", {name}, {}, {}, {}, {}, {fixed}, {}, {}, {}, {}, {}, {}}},\n",
             t.block_m,
             t.block_n,
             t.block_k,
@@ -49,6 +49,10 @@ fn kernel_table(catalogue: &Catalogue) -> String {
             g.stride_h,
             g.stride_w,
             spec.variant.fused,
+            match spec.layout {
+                im2win_codegen::Layout::Nchw => 0,
+                im2win_codegen::Layout::Nhwc => 1,
+            },
             name = spec.name(),
         ));
     }

@@ -69,36 +69,41 @@ fn every_catalogue_spec_renders() -> Result<(), RenderError> {
         assert!(defines(&source, &name), "{name} is not defined");
         assert_no_template_syntax(&name, &source);
         let t = spec.tile;
-        for (constant, value) in [
-            ("BM", t.block_m),
-            ("BN", t.block_n),
-            ("BK", t.block_k),
-            ("TM", t.thread_m),
-            ("TN", t.thread_n),
-        ] {
-            let line = format!("constexpr int {constant} = {value};");
-            assert!(source.contains(&line), "{name} lacks `{line}`");
-        }
+        // The instantiation names every compile-time choice of the spec.
+        let shape = format!(
+            "im2win::TileShape<{}, {}, {}, {}, {}",
+            t.block_m, t.block_n, t.block_k, t.thread_m, t.thread_n
+        );
+        assert!(source.contains(&shape), "{name} lacks `{shape}`");
         let bounds = format!("__launch_bounds__({}, ", t.threads());
         assert!(source.contains(&bounds), "{name} lacks `{bounds}`");
-        match spec.geometry {
-            im2win_codegen::Geometry::Fixed(g) => {
-                for line in [
-                    format!("constexpr int R = {};", g.filter_h),
-                    format!("constexpr int S = {};", g.filter_w),
-                    format!("constexpr int SW = {};", g.stride_w),
-                    "constexpr int DW = 1;".to_string(),
-                ] {
-                    assert!(source.contains(&line), "{name} lacks `{line}`");
-                }
-                assert!(!source.contains("prm.r;"), "{name} reads R at run time");
-            }
-            im2win_codegen::Geometry::Generic => {
-                for line in ["const int R = prm.r;", "const int DW = prm.dil_w;"] {
-                    assert!(source.contains(line), "{name} lacks `{line}`");
-                }
-            }
-        }
+        let geometry = match spec.geometry {
+            im2win_codegen::Geometry::Fixed(g) => format!(
+                "im2win::FixedGeometry<{}, {}, {}, {}>",
+                g.filter_h, g.filter_w, g.stride_h, g.stride_w
+            ),
+            im2win_codegen::Geometry::Generic => "im2win::GenericGeometry".to_string(),
+        };
+        assert!(source.contains(&geometry), "{name} lacks `{geometry}`");
+        let algorithm = if spec.variant.fused {
+            "im2win::WINDOW_GATHER"
+        } else {
+            "im2win::WINDOW_BUFFER"
+        };
+        assert!(source.contains(algorithm), "{name} lacks `{algorithm}`");
+        let layout = match spec.layout {
+            im2win_codegen::Layout::Nchw => "IM2WIN_NCHW>",
+            im2win_codegen::Layout::Nhwc => "IM2WIN_NHWC>",
+        };
+        let ablation = !spec.variant.is_complete();
+        assert!(
+            ablation || source.contains(layout),
+            "{name} lacks the layout `{layout}`"
+        );
+        assert!(
+            source.contains(&format!("im2win::conv2d_fprop<{name}_config>")),
+            "{name} does not run conv2d_fprop"
+        );
     }
     Ok(())
 }
@@ -208,6 +213,12 @@ fn the_header_declares_conv_params_as_designed() {
         "int dil_h, dil_w;",
         "int win_w;",
         "int has_bias;",
+        "int layout;",
+        "int filter_layout;",
+        "int activation;",
+        "int has_residual;",
+        "float alpha;",
+        "float beta;",
         "long long crs;",
         "long long npq;",
     ];
@@ -254,6 +265,9 @@ fn sources_are_written_next_to_the_header() -> std::io::Result<()> {
         std::fs::read_to_string(dir.join(HEADER_FILE))?,
         COMMON_HEADER
     );
+    for (name, text) in render::HEADERS {
+        assert_eq!(std::fs::read_to_string(dir.join(name))?, text, "{name}");
+    }
     for file in &sources.files {
         assert_eq!(
             std::fs::read_to_string(dir.join(&file.file_name))?,

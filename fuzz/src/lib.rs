@@ -15,7 +15,7 @@
 #![allow(dead_code)]
 
 use im2win::codegen::{Catalogue, DType, FixedGeometry, Geometry, KernelSpec, TileConfig, Variant};
-use im2win::gpu::supports;
+use im2win::gpu::can_implement;
 use im2win::problem::{MAX_DIM, MAX_ELEMENTS};
 use im2win::{Conv2dProblem, ConvParams, Error, Padding, Plan};
 
@@ -171,6 +171,7 @@ pub fn decode(data: &[u8]) -> Input {
                 fused: b.byte().is_multiple_of(2),
                 ..Variant::MATERIALISED
             },
+            layout: im2win::Layout::Nchw,
         },
     }
 }
@@ -410,6 +411,10 @@ fn justified(err: &Error, violations: &[Violation]) -> bool {
 /// always; a fixed one when filter size and stride are its own and the dilation is 1 along
 /// every axis where the filter is longer than 1.
 fn model_supports(spec: &KernelSpec, p: &Conv2dProblem) -> bool {
+    // The layouts: the kernel's must be the problem's, and the window buffer is NCHW only.
+    if spec.layout != p.layout || (spec.layout == im2win::Layout::Nhwc && !spec.variant.fused) {
+        return false;
+    }
     match spec.geometry {
         Geometry::Generic => true,
         Geometry::Fixed(g) => {
@@ -676,7 +681,7 @@ fn dispatch_against_model(
     let Some(&(_, (x, y))) = fitting.iter().find(|(s, _)| **s == chosen) else {
         panic!("Plan::new chose {chosen}, not a fitting candidate, for {problem:?}");
     };
-    assert!(supports(&chosen, problem) && model_supports(&chosen, problem));
+    assert!(can_implement(&chosen, problem) && model_supports(&chosen, problem));
     check_plan(&plan, problem, m, (x, y));
     let again = Plan::new(problem, catalogue, sms).expect("Plan::new failed the second time");
     assert_eq!(

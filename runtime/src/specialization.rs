@@ -6,7 +6,8 @@ use cudarc::driver::{DevicePtr, DevicePtrMut};
 use im2win_codegen::{Catalogue, DType, Geometry, KernelSpec, TileConfig, Variant};
 
 use crate::error::{Error, Result};
-use crate::gpu::{DeviceLimits, Engine, Plan, supports};
+use crate::gpu::{DeviceLimits, Engine, Plan, can_implement};
+use crate::layout::Layout;
 use crate::problem::Conv2dProblem;
 
 /// A kernel specialisation named at compile time: data type, filter size and stride, and
@@ -41,6 +42,7 @@ pub struct Specialization {
     dtype: DType,
     geometry: Geometry,
     tile: Option<TileConfig>,
+    layout: Layout,
     catalogue: &'static str,
 }
 
@@ -60,8 +62,21 @@ impl Specialization {
             dtype,
             geometry,
             tile,
+            layout: Layout::Nchw,
             catalogue,
         }
+    }
+
+    /// The same specialisation for tensors in `layout` (NCHW unless set). The macro's
+    /// `layout = nhwc`.
+    pub const fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// The layout of input and output.
+    pub const fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// The element type.
@@ -84,29 +99,38 @@ impl Specialization {
         self.catalogue
     }
 
-    /// The kernel, when the tile is fixed: the materialised variant of that tile.
+    /// The kernel, when the tile is fixed: the materialised variant of that tile for NCHW,
+    /// the fused one for NHWC (the only algorithm there).
     pub const fn spec(&self) -> Option<KernelSpec> {
         match self.tile {
-            Some(tile) => Some(KernelSpec {
-                dtype: self.dtype,
-                geometry: self.geometry,
-                tile,
-                variant: Variant::MATERIALISED,
-            }),
+            Some(tile) => Some(self.spec_with_tile(tile)),
             None => None,
         }
     }
 
-    /// Whether its kernels compute `problem`: the same filter size and stride, and dilation
-    /// 1 along every axis where the filter is longer than 1 (always, for the generic kernel).
-    pub fn supports(&self, problem: &Conv2dProblem) -> bool {
-        let spec = KernelSpec {
+    /// The spec of the fields this specialisation fixes, with `tile`.
+    const fn spec_with_tile(&self, tile: TileConfig) -> KernelSpec {
+        let variant = match self.layout {
+            Layout::Nchw => Variant::MATERIALISED,
+            Layout::Nhwc => Variant::FUSED,
+        };
+        KernelSpec {
             dtype: self.dtype,
             geometry: self.geometry,
-            tile: self.tile.unwrap_or(TileConfig::PAPER),
-            variant: Variant::MATERIALISED,
-        };
-        supports(&spec, problem)
+            tile,
+            variant,
+            layout: self.layout,
+        }
+    }
+
+    /// Whether its kernels compute `problem`: the same layout, filter size and stride, and
+    /// dilation 1 along every axis where the filter is longer than 1 (always, for the
+    /// generic kernel).
+    pub fn supports(&self, problem: &Conv2dProblem) -> bool {
+        can_implement(
+            &self.spec_with_tile(self.tile.unwrap_or(TileConfig::PAPER)),
+            problem,
+        )
     }
 
     /// Checks that its kernels compute `problem` ([`Specialization::supports`]).
@@ -161,7 +185,9 @@ impl Specialization {
             .iter()
             .filter(|k| match self.spec() {
                 Some(spec) => **k == spec,
-                None => k.dtype == self.dtype && k.geometry == self.geometry,
+                None => {
+                    k.dtype == self.dtype && k.geometry == self.geometry && k.layout == self.layout
+                }
             })
             .copied()
             .collect();
@@ -191,7 +217,11 @@ impl fmt::Display for Specialization {
         if let Some(spec) = self.spec() {
             return write!(f, "{spec}");
         }
-        write!(f, "{}_*", KernelSpec::name_stem(self.dtype, self.geometry))
+        write!(f, "{}_*", KernelSpec::name_stem(self.dtype, self.geometry))?;
+        match self.layout {
+            Layout::Nchw => Ok(()),
+            Layout::Nhwc => f.write_str("_nhwc"),
+        }
     }
 }
 
@@ -261,6 +291,7 @@ mod tests {
             geometry: geometry(3, 1),
             tile: small_tile(),
             variant: Variant::MATERIALISED,
+            layout: Layout::Nchw,
         };
         if !kernels.contains(&small) {
             kernels.push(small);
@@ -292,7 +323,7 @@ mod tests {
         let plan = handle.plan(&problem, &catalogue(), H200_SMS).unwrap();
         let own = Catalogue {
             kernels: catalogue()
-                .matching(DType::F32, geometry(3, 1))
+                .matching(DType::F32, Layout::Nchw, geometry(3, 1))
                 .copied()
                 .collect(),
         };
@@ -301,11 +332,20 @@ mod tests {
             geometry: geometry(3, 1),
             tile: small_tile(),
             variant: Variant::MATERIALISED,
+            layout: Layout::Nchw,
         }));
         assert_eq!(plan, Plan::new(&problem, &own, H200_SMS).unwrap());
         assert_eq!(plan.kernel().geometry, geometry(3, 1));
         let generic = Specialization::new(DType::F32, Geometry::Generic, None, "im2win");
         assert_eq!(generic.to_string(), "im2win_f32_generic_*");
+        // NHWC: only the fused kernels, and only NHWC problems.
+        let nhwc = generic.with_layout(Layout::Nhwc);
+        assert_eq!(nhwc.to_string(), "im2win_f32_generic_*_nhwc");
+        assert!(!nhwc.supports(&problem));
+        let nhwc_problem = problem.with_layout(Layout::Nhwc);
+        let plan = nhwc.plan(&nhwc_problem, &catalogue(), H200_SMS).unwrap();
+        assert_eq!(plan.kernel().layout, Layout::Nhwc);
+        assert!(plan.kernel().variant.fused);
         let plan = generic.plan(&problem, &catalogue(), H200_SMS).unwrap();
         assert_eq!(plan.kernel().geometry, Geometry::Generic);
     }

@@ -249,6 +249,7 @@ pub fn any_spec() -> impl Strategy<Value = KernelSpec> {
         geometry,
         tile,
         variant,
+        layout: im2win::Layout::Nchw,
     })
 }
 

@@ -1,5 +1,6 @@
 // Checks every kernel of a rendered catalogue against a float64 CPU convolution, on random
-// problems (padding, stride, dilation, bias, sizes that cross tile edges), run on the host
+// problems (padding, stride, dilation, bias, sizes that cross tile edges, the kernel's
+// layout with either filter layout, every epilogue: alpha, residual, activation), run on the host
 // through cuda_host.h. Built and run by ../emulate.rs; the kernels and their table come from
 // the including compile (-include of the rendered unit and the generated table).
 //
@@ -9,23 +10,45 @@
 #include <cstdlib>
 #include <random>
 
-// The generated table: struct Spec { name, fn, bm, bn, bk, threads, fixed, r, s, sh, sw, fused }.
+// The generated table: struct Spec { name, fn, bm, bn, bk, threads, fixed, r, s, sh, sw, fused,
+// layout }.
 #include "kernels.h"
 
+// Offsets of X(n, c, h, w) / Y(n, k, p, q) in the layout, and of F(k, c, r, s).
+static long long at4(int layout, long long n, long long c, long long h, long long w, long long C, long long H,
+                     long long W) {
+    return layout == IM2WIN_NHWC ? ((n * H + h) * W + w) * C + c : ((n * C + c) * H + h) * W + w;
+}
+static long long at_f(int filter_layout, long long k, long long c, long long r, long long s, const ConvParams& p) {
+    return filter_layout == IM2WIN_KRSC ? ((k * p.r + r) * p.s + s) * p.c + c : ((k * p.c + c) * p.r + r) * p.s + s;
+}
+
+static double activate(int act, double v) {
+    switch (act) {
+    case IM2WIN_RELU: return v > 0 ? v : 0;
+    case IM2WIN_SILU: return v / (1 + std::exp(-v));
+    case IM2WIN_GELU: return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+    case IM2WIN_GELU_TANH: return 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+    default: return v;
+    }
+}
+
+// The epilogue's value at output (n, k, op, oq), stored at `i` (its offset in the layout).
 static double reference(const std::vector<float>& x, const std::vector<float>& f,
-                        const std::vector<float>& bias, const ConvParams& p, long long n,
-                        long long k, long long op, long long oq) {
-    double acc = p.has_bias ? bias[k] : 0.0;
+                        const std::vector<float>& bias, const std::vector<float>& residual, const ConvParams& p,
+                        long long n, long long k, long long op, long long oq, long long i) {
+    double acc = 0.0;
     for (long long c = 0; c < p.c; ++c)
         for (long long r = 0; r < p.r; ++r)
             for (long long s = 0; s < p.s; ++s) {
                 long long ih = op * p.stride_h + r * p.dil_h - p.pad_top;
                 long long iw = oq * p.stride_w + s * p.dil_w - p.pad_left;
                 if (ih < 0 || ih >= p.h || iw < 0 || iw >= p.w) continue;
-                acc += (double)x[((n * p.c + c) * p.h + ih) * p.w + iw] *
-                       f[((k * p.c + c) * p.r + r) * p.s + s];
+                acc += (double)x[at4(p.layout, n, c, ih, iw, p.c, p.h, p.w)] * f[at_f(p.filter_layout, k, c, r, s, p)];
             }
-    return acc;
+    double v = (double)p.alpha * acc + (p.has_bias ? bias[k] : 0.0);
+    if (p.has_residual) v += (double)p.beta * residual[i];
+    return activate(p.activation, v);
 }
 
 int main(int argc, char** argv) {
@@ -59,12 +82,22 @@ int main(int argc, char** argv) {
             p.q = (p.w + left + right - span_w) / p.stride_w + 1;
             p.win_w = (p.q - 1) * p.stride_w + (p.s - 1) * p.dil_w + 1;
             p.has_bias = trial % 2;
+            p.layout = spec.layout;
+            p.filter_layout = pick(0, 1);
+            // The plain epilogue in trial 0, then random ones.
+            p.activation = trial == 0 ? IM2WIN_IDENTITY : pick(0, 4);
+            p.has_residual = trial == 0 ? 0 : pick(0, 1);
+            p.alpha = trial == 0 ? 1.0f : std::uniform_real_distribution<float>(0.5f, 2.0f)(rng);
+            p.beta = p.has_residual ? value(rng) : 0.0f;
+            const bool plain = p.layout == 0 && p.filter_layout == 0 && p.activation == 0 && !p.has_residual &&
+                               p.alpha == 1.0f;
             p.crs = (long long)p.c * p.r * p.s;
             p.npq = (long long)p.n * p.p * p.q;
 
             std::vector<float> x((size_t)p.n * p.c * p.h * p.w), f((size_t)p.k * p.crs);
             std::vector<float> bias(p.has_bias ? p.k : 0);
-            for (std::vector<float>* v : {&x, &f, &bias})
+            std::vector<float> residual(p.has_residual ? (size_t)p.n * p.k * p.p * p.q : 0);
+            for (std::vector<float>* v : {&x, &f, &bias, &residual})
                 for (float& e : *v) e = value(rng);
             // The transformed filter: C*R*S rows of K rounded up to 4 (docs/DESIGN.md).
             const long long k4 = (p.k + 3) / 4 * 4;
@@ -72,47 +105,53 @@ int main(int argc, char** argv) {
             std::vector<float> y((size_t)p.n * p.k * p.p * p.q, NAN), direct(y.size(), NAN);
             std::vector<double> oracle(y.size(), NAN);
             const float* b = p.has_bias ? bias.data() : nullptr;
+            const float* res = p.has_residual ? residual.data() : nullptr;
 
             // Odd grid sizes: the grid-stride loops must not depend on them.
-            launch({3}, 64, [&] { im2win_input_transform_f32(x.data(), t.data(), p); });
+            if (!spec.fused) {
+                launch({3}, 64, [&] { im2win_input_transform_f32(x.data(), t.data(), p); });
+            }
             launch({2}, 256, [&] { im2win_filter_transform_f32(f.data(), ft.data(), p); });
             std::vector<float> ft_fused(ft.size());
             launch({3}, 128, [&] { im2win_filter_transform_fused_f32(f.data(), ft_fused.data(), p); });
-            launch({5}, 32, [&] { im2win_direct_reference_f64(x.data(), f.data(), b, oracle.data(), p); });
-            launch({4}, 32, [&] { im2win_direct_f32(x.data(), f.data(), b, direct.data(), p); });
+            launch({5}, 32, [&] { im2win_direct_reference_f64(x.data(), f.data(), b, res, oracle.data(), p); });
+            // The benchmark's direct baseline knows NCHW and the plain epilogue only.
+            if (plain) {
+                launch({4}, 32, [&] { im2win_direct_f32(x.data(), f.data(), b, direct.data(), p); });
+            }
             // A fused kernel reads its windows from X itself, and its filter in channels-fastest
             // order; a materialised one reads T and the window-order filter.
             const float* windows = spec.fused ? x.data() : t.data();
             const float* filter = spec.fused ? ft_fused.data() : ft.data();
             const dim3 grid{(unsigned)((p.npq + spec.bn - 1) / spec.bn),
                             (unsigned)((p.k + spec.bm - 1) / spec.bm), 1};
-            launch(grid, spec.threads, [&] { spec.fn(windows, filter, b, y.data(), p); });
+            launch(grid, spec.threads, [&] { spec.fn(windows, filter, b, res, y.data(), p); });
             // The same kernel with its reduction split (as many splits as stages, or more, in
             // some trials: empty shares), then the reduction kernel.
             const int stages = (int)((p.crs + spec.bk - 1) / spec.bk);
             const int splits = trial % 3 == 2 ? stages + 1 : pick(2, std::max(2, std::min(stages, 5)));
             std::vector<float> part((size_t)splits * y.size(), NAN), y_split(y.size(), NAN);
             launch({grid.x, grid.y, (unsigned)splits}, spec.threads,
-                   [&] { spec.fn(windows, filter, b, part.data(), p); });
-            launch({3}, 64, [&] { im2win_split_reduce_f32(part.data(), b, y_split.data(), p, splits); });
+                   [&] { spec.fn(windows, filter, b, res, part.data(), p); });
+            launch({3}, 64, [&] { im2win_split_reduce_f32(part.data(), b, res, y_split.data(), p, splits); });
 
-            // float32 sums of up to C*R*S products of values in [-1, 1].
-            const double tolerance = 1e-5 * (1.0 + (double)p.crs);
+            // float32 sums of up to C*R*S products of values in [-1, 1], scaled by alpha <= 2.
+            const double tolerance = 2e-5 * (1.0 + (double)p.crs);
             long long bad = 0;
             double worst = 0.0;
             for (long long n = 0; n < p.n; ++n)
                 for (long long k = 0; k < p.k; ++k)
                     for (long long op = 0; op < p.p; ++op)
                         for (long long oq = 0; oq < p.q; ++oq) {
-                            const size_t i = ((n * p.k + k) * p.p + op) * p.q + oq;
-                            const double want = reference(x, f, bias, p, n, k, op, oq);
+                            const size_t i = (size_t)at4(p.layout, n, k, op, oq, p.k, p.p, p.q);
+                            const double want = reference(x, f, bias, residual, p, n, k, op, oq, i);
                             const double error = std::fabs(y[i] - want);
                             worst = std::max(worst, error);
                             const double split_error = std::fabs(y_split[i] - want);
                             worst = std::max(worst, split_error);
                             if (!(error <= tolerance) || !(split_error <= tolerance) ||
                                 !(std::fabs(oracle[i] - want) <= 1e-9) ||
-                                !(std::fabs(direct[i] - want) <= tolerance)) {
+                                !(!plain || std::fabs(direct[i] - want) <= tolerance)) {
                                 if (bad++ < 3)
                                     printf("  at n=%lld k=%lld p=%lld q=%lld: kernel %g, split %g, f64 oracle %g, "
                                            "direct_f32 %g, want %g\n",
@@ -121,10 +160,11 @@ int main(int argc, char** argv) {
                         }
             failures += bad != 0;
             printf("%s %s N%d C%d H%d W%d K%d R%d S%d stride %dx%d dil %dx%d pad %d,%d,%d,%d bias %d "
-                   "splits %d -> P%d Q%d, max error %.1e\n",
+                   "filter %s act %d alpha %g residual %d beta %g splits %d -> P%d Q%d, max error %.1e\n",
                    bad ? "FAIL" : "ok  ", spec.name, p.n, p.c, p.h, p.w, p.k, p.r, p.s, p.stride_h,
-                   p.stride_w, p.dil_h, p.dil_w, top, bottom, left, right, p.has_bias, splits, p.p, p.q,
-                   worst);
+                   p.stride_w, p.dil_h, p.dil_w, top, bottom, left, right, p.has_bias,
+                   p.filter_layout ? "krsc" : "kcrs", p.activation, p.alpha, p.has_residual, p.beta, splits, p.p,
+                   p.q, worst);
         }
     }
     printf("%d failure(s)\n", failures);

@@ -155,7 +155,7 @@ fn on_gpu(problem: &Conv2dProblem, kernels: KernelModule) -> im2win::Result<f64>
     let generic = engine
         .kernels()
         .catalogue()
-        .matching(DType::F32, Geometry::Generic)
+        .matching(DType::F32, im2win::Layout::Nchw, Geometry::Generic)
         .next()
         .copied()
         .ok_or(Error::KernelMissing {

@@ -5,7 +5,7 @@
 
 use cudarc::driver::{CudaSlice, sys};
 
-use super::dispatch::{Plan, blocks_per_sm, max_splits, supports};
+use super::dispatch::{Plan, blocks_per_sm, can_implement, max_splits};
 use super::engine::{Engine, allocation_error};
 use super::tuning::TuningEntry;
 use crate::error::{Error, Result};
@@ -101,7 +101,7 @@ fn candidates(problem: &Conv2dProblem, engine: &Engine) -> Vec<Plan> {
     let device = engine.device_limits();
     let mut plans = Vec::new();
     for spec in &engine.kernels().catalogue().kernels {
-        if !supports(spec, problem) {
+        if !can_implement(spec, problem) {
             continue;
         }
         // A spec whose grid exceeds CUDA's limits for this problem is no candidate.

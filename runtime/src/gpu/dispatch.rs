@@ -47,6 +47,7 @@ use im2win_codegen::{Catalogue, DType, FixedGeometry, Geometry, KernelSpec};
 
 use super::device::DeviceLimits;
 use crate::error::{Error, Result};
+use crate::layout::Layout;
 use crate::problem::{Conv2dProblem, ProblemShape};
 use crate::workspace::WorkspaceLayout;
 
@@ -141,13 +142,14 @@ impl Plan {
             .filter(|spec| {
                 spec.dtype == DType::F32
                     && spec.variant.is_complete()
-                    && matches_fixed(spec, problem)
+                    && matches!(spec.geometry, Geometry::Fixed(_))
+                    && can_implement(spec, problem)
             })
             .collect();
         let candidates = if fixed.is_empty() {
             catalogue
-                .matching(DType::F32, Geometry::Generic)
-                .filter(|spec| spec.variant.is_complete())
+                .matching(DType::F32, problem.layout, Geometry::Generic)
+                .filter(|spec| spec.variant.is_complete() && can_implement(spec, problem))
                 .collect::<Vec<_>>()
         } else {
             fixed
@@ -192,14 +194,14 @@ impl Plan {
     /// # Errors
     /// Any validation error of [`Conv2dProblem::shape`]; [`Error::InvalidSpec`] when `spec`
     /// is not a valid specialisation ([`KernelSpec::validate`]); [`Error::SpecMismatch`]
-    /// when `spec` cannot compute `problem` (see [`supports`]); [`Error::TooLarge`] when the
+    /// when `spec` cannot compute `problem` (see [`can_implement`]); [`Error::TooLarge`] when the
     /// grid exceeds CUDA's limits.
     pub fn for_spec(problem: &Conv2dProblem, spec: KernelSpec) -> Result<Plan> {
         let shape = problem.shape()?;
         // A catalogue's fields are public (and JSON is not validated), so a spec may be
         // anything; `TileConfig::threads` divides by the thread tile.
         spec.validate()?;
-        if !supports(&spec, problem) {
+        if !can_implement(&spec, problem) {
             return Err(Error::SpecMismatch {
                 kernel: spec.name(),
                 filter: [problem.filter[2], problem.filter[3]],
@@ -305,12 +307,18 @@ impl Plan {
     }
 }
 
-/// Whether the kernel `spec` computes `problem` correctly: always for the generic kernel;
-/// for a fixed one, when filter size and stride match and the dilation is 1 along every
-/// axis where the filter is longer than 1.
-pub fn supports(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
+/// Whether the kernel `spec` computes `problem` correctly, the one question dispatch, tuning
+/// and the macro's specialisations ask: the layouts must match (the window-buffer algorithm
+/// exists for NCHW only; any filter layout works, the filter transform reads it), and the
+/// geometry must: always for the generic kernel; for a fixed one, when filter size and
+/// stride match and the dilation is 1 along every axis where the filter is longer than 1.
+/// Every epilogue runs in every kernel.
+pub fn can_implement(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
+    let layout =
+        spec.layout == problem.layout && (spec.variant.fused || spec.layout == Layout::Nchw);
+    let geometry = matches!(spec.geometry, Geometry::Generic) || matches_fixed(spec, problem);
     match spec.dtype {
-        DType::F32 => matches!(spec.geometry, Geometry::Generic) || matches_fixed(spec, problem),
+        DType::F32 => layout && geometry,
     }
 }
 
@@ -555,7 +563,7 @@ mod tests {
         let problem = square(4, 20, 8, 1).with_dilation([3, 2]);
         let fixed = KernelSpec::fixed(DType::F32, FixedGeometry::square(1, 1), TileConfig::PAPER);
         assert_eq!(*plan(&problem).kernel(), fixed);
-        assert!(supports(&fixed, &problem));
+        assert!(can_implement(&fixed, &problem));
     }
 
     #[test]
@@ -627,7 +635,7 @@ mod tests {
         assert_eq!(*forced.kernel(), generic());
         let dilated = problem.with_dilation([2, 1]);
         let fixed3 = KernelSpec::fixed(DType::F32, FixedGeometry::square(3, 1), TileConfig::PAPER);
-        assert!(!supports(&fixed3, &dilated));
+        assert!(!can_implement(&fixed3, &dilated));
         assert!(Plan::for_spec(&dilated, fixed3).is_err());
     }
 

@@ -336,8 +336,9 @@ impl Engine {
     /// ([`Plan::splits`] > 1), the kernel that adds the splits, in that order on
     /// [`Engine::stream`], without synchronising.
     ///
-    /// Buffers are NCHW float32: `input` `N·C·H·W`, `filter` `K·C·R·S`, `bias` `K`,
-    /// `output` `N·K·P·Q` elements, each a [`CudaSlice`] or a view into a larger one. The
+    /// Buffers are float32 in the problem's layouts (input and output NCHW or NHWC, filter
+    /// KCRS or KRSC): `input` `N·C·H·W`, `filter` `K·C·R·S`, `bias` `K`, `output` `N·K·P·Q`
+    /// elements, the output written as the problem's epilogue says, each a [`CudaSlice`] or a view into a larger one. The
     /// workspace holds the transformed input and filter and any partial sums; it needs
     /// [`Plan::workspace_bytes`] bytes and a 256-byte aligned start (every fresh allocation
     /// has one). Without it the engine uses its own, grown as needed and kept for later
@@ -366,9 +367,33 @@ impl Engine {
         output: &mut dyn DevicePtrMut<f32>,
         workspace: Option<&mut dyn DevicePtrMut<u8>>,
     ) -> Result<()> {
+        self.conv2d_with_residual(plan, input, filter, bias, None, output, workspace)
+    }
+
+    /// [`Engine::conv2d_with`] for a problem whose epilogue adds a residual
+    /// ([`Epilogue::residual`](crate::Epilogue::residual)): `residual` is a tensor of the
+    /// output's shape and layout (`N·K·P·Q` elements), read once, in the convolution's
+    /// epilogue or the split reduction, never by a pass of its own. It may be the output
+    /// buffer's twin but not the output itself (the kernels read and write it in one pass).
+    ///
+    /// # Errors
+    /// As [`Engine::conv2d_with`]; [`Error::ResidualMismatch`] when `residual` is given to a
+    /// problem without a residual or missing for one with it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_with_residual(
+        &self,
+        plan: &Plan,
+        input: &dyn DevicePtr<f32>,
+        filter: &dyn DevicePtr<f32>,
+        bias: Option<&dyn DevicePtr<f32>>,
+        residual: Option<&dyn DevicePtr<f32>>,
+        output: &mut dyn DevicePtrMut<f32>,
+        workspace: Option<&mut dyn DevicePtrMut<u8>>,
+    ) -> Result<()> {
         let problem = plan.problem();
         let shape = plan.shape();
         self.check_operands(problem, input, filter, bias)?;
+        self.check_residual(problem, shape, residual)?;
         self.check_buffer("output", shape.output_len, output.len(), output.stream())?;
         let needed = plan.workspace_bytes();
         if let Some(ws) = &workspace {
@@ -388,8 +413,11 @@ impl Engine {
         };
         let streams: Vec<Arc<CudaStream>> = [Some(input.stream()), Some(filter.stream())]
             .into_iter()
-            .chain([bias.map(|b| b.stream()), Some(output.stream())])
-            .chain([workspace.as_ref().map(|ws| ws.stream())])
+            .chain([bias.map(|b| b.stream()), residual.map(|r| r.stream())])
+            .chain([
+                Some(output.stream()),
+                workspace.as_ref().map(|ws| ws.stream()),
+            ])
             .flatten()
             .cloned()
             .collect();
@@ -411,6 +439,7 @@ impl Engine {
             let (x, _x_sync) = input.device_ptr(stream);
             let (f, _f_sync) = filter.device_ptr(stream);
             let (b, _b_sync) = bias_ptr(bias, stream);
+            let (res, _res_sync) = bias_ptr(residual, stream);
             let (y, _y_sync) = output.device_ptr_mut(stream);
             let (ws, _ws_sync) = workspace.device_ptr_mut(stream);
             if ws % WORKSPACE_ALIGNMENT != 0 {
@@ -429,16 +458,23 @@ impl Engine {
 
             let mut launch = stream.launch_builder(&conv);
             let conv_out = partial.unwrap_or(y);
-            launch.arg(&t).arg(&ft).arg(&b).arg(&conv_out).arg(&params);
+            launch
+                .arg(&t)
+                .arg(&ft)
+                .arg(&b)
+                .arg(&res)
+                .arg(&conv_out)
+                .arg(&params);
             let config = LaunchConfig {
                 grid_dim: plan.grid_dim(),
                 block_dim: plan.block_dim(),
                 shared_mem_bytes: 0,
             };
-            // SAFETY: `(const float* t, const float* ft, const float* bias, float* y,
-            // ConvParams p)`; the plan's spec supports this problem (`Plan::for_spec`),
-            // `t` holds `im2win_len` floats (the workspace's, or the input in place), `ft` the
-            // transformed filter, `bias` K floats or null with has_bias == 0, and `conv_out`
+            // SAFETY: `(const float* t, const float* ft, const float* bias, const float*
+            // residual, float* y, ConvParams p)`; the plan's spec can implement this problem
+            // (`Plan::for_spec`), `t` holds `im2win_len` floats (the workspace's, or the input
+            // in place), `ft` the transformed filter, `bias` K floats or null with has_bias ==
+            // 0, `residual` `output_len` floats or null with has_residual == 0, and `conv_out`
             // `output_len` floats (`y`), or `splits · output_len` (the partial sums, when
             // grid_dim.z = splits > 1).
             unsafe { launch.launch(config) }?;
@@ -449,13 +485,15 @@ impl Engine {
                 launch
                     .arg(&partial)
                     .arg(&b)
+                    .arg(&res)
                     .arg(&y)
                     .arg(&params)
                     .arg(&splits);
                 // SAFETY: `im2win_split_reduce_f32(const float* part, const float* bias,
-                // float* y, ConvParams p, int splits)`, grid-stride over `output_len`;
-                // `partial` holds `splits · output_len` floats (the plan's layout), `y`
-                // `output_len`, `bias` K floats or null with has_bias == 0.
+                // const float* residual, float* y, ConvParams p, int splits)`, grid-stride
+                // over `output_len`; `partial` holds `splits · output_len` floats (the plan's
+                // layout), `y` and `residual` (or null with has_residual == 0) `output_len`,
+                // `bias` K floats or null with has_bias == 0.
                 unsafe { launch.launch(self.grid_stride_config(shape.output_len)) }?;
             }
             // The `_sync` guards drop here and record the launches in the buffers' events.
@@ -610,13 +648,33 @@ impl Engine {
         bias: Option<&dyn DevicePtr<f32>>,
         output: &mut dyn DevicePtrMut<f64>,
     ) -> Result<()> {
+        self.direct_reference_f64_with_residual(problem, input, filter, bias, None, output)
+    }
+
+    /// [`Engine::direct_reference_f64`] with the residual of the problem's epilogue (see
+    /// [`Engine::conv2d_with_residual`]); the whole epilogue is computed in float64.
+    ///
+    /// # Errors
+    /// As [`Engine::direct_reference_f64`]; [`Error::ResidualMismatch`] as
+    /// [`Engine::conv2d_with_residual`].
+    pub fn direct_reference_f64_with_residual(
+        &self,
+        problem: &Conv2dProblem,
+        input: &dyn DevicePtr<f32>,
+        filter: &dyn DevicePtr<f32>,
+        bias: Option<&dyn DevicePtr<f32>>,
+        residual: Option<&dyn DevicePtr<f32>>,
+        output: &mut dyn DevicePtrMut<f64>,
+    ) -> Result<()> {
         let shape = self.check_operands(problem, input, filter, bias)?;
+        self.check_residual(problem, &shape, residual)?;
         self.check_buffer("output", shape.output_len, output.len(), output.stream())?;
         let params = ConvParams::from_shape(problem, &shape, bias.is_some())?;
         let direct = self.function(support::DIRECT_F64)?;
         let streams: Vec<Arc<CudaStream>> = [Some(input.stream()), Some(filter.stream())]
             .into_iter()
-            .chain([bias.map(|b| b.stream()), Some(output.stream())])
+            .chain([bias.map(|b| b.stream()), residual.map(|r| r.stream())])
+            .chain([Some(output.stream())])
             .flatten()
             .cloned()
             .collect();
@@ -625,13 +683,21 @@ impl Engine {
             let (x, _x_sync) = input.device_ptr(stream);
             let (f, _f_sync) = filter.device_ptr(stream);
             let (b, _b_sync) = bias_ptr(bias, stream);
+            let (res, _res_sync) = bias_ptr(residual, stream);
             let (y, _y_sync) = output.device_ptr_mut(stream);
             self.ctx.check_err()?;
             let mut launch = stream.launch_builder(&direct);
-            launch.arg(&x).arg(&f).arg(&b).arg(&y).arg(&params);
+            launch
+                .arg(&x)
+                .arg(&f)
+                .arg(&b)
+                .arg(&res)
+                .arg(&y)
+                .arg(&params);
             // SAFETY: `im2win_direct_reference_f64(const float* x, const float* f,
-            // const float* bias, double* y, ConvParams p)`, grid-stride over N·K·P·Q; every
-            // buffer's length was checked against the problem above.
+            // const float* bias, const float* residual, double* y, ConvParams p)`,
+            // grid-stride over N·K·P·Q; every buffer's length was checked against the
+            // problem above (the residual's presence against has_residual too).
             unsafe { launch.launch(self.grid_stride_config(shape.output_len)) }?;
             Ok(())
         })
@@ -652,6 +718,21 @@ impl Engine {
             self.check_buffer("bias", shape.output[1], bias.len(), bias.stream())?;
         }
         Ok(shape)
+    }
+
+    /// Checks that `residual` is given exactly when the problem's epilogue has one, with the
+    /// output's length, on this engine's context.
+    fn check_residual(
+        &self,
+        problem: &Conv2dProblem,
+        shape: &crate::problem::ProblemShape,
+        residual: Option<&dyn DevicePtr<f32>>,
+    ) -> Result<()> {
+        match (problem.epilogue.residual, residual) {
+            (true, Some(r)) => self.check_buffer("residual", shape.output_len, r.len(), r.stream()),
+            (false, None) => Ok(()),
+            (expected, _) => Err(Error::ResidualMismatch { expected }),
+        }
     }
 
     fn check_buffer(
@@ -696,8 +777,9 @@ pub(super) fn allocation_error(err: DriverError, what: &'static str, bytes: usiz
     }
 }
 
-/// The device address of an optional bias, 0 when there is none (the kernels ignore it
-/// when `has_bias == 0`), with the guard that records the launch in the bias's events.
+/// The device address of an optional operand (bias, residual), 0 when there is none (the
+/// kernels ignore it when `has_bias` / `has_residual` is 0), with the guard that records the
+/// launch in the operand's events.
 fn bias_ptr<'a>(
     bias: Option<&'a dyn DevicePtr<f32>>,
     stream: &'a CudaStream,

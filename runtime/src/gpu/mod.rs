@@ -15,7 +15,7 @@ mod params;
 mod tuning;
 
 pub use device::DeviceLimits;
-pub use dispatch::{Plan, supports};
+pub use dispatch::{Plan, can_implement};
 pub use engine::Engine;
 pub use params::ConvParams;
 pub use tuning::{TuningEntry, TuningTable};

@@ -12,10 +12,10 @@ use crate::problem::{Conv2dProblem, MAX_DIM, ProblemShape};
 /// The problem as the kernels see it: sizes, stride, padding and dilation, passed by value.
 ///
 /// Mirrors the C `struct ConvParams` of `docs/DESIGN.md` (`int` is `i32`, `long long` is
-/// `i64`). Build it with [`ConvParams::new`]; the benchmark passes it to the support kernels
+/// `i64`, `float` is `f32`). Build it with [`ConvParams::new`]; the benchmark passes it to the support kernels
 /// it launches itself through [`Engine::function`](crate::Engine::function).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ConvParams {
     /// Batch `N`.
     pub n: i32,
@@ -51,13 +51,25 @@ pub struct ConvParams {
     pub win_w: i32,
     /// 1 when the kernel adds a bias, else 0 (and the bias pointer may be null).
     pub has_bias: i32,
+    /// Memory order of input, output and residual ([`Layout::code`](crate::Layout::code)).
+    pub layout: i32,
+    /// Memory order of the filter ([`FilterLayout::code`](crate::FilterLayout::code)).
+    pub filter_layout: i32,
+    /// The epilogue's activation ([`Activation::code`](crate::Activation::code)).
+    pub activation: i32,
+    /// 1 when the epilogue adds `beta · residual`, else 0 (and the pointer may be null).
+    pub has_residual: i32,
+    /// The epilogue's factor of the sums.
+    pub alpha: f32,
+    /// The epilogue's factor of the residual.
+    pub beta: f32,
     /// Reduction length `C·R·S`.
     pub crs: i64,
     /// Output pixels across the batch, `N·P·Q`.
     pub npq: i64,
 }
 
-// SAFETY: `ConvParams` is `#[repr(C)]`, made only of `i32` and `i64`, and matches the C
+// SAFETY: `ConvParams` is `#[repr(C)]`, made only of `i32`, `f32` and `i64`, and matches the C
 // struct the kernels declare (checked by `layout_matches_design` below), so the driver may
 // copy its bytes into the kernel's parameter space.
 unsafe impl DeviceRepr for ConvParams {}
@@ -98,6 +110,12 @@ impl ConvParams {
             dil_w: int("dilation_w", problem.dilation[1])?,
             win_w: int("im2win width", shape.win_width)?,
             has_bias: i32::from(has_bias),
+            layout: problem.layout.code(),
+            filter_layout: problem.filter_layout.code(),
+            activation: problem.epilogue.activation.code(),
+            has_residual: i32::from(problem.epilogue.residual),
+            alpha: problem.epilogue.alpha,
+            beta: problem.epilogue.beta,
             crs: long("reduction C·R·S", shape.reduction)?,
             npq: long("output pixels N·P·Q", shape.pixels)?,
         })
@@ -131,8 +149,8 @@ mod tests {
     use crate::problem::Padding;
 
     /// The offsets of the C struct in `docs/DESIGN.md` on a 64-bit target, worked out by
-    /// hand: seventeen 4-byte `int`s (0..68), 4 bytes of padding so that the first
-    /// `long long` is 8-aligned, then two 8-byte `long long`s.
+    /// hand: twenty-one 4-byte `int`s (0..84), two 4-byte `float`s (84..92), 4 bytes of
+    /// padding so that the first `long long` is 8-aligned, then two 8-byte `long long`s.
     #[test]
     fn layout_matches_design() {
         let expected = [
@@ -153,20 +171,26 @@ mod tests {
             ("dil_w", offset_of!(ConvParams, dil_w), 56),
             ("win_w", offset_of!(ConvParams, win_w), 60),
             ("has_bias", offset_of!(ConvParams, has_bias), 64),
-            ("crs", offset_of!(ConvParams, crs), 72),
-            ("npq", offset_of!(ConvParams, npq), 80),
+            ("layout", offset_of!(ConvParams, layout), 68),
+            ("filter_layout", offset_of!(ConvParams, filter_layout), 72),
+            ("activation", offset_of!(ConvParams, activation), 76),
+            ("has_residual", offset_of!(ConvParams, has_residual), 80),
+            ("alpha", offset_of!(ConvParams, alpha), 84),
+            ("beta", offset_of!(ConvParams, beta), 88),
+            ("crs", offset_of!(ConvParams, crs), 96),
+            ("npq", offset_of!(ConvParams, npq), 104),
         ];
         for (field, actual, want) in expected {
             assert_eq!(actual, want, "offset of ConvParams::{field}");
         }
-        assert_eq!(size_of::<ConvParams>(), 88);
+        assert_eq!(size_of::<ConvParams>(), 112);
         assert_eq!(align_of::<ConvParams>(), 8);
     }
 
     /// The Rust mirror follows the C declaration that the ABI stamp hashes
     /// (`im2win_codegen::abi::conv_params_declaration`, from the kernel header): the same
-    /// fields in the same order at the offsets C gives them (`int` 4 bytes, `long long` 8,
-    /// each aligned to its size).
+    /// fields in the same order at the offsets C gives them (`int` and `float` 4 bytes,
+    /// `long long` 8, each aligned to its size).
     #[test]
     fn layout_matches_the_header_the_abi_stamp_hashes() {
         let decl = im2win_codegen::abi::conv_params_declaration();
@@ -181,7 +205,10 @@ mod tests {
                 Some(names) => (8, names),
                 None => (
                     4,
-                    declaration.strip_prefix("int ").expect("int or long long"),
+                    declaration
+                        .strip_prefix("int ")
+                        .or_else(|| declaration.strip_prefix("float "))
+                        .expect("int, float or long long"),
                 ),
             };
             for name in names.split(',').map(str::trim) {
@@ -208,6 +235,12 @@ mod tests {
             ("dil_w", offset_of!(ConvParams, dil_w)),
             ("win_w", offset_of!(ConvParams, win_w)),
             ("has_bias", offset_of!(ConvParams, has_bias)),
+            ("layout", offset_of!(ConvParams, layout)),
+            ("filter_layout", offset_of!(ConvParams, filter_layout)),
+            ("activation", offset_of!(ConvParams, activation)),
+            ("has_residual", offset_of!(ConvParams, has_residual)),
+            ("alpha", offset_of!(ConvParams, alpha)),
+            ("beta", offset_of!(ConvParams, beta)),
             ("crs", offset_of!(ConvParams, crs)),
             ("npq", offset_of!(ConvParams, npq)),
         ]
@@ -252,6 +285,12 @@ mod tests {
                 dil_w: 2,
                 win_w: 14,
                 has_bias: 1,
+                layout: 0,
+                filter_layout: 0,
+                activation: 0,
+                has_residual: 0,
+                alpha: 1.0,
+                beta: 0.0,
                 crs: 45,
                 npq: 72,
             }

@@ -5,8 +5,8 @@
 //! looks a problem up first and falls back to the dispatch heuristic ([`Plan::new`]) for
 //! problems the table has not seen. A table applies only to the GPU it was measured on.
 //!
-//! Entries are keyed by problem and element type; the layout joins the key when a second
-//! layout exists. The file carries [`TUNING_FORMAT`]: a table written by another version is
+//! Entries are keyed by problem (its layouts included, its epilogue not: every kernel runs
+//! every epilogue at the same cost) and element type. The file carries [`TUNING_FORMAT`]: a table written by another version is
 //! refused with [`Error::BadTuningTable`] naming both formats, rather than half understood.
 
 use serde::{Deserialize, Serialize};
@@ -16,10 +16,10 @@ use crate::error::{Error, Result};
 use crate::problem::Conv2dProblem;
 use im2win_codegen::{Catalogue, DType};
 
-/// The format of [`TuningTable`]'s JSON that this version reads and writes. 1: entries
-/// keyed by problem and element type (tables without a `format` field, written before it
-/// existed, count as 0).
-pub const TUNING_FORMAT: u32 = 1;
+/// The format of [`TuningTable`]'s JSON that this version reads and writes. 2: entries
+/// keyed by problem with its layouts and element type (1: NCHW only, no layouts; tables
+/// without a `format` field, written before it existed, count as 0).
+pub const TUNING_FORMAT: u32 = 2;
 
 /// The fastest measured plan for each of a set of problems on one GPU model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -36,7 +36,8 @@ pub struct TuningTable {
 /// The measured choice for one problem.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TuningEntry {
-    /// The problem, exactly (shape, stride, padding, dilation).
+    /// The problem, exactly (shape, stride, padding, dilation, layouts), with the plain
+    /// epilogue.
     pub problem: Conv2dProblem,
     /// The element type it was measured in.
     pub dtype: DType,
@@ -61,15 +62,19 @@ impl TuningTable {
         }
     }
 
-    /// The entry for exactly this problem in this element type, if any.
+    /// The entry for exactly this problem (whatever its epilogue) in this element type, if
+    /// any.
     pub fn lookup(&self, problem: &Conv2dProblem, dtype: DType) -> Option<&TuningEntry> {
+        let key = problem.without_epilogue();
         self.entries
             .iter()
-            .find(|e| e.problem == *problem && e.dtype == dtype)
+            .find(|e| e.problem.without_epilogue() == key && e.dtype == dtype)
     }
 
-    /// Adds `entry`, replacing an earlier entry for the same problem and element type.
-    pub fn insert(&mut self, entry: TuningEntry) {
+    /// Adds `entry` (its problem's epilogue dropped), replacing an earlier entry for the
+    /// same problem and element type.
+    pub fn insert(&mut self, mut entry: TuningEntry) {
+        entry.problem = entry.problem.without_epilogue();
         let same = |e: &&mut TuningEntry| e.problem == entry.problem && e.dtype == entry.dtype;
         match self.entries.iter_mut().find(same) {
             Some(old) => *old = entry,

@@ -1,0 +1,119 @@
+// im2win: the forward convolution kernel, composed from the building blocks (docs/DESIGN.md):
+//   tile loaders  tile_filter.cuh (A), tile_window_buffer.cuh / tile_window_gather.cuh (B):
+//                 where a stage's data is;
+//   main loop     mainloop.cuh: when it moves;
+//   MMA           mma_simt.cuh: how it is multiplied;
+//   epilogue      epilogue.cuh: what is written.
+// conv.cu.tera instantiates it once per catalogue kernel, as an extern "C" __global__ function.
+//
+// Implicit GEMM: Y[k][j] = epilogue(sum over kk of A[kk][k] * B[kk][j]), j = (n*P + p)*Q + q.
+// A block computes a BM x BN tile of Y, walking its part of the reduction BK at a time. Every
+// load and store is bounds-checked (K, N*P*Q and the reduction tail), so any problem size is
+// correct; out-of-range elements enter the product as zeros.
+//
+// Split reduction: with gridDim.z = Z > 1, block z takes a contiguous share of the stages and
+// writes its partial sums, without epilogue, to y + z*N*K*P*Q (in the output's layout);
+// im2win_split_reduce_f32 adds the Z slices and applies the epilogue. With Z = 1 the block
+// writes Y itself.
+//
+// Launch: block (THREADS, 1, 1), grid (ceil(N*P*Q / BN), ceil(K / BM), Z), no dynamic shared
+// memory.
+#pragma once
+
+#include <type_traits>
+
+#include "common.cuh"
+#include "epilogue.cuh"
+#include "geometry.cuh"
+#include "mainloop.cuh"
+#include "mma_simt.cuh"
+#include "tile_filter.cuh"
+#include "tile_shape.cuh"
+#include "tile_window_buffer.cuh"
+#include "tile_window_gather.cuh"
+
+namespace im2win {
+
+// Where the windows come from (KernelSpec's algorithm).
+enum Algorithm {
+    WINDOW_BUFFER = 0,   // the materialised im2win buffer T (the input transform writes it)
+    WINDOW_GATHER = 1,   // gathered from X inside the kernel (fused; no buffer)
+};
+
+// One kernel family member: every compile-time choice. MICRO = false and STAGES = 1 exist
+// only for the ablation (bench crate).
+template <class Tile_, class Geometry_, int ALGORITHM, int LAYOUT_, int STAGES_ = 2, bool MICRO = true>
+struct Conv2dFpropSimt {
+    using Tile = Tile_;
+    using Geometry = Geometry_;
+    static constexpr int LAYOUT = LAYOUT_;
+    static constexpr int STAGES = STAGES_;
+    static_assert(ALGORITHM == WINDOW_GATHER || LAYOUT == IM2WIN_NCHW,
+        "the im2win buffer is built from NCHW inputs; NHWC convolutions gather");
+    // NHWC windows arrive as groups of 2 channels (8-byte copies): with 4, the MMA needs 16 more
+    // registers per thread than the 128 that two blocks per SM leave, and spills.
+    using Smem = std::conditional_t<LAYOUT == IM2WIN_NHWC, InterleavedWindows<Tile, 2>, RowMajorWindows<Tile>>;
+    using WindowLoader = std::conditional_t<ALGORITHM == WINDOW_GATHER, WindowGatherLoader<Tile, Geometry, LAYOUT, Smem>,
+        WindowBufferLoader<Tile, Geometry>>;
+    using Mma = std::conditional_t<MICRO, SimtOuterProduct<Tile, Smem>, SimtDotProduct<Tile, Smem>>;
+};
+
+// t: the window source (T, or X for the gather); ft: A; bias: K floats or null (has_bias = 0);
+// residual: Y-shaped or null (has_residual = 0); y: Y, or the partial sums.
+template <class Config>
+__device__ __forceinline__ void conv2d_fprop(const float* __restrict__ t, const float* __restrict__ ft,
+    const float* __restrict__ bias, const float* __restrict__ residual, float* __restrict__ y, const ConvParams& prm)
+{
+    using Tile = typename Config::Tile;
+    constexpr int BK = Tile::BK;
+    constexpr int STAGES = Config::STAGES;
+    // Shared tiles are stored reduction-major (As[kk][m], B per Config::Smem) so that the MMA
+    // reads rows. No padding: a warp's copies and its reads stay in one row (broadcast or
+    // consecutive addresses, no bank conflict), and rows stay aligned for the vector reads.
+    __shared__ __align__(16) float As[STAGES][BK * Tile::BM];   // filter tile
+    __shared__ __align__(16) float Bs[STAGES][BK * Tile::BN];   // window tile
+
+    const int tid = threadIdx.x;
+    const int tx = tid % Tile::TX;
+    const int ty = tid / Tile::TX;
+    const int m0 = blockIdx.y * Tile::BM;                   // first output channel of the block
+    const long long j0 = (long long)blockIdx.x * Tile::BN;  // first output pixel of the block
+
+    // This block's share of the reduction: stages [first, last) of ceil(CRS / BK). The shares
+    // are equal but for the last; a share may be empty when Z exceeds the stage count (the
+    // block then writes zeros, so the reduction still sees a complete slice). Reduction
+    // indices are unsigned: C*R*S may be as large as 2^31 - 1, and a stage may run up to
+    // BK - 1 past it before the bounds checks drop the excess.
+    const unsigned int CRS = (unsigned int)prm.crs;
+    const unsigned int stages = (CRS + BK - 1) / BK;
+    const unsigned int per_split = (stages + gridDim.z - 1) / gridDim.z;
+    const unsigned int first = stages < blockIdx.z * per_split ? stages : blockIdx.z * per_split;
+    const unsigned int last = stages - first < per_split ? stages : first + per_split;
+
+    FilterTileLoader<Tile> a_tiles(ft, prm, m0, tid);
+    typename Config::WindowLoader b_tiles(t, prm, j0, tid, first);
+    // Copies stage `stage` into `buf`, with tail checks only where the stage reaches past the
+    // reduction.
+    auto copy = [&](unsigned int stage, int buf) {
+        const unsigned int k0 = stage * BK;
+        if (k0 + BK <= CRS) {
+            a_tiles.template copy<false>(As[buf], k0);
+            b_tiles.template copy<false>(Bs[buf], k0, tid);
+        } else {
+            a_tiles.template copy<true>(As[buf], k0);
+            b_tiles.template copy<true>(Bs[buf], k0, tid);
+        }
+    };
+
+    typename Config::Mma mma;
+    mma.zero();
+    Mainloop<STAGES>::run(first, last, copy, [&](int buf) { mma.multiply(As[buf], Bs[buf], tx, ty); });
+
+    // A split block writes its partial sums to its slice; the reduction applies the epilogue.
+    const bool split = gridDim.z > 1;
+    float* const out = split ? y + (long long)blockIdx.z * prm.npq * prm.k : y;
+    using Output = OutputTile<Tile, typename Config::Smem, Config::LAYOUT>;
+    write_outputs<Tile, Output>(mma.acc, split, out, bias, residual, prm, m0, j0, tx, ty);
+}
+
+}  // namespace im2win

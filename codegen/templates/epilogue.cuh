@@ -1,0 +1,235 @@
+// im2win: the epilogue. What is written for each sum of the convolution,
+//   y = act(alpha * sum + bias + beta * residual),
+// applied by the convolution kernels to a thread's accumulators before the output tile stores
+// them, and by the split reduction (support.cu.tera) to the complete sums, with the same
+// functions: one order of operations everywhere (the CPU backend's too,
+// runtime/src/epilogue.rs `Epilogue::apply_f32`). With alpha = 1, no residual and the identity,
+// exactly sum + bias.
+//
+// Everything is chosen at run time (ConvParams) but costs nothing when unused: each step is
+// one pass over the registers behind a uniform branch, in this order: scale and bias, residual
+// (loads at the output's offsets), activation. Keeping the steps apart, rather than one
+// templated functor per activation inside the store loop, keeps each kernel's code (and its
+// compile time) near that of the plain store: the store loop exists once.
+#pragma once
+
+#include "copy.cuh"
+#include "tile_shape.cuh"
+
+// The values of ConvParams::activation (runtime/src/epilogue.rs, Activation::code).
+enum Im2winActivation {
+    IM2WIN_IDENTITY = 0,
+    IM2WIN_RELU = 1,
+    IM2WIN_SILU = 2,        // x * sigmoid(x)
+    IM2WIN_GELU = 3,        // x * Phi(x), with erf (PyTorch's default)
+    IM2WIN_GELU_TANH = 4,   // PyTorch's approximate="tanh"
+};
+
+namespace im2win {
+
+// The activations with transcendental functions, out of line: one copy per module instead of
+// one per output of every kernel (whose unrolled epilogues would each inline erff, tanhf and
+// expf 64 times).
+#if defined(__CUDACC__)
+#define IM2WIN_NOINLINE __noinline__
+#else
+#define IM2WIN_NOINLINE   // the host emulation (__noinline__ is an attribute word there)
+#endif
+__device__ IM2WIN_NOINLINE float activate_smooth(int act, float x) {
+    if (act == IM2WIN_SILU) {
+        return x / (1.0f + expf(-x));
+    }
+    if (act == IM2WIN_GELU) {
+        return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));   // 1/sqrt(2)
+    }
+    const float inner = 0.79788456080286536f * (x + 0.044715f * x * x * x);   // sqrt(2/pi)
+    return 0.5f * x * (1.0f + tanhf(inner));
+}
+
+__device__ __forceinline__ float activate(int act, float x) {
+    if (act == IM2WIN_IDENTITY) {
+        return x;
+    }
+    if (act == IM2WIN_RELU) {
+        return fmaxf(x, 0.0f);
+    }
+    return activate_smooth(act, x);
+}
+
+// The same for every element of a register array (a uniform branch, then one pass).
+template <int N>
+__device__ __forceinline__ void activate_all(int act, float* v) {
+    if (act == IM2WIN_IDENTITY) {
+        return;
+    }
+    if (act == IM2WIN_RELU) {
+#pragma unroll
+        for (int e = 0; e < N; ++e) {
+            v[e] = fmaxf(v[e], 0.0f);
+        }
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+        v[e] = activate_smooth(act, v[e]);
+    }
+}
+
+// One element: act(alpha * sum + bias + beta * residual); `residual` is read only when the
+// epilogue has one (the split reduction's per-element form).
+__device__ __forceinline__ float linear_combination(const ConvParams& prm, float sum, float bias, const float* residual) {
+    float v = fmaf(prm.alpha, sum, bias);
+    if (prm.has_residual) {
+        v = fmaf(prm.beta, *residual, v);
+    }
+    return activate(prm.activation, v);
+}
+
+// Where a thread's TM x TN accumulators go in Y: output (m0 + Tile::row(i, ty), j0 +
+// Smem::column(jj, tx)). visit() calls f(at, i, jj, vector) for each stored unit: `at` is the
+// offset in Y (or the residual) of accumulator (i, jj); with vector = Im2winFlag<true> the unit
+// is V consecutive floats of Y holding acc[i + e*DI][jj + e*DJ], e < V, else the one float
+// acc[i][jj]. Every unit is bounds-checked (K, N*P*Q).
+template <class Tile, class Smem, int LAYOUT>
+struct OutputTile;
+
+// NCHW: Y[n][k][p][q]. A group of VN pixels starts at a pixel index that is a multiple of VN;
+// when P*Q is a multiple of VN too, the group lies in one image and is VN consecutive floats.
+template <class Tile, class Smem>
+struct OutputTile<Tile, Smem, IM2WIN_NCHW> {
+    static_assert(Smem::INTERLEAVE == 1, "NCHW outputs come from row-major windows");
+    static constexpr int V = Tile::VN;
+    static constexpr int DI = 0;
+    static constexpr int DJ = 1;
+    static __device__ __forceinline__ bool vectors(const ConvParams& prm) {
+        return V > 1 && ((long long)prm.p * prm.q) % V == 0;
+    }
+    template <class F>
+    static __device__ __forceinline__ void visit(const ConvParams& prm, int m0, long long j0, int tx, int ty, bool vec, F&& f) {
+        const int K = prm.k;
+        const long long PQ = (long long)prm.p * prm.q;
+        const Divider div_pq(PQ);
+        // y_base[jj] is the offset of (n, 0, p, q) in Y for the thread's jj-th pixel, or -1
+        // past N*P*Q; channel k adds k * P * Q.
+        long long y_base[Tile::TN];
+#pragma unroll
+        for (int jj = 0; jj < Tile::TN; ++jj) {
+            const long long j = j0 + Smem::column(jj, tx);
+            y_base[jj] = -1;
+            if (j < prm.npq) {
+                const long long n = div_pq.div(j);
+                y_base[jj] = n * K * PQ + (j - n * PQ);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i) {
+            const int m = m0 + Tile::row(i, ty);
+            if (m < K) {
+                const long long row = (long long)m * PQ;
+#pragma unroll
+                for (int g = 0; g < Tile::TN / V; ++g) {
+                    if (vec && y_base[g * V + V - 1] >= 0) {
+                        f(y_base[g * V] + row, i, g * V, Im2winFlag<true>{});
+                    } else {
+#pragma unroll
+                        for (int e = 0; e < V; ++e) {
+                            if (y_base[g * V + e] >= 0) {
+                                f(y_base[g * V + e] + row, i, g * V + e, Im2winFlag<false>{});
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+};
+
+// NHWC: Y[n][p][q][k] = Y[j][k]. A thread's channels come in groups of VM consecutive ones:
+// when K is a multiple of VM, a group is VM consecutive floats.
+template <class Tile, class Smem>
+struct OutputTile<Tile, Smem, IM2WIN_NHWC> {
+    static constexpr int V = Tile::VM;
+    static constexpr int DI = 1;
+    static constexpr int DJ = 0;
+    static __device__ __forceinline__ bool vectors(const ConvParams& prm) { return V > 1 && prm.k % V == 0; }
+    template <class F>
+    static __device__ __forceinline__ void visit(const ConvParams& prm, int m0, long long j0, int tx, int ty, bool vec, F&& f) {
+        const int K = prm.k;
+#pragma unroll
+        for (int jj = 0; jj < Tile::TN; ++jj) {
+            const long long j = j0 + Smem::column(jj, tx);
+            if (j < prm.npq) {
+                const long long base = j * K;
+#pragma unroll
+                for (int g = 0; g < Tile::TM / V; ++g) {
+                    const int m = m0 + Tile::row(g * V, ty);
+                    if (vec && m + V - 1 < K) {
+                        f(base + m, g * V, jj, Im2winFlag<true>{});
+                    } else {
+#pragma unroll
+                        for (int e = 0; e < V; ++e) {
+                            if (m + e < K) {
+                                f(base + m + e, g * V + e, jj, Im2winFlag<false>{});
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+};
+
+// Writes a thread's accumulators to `out` through Output (an OutputTile), after applying the
+// epilogue of prm unless `partial` (a split reduction's partial sums are written as they are).
+template <class Tile, class Output>
+__device__ __forceinline__ void write_outputs(float (&acc)[Tile::TM][Tile::TN], bool partial, float* out,
+    const float* bias, const float* residual, const ConvParams& prm, int m0, long long j0, int tx, int ty) {
+    constexpr int V = Output::V;
+    const bool vectors = Output::vectors(prm) && im2win_aligned<V>(out);
+    if (!partial) {
+        // alpha * sum + bias: per output channel (the tile's row).
+        const bool add_bias = prm.has_bias != 0;
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i) {
+            const int m = m0 + Tile::row(i, ty);
+            const float b = add_bias && m < prm.k ? bias[m] : 0.0f;
+#pragma unroll
+            for (int jj = 0; jj < Tile::TN; ++jj) {
+                acc[i][jj] = fmaf(prm.alpha, acc[i][jj], b);
+            }
+        }
+        // + beta * residual, read at the outputs' own offsets.
+        if (prm.has_residual) {
+            const float beta = prm.beta;
+            const bool res_vectors = vectors && im2win_aligned<V>(residual);
+            Output::visit(prm, m0, j0, tx, ty, res_vectors, [&](long long at, int i, int jj, auto vector) {
+                if constexpr (decltype(vector)::value) {
+                    float r[V];
+                    im2win_load<V>(residual + at, r);
+#pragma unroll
+                    for (int e = 0; e < V; ++e) {
+                        float& a = acc[i + e * Output::DI][jj + e * Output::DJ];
+                        a = fmaf(beta, r[e], a);
+                    }
+                } else {
+                    acc[i][jj] = fmaf(beta, residual[at], acc[i][jj]);
+                }
+            });
+        }
+        activate_all<Tile::TM * Tile::TN>(prm.activation, &acc[0][0]);
+    }
+    Output::visit(prm, m0, j0, tx, ty, vectors, [&](long long at, int i, int jj, auto vector) {
+        if constexpr (decltype(vector)::value) {
+            float v[V];
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+                v[e] = acc[i + e * Output::DI][jj + e * Output::DJ];
+            }
+            im2win_store<V>(out + at, v);
+        } else {
+            out[at] = acc[i][jj];
+        }
+    });
+}
+
+}  // namespace im2win

@@ -1,0 +1,118 @@
+// im2win: the MMA policies on CUDA cores (strict FP32). A policy owns a thread's accumulators
+// and multiplies one shared-memory stage into them; it knows the tile shape and the window
+// tile's shared layout, nothing of convolution. Tensor-core MMAs are further policies with the
+// same two calls.
+#pragma once
+
+#include "copy.cuh"
+#include "tile_shape.cuh"
+
+namespace im2win {
+
+// The register micro-kernel: per reduction step, TM filter and TN window values from shared
+// memory into registers, then TM * TN multiply-adds (an outer product).
+template <class Tile, class Smem>
+struct SimtOuterProduct {
+    float acc[Tile::TM][Tile::TN];
+
+    __device__ __forceinline__ void zero() {
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i) {
+#pragma unroll
+            for (int jj = 0; jj < Tile::TN; ++jj) {
+                acc[i][jj] = 0.0f;
+            }
+        }
+    }
+
+    // a[] += As[k][rows of ty], for reduction step k.
+    __device__ __forceinline__ static void load_a(const float* as, int k, int ty, float (&a)[Tile::TM]) {
+#pragma unroll
+        for (int g = 0; g < Tile::TM / Tile::VM; ++g) {
+            im2win_load<Tile::VM>(as + k * Tile::BM + (g * Tile::TY + ty) * Tile::VM, &a[g * Tile::VM]);
+        }
+    }
+
+    __device__ __forceinline__ void multiply(const float* as, const float* bs, int tx, int ty) {
+        constexpr int KI = Smem::INTERLEAVE;
+        if constexpr (KI == 1) {
+#pragma unroll
+            for (int k = 0; k < Tile::BK; ++k) {
+                float a[Tile::TM];
+                float b[Tile::TN];
+                load_a(as, k, ty, a);
+#pragma unroll
+                for (int g = 0; g < Tile::TN / Tile::VN; ++g) {
+                    im2win_load<Tile::VN>(bs + Smem::offset(k, (g * Tile::TX + tx) * Tile::VN), &b[g * Tile::VN]);
+                }
+#pragma unroll
+                for (int i = 0; i < Tile::TM; ++i) {
+#pragma unroll
+                    for (int jj = 0; jj < Tile::TN; ++jj) {
+                        acc[i][jj] = fmaf(a[i], b[jj], acc[i][jj]);
+                    }
+                }
+            }
+        } else {
+            // Interleaved windows: one vector read gives KI reduction steps of a pixel.
+#pragma unroll
+            for (int k = 0; k < Tile::BK; k += KI) {
+                float b[Tile::TN][KI];
+#pragma unroll
+                for (int jj = 0; jj < Tile::TN; ++jj) {
+                    im2win_load<KI>(bs + Smem::offset(k, Smem::column(jj, tx)), b[jj]);
+                }
+#pragma unroll
+                for (int e = 0; e < KI; ++e) {
+                    float a[Tile::TM];
+                    load_a(as, k + e, ty, a);
+#pragma unroll
+                    for (int i = 0; i < Tile::TM; ++i) {
+#pragma unroll
+                        for (int jj = 0; jj < Tile::TN; ++jj) {
+                            acc[i][jj] = fmaf(a[i], b[jj][e], acc[i][jj]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+};
+
+// The ablation's kernel without the register micro-kernel: each of the thread's outputs is a
+// dot product over the stage with both operands read from shared memory for every
+// multiply-add. The k loop stays rolled so that the compiler cannot turn it back into an
+// outer product.
+template <class Tile, class Smem>
+struct SimtDotProduct {
+    float acc[Tile::TM][Tile::TN];
+
+    __device__ __forceinline__ void zero() {
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i) {
+#pragma unroll
+            for (int jj = 0; jj < Tile::TN; ++jj) {
+                acc[i][jj] = 0.0f;
+            }
+        }
+    }
+
+    __device__ __forceinline__ void multiply(const float* as, const float* bs, int tx, int ty) {
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i) {
+            const int m = Tile::row(i, ty);
+#pragma unroll
+            for (int jj = 0; jj < Tile::TN; ++jj) {
+                const int jn = Smem::column(jj, tx);
+                float sum = acc[i][jj];
+#pragma unroll 1
+                for (int k = 0; k < Tile::BK; ++k) {
+                    sum = fmaf(as[k * Tile::BM + m], bs[Smem::offset(k, jn)], sum);
+                }
+                acc[i][jj] = sum;
+            }
+        }
+    }
+};
+
+}  // namespace im2win
