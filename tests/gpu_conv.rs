@@ -406,3 +406,93 @@ fn split_reductions_match_the_cpu_oracle() {
         );
     }
 }
+
+/// A random epilogue: every activation, with and without a residual, alpha and beta away
+/// from 1 (the plain epilogue in about one case in six).
+fn random_epilogue(rng: &mut StdRng) -> im2win::Epilogue {
+    use im2win::{Activation, Epilogue};
+    if rng.random_ratio(1, 6) {
+        return Epilogue::IDENTITY;
+    }
+    let activation = Activation::ALL[rng.random_range(0..Activation::ALL.len())];
+    let mut epilogue = Epilogue::activation(activation).with_alpha(rng.random_range(0.25..2.0));
+    if rng.random_bool(0.5) {
+        epilogue = epilogue.with_residual(rng.random_range(-1.5..1.5));
+    }
+    epilogue
+}
+
+/// Every kernel of the catalogue, NCHW and NHWC, on problems of its geometry in its layout
+/// with either filter layout and a random epilogue (NaN-poisoned outputs, guard zones, split
+/// reductions too), against the CPU oracle; and dispatch's own plan for each problem.
+#[test]
+fn layouts_and_epilogues_match_the_cpu_oracle() {
+    const TEST: &str = "layouts_and_epilogues_match_the_cpu_oracle";
+    let Some(engine) = engine(TEST) else { return };
+    let seed = test_seed(20_261_202);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let limits = gpu_limits();
+    let per_kernel = if small() { 1 } else { 3 };
+    let catalogue = engine.kernels().catalogue().clone();
+    let mut failures = Failures::default();
+    let (mut problems, mut runs, mut worst) = (0_usize, 0_usize, 0.0_f64);
+    let mut seen = std::collections::BTreeSet::new();
+    for spec in &catalogue.kernels {
+        for _ in 0..per_kernel {
+            let problem = match spec.geometry {
+                Geometry::Fixed(g) => fixed_problem(&mut rng, g, &limits),
+                Geometry::Generic => random_problem(&mut rng, &limits),
+            };
+            let filter_layout = im2win::FilterLayout::ALL[rng.random_range(0..2)];
+            let problem = problem
+                .with_layout(spec.layout)
+                .with_filter_layout(filter_layout)
+                .with_epilogue(random_epilogue(&mut rng));
+            seen.insert((
+                problem.layout,
+                problem.filter_layout,
+                problem.epilogue.activation,
+            ));
+            let with_bias = rng.random_bool(0.5);
+            let case = Case::random(&mut rng, problem, with_bias);
+            problems += 1;
+            let splits = rng.random_range(1..=3);
+            let plans = [
+                Plan::for_spec(&problem, *spec).and_then(|p| p.with_split(splits)),
+                engine.plan(&problem),
+            ];
+            for plan in plans {
+                let layout = Layout::varied(runs);
+                let name = plan.as_ref().map(|p| p.kernel().name()).unwrap_or_default();
+                let outcome = plan
+                    .map_err(|e| e.to_string())
+                    .and_then(|plan| run_case(&engine, &plan, &case, &layout));
+                let err = failures.check(
+                    || {
+                        format!(
+                            "{name} (splits {splits}) on {} ({layout:?})",
+                            describe(&problem)
+                        )
+                    },
+                    outcome,
+                );
+                worst = worst.max(err);
+                runs += 1;
+            }
+        }
+    }
+    summary(
+        TEST,
+        &format!(
+            "{problems} problems over {} kernels, {runs} runs, {} (layout, filter layout, \
+             activation) combinations, worst relative error {worst:.2e} (seed {seed})",
+            catalogue.kernels.len(),
+            seen.len(),
+        ),
+    );
+    failures.assert_none(TEST);
+    if !small() {
+        assert!(problems >= 300, "only {problems} problems");
+        assert_eq!(seen.len(), 2 * 2 * 5, "a combination was never drawn");
+    }
+}

@@ -8,7 +8,7 @@ use crate::error::{BenchError, Result};
 use crate::method::{METHODS_HELP, Selection};
 use crate::report::{default_cpu_json_path, default_json_path};
 use crate::runner::{BenchConfig, Tuning};
-use crate::suite::Suite;
+use crate::suite::{EpilogueMode, Suite};
 use crate::timing::TimingConfig;
 
 /// The built-in suites.
@@ -78,7 +78,7 @@ pub struct BenchArgs {
     /// Untimed rounds over all buffer sets before timing (after the checked run).
     #[arg(long, default_value_t = 2)]
     pub warmup: u32,
-    /// JSON output [default: bench/results/<suite>-f32-n<batch>.json].
+    /// JSON output [default: bench/results/<suite>-f32[-nhwc]-n<batch>[-<epilogue>].json].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// SVG chart output [default: the JSON path with .svg].
@@ -103,6 +103,16 @@ pub struct BenchArgs {
     /// rebuilding.
     #[arg(long, value_name = "FILE")]
     pub tuning: Option<PathBuf>,
+    /// Memory order of input and output (`nchw` or `nhwc`; NHWC runs use KRSC filters and
+    /// cuDNN NHWC descriptors; im2col-cublas and direct are NCHW only).
+    #[arg(long, default_value = "nchw")]
+    pub layout: im2win::Layout,
+    /// The epilogue measured: `none` (plain convolution, every method), `bias-relu`, or
+    /// `resnet` (ResNet-50's: bias, ReLU, and the residual where the network adds one).
+    /// With an epilogue only im2win runs (fused, and `im2win-unfused`: the plain
+    /// convolution then a separate elementwise kernel).
+    #[arg(long, value_enum, default_value = "none")]
+    pub epilogue: EpilogueMode,
 }
 
 impl BenchArgs {
@@ -122,6 +132,7 @@ impl BenchArgs {
                 }
             }
         };
+        let suite = suite.with_layout(self.layout).with_epilogue(self.epilogue);
         if !(self.max_workspace_gib.is_finite() && self.max_workspace_gib >= 0.0) {
             return Err(BenchError::new(format!(
                 "--max-workspace-gib must be a non-negative number, not {}",
@@ -131,7 +142,7 @@ impl BenchArgs {
         let cpu_threads = (self.device == Device::Cpu).then(|| cpu_threads(self.threads));
         let out = self.out.clone().unwrap_or_else(|| match cpu_threads {
             Some(_) => default_cpu_json_path(&suite.name, suite.batch),
-            None => default_json_path(&suite.name, suite.batch),
+            None => default_json_path(&suite.name, suite.batch, suite.layout, suite.epilogue),
         });
         let chart = self
             .chart

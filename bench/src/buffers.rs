@@ -27,9 +27,15 @@ pub fn rotation_sets(set_bytes: u64, target: u64, cap: usize) -> usize {
         .clamp(1, cap.max(1))
 }
 
-/// Bytes of one set: input, filter and output, in float32.
-pub fn set_bytes(shape: &ProblemShape) -> u64 {
-    4 * (shape.input_len + shape.filter_len + shape.output_len) as u64
+/// Bytes of one set: input, filter and output (and bias and residual), in float32.
+pub fn set_bytes(shape: &ProblemShape, operands: Operands) -> u64 {
+    let bias = if operands.bias { shape.output[1] } else { 0 };
+    let residual = if operands.residual {
+        shape.output_len
+    } else {
+        0
+    };
+    4 * (shape.input_len + shape.filter_len + shape.output_len + bias + residual) as u64
 }
 
 /// `sets` sets of input, filter and output on the device. Inputs and filters hold uniform
@@ -41,8 +47,34 @@ pub struct BufferSets {
     pub filters: Vec<CudaSlice<f32>>,
     /// Outputs `N×K×P×Q`, one per set.
     pub outputs: Vec<CudaSlice<f32>>,
-    /// Set 0's input and filter on the host, kept for the CPU oracle when asked for.
-    pub host0: Option<(Vec<f32>, Vec<f32>)>,
+    /// Biases `K`, one per set, when the layer has one.
+    pub biases: Vec<CudaSlice<f32>>,
+    /// Residuals `N×K×P×Q`, one per set, when the layer's epilogue adds one.
+    pub residuals: Vec<CudaSlice<f32>>,
+    /// Set 0's input and filter (and bias and residual) on the host, kept for the CPU
+    /// oracle when asked for.
+    pub host0: Option<HostSet>,
+}
+
+/// Set 0's operands on the host.
+pub struct HostSet {
+    /// The input.
+    pub input: Vec<f32>,
+    /// The filter.
+    pub filter: Vec<f32>,
+    /// The bias, if any.
+    pub bias: Option<Vec<f32>>,
+    /// The residual, if any.
+    pub residual: Option<Vec<f32>>,
+}
+
+/// Which optional operands a layer has.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Operands {
+    /// A bias of `K`.
+    pub bias: bool,
+    /// A residual of the output's size.
+    pub residual: bool,
 }
 
 /// `len` uniform random values in [−1, 1) from `seed`.
@@ -63,11 +95,14 @@ impl BufferSets {
         sets: usize,
         seed: u64,
         keep_host: bool,
+        operands: Operands,
     ) -> Result<Self> {
         let mut buffers = BufferSets {
             inputs: Vec::with_capacity(sets),
             filters: Vec::with_capacity(sets),
             outputs: Vec::with_capacity(sets),
+            biases: Vec::new(),
+            residuals: Vec::new(),
             host0: None,
         };
         for set in 0..sets as u64 {
@@ -94,8 +129,32 @@ impl BufferSets {
                     .alloc_zeros::<f32>(shape.output_len)
                     .with_context(|| format!("allocating output set {set}"))?,
             );
+            let mix = |k: u64| seed ^ (4 * set + k).wrapping_mul(0xD1B5_4A32_D192_ED03);
+            let bias = operands
+                .bias
+                .then(|| random_values(shape.output[1], mix(3)));
+            let residual = operands
+                .residual
+                .then(|| random_values(shape.output_len, mix(4)));
+            for (values, list, what) in [
+                (&bias, &mut buffers.biases, "bias"),
+                (&residual, &mut buffers.residuals, "residual"),
+            ] {
+                if let Some(values) = values {
+                    list.push(
+                        stream
+                            .clone_htod(values)
+                            .with_context(|| format!("uploading {what} set {set}"))?,
+                    );
+                }
+            }
             if set == 0 && keep_host {
-                buffers.host0 = Some((input, filter));
+                buffers.host0 = Some(HostSet {
+                    input,
+                    filter,
+                    bias,
+                    residual,
+                });
             }
         }
         Ok(buffers)
@@ -149,7 +208,7 @@ mod tests {
         use crate::suite::Suite;
         for suite in [Suite::paper(1), Suite::resnet50(1), Suite::vgg16(1)] {
             for layer in &suite.layers {
-                let bytes = set_bytes(&layer.problem.shape().unwrap());
+                let bytes = set_bytes(&layer.problem.shape().unwrap(), Operands::default());
                 let n = rotation_sets(bytes, ROTATION_BYTES, usize::MAX);
                 assert!(n <= MAX_SETS, "{}: {n} sets", layer.name);
             }
@@ -161,7 +220,10 @@ mod tests {
         let shape = im2win::Conv2dProblem::new([2, 3, 8, 8], [4, 3, 3, 3])
             .shape()
             .unwrap();
-        assert_eq!(set_bytes(&shape), 4 * (2 * 3 * 64 + 4 * 27 + 2 * 4 * 36));
+        assert_eq!(
+            set_bytes(&shape, Operands::default()),
+            4 * (2 * 3 * 64 + 4 * 27 + 2 * 4 * 36)
+        );
     }
 
     #[test]

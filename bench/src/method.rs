@@ -71,6 +71,9 @@ impl CudnnAlgo {
 pub enum Method {
     /// im2win's dispatch (`engine.conv2d`), transforms included: `im2win`.
     Im2win,
+    /// im2win's plain convolution, then the epilogue as a separate elementwise kernel:
+    /// `im2win-unfused` (runs with `--epilogue` only).
+    Im2winUnfused,
     /// One im2win kernel, forced, without a split reduction, transforms included:
     /// `im2win:<kernel name>` (the ablation's methods).
     Kernel(KernelSpec),
@@ -88,6 +91,7 @@ impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Method::Im2win => f.write_str("im2win"),
+            Method::Im2winUnfused => f.write_str("im2win-unfused"),
             Method::Kernel(spec) => write!(f, "im2win:{spec}"),
             Method::CudnnBest => f.write_str("cudnn-best"),
             Method::Cudnn(algo) => write!(f, "cudnn:{}", algo.name()),
@@ -102,6 +106,8 @@ impl fmt::Display for Method {
 pub struct Selection {
     /// Run and report `im2win`.
     pub im2win: bool,
+    /// Run and report `im2win-unfused` (with an epilogue only).
+    pub im2win_unfused: bool,
     /// im2win kernels run one by one (`im2win:<kernel>`, `ablation`).
     pub kernels: Vec<KernelSpec>,
     /// Report `cudnn-best` (which needs every cuDNN algorithm timed).
@@ -115,7 +121,8 @@ pub struct Selection {
 }
 
 /// What `--methods` accepts, for error messages and `--help`.
-pub const METHODS_HELP: &str = "comma-separated: all, im2win, cudnn (every algorithm and cudnn-best), \
+pub const METHODS_HELP: &str = "comma-separated: all, im2win, im2win-unfused (with --epilogue: the \
+plain convolution, then a separate elementwise epilogue kernel), cudnn (every algorithm and cudnn-best), \
 cudnn-best, cudnn:<ALGO> (IMPLICIT_GEMM, IMPLICIT_PRECOMP_GEMM, GEMM, DIRECT, FFT, FFT_TILING, \
 WINOGRAD, WINOGRAD_NONFUSED), im2col-cublas, direct, im2win:<KERNEL> (one kernel by name, e.g. \
 im2win:im2win_f32_generic_b128x128x8_t8x8), ablation (im2win and the ablation's kernels)";
@@ -136,6 +143,7 @@ impl Selection {
     pub fn all() -> Selection {
         Selection {
             im2win: true,
+            im2win_unfused: true,
             kernels: Vec::new(),
             cudnn_best: true,
             cudnn_algos: CudnnAlgo::ALL.to_vec(),
@@ -151,6 +159,7 @@ impl Selection {
     pub fn parse(list: &str) -> Result<Selection> {
         let mut sel = Selection {
             im2win: false,
+            im2win_unfused: false,
             kernels: Vec::new(),
             cudnn_best: false,
             cudnn_algos: Vec::new(),
@@ -161,6 +170,7 @@ impl Selection {
             match item.to_ascii_lowercase().as_str() {
                 "all" => sel = Selection::all(),
                 "im2win" => sel.im2win = true,
+                "im2win-unfused" => sel.im2win_unfused = true,
                 "cudnn" | "cudnn:all" => {
                     sel.cudnn_best = true;
                     sel.cudnn_algos = CudnnAlgo::ALL.to_vec();
@@ -215,7 +225,11 @@ impl Selection {
 
     /// Whether nothing is selected.
     pub fn is_empty(&self) -> bool {
-        !(self.im2win || self.cudnn_best || self.im2col_cublas || self.direct)
+        !(self.im2win
+            || self.im2win_unfused
+            || self.cudnn_best
+            || self.im2col_cublas
+            || self.direct)
             && self.cudnn_algos.is_empty()
             && self.kernels.is_empty()
     }
@@ -239,6 +253,7 @@ impl Selection {
     /// cuDNN algorithm run.
     pub fn steps_per_layer(&self) -> usize {
         usize::from(self.im2win)
+            + usize::from(self.im2win_unfused)
             + self.kernels.len()
             + usize::from(self.im2col_cublas)
             + usize::from(self.direct)
@@ -272,7 +287,7 @@ mod tests {
     #[test]
     fn selection_parsing() {
         assert_eq!(Selection::parse("all").unwrap(), Selection::all());
-        assert_eq!(Selection::all().steps_per_layer(), 11);
+        assert_eq!(Selection::all().steps_per_layer(), 12);
 
         let s = Selection::parse("im2win, cudnn-best").unwrap();
         assert!(s.im2win && s.cudnn_best && !s.direct && !s.im2col_cublas);

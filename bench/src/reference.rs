@@ -34,11 +34,12 @@ pub fn reference_output(
         .alloc_zeros::<f64>(shape.output_len)
         .context("allocating the float64 reference output")?;
     engine
-        .direct_reference_f64(
+        .direct_reference_f64_with_residual(
             problem,
             &sets.inputs[0],
             &sets.filters[0],
-            None,
+            sets.biases.first().map(|b| b as _),
+            sets.residuals.first().map(|r| r as _),
             &mut device,
         )
         .context("running the GPU float64 oracle")?;
@@ -46,11 +47,17 @@ pub fn reference_output(
         .clone_dtoh(&device)
         .context("copying the GPU float64 oracle's output back")?;
     drop(device);
-    let Some((input, filter)) = &sets.host0 else {
+    let Some(host) = &sets.host0 else {
         return Ok((gpu, "gpu-f64".into()));
     };
-    let cpu = im2win::cpu::reference_conv2d(problem, input, filter, None)
-        .context("running the CPU float64 oracle")?;
+    let cpu = im2win::cpu::reference_conv2d_with_residual(
+        problem,
+        &host.input,
+        &host.filter,
+        host.bias.as_deref(),
+        host.residual.as_deref(),
+    )
+    .context("running the CPU float64 oracle")?;
     let disagreement = relative_error_f64(&gpu, &cpu);
     if disagreement.is_nan() || disagreement > ORACLES_AGREE {
         return Err(BenchError::new(format!(

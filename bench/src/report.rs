@@ -27,7 +27,7 @@ pub struct Report {
     pub settings: Settings,
     /// Software versions seen at run time.
     pub software: BTreeMap<String, String>,
-    /// Tensor layout of every operand, `nchw` (extra field; CPU runs only).
+    /// Tensor layout of input and output, `nchw` or `nhwc` (extra field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<String>,
     /// CPU runs: threads every method ran on (extra field).
@@ -249,11 +249,25 @@ pub fn network_total(layers: &[LayerReport]) -> LayerReport {
     total
 }
 
-/// The default JSON path: `bench/results/<suite>-f32-n<batch>.json`.
-pub fn default_json_path(suite: &str, batch: usize) -> std::path::PathBuf {
+/// The default JSON path: `bench/results/<suite>-f32-n<batch>.json` for NCHW without
+/// epilogue, `<suite>-f32-nhwc-n<batch>.json` for NHWC, with `-<epilogue>` before `.json`
+/// when one is measured.
+pub fn default_json_path(
+    suite: &str,
+    batch: usize,
+    layout: im2win::Layout,
+    epilogue: crate::suite::EpilogueMode,
+) -> std::path::PathBuf {
+    let layout = match layout {
+        im2win::Layout::Nchw => String::new(),
+        other => format!("-{other}"),
+    };
+    let epilogue = epilogue
+        .file_tag()
+        .map_or(String::new(), |tag| format!("-{tag}"));
     std::path::Path::new("bench")
         .join("results")
-        .join(format!("{suite}-f32-n{batch}.json"))
+        .join(format!("{suite}-f32{layout}-n{batch}{epilogue}.json"))
 }
 
 /// The default JSON path of a CPU run: `bench/results/cpu-<suite>-f32-nchw-n<batch>.json`.
@@ -435,7 +449,12 @@ mod tests {
     #[test]
     fn default_paths() {
         assert_eq!(
-            default_json_path("resnet50", 32),
+            default_json_path(
+                "resnet50",
+                32,
+                im2win::Layout::Nchw,
+                crate::suite::EpilogueMode::None
+            ),
             std::path::Path::new("bench/results/resnet50-f32-n32.json")
         );
     }

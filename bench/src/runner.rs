@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::buffers::{BufferSets, MAX_SETS, ROTATION_BYTES, rotation_sets, set_bytes};
+use crate::buffers::{BufferSets, MAX_SETS, Operands, ROTATION_BYTES, rotation_sets, set_bytes};
 use crate::error::{Context, Result};
 use crate::gpu::Gpu;
 use crate::method::{Method, Selection};
@@ -113,7 +113,7 @@ pub fn run(
             unix_time,
         },
         software: gpu.software.clone(),
-        layout: None,
+        layout: Some(config.suite.layout.to_string()),
         threads: None,
         peak_gflops: None,
     };
@@ -270,19 +270,55 @@ fn bench_layer(
     if selection.im2win {
         im2win.extend(steps.step(Method::Im2win, || im2win_conv::run(layer_run))?);
     }
+    // With an epilogue, only im2win computes the layer: the baselines measure the plain
+    // convolution; the unfused im2win is the comparison instead.
+    let plain = !layer.bias && layer.problem.epilogue.is_identity();
+    if selection.im2win_unfused {
+        if plain {
+            steps.progress.inc(1);
+        } else {
+            im2win.extend(steps.step(Method::Im2winUnfused, || {
+                im2win_conv::run_unfused(layer_run)
+            })?);
+        }
+    }
     for &spec in &selection.kernels {
         let method = Method::Kernel(spec);
         im2win.extend(steps.step(method, || im2win_conv::run_kernel(layer_run, spec))?);
     }
-    let (best, algos) = cudnn_steps(&mut steps, layer_run, selection)?;
-    let im2col = if selection.im2col_cublas {
+    let nchw = layer.problem.layout == im2win::Layout::Nchw;
+    let skip = |steps: &mut Steps<'_>, method: String, count: usize| {
+        steps.progress.inc(count as u64);
+        let why = if plain {
+            "NCHW only (an im2col + GEMM and a direct kernel of their own)"
+        } else {
+            "measures the plain convolution; with --epilogue only im2win runs"
+        };
+        steps.skip(method, why.into());
+    };
+    let (best, algos) = if plain {
+        cudnn_steps(&mut steps, layer_run, selection)?
+    } else {
+        if selection.needs_cudnn() {
+            let count = selection.cudnn_algos_to_run().len();
+            skip(&mut steps, "cudnn".into(), count);
+        }
+        (None, Vec::new())
+    };
+    let im2col = if selection.im2col_cublas && plain && nchw {
         im2col_step(&mut steps, layer_run)?
     } else {
+        if selection.im2col_cublas {
+            skip(&mut steps, Method::Im2colCublas.to_string(), 1);
+        }
         None
     };
-    let direct = if selection.direct {
+    let direct = if selection.direct && plain && nchw {
         steps.step(Method::Direct, || direct::run(layer_run))?
     } else {
+        if selection.direct {
+            skip(&mut steps, Method::Direct.to_string(), 1);
+        }
         None
     };
 
@@ -313,9 +349,20 @@ fn prepare<'a>(
     seed: u64,
 ) -> Result<Prepared<'a>> {
     let shape = layer.problem.shape().context("invalid layer")?;
-    let count = rotation_sets(set_bytes(&shape), ROTATION_BYTES, MAX_SETS);
-    let sets = BufferSets::new(gpu.engine.stream(), &shape, count, seed, cpu_checks(gflop))
-        .with_context(|| format!("allocating {count} buffer sets"))?;
+    let operands = Operands {
+        bias: layer.bias,
+        residual: layer.problem.epilogue.residual,
+    };
+    let count = rotation_sets(set_bytes(&shape, operands), ROTATION_BYTES, MAX_SETS);
+    let sets = BufferSets::new(
+        gpu.engine.stream(),
+        &shape,
+        count,
+        seed,
+        cpu_checks(gflop),
+        operands,
+    )
+    .with_context(|| format!("allocating {count} buffer sets"))?;
     let (reference, reference_kind) = reference_output(&gpu.engine, &layer.problem, &sets)?;
     Ok(Prepared {
         layer: LayerRun {

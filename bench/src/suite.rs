@@ -3,7 +3,7 @@
 //!
 //! Shapes are those of `../shared/ANCHORS.md`.
 
-use im2win::{Conv2dProblem, Padding};
+use im2win::{Activation, Conv2dProblem, Epilogue, FilterLayout, Layout, Padding};
 
 use crate::error::{BenchError, Context, Result};
 
@@ -16,6 +16,50 @@ pub struct Layer {
     pub problem: Conv2dProblem,
     /// How often the network runs this shape (1 for the paper's and single layers).
     pub count: usize,
+    /// Whether the convolution adds a bias (the epilogue runs, `--epilogue`).
+    pub bias: bool,
+}
+
+/// The epilogue a run measures (`--epilogue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EpilogueMode {
+    /// The plain convolution, no bias (every method).
+    #[default]
+    None,
+    /// `relu(conv + bias)` on every layer.
+    BiasRelu,
+    /// ResNet-50's own: `relu(conv + bias + residual)` on the 1×1 convolutions that expand
+    /// a bottleneck (K = 4·C, stride 1: where the skip connection is added), `conv + bias`
+    /// on the 1×1 stride-2 shortcut projections, `relu(conv + bias)` elsewhere. (The first
+    /// stage's shortcut projection, 64 → 256, has an expansion's shape and counts as one.)
+    Resnet,
+}
+
+impl EpilogueMode {
+    /// The name in result file names: `bias-relu`, `resnet` (none for `None`).
+    pub fn file_tag(self) -> Option<&'static str> {
+        match self {
+            EpilogueMode::None => None,
+            EpilogueMode::BiasRelu => Some("bias-relu"),
+            EpilogueMode::Resnet => Some("resnet"),
+        }
+    }
+
+    /// The epilogue of `problem` under this mode.
+    pub fn epilogue_of(self, problem: &Conv2dProblem) -> Epilogue {
+        let relu = Epilogue::activation(Activation::Relu);
+        let [k, c, r, s] = problem.filter;
+        let pointwise = r == 1 && s == 1;
+        match self {
+            EpilogueMode::None => Epilogue::IDENTITY,
+            EpilogueMode::BiasRelu => relu,
+            EpilogueMode::Resnet if pointwise && problem.stride == [1, 1] && k == 4 * c => {
+                relu.with_residual(1.0)
+            }
+            EpilogueMode::Resnet if pointwise && problem.stride != [1, 1] => Epilogue::IDENTITY,
+            EpilogueMode::Resnet => relu,
+        }
+    }
 }
 
 /// A named list of layers.
@@ -29,6 +73,11 @@ pub struct Suite {
     pub layers: Vec<Layer>,
     /// Whether the report ends with a `total` layer (Σ count × time): the whole networks.
     pub has_total: bool,
+    /// Memory order of every layer's input and output (NHWC runs use KRSC filters, as
+    /// cuDNN's and PyTorch's `channels_last`).
+    pub layout: Layout,
+    /// The epilogue measured.
+    pub epilogue: EpilogueMode,
 }
 
 /// The paper's 12 layers: `(C, H=W, K, R=S, stride)`, padding 0.
@@ -142,6 +191,35 @@ pub fn layer_name(problem: &Conv2dProblem) -> String {
 }
 
 impl Suite {
+    /// The same suite with every layer in `layout` (KRSC filters for NHWC).
+    pub fn with_layout(mut self, layout: Layout) -> Suite {
+        let filter_layout = match layout {
+            Layout::Nchw => FilterLayout::Kcrs,
+            Layout::Nhwc => FilterLayout::Krsc,
+        };
+        for layer in &mut self.layers {
+            layer.problem = layer
+                .problem
+                .with_layout(layout)
+                .with_filter_layout(filter_layout);
+        }
+        self.layout = layout;
+        self
+    }
+
+    /// The same suite with every layer's epilogue as `mode` says (and a bias unless
+    /// `None`).
+    pub fn with_epilogue(mut self, mode: EpilogueMode) -> Suite {
+        for layer in &mut self.layers {
+            layer.problem = layer
+                .problem
+                .with_epilogue(mode.epilogue_of(&layer.problem));
+            layer.bias = mode != EpilogueMode::None;
+        }
+        self.epilogue = mode;
+        self
+    }
+
     /// The paper's 12 layers at batch `batch`, named `conv1` … `conv12`.
     pub fn paper(batch: usize) -> Suite {
         let layers = PAPER
@@ -151,6 +229,7 @@ impl Suite {
                 name: format!("conv{}", i + 1),
                 problem: square(batch, c, h, k, r, stride, 0),
                 count: 1,
+                bias: false,
             })
             .collect();
         Suite {
@@ -158,6 +237,8 @@ impl Suite {
             batch,
             layers,
             has_total: false,
+            layout: Layout::Nchw,
+            epilogue: EpilogueMode::None,
         }
     }
 
@@ -171,6 +252,7 @@ impl Suite {
                     name: layer_name(&problem),
                     problem,
                     count,
+                    bias: false,
                 }
             })
             .collect();
@@ -179,6 +261,8 @@ impl Suite {
             batch,
             layers,
             has_total: true,
+            layout: Layout::Nchw,
+            epilogue: EpilogueMode::None,
         }
     }
 
@@ -192,6 +276,7 @@ impl Suite {
                     name: layer_name(&problem),
                     problem,
                     count,
+                    bias: false,
                 }
             })
             .collect();
@@ -200,6 +285,8 @@ impl Suite {
             batch,
             layers,
             has_total: true,
+            layout: Layout::Nchw,
+            epilogue: EpilogueMode::None,
         }
     }
 
@@ -216,8 +303,11 @@ impl Suite {
                 name: layer_name(&problem),
                 problem,
                 count: 1,
+                bias: false,
             }],
             has_total: false,
+            layout: Layout::Nchw,
+            epilogue: EpilogueMode::None,
         })
     }
 }

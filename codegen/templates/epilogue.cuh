@@ -109,32 +109,35 @@ struct OutputTile<Tile, Smem, IM2WIN_NCHW> {
         const int K = prm.k;
         const long long PQ = (long long)prm.p * prm.q;
         const Divider div_pq(PQ);
-        // y_base[jj] is the offset of (n, 0, p, q) in Y for the thread's jj-th pixel, or -1
-        // past N*P*Q; channel k adds k * P * Q.
-        long long y_base[Tile::TN];
+        // Group by group of VN pixels, so that only the group's offsets are live beside the
+        // accumulators (registers are what the epilogue is short of): base[e] is the offset
+        // of (n, 0, p, q) in Y for the group's e-th pixel, or -1 past N*P*Q; channel k adds
+        // k * P * Q.
 #pragma unroll
-        for (int jj = 0; jj < Tile::TN; ++jj) {
-            const long long j = j0 + Smem::column(jj, tx);
-            y_base[jj] = -1;
-            if (j < prm.npq) {
-                const long long n = div_pq.div(j);
-                y_base[jj] = n * K * PQ + (j - n * PQ);
+        for (int g = 0; g < Tile::TN / V; ++g) {
+            long long base[V];
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+                const long long j = j0 + Smem::column(g * V + e, tx);
+                base[e] = -1;
+                if (j < prm.npq) {
+                    const long long n = div_pq.div(j);
+                    base[e] = n * K * PQ + (j - n * PQ);
+                }
             }
-        }
+            const bool whole = vec && base[V - 1] >= 0;
 #pragma unroll
-        for (int i = 0; i < Tile::TM; ++i) {
-            const int m = m0 + Tile::row(i, ty);
-            if (m < K) {
-                const long long row = (long long)m * PQ;
-#pragma unroll
-                for (int g = 0; g < Tile::TN / V; ++g) {
-                    if (vec && y_base[g * V + V - 1] >= 0) {
-                        f(y_base[g * V] + row, i, g * V, Im2winFlag<true>{});
+            for (int i = 0; i < Tile::TM; ++i) {
+                const int m = m0 + Tile::row(i, ty);
+                if (m < K) {
+                    const long long row = (long long)m * PQ;
+                    if (whole) {
+                        f(base[0] + row, i, g * V, Im2winFlag<true>{});
                     } else {
 #pragma unroll
                         for (int e = 0; e < V; ++e) {
-                            if (y_base[g * V + e] >= 0) {
-                                f(y_base[g * V + e] + row, i, g * V + e, Im2winFlag<false>{});
+                            if (base[e] >= 0) {
+                                f(base[e] + row, i, g * V + e, Im2winFlag<false>{});
                             }
                         }
                     }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use im2win_codegen::{
-    Catalogue, DType, FixedGeometry, Geometry, KernelSpec, Manifest, TileConfig, Variant,
+    Catalogue, DType, FixedGeometry, Geometry, KernelSpec, Layout, Manifest, TileConfig, Variant,
     parse_pair,
 };
 use proc_macro2::{Span, TokenStream, TokenTree};
@@ -25,6 +25,7 @@ use syn::{Ident, LitStr, Token};
 /// im2win::conv2d!(f32, filter = 1x1, stride = 2, tile = 128x128x8/8x8)
 /// im2win::conv2d!(f32, filter = 3, stride = 2x1, tile = b128x128x8_t8x8)
 /// im2win::conv2d!(f32, generic)
+/// im2win::conv2d!(f32, filter = 3x3, stride = 1, layout = nhwc)
 /// im2win::conv2d!(f32, filter = 9x9, stride = 3, catalogue = "im2win.toml")
 /// ```
 ///
@@ -34,6 +35,9 @@ use syn::{Ident, LitStr, Token};
 /// * `tile = MxNxK/TMxTN` (block and thread tile) or `tile = bMxNxK_tTMxTN` (the spelling of
 ///   kernel names) fixes the tile; without it the tile is chosen per problem among those
 ///   compiled for the geometry.
+/// * `layout = nchw` (the default) or `layout = nhwc`: the memory order of input and output
+///   the kernels take (NHWC kernels gather their windows; any filter layout works). The
+///   epilogue (bias, residual, activation) is the problem's and runs in every kernel.
 /// * `catalogue = "path/to/im2win.toml"` (relative to the crate's root, `CARGO_MANIFEST_DIR`)
 ///   also accepts the kernels of that manifest, which the crate's build.rs compiles with
 ///   `im2win_codegen::Builder::from_manifest` and embeds with `im2win::include_kernels!`.
@@ -69,6 +73,7 @@ struct Request {
     filter: Option<Value>,
     stride: Option<Value>,
     tile: Option<Value>,
+    layout: Option<Value>,
     catalogue: Option<(LitStr, Value)>,
 }
 
@@ -89,6 +94,7 @@ fn parse_request(input: ParseStream) -> syn::Result<Request> {
         filter: None,
         stride: None,
         tile: None,
+        layout: None,
         catalogue: None,
     };
     while !input.is_empty() {
@@ -99,7 +105,7 @@ fn parse_request(input: ParseStream) -> syn::Result<Request> {
         let key: Ident = input.parse().map_err(|e| {
             syn::Error::new(
                 e.span(),
-                "expected an argument: `filter`, `stride`, `tile`, `catalogue` or `generic`",
+                "expected an argument: `filter`, `stride`, `tile`, `layout`, `catalogue` or `generic`",
             )
         })?;
         let name = key.to_string();
@@ -113,6 +119,7 @@ fn parse_request(input: ParseStream) -> syn::Result<Request> {
             "filter" => &mut request.filter,
             "stride" => &mut request.stride,
             "tile" => &mut request.tile,
+            "layout" => &mut request.layout,
             "catalogue" => {
                 let value = parse_value(input, &key)?;
                 let literal: LitStr = syn::parse2(value.tokens.clone()).map_err(|_| {
@@ -131,7 +138,7 @@ fn parse_request(input: ParseStream) -> syn::Result<Request> {
                     key.span(),
                     format!(
                         "unknown argument `{name}`: expected `filter`, `stride`, `tile`, \
-                         `catalogue` or `generic`"
+                         `layout`, `catalogue` or `generic`"
                     ),
                 ));
             }
@@ -220,6 +227,16 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
         Some(value) => Some(value.text.parse().map_err(|e| value.error(e))?),
         None => None,
     };
+    let layout: Layout = match &request.layout {
+        Some(value) => value.text.parse().map_err(|e| value.error(e))?,
+        None => Layout::Nchw,
+    };
+    // A tile names the kernel `Specialization::spec` builds: the window-buffer kernel for
+    // NCHW, the window-gather one for NHWC.
+    let tile_variant = match layout {
+        Layout::Nchw => Variant::MATERIALISED,
+        Layout::Nhwc => Variant::FUSED,
+    };
 
     let mut sources = vec![Source {
         name: "im2win".to_string(),
@@ -251,7 +268,8 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
         source.catalogue.kernels.iter().any(|k| {
             k.dtype == dtype
                 && k.geometry == geometry
-                && tile.is_none_or(|t| t == k.tile && k.variant == Variant::MATERIALISED)
+                && k.layout == layout
+                && tile.is_none_or(|t| t == k.tile && k.variant == tile_variant)
         })
     });
     let Some(source) = found else {
@@ -307,9 +325,14 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
                 const _: &[u8] = ::core::include_bytes!(#path);
             )
         });
+    let layout_tokens = match layout {
+        Layout::Nchw => quote!(::im2win::Layout::Nchw),
+        Layout::Nhwc => quote!(::im2win::Layout::Nhwc),
+    };
     Ok(quote!({
         #track
         ::im2win::Specialization::new(#dtype_tokens, #geometry_tokens, #tile_tokens, #catalogue_name)
+            .with_layout(#layout_tokens)
     }))
 }
 
@@ -567,6 +590,7 @@ mod tests {
                 "`catalogue` takes a string",
             ),
             ("f32, generic, filter = 3", "drop them"),
+            ("f32, filter = 3, layout = nhcw", "unknown layout"),
             (
                 "f32, filter = 9x9, stride = 3",
                 "nearest available: `filter = 7x7, stride = 2`",

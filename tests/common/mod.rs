@@ -194,7 +194,9 @@ pub struct Case {
     pub filter: Vec<f32>,
     /// Bias `K`, if any.
     pub bias: Option<Vec<f32>>,
-    /// `im2win::cpu::reference_conv2d` of the above.
+    /// Residual `N·K·P·Q`, when the problem's epilogue has one.
+    pub residual: Option<Vec<f32>>,
+    /// `im2win::cpu::reference_conv2d_with_residual` of the above.
     pub reference: Vec<f64>,
     /// The oracle on `|input|`, `|filter|` and `|bias|`: the scale of float32 rounding
     /// error in each output (see [`check_output`]).
@@ -208,22 +210,45 @@ impl Case {
         let input = random_data(rng, shape.input_len);
         let filter = random_data(rng, shape.filter_len);
         let bias = with_bias.then(|| random_data(rng, shape.output[1]));
-        let oracle = |x: &[f32], f: &[f32], b: Option<&[f32]>| {
-            im2win::cpu::reference_conv2d(&problem, x, f, b)
-                .expect("the CPU oracle accepts a valid problem")
-        };
-        let reference = oracle(&input, &filter, bias.as_deref());
+        let residual = problem
+            .epilogue
+            .residual
+            .then(|| random_data(rng, shape.output_len));
+        let oracle =
+            |p: &Conv2dProblem, x: &[f32], f: &[f32], b: Option<&[f32]>, r: Option<&[f32]>| {
+                im2win::cpu::reference_conv2d_with_residual(p, x, f, b, r)
+                    .expect("the CPU oracle accepts a valid problem")
+            };
+        let reference = oracle(
+            &problem,
+            &input,
+            &filter,
+            bias.as_deref(),
+            residual.as_deref(),
+        );
         let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+        // The scale of rounding errors: the linear part of the epilogue on |operands| (the
+        // activations never amplify an error by more than about 1.13, GELU's steepest slope).
+        let e = problem.epilogue;
+        let linear = problem.with_epilogue(im2win::Epilogue {
+            activation: im2win::Activation::Identity,
+            alpha: e.alpha.abs(),
+            beta: e.beta.abs(),
+            residual: e.residual,
+        });
         let magnitude = oracle(
+            &linear,
             &abs(&input),
             &abs(&filter),
             bias.as_deref().map(abs).as_deref(),
+            residual.as_deref().map(abs).as_deref(),
         );
         Case {
             problem,
             input,
             filter,
             bias,
+            residual,
             reference,
             magnitude,
         }
@@ -311,13 +336,19 @@ pub fn run_case_output(
         None
     };
 
+    let res = match &case.residual {
+        Some(residual) => Some(upload_guarded(&stream, residual, layout, FAR_AWAY)?),
+        None => None,
+    };
     let bias_view = b.as_ref().map(|b| b.slice(o..o + shape.output[1]));
+    let res_view = res.as_ref().map(|r| r.slice(o..o + out_len));
     engine
-        .conv2d_with(
+        .conv2d_with_residual(
             plan,
             &x.slice(o..o + shape.input_len),
             &f.slice(o..o + shape.filter_len),
             bias_view.as_ref().map(|v| v as _),
+            res_view.as_ref().map(|v| v as _),
             &mut y.slice_mut(o..o + out_len),
             workspace.as_mut().map(|w| w as _),
         )
@@ -386,7 +417,10 @@ pub fn describe(problem: &Conv2dProblem) -> String {
     let p = problem;
     let pad = p.padding;
     format!(
-        "N{} C{} H{} W{} K{} R{} S{} stride{:?} pad(t{} b{} l{} r{}) dil{:?}",
+        "{}/{} [{}] N{} C{} H{} W{} K{} R{} S{} stride{:?} pad(t{} b{} l{} r{}) dil{:?}",
+        p.layout,
+        p.filter_layout,
+        p.epilogue,
         p.input[0],
         p.input[1],
         p.input[2],

@@ -81,22 +81,35 @@ impl CudnnConv {
             .context("cuDNN convolution descriptor")?;
         conv.set_math_type(cudnnMathType_t::CUDNN_FMA_MATH)
             .context("cuDNN math type FMA (strict float32)")?;
-        let nchw = cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+        // NHWC runs: NHWC tensors and the NHWC (KRSC) filter format; sizes stay NCHW-ordered.
+        let format = match (problem.layout, problem.filter_layout) {
+            (im2win::Layout::Nchw, im2win::FilterLayout::Kcrs) => {
+                cudnnTensorFormat_t::CUDNN_TENSOR_NCHW
+            }
+            (im2win::Layout::Nhwc, im2win::FilterLayout::Krsc) => {
+                cudnnTensorFormat_t::CUDNN_TENSOR_NHWC
+            }
+            _ => {
+                return Err(BenchError::new(
+                    "cuDNN runs NCHW with KCRS filters or NHWC with KRSC filters",
+                ));
+            }
+        };
         let x = cudnn
             .create_4d_tensor::<f32>(
-                nchw,
+                format,
                 [int("N", n)?, int("C", c)?, int("H", h)?, int("W", w)?],
             )
             .context("cuDNN input descriptor")?;
         let w = cudnn
             .create_4d_filter::<f32>(
-                nchw,
+                format,
                 [int("K", k)?, int("C", c)?, int("R", r)?, int("S", s)?],
             )
             .context("cuDNN filter descriptor")?;
         let y = cudnn
             .create_4d_tensor::<f32>(
-                nchw,
+                format,
                 [int("N", n)?, int("K", k)?, int("P", p)?, int("Q", q)?],
             )
             .context("cuDNN output descriptor")?;

@@ -1,10 +1,14 @@
 //! `im2win`: the engine's dispatch (`Engine::plan`, then `Engine::conv2d_with`, which is what
 //! `Engine::conv2d` does) with a preallocated workspace; `im2win:<kernel>`: one kernel forced
 //! (`Plan::for_spec`). The input and filter transforms run inside the timed region; they are
-//! also timed alone.
+//! also timed alone. The layer's epilogue (bias, residual, activation) runs fused.
+//! `im2win-unfused`: the same convolution without its epilogue, then the epilogue as a
+//! separate elementwise kernel over the output (what a framework without fusion does).
 
-use im2win::Plan;
+use cudarc::driver::PushKernelArg;
 use im2win::codegen::KernelSpec;
+use im2win::codegen::catalogue::support;
+use im2win::{ConvParams, Plan};
 
 use super::LayerRun;
 use crate::error::{Context, Result};
@@ -53,11 +57,12 @@ fn run_plan(layer: &mut LayerRun<'_>, plan: &Plan, method: Method) -> Result<Met
         layer.timing,
         |sets, i| {
             engine
-                .conv2d_with(
+                .conv2d_with_residual(
                     plan,
                     &sets.inputs[i],
                     &sets.filters[i],
-                    None,
+                    sets.biases.get(i).map(|b| b as _),
+                    sets.residuals.get(i).map(|r| r as _),
                     &mut sets.outputs[i],
                     Some(&mut workspace),
                 )
@@ -78,6 +83,79 @@ fn run_plan(layer: &mut LayerRun<'_>, plan: &Plan, method: Method) -> Result<Met
         1 => plan.kernel().name(),
         splits => format!("{} split {splits}", plan.kernel().name()),
     });
+    Ok(result)
+}
+
+/// Checks and times `im2win-unfused`: dispatch's plain convolution (no bias) into a scratch
+/// output, then the epilogue (bias, residual, activation) by a separate elementwise kernel
+/// (im2win's split reduction over one split: read, combine, write), both in the timed region.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_unfused(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
+    let engine = &layer.gpu.engine;
+    let stream = engine.stream().clone();
+    let problem = layer.problem;
+    let plan = engine
+        .plan(&problem.without_epilogue())
+        .context("planning the im2win convolution")?;
+    let workspace_bytes = plan.workspace_bytes();
+    let mut workspace = stream
+        .alloc_zeros::<u8>(workspace_bytes)
+        .with_context(|| format!("allocating the im2win workspace ({workspace_bytes} bytes)"))?;
+    let mut scratch = stream
+        .alloc_zeros::<f32>(layer.shape.output_len)
+        .context("allocating the convolution's own output")?;
+    let eltwise = engine
+        .function(support::SPLIT_REDUCE_F32)
+        .context("loading the elementwise epilogue kernel")?;
+    let params = ConvParams::new(&problem, !layer.sets.biases.is_empty()).context("parameters")?;
+    let config = engine.grid_stride_config(layer.shape.output_len);
+    let one: i32 = 1;
+    let (times, rel_err) = check_and_time(
+        &stream,
+        &mut layer.sets,
+        &layer.reference,
+        layer.timing,
+        |sets, i| {
+            engine
+                .conv2d_with(
+                    &plan,
+                    &sets.inputs[i],
+                    &sets.filters[i],
+                    None,
+                    &mut scratch,
+                    Some(&mut workspace),
+                )
+                .context("im2win conv2d")?;
+            let mut launch = stream.launch_builder(&eltwise);
+            let no_operand: u64 = 0;
+            launch.arg(&scratch);
+            match sets.biases.get(i) {
+                Some(bias) => launch.arg(bias),
+                None => launch.arg(&no_operand),
+            };
+            match sets.residuals.get(i) {
+                Some(residual) => launch.arg(residual),
+                None => launch.arg(&no_operand),
+            };
+            launch.arg(&mut sets.outputs[i]).arg(&params).arg(&one);
+            // SAFETY: `im2win_split_reduce_f32(const float* part, const float* bias, const
+            // float* residual, float* y, ConvParams p, int splits)` with one split: `scratch`
+            // and `y` hold `output_len` floats, the bias K (or null with has_bias == 0), the
+            // residual `output_len` (or null with has_residual == 0); grid-stride.
+            unsafe { launch.launch(config) }.context("launching the elementwise epilogue")?;
+            Ok(())
+        },
+    )?;
+    let mut result = MethodResult::new(
+        crate::method::Method::Im2winUnfused.to_string(),
+        layer.gflop,
+        times,
+        (workspace_bytes + 4 * layer.shape.output_len) as u64,
+        rel_err,
+    );
+    result.detail = Some(format!("{} + elementwise epilogue", plan.kernel().name()));
     Ok(result)
 }
 

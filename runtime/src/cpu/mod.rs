@@ -23,7 +23,7 @@ mod strip;
 pub use backend::{conv2d, conv2d_with_isa};
 pub use im2win::{im2win_filter, im2win_input};
 pub use isa::{ISA_ENV, Isa};
-pub use oracle::{reference_conv2d, relative_error};
+pub use oracle::{reference_conv2d, reference_conv2d_with_residual, relative_error};
 
 use crate::error::{Error, Result};
 use crate::problem::{Conv2dProblem, ProblemShape};
@@ -70,4 +70,19 @@ fn check_operands(
         check_len("bias", shape.output[1], bias.len())?;
     }
     Ok(shape)
+}
+
+/// Checks the residual operand against the problem's epilogue: [`Error::ResidualMismatch`]
+/// when one is given to a problem without a residual or none to a problem with one,
+/// [`Error::BufferLength`] naming `"residual"` when its length is not the output's.
+fn check_residual(
+    problem: &Conv2dProblem,
+    shape: &ProblemShape,
+    residual: Option<&[f32]>,
+) -> Result<()> {
+    match (problem.epilogue.residual, residual) {
+        (true, Some(residual)) => check_len("residual", shape.output_len, residual.len()),
+        (false, None) => Ok(()),
+        (expected, _) => Err(Error::ResidualMismatch { expected }),
+    }
 }

@@ -1,85 +1,134 @@
 //! The float64 direct convolution: the oracle for every test.
 //!
-//! Written straight from PyTorch's `conv2d` definition on NCHW tensors,
+//! Written straight from PyTorch's `conv2d` definition, on logical indices,
 //!
 //! ```text
-//! Y[n][k][p][q] = bias[k] + Σ_c Σ_r Σ_s F[k][c][r][s] · X[n][c][p·sh + r·dh − top][q·sw + s·dw − left]
+//! S[n][k][p][q] = Σ_c Σ_r Σ_s F[k][c][r][s] · X[n][c][p·sh + r·dh − top][q·sw + s·dw − left]
+//! Y[n][k][p][q] = act(alpha · S + bias[k] + beta · residual[n][k][p][q])
 //! ```
 //!
-//! with out-of-range input positions reading zero. It deliberately shares nothing with the
-//! im2win layout code: it reads `X` and `F` in their own layouts.
+//! with out-of-range input positions reading zero, and every element found through the
+//! problem's layouts ([`Layout::offset`](crate::Layout::offset),
+//! [`FilterLayout::offset`](crate::FilterLayout::offset)). It deliberately shares nothing
+//! with the im2win layout code: it reads `X` and `F` in their own layouts.
 
 use rayon::prelude::*;
 
-use super::{check_operands, zeros};
+use super::{check_operands, check_residual, zeros};
 use crate::error::Result;
+use crate::layout::Layout;
 use crate::problem::Conv2dProblem;
 
 /// The convolution of `input` (`N×C×H×W`) with `filter` (`K×C×R×S`) plus the optional
-/// `bias` (`K`), computed directly in float64: the oracle the im2win paths are tested
-/// against.
+/// `bias` (`K`), through the problem's epilogue, computed directly in float64: the oracle
+/// the im2win paths are tested against. [`reference_conv2d_with_residual`] with no
+/// residual.
 ///
-/// Returns the output `N×K×P×Q` in NCHW order, in float64 so that comparisons measure only
-/// the error of the path under test. Parallel over the `N·K` output planes.
+/// Returns the output `N×K×P×Q` in the problem's layout, in float64 so that comparisons
+/// measure only the error of the path under test.
 ///
 /// # Errors
-/// Any validation error of [`Conv2dProblem::shape`], [`Error::BufferLength`] naming
-/// `"input"`, `"filter"` or `"bias"` when a buffer's length does not match the problem, or
-/// [`Error::OutOfMemory`] when the output cannot be allocated.
+/// Those of [`reference_conv2d_with_residual`]; [`Error::ResidualMismatch`] when the
+/// problem's epilogue adds a residual.
 ///
-/// [`Error::BufferLength`]: crate::Error::BufferLength
-/// [`Error::OutOfMemory`]: crate::Error::OutOfMemory
+/// [`Error::ResidualMismatch`]: crate::Error::ResidualMismatch
 pub fn reference_conv2d(
     problem: &Conv2dProblem,
     input: &[f32],
     filter: &[f32],
     bias: Option<&[f32]>,
 ) -> Result<Vec<f64>> {
+    reference_conv2d_with_residual(problem, input, filter, bias, None)
+}
+
+/// The oracle of a problem whose epilogue may add a residual: `input`, the output and
+/// `residual` (`N×K×P×Q`) in the problem's [`Layout`], `filter` in its
+/// [`FilterLayout`](crate::FilterLayout); each output is
+/// `epilogue.apply_f64(sum, bias[k], residual)` ([`Epilogue::apply_f64`]). Parallel over
+/// the contiguous runs of the output (a plane `(n, k)` in NCHW, a row `(n, p)` in NHWC).
+///
+/// # Errors
+/// Any validation error of [`Conv2dProblem::shape`], [`Error::BufferLength`] naming
+/// `"input"`, `"filter"`, `"bias"` or `"residual"` when a buffer's length does not match
+/// the problem, [`Error::ResidualMismatch`] when `residual` is given to a problem whose
+/// epilogue has none or missing from one that has it, or [`Error::OutOfMemory`] when the
+/// output cannot be allocated.
+///
+/// [`Epilogue::apply_f64`]: crate::Epilogue::apply_f64
+/// [`Error::BufferLength`]: crate::Error::BufferLength
+/// [`Error::ResidualMismatch`]: crate::Error::ResidualMismatch
+/// [`Error::OutOfMemory`]: crate::Error::OutOfMemory
+pub fn reference_conv2d_with_residual(
+    problem: &Conv2dProblem,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Result<Vec<f64>> {
     let shape = check_operands(problem, input, filter, bias)?;
+    check_residual(problem, &shape, residual)?;
     let [_, c, h, w] = problem.input;
     let [k, _, r, s] = problem.filter;
     let [_, _, p, q] = shape.output;
     let [sh, sw] = problem.stride;
     let [dh, dw] = problem.dilation;
     let (top, left) = (problem.padding.top, problem.padding.left);
+    let [xn, xc, xh, xw] = problem.layout.strides(problem.input);
+    let [fk, fc, fr, fs] = problem.filter_layout.strides(problem.filter);
+    let epilogue = problem.epilogue;
 
+    // The sum of output (n, kk, oy, ox), read through both layouts' strides.
+    let sum = |n: usize, kk: usize, oy: usize, ox: usize| {
+        let mut sum = 0.0_f64;
+        for ci in 0..c {
+            for fy in 0..r {
+                // Row in padded coordinates, minus the top padding; rows that fall in the
+                // padding contribute zero.
+                let Some(iy) = (oy * sh + fy * dh).checked_sub(top).filter(|&iy| iy < h) else {
+                    continue;
+                };
+                for fx in 0..s {
+                    let Some(ix) = (ox * sw + fx * dw).checked_sub(left).filter(|&ix| ix < w)
+                    else {
+                        continue;
+                    };
+                    let x = input[n * xn + ci * xc + iy * xh + ix * xw];
+                    let f = filter[kk * fk + ci * fc + fy * fr + fx * fs];
+                    sum += f64::from(x) * f64::from(f);
+                }
+            }
+        }
+        sum
+    };
+
+    let run = match problem.layout {
+        Layout::Nchw => p * q,
+        Layout::Nhwc => q * k,
+    };
     let mut output = zeros::<f64>("output", shape.output_len)?;
     output
-        .par_chunks_mut(p * q)
+        .par_chunks_mut(run)
         .enumerate()
-        .for_each(|(plane, out)| {
-            let (n, kk) = (plane / k, plane % k);
-            let x = &input[n * c * h * w..][..c * h * w];
-            let f = &filter[kk * c * r * s..][..c * r * s];
-            let b = bias.map_or(0.0, |b| f64::from(b[kk]));
-            for oy in 0..p {
-                for ox in 0..q {
-                    let mut sum = 0.0_f64;
-                    for ci in 0..c {
-                        for fy in 0..r {
-                            // Row in padded coordinates, minus the top padding; rows that
-                            // fall in the padding contribute zero.
-                            let Some(iy) =
-                                (oy * sh + fy * dh).checked_sub(top).filter(|&iy| iy < h)
-                            else {
-                                continue;
-                            };
-                            for fx in 0..s {
-                                let Some(ix) =
-                                    (ox * sw + fx * dw).checked_sub(left).filter(|&ix| ix < w)
-                                else {
-                                    continue;
-                                };
-                                sum += f64::from(x[(ci * h + iy) * w + ix])
-                                    * f64::from(f[(ci * r + fy) * s + fx]);
-                            }
-                        }
-                    }
-                    out[oy * q + ox] = sum + b;
-                }
+        .for_each(|(chunk, out)| {
+            for (e, y) in out.iter_mut().enumerate() {
+                let i = chunk * run + e;
+                let [n, kk, oy, ox] = logical_index(problem.layout, shape.output, i);
+                let b = bias.map_or(0.0, |b| f64::from(b[kk]));
+                let res = residual.map_or(0.0, |res| f64::from(res[i]));
+                *y = epilogue.apply_f64(sum(n, kk, oy, ox), b, res);
             }
         });
     Ok(output)
+}
+
+/// The logical index `[n, k, p, q]` of element `i` of an output of shape `dims` in
+/// `layout`.
+fn logical_index(layout: Layout, dims: [usize; 4], i: usize) -> [usize; 4] {
+    let [_, k, p, q] = dims;
+    match layout {
+        Layout::Nchw => [i / (k * p * q), i / (p * q) % k, i / q % p, i % q],
+        Layout::Nhwc => [i / (p * q * k), i % k, i / (q * k) % p, i / k % q],
+    }
 }
 
 /// How far a float32 result is from the float64 oracle: `‖out − reference‖₂ / ‖reference‖₂`,
@@ -105,6 +154,17 @@ pub fn relative_error(out: &[f32], reference: &[f64]) -> f64 {
 mod tests {
     use super::*;
     use crate::problem::Padding;
+
+    #[test]
+    fn logical_index_inverts_the_layout_offset() {
+        let dims = [2, 3, 4, 5];
+        for layout in Layout::ALL {
+            for i in 0..120 {
+                let [n, k, p, q] = logical_index(layout, dims, i);
+                assert_eq!(layout.offset(dims, n, k, p, q), i, "{layout}");
+            }
+        }
+    }
 
     /// 1..=len as f32, so every element is distinct and nonzero.
     fn ramp(len: usize) -> Vec<f32> {
