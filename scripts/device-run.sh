@@ -14,8 +14,9 @@
 #               examples/custom-kernels); each checks its results and exits non-zero if wrong
 #   bench ARGS  the benchmark binary `im2win` with ARGS (everything after `bench`)
 #   tune        `im2win tune` (every default suite and batch), the table into $OUT/tuning.json
-#   results     the benchmark runs of bench/results/README.md (the five suites and the
-#               ablation), packed into results.tar
+#   results     the benchmark runs of bench/results/README.md (the five suites, the
+#               ablation, paper NHWC, ResNet-50 with its epilogues), packed into results.tar;
+#               IM2WIN_RESULTS="suite:batch[:layout[:epilogue]] ... ablation" picks some
 #   all         tests sanitize quickstart (the default)
 #
 # Logs go to $OUT (default .device/out), at most 7 files: tests.log,
@@ -242,20 +243,35 @@ stage_tune() {
 # (JSON, SVG and ablation table per run; one archive because at most 8 files come back from
 # the GPU machine).
 stage_results() {
-  local log="$out/bench.log" suite batch dest="$out/results"
+  local log="$out/bench.log" suite batch layout epilogue name dest="$out/results"
   : >"$log"
   find_bench results || return
   mkdir -p "$dest"
-  for run in "paper 128" "resnet50 1" "resnet50 32" "resnet50 128" "vgg16 32"; do
-    read -r suite batch <<<"$run"
-    run_binary "$log" results "im2win bench --suite $suite --batch $batch" \
+  # IM2WIN_RESULTS picks runs (to split them over several device calls): a space-separated
+  # list of suite:batch[:layout[:epilogue]] and `ablation`; default all of bench/results/README.md.
+  local runs=${IM2WIN_RESULTS:-"paper:128 resnet50:1 resnet50:32 resnet50:128 vgg16:32 ablation paper:128:nhwc resnet50:32:nchw:resnet resnet50:32:nchw:bias-relu"}
+  for run in $runs; do
+    if [ "$run" = ablation ]; then
+      run_binary "$log" results "im2win bench --suite paper --batch 128 --methods ablation" \
+        "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$bench" bench --suite paper \
+        --batch 128 --methods ablation --out "$dest/ablation-paper-f32-n128.json" \
+        --chart "$dest/ablation-paper-f32-n128.svg"
+      continue
+    fi
+    IFS=: read -r suite batch layout epilogue <<<"$run"
+    layout=${layout:-nchw}
+    epilogue=${epilogue:-none}
+    name="$suite-f32"
+    [ "$layout" = nchw ] || name="$name-$layout"
+    name="$name-n$batch"
+    [ "$epilogue" = none ] || name="$name-$epilogue"
+    local methods=all
+    [ "$epilogue" = none ] || methods=im2win,im2win-unfused
+    run_binary "$log" results "im2win bench --suite $suite --batch $batch --layout $layout --epilogue $epilogue" \
       "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$bench" bench --suite "$suite" \
-      --batch "$batch" --out "$dest/$suite-f32-n$batch.json" --chart "$dest/$suite-f32-n$batch.svg"
+      --batch "$batch" --layout "$layout" --epilogue "$epilogue" --methods "$methods" \
+      --out "$dest/$name.json" --chart "$dest/$name.svg"
   done
-  run_binary "$log" results "im2win bench --suite paper --batch 128 --methods ablation" \
-    "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$bench" bench --suite paper \
-    --batch 128 --methods ablation --out "$dest/ablation-paper-f32-n128.json" \
-    --chart "$dest/ablation-paper-f32-n128.svg"
   tar -C "$out" -cf "$out/results.tar" results && rm -rf "$dest"
 }
 

@@ -226,7 +226,7 @@ mod tests {
             );
             assert!(!signature_of(name).is_empty(), "{name}");
         }
-        assert_eq!(signature_of("im2win_r3s3_anything").len(), 5);
+        assert_eq!(signature_of("im2win_r3s3_anything").len(), 6);
     }
 
     #[test]
