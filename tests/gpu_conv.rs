@@ -159,23 +159,36 @@ fn every_catalogue_kernel_matches_the_cpu_oracle() {
             geometries.push(g);
         }
     }
+    // Every problem in both layouts, each with the kernels of its layout.
+    let generics_of = |layout: im2win::Layout| -> Vec<KernelSpec> {
+        generics
+            .iter()
+            .filter(|spec| spec.layout == layout)
+            .copied()
+            .collect()
+    };
     let mut problems: Vec<(Conv2dProblem, Vec<KernelSpec>)> = Vec::new();
     for g in geometries {
-        let specs: Vec<KernelSpec> = catalogue
-            .matching(DType::F32, im2win::Layout::Nchw, Geometry::Fixed(g))
-            .copied()
-            .chain(generics.clone())
-            .collect();
         let random = (0..per_fixed).map(|_| fixed_problem(&mut rng, g, &limits));
         for problem in edge_problems(g)
             .into_iter()
             .chain(random.collect::<Vec<_>>())
         {
-            problems.push((problem, specs.clone()));
+            for layout in im2win::Layout::ALL {
+                let specs: Vec<KernelSpec> = catalogue
+                    .matching(DType::F32, layout, Geometry::Fixed(g))
+                    .copied()
+                    .chain(generics_of(layout))
+                    .collect();
+                problems.push((problem.with_layout(layout), specs));
+            }
         }
     }
     for _ in 0..generic_only {
-        problems.push((random_problem(&mut rng, &limits), generics.clone()));
+        let problem = random_problem(&mut rng, &limits);
+        for layout in im2win::Layout::ALL {
+            problems.push((problem.with_layout(layout), generics_of(layout)));
+        }
     }
 
     let mut failures = Failures::default();
@@ -352,7 +365,8 @@ fn split_reductions_match_the_cpu_oracle() {
             let problem = match spec.geometry {
                 Geometry::Fixed(g) => fixed_problem(&mut rng, g, &limits),
                 Geometry::Generic => random_problem(&mut rng, &limits),
-            };
+            }
+            .with_layout(spec.layout);
             let Ok(shape) = problem.shape() else { continue };
             let stages = shape.reduction.div_ceil(spec.tile.block_k as usize) as u32;
             // i = 0: 2 or 3 splits (often not dividing the stages); i = 1: up to the stage

@@ -35,6 +35,17 @@ struct ConvParams {
 // Memory orders: the values of ConvParams::layout and ::filter_layout, and the kernels'
 // compile-time layout parameter (runtime/src/layout.rs has the same codes).
 enum Im2winLayout { IM2WIN_NCHW = 0, IM2WIN_NHWC = 1 };
+
+// The minimum number of resident blocks a kernel's launch bounds ask for, per architecture.
+// On sm_90 ptxas fits the 8x8-per-thread tiles with the run-time epilogue in 128 registers
+// (2 blocks of 256 threads per SM); sm_80's ptxas needs more and spilled at that cap, so
+// there a kernel asks for one block only and may use up to 255 registers (no spills; the
+// lower occupancy costs less than spilling would).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define IM2WIN_MIN_BLOCKS(n) 1
+#else
+#define IM2WIN_MIN_BLOCKS(n) (n)
+#endif
 enum Im2winFilterLayout { IM2WIN_KCRS = 0, IM2WIN_KRSC = 1 };
 
 // Division by a divisor that is only known at run time but the same for a whole kernel.

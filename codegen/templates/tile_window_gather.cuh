@@ -10,7 +10,12 @@
 //   NCHW: single-float copies into RowMajorWindows (a warp's copies of one element are
 //         consecutive pixels, consecutive in memory);
 //   NHWC: copies of KI consecutive channels (one 4*KI-byte cp.async) into InterleavedWindows,
-//         when C is a multiple of KI; single floats otherwise (C = 3 stems).
+//         when C is a multiple of KI; single floats otherwise (C = 3 stems). Here the
+//         threads are assigned the other way round: a warp's copies cover few pixels, each
+//         with every channel of the stage (a 32-byte sector holds 8), rather than 32 pixels
+//         with KI channels each, which would touch a sector per thread (4x the L1 traffic).
+//         Run u is pixel u / G, and its pieces of KI channels sit at depths
+//         (e*G + u % G)*KI, e = 0 .. PIECES - 1 (G = BK / B_RUN runs share a pixel).
 // Each pixel is decomposed once, when the loader is made: image offset and the window's
 // top-left corner (p*sh - pad_top, q*sw - pad_left), which padding may put outside X.
 #pragma once
@@ -26,6 +31,10 @@ struct WindowGatherLoader {
     using Smem = Smem_;
     static constexpr int KI = Smem::INTERLEAVE;
     static_assert(LAYOUT == IM2WIN_NCHW ? KI == 1 : KI > 1, "NCHW gathers single floats, NHWC vectors");
+    // NHWC: runs per pixel, pieces of KI channels per run, and the depth between two pieces.
+    static constexpr int G = Tile::BK / Tile::B_RUN;
+    static constexpr int PIECES = Tile::B_RUN / KI;
+    static constexpr int PIECE_STEP = G * KI;
     const float* x;
     Geometry g;
     unsigned int CRS;
@@ -60,8 +69,8 @@ struct WindowGatherLoader {
 #pragma unroll
         for (int seg = 0; seg < Tile::B_SEGS; ++seg) {
             const int u = seg * Tile::THREADS + tid;
-            const long long j = j0 + u % Tile::BN;
-            b_kk[seg] = u / Tile::BN * Tile::B_RUN;
+            const long long j = j0 + pixel(u);
+            b_kk[seg] = LAYOUT == IM2WIN_NCHW ? u / Tile::BN * Tile::B_RUN : u % G * KI;
             b_image[seg] = 0;
             b_h[seg] = -(1 << 30);
             b_w[seg] = 0;
@@ -73,6 +82,23 @@ struct WindowGatherLoader {
                 b_image[seg] = n * image;
                 b_h[seg] = (int)p * g.SH - prm.pad_top;
                 b_w[seg] = (int)q * g.SW - prm.pad_left;
+            }
+        }
+    }
+
+    // The tile pixel of run u (see the top of the file).
+    static __device__ __forceinline__ int pixel(int u) {
+        return LAYOUT == IM2WIN_NCHW ? u % Tile::BN : u / G;
+    }
+
+    // Moves the window position (c, r, s) on by n reduction indices (channels fastest).
+    __device__ __forceinline__ void advance(int n, int& c, int& r, int& s) const {
+        c += n;
+        while (c >= C) {   // once at most when C >= n, the usual case
+            c -= C;
+            if (++s == g.S) {
+                s = 0;
+                ++r;
             }
         }
     }
@@ -99,7 +125,7 @@ struct WindowGatherLoader {
 #pragma unroll
         for (int seg = 0; seg < Tile::B_SEGS; ++seg) {
             const unsigned int kk0 = k0 + b_kk[seg];
-            const int j = (seg * Tile::THREADS + tid) % Tile::BN;
+            const int j = pixel(seg * Tile::THREADS + tid);
             // The run's first index kk0 = (r*S + s)*C + c; then each element is the next
             // channel, until c wraps to the next (r, s).
             const unsigned int rs = div_c.div32(kk0);
@@ -111,29 +137,36 @@ struct WindowGatherLoader {
             int w = b_w[seg] + s * g.DW;
             bool in_x = inside(h, w);
             if constexpr (LAYOUT == IM2WIN_NHWC) {
-                if (vec_ok) {
-                    // C is a multiple of KI and kk0 of B_RUN (so of KI): each group of KI is
-                    // one tap's consecutive channels, one aligned vector of X, inside X or not
-                    // as a whole, and inside the reduction or not as a whole (C*R*S is a
-                    // multiple of KI too).
 #pragma unroll
-                    for (int e = 0; e < Tile::B_RUN; e += KI) {
-                        const bool in = in_x && (!CHECKED || kk0 + e < CRS);
-                        im2win_cp_async<KI>(bs + Smem::offset(b_kk[seg] + e, j), x + (in ? at(seg, c, h, w) : 0), in, x);
-                        c += KI;
-                        if (c == C) {   // uniform across a warp: its threads share kk0
-                            c = 0;
-                            if (++s == g.S) {
-                                s = 0;
-                                ++r;
-                            }
-                            h = b_h[seg] + r * g.DH;
-                            w = b_w[seg] + s * g.DW;
-                            in_x = inside(h, w);
+                for (int e = 0; e < PIECES; ++e) {
+                    const int depth = b_kk[seg] + e * PIECE_STEP;
+                    if (vec_ok) {
+                        // C is a multiple of KI and so is the depth: the piece is one tap's
+                        // consecutive channels, one aligned vector of X, inside X or not as a
+                        // whole, and inside the reduction or not as a whole (C*R*S is a
+                        // multiple of KI too).
+                        const bool in = in_x && (!CHECKED || kk0 + e * PIECE_STEP < CRS);
+                        im2win_cp_async<KI>(bs + Smem::offset(depth, j), x + (in ? at(seg, c, h, w) : 0), in, x);
+                    } else {
+                        // Single floats, wrapping to the next tap inside the piece.
+                        int ce = c, re = r, se = s;
+#pragma unroll
+                        for (int i = 0; i < KI; ++i) {
+                            const int he = b_h[seg] + re * g.DH;
+                            const int we = b_w[seg] + se * g.DW;
+                            const bool in = inside(he, we) && (!CHECKED || kk0 + e * PIECE_STEP + i < CRS);
+                            im2win_cp_async<1>(bs + Smem::offset(depth + i, j), x + (in ? at(seg, ce, he, we) : 0), in, x);
+                            advance(1, ce, re, se);
                         }
                     }
-                    continue;
+                    if (e + 1 < PIECES) {
+                        advance(PIECE_STEP, c, r, s);
+                        h = b_h[seg] + r * g.DH;
+                        w = b_w[seg] + s * g.DW;
+                        in_x = inside(h, w);
+                    }
                 }
+                continue;
             } else {
                 if (c + Tile::B_RUN <= C) {
                     // The usual NCHW case (C a multiple of the run, or the run not at the end

@@ -53,8 +53,8 @@ fn default_catalogue_compiles_into_one_complete_fatbin() -> Result<(), NvccError
     let output = nvcc.compile(&sources, &targets, &dir, jobs())?;
 
     // Every kernel of the catalogue and every support kernel, in every image: the shipped
-    // fatbin's SASS images are uncompressed and readable, its PTX compressed; the unshipped
-    // uncompressed copy that the compile checks shows the PTX's names too.
+    // fatbin's PTX is compressed (and its SASS too where fatbinary judges it large); the
+    // unshipped uncompressed copy shows every image's names.
     let mut kernels: Vec<String> = catalogue.kernels.iter().map(KernelSpec::name).collect();
     kernels.extend(support::ALL.iter().map(|k| k.to_string()));
     let images = fatbin::images(&output.fatbin)?;
@@ -69,8 +69,13 @@ fn default_catalogue_compiles_into_one_complete_fatbin() -> Result<(), NvccError
         output.fatbin.len() < checked.len(),
         "compression saved nothing"
     );
+    // fatbinary 13.0 also compresses a SASS image once it is large (the default catalogue's
+    // cubins are about 12 MB each and shrink 15x); a compressed image's names cannot be read,
+    // so those are checked in the uncompressed copy above.
     for image in images.iter().filter(|i| i.kind == ImageKind::Sass) {
-        assert!(!image.compressed, "{} is compressed", image.target());
+        if image.compressed {
+            continue;
+        }
         for kernel in &kernels {
             assert_eq!(
                 image.defines(kernel),
