@@ -13,7 +13,8 @@
 #   examples    every example: quickstart, macro, resnet50 and custom-kernels (the crate in
 #               examples/custom-kernels); each checks its results and exits non-zero if wrong
 #   bench ARGS  the benchmark binary `im2win` with ARGS (everything after `bench`)
-#   tune        `im2win tune` (every default suite and batch), the table into $OUT/tuning.json
+#   tune        `im2win tune` (every default suite and batch), the table into $OUT/tuning.json;
+#               IM2WIN_TUNE_ARGS adds arguments (e.g. "--layout nhwc --merge tuning/nvidia-h200.json")
 #   results     the benchmark runs of bench/results/README.md (the five suites, the
 #               ablation, paper NHWC, ResNet-50 with its epilogues), packed into results.tar;
 #               IM2WIN_RESULTS="suite:batch[:layout[:epilogue]] ... ablation" picks some
@@ -235,8 +236,10 @@ stage_tune() {
   local log="$out/tune.log"
   : >"$log"
   find_bench tune || return
-  run_binary "$log" tune "im2win tune" "${IM2WIN_TUNE_TIMEOUT:-560}" "$root" -- \
-    "$bundle/bin/$bench" tune --out "$out/tuning.json"
+  # IM2WIN_TUNE_ARGS adds arguments, e.g. "--layout nhwc --merge tuning/nvidia-h200.json".
+  # shellcheck disable=SC2086
+  run_binary "$log" tune "im2win tune ${IM2WIN_TUNE_ARGS:-}" "${IM2WIN_TUNE_TIMEOUT:-560}" "$root" -- \
+    "$bundle/bin/$bench" tune --out "$out/tuning.json" ${IM2WIN_TUNE_ARGS:-}
 }
 
 # The benchmark runs of bench/results/README.md, one after another, into $out/results.tar
