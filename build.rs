@@ -3,6 +3,10 @@
 //! `im2win.catalogue.json` (the specs the fatbin holds) and `im2win.kernels.json` (ptxas's
 //! registers, shared memory and spills per kernel).
 //!
+//! The fatbin holds the kernels dispatch can pick and the support kernels they need
+//! (transforms, split reduction, the float64 oracle): not the benchmark's baselines nor the
+//! ablation's kernels, which `bench/build.rs` builds into the benchmark's own module.
+//!
 //! This is one call of `im2win_codegen::Builder`, the generator a user's build.rs calls for
 //! kernels of its own: the same rendering, nvcc driver, cache and behaviour without nvcc (see
 //! `codegen/src/builder.rs`). Without nvcc the crate still builds: a `cargo:warning` says why,

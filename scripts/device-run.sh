@@ -6,9 +6,10 @@
 #   tests       every test binary (less those whose names start with a prefix listed in
 #               IM2WIN_DEVICE_SKIP), with IM2WIN_REQUIRE_GPU=1 (GPU tests fail, not skip,
 #               without a GPU)
-#   sanitize    the GPU test binaries under compute-sanitizer memcheck, racecheck, initcheck
-#               and synccheck, with IM2WIN_TEST_SMALL=1 (fewer, smaller problems; set
-#               IM2WIN_SANITIZE_SMALL=0 for the full sets)
+#   sanitize    the GPU test binaries (the library's and the benchmark's: gpu_*) under
+#               compute-sanitizer memcheck, racecheck, initcheck and synccheck, with
+#               IM2WIN_TEST_SMALL=1 (fewer, smaller problems; set IM2WIN_SANITIZE_SMALL=0 for
+#               the full sets)
 #   quickstart  the quickstart example
 #   examples    every example: quickstart, macro, resnet50 and custom-kernels (the crate in
 #               examples/custom-kernels); each checks its results and exits non-zero if wrong
@@ -147,7 +148,7 @@ stage_sanitize() {
       local summary_line
       summary_line=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | tail -n 1 | sed 's/^=* *//')
       rows[-1]="${rows[-1]}: ${summary_line:-no sanitizer summary}"
-    done < <(manifest test im2win--test--gpu_)
+    done < <(manifest test im2win--test--gpu_; manifest test im2win-bench--test--gpu_)
   done
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - At batch 2 every layer runs through dispatch and is checked against the CPU oracle.
 //! - The GPU float64 direct kernel is first checked against the CPU oracle on small random
-//!   problems (with the benchmark's float32 direct and im2col kernels beside it).
+//!   problems. (The benchmark's float32 direct and im2col kernels are not in the library's
+//!   fatbin: `bench/tests/gpu_baselines.rs` checks them, from the benchmark's module.)
 //! - Then three layers at the paper's batch 128 are checked against that GPU oracle, as
 //!   the CPU oracle would take minutes there.
 //!
@@ -15,10 +16,8 @@ use common::{
     Case, Failures, Layout, TOLERANCE, describe, engine, gpu_limits, random_data, random_problem,
     relative_error, run_case, small, summary, test_seed,
 };
-use cudarc::driver::PushKernelArg;
-use im2win::{Conv2dProblem, ConvParams, Engine, ProblemShape};
+use im2win::{Conv2dProblem, Engine};
 use im2win_codegen::Geometry;
-use im2win_codegen::catalogue::support;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -96,41 +95,7 @@ fn paper_layers_match_the_cpu_oracle() {
     failures.assert_none(TEST);
 }
 
-/// The host im2col of `docs/DESIGN.md`:
-/// `col[n][(c·R + r)·S + s][p·Q + q] = X[n][c][p·sh + r·dh − top][q·sw + s·dw − left]`.
-fn im2col(problem: &Conv2dProblem, shape: &ProblemShape, x: &[f32]) -> Vec<f32> {
-    let [n, c, h, w] = problem.input;
-    let [_, _, r, s] = problem.filter;
-    let [_, _, p, q] = shape.output;
-    let mut col = vec![0.0; n * c * r * s * p * q];
-    for ni in 0..n {
-        for ci in 0..c {
-            for ri in 0..r {
-                for si in 0..s {
-                    let row = (ci * r + ri) * s + si;
-                    for pi in 0..p {
-                        for qi in 0..q {
-                            let y = (pi * problem.stride[0] + ri * problem.dilation[0])
-                                .checked_sub(problem.padding.top)
-                                .filter(|&y| y < h);
-                            let xx = (qi * problem.stride[1] + si * problem.dilation[1])
-                                .checked_sub(problem.padding.left)
-                                .filter(|&xx| xx < w);
-                            if let (Some(y), Some(xx)) = (y, xx) {
-                                col[((ni * c * r * s) + row) * p * q + pi * q + qi] =
-                                    x[((ni * c + ci) * h + y) * w + xx];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    col
-}
-
-/// The float64 GPU oracle against the float64 CPU oracle, and the benchmark's float32
-/// direct and im2col kernels, on random problems.
+/// The float64 GPU oracle against the float64 CPU oracle on random problems.
 #[test]
 fn gpu_oracle_matches_the_cpu_oracle() {
     const TEST: &str = "gpu_oracle_matches_the_cpu_oracle";
@@ -140,34 +105,26 @@ fn gpu_oracle_matches_the_cpu_oracle() {
     let limits = gpu_limits();
     let count = if small() { 6 } else { 40 };
     let mut failures = Failures::default();
-    let (mut worst_f64, mut worst_f32) = (0.0_f64, 0.0_f64);
+    let mut worst = 0.0_f64;
     for i in 0..count {
         let problem = random_problem(&mut rng, &limits);
         let case = Case::random(&mut rng, problem, i % 2 == 0);
-        let what = || describe(&problem);
-        match check_support_kernels(&engine, &case) {
-            Ok((e64, e32)) => {
-                worst_f64 = worst_f64.max(failures.check(what, Ok(e64)));
-                worst_f32 = worst_f32.max(e32);
-            }
-            Err(why) => {
-                failures.check(what, Err(why));
-            }
-        }
+        let outcome = check_gpu_oracle(&engine, &case);
+        worst = worst.max(failures.check(|| describe(&problem), outcome));
     }
     summary(
         TEST,
         &format!(
-            "{count} problems: GPU f64 oracle vs CPU oracle worst relative error \
-             {worst_f64:.2e}, GPU f32 direct {worst_f32:.2e}, im2col exact (seed {seed})"
+            "{count} problems: GPU f64 oracle vs CPU oracle worst relative error {worst:.2e} \
+             (seed {seed})"
         ),
     );
     failures.assert_none(TEST);
 }
 
-/// Runs the float64 oracle, the float32 direct kernel and im2col on `case`; returns the
-/// relative errors of the first two, or why a check failed.
-fn check_support_kernels(engine: &Engine, case: &Case) -> Result<(f64, f64), String> {
+/// Runs the float64 oracle on `case`; returns its relative error against the CPU oracle, or
+/// why the check failed.
+fn check_gpu_oracle(engine: &Engine, case: &Case) -> Result<f64, String> {
     let problem = &case.problem;
     let shape = problem.shape().map_err(|e| e.to_string())?;
     let stream = engine.stream();
@@ -189,51 +146,7 @@ fn check_support_kernels(engine: &Engine, case: &Case) -> Result<(f64, f64), Str
     if err64.is_nan() || err64 >= 1e-12 {
         return Err(format!("f64 oracle relative error {err64:.3e} ≥ 1e-12"));
     }
-
-    // The float32 direct kernel; a null bias pointer when there is none.
-    let params = ConvParams::new(problem, b.is_some()).map_err(|e| e.to_string())?;
-    let mut y32 = stream
-        .clone_htod(&vec![f32::NAN; shape.output_len])
-        .map_err(e)?;
-    let direct = engine
-        .function(support::DIRECT_F32)
-        .map_err(|e| e.to_string())?;
-    let null = 0_u64;
-    let mut launch = stream.launch_builder(&direct);
-    launch.arg(&x).arg(&f);
-    match &b {
-        Some(b) => launch.arg(b),
-        None => launch.arg(&null),
-    };
-    launch.arg(&mut y32).arg(&params);
-    // SAFETY: `im2win_direct_f32(x, f, bias, y, ConvParams)` per DESIGN.md, buffers of the
-    // problem's sizes, grid-stride launch.
-    unsafe { launch.launch(engine.grid_stride_config(shape.output_len)) }.map_err(e)?;
-    let out32 = stream.clone_dtoh(&y32).map_err(e)?;
-    let err32 = relative_error(&out32, &case.reference);
-    if err32.is_nan() || err32 >= TOLERANCE {
-        return Err(format!("f32 direct relative error {err32:.3e}"));
-    }
-
-    // im2col: a pure copy, so it must match the host version exactly.
-    let col_len = shape.output[0] * shape.reduction * shape.output[2] * shape.output[3];
-    let mut col = stream.clone_htod(&vec![f32::NAN; col_len]).map_err(e)?;
-    let im2col_fn = engine
-        .function(support::IM2COL_F32)
-        .map_err(|e| e.to_string())?;
-    let mut launch = stream.launch_builder(&im2col_fn);
-    launch.arg(&x).arg(&mut col).arg(&params);
-    // SAFETY: `im2win_im2col_f32(x, col, ConvParams)`, `col` of N·C·R·S·P·Q floats.
-    unsafe { launch.launch(engine.grid_stride_config(col_len)) }.map_err(e)?;
-    let gpu_col = stream.clone_dtoh(&col).map_err(e)?;
-    let host_col = im2col(problem, &shape, &case.input);
-    if let Some(i) = (0..col_len).find(|&i| gpu_col[i].to_bits() != host_col[i].to_bits()) {
-        return Err(format!(
-            "im2col[{i}] = {} but the host gives {}",
-            gpu_col[i], host_col[i]
-        ));
-    }
-    Ok((err64, err32))
+    Ok(err64)
 }
 
 /// Three layers at the paper's batch 128, through dispatch, against the GPU oracle, after
@@ -252,7 +165,7 @@ fn paper_layers_at_batch_128_match_the_gpu_oracle() {
     let mut lines = Vec::new();
     for name in names {
         let small_case = Case::random(&mut rng, layer(name, 1), true);
-        let proof = check_support_kernels(&engine, &small_case).map(|(e64, _)| e64);
+        let proof = check_gpu_oracle(&engine, &small_case);
         let e64 = failures.check(|| format!("{name} at batch 1, GPU oracle"), proof);
         let outcome = batch_against_gpu_oracle(&engine, &mut rng, &layer(name, 128));
         let err = failures.check(|| format!("{name} at batch 128"), outcome);

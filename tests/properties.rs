@@ -115,7 +115,10 @@ fn dispatch_on_arbitrary_catalogues() {
         2_000,
         strategy,
         |(problem, kernels, multiprocessors)| {
-            let catalogue = Catalogue { kernels };
+            let catalogue = Catalogue {
+                kernels,
+                ..Catalogue::default()
+            };
             no_panic("dispatch", || {
                 model::check_dispatch(&problem, &catalogue, multiprocessors);
             })?;
@@ -391,6 +394,7 @@ fn dispatch_regressions() {
     );
     let with_broken = Catalogue {
         kernels: vec![broken],
+        ..Catalogue::default()
     };
     let plan = no_panic("Plan::new", || {
         im2win::Plan::new(&problem, &with_broken, 132)

@@ -22,8 +22,9 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// Opens device `ordinal` with im2win's default kernels (and the ablation's), the tuning
-    /// table `tuning`, and the libraries that the selection needs (a missing library is not an error here: its methods are skipped
+    /// Opens device `ordinal` with im2win's default kernels and the benchmark's own (the
+    /// ablation's and the baselines), the tuning table `tuning`, and the libraries that the
+    /// selection needs (a missing library is not an error here: its methods are skipped
     /// with the reason).
     ///
     /// # Errors
@@ -35,9 +36,11 @@ impl Gpu {
     ) -> Result<Gpu> {
         let (table, table_name) = tuning.table();
         // im2win's kernels, tuning table and dispatch, exactly as `im2win::engine` sets them
-        // up, plus the ablation's kernels (bench/build.rs), which dispatch never picks: their
-        // variants are incomplete (`Variant::is_complete`).
-        let kernels = im2win::kernels().merged(im2win::include_kernels!("ablation"));
+        // up, plus the benchmark's module (bench/build.rs), whose kernels dispatch never
+        // picks: the ablation's variants are incomplete (`Variant::is_complete`), and the
+        // baselines (`direct`, `im2col-cublas`) are no specialisations. The engine loads the
+        // baselines from it, the part whose catalogue has them (`KernelModule::part_of`).
+        let kernels = im2win::kernels().merged(im2win::include_kernels!("bench"));
         let engine = im2win::Engine::new(ordinal, kernels)
             .map(|engine| engine.with_tuning(table))
             .context("starting the im2win engine")?;

@@ -18,7 +18,7 @@ pub fn run() -> Result<()> {
         text,
         "{} convolution specialisations and {} support kernels in a {:.2} MB fatbin ({}), built by {}",
         im2win::kernels().catalogue().kernels.len(),
-        im2win::codegen::catalogue::support::ALL.len(),
+        im2win::kernels().catalogue().support_kernels().count(),
         report.fatbin_bytes as f64 / 1e6,
         report.targets.join(", "),
         report.nvcc_version

@@ -16,7 +16,7 @@
 //! mirror against the same C declaration. Editing a comment changes nothing; adding,
 //! reordering or retyping a field or a parameter changes the stamp.
 
-use crate::catalogue::support;
+use crate::catalogue::{baselines, support};
 
 /// The kernel header whose `struct ConvParams` is part of the interface.
 const HEADER: &str = include_str!("../templates/common.cuh");
@@ -25,13 +25,17 @@ const HEADER: &str = include_str!("../templates/common.cuh");
 pub const ABI_SYMBOL: &str = "im2win_abi_stamp";
 
 /// Which kernels a [`KERNEL_SIGNATURES`] entry covers: every convolution kernel of a
-/// catalogue (they all share one signature), or one support kernel by name.
+/// catalogue (they all share one signature), or one support or baseline kernel by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelKind {
     /// Every convolution kernel (`KernelSpec::name`).
     Convolution,
-    /// The support kernel of this `extern "C"` name ([`support`]).
+    /// The support kernel of this `extern "C"` name ([`support`]), in every fatbin.
     Support(&'static str),
+    /// The benchmark's baseline kernel of this `extern "C"` name ([`baselines`]), only in a
+    /// fatbin built with them. Listed all the same: a module with baselines carries the same
+    /// stamp, and the benchmark launches them through the same interface.
+    Baseline(&'static str),
 }
 
 /// The parameter types, in order, of every kernel the runtime or the benchmark launches.
@@ -84,7 +88,7 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
         ],
     ),
     (
-        KernelKind::Support(support::DIRECT_F32),
+        KernelKind::Baseline(baselines::DIRECT_F32),
         &[
             "const float*",
             "const float*",
@@ -94,17 +98,17 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
         ],
     ),
     (
-        KernelKind::Support(support::IM2COL_F32),
+        KernelKind::Baseline(baselines::IM2COL_F32),
         &["const float*", "float*", "ConvParams"],
     ),
 ];
 
-/// The parameter types listed for the kernel `name` ([`KERNEL_SIGNATURES`]): its support
-/// kernel's entry, else the convolution kernels' one.
+/// The parameter types listed for the kernel `name` ([`KERNEL_SIGNATURES`]): its support or
+/// baseline kernel's entry, else the convolution kernels' one.
 pub fn signature_of(name: &str) -> &'static [&'static str] {
-    let support = KERNEL_SIGNATURES
-        .iter()
-        .find(|(kind, _)| matches!(kind, KernelKind::Support(n) if *n == name));
+    let support = KERNEL_SIGNATURES.iter().find(
+        |(kind, _)| matches!(kind, KernelKind::Support(n) | KernelKind::Baseline(n) if *n == name),
+    );
     let convolution = || {
         KERNEL_SIGNATURES
             .iter()
@@ -133,7 +137,7 @@ pub fn abi_description() -> String {
     for (kind, types) in KERNEL_SIGNATURES {
         let name = match kind {
             KernelKind::Convolution => "<convolution>",
-            KernelKind::Support(name) => name,
+            KernelKind::Support(name) | KernelKind::Baseline(name) => name,
         };
         text.push('\n');
         text.push_str(name);
@@ -216,16 +220,18 @@ mod tests {
     }
 
     #[test]
-    fn every_support_kernel_has_a_signature() {
-        for name in support::ALL {
-            assert!(
-                KERNEL_SIGNATURES
-                    .iter()
-                    .any(|(k, _)| *k == KernelKind::Support(name)),
-                "{name}"
-            );
+    fn every_support_and_baseline_kernel_has_a_signature() {
+        let support_kinds = support::ALL.map(|name| (name, KernelKind::Support(name)));
+        let baseline_kinds = baselines::ALL.map(|name| (name, KernelKind::Baseline(name)));
+        for (name, kind) in support_kinds.into_iter().chain(baseline_kinds) {
+            assert!(KERNEL_SIGNATURES.iter().any(|(k, _)| *k == kind), "{name}");
             assert!(!signature_of(name).is_empty(), "{name}");
         }
+        assert_eq!(
+            KERNEL_SIGNATURES.len(),
+            1 + support::ALL.len() + baselines::ALL.len(),
+            "an entry for a kernel that no list names"
+        );
         assert_eq!(signature_of("im2win_r3s3_anything").len(), 6);
     }
 

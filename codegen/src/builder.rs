@@ -1,9 +1,10 @@
 //! The generator as a library: render a catalogue, compile it with nvcc, and write the fatbin
 //! and its catalogue into a build script's `OUT_DIR`.
 //!
-//! im2win's own build.rs is one call of [`Builder`] (the default catalogue, named `im2win`);
-//! a user's build.rs makes another with the specialisations it needs, from code or from a
-//! TOML manifest ([`crate::manifest`]):
+//! im2win's own build.rs is one call of [`Builder`] (the default catalogue, named `im2win`),
+//! im2win-bench's another (the ablation's kernels and the baselines, named `bench`); a
+//! user's build.rs makes one with the specialisations it needs, from code or from a TOML
+//! manifest ([`crate::manifest`]):
 //!
 //! ```no_run
 //! // build.rs of a crate with build-dependency
@@ -25,10 +26,15 @@
 //!
 //! # What it writes
 //! Into `OUT_DIR` (or [`Builder::out_dir`]), for a module named `<name>`:
-//! * `<name>.fatbin`: every kernel of the catalogue plus the support kernels (transforms, the
-//!   float64 oracle, the baselines) for every target; **empty** when the kernels were not
-//!   built, which `KernelModule::embedded` reads as "not built";
-//! * `<name>.catalogue.json`: the catalogue ([`Catalogue::to_json`]);
+//! * `<name>.fatbin`: every kernel of the catalogue plus the support kernels
+//!   ([`crate::catalogue::support`]: the transforms, the split reduction, the float64
+//!   oracle) for every target; **empty** when the kernels were not built, which
+//!   `KernelModule::embedded` reads as "not built". The benchmark's baselines
+//!   ([`crate::catalogue::baselines`]) are in it only with [`Builder::with_baselines`], which
+//!   only im2win-bench's build.rs calls: neither im2win's default fatbin nor a user's holds
+//!   them;
+//! * `<name>.catalogue.json`: the catalogue ([`Catalogue::to_json`]), with
+//!   `"baselines": true` when the fatbin holds the baselines;
 //! * `<name>.kernels.json`: ptxas's report ([`KernelReport`]), or `null` when not built;
 //! * `<name>.nvcc/`, `<name>.key`, `<name>.ptxas.log`: the work directory and the cache.
 //!
@@ -158,6 +164,7 @@ pub struct Builder {
     name: Option<String>,
     manifest: Option<PathBuf>,
     kernels: Vec<KernelSpec>,
+    baselines: bool,
     targets: Option<CudaTargets>,
     out_dir: Option<PathBuf>,
     nvcc: Option<PathBuf>,
@@ -173,6 +180,7 @@ impl Builder {
             name: Some(name.into()),
             manifest: None,
             kernels: Vec::new(),
+            baselines: false,
             targets: None,
             out_dir: None,
             nvcc: None,
@@ -205,9 +213,20 @@ impl Builder {
         self
     }
 
-    /// Adds every specialisation of `catalogue`.
-    pub fn catalogue(self, catalogue: &Catalogue) -> Self {
+    /// Adds every specialisation of `catalogue`, and its baselines if it has them
+    /// ([`Catalogue::baselines`]).
+    pub fn catalogue(mut self, catalogue: &Catalogue) -> Self {
+        self.baselines |= catalogue.baselines;
         self.kernels(catalogue.kernels.iter().copied())
+    }
+
+    /// Also compiles the benchmark's baseline kernels ([`crate::catalogue::baselines`]) into
+    /// the fatbin and says so in its catalogue ([`Catalogue::baselines`]), so that the
+    /// runtime loads them from this module. For im2win-bench, whose build.rs is the only
+    /// caller: dispatch never picks them.
+    pub fn with_baselines(mut self) -> Self {
+        self.baselines = true;
+        self
     }
 
     /// The targets, unless `IM2WIN_CUDA_ARCHS` is set (default: [`CudaTargets::default`]).
@@ -285,7 +304,8 @@ impl Builder {
             None => PathBuf::from(std::env::var_os("OUT_DIR").ok_or(BuildError::NoOutDir)?),
         };
         std::fs::create_dir_all(&out_dir).map_err(io_error("create", &out_dir))?;
-        let catalogue = Catalogue::new(kernels)?;
+        let mut catalogue = Catalogue::new(kernels)?;
+        catalogue.baselines = self.baselines;
         let file = |suffix: &str| out_dir.join(format!("{name}.{suffix}"));
         let mut output = Output {
             fatbin: file("fatbin"),

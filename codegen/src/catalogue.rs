@@ -1,4 +1,6 @@
-//! The catalogue: the list of kernel specialisations one fatbin holds.
+//! The catalogue: the list of kernel specialisations one fatbin holds, and the names of the
+//! other kernels in it: the [`support`] kernels (in every fatbin) and the benchmark's
+//! [`baselines`] (only where [`Catalogue::baselines`] asks for them).
 //!
 //! build.rs compiles [`Catalogue::default_catalogue`], the runtime dispatches from the
 //! catalogue that travels with a fatbin, and the macro checks requests against the same list.
@@ -78,8 +80,9 @@ pub const EXTRA_TILES: [(FixedGeometry, TileConfig); 1] = [(
 )];
 
 /// Kernels that every fatbin holds beside the convolution specialisations: the layout
-/// transforms, the float64 direct convolution used as the GPU oracle, and the benchmark's
-/// baselines.
+/// transforms, the split reduction and the float64 direct convolution used as the GPU oracle
+/// (`Engine::direct_reference_f64`, the tests and the benchmark check against it). The
+/// runtime launches each of them.
 pub mod support {
     /// The im2win input transform (padding and dilation inside), float32.
     pub const INPUT_TRANSFORM_F32: &str = "im2win_input_transform_f32";
@@ -91,29 +94,43 @@ pub mod support {
     pub const FILTER_TRANSFORM_FUSED_F32: &str = "im2win_filter_transform_fused_f32";
     /// Direct convolution of float32 data accumulated in float64 (the GPU oracle).
     pub const DIRECT_F64: &str = "im2win_direct_reference_f64";
-    /// Plain direct convolution in float32, one thread per output (the benchmark's `direct`).
-    pub const DIRECT_F32: &str = "im2win_direct_f32";
-    /// The im2col transform for the benchmark's im2col + cuBLAS baseline.
-    pub const IM2COL_F32: &str = "im2win_im2col_f32";
     /// Sums the partial results of a split reduction and adds the bias, float32.
     pub const SPLIT_REDUCE_F32: &str = "im2win_split_reduce_f32";
     /// Every support kernel, for checks that a fatbin is complete.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 5] = [
         INPUT_TRANSFORM_F32,
         FILTER_TRANSFORM_F32,
         FILTER_TRANSFORM_FUSED_F32,
         SPLIT_REDUCE_F32,
         DIRECT_F64,
-        DIRECT_F32,
-        IM2COL_F32,
     ];
 }
 
-/// An ordered list of kernel specialisations.
+/// The benchmark's baseline kernels, which dispatch never picks: only a fatbin whose
+/// catalogue asks for them ([`Catalogue::baselines`]) holds them. im2win-bench builds them
+/// into its own module (`bench/build.rs`, `Builder::with_baselines`); the library's default
+/// fatbin and a user's `Builder` output leave them out.
+pub mod baselines {
+    /// Plain direct convolution in float32, one thread per output (the benchmark's
+    /// `direct`).
+    pub const DIRECT_F32: &str = "im2win_direct_f32";
+    /// The im2col transform of the benchmark's im2col + cuBLAS baseline.
+    pub const IM2COL_F32: &str = "im2win_im2col_f32";
+    /// Every baseline kernel, for checks that a fatbin with baselines is complete.
+    pub const ALL: [&str; 2] = [DIRECT_F32, IM2COL_F32];
+}
+
+/// An ordered list of kernel specialisations, and whether the fatbin compiled from it also
+/// holds the benchmark's [`baselines`]. Every such fatbin holds the [`support`] kernels.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Catalogue {
     /// The specialisations, without duplicates.
     pub kernels: Vec<KernelSpec>,
+    /// Whether the fatbin also holds the [`baselines`] kernels (only im2win-bench's does).
+    /// Left out of the JSON when false, so that catalogues without baselines read and write
+    /// as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub baselines: bool,
 }
 
 impl Catalogue {
@@ -126,7 +143,23 @@ impl Catalogue {
                 return Err(SpecError::BadName(format!("{spec} appears twice")));
             }
         }
-        Ok(Catalogue { kernels })
+        Ok(Catalogue {
+            kernels,
+            baselines: false,
+        })
+    }
+
+    /// The same catalogue, with the benchmark's [`baselines`] compiled into its fatbin.
+    pub fn with_baselines(mut self) -> Self {
+        self.baselines = true;
+        self
+    }
+
+    /// The names of the kernels that a fatbin of this catalogue holds beside the
+    /// specialisations: the [`support`] kernels, then the [`baselines`] if it has them.
+    pub fn support_kernels(&self) -> impl Iterator<Item = &'static str> {
+        let extra: &'static [&'static str] = if self.baselines { &baselines::ALL } else { &[] };
+        support::ALL.into_iter().chain(extra.iter().copied())
     }
 
     /// The catalogue that im2win compiles by default, in float32: for NCHW, every geometry of
@@ -159,7 +192,10 @@ impl Catalogue {
             .copied()
             .collect();
         kernels.extend(nchw_fused.into_iter().map(|k| k.with_layout(Layout::Nhwc)));
-        Catalogue { kernels }
+        Catalogue {
+            kernels,
+            baselines: false,
+        }
     }
 
     /// The kernels of the ablation (`im2win bench --methods ablation`), which the benchmark
@@ -181,6 +217,7 @@ impl Catalogue {
                 without(|v| v.vector_loads = false),
                 without(|v| v.double_buffering = false),
             ],
+            baselines: false,
         }
     }
 

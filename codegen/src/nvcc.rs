@@ -4,12 +4,14 @@
 //! # How the single fatbin is made
 //!
 //! 1. The whole catalogue is one translation unit (`im2win.cu`, which includes the rendered
-//!    files). It is compiled once per target, the targets in parallel: `--cubin -arch=sm_XX`
-//!    for each SASS target (with `-Xptxas -v`, so that ptxas reports each kernel's registers,
-//!    shared memory and spills) and `--ptx -arch=compute_XX` for each PTX target.
+//!    files: the support kernels, the benchmark's baselines when the catalogue asks for them,
+//!    the convolutions; see `render.rs`). It is compiled once per target, the targets in
+//!    parallel: `--cubin -arch=sm_XX` for each SASS target (with `-Xptxas -v`, so that ptxas
+//!    reports each kernel's registers, shared memory and spills) and `--ptx -arch=compute_XX`
+//!    for each PTX target.
 //! 2. `fatbinary` (next to nvcc) packs the cubins and the PTX, uncompressed, into one fatbin,
-//!    and [`crate::fatbin::missing`] checks that every image defines every kernel (it can
-//!    only read the names of uncompressed images).
+//!    and [`crate::fatbin::missing`] checks that every image defines every kernel that was
+//!    rendered (it can only read the names of uncompressed images).
 //! 3. `fatbinary` packs the same images again with the PTX compressed (`--compress=true`):
 //!    that is the fatbin a crate embeds. Measured on the H200 (`scripts/fatbin-load-time.py`,
 //!    the default catalogue): 10.7 MB instead of 18.3 MB, and no slower to load (first load

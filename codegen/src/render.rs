@@ -1,12 +1,14 @@
 //! Rendering a [`Catalogue`] into CUDA sources with Tera.
 //!
 //! The templates are embedded in this crate with `include_str!`, so rendering never reads our
-//! source tree: a user's build only needs this crate. The output is three readable `.cu` files
-//! plus the shared header [`COMMON_HEADER`]:
+//! source tree: a user's build only needs this crate. The output is two or three readable
+//! `.cu` files plus the shared headers ([`HEADERS`]):
 //!
-//! * `im2win_support.cu`: the layout transforms and the float64 oracle
+//! * `im2win_support.cu`: the layout transforms, the split reduction and the float64 oracle
 //!   ([`crate::catalogue::support`]);
-//! * `im2win_baselines.cu`: the benchmark's baselines (`codegen/templates/baselines.cu.tera`);
+//! * `im2win_baselines.cu`, only for a catalogue with [`Catalogue::baselines`] (im2win-bench's
+//!   module): the benchmark's baselines ([`crate::catalogue::baselines`],
+//!   `codegen/templates/baselines.cu.tera`);
 //! * `im2win_conv.cu`: the convolution kernels, one per [`KernelSpec`].
 //!
 //! and `im2win.cu` ([`RenderedSources::translation_unit`]), which includes them all and is
@@ -19,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tera::{Context, Tera};
 
-use crate::catalogue::{Catalogue, support};
+use crate::catalogue::{Catalogue, baselines, support};
 use crate::layout::Layout;
 use crate::spec::{Geometry, KernelSpec, SpecError};
 
@@ -112,7 +114,8 @@ pub struct SourceFile {
 /// Everything nvcc compiles for one catalogue (besides [`COMMON_HEADER`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedSources {
-    /// The source files: support, baselines, convolutions.
+    /// The source files: support, baselines (when the catalogue asks for them),
+    /// convolutions.
     pub files: Vec<SourceFile>,
 }
 
@@ -316,28 +319,24 @@ impl Renderer {
             "im2win_support.cu",
             SUPPORT_TEMPLATE,
             &[body],
-            &[
-                support::INPUT_TRANSFORM_F32,
-                support::FILTER_TRANSFORM_F32,
-                support::FILTER_TRANSFORM_FUSED_F32,
-                support::SPLIT_REDUCE_F32,
-                support::DIRECT_F64,
-            ],
+            &support::ALL,
         ))
     }
 
-    /// The benchmark's baselines file. Its template gets an empty context.
+    /// The benchmark's baselines file ([`baselines`]), which [`Renderer::catalogue`] adds for
+    /// a catalogue with [`Catalogue::baselines`]. Its template gets an empty context.
     pub fn baselines_file(&self) -> Result<SourceFile, RenderError> {
         let body = self.render(BASELINES_TEMPLATE, &Context::new())?;
         Ok(source_file(
             "im2win_baselines.cu",
             BASELINES_TEMPLATE,
             &[body],
-            &[support::DIRECT_F32, support::IM2COL_F32],
+            &baselines::ALL,
         ))
     }
 
-    /// Renders the support files and one convolution kernel per spec of `catalogue`.
+    /// Renders the support file, the baselines file if `catalogue` has
+    /// [`Catalogue::baselines`], and one convolution kernel per spec of `catalogue`.
     pub fn catalogue(&self, catalogue: &Catalogue) -> Result<RenderedSources, RenderError> {
         let bodies = catalogue
             .kernels
@@ -347,9 +346,12 @@ impl Renderer {
         let names: Vec<String> = catalogue.kernels.iter().map(KernelSpec::name).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let conv = source_file("im2win_conv.cu", CONV_TEMPLATE, &bodies, &names);
-        Ok(RenderedSources {
-            files: vec![self.support_file()?, self.baselines_file()?, conv],
-        })
+        let mut files = vec![self.support_file()?];
+        if catalogue.baselines {
+            files.push(self.baselines_file()?);
+        }
+        files.push(conv);
+        Ok(RenderedSources { files })
     }
 }
 

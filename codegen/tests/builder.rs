@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use im2win_codegen::catalogue::{baselines, support};
 use im2win_codegen::fatbin;
 use im2win_codegen::{
     BuildError, Builder, Catalogue, DType, FixedGeometry, KernelReport, KernelSpec, Nvcc,
@@ -57,6 +58,39 @@ fn without_nvcc_the_module_is_written_empty() {
 
     let error = builder.require_nvcc(true).build().unwrap_err();
     assert!(error.is_environmental(), "{error}");
+}
+
+#[test]
+fn only_with_baselines_does_the_catalogue_have_them() {
+    let build = |name: &str, builder: Builder| {
+        let out = scratch(name);
+        let output = builder
+            .out_dir(&out)
+            .nvcc("/nonexistent/bin/nvcc")
+            .require_nvcc(false)
+            .cargo_directives(false)
+            .build()
+            .unwrap();
+        let written = std::fs::read_to_string(&output.catalogue_file).unwrap();
+        assert_eq!(Catalogue::from_json(&written).unwrap(), output.catalogue);
+        output.catalogue
+    };
+    let plain = build("plain", Builder::new("custom").kernel(nine_by_nine()));
+    assert!(!plain.baselines);
+    let bench = build(
+        "bench",
+        Builder::new("bench")
+            .catalogue(&Catalogue::ablation())
+            .with_baselines(),
+    );
+    assert!(bench.baselines);
+    assert_eq!(bench.kernels, Catalogue::ablation().kernels);
+    // A catalogue that has them passes them on.
+    let passed = build(
+        "passed",
+        Builder::new("bench").catalogue(&Catalogue::ablation().with_baselines()),
+    );
+    assert!(passed.baselines);
 }
 
 #[test]
@@ -144,6 +178,20 @@ fn a_manifest_compiles_into_a_complete_fatbin_once() {
     // IM2WIN_CUDA_ARCHS, when set, overrides the manifest's targets.
     let problems = fatbin::missing(&bytes, &report.targets, &[name.as_str()]).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
+    // The support kernels are in a user's fatbin; the benchmark's baselines are not (ptxas
+    // reports every kernel it compiled).
+    for kernel in support::ALL {
+        assert!(
+            report.kernels.iter().any(|k| k.kernel == kernel),
+            "{kernel}"
+        );
+    }
+    for kernel in baselines::ALL {
+        assert!(
+            !report.kernels.iter().any(|k| k.kernel == kernel),
+            "{kernel}"
+        );
+    }
     assert!(report.kernels.iter().any(|k| k.kernel == name));
     assert_eq!(
         KernelReport::from_json(&std::fs::read_to_string(&output.report_file).unwrap()).unwrap(),

@@ -1,6 +1,7 @@
 //! Compiles rendered catalogues with nvcc, when nvcc is found: the default catalogue for the
-//! default targets (checking every kernel is in every image of the one fatbin), and a set of
-//! unusual specs for one target (so that every branch of the templates is compiled).
+//! default targets (checking every kernel is in every image of the one fatbin, and that the
+//! benchmark's baselines are not), and a set of unusual specs with the baselines for one
+//! target (so that every branch of the templates, and every template, is compiled).
 //!
 //! Without nvcc these tests print why and pass, unless `IM2WIN_REQUIRE_NVCC=1` (CI sets it),
 //! which makes a missing nvcc a failure.
@@ -11,7 +12,7 @@ mod common;
 
 use common::unusual_specs;
 
-use im2win_codegen::catalogue::support;
+use im2win_codegen::catalogue::baselines;
 use im2win_codegen::fatbin::{self, ImageKind};
 use im2win_codegen::render::Renderer;
 use im2win_codegen::{Catalogue, CudaTargets, KernelSpec, Nvcc, NvccError};
@@ -56,7 +57,7 @@ fn default_catalogue_compiles_into_one_complete_fatbin() -> Result<(), NvccError
     // fatbin's PTX is compressed (and its SASS too where fatbinary judges it large); the
     // unshipped uncompressed copy shows every image's names.
     let mut kernels: Vec<String> = catalogue.kernels.iter().map(KernelSpec::name).collect();
-    kernels.extend(support::ALL.iter().map(|k| k.to_string()));
+    kernels.extend(catalogue.support_kernels().map(str::to_string));
     let images = fatbin::images(&output.fatbin)?;
     let targets_found: Vec<String> = images.iter().map(|i| i.target()).collect();
     assert_eq!(targets_found, targets.names(), "one image per target");
@@ -65,6 +66,17 @@ fn default_catalogue_compiles_into_one_complete_fatbin() -> Result<(), NvccError
     }
     let checked = std::fs::read(dir.join("im2win.uncompressed.fatbin")).expect("the checked copy");
     assert!(fatbin::missing(&checked, &targets.names(), &kernels)?.is_empty());
+    // The benchmark's baselines are not in the library's fatbin (im2win-bench builds them).
+    for image in fatbin::images(&checked)? {
+        for baseline in baselines::ALL {
+            assert_eq!(
+                image.defines(baseline),
+                Some(false),
+                "{} holds {baseline}",
+                image.target()
+            );
+        }
+    }
     assert!(
         output.fatbin.len() < checked.len(),
         "compression saved nothing"
@@ -126,7 +138,9 @@ fn default_catalogue_compiles_into_one_complete_fatbin() -> Result<(), NvccError
 #[test]
 fn unusual_specs_compile() -> Result<(), NvccError> {
     let Some(nvcc) = nvcc() else { return Ok(()) };
-    let catalogue = Catalogue::new(unusual_specs()).expect("valid specs");
+    let catalogue = Catalogue::new(unusual_specs())
+        .expect("valid specs")
+        .with_baselines();
     let sources = Renderer::new()
         .and_then(|r| r.catalogue(&catalogue))
         .expect("the specs render");
@@ -137,6 +151,9 @@ fn unusual_specs_compile() -> Result<(), NvccError> {
     assert_eq!(images[0].kind, ImageKind::Sass);
     for spec in &catalogue.kernels {
         assert_eq!(images[0].defines(&spec.name()), Some(true));
+    }
+    for kernel in catalogue.support_kernels() {
+        assert_eq!(images[0].defines(kernel), Some(true), "{kernel}");
     }
     for r in output.resources.iter().filter(|r| r.kernel.contains("_b")) {
         eprintln!(

@@ -5,7 +5,9 @@
 //! (threads for CUDA threads, a barrier for `__syncthreads`), with AddressSanitizer and
 //! UndefinedBehaviorSanitizer when available. `emulate/driver.cpp` runs every convolution
 //! kernel of the default catalogue and of some unusual specs, the transforms, the float64
-//! oracle and the direct baseline on random problems, against a float64 CPU convolution.
+//! oracle and the benchmark's direct baseline on random problems, against a float64 CPU
+//! convolution. The baselines are not in the default catalogue's fatbin (only im2win-bench's
+//! module holds them), so the emulated catalogue asks for them (`Catalogue::with_baselines`).
 //! What it cannot see: anything GPU-specific (timing, the memory model, bank conflicts,
 //! 2^31-element problems).
 //!
@@ -116,7 +118,8 @@ fn kernels_compute_the_convolution() {
         eprintln!("skipped: no C++ compiler found (set CXX)");
         return;
     };
-    let mut catalogue = Catalogue::default_catalogue();
+    // The driver calls `im2win_direct_f32` too: render the baselines beside the kernels.
+    let mut catalogue = Catalogue::default_catalogue().with_baselines();
     catalogue.kernels.extend(unusual_specs());
     let sources = Renderer::new()
         .and_then(|r| r.catalogue(&catalogue))

@@ -1,9 +1,9 @@
 //! Kernel names: every catalogue spec's name parses back to the spec, names are unique, and
-//! malformed names (including the support kernels' names) are rejected.
+//! malformed names (including the support and baseline kernels' names) are rejected.
 
 use std::collections::HashSet;
 
-use im2win_codegen::catalogue::support;
+use im2win_codegen::catalogue::{baselines, support};
 use im2win_codegen::{Catalogue, KernelSpec, SpecError};
 
 #[test]
@@ -23,15 +23,21 @@ fn every_catalogue_name_round_trips() {
 }
 
 #[test]
-fn names_are_unique_and_distinct_from_support_kernels() {
+fn names_are_unique_and_distinct_from_support_and_baseline_kernels() {
     let catalogue = Catalogue::default_catalogue();
     let names: HashSet<String> = catalogue.kernels.iter().map(KernelSpec::name).collect();
     assert_eq!(names.len(), catalogue.kernels.len());
-    for support in support::ALL {
-        assert!(!names.contains(support), "{support}");
+    let others: HashSet<&str> = support::ALL.into_iter().chain(baselines::ALL).collect();
+    assert_eq!(
+        others.len(),
+        support::ALL.len() + baselines::ALL.len(),
+        "a support and a baseline kernel share a name"
+    );
+    for other in others {
+        assert!(!names.contains(other), "{other}");
         assert!(
-            support.parse::<KernelSpec>().is_err(),
-            "{support} parses as a spec"
+            other.parse::<KernelSpec>().is_err(),
+            "{other} parses as a spec"
         );
     }
 }
@@ -41,8 +47,28 @@ fn the_catalogue_survives_json() {
     let catalogue = Catalogue::default_catalogue();
     assert_eq!(
         Catalogue::from_json(&catalogue.to_json()).ok(),
-        Some(catalogue)
+        Some(catalogue.clone())
     );
+    // Without baselines the JSON has no such key (as catalogues written before it), and a
+    // catalogue without the key has none.
+    assert!(!catalogue.to_json().contains("baselines"));
+    let bench = Catalogue::ablation().with_baselines();
+    assert!(bench.to_json().contains("\"baselines\": true"));
+    assert_eq!(Catalogue::from_json(&bench.to_json()).ok(), Some(bench));
+    let old = Catalogue::from_json("{\"kernels\": []}").unwrap();
+    assert!(!old.baselines);
+}
+
+#[test]
+fn only_a_catalogue_with_baselines_lists_them() {
+    let default: Vec<&str> = Catalogue::default_catalogue().support_kernels().collect();
+    assert_eq!(default, support::ALL);
+    let bench: Vec<&str> = Catalogue::ablation()
+        .with_baselines()
+        .support_kernels()
+        .collect();
+    assert_eq!(bench[..support::ALL.len()], support::ALL);
+    assert_eq!(bench[support::ALL.len()..], baselines::ALL);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use im2win_codegen::abi;
-use im2win_codegen::catalogue::support;
+use im2win_codegen::catalogue::{baselines, support};
 use im2win_codegen::render::{self, COMMON_HEADER, HEADER_FILE, RenderError, Renderer};
 use im2win_codegen::{Catalogue, DType, FixedGeometry, KernelSpec, TileConfig};
 
@@ -110,17 +110,22 @@ fn every_catalogue_spec_renders() -> Result<(), RenderError> {
 
 #[test]
 fn the_catalogue_renders_into_complete_sources() -> Result<(), RenderError> {
-    let mut catalogue = Catalogue::default_catalogue();
+    let mut catalogue = Catalogue::default_catalogue().with_baselines();
     catalogue.kernels.extend(unusual_specs());
     let sources = Renderer::new()?.catalogue(&catalogue)?;
 
-    // Exactly the catalogue's kernels and the support kernels, each defined where listed.
+    // Exactly the catalogue's kernels, the support kernels and the baselines, each defined
+    // where listed.
     let expected: BTreeSet<String> = catalogue
         .kernels
         .iter()
         .map(KernelSpec::name)
-        .chain(support::ALL.iter().map(|s| s.to_string()))
+        .chain(catalogue.support_kernels().map(str::to_string))
         .collect();
+    assert_eq!(
+        expected.len(),
+        catalogue.kernels.len() + support::ALL.len() + baselines::ALL.len()
+    );
     let listed: Vec<&str> = sources.kernel_names().collect();
     assert_eq!(listed.len(), expected.len(), "a kernel is listed twice");
     assert_eq!(
@@ -165,12 +170,38 @@ fn parameter_list<'a>(source: &'a str, name: &str) -> Option<&'a str> {
     rest.find(')').map(|end| &rest[..end])
 }
 
+/// The default catalogue (and any without [`Catalogue::baselines`]) renders no baselines:
+/// only the benchmark's module holds them.
+#[test]
+fn only_a_catalogue_with_baselines_renders_them() -> Result<(), RenderError> {
+    let renderer = Renderer::new()?;
+    let without = renderer.catalogue(&Catalogue::default_catalogue())?;
+    let files: Vec<&str> = without.files.iter().map(|f| f.file_name.as_str()).collect();
+    assert_eq!(files, ["im2win_support.cu", "im2win_conv.cu"]);
+    for baseline in baselines::ALL {
+        assert!(!without.kernel_names().any(|k| k == baseline), "{baseline}");
+        assert!(
+            !without.files.iter().any(|f| f.source.contains(baseline)),
+            "{baseline}"
+        );
+    }
+    let with = renderer.catalogue(&Catalogue::ablation().with_baselines())?;
+    let files: Vec<&str> = with.files.iter().map(|f| f.file_name.as_str()).collect();
+    assert_eq!(
+        files,
+        ["im2win_support.cu", "im2win_baselines.cu", "im2win_conv.cu"]
+    );
+    assert_eq!(with.files[1], renderer.baselines_file()?);
+    assert_eq!(with.files[1].kernels, baselines::ALL);
+    Ok(())
+}
+
 /// Every rendered kernel takes exactly the parameters that `abi::KERNEL_SIGNATURES` lists for
 /// its kind, so the ABI stamp (a hash of that list) changes whenever a template's signature
 /// does: a template edited without the list fails here.
 #[test]
 fn every_kernel_has_the_signature_the_abi_stamp_describes() -> Result<(), RenderError> {
-    let mut catalogue = Catalogue::default_catalogue();
+    let mut catalogue = Catalogue::default_catalogue().with_baselines();
     catalogue.kernels.extend(unusual_specs());
     let sources = Renderer::new()?.catalogue(&catalogue)?;
     let mut checked = 0;

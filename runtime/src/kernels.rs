@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use im2win_codegen::catalogue::baselines;
 use im2win_codegen::{Catalogue, KernelSpec};
 
 /// The kernels an [`Engine`](crate::Engine) can launch: one or more fatbins ("parts"), each
@@ -139,8 +140,10 @@ impl KernelModule {
     }
 
     /// This module's parts followed by `other`'s. Dispatch chooses from both catalogues; a
-    /// spec that both list is loaded from this module's part.
+    /// spec that both list is loaded from this module's part. The union has the benchmark's
+    /// baselines when either has them.
     pub fn merged(mut self, other: KernelModule) -> Self {
+        self.catalogue.baselines |= other.catalogue.baselines;
         for spec in other.catalogue.kernels {
             if !self.catalogue.kernels.contains(&spec) {
                 self.catalogue.kernels.push(spec);
@@ -171,15 +174,25 @@ impl KernelModule {
     }
 
     /// The index of the part that the kernel `name` is loaded from: the first part whose
-    /// catalogue lists it; for a name that no catalogue lists (the support kernels, which
-    /// every fatbin holds), the first part that has a fatbin, else the first part.
+    /// catalogue lists it; for a baseline kernel ([`baselines`], in the benchmark's module
+    /// only), the first part whose catalogue has [`Catalogue::baselines`]; for any other name
+    /// (the support kernels, which every fatbin holds), the first part that has a fatbin,
+    /// else the first part.
     pub fn part_of(&self, name: &str) -> usize {
         let listed = name.parse::<KernelSpec>().ok().and_then(|spec| {
             self.parts
                 .iter()
                 .position(|p| p.catalogue.kernels.contains(&spec))
         });
+        let baseline = || {
+            if baselines::ALL.contains(&name) {
+                self.parts.iter().position(|p| p.catalogue.baselines)
+            } else {
+                None
+            }
+        };
         listed
+            .or_else(baseline)
             .or_else(|| self.parts.iter().position(|p| p.fatbin.is_some()))
             .unwrap_or(0)
     }
@@ -241,6 +254,33 @@ mod tests {
         assert_eq!(both.part_of(support::DIRECT_F64), 1);
         assert_eq!(both.part_of(&fixed(9, 3).name()), 0);
         assert!(format!("{both:?}").contains("fatbin_bytes: None"));
+    }
+
+    #[test]
+    fn baselines_load_from_the_part_that_has_them() {
+        let default = KernelModule::embedded(
+            "im2win",
+            b"fatbin-a",
+            &Catalogue::new(vec![fixed(3, 1)]).unwrap().to_json(),
+        );
+        assert!(!default.catalogue().baselines);
+        let bench = KernelModule::embedded(
+            "bench",
+            b"fatbin-b",
+            &Catalogue::new(vec![fixed(9, 3)])
+                .unwrap()
+                .with_baselines()
+                .to_json(),
+        );
+        let merged = default.clone().merged(bench);
+        assert!(merged.catalogue().baselines);
+        for name in baselines::ALL {
+            assert_eq!(merged.part_of(name), 1, "{name}");
+        }
+        assert_eq!(merged.part_of(support::DIRECT_F64), 0);
+        // Without a part that has them, a baseline is looked up like a support kernel (and
+        // the launch then reports it missing).
+        assert_eq!(default.part_of(baselines::DIRECT_F32), 0);
     }
 
     #[test]

@@ -203,6 +203,7 @@ impl Specialization {
                 problem,
                 &Catalogue {
                     kernels: candidates,
+                    ..Catalogue::default()
                 },
                 device,
             ),
@@ -326,6 +327,7 @@ mod tests {
                 .matching(DType::F32, Layout::Nchw, geometry(3, 1))
                 .copied()
                 .collect(),
+            ..Catalogue::default()
         };
         assert!(own.kernels.contains(&KernelSpec {
             dtype: DType::F32,

@@ -1,9 +1,10 @@
 //! `direct`: the plain direct convolution kernel `im2win_direct_f32` (the paper's direct
-//! baseline), one thread per output, float32 accumulation, no extra memory.
+//! baseline), one thread per output, float32 accumulation, no extra memory. The kernel is in
+//! the benchmark's own module (`bench/build.rs`), not in the library's fatbin.
 
 use cudarc::driver::PushKernelArg;
 use im2win::ConvParams;
-use im2win::codegen::catalogue::support;
+use im2win::codegen::catalogue::baselines;
 
 use super::LayerRun;
 use crate::error::{Context, Result};
@@ -14,12 +15,13 @@ use crate::timing::check_and_time;
 /// Checks and times `direct` on the layer.
 ///
 /// # Errors
-/// When the kernel is missing or a launch fails.
+/// When the kernel is missing (the benchmark's module was built without nvcc) or a launch
+/// fails.
 pub fn run(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
     let engine = &layer.gpu.engine;
     let stream = engine.stream().clone();
     let kernel = engine
-        .function(support::DIRECT_F32)
+        .function(baselines::DIRECT_F32)
         .context("loading im2win_direct_f32")?;
     let params = ConvParams::new(&layer.problem, false).context("kernel parameters")?;
     let config = engine.grid_stride_config(layer.shape.output_len);

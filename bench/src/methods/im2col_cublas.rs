@@ -1,6 +1,7 @@
 //! `im2col-cublas`: the explicit im2col kernel `im2win_im2col_f32` followed by one cuBLAS
 //! strided-batched SGEMM per pass (the paper's GEMM baseline). The column buffer is the
-//! method's extra memory.
+//! method's extra memory. The im2col kernel is in the benchmark's own module
+//! (`bench/build.rs`), not in the library's fatbin.
 //!
 //! The GEMM of image `n` is the row-major `Y[n] (K×PQ) = F (K×CRS) · col[n] (CRS×PQ)`.
 //! cuBLAS is column-major, and a row-major `M×N` matrix is the column-major `N×M` one, so
@@ -15,7 +16,7 @@
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use im2win::codegen::catalogue::support;
+use im2win::codegen::catalogue::baselines;
 use im2win::{Conv2dProblem, ConvParams};
 
 use super::LayerRun;
@@ -108,7 +109,7 @@ pub fn run(layer: &mut LayerRun<'_>, blas: &CudaBlas) -> Result<MethodResult> {
         })
         .collect::<Result<Vec<Pass>>>()?;
     let kernel = engine
-        .function(support::IM2COL_F32)
+        .function(baselines::IM2COL_F32)
         .context("loading im2win_im2col_f32")?;
     let mut column = stream
         .alloc_zeros::<f32>(column_len)

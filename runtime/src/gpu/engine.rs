@@ -172,7 +172,8 @@ impl Engine {
         if !self.kernels.is_built() {
             return Ok(());
         }
-        for name in support::ALL {
+        // The support kernels, and the baselines where a part has them (the benchmark's).
+        for name in self.kernels.catalogue().support_kernels() {
             self.function(name)?;
         }
         for spec in &self.kernels.catalogue().kernels {
@@ -267,8 +268,10 @@ impl Engine {
     }
 
     /// A kernel of the fatbin by its `extern "C"` name, e.g. a support kernel of
-    /// [`im2win_codegen::catalogue::support`] that the benchmark launches itself. Loads the
-    /// fatbin on first use; functions are cached by name.
+    /// [`im2win_codegen::catalogue::support`], or a baseline of
+    /// [`im2win_codegen::catalogue::baselines`] (the benchmark launches those itself, from
+    /// its own module merged into the engine's). Loads the fatbin on first use; functions are
+    /// cached by name.
     ///
     /// # Errors
     /// [`Error::KernelsNotBuilt`] when the module has no fatbin, [`Error::KernelMissing`]
