@@ -1,18 +1,28 @@
 //! The CPU im2win backend: window strips, a packed filter, and a register-blocked
 //! micro-kernel, in parallel over output rows and output channels.
 //!
-//! Output `(n, k, p, q)` is `bias[k] + Σ_kk F'[k][kk] · T[n][c][p][q·sw + s·dw][r]`
-//! (`docs/DESIGN.md`). The work is split into jobs, each a band of output rows of one
-//! image for a group of output channels. A job builds the im2win rows of a few of its
-//! output rows at a time into its thread's strip ([`super::strip`]), then, for each block
-//! of `MR` output channels, runs the micro-kernel ([`super::microkernel`]) over the strip's
-//! pixels, `NR` at a time, and stores the sums plus bias. See `docs/cpu-kernels.md`.
+//! Output `(n, k, p, q)` is `act(alpha · Σ_kk F'[k][kk] · T[n][c][p][q·sw + s·dw][r] + bias[k]
+//! + beta · residual[n][k][p][q])` (`docs/DESIGN.md`, [`Epilogue`]). The work is split into
+//! jobs, each a band of output rows of one image for a group of output channels. A job
+//! builds the im2win rows of a few of its output rows at a time into its thread's strip
+//! ([`super::strip`]), then, for each block of `MR` output channels, runs the micro-kernel
+//! ([`super::microkernel`]) over the strip's pixels, `NR` at a time, and stores the sums;
+//! the last pass of the reduction applies the epilogue as it stores. See
+//! `docs/cpu-kernels.md`.
 //!
-//! Memory: the packed filter, the offsets table, one strip per thread and a table of the
-//! output rows each job writes (`N × bands × K` slices, bounded by the output's element
-//! count, whatever the shape). Nothing is allocated per job, and every allocation is
-//! fallible, made before any output is written.
+//! Layouts: the strip builder reads an NCHW or an NHWC input, the packer a KCRS or a KRSC
+//! filter; the strip, the packed filter and the micro-kernel are the same for all of them.
+//! Only the store differs: an NCHW job owns rows of its channels' output planes, an NHWC
+//! job the run of its channels in each pixel of its band.
+//!
+//! Memory: the packed filter, the offsets table, one strip per thread, and a table of the
+//! output slices the jobs write: NCHW `N × bands × K` rows of planes; NHWC none (a band is
+//! one run of the output), or, when the channels are split into groups, one slice per
+//! pixel and group plus a list of the (fewer than 4 per thread) jobs. The tables are
+//! bounded by the output's element count, whatever the shape. Nothing is allocated per
+//! job, and every allocation is fallible, made before any output is written.
 
+use std::iter::repeat;
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -21,9 +31,11 @@ use super::isa::Isa;
 use super::microkernel::{MAX_TILE, MicroKernel, Operands};
 use super::pack::{pack_filter, pack_panel};
 use super::strip::StripGeometry;
-use super::{check_len, check_operands, zeros};
+use super::{check_len, check_operands, check_residual, zeros};
+use crate::epilogue::{Activation, Epilogue};
 use crate::error::{Error, Result};
-use crate::problem::Conv2dProblem;
+use crate::layout::Layout;
+use crate::problem::{Conv2dProblem, ProblemShape};
 
 /// Jobs per thread the decomposition aims for, so that a thread slowed by another
 /// process (or a short last job) leaves little idle time.
@@ -41,7 +53,15 @@ const MIN_BAND_PIXELS: usize = 96;
 const REDUCTION_BYTES: usize = 32 * 1024;
 
 /// The convolution of `input` (`N×C×H×W`) with `filter` (`K×C×R×S`) plus the optional
-/// `bias` (`K`) on the CPU with the im2win method, written to `output` (`N×K×P×Q`, NCHW).
+/// `bias` (`K`), through the problem's [`Epilogue`], on the CPU with the im2win method,
+/// written to `output` (`N×K×P×Q`): [`conv2d_with_residual`] without a residual, for
+/// problems whose epilogue adds none.
+///
+/// Every tensor is in the problem's layouts: `input` and `output` in
+/// [`Conv2dProblem::layout`] (NCHW or NHWC), `filter` in
+/// [`Conv2dProblem::filter_layout`] (KCRS or KRSC). Each output is
+/// `act(alpha · sum + bias[k])`, rounded as [`Epilogue::apply_f32`] rounds (the GPU
+/// kernels' order); the plain epilogue gives `sum + bias[k]`.
 ///
 /// Uses the fastest micro-kernel this CPU runs ([`Isa::detected`]), or the one named by
 /// the environment variable `IM2WIN_CPU_ISA` (`portable`, `avx2`, `avx512`, `neon`).
@@ -51,9 +71,10 @@ const REDUCTION_BYTES: usize = 32 * 1024;
 /// # Errors
 /// Any validation error of [`Conv2dProblem::shape`], or [`Error::BufferLength`] naming
 /// `"input"`, `"filter"`, `"bias"` or `"output"` when a buffer's length does not match the
-/// problem, [`Error::IsaUnavailable`] when `IM2WIN_CPU_ISA` names a level this CPU cannot
-/// run, or [`Error::OutOfMemory`] when the working buffers cannot be allocated; `output`
-/// is left untouched then.
+/// problem, [`Error::ResidualMismatch`] when the problem's epilogue adds a residual (call
+/// [`conv2d_with_residual`]), [`Error::IsaUnavailable`] when `IM2WIN_CPU_ISA` names a level
+/// this CPU cannot run, or [`Error::OutOfMemory`] when the working buffers cannot be
+/// allocated; `output` is left untouched then.
 pub fn conv2d(
     problem: &Conv2dProblem,
     input: &[f32],
@@ -61,9 +82,38 @@ pub fn conv2d(
     bias: Option<&[f32]>,
     output: &mut [f32],
 ) -> Result<()> {
-    let shape = check_operands(problem, input, filter, bias)?;
-    check_len("output", shape.output_len, output.len())?;
-    conv2d_with_isa(Isa::selected()?, problem, input, filter, bias, output)
+    conv2d_with_residual(problem, input, filter, bias, None, output)
+}
+
+/// [`conv2d`] for any epilogue, also one that adds a residual
+/// ([`Epilogue::residual`]): each output is
+/// `act(alpha · sum + bias[k] + beta · residual)`, with `residual` a tensor of the
+/// output's shape and layout (`N·K·P·Q` elements), read once, as the outputs are stored
+/// (never by a pass of its own). Give `None` to a problem without a residual.
+///
+/// # Errors
+/// Those of [`conv2d`]; [`Error::ResidualMismatch`] when `residual` is given to a problem
+/// whose epilogue has none or missing for one that has it, [`Error::BufferLength`] naming
+/// `"residual"` when its length is not the output's. Buffers are checked in the order
+/// input, filter, bias, residual, output; `output` is left untouched on any error.
+pub fn conv2d_with_residual(
+    problem: &Conv2dProblem,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    output: &mut [f32],
+) -> Result<()> {
+    check_buffers(problem, input, filter, bias, residual, output)?;
+    conv2d_with_isa_and_residual(
+        Isa::selected()?,
+        problem,
+        input,
+        filter,
+        bias,
+        residual,
+        output,
+    )
 }
 
 /// [`conv2d`] with the micro-kernel of `isa`, e.g. to compare the levels or to test each.
@@ -78,8 +128,24 @@ pub fn conv2d_with_isa(
     bias: Option<&[f32]>,
     output: &mut [f32],
 ) -> Result<()> {
-    let shape = check_operands(problem, input, filter, bias)?;
-    check_len("output", shape.output_len, output.len())?;
+    conv2d_with_isa_and_residual(isa, problem, input, filter, bias, None, output)
+}
+
+/// [`conv2d_with_residual`] with the micro-kernel of `isa`.
+///
+/// # Errors
+/// Those of [`conv2d_with_residual`]; [`Error::IsaUnavailable`] when this CPU cannot run
+/// `isa`.
+pub fn conv2d_with_isa_and_residual(
+    isa: Isa,
+    problem: &Conv2dProblem,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    output: &mut [f32],
+) -> Result<()> {
+    let shape = check_buffers(problem, input, filter, bias, residual, output)?;
     let kernel = MicroKernel::for_isa(isa).ok_or_else(|| Error::IsaUnavailable {
         isa: isa.name().to_string(),
     })?;
@@ -114,8 +180,13 @@ pub fn conv2d_with_isa(
             )?,
         }));
     }
-    let mut rows = band_rows(output, k, p * q, q, split.bands)?;
-
+    // Without a bias the stores add zeros: one code path, and what the plain epilogue
+    // always did.
+    let no_bias = if bias.is_none() {
+        zeros::<f32>("bias", k)?
+    } else {
+        Vec::new()
+    };
     let job = Job {
         kernel,
         geometry: &geometry,
@@ -125,29 +196,87 @@ pub fn conv2d_with_isa(
         pass_len,
         offsets: &offsets,
         reach,
-        bias,
+        bias: bias.unwrap_or(&no_bias),
+        residual,
+        epilogue: Store::new(&problem.epilogue),
         crs: shape.reduction,
+        k,
+        p,
         q,
     };
     let image_len = c * h * w;
-    rows.par_chunks_mut(k)
-        .enumerate()
-        .for_each(|(band_index, planes)| {
-            let (image, band) = (band_index / split.bands, band_index % split.bands);
-            let x = &input[image * image_len..][..image_len];
-            let (p0, band_rows) = split.band(band, p);
-            planes
-                .par_chunks_mut(split.group)
+    // Job (image, band, channels from k0) writing `out`.
+    let run = |image: usize, band: usize, k0: usize, mut out: Outputs<'_, '_>| {
+        let x = &input[image * image_len..][..image_len];
+        let (p0, band_rows) = split.band(band, p);
+        // Each thread has a strip of its own: the lock is never contended (unless rayon
+        // runs this outside its pool, where it stays correct).
+        let slot = rayon::current_thread_index().unwrap_or(0) % scratch.len();
+        let mut scratch = scratch[slot].lock().unwrap_or_else(|e| e.into_inner());
+        job.run(x, image, p0, band_rows, k0, &mut out, &mut scratch);
+    };
+    let groups = k.div_ceil(split.group);
+    match problem.layout {
+        Layout::Nchw => {
+            let mut rows = band_rows(output, k, p * q, q, split.bands)?;
+            rows.par_chunks_mut(k)
                 .enumerate()
-                .for_each(|(group, planes)| {
-                    // Each thread has a strip of its own: the lock is never contended
-                    // (unless rayon runs this outside its pool, where it stays correct).
-                    let slot = rayon::current_thread_index().unwrap_or(0) % scratch.len();
-                    let mut scratch = scratch[slot].lock().unwrap_or_else(|e| e.into_inner());
-                    job.run(x, p0, band_rows, group * split.group, planes, &mut scratch);
+                .for_each(|(band_index, planes)| {
+                    let (image, band) = (band_index / split.bands, band_index % split.bands);
+                    planes
+                        .par_chunks_mut(split.group)
+                        .enumerate()
+                        .for_each(|(group, planes)| {
+                            run(image, band, group * split.group, Outputs::Planes(planes));
+                        });
                 });
-        });
+        }
+        // Each band of an image is one run of the output: the first `p % bands` bands
+        // have one row more than the others.
+        Layout::Nhwc if groups == 1 => {
+            let (rows, longer) = (p / split.bands, p % split.bands);
+            let row_len = q * k;
+            output
+                .par_chunks_mut(p * row_len)
+                .enumerate()
+                .for_each(|(image, out)| {
+                    let (long, short) = out.split_at_mut(longer * (rows + 1) * row_len);
+                    long.par_chunks_mut((rows + 1) * row_len)
+                        .chain(short.par_chunks_mut(rows * row_len))
+                        .enumerate()
+                        .for_each(|(band, out)| run(image, band, 0, Outputs::Band(out)));
+                });
+        }
+        Layout::Nhwc => {
+            let mut table = Vec::new();
+            let mut jobs = pixel_jobs(output, &mut table, &split, &shape)?;
+            jobs.par_iter_mut().for_each(|group| {
+                run(
+                    group.image,
+                    group.band,
+                    group.k0,
+                    Outputs::Pixels(group.pixels),
+                );
+            });
+        }
+    }
     Ok(())
+}
+
+/// Validates the problem and every buffer, in the order input, filter, bias, residual,
+/// output.
+fn check_buffers(
+    problem: &Conv2dProblem,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    output: &[f32],
+) -> Result<ProblemShape> {
+    let shape = check_operands(problem, input, filter, bias)?;
+    check_residual(problem, &shape, residual)?;
+    check_len("output", shape.output_len, output.len())?;
+    Ok(shape)
 }
 
 /// [`Error::OutOfMemory`] for `count` items of `item` bytes each.
@@ -244,6 +373,81 @@ fn band_rows(
     Ok(rows)
 }
 
+/// The outputs of one job, disjoint from every other job's.
+enum Outputs<'s, 'o> {
+    /// NCHW: one slice per channel of the job, the band's rows of its output plane (pixel
+    /// `j` of the band at `[j]`).
+    Planes(&'s mut [&'o mut [f32]]),
+    /// NHWC, a job with every channel: the band's pixels, each with its `K` channels
+    /// (channel `k` of pixel `j` at `[j·K + k]`).
+    Band(&'o mut [f32]),
+    /// NHWC, a job with a group of channels: one slice per pixel of the band, the job's
+    /// run of that pixel's channels (channel `k` of pixel `j` at `[j][k − k0]`).
+    Pixels(&'s mut [&'o mut [f32]]),
+}
+
+/// An NHWC job of one channel group: a band of output rows of one image, for the output
+/// channels from `k0`, and its run of channels in each pixel of the band.
+struct PixelJob<'s, 'o> {
+    image: usize,
+    band: usize,
+    k0: usize,
+    pixels: &'s mut [&'o mut [f32]],
+}
+
+/// The jobs of an NHWC output (`N×P×Q×K`) split into channel groups: the jobs of a band
+/// interleave in every pixel, so `table` gets one slice per (image, band, group, pixel),
+/// in that order, `split.group` channels long (or less, in the last group). Groups are
+/// made only when images and bands are fewer than 2 per thread, so the jobs number fewer
+/// than 4 per thread; the table has no more entries than the output has elements.
+fn pixel_jobs<'s, 'o>(
+    output: &'o mut [f32],
+    table: &'s mut Vec<&'o mut [f32]>,
+    split: &Split,
+    shape: &ProblemShape,
+) -> Result<Vec<PixelJob<'s, 'o>>> {
+    let [n, k, p, q] = shape.output;
+    let groups = k.div_ceil(split.group);
+    let count = n * split.bands * groups;
+    let mut jobs = Vec::new();
+    jobs.try_reserve_exact(count)
+        .map_err(|_| oom("job list", count, size_of::<PixelJob<'_, '_>>()))?;
+    let entries = shape.pixels * groups;
+    table
+        .try_reserve_exact(entries)
+        .map_err(|_| oom("output pixel table", entries, size_of::<&mut [f32]>()))?;
+    table.resize_with(entries, Default::default);
+    let bands = (0..n).flat_map(|image| (0..split.bands).map(move |band| (image, band)));
+    // Pixel j of a band of `len` pixels whose entries start at `base` puts its group g at
+    // entry base + g·len + j: each job's pixels are consecutive entries.
+    let mut pixels = output.chunks_exact_mut(k);
+    let mut base = 0;
+    for (_, band) in bands.clone() {
+        let len = split.band(band, p).1 * q;
+        for (j, pixel) in (&mut pixels).take(len).enumerate() {
+            for (g, run) in pixel.chunks_mut(split.group).enumerate() {
+                table[base + g * len + j] = run;
+            }
+        }
+        base += groups * len;
+    }
+    let mut rest = &mut table[..];
+    for (image, band) in bands {
+        let len = split.band(band, p).1 * q;
+        for group in 0..groups {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = tail;
+            jobs.push(PixelJob {
+                image,
+                band,
+                k0: group * split.group,
+                pixels: head,
+            });
+        }
+    }
+    Ok(jobs)
+}
+
 /// A thread's working memory: its strip, and the filter panel it packs when jobs pack
 /// their own.
 struct Scratch {
@@ -270,33 +474,210 @@ struct Job<'a> {
     pass_len: usize,
     offsets: &'a [usize],
     reach: usize,
-    bias: Option<&'a [f32]>,
+    /// `K` biases (zeros when the call has none).
+    bias: &'a [f32],
+    /// The residual operand, in the output's layout.
+    residual: Option<&'a [f32]>,
+    epilogue: Store,
     /// Reduction length `C·R·S`.
     crs: usize,
-    /// Output columns `Q`.
+    /// Output channels `K`, rows `P` and columns `Q`.
+    k: usize,
+    p: usize,
     q: usize,
 }
 
+/// Which pass of the reduction a tile's sums come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The first of several: the sums are stored as they are.
+    First,
+    /// Neither first nor last: the sums are added to the stored ones.
+    Middle,
+    /// The last (`after` of others: the stored partial sums are added first): the
+    /// complete sums go through the epilogue.
+    Last { after: bool },
+}
+
+impl Pass {
+    fn of(kk0: usize, kk1: usize, crs: usize) -> Pass {
+        match (kk0 == 0, kk1 == crs) {
+            (true, false) => Pass::First,
+            (false, false) => Pass::Middle,
+            (first, true) => Pass::Last { after: !first },
+        }
+    }
+}
+
+/// The epilogue as the store applies it: the plain one (`sum + bias`, which is what
+/// [`Epilogue::apply_f32`] computes for it, bit for bit: `1·sum` is exact, so the fused
+/// `mul_add` rounds `sum + bias` once, like the addition) without a call per output,
+/// any other through [`Epilogue::apply_f32`], the GPU kernels' rounding.
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    Plain,
+    Full {
+        epilogue: Epilogue,
+        /// Whether this CPU has FMA instructions (x86-64: detected at run time), for
+        /// [`Epilogue::apply_f32`]'s `mul_add`: without them it is a library call per
+        /// output, with them one instruction. The values are the same (both round once).
+        fma: bool,
+    },
+}
+
+impl Store {
+    fn new(epilogue: &Epilogue) -> Store {
+        let plain = epilogue.alpha == 1.0
+            && !epilogue.residual
+            && epilogue.activation == Activation::Identity;
+        if plain {
+            return Store::Plain;
+        }
+        #[cfg(target_arch = "x86_64")]
+        let fma = is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let fma = false;
+        Store::Full {
+            epilogue: *epilogue,
+            fma,
+        }
+    }
+
+    /// Stores one run of outputs `dst` from this pass's `sums`, with their `bias`es and,
+    /// for the residual epilogue, `residual` (as long as `dst`; `None` otherwise).
+    #[inline(always)]
+    fn run(
+        self,
+        pass: Pass,
+        dst: &mut [f32],
+        sums: impl Iterator<Item = f32>,
+        bias: impl Iterator<Item = f32>,
+        residual: Option<&[f32]>,
+    ) {
+        let after = match pass {
+            Pass::First => {
+                for (y, s) in dst.iter_mut().zip(sums) {
+                    *y = s;
+                }
+                return;
+            }
+            Pass::Middle => {
+                for (y, s) in dst.iter_mut().zip(sums) {
+                    *y += s;
+                }
+                return;
+            }
+            Pass::Last { after } => after,
+        };
+        match self {
+            Store::Plain => finish(dst, sums, bias, repeat(0.0), after, |v, b, _| v + b),
+            #[cfg(target_arch = "x86_64")]
+            Store::Full {
+                epilogue,
+                fma: true,
+            } => {
+                // SAFETY: `fma` is set only where the CPU has FMA (`Store::new`).
+                unsafe { full_fma(&epilogue, dst, sums, bias, residual, after) }
+            }
+            Store::Full { epilogue, .. } => full(&epilogue, dst, sums, bias, residual, after),
+        }
+    }
+}
+
+/// The last pass's store through `epilogue` ([`finish`] with [`Epilogue::apply_f32`]).
+#[inline(always)]
+fn full(
+    epilogue: &Epilogue,
+    dst: &mut [f32],
+    sums: impl Iterator<Item = f32>,
+    bias: impl Iterator<Item = f32>,
+    residual: Option<&[f32]>,
+    after: bool,
+) {
+    let apply = |v, b, r| epilogue.apply_f32(v, b, r);
+    match residual {
+        Some(residual) => finish(dst, sums, bias, residual.iter().copied(), after, apply),
+        None => finish(dst, sums, bias, repeat(0.0), after, apply),
+    }
+}
+
+/// [`full`] compiled with FMA instructions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+fn full_fma(
+    epilogue: &Epilogue,
+    dst: &mut [f32],
+    sums: impl Iterator<Item = f32>,
+    bias: impl Iterator<Item = f32>,
+    residual: Option<&[f32]>,
+    after: bool,
+) {
+    full(epilogue, dst, sums, bias, residual, after);
+}
+
+/// `dst[e] = f(sum, bias[e], residual[e])` with the complete sum: `sums[e]`, plus the
+/// partial sum `dst[e]` holds when this pass comes `after` others.
+#[inline(always)]
+fn finish(
+    dst: &mut [f32],
+    sums: impl Iterator<Item = f32>,
+    bias: impl Iterator<Item = f32>,
+    residual: impl Iterator<Item = f32>,
+    after: bool,
+    f: impl Fn(f32, f32, f32) -> f32,
+) {
+    let values = dst.iter_mut().zip(sums).zip(bias).zip(residual);
+    if after {
+        for (((y, s), b), r) in values {
+            *y = f(*y + s, b, r);
+        }
+    } else {
+        for (((y, s), b), r) in values {
+            *y = f(s, b, r);
+        }
+    }
+}
+
+/// Where one tile's sums go: `t` pixels from pixel `at` of the job's band, `valid`
+/// channels from `k` (the `local`-th of the job's own).
+#[derive(Debug, Clone, Copy)]
+struct TileAt {
+    pass: Pass,
+    at: usize,
+    t: usize,
+    k: usize,
+    local: usize,
+    valid: usize,
+}
+
 impl Job<'_> {
-    /// Output rows `p0 .. p0 + rows` of image `x`, channels `k0 ..`, one entry of `planes`
-    /// per channel (those rows of its output plane).
+    /// Output rows `p0 .. p0 + rows` of image `image` (whose input is `x`), channels
+    /// `k0 ..`, written to `out`.
     ///
     /// Loop order, outermost first: strips of rows (built once for all the job's
     /// channels), channel blocks, passes over [`REDUCTION_BYTES`] of the block's packed
     /// filter (so that the filter a pass reads stays in L1 while every pixel of the strip
     /// uses it, and a block's filter is read front to back), tiles of pixels. The first
-    /// pass stores sum plus bias, later passes add to it.
+    /// pass stores its sums, later passes add theirs, and the last one applies the
+    /// epilogue to the complete sums ([`Pass`]).
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         x: &[f32],
+        image: usize,
         p0: usize,
         rows: usize,
         k0: usize,
-        planes: &mut [&mut [f32]],
+        out: &mut Outputs<'_, '_>,
         scratch: &mut Scratch,
     ) {
         let Scratch { strip, panel } = scratch;
         let (mr, nr) = (self.kernel.mr, self.kernel.nr);
+        let channels = match out {
+            Outputs::Planes(planes) => planes.len(),
+            Outputs::Band(_) => self.k,
+            Outputs::Pixels(pixels) => pixels.first().map_or(0, |run| run.len()),
+        };
         let mut tile = [0.0_f32; MAX_TILE];
         let mut starts = [0_usize; MAX_TILE];
         let step = self.geometry.max_rows;
@@ -310,8 +691,8 @@ impl Job<'_> {
             // lone pixel that would reload the whole filter block for one output).
             let tiles = pixels.div_ceil(nr);
             let per_tile = pixels.div_ceil(tiles);
-            for (block, channels) in planes.chunks_mut(mr).enumerate() {
-                let k_block = k0 + block * mr;
+            for local in (0..channels).step_by(mr) {
+                let k_block = k0 + local;
                 for kk0 in (0..self.crs).step_by(pass_len) {
                     let kk1 = (kk0 + pass_len).min(self.crs);
                     let filter: &[f32] = match self.packed {
@@ -340,25 +721,80 @@ impl Job<'_> {
                             starts: &starts[..t],
                         };
                         self.kernel.run(&ops, &mut tile);
-                        // The epilogue: bias, then the NCHW store. Later epilogues and
-                        // layouts replace only this loop.
-                        for (m, plane) in channels.iter_mut().enumerate() {
-                            let dst = &mut plane[out_base + j0..][..t];
-                            let sums = tile[m..].iter().step_by(mr);
-                            if kk0 == 0 {
-                                let b = self.bias.map_or(0.0, |b| b[k_block + m]);
-                                for (y, &sum) in dst.iter_mut().zip(sums) {
-                                    *y = sum + b;
-                                }
-                            } else {
-                                for (y, &sum) in dst.iter_mut().zip(sums) {
-                                    *y += sum;
-                                }
-                            }
-                        }
+                        let to = TileAt {
+                            pass: Pass::of(kk0, kk1, self.crs),
+                            at: out_base + j0,
+                            t,
+                            k: k_block,
+                            local,
+                            valid: mr.min(channels - local),
+                        };
+                        self.store(out, image, p0, &to, &tile);
                     }
                 }
             }
+        }
+    }
+
+    /// The epilogue: stores one tile's sums (`tile[j·MR + m]`, pixel `j`, channel `m`) in
+    /// the output's layout, through the problem's epilogue on the last pass. The only code
+    /// that knows the output's layout and the epilogue: the micro-kernel returns raw sums.
+    fn store(&self, out: &mut Outputs<'_, '_>, image: usize, p0: usize, to: &TileAt, tile: &[f32]) {
+        let mr = self.kernel.mr;
+        let plane = self.p * self.q;
+        // The tile's first pixel in its image.
+        let pixel = p0 * self.q + to.at;
+        let last = matches!(to.pass, Pass::Last { .. });
+        let residual = self.residual.filter(|_| last);
+        match out {
+            // NCHW: one run of `t` pixels per channel.
+            Outputs::Planes(planes) => {
+                let channels = &mut planes[to.local..][..to.valid];
+                for (m, row) in channels.iter_mut().enumerate() {
+                    let channel = to.k + m;
+                    let dst = &mut row[to.at..][..to.t];
+                    let sums = tile[m..].iter().step_by(mr).copied();
+                    let res =
+                        residual.map(|r| &r[(image * self.k + channel) * plane + pixel..][..to.t]);
+                    self.epilogue
+                        .run(to.pass, dst, sums, repeat(self.bias[channel]), res);
+                }
+            }
+            // NHWC: one run of `valid` channels per pixel.
+            Outputs::Band(band) => {
+                let band = &mut band[to.at * self.k..][..to.t * self.k];
+                let pixels = band.chunks_exact_mut(self.k).map(|px| &mut px[to.local..]);
+                self.store_pixels(image, pixel, to, tile, residual, pixels);
+            }
+            Outputs::Pixels(pixels) => {
+                let pixels = pixels[to.at..][..to.t]
+                    .iter_mut()
+                    .map(|px| &mut px[to.local..]);
+                self.store_pixels(image, pixel, to, tile, residual, pixels);
+            }
+        }
+    }
+
+    /// The NHWC store of a tile: for each of its pixels (`runs`, each starting at the
+    /// tile's first channel), `valid` consecutive channels.
+    fn store_pixels<'r>(
+        &self,
+        image: usize,
+        pixel: usize,
+        to: &TileAt,
+        tile: &[f32],
+        residual: Option<&[f32]>,
+        runs: impl Iterator<Item = &'r mut [f32]>,
+    ) {
+        let mr = self.kernel.mr;
+        let first = (image * self.p * self.q + pixel) * self.k + to.k;
+        let bias = &self.bias[to.k..][..to.valid];
+        for (j, run) in runs.enumerate() {
+            let dst = &mut run[..to.valid];
+            let sums = tile[j * mr..][..to.valid].iter().copied();
+            let res = residual.map(|r| &r[first + j * self.k..][..to.valid]);
+            self.epilogue
+                .run(to.pass, dst, sums, bias.iter().copied(), res);
         }
     }
 }
@@ -392,5 +828,61 @@ mod tests {
         // The quickstart layer at batch 1: bands only.
         let split = Split::new(1, 64, 56, 56, 16, 2);
         assert_eq!((split.bands, split.group), (16, 64));
+    }
+
+    /// The store's shortcuts give exactly [`Epilogue::apply_f32`]'s values: the plain
+    /// store's `sum + bias` for the plain epilogue, the FMA build and the library's
+    /// `mul_add` for any other, after one pass or several.
+    #[test]
+    fn stores_round_as_apply_f32() {
+        let values: Vec<f32> = (0..97)
+            .map(|i| ((i * 7919 % 997) as f32 / 997.0 - 0.5) * 9.0 + 1e-3)
+            .collect();
+        let (sums, bias, residual) = (&values[..33], &values[33..66], &values[64..97]);
+        let check = |epilogue: Epilogue, store: Store| {
+            for after in [false, true] {
+                let mut out: Vec<f32> = values[1..34].to_vec();
+                let partial = out.clone();
+                let res = epilogue.residual.then_some(residual);
+                store.run(
+                    Pass::Last { after },
+                    &mut out,
+                    sums.iter().copied(),
+                    bias.iter().copied(),
+                    res,
+                );
+                for (e, &y) in out.iter().enumerate() {
+                    let sum = if after { partial[e] + sums[e] } else { sums[e] };
+                    let want = epilogue.apply_f32(sum, bias[e], residual[e]);
+                    assert_eq!(y.to_bits(), want.to_bits(), "{epilogue}, {store:?}, {e}");
+                }
+            }
+        };
+        check(Epilogue::IDENTITY, Store::new(&Epilogue::IDENTITY));
+        assert!(matches!(Store::new(&Epilogue::IDENTITY), Store::Plain));
+        #[cfg(target_arch = "x86_64")]
+        let fma = [false, is_x86_feature_detected!("fma")];
+        #[cfg(not(target_arch = "x86_64"))]
+        let fma = [false];
+        for activation in Activation::ALL {
+            for (alpha, residual) in [
+                (1.0, None),
+                (-0.7, None),
+                (1.0, Some(1.0)),
+                (1.3, Some(-0.45)),
+            ] {
+                let mut epilogue = Epilogue::activation(activation).with_alpha(alpha);
+                if let Some(beta) = residual {
+                    epilogue = epilogue.with_residual(beta);
+                }
+                if epilogue == Epilogue::IDENTITY {
+                    continue;
+                }
+                assert!(matches!(Store::new(&epilogue), Store::Full { .. }));
+                for fma in fma {
+                    check(epilogue, Store::Full { epilogue, fma });
+                }
+            }
+        }
     }
 }

@@ -6,8 +6,11 @@
 //!   cannot hide in both.
 //! - [`im2win_input`] and [`im2win_filter`] build the layouts of `docs/DESIGN.md` exactly as
 //!   the GPU transform kernels do, so they double as the CPU check of those kernels.
-//! - [`conv2d`] is the CPU im2win backend: the fallback when there is no GPU. Its
-//!   micro-kernel is chosen per CPU at run time ([`Isa`]); [`conv2d_with_isa`] forces one.
+//! - [`conv2d`] is the CPU im2win backend: the fallback when there is no GPU. It takes
+//!   every layout (NCHW or NHWC input and output, KCRS or KRSC filter) and every epilogue;
+//!   [`conv2d_with_residual`] is the call for an epilogue that adds a residual tensor. Its
+//!   micro-kernel is chosen per CPU at run time ([`Isa`]); [`conv2d_with_isa`] and
+//!   [`conv2d_with_isa_and_residual`] force one.
 //!
 //! All functions validate the problem ([`Conv2dProblem::shape`]) and every buffer length
 //! first, and return an [`Error`] rather than panicking.
@@ -20,7 +23,7 @@ mod oracle;
 mod pack;
 mod strip;
 
-pub use backend::{conv2d, conv2d_with_isa};
+pub use backend::{conv2d, conv2d_with_isa, conv2d_with_isa_and_residual, conv2d_with_residual};
 pub use im2win::{im2win_filter, im2win_input};
 pub use isa::{ISA_ENV, Isa};
 pub use oracle::{reference_conv2d, reference_conv2d_with_residual, relative_error};

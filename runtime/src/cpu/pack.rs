@@ -5,13 +5,17 @@
 //! the strip's offsets table) are adjacent, so the micro-kernel loads them as one or two
 //! vectors and walks the block front to back. Channels past `K` in the last block get zero
 //! weights: they are computed and never stored.
+//!
+//! The filter is read in the problem's [`FilterLayout`](crate::FilterLayout) (KCRS or
+//! KRSC) through its strides: the packed filter, and so everything after it, is the same
+//! for both.
 
 use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::problem::Conv2dProblem;
 
-/// `filter` (`K×C×R×S`, validated) packed in blocks of `mr` output channels (8, 16 or 32:
+/// `filter` (`K×C×R×S` in the problem's filter layout, validated) packed in blocks of `mr` output channels (8, 16 or 32:
 /// the micro-kernels' `MR`).
 ///
 /// Every group of `mr` weights is computed where it lands, in parallel and in the order of
@@ -32,6 +36,7 @@ pub(super) fn pack_filter(problem: &Conv2dProblem, filter: &[f32], mr: usize) ->
 fn pack<const MR: usize>(problem: &Conv2dProblem, filter: &[f32]) -> Result<Vec<f32>> {
     let [k, c, r, s] = problem.filter;
     let crs = c * r * s;
+    let taps = Taps::new(problem);
     let groups = k.div_ceil(MR) * crs;
     let mut packed: Vec<[f32; MR]> = Vec::new();
     packed
@@ -43,12 +48,12 @@ fn pack<const MR: usize>(problem: &Conv2dProblem, filter: &[f32]) -> Result<Vec<
         })?;
     // Consecutive groups are consecutive reduction indices of one block, so each of the
     // `MR` filter rows a block reads is walked front to back (by (c, s, r), i.e. with a
-    // stride of S inside each R×S slice).
+    // stride of S inside each R×S slice in KCRS, of C·S in KRSC).
     (0..groups)
         .into_par_iter()
         .map(|group| {
             let (block, kk) = (group / crs, group % crs);
-            let at = source_index(kk, r, s);
+            let at = taps.source_index(kk, r, s);
             std::array::from_fn(|m| {
                 let channel = block * MR + m;
                 if channel < k {
@@ -62,12 +67,35 @@ fn pack<const MR: usize>(problem: &Conv2dProblem, filter: &[f32]) -> Result<Vec<
     Ok(packed.into_flattened())
 }
 
-/// Where reduction index `kk = c·S·R + s·R + r` of one output channel lies in its
-/// `C×R×S` filter: `(c·R + r)·S + s`.
-fn source_index(kk: usize, r: usize, s: usize) -> usize {
-    let (ci, sr) = (kk / (r * s), kk % (r * s));
-    let (fx, fy) = (sr / r, sr % r);
-    (ci * r + fy) * s + fx
+/// The strides of `c`, `r` and `s` inside one output channel's filter (`C·R·S` floats
+/// in either layout): `[R·S, S, 1]` in KCRS, `[1, S·C, C]` in KRSC.
+#[derive(Debug, Clone, Copy)]
+struct Taps {
+    c: usize,
+    r: usize,
+    s: usize,
+}
+
+impl Taps {
+    fn new(problem: &Conv2dProblem) -> Taps {
+        let [k, c, r, s] = problem.filter_layout.strides(problem.filter);
+        debug_assert_eq!(k, problem.filter[1..].iter().product::<usize>());
+        Taps { c, r, s }
+    }
+
+    /// Where the weight of channel `ci`, filter row `fy` and column `fx` lies.
+    fn at(&self, ci: usize, fy: usize, fx: usize) -> usize {
+        ci * self.c + fy * self.r + fx * self.s
+    }
+
+    /// Where reduction index `kk = c·S·R + s·R + r` of one output channel lies in its
+    /// filter (`r`, `s`: the filter's height and width): `(c·R + r)·S + s` in KCRS,
+    /// `(r·S + s)·C + c` in KRSC.
+    fn source_index(&self, kk: usize, r: usize, s: usize) -> usize {
+        let (ci, sr) = (kk / (r * s), kk % (r * s));
+        let (fx, fy) = (sr / r, sr % r);
+        self.at(ci, fy, fx)
+    }
 }
 
 /// One panel of the packed filter built on the spot: reduction indices `kk0 ..` (as many
@@ -85,6 +113,7 @@ pub(super) fn pack_panel(
 ) {
     let [k, c, r, s] = problem.filter;
     let crs = c * r * s;
+    let taps = Taps::new(problem);
     let channels = mr.min(k - k0);
     let len = panel.len() / mr;
     // One filter row at a time, read front to back (the rows of a block lie C·R·S floats
@@ -94,7 +123,7 @@ pub(super) fn pack_panel(
         let row = &filter[(k0 + m) * crs..][..crs];
         let (mut ci, mut fx, mut fy) = (kk0 / (r * s), kk0 % (r * s) / r, kk0 % r);
         for d in panel.iter_mut().skip(m).step_by(mr).take(len) {
-            *d = row[(ci * r + fy) * s + fx];
+            *d = row[taps.at(ci, fy, fx)];
             // The next reduction index: r fastest, then s, then c.
             fy += 1;
             if fy == r {
@@ -115,6 +144,7 @@ pub(super) fn pack_panel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::FilterLayout;
 
     #[test]
     fn blocks_hold_the_transformed_filter_channel_fastest() {
@@ -141,6 +171,36 @@ mod tests {
             pack_panel(&problem, &filter, k0, kk0, 2, &mut panel);
             let block = k0 / 2;
             assert_eq!(panel, packed[(block * 6 + kk0) * 2..][..len * 2]);
+        }
+    }
+
+    #[test]
+    fn a_krsc_filter_packs_as_its_kcrs_twin() {
+        // K = 5 (a partial block of 4), C = 3, 2×3 filters, distinct weights.
+        let kcrs = Conv2dProblem::new([1, 3, 4, 4], [5, 3, 2, 3]);
+        let krsc = kcrs.with_filter_layout(FilterLayout::Krsc);
+        let dims = kcrs.filter;
+        let value =
+            |k: usize, c: usize, r: usize, s: usize| (1000 * k + 100 * c + 10 * r + s) as f32;
+        let mut f_kcrs = vec![f32::NAN; 90];
+        let mut f_krsc = vec![f32::NAN; 90];
+        for k in 0..5 {
+            for c in 0..3 {
+                for r in 0..2 {
+                    for s in 0..3 {
+                        f_kcrs[FilterLayout::Kcrs.offset(dims, k, c, r, s)] = value(k, c, r, s);
+                        f_krsc[FilterLayout::Krsc.offset(dims, k, c, r, s)] = value(k, c, r, s);
+                    }
+                }
+            }
+        }
+        assert_ne!(f_kcrs, f_krsc);
+        let packed = pack::<4>(&kcrs, &f_kcrs).unwrap();
+        assert_eq!(pack::<4>(&krsc, &f_krsc).unwrap(), packed);
+        for (k0, kk0, len) in [(0, 0, 18), (0, 5, 7), (4, 11, 7)] {
+            let mut panel = vec![f32::NAN; len * 4];
+            pack_panel(&krsc, &f_krsc, k0, kk0, 4, &mut panel);
+            assert_eq!(panel, packed[((k0 / 4) * 18 + kk0) * 4..][..len * 4]);
         }
     }
 }

@@ -10,9 +10,14 @@
 //! window of output pixel `(i, q)`, which starts at `i·Wt·R + q·sw·R`:
 //! `c·channel_stride + s·dw·R + r`. Padding, stride and dilation all live in the strip
 //! and the table; the micro-kernel knows none of them.
+//!
+//! The strip is the same whatever the input's [`Layout`]: only the builder reads the image
+//! differently (an NCHW image plane by plane, an NHWC one pixel row by pixel row), so the
+//! offsets table, the packed filter and the micro-kernel serve both layouts.
 
 use super::zeros;
 use crate::error::Result;
+use crate::layout::Layout;
 use crate::problem::{Conv2dProblem, ProblemShape};
 
 /// The sizes of a strip for one problem.
@@ -28,6 +33,8 @@ pub(super) struct StripGeometry {
     dil_w: usize,
     top: usize,
     left: usize,
+    /// The memory order of the image the strips are built from.
+    layout: Layout,
     /// Output columns `Q`.
     q: usize,
     /// One row of `T`: `Wt·R`.
@@ -61,6 +68,7 @@ impl StripGeometry {
             dil_w: problem.dilation[1],
             top: problem.padding.top,
             left: problem.padding.left,
+            layout: problem.layout,
             q: shape.output[3],
             row_len,
             col_step: problem.stride[1] * r,
@@ -107,9 +115,26 @@ impl StripGeometry {
     }
 
     /// Fills `strip` with the im2win rows of output rows `p0 .. p0 + rows` of the image
-    /// `x` (`C×H×W`): zeros wherever a window reads padding.
+    /// `x` (`C×H×W` in the problem's layout: `C·H·W` floats either way): zeros wherever a
+    /// window reads padding.
     pub fn build(&self, x: &[f32], p0: usize, rows: usize, strip: &mut [f32]) {
         debug_assert!(rows <= self.max_rows);
+        match self.layout {
+            Layout::Nchw => self.build_nchw(x, p0, rows, strip),
+            Layout::Nhwc => self.build_nhwc(x, p0, rows, strip),
+        }
+    }
+
+    /// The input row that row `fy` of output row `oy`'s windows reads, or `None` where that
+    /// row is padding.
+    fn input_row(&self, oy: usize, fy: usize) -> Option<usize> {
+        (oy * self.stride_h + fy * self.dil_h)
+            .checked_sub(self.top)
+            .filter(|&iy| iy < self.h)
+    }
+
+    /// [`StripGeometry::build`] of an NCHW image: each channel's plane, row by row.
+    fn build_nchw(&self, x: &[f32], p0: usize, rows: usize, strip: &mut [f32]) {
         let (r, w, left) = (self.r, self.w, self.left);
         for (c, channel) in strip.chunks_exact_mut(self.channel_stride()).enumerate() {
             let plane = &x[c * self.h * w..][..self.h * w];
@@ -120,10 +145,7 @@ impl StripGeometry {
             {
                 row.fill(0.0);
                 for fy in 0..r {
-                    let Some(iy) = ((p0 + i) * self.stride_h + fy * self.dil_h)
-                        .checked_sub(self.top)
-                        .filter(|&iy| iy < self.h)
-                    else {
+                    let Some(iy) = self.input_row(p0 + i, fy) else {
                         continue;
                     };
                     // Input column ix lands at padded column ix + left, i.e. at
@@ -137,7 +159,46 @@ impl StripGeometry {
             }
         }
     }
+
+    /// [`StripGeometry::build`] of an NHWC image: the `W·C` floats of each input row that a
+    /// strip row reads are one contiguous run, read once per filter row and scattered to the
+    /// channels' rows of the strip, [`NHWC_CHANNELS`] channels at a time (so that each
+    /// cache line of the run is used whole while it is in L1, and only that many rows of
+    /// the strip are written at once).
+    fn build_nhwc(&self, x: &[f32], p0: usize, rows: usize, strip: &mut [f32]) {
+        let (c, r, w, left) = (self.c, self.r, self.w, self.left);
+        let (stride, row_len) = (self.channel_stride(), self.row_len);
+        for i in 0..rows {
+            for channel in strip.chunks_exact_mut(stride) {
+                channel[i * row_len..][..row_len].fill(0.0);
+            }
+            for fy in 0..r {
+                let Some(iy) = self.input_row(p0 + i, fy) else {
+                    continue;
+                };
+                let pixels = &x[iy * w * c..][..w * c];
+                // Input column ix lands at row[(ix + left)·R + fy] of each channel's row;
+                // columns past Wt are read by no window.
+                let first = i * row_len + left * r + fy;
+                let end = (i + 1) * row_len;
+                let columns = w.min((end.saturating_sub(first)).div_ceil(r));
+                for c0 in (0..c).step_by(NHWC_CHANNELS) {
+                    let c1 = (c0 + NHWC_CHANNELS).min(c);
+                    for (ix, pixel) in pixels.chunks_exact(c).take(columns).enumerate() {
+                        let at = first + ix * r;
+                        for (ci, &v) in (c0..c1).zip(&pixel[c0..c1]) {
+                            strip[ci * stride + at] = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
+
+/// Channels an NHWC strip build scatters at once: one 64-byte cache line of a pixel's
+/// channels.
+const NHWC_CHANNELS: usize = 16;
 
 /// Walks a strip's output pixels in order (row by row, column by column), giving where
 /// each one's window starts: `row·Wt·R + q·sw·R`.
@@ -182,5 +243,45 @@ mod tests {
         let mut cursor = geometry.first_pixel();
         let starts: Vec<usize> = (0..7).map(|_| cursor.next_start()).collect();
         assert_eq!(starts, [0, 4, 8, 14, 18, 22, 28]);
+    }
+
+    #[test]
+    fn an_nhwc_image_builds_the_nchw_strip() {
+        // C = 19 (more than one block of NHWC_CHANNELS), padding on every side, stride and
+        // dilation: the strips of the same image in both layouts are equal.
+        let (c, h, w) = (19, 6, 7);
+        let nchw = Conv2dProblem::new([1, c, h, w], [2, c, 3, 2])
+            .with_stride([2, 1])
+            .with_dilation([1, 2])
+            .with_padding(Padding {
+                top: 2,
+                bottom: 1,
+                left: 3,
+                right: 0,
+            });
+        let nhwc = nchw.with_layout(Layout::Nhwc);
+        let shape = nchw.shape().unwrap();
+        let dims = nchw.input;
+        let value = |ci: usize, y: usize, x: usize| (ci * 100 + y * 10 + x + 1) as f32;
+        let mut x_nchw = vec![f32::NAN; c * h * w];
+        let mut x_nhwc = x_nchw.clone();
+        for ci in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    x_nchw[Layout::Nchw.offset(dims, 0, ci, y, x)] = value(ci, y, x);
+                    x_nhwc[Layout::Nhwc.offset(dims, 0, ci, y, x)] = value(ci, y, x);
+                }
+            }
+        }
+        let g_nchw = StripGeometry::new(&nchw, &shape, 2);
+        let g_nhwc = StripGeometry::new(&nhwc, &shape, 2);
+        for p0 in 0..shape.output[2] - 1 {
+            let mut a = vec![f32::NAN; g_nchw.len()];
+            let mut b = vec![-1.0; g_nhwc.len()];
+            g_nchw.build(&x_nchw, p0, 2, &mut a);
+            g_nhwc.build(&x_nhwc, p0, 2, &mut b);
+            assert!(a.iter().all(|v| v.is_finite()), "row {p0}");
+            assert_eq!(a, b, "row {p0}");
+        }
     }
 }
