@@ -72,8 +72,8 @@ pub fn run(args: &TuneArgs) -> Result<()> {
     let mut engine =
         Engine::new(args.device, im2win::kernels()).context("starting the im2win engine")?;
     if let Some(path) = &args.merge {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let table = TuningTable::from_json(&text)
             .with_context(|| format!("reading the tuning table {}", path.display()))?;
         if table.device != engine.tuning().device {

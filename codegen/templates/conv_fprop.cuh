@@ -40,6 +40,16 @@ enum Algorithm {
     WINDOW_GATHER = 1,   // gathered from X inside the kernel (fused; no buffer)
 };
 
+// Whether the geometry is a compile-time 1x1 filter.
+template <class Geometry>
+constexpr bool im2win_pointwise() {
+    if constexpr (Geometry::FIXED) {
+        return Geometry::R * Geometry::S == 1;
+    } else {
+        return false;
+    }
+}
+
 // One kernel family member: every compile-time choice. MICRO = false and STAGES = 1 exist
 // only for the ablation (bench crate).
 template <class Tile_, class Geometry_, int ALGORITHM, int LAYOUT_, int STAGES_ = 2, bool MICRO = true>
@@ -50,9 +60,16 @@ struct Conv2dFpropSimt {
     static constexpr int STAGES = STAGES_;
     static_assert(ALGORITHM == WINDOW_GATHER || LAYOUT == IM2WIN_NCHW,
         "the im2win buffer is built from NCHW inputs; NHWC convolutions gather");
-    // NHWC windows arrive as groups of 2 channels (8-byte copies): with 4, the MMA needs 16 more
-    // registers per thread than the 128 that two blocks per SM leave, and spills.
-    using Smem = std::conditional_t<LAYOUT == IM2WIN_NHWC, InterleavedWindows<Tile, 2>, RowMajorWindows<Tile>>;
+    // NHWC windows arrive as groups of channels: 16-byte copies when a thread's run of the
+    // stage is one such group (B_RUN = 4: the two threads that share a pixel then read one
+    // whole 32-byte sector per copy instruction, and a warp touches 16 pixels once), else
+    // 8-byte copies. With runs of 8, or for 1x1 filters (whose simpler addressing ptxas
+    // schedules differently), 16-byte copies need more than the 128 registers that two blocks
+    // per SM leave, and spill (ptxas -v; codegen/tests/compile.rs checks there are none).
+    static constexpr bool POINTWISE = im2win_pointwise<Geometry>();
+    static constexpr int NHWC_INTERLEAVE = Tile::B_RUN == 4 && !POINTWISE ? 4 : 2;
+    using Smem = std::conditional_t<LAYOUT == IM2WIN_NHWC, InterleavedWindows<Tile, NHWC_INTERLEAVE>,
+        RowMajorWindows<Tile>>;
     using WindowLoader = std::conditional_t<ALGORITHM == WINDOW_GATHER, WindowGatherLoader<Tile, Geometry, LAYOUT, Smem>,
         WindowBufferLoader<Tile, Geometry>>;
     using Mma = std::conditional_t<MICRO, SimtOuterProduct<Tile, Smem>, SimtDotProduct<Tile, Smem>>;

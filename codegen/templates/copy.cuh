@@ -64,6 +64,19 @@ __device__ __forceinline__ void im2win_load(const float* p, float* out) {
     }
 }
 
+// im2win_load<2> from shared memory, as exactly one 8-byte access: the compiler may not merge
+// it with the load of the neighbouring 8 bytes into one 16-byte load (which it does with plain
+// loads), because the merged load's 4 registers per pixel are what the caller cannot afford.
+// `volatile` keeps it from being moved across the barriers that guard the shared tiles.
+__device__ __forceinline__ void im2win_load_shared_pair(const float* p, float* out) {
+#if defined(__CUDA_ARCH__)
+    const unsigned int shared = (unsigned int)__cvta_generic_to_shared(p);
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(out[0]), "=f"(out[1]) : "r"(shared));
+#else
+    im2win_load<2>(p, out);
+#endif
+}
+
 // Stores V consecutive floats (V = 1, 2 or 4) as one access; p must be aligned to 4 * V bytes.
 template <int V>
 __device__ __forceinline__ void im2win_store(float* p, const float* v) {

@@ -54,16 +54,26 @@ struct SimtOuterProduct {
                 }
             }
         } else {
-            // Interleaved windows: one vector read gives KI reduction steps of a pixel.
+            // Interleaved windows: one vector read gives KR reduction steps of a pixel. KR is at
+            // most 2 whatever the interleave: the window values of all TN pixels then take 16
+            // registers (with KR = 4, 16 more than two blocks per SM leave: the kernel spills).
+            // With KI = 4 a warp's 8-byte reads are 16 bytes apart, two shared-memory
+            // wavefronts instead of one (shared memory still has the bandwidth), and they are
+            // kept from being merged into 16-byte reads (im2win_load_shared_pair).
+            constexpr int KR = KI < 2 ? KI : 2;
 #pragma unroll
-            for (int k = 0; k < Tile::BK; k += KI) {
-                float b[Tile::TN][KI];
+            for (int k = 0; k < Tile::BK; k += KR) {
+                float b[Tile::TN][KR];
 #pragma unroll
                 for (int jj = 0; jj < Tile::TN; ++jj) {
-                    im2win_load<KI>(bs + Smem::offset(k, Smem::column(jj, tx)), b[jj]);
+                    if constexpr (KR < KI) {
+                        im2win_load_shared_pair(bs + Smem::offset(k, Smem::column(jj, tx)), b[jj]);
+                    } else {
+                        im2win_load<KR>(bs + Smem::offset(k, Smem::column(jj, tx)), b[jj]);
+                    }
                 }
 #pragma unroll
-                for (int e = 0; e < KI; ++e) {
+                for (int e = 0; e < KR; ++e) {
                     float a[Tile::TM];
                     load_a(as, k + e, ty, a);
 #pragma unroll

@@ -14,8 +14,8 @@ use super::{check_len, zeros};
 use crate::error::Result;
 use crate::problem::{Conv2dProblem, ProblemShape};
 
-/// The im2win transform of `input` (`N×C×H×W`): `T[N][C][P][Wt][R]` with
-/// `Wt = ProblemShape::win_width`.
+/// The im2win transform of `input` (`N×C×H×W` in the problem's layout, NCHW or NHWC):
+/// `T[N][C][P][Wt][R]` with `Wt = ProblemShape::win_width`, the same for either layout.
 ///
 /// Row `p` of channel `c` holds, for every padded column `w` that some window uses, the `R`
 /// (height-dilated) input rows that output row `p` reads, one column after the other. Top,
@@ -34,7 +34,8 @@ pub fn im2win_input(problem: &Conv2dProblem, input: &[f32]) -> Result<Vec<f32>> 
     transform_input(problem, &shape, input)
 }
 
-/// The transformed filter `F'[K][C][S][R]` of `filter` (`K×C×R×S`): each `R×S` slice
+/// The transformed filter `F'[K][C][S][R]` of `filter` (`K×C×R×S` in the problem's filter
+/// layout, KCRS or KRSC): each `R×S` slice
 /// stored column by column, so that its reduction order `s·R + r` matches the windows of
 /// [`im2win_input`].
 ///
@@ -67,12 +68,15 @@ pub(super) fn transform_input(
 
     // Start from zeros: everything not overwritten below is padding.
     let mut t = zeros::<f32>("im2win buffer", shape.im2win_len)?;
+    // X is read through its layout's strides (NCHW or NHWC); T is the same either way.
+    let [xn, xc, xh, xw] = problem.layout.strides(problem.input);
+    let c = problem.input[1];
     t.par_chunks_mut(row_len)
         .enumerate()
         .for_each(|(row, t_row)| {
             // `row` enumerates (n, c, p); (n, c) selects the input plane.
             let (plane, op) = (row / p, row % p);
-            let x = &input[plane * h * w..][..h * w];
+            let plane_start = (plane / c) * xn + (plane % c) * xc;
             for fy in 0..r {
                 let Some(iy) = (op * sh + fy * dh).checked_sub(top).filter(|&iy| iy < h) else {
                     continue;
@@ -81,8 +85,9 @@ pub(super) fn transform_input(
                 // t_row[(ix + left)·R + fy]. A left padding wider than the used columns
                 // (possible with a large stride) leaves the row all zeros.
                 if let Some(dst) = t_row.get_mut(left * r + fy..) {
-                    for (d, &v) in dst.iter_mut().step_by(r).zip(&x[iy * w..][..w]) {
-                        *d = v;
+                    let x_row = plane_start + iy * xh;
+                    for (d, ix) in dst.iter_mut().step_by(r).zip(0..w) {
+                        *d = input[x_row + ix * xw];
                     }
                 }
             }
@@ -92,14 +97,17 @@ pub(super) fn transform_input(
 
 /// [`im2win_filter`] on an already validated problem and filter.
 pub(super) fn transform_filter(problem: &Conv2dProblem, filter: &[f32]) -> Result<Vec<f32>> {
-    let [_, _, r, s] = problem.filter;
+    // F is read through its layout's strides (KCRS or KRSC); F' is the same either way.
+    let [_, c, r, s] = problem.filter;
+    let [fk, fc, fr, fs] = problem.filter_layout.strides(problem.filter);
     let mut ft = zeros::<f32>("transformed filter", filter.len())?;
     ft.par_chunks_mut(r * s)
-        .zip(filter.par_chunks(r * s))
-        .for_each(|(dst, src)| {
+        .enumerate()
+        .for_each(|(slice, dst)| {
+            let start = (slice / c) * fk + (slice % c) * fc;
             for fx in 0..s {
                 for fy in 0..r {
-                    dst[fx * r + fy] = src[fy * s + fx];
+                    dst[fx * r + fy] = filter[start + fy * fr + fx * fs];
                 }
             }
         });
@@ -189,6 +197,52 @@ mod tests {
         let problem = Conv2dProblem::new([2, 2, 2, 1], [1, 2, 2, 1]);
         let t = im2win_input(&problem, &ramp(8)).unwrap();
         assert_eq!(t, ramp(8));
+    }
+
+    #[test]
+    fn every_layout_gives_the_same_transforms() {
+        use crate::layout::{FilterLayout, Layout};
+        // N = 2, C = 3, 4×5 input, 2×3 filter with padding: each element's value is its
+        // logical index, permuted into NHWC / KRSC by the layouts' own offsets.
+        let problem = Conv2dProblem::new([2, 3, 4, 5], [2, 3, 2, 3]).with_padding(Padding {
+            top: 1,
+            bottom: 0,
+            left: 0,
+            right: 2,
+        });
+        let permuted = |dims: [usize; 4], strides: [usize; 4]| {
+            let mut out = vec![0.0; dims.iter().product()];
+            let mut i = 0;
+            for a in 0..dims[0] {
+                for b in 0..dims[1] {
+                    for c in 0..dims[2] {
+                        for d in 0..dims[3] {
+                            out[a * strides[0]
+                                + b * strides[1]
+                                + c * strides[2]
+                                + d * strides[3]] = i as f32;
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let x = ramp(2 * 3 * 4 * 5);
+        let f = ramp(2 * 3 * 2 * 3);
+        let nhwc = problem
+            .with_layout(Layout::Nhwc)
+            .with_filter_layout(FilterLayout::Krsc);
+        let x_nhwc = permuted(problem.input, Layout::Nhwc.strides(problem.input));
+        let f_krsc = permuted(problem.filter, FilterLayout::Krsc.strides(problem.filter));
+        assert_eq!(
+            im2win_input(&nhwc, &x_nhwc).unwrap(),
+            im2win_input(&problem, &x).unwrap()
+        );
+        assert_eq!(
+            im2win_filter(&nhwc, &f_krsc).unwrap(),
+            im2win_filter(&problem, &f).unwrap()
+        );
     }
 
     #[test]
