@@ -13,7 +13,7 @@ pub mod workspace;
 
 pub use epilogue::{Activation, Epilogue};
 pub use error::{Error, Result};
-pub use gpu::{ConvParams, DeviceLimits, Engine, Plan, TuningEntry, TuningTable};
+pub use gpu::{ConvParams, DeviceLimits, Engine, Plan, TUNING_FORMAT, TuningEntry, TuningTable};
 pub use kernels::KernelModule;
 pub use layout::{FilterLayout, Layout};
 pub use problem::{Conv2dProblem, Padding, ProblemShape};

@@ -275,8 +275,9 @@ impl Plan {
     }
 
     /// Whether the kernel reads the input itself instead of an im2win buffer: a fused kernel
-    /// ([`im2win_codegen::Variant::fused`]) or a problem whose im2win buffer is its input (see
-    /// [`input_in_place`]); then there is no input transform to run.
+    /// ([`im2win_codegen::Variant::fused`]) or a problem whose im2win buffer is its input (a
+    /// 1×1 filter with unit stride and no padding, whose windows are the input's own rows);
+    /// then there is no input transform to run.
     pub fn input_in_place(&self) -> bool {
         self.layout.im2win_offset().is_none()
     }

@@ -18,4 +18,4 @@ pub use device::DeviceLimits;
 pub use dispatch::{Plan, can_implement};
 pub use engine::Engine;
 pub use params::ConvParams;
-pub use tuning::{TuningEntry, TuningTable};
+pub use tuning::{TUNING_FORMAT, TuningEntry, TuningTable};
