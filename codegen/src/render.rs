@@ -34,8 +34,9 @@ pub const HEADER_FILE: &str = "common.cuh";
 
 /// Every header of `codegen/templates` (file name, text), [`COMMON_HEADER`] first: the
 /// kernels' building blocks (docs/DESIGN.md). Copied verbatim next to the rendered files.
-pub const HEADERS: [(&str, &str); 11] = [
+pub const HEADERS: [(&str, &str); 12] = [
     (HEADER_FILE, COMMON_HEADER),
+    ("numeric.cuh", include_str!("../templates/numeric.cuh")),
     ("copy.cuh", include_str!("../templates/copy.cuh")),
     (
         "tile_shape.cuh",
@@ -201,6 +202,12 @@ struct ConvContext {
     double_buffering: bool,
     /// `NCHW` or `NHWC`: the suffix of the C++ layout constant `IM2WIN_<layout_name>`.
     layout_name: &'static str,
+    /// The C++ element types ([`crate::DType::cuda_type`] of [`KernelSpec::elements`]): input
+    /// (and residual), filter, output (and bias), accumulator.
+    element_x: &'static str,
+    element_f: &'static str,
+    element_y: &'static str,
+    element_acc: &'static str,
 }
 
 impl ConvContext {
@@ -238,6 +245,7 @@ impl ConvContext {
         };
         let min_blocks = t.min_blocks_per_sm();
         let max_registers = t.max_registers();
+        let elements = spec.elements();
         ConvContext {
             name: spec.name(),
             geometry,
@@ -263,6 +271,10 @@ impl ConvContext {
                 Layout::Nchw => "NCHW",
                 Layout::Nhwc => "NHWC",
             },
+            element_x: elements.input.cuda_type(),
+            element_f: elements.filter.cuda_type(),
+            element_y: elements.output.cuda_type(),
+            element_acc: elements.accumulator.cuda_type(),
         }
     }
 }

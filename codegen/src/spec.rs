@@ -28,7 +28,8 @@ impl DType {
         }
     }
 
-    /// The CUDA C++ type that holds one element.
+    /// The CUDA C++ type that holds one element: what `conv.cu.tera` renders into each
+    /// kernel's `im2win::Conv2dTypes` (`codegen/templates/numeric.cuh`) and its signature.
     pub fn cuda_type(self) -> &'static str {
         match self {
             DType::F32 => "float",

@@ -11,10 +11,13 @@
 // load and store is bounds-checked (K, N*P*Q and the reduction tail), so any problem size is
 // correct; out-of-range elements enter the product as zeros.
 //
+// Element types: Config::Types (a Conv2dTypes, numeric.cuh), which the tile shape carries: the
+// pointers, the shared tiles, the accumulators and the epilogue take theirs from it.
+//
 // Split reduction: with gridDim.z = Z > 1, block z takes a contiguous share of the stages and
-// writes its partial sums, without epilogue, to y + z*N*K*P*Q (in the output's layout);
-// im2win_split_reduce_f32 adds the Z slices and applies the epilogue. With Z = 1 the block
-// writes Y itself.
+// writes its partial sums (ElementAcc), without epilogue, to slice z*N*K*P*Q of the partial
+// buffer that y then points to (in the output's layout); im2win_split_reduce_f32 adds the Z
+// slices and applies the epilogue. With Z = 1 the block writes Y itself.
 //
 // Launch: block (THREADS, 1, 1), grid (ceil(N*P*Q / BN), ceil(K / BM), Z), no dynamic shared
 // memory.
@@ -50,22 +53,29 @@ constexpr bool im2win_pointwise() {
     }
 }
 
-// One kernel family member: every compile-time choice. MICRO = false and STAGES = 1 exist
-// only for the ablation (bench crate).
+// One kernel family member: every compile-time choice (the element types are the tile's,
+// TileShape<Types, ...>). MICRO = false and STAGES = 1 exist only for the ablation (bench
+// crate).
 template <class Tile_, class Geometry_, int ALGORITHM, int LAYOUT_, int STAGES_ = 2, bool MICRO = true>
 struct Conv2dFpropSimt {
     using Tile = Tile_;
+    using Types = typename Tile::Types;
+    using ElementX = typename Types::ElementX;
+    using ElementF = typename Types::ElementF;
+    using ElementY = typename Types::ElementY;
+    using ElementAcc = typename Types::ElementAcc;
     using Geometry = Geometry_;
     static constexpr int LAYOUT = LAYOUT_;
     static constexpr int STAGES = STAGES_;
     static_assert(ALGORITHM == WINDOW_GATHER || LAYOUT == IM2WIN_NCHW,
         "the im2win buffer is built from NCHW inputs; NHWC convolutions gather");
-    // NHWC windows arrive as groups of channels: 16-byte copies when a thread's run of the
-    // stage is one such group (B_RUN = 4: the two threads that share a pixel then read one
-    // whole 32-byte sector per copy instruction, and a warp touches 16 pixels once), else
-    // 8-byte copies. With runs of 8, or for 1x1 filters (whose simpler addressing ptxas
-    // schedules differently), 16-byte copies need more than the 128 registers that two blocks
-    // per SM leave, and spill (ptxas -v; codegen/tests/compile.rs checks there are none).
+    // NHWC windows arrive as groups of channels: groups of 4 (with floats, 16-byte copies) when
+    // a thread's run of the stage is one such group (B_RUN = 4: the two threads that share a
+    // pixel then read one whole 32-byte sector per copy instruction, and a warp touches 16
+    // pixels once), else groups of 2. With runs of 8, or for 1x1 filters (whose simpler
+    // addressing ptxas schedules differently), 16-byte copies of floats need more than the 128
+    // registers that two blocks per SM leave, and spill (ptxas -v; codegen/tests/compile.rs
+    // checks there are none).
     static constexpr bool POINTWISE = im2win_pointwise<Geometry>();
     static constexpr int NHWC_INTERLEAVE = Tile::B_RUN == 4 && !POINTWISE ? 4 : 2;
     using Smem = std::conditional_t<LAYOUT == IM2WIN_NHWC, InterleavedWindows<Tile, NHWC_INTERLEAVE>,
@@ -75,20 +85,23 @@ struct Conv2dFpropSimt {
     using Mma = std::conditional_t<MICRO, SimtOuterProduct<Tile, Smem>, SimtDotProduct<Tile, Smem>>;
 };
 
-// t: the window source (T, or X for the gather); ft: A; bias: K floats or null (has_bias = 0);
-// residual: Y-shaped or null (has_residual = 0); y: Y, or the partial sums.
+// t: the window source (T, or X for the gather); ft: A; bias: K elements or null (has_bias =
+// 0); residual: Y-shaped or null (has_residual = 0); y: Y, or the partial sums (ElementAcc).
 template <class Config>
-__device__ __forceinline__ void conv2d_fprop(const float* __restrict__ t, const float* __restrict__ ft,
-    const float* __restrict__ bias, const float* __restrict__ residual, float* __restrict__ y, const ConvParams& prm)
+__device__ __forceinline__ void conv2d_fprop(const typename Config::ElementX* __restrict__ t,
+    const typename Config::ElementF* __restrict__ ft, const typename Config::ElementY* __restrict__ bias,
+    const typename Config::ElementX* __restrict__ residual, typename Config::ElementY* __restrict__ y,
+    const ConvParams& prm)
 {
     using Tile = typename Config::Tile;
+    using Types = typename Config::Types;
     constexpr int BK = Tile::BK;
     constexpr int STAGES = Config::STAGES;
     // Shared tiles are stored reduction-major (As[kk][m], B per Config::Smem) so that the MMA
     // reads rows. No padding: a warp's copies and its reads stay in one row (broadcast or
     // consecutive addresses, no bank conflict), and rows stay aligned for the vector reads.
-    __shared__ __align__(16) float As[STAGES][BK * Tile::BM];   // filter tile
-    __shared__ __align__(16) float Bs[STAGES][BK * Tile::BN];   // window tile
+    __shared__ __align__(16) typename Config::ElementF As[STAGES][BK * Tile::BM];   // filter tile
+    __shared__ __align__(16) typename Config::ElementX Bs[STAGES][BK * Tile::BN];   // window tile
 
     const int tid = threadIdx.x;
     const int tx = tid % Tile::TX;
@@ -128,9 +141,18 @@ __device__ __forceinline__ void conv2d_fprop(const float* __restrict__ t, const 
 
     // A split block writes its partial sums to its slice; the reduction applies the epilogue.
     const bool split = gridDim.z > 1;
-    float* const out = split ? y + (long long)blockIdx.z * prm.npq * prm.k : y;
     using Output = OutputTile<Tile, typename Config::Smem, Config::LAYOUT>;
-    write_outputs<Tile, Output>(mma.acc, split, out, bias, residual, prm, m0, j0, tx, ty);
+    if constexpr (Types::PARTIALS_ARE_OUTPUTS) {
+        // One store path for both.
+        typename Config::ElementY* const out = split ? y + (long long)blockIdx.z * prm.npq * prm.k : y;
+        write_outputs<Tile, Output>(mma.acc, split, out, bias, residual, prm, m0, j0, tx, ty);
+    } else if (split) {
+        typename Config::ElementAcc* const part =
+            reinterpret_cast<typename Config::ElementAcc*>(y) + (long long)blockIdx.z * prm.npq * prm.k;
+        write_outputs<Tile, Output>(mma.acc, true, part, bias, residual, prm, m0, j0, tx, ty);
+    } else {
+        write_outputs<Tile, Output>(mma.acc, false, y, bias, residual, prm, m0, j0, tx, ty);
+    }
 }
 
 }  // namespace im2win

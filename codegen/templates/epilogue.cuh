@@ -11,9 +11,17 @@
 // (loads at the output's offsets), activation. Keeping the steps apart, rather than one
 // templated functor per activation inside the store loop, keeps each kernel's code (and its
 // compile time) near that of the plain store: the store loop exists once.
+//
+// Element types (numeric.cuh, a Conv2dTypes): the arithmetic is in ElementAcc, which the bias
+// (ElementY) and the residual (ElementX) are converted to where they are read; the results are
+// converted to the stored type as they are stored. The math functions are float's (fmaf,
+// expf, erff, tanhf), and alpha and beta are ConvParams floats: the accumulator is float.
 #pragma once
 
+#include <type_traits>
+
 #include "copy.cuh"
+#include "numeric.cuh"
 #include "tile_shape.cuh"
 
 // The values of ConvParams::activation (runtime/src/epilogue.rs, Activation::code).
@@ -26,6 +34,10 @@ enum Im2winActivation {
 };
 
 namespace im2win {
+
+// The accumulator types the epilogue computes in.
+template <class Types>
+constexpr bool epilogue_supports = std::is_same_v<typename Types::ElementAcc, float>;
 
 // The activations with transcendental functions, out of line: one copy per module instead of
 // one per output of every kernel (whose unrolled epilogues would each inline erff, tanhf and
@@ -75,12 +87,15 @@ __device__ __forceinline__ void activate_all(int act, float* v) {
     }
 }
 
-// One element: act(alpha * sum + bias + beta * residual); `residual` is read only when the
-// epilogue has one (the split reduction's per-element form).
-__device__ __forceinline__ float linear_combination(const ConvParams& prm, float sum, float bias, const float* residual) {
-    float v = fmaf(prm.alpha, sum, bias);
+// One element: act(alpha * sum + bias + beta * residual), in the accumulator type; `residual`
+// is read only when the epilogue has one (the split reduction's per-element form).
+template <class Types>
+__device__ __forceinline__ typename Types::ElementAcc linear_combination(const ConvParams& prm,
+    typename Types::ElementAcc sum, typename Types::ElementAcc bias, const typename Types::ElementX* residual) {
+    static_assert(epilogue_supports<Types>, "the epilogue computes in float");
+    typename Types::ElementAcc v = fmaf(prm.alpha, sum, bias);
     if (prm.has_residual) {
-        v = fmaf(prm.beta, *residual, v);
+        v = fmaf(prm.beta, Types::to_accumulator(*residual), v);
     }
     return activate(prm.activation, v);
 }
@@ -88,13 +103,13 @@ __device__ __forceinline__ float linear_combination(const ConvParams& prm, float
 // Where a thread's TM x TN accumulators go in Y: output (m0 + Tile::row(i, ty), j0 +
 // Smem::column(jj, tx)). visit() calls f(at, i, jj, vector) for each stored unit: `at` is the
 // offset in Y (or the residual) of accumulator (i, jj); with vector = Im2winFlag<true> the unit
-// is V consecutive floats of Y holding acc[i + e*DI][jj + e*DJ], e < V, else the one float
+// is V consecutive elements of Y holding acc[i + e*DI][jj + e*DJ], e < V, else the one element
 // acc[i][jj]. Every unit is bounds-checked (K, N*P*Q).
 template <class Tile, class Smem, int LAYOUT>
 struct OutputTile;
 
 // NCHW: Y[n][k][p][q]. A group of VN pixels starts at a pixel index that is a multiple of VN;
-// when P*Q is a multiple of VN too, the group lies in one image and is VN consecutive floats.
+// when P*Q is a multiple of VN too, the group lies in one image and is VN consecutive elements.
 template <class Tile, class Smem>
 struct OutputTile<Tile, Smem, IM2WIN_NCHW> {
     static_assert(Smem::INTERLEAVE == 1, "NCHW outputs come from row-major windows");
@@ -148,7 +163,7 @@ struct OutputTile<Tile, Smem, IM2WIN_NCHW> {
 };
 
 // NHWC: Y[n][p][q][k] = Y[j][k]. A thread's channels come in groups of VM consecutive ones:
-// when K is a multiple of VM, a group is VM consecutive floats.
+// when K is a multiple of VM, a group is VM consecutive elements.
 template <class Tile, class Smem>
 struct OutputTile<Tile, Smem, IM2WIN_NHWC> {
     static constexpr int V = Tile::VM;
@@ -184,9 +199,14 @@ struct OutputTile<Tile, Smem, IM2WIN_NHWC> {
 
 // Writes a thread's accumulators to `out` through Output (an OutputTile), after applying the
 // epilogue of prm unless `partial` (a split reduction's partial sums are written as they are).
-template <class Tile, class Output>
-__device__ __forceinline__ void write_outputs(float (&acc)[Tile::TM][Tile::TN], bool partial, float* out,
-    const float* bias, const float* residual, const ConvParams& prm, int m0, long long j0, int tx, int ty) {
+// `out` holds ElementOut: the output type ElementY, or the accumulator type for partial sums.
+template <class Tile, class Output, class ElementOut>
+__device__ __forceinline__ void write_outputs(typename Tile::Types::ElementAcc (&acc)[Tile::TM][Tile::TN],
+    bool partial, ElementOut* out, const typename Tile::ElementY* bias, const typename Tile::ElementX* residual,
+    const ConvParams& prm, int m0, long long j0, int tx, int ty) {
+    using Types = typename Tile::Types;
+    using ElementAcc = typename Types::ElementAcc;
+    static_assert(epilogue_supports<Types>, "the epilogue computes in float");
     constexpr int V = Output::V;
     const bool vectors = Output::vectors(prm) && im2win_aligned<V>(out);
     if (!partial) {
@@ -195,7 +215,7 @@ __device__ __forceinline__ void write_outputs(float (&acc)[Tile::TM][Tile::TN], 
 #pragma unroll
         for (int i = 0; i < Tile::TM; ++i) {
             const int m = m0 + Tile::row(i, ty);
-            const float b = add_bias && m < prm.k ? bias[m] : 0.0f;
+            const ElementAcc b = add_bias && m < prm.k ? Types::to_accumulator(bias[m]) : ElementAcc(0);
 #pragma unroll
             for (int jj = 0; jj < Tile::TN; ++jj) {
                 acc[i][jj] = fmaf(prm.alpha, acc[i][jj], b);
@@ -203,19 +223,19 @@ __device__ __forceinline__ void write_outputs(float (&acc)[Tile::TM][Tile::TN], 
         }
         // + beta * residual, read at the outputs' own offsets.
         if (prm.has_residual) {
-            const float beta = prm.beta;
+            const ElementAcc beta = prm.beta;
             const bool res_vectors = vectors && im2win_aligned<V>(residual);
             Output::visit(prm, m0, j0, tx, ty, res_vectors, [&](long long at, int i, int jj, auto vector) {
                 if constexpr (decltype(vector)::value) {
-                    float r[V];
+                    typename Types::ElementX r[V];
                     im2win_load<V>(residual + at, r);
 #pragma unroll
                     for (int e = 0; e < V; ++e) {
-                        float& a = acc[i + e * Output::DI][jj + e * Output::DJ];
-                        a = fmaf(beta, r[e], a);
+                        ElementAcc& a = acc[i + e * Output::DI][jj + e * Output::DJ];
+                        a = fmaf(beta, Types::to_accumulator(r[e]), a);
                     }
                 } else {
-                    acc[i][jj] = fmaf(beta, residual[at], acc[i][jj]);
+                    acc[i][jj] = fmaf(beta, Types::to_accumulator(residual[at]), acc[i][jj]);
                 }
             });
         }
@@ -223,14 +243,14 @@ __device__ __forceinline__ void write_outputs(float (&acc)[Tile::TM][Tile::TN], 
     }
     Output::visit(prm, m0, j0, tx, ty, vectors, [&](long long at, int i, int jj, auto vector) {
         if constexpr (decltype(vector)::value) {
-            float v[V];
+            ElementOut v[V];
 #pragma unroll
             for (int e = 0; e < V; ++e) {
-                v[e] = acc[i + e * Output::DI][jj + e * Output::DJ];
+                v[e] = Types::template from_accumulator<ElementOut>(acc[i + e * Output::DI][jj + e * Output::DJ]);
             }
             im2win_store<V>(out + at, v);
         } else {
-            out[at] = acc[i][jj];
+            out[at] = Types::template from_accumulator<ElementOut>(acc[i][jj]);
         }
     });
 }

@@ -1,19 +1,31 @@
 // im2win: the MMA policies on CUDA cores (strict FP32). A policy owns a thread's accumulators
-// and multiplies one shared-memory stage into them; it knows the tile shape and the window
-// tile's shared layout, nothing of convolution. Tensor-core MMAs are further policies with the
-// same two calls.
+// and multiplies one shared-memory stage into them; it knows the tile shape (and through it the
+// element types) and the window tile's shared layout, nothing of convolution. Tensor-core MMAs
+// are further policies with the same two calls.
 #pragma once
+
+#include <type_traits>
 
 #include "copy.cuh"
 #include "tile_shape.cuh"
 
 namespace im2win {
 
+// The types the SIMT policies multiply: float operands into float accumulators, one fmaf per
+// product (strict FP32). Other element types are other policies' (tensor cores).
+template <class Types>
+constexpr bool simt_supports = std::is_same_v<typename Types::ElementX, float>
+    && std::is_same_v<typename Types::ElementF, float> && std::is_same_v<typename Types::ElementAcc, float>;
+
 // The register micro-kernel: per reduction step, TM filter and TN window values from shared
 // memory into registers, then TM * TN multiply-adds (an outer product).
 template <class Tile, class Smem>
 struct SimtOuterProduct {
-    float acc[Tile::TM][Tile::TN];
+    static_assert(simt_supports<typename Tile::Types>, "SimtOuterProduct multiplies floats into floats (fmaf)");
+    using ElementA = typename Tile::ElementF;
+    using ElementB = typename Tile::ElementX;
+    using ElementAcc = typename Tile::Types::ElementAcc;
+    ElementAcc acc[Tile::TM][Tile::TN];
 
     __device__ __forceinline__ void zero() {
 #pragma unroll
@@ -26,20 +38,20 @@ struct SimtOuterProduct {
     }
 
     // a[] += As[k][rows of ty], for reduction step k.
-    __device__ __forceinline__ static void load_a(const float* as, int k, int ty, float (&a)[Tile::TM]) {
+    __device__ __forceinline__ static void load_a(const ElementA* as, int k, int ty, ElementA (&a)[Tile::TM]) {
 #pragma unroll
         for (int g = 0; g < Tile::TM / Tile::VM; ++g) {
             im2win_load<Tile::VM>(as + k * Tile::BM + (g * Tile::TY + ty) * Tile::VM, &a[g * Tile::VM]);
         }
     }
 
-    __device__ __forceinline__ void multiply(const float* as, const float* bs, int tx, int ty) {
+    __device__ __forceinline__ void multiply(const ElementA* as, const ElementB* bs, int tx, int ty) {
         constexpr int KI = Smem::INTERLEAVE;
         if constexpr (KI == 1) {
 #pragma unroll
             for (int k = 0; k < Tile::BK; ++k) {
-                float a[Tile::TM];
-                float b[Tile::TN];
+                ElementA a[Tile::TM];
+                ElementB b[Tile::TN];
                 load_a(as, k, ty, a);
 #pragma unroll
                 for (int g = 0; g < Tile::TN / Tile::VN; ++g) {
@@ -63,7 +75,7 @@ struct SimtOuterProduct {
             constexpr int KR = KI < 2 ? KI : 2;
 #pragma unroll
             for (int k = 0; k < Tile::BK; k += KR) {
-                float b[Tile::TN][KR];
+                ElementB b[Tile::TN][KR];
 #pragma unroll
                 for (int jj = 0; jj < Tile::TN; ++jj) {
                     if constexpr (KR < KI) {
@@ -74,7 +86,7 @@ struct SimtOuterProduct {
                 }
 #pragma unroll
                 for (int e = 0; e < KR; ++e) {
-                    float a[Tile::TM];
+                    ElementA a[Tile::TM];
                     load_a(as, k + e, ty, a);
 #pragma unroll
                     for (int i = 0; i < Tile::TM; ++i) {
@@ -95,7 +107,11 @@ struct SimtOuterProduct {
 // outer product.
 template <class Tile, class Smem>
 struct SimtDotProduct {
-    float acc[Tile::TM][Tile::TN];
+    static_assert(simt_supports<typename Tile::Types>, "SimtDotProduct multiplies floats into floats (fmaf)");
+    using ElementA = typename Tile::ElementF;
+    using ElementB = typename Tile::ElementX;
+    using ElementAcc = typename Tile::Types::ElementAcc;
+    ElementAcc acc[Tile::TM][Tile::TN];
 
     __device__ __forceinline__ void zero() {
 #pragma unroll
@@ -107,14 +123,14 @@ struct SimtDotProduct {
         }
     }
 
-    __device__ __forceinline__ void multiply(const float* as, const float* bs, int tx, int ty) {
+    __device__ __forceinline__ void multiply(const ElementA* as, const ElementB* bs, int tx, int ty) {
 #pragma unroll
         for (int i = 0; i < Tile::TM; ++i) {
             const int m = Tile::row(i, ty);
 #pragma unroll
             for (int jj = 0; jj < Tile::TN; ++jj) {
                 const int jn = Smem::column(jj, tx);
-                float sum = acc[i][jj];
+                ElementAcc sum = acc[i][jj];
 #pragma unroll 1
                 for (int k = 0; k < Tile::BK; ++k) {
                     sum = fmaf(as[k * Tile::BM + m], bs[Smem::offset(k, jn)], sum);

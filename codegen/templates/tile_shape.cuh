@@ -3,16 +3,23 @@
 //
 // The convolution is a GEMM  Y[k][j] = sum over kk of A[kk][k] * B[kk][j]  with M = K output
 // channels, N = N*P*Q output pixels and a reduction of C*R*S. A block computes a BM x BN tile
-// of Y, BK reduction steps per shared-memory stage; a thread holds TM x TN outputs.
+// of Y, BK reduction steps per shared-memory stage; a thread holds TM x TN outputs. Sizes count
+// elements; the vector widths follow from the element types (Types, a Conv2dTypes), so that a
+// vector is at most 16 bytes whatever the type: 4 floats, 8 two-byte elements.
 #pragma once
 
 #include "common.cuh"
+#include "numeric.cuh"
 
 namespace im2win {
 
-// VECTOR = false is the ablation's "no vector loads": every access is one float.
-template <int BM_, int BN_, int BK_, int TM_, int TN_, bool VECTOR = true>
+// VECTOR = false is the ablation's "no vector loads": every access is one element.
+template <class Types_, int BM_, int BN_, int BK_, int TM_, int TN_, bool VECTOR = true>
 struct TileShape {
+    using Types = Types_;
+    using ElementX = typename Types::ElementX;
+    using ElementF = typename Types::ElementF;
+    using ElementY = typename Types::ElementY;
     static constexpr int BM = BM_;   // output channels per block (GEMM rows)
     static constexpr int BN = BN_;   // output pixels per block (GEMM columns)
     static constexpr int BK = BK_;   // reduction depth of one shared-memory stage
@@ -25,9 +32,9 @@ struct TileShape {
     static constexpr int B_LOADS = BN * BK / THREADS;   // window elements each thread copies per stage
     static_assert(A_LOADS * THREADS == BM * BK && B_LOADS * THREADS == BN * BK,
         "every thread loads a whole number of elements per stage");
-    // Filter copies: vectors of AV floats (16 bytes for every default tile).
-    static constexpr int AV =
-        !VECTOR ? 1 : (BM % 4 == 0 && A_LOADS % 4 == 0 ? 4 : (BM % 2 == 0 && A_LOADS % 2 == 0 ? 2 : 1));
+    // Filter copies: vectors of AV elements of A, at most 16 bytes (16 bytes for every default
+    // tile: 4 floats).
+    static constexpr int AV = !VECTOR ? 1 : vector_width(access_elements<ElementF>(), BM, A_LOADS);
     static constexpr int A_VECS = A_LOADS / AV;
     static constexpr int A_ROW_VECS = BM / AV;   // vectors per row of the filter tile
     // Window copies: each thread copies runs of B_RUN consecutive reduction indices of one
@@ -37,11 +44,13 @@ struct TileShape {
     static constexpr int B_SEGS = B_LOADS / B_RUN;
     // A thread's outputs come in groups of VM channels and VN pixels, spread across the tile:
     // channel group g of thread ty covers rows (g * TY + ty) * VM ... + VM - 1. With groups of
-    // 4 (2) the shared-memory reads are float4 (float2); and because neighbouring threads read
-    // neighbouring groups, a warp's reads are either the same address (broadcast) or
-    // consecutive, never a bank conflict.
-    static constexpr int VM = !VECTOR ? 1 : (TM % 4 == 0 ? 4 : (TM % 2 == 0 ? 2 : 1));
-    static constexpr int VN = !VECTOR ? 1 : (TN % 4 == 0 ? 4 : (TN % 2 == 0 ? 2 : 1));
+    // VM (VN) the shared-memory reads of the filter (window) tile are vectors of VM (VN)
+    // elements, and so are the stores of the output's channels in NHWC (pixels in NCHW) and the
+    // residual's loads: with floats float4 or float2, at most 16 bytes of the widest type
+    // involved. Because neighbouring threads read neighbouring groups, a warp's reads are either
+    // the same address (broadcast) or consecutive, never a bank conflict.
+    static constexpr int VM = !VECTOR ? 1 : vector_width(access_elements<ElementF, ElementX, ElementY>(), TM);
+    static constexpr int VN = !VECTOR ? 1 : vector_width(access_elements<ElementX, ElementY>(), TN);
 
     // The tile row (output channel m - m0) of a thread's i-th channel.
     static __device__ __forceinline__ int row(int i, int ty) { return (i / VM * TY + ty) * VM + i % VM; }
@@ -52,9 +61,9 @@ struct TileShape {
 // fills the tile and the MMA that reads it agree through this type.
 //
 // RowMajorWindows: Bs[kk][j]. The reads of a reduction step are rows: a thread's pixels come in
-// groups of VN consecutive ones (one float4 per group), neighbouring threads take
-// neighbouring groups. Filled by copies of single floats, which suits NCHW data (consecutive
-// pixels are consecutive in memory).
+// groups of VN consecutive ones (one vector per group), neighbouring threads take
+// neighbouring groups. Filled by copies of single elements, which suits NCHW data
+// (consecutive pixels are consecutive in memory).
 template <class Tile>
 struct RowMajorWindows {
     static constexpr int INTERLEAVE = 1;
@@ -67,12 +76,13 @@ struct RowMajorWindows {
 
 // InterleavedWindows<KI>: Bs[kk / KI][j][kk % KI]. KI consecutive reduction indices of one pixel
 // are contiguous, so NHWC data (consecutive channels are consecutive in memory) arrives as one
-// 4*KI-byte copy per pixel; the MMA reads KI reduction steps of a pixel as one vector. A thread's
+// copy of KI elements per pixel; the MMA reads KI reduction steps of a pixel as one vector. A thread's
 // pixels are tx, tx + TX, ...: a warp's vector reads are consecutive, never a bank conflict.
 template <class Tile, int KI>
 struct InterleavedWindows {
     static constexpr int INTERLEAVE = KI;
     static_assert(Tile::BK % KI == 0 && Tile::B_RUN % KI == 0, "a copy run holds whole groups of KI");
+    static_assert(KI <= access_elements<typename Tile::ElementX>(), "a group of KI is one copy of at most 16 bytes");
     static __device__ __forceinline__ int offset(int kk, int j) {
         return (kk / KI) * (Tile::BN * KI) + j * KI + kk % KI;
     }

@@ -5,7 +5,7 @@
 //   B[kk][j] = T[n][c][p][q*sw + s*dw][r],   kk = c*S*R + s*R + r,   j = (n*P + p)*Q + q.
 //
 // T already applies the padding, stride_h and dil_h, so this loader never tests for them; with
-// dw = 1 a channel's window is one contiguous run of R*S floats. Each pixel is decomposed once,
+// dw = 1 a channel's window is one contiguous run of R*S elements. Each pixel is decomposed once,
 // when the loader is made; from stage to stage the cursor only steps by BK (a carry into the
 // next channel instead of a division per element).
 #pragma once
@@ -19,7 +19,8 @@ namespace im2win {
 template <class Tile, class Geometry>
 struct WindowBufferLoader {
     using Smem = RowMajorWindows<Tile>;
-    const float* t;
+    using Element = typename Tile::ElementX;
+    const Element* t;
     Geometry g;
     unsigned int CRS;
     long long chan_stride;   // distance between channels c and c + 1 of one image row in T
@@ -32,7 +33,7 @@ struct WindowBufferLoader {
     bool b_ok[Tile::B_SEGS];
 
     // The cursors start at stage `first`.
-    __device__ __forceinline__ WindowBufferLoader(const float* t_, const ConvParams& prm, long long j0, int tid,
+    __device__ __forceinline__ WindowBufferLoader(const Element* t_, const ConvParams& prm, long long j0, int tid,
         unsigned int first)
         : t(t_), g(prm), CRS((unsigned int)prm.crs), chan_stride((long long)prm.p * prm.win_w * g.R) {
         const long long PQ = (long long)prm.p * prm.q;
@@ -73,12 +74,12 @@ struct WindowBufferLoader {
     // to the next stage. Pixels past N*P*Q and (CHECKED) indices past the reduction are zeros:
     // such copies read nothing, from a safe address.
     template <bool CHECKED>
-    __device__ __forceinline__ void copy(float* bs, unsigned int k0, int tid) {
+    __device__ __forceinline__ void copy(Element* bs, unsigned int k0, int tid) {
         const int R = g.R;
         const int S = g.S;
         // In a checked stage an index past the reduction may address past T: such copies read
         // nothing (zero fill), and their address is replaced by a safe one as well.
-        auto copy1 = [&](float* dst, const float* src, bool in) {
+        auto copy1 = [&](Element* dst, const Element* src, bool in) {
             im2win_cp_async<1>(dst, CHECKED && !in ? t : src, in, t);
         };
 #pragma unroll
@@ -94,8 +95,8 @@ struct WindowBufferLoader {
             if (g.DW == 1 && Tile::B_RUN <= R * S) {
                 // The im2win window: the run is contiguous but for at most one step into the
                 // next channel, whose window starts chan_stride further.
-                const float* lo = t + b_chan[seg] + sr;
-                const float* hi = lo + (chan_stride - R * S);
+                const Element* lo = t + b_chan[seg] + sr;
+                const Element* hi = lo + (chan_stride - R * S);
 #pragma unroll
                 for (int e = 0; e < Tile::B_RUN; ++e) {
                     const bool in = b_ok[seg] && (!CHECKED || kk0 + e < CRS);

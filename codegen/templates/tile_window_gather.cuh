@@ -5,14 +5,15 @@
 //   kk = (r*S + s)*C + c,   j = (n*P + p)*Q + q.
 //
 // The reduction runs channels fastest, so consecutive reduction indices of one pixel are one
-// channel apart in X: in NCHW one plane apart (H*W floats), in NHWC adjacent. The layout only
+// channel apart in X: in NCHW one plane apart (H*W elements), in NHWC adjacent. The layout only
 // changes the strides and how a run reaches shared memory:
-//   NCHW: single-float copies into RowMajorWindows (a warp's copies of one element are
+//   NCHW: single-element copies into RowMajorWindows (a warp's copies of one element are
 //         consecutive pixels, consecutive in memory);
-//   NHWC: copies of KI consecutive channels (one 4*KI-byte cp.async) into InterleavedWindows,
-//         when C is a multiple of KI; single floats otherwise (C = 3 stems). Here the
-//         threads are assigned the other way round: a warp's copies cover few pixels, each
-//         with every channel of the stage (a 32-byte sector holds 8), rather than 32 pixels
+//   NHWC: copies of KI consecutive channels (one cp.async of KI elements) into
+//         InterleavedWindows, when C is a multiple of KI; single elements otherwise (C = 3
+//         stems). Here the threads are assigned the other way round: a warp's copies cover
+//         few pixels, each with every channel of the stage (a 32-byte sector holds 8 floats),
+//         rather than 32 pixels
 //         with KI channels each, which would touch a sector per thread (4x the L1 traffic).
 //         Run u is pixel u / G, and its pieces of KI channels sit at depths
 //         (e*G + u % G)*KI, e = 0 .. PIECES - 1 (G = BK / B_RUN runs share a pixel).
@@ -30,12 +31,13 @@ template <class Tile, class Geometry, int LAYOUT, class Smem_>
 struct WindowGatherLoader {
     using Smem = Smem_;
     static constexpr int KI = Smem::INTERLEAVE;
-    static_assert(LAYOUT == IM2WIN_NCHW ? KI == 1 : KI > 1, "NCHW gathers single floats, NHWC vectors");
+    static_assert(LAYOUT == IM2WIN_NCHW ? KI == 1 : KI > 1, "NCHW gathers single elements, NHWC vectors");
+    using Element = typename Tile::ElementX;
     // NHWC: runs per pixel, pieces of KI channels per run, and the depth between two pieces.
     static constexpr int G = Tile::BK / Tile::B_RUN;
     static constexpr int PIECES = Tile::B_RUN / KI;
     static constexpr int PIECE_STEP = G * KI;
-    const float* x;
+    const Element* x;
     Geometry g;
     unsigned int CRS;
     int C, H, W;
@@ -48,7 +50,7 @@ struct WindowGatherLoader {
     int b_w[Tile::B_SEGS];             // the window's left column
     int b_kk[Tile::B_SEGS];            // the run's depth in the stage
 
-    __device__ __forceinline__ WindowGatherLoader(const float* x_, const ConvParams& prm, long long j0, int tid,
+    __device__ __forceinline__ WindowGatherLoader(const Element* x_, const ConvParams& prm, long long j0, int tid,
         unsigned int /*first*/)
         : x(x_), g(prm), CRS((unsigned int)prm.crs), C(prm.c), H(prm.h), W(prm.w), div_c(prm.c) {
         if constexpr (LAYOUT == IM2WIN_NCHW) {
@@ -107,8 +109,8 @@ struct WindowGatherLoader {
     __device__ __forceinline__ bool inside(int h, int w) const {
         return (unsigned int)h < (unsigned int)H && (unsigned int)w < (unsigned int)W;
     }
-    // Column w is 1 float (NCHW) or C floats (NHWC) from w - 1; channel c + 1 is chan_stride
-    // floats from c.
+    // Column w is 1 element (NCHW) or C elements (NHWC) from w - 1; channel c + 1 is
+    // chan_stride elements from c.
     __device__ __forceinline__ long long at(int seg, int c, int h, int w) const {
         if constexpr (LAYOUT == IM2WIN_NCHW) {
             return b_image[seg] + c * chan_stride + (long long)h * row_stride + w;
@@ -121,7 +123,7 @@ struct WindowGatherLoader {
     // (padding, pixels past N*P*Q) and (CHECKED) past the reduction are zeros: such copies read
     // nothing, from a safe address.
     template <bool CHECKED>
-    __device__ __forceinline__ void copy(float* bs, unsigned int k0, int tid) const {
+    __device__ __forceinline__ void copy(Element* bs, unsigned int k0, int tid) const {
 #pragma unroll
         for (int seg = 0; seg < Tile::B_SEGS; ++seg) {
             const unsigned int kk0 = k0 + b_kk[seg];
@@ -148,7 +150,7 @@ struct WindowGatherLoader {
                         const bool in = in_x && (!CHECKED || kk0 + e * PIECE_STEP < CRS);
                         im2win_cp_async<KI>(bs + Smem::offset(depth, j), x + (in ? at(seg, c, h, w) : 0), in, x);
                     } else {
-                        // Single floats, wrapping to the next tap inside the piece.
+                        // Single elements, wrapping to the next tap inside the piece.
                         int ce = c, re = r, se = s;
 #pragma unroll
                         for (int i = 0; i < KI; ++i) {
@@ -173,7 +175,7 @@ struct WindowGatherLoader {
                     // of a channel block): the whole run is one (r, s), consecutive channels,
                     // inside X or not as a whole; one pointer add per element. The branch is
                     // uniform across a warp: its threads share kk0.
-                    const float* src = x + (in_x ? at(seg, c, h, w) : 0);
+                    const Element* src = x + (in_x ? at(seg, c, h, w) : 0);
                     const long long step = in_x ? chan_stride : 0;
 #pragma unroll
                     for (int e = 0; e < Tile::B_RUN; ++e) {

@@ -71,10 +71,19 @@ fn every_catalogue_spec_renders() -> Result<(), RenderError> {
         let t = spec.tile;
         // The instantiation names every compile-time choice of the spec.
         let shape = format!(
-            "im2win::TileShape<{}, {}, {}, {}, {}",
+            "im2win::TileShape<{name}_types, {}, {}, {}, {}, {}",
             t.block_m, t.block_n, t.block_k, t.thread_m, t.thread_n
         );
         assert!(source.contains(&shape), "{name} lacks `{shape}`");
+        let e = spec.elements();
+        let types = format!(
+            "using {name}_types = im2win::Conv2dTypes<{}, {}, {}, {}>;",
+            e.input.cuda_type(),
+            e.filter.cuda_type(),
+            e.output.cuda_type(),
+            e.accumulator.cuda_type()
+        );
+        assert!(source.contains(&types), "{name} lacks `{types}`");
         let bounds = format!("__launch_bounds__({}, ", t.threads());
         assert!(source.contains(&bounds), "{name} lacks `{bounds}`");
         let geometry = match spec.geometry {
