@@ -18,7 +18,8 @@
 #               IM2WIN_TUNE_ARGS adds arguments (e.g. "--layout nhwc --merge tuning/nvidia-h200.json")
 #   results     the benchmark runs of bench/results/README.md (the five suites, the
 #               ablation, paper NHWC, ResNet-50 with its epilogues), packed into results.tar;
-#               IM2WIN_RESULTS="suite:batch[:layout[:epilogue]] ... ablation" picks some
+#               IM2WIN_RESULTS="suite:batch[:layout[:epilogue]] ... ablation" picks some;
+#               IM2WIN_BENCH_TUNING=FILE dispatches them with that tuning table
 #   all         tests sanitize quickstart (the default)
 #
 # Logs go to $OUT (default .device/out), at most 7 files: tests.log,
@@ -253,13 +254,17 @@ stage_results() {
   mkdir -p "$dest"
   # IM2WIN_RESULTS picks runs (to split them over several device calls): a space-separated
   # list of suite:batch[:layout[:epilogue]] and `ablation`; default all of bench/results/README.md.
+  # IM2WIN_BENCH_TUNING: a tuning table (e.g. one `tune` just wrote) that every run dispatches
+  # with instead of the built-in one.
+  local tuning=()
+  [ -z "${IM2WIN_BENCH_TUNING:-}" ] || tuning=(--tuning "$IM2WIN_BENCH_TUNING")
   local runs=${IM2WIN_RESULTS:-"paper:128 resnet50:1 resnet50:32 resnet50:128 vgg16:32 ablation paper:128:nhwc resnet50:32:nchw:resnet resnet50:32:nchw:bias-relu"}
   for run in $runs; do
     if [ "$run" = ablation ]; then
       run_binary "$log" results "im2win bench --suite paper --batch 128 --methods ablation" \
         "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$bench" bench --suite paper \
         --batch 128 --methods ablation --out "$dest/ablation-paper-f32-n128.json" \
-        --chart "$dest/ablation-paper-f32-n128.svg"
+        --chart "$dest/ablation-paper-f32-n128.svg" "${tuning[@]}"
       continue
     fi
     IFS=: read -r suite batch layout epilogue <<<"$run"
@@ -274,7 +279,7 @@ stage_results() {
     run_binary "$log" results "im2win bench --suite $suite --batch $batch --layout $layout --epilogue $epilogue" \
       "${IM2WIN_BENCH_TIMEOUT:-560}" "$root" -- "$bundle/bin/$bench" bench --suite "$suite" \
       --batch "$batch" --layout "$layout" --epilogue "$epilogue" --methods "$methods" \
-      --out "$dest/$name.json" --chart "$dest/$name.svg"
+      --out "$dest/$name.json" --chart "$dest/$name.svg" "${tuning[@]}"
   done
   tar -C "$out" -cf "$out/results.tar" results && rm -rf "$dest"
 }

@@ -148,7 +148,7 @@ struct WindowGatherLoader {
                         // whole, and inside the reduction or not as a whole (C*R*S is a
                         // multiple of KI too).
                         const bool in = in_x && (!CHECKED || kk0 + e * PIECE_STEP < CRS);
-                        im2win_cp_async<KI>(bs + Smem::offset(depth, j), x + (in ? at(seg, c, h, w) : 0), in, x);
+                        im2win_cp_async<KI, true>(bs + Smem::offset(depth, j), x + (in ? at(seg, c, h, w) : 0), in, x);
                     } else {
                         // Single elements, wrapping to the next tap inside the piece.
                         int ce = c, re = r, se = s;
