@@ -17,14 +17,12 @@ __device__ __forceinline__ bool im2win_aligned(const T* p) {
 // global to shared memory without passing through registers (cp.async, sm_80 and later), or
 // stores zeros when !valid: then nothing is read (the source size is 0), but `src` must still
 // be an address inside the buffer (callers pass a safe one when theirs might not be). The copy
-// is only complete after im2win_cp_async_wait_all(). 16-byte copies bypass L1 (.cg) unless
-// KEEP_IN_L1 (smaller ones always go through it): a block reads each filter element once, but
-// the windows of neighbouring pixels overlap, so the window gather's copies keep their lines
-// in L1 (an NHWC 3x3 layer's L1 hit rate was 5% with .cg, ncu). cp.async moves 4, 8 or 16 bytes: a 2-byte copy is an ordinary load and store,
+// is only complete after im2win_cp_async_wait_all(). 16-byte copies bypass L1 (.cg), smaller
+// ones cannot. cp.async moves 4, 8 or 16 bytes: a 2-byte copy is an ordinary load and store,
 // complete (like the others) by the barrier that follows the wait. Before sm_80 (and on the
 // host, in the tests' emulation) every copy is ordinary loads and stores; there `safe` (a
 // valid element) stands in for a source outside the buffer.
-template <int V, bool KEEP_IN_L1 = false, class T>
+template <int V, class T>
 __device__ __forceinline__ void im2win_cp_async(T* dst, const T* src, bool valid, const T* safe) {
     constexpr int BYTES = V * (int)sizeof(T);
     static_assert(BYTES == 2 || BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
@@ -34,7 +32,7 @@ __device__ __forceinline__ void im2win_cp_async(T* dst, const T* src, bool valid
         *dst = valid ? *src : T{};
     } else {
         const unsigned int shared = (unsigned int)__cvta_generic_to_shared(dst);
-        if constexpr (BYTES == 16 && !KEEP_IN_L1) {
+        if constexpr (BYTES == 16) {
             asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared), "l"(src),
                 "r"(valid ? 16 : 0)
                 : "memory");

@@ -17,6 +17,9 @@
 //         with KI channels each, which would touch a sector per thread (4x the L1 traffic).
 //         Run u is pixel u / G, and its pieces of KI channels sit at depths
 //         (e*G + u % G)*KI, e = 0 .. PIECES - 1 (G = BK / B_RUN runs share a pixel).
+// The 16-byte copies bypass L1 (.cg, copy.cuh). Keeping their lines in L1 (.ca) raised an
+// NHWC 3x3 layer's L1 hit rate from 5% but made the paper's NHWC layers 0-2% slower on the
+// H200 (2026-12-03), so they stay .cg.
 // Each pixel is decomposed once, when the loader is made: image offset and the window's
 // top-left corner (p*sh - pad_top, q*sw - pad_left), which padding may put outside X.
 #pragma once
@@ -148,7 +151,7 @@ struct WindowGatherLoader {
                         // whole, and inside the reduction or not as a whole (C*R*S is a
                         // multiple of KI too).
                         const bool in = in_x && (!CHECKED || kk0 + e * PIECE_STEP < CRS);
-                        im2win_cp_async<KI, true>(bs + Smem::offset(depth, j), x + (in ? at(seg, c, h, w) : 0), in, x);
+                        im2win_cp_async<KI>(bs + Smem::offset(depth, j), x + (in ? at(seg, c, h, w) : 0), in, x);
                     } else {
                         // Single elements, wrapping to the next tap inside the piece.
                         int ce = c, re = r, se = s;
