@@ -31,7 +31,7 @@ mod table;
 mod timing;
 mod tune;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +62,15 @@ enum Command {
     Tune(tune::TuneArgs),
     /// List the compiled kernels with their registers, shared memory and spills.
     Kernels,
+    /// Draw the chart (SVG) of a report written by `im2win bench`, without running anything:
+    /// for a report whose chart was lost.
+    Chart {
+        /// The report (JSON).
+        report: PathBuf,
+        /// Where to write the chart [default: the report's path with .svg].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +79,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(args),
         Command::Tune(args) => tune::run(args),
         Command::Kernels => kernels::run(),
+        Command::Chart { report, out } => redraw_chart(report, out.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +88,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `im2win chart`: the SVG of a saved report.
+fn redraw_chart(report: &Path, out: Option<&Path>) -> Result<()> {
+    let text =
+        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
+    let parsed: Report = serde_json::from_str(&text)
+        .with_context(|| format!("reading the report {}", report.display()))?;
+    let path = out.map_or_else(|| report.with_extension("svg"), Path::to_path_buf);
+    write(&path, &chart::render(&parsed))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// `im2win bench`: runs the suite, writing the JSON and the chart after every layer and at

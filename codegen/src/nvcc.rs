@@ -20,8 +20,13 @@
 //!    load, since the driver then decompresses every image; we ship the PTX-only form.
 //!    With the NHWC and epilogue kernels the default catalogue's cubins grew to about 12 MB
 //!    each, and fatbinary 13.0 then compresses them as well (43.6 MB packed uncompressed,
-//!    3.0 MB shipped); there is no switch for PTX-only compression. The load-time cost of
-//!    that is still to be measured on the H200 (issue 11 note).
+//!    2.9 MB shipped); there is no switch for PTX-only compression. Measured on the H200
+//!    (2026-12-03, `scripts/fatbin-load-time.py`, median of 7 loads after a warm-up / first
+//!    load in a fresh process): the shipped fatbin 15.2 / 17.6 ms; its sm_90 image alone,
+//!    uncompressed (12.0 MB) 2.0 / 7.6 ms, compressed by fatbinary's default mode (0.8 MB)
+//!    9.2 / 15.9 ms (`--compress-mode=speed`, 4.0 MB: 18.2 ms; `size`, 0.5 MB: 19.6 ms). So
+//!    compression costs about 13 ms per module load, once per engine; we still ship it
+//!    compressed, since the alternative adds 40 MB to every binary that embeds the kernels.
 //!
 //! Why not separate translation units, compiled in parallel with `-rdc=true` and
 //! device-linked? We tried: relocatable device code cost the convolution kernels 6 to 16
