@@ -65,6 +65,11 @@ pub const FUSED_TILES: [TileConfig; 4] = [
     DEFAULT_TILES[4],
 ];
 
+/// The tiles of the NHWC kernels (fused, the one algorithm NHWC has): [`FUSED_TILES`] but
+/// 128×128×16, whose NHWC kernels need more than the 128 registers that two blocks per SM leave
+/// (ptxas spills with the staged epilogue, `codegen/templates/epilogue.cuh`).
+pub const NHWC_TILES: [TileConfig; 3] = [FUSED_TILES[0], FUSED_TILES[2], FUSED_TILES[3]];
+
 /// Tiles compiled for some geometries only, beside [`DEFAULT_TILES`]: 96×128×8 with 6×8 per
 /// thread for the 11×11 stride-4 layers (AlexNet-style, K = 96, where 128 rows waste a
 /// quarter).
@@ -166,7 +171,7 @@ impl Catalogue {
     /// [`DEFAULT_GEOMETRIES`] and the generic kernel, each with every tile of
     /// [`DEFAULT_TILES`], then the [`EXTRA_TILES`], then the fused variant with every tile
     /// of [`FUSED_TILES`]; for NHWC (where only the fused algorithm exists) the fused
-    /// variant with the same [`FUSED_TILES`].
+    /// variant with every tile of [`NHWC_TILES`].
     pub fn default_catalogue() -> Self {
         let mut kernels = Vec::new();
         for tile in DEFAULT_TILES {
@@ -186,12 +191,20 @@ impl Catalogue {
             }
             kernels.push(KernelSpec::generic(DType::F32, tile).with_variant(Variant::FUSED));
         }
-        let nchw_fused: Vec<KernelSpec> = kernels
-            .iter()
-            .filter(|k| k.variant == Variant::FUSED)
-            .copied()
-            .collect();
-        kernels.extend(nchw_fused.into_iter().map(|k| k.with_layout(Layout::Nhwc)));
+        for tile in NHWC_TILES {
+            for geometry in DEFAULT_GEOMETRIES {
+                kernels.push(
+                    KernelSpec::fixed(DType::F32, geometry, tile)
+                        .with_variant(Variant::FUSED)
+                        .with_layout(Layout::Nhwc),
+                );
+            }
+            kernels.push(
+                KernelSpec::generic(DType::F32, tile)
+                    .with_variant(Variant::FUSED)
+                    .with_layout(Layout::Nhwc),
+            );
+        }
         Catalogue {
             kernels,
             baselines: false,

@@ -30,7 +30,7 @@ pub mod spec;
 
 #[cfg(feature = "generate")]
 pub use builder::{BuildError, Builder, Output};
-pub use catalogue::{Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES, FUSED_TILES};
+pub use catalogue::{Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES, FUSED_TILES, NHWC_TILES};
 pub use layout::{FilterLayout, Layout};
 #[cfg(feature = "manifest")]
 pub use manifest::{Manifest, ManifestError};

@@ -80,6 +80,14 @@ struct Conv2dFpropSimt {
     static constexpr int NHWC_INTERLEAVE = Tile::B_RUN == 4 && !POINTWISE ? 4 : 2;
     using Smem = std::conditional_t<LAYOUT == IM2WIN_NHWC, InterleavedWindows<Tile, NHWC_INTERLEAVE>,
         RowMajorWindows<Tile>>;
+    using Output = StagedOutput<Tile, Smem, LAYOUT>;
+    // Shared memory: the main loop's STAGES stages of the filter and window tiles, which the
+    // epilogue then reuses to stage a group of output rows (epilogue.cuh). The codegen's
+    // TileConfig::shared_bytes computes the same size (conv.cu.tera checks that they agree).
+    static constexpr int MAINLOOP_BYTES = STAGES * Tile::BK
+        * (Tile::BM * (int)sizeof(ElementF) + Tile::BN * (int)sizeof(ElementX));
+    static constexpr int EPILOGUE_BYTES = Output::ELEMENTS * (int)sizeof(ElementAcc);
+    static constexpr int SHARED_BYTES = MAINLOOP_BYTES > EPILOGUE_BYTES ? MAINLOOP_BYTES : EPILOGUE_BYTES;
     using WindowLoader = std::conditional_t<ALGORITHM == WINDOW_GATHER, WindowGatherLoader<Tile, Geometry, LAYOUT, Smem>,
         WindowBufferLoader<Tile, Geometry>>;
     using Mma = std::conditional_t<MICRO, SimtOuterProduct<Tile, Smem>, SimtDotProduct<Tile, Smem>>;
@@ -100,8 +108,13 @@ __device__ __forceinline__ void conv2d_fprop(const typename Config::ElementX* __
     // Shared tiles are stored reduction-major (As[kk][m], B per Config::Smem) so that the MMA
     // reads rows. No padding: a warp's copies and its reads stay in one row (broadcast or
     // consecutive addresses, no bank conflict), and rows stay aligned for the vector reads.
-    __shared__ __align__(16) typename Config::ElementF As[STAGES][BK * Tile::BM];   // filter tile
-    __shared__ __align__(16) typename Config::ElementX Bs[STAGES][BK * Tile::BN];   // window tile
+    // Stage s of the filter tile is As + s * BK * BM, of the window tile Bs + s * BK * BN; after
+    // the main loop the same bytes stage the output (write_outputs).
+    __shared__ __align__(16) unsigned char shared[Config::SHARED_BYTES];
+    typename Config::ElementF* const As = reinterpret_cast<typename Config::ElementF*>(shared);
+    typename Config::ElementX* const Bs =
+        reinterpret_cast<typename Config::ElementX*>(shared + STAGES * BK * Tile::BM * sizeof(typename Config::ElementF));
+    typename Config::ElementAcc* const staging = reinterpret_cast<typename Config::ElementAcc*>(shared);
 
     const int tid = threadIdx.x;
     const int tx = tid % Tile::TX;
@@ -127,31 +140,32 @@ __device__ __forceinline__ void conv2d_fprop(const typename Config::ElementX* __
     auto copy = [&](unsigned int stage, int buf) {
         const unsigned int k0 = stage * BK;
         if (k0 + BK <= CRS) {
-            a_tiles.template copy<false>(As[buf], k0);
-            b_tiles.template copy<false>(Bs[buf], k0, tid);
+            a_tiles.template copy<false>(As + buf * BK * Tile::BM, k0);
+            b_tiles.template copy<false>(Bs + buf * BK * Tile::BN, k0, tid);
         } else {
-            a_tiles.template copy<true>(As[buf], k0);
-            b_tiles.template copy<true>(Bs[buf], k0, tid);
+            a_tiles.template copy<true>(As + buf * BK * Tile::BM, k0);
+            b_tiles.template copy<true>(Bs + buf * BK * Tile::BN, k0, tid);
         }
     };
 
     typename Config::Mma mma;
     mma.zero();
-    Mainloop<STAGES>::run(first, last, copy, [&](int buf) { mma.multiply(As[buf], Bs[buf], tx, ty); });
+    Mainloop<STAGES>::run(first, last, copy,
+        [&](int buf) { mma.multiply(As + buf * BK * Tile::BM, Bs + buf * BK * Tile::BN, tx, ty); });
 
     // A split block writes its partial sums to its slice; the reduction applies the epilogue.
     const bool split = gridDim.z > 1;
-    using Output = OutputTile<Tile, typename Config::Smem, Config::LAYOUT>;
+    using Output = typename Config::Output;
     if constexpr (Types::PARTIALS_ARE_OUTPUTS) {
         // One store path for both.
         typename Config::ElementY* const out = split ? y + (long long)blockIdx.z * prm.npq * prm.k : y;
-        write_outputs<Tile, Output>(mma.acc, split, out, bias, residual, prm, m0, j0, tx, ty);
+        write_outputs<Tile, Output>(mma.acc, staging, split, out, bias, residual, prm, m0, j0, tx, ty);
     } else if (split) {
         typename Config::ElementAcc* const part =
             reinterpret_cast<typename Config::ElementAcc*>(y) + (long long)blockIdx.z * prm.npq * prm.k;
-        write_outputs<Tile, Output>(mma.acc, true, part, bias, residual, prm, m0, j0, tx, ty);
+        write_outputs<Tile, Output>(mma.acc, staging, true, part, bias, residual, prm, m0, j0, tx, ty);
     } else {
-        write_outputs<Tile, Output>(mma.acc, false, y, bias, residual, prm, m0, j0, tx, ty);
+        write_outputs<Tile, Output>(mma.acc, staging, false, y, bias, residual, prm, m0, j0, tx, ty);
     }
 }
 

@@ -80,6 +80,20 @@ __device__ __forceinline__ void im2win_load_shared_pair(const float* p, float* o
 #endif
 }
 
+// Stores one float to shared memory as exactly one 4-byte store: the compiler may not merge
+// neighbouring ones into a vector store, whose 4 source registers would have to be 4 aligned,
+// consecutive registers. The epilogue stages the accumulators this way (epilogue.cuh): a
+// merged store pins them to aligned quads for the whole main loop, which puts most of its
+// FFMAs' operands in one register bank. `volatile` also keeps it on its side of the barriers.
+__device__ __forceinline__ void im2win_store_shared(float* p, float v) {
+#if defined(__CUDA_ARCH__)
+    const unsigned int shared = (unsigned int)__cvta_generic_to_shared(p);
+    asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(shared), "f"(v));
+#else
+    *p = v;
+#endif
+}
+
 // Stores V consecutive elements as one access; p must be aligned to V * sizeof(T) bytes.
 template <int V, class T>
 __device__ __forceinline__ void im2win_store(T* p, const T* v) {
