@@ -142,12 +142,12 @@ impl Precision {
     /// ([`Math::Simt`]), TF32 only on tensor cores ([`Math::TensorOp`]), bf16 and f16 with
     /// either (their products are exact in float32 both ways).
     pub const fn admits(self, dtype: DType, math: Math) -> bool {
-        match (self, dtype, math) {
-            (Precision::Strict, DType::F32, Math::Simt) => true,
-            (Precision::Strict, DType::Bf16 | DType::F16, _) => true,
-            (Precision::Tf32, DType::F32, Math::TensorOp) => true,
-            _ => false,
-        }
+        matches!(
+            (self, dtype, math),
+            (Precision::Strict, DType::F32, Math::Simt)
+                | (Precision::Strict, DType::Bf16 | DType::F16, _)
+                | (Precision::Tf32, DType::F32, Math::TensorOp)
+        )
     }
 
     /// The kernel math that computes `dtype` at this precision, or `None` when the
@@ -353,9 +353,20 @@ impl TileConfig {
 
     /// Checks that the tile levels nest: thread tiles divide the block tile, the block has
     /// between 32 and 1024 threads, and every thread loads a whole number of elements of each
-    /// shared-memory stage. The shared memory, which depends on the element type, is
-    /// [`TileConfig::validate_for`]'s (and [`KernelSpec::validate`]'s) to check.
+    /// shared-memory stage; and that its two shared-memory stages fit in CUDA's 48 KiB of
+    /// static shared memory for the smallest element type (2 bytes), i.e. that some kernel
+    /// can have this tile. [`TileConfig::validate_for`] (and [`KernelSpec::validate`]) check
+    /// the shared memory of one element type.
     pub fn validate(&self) -> Result<(), SpecError> {
+        let smallest = DType::ALL
+            .into_iter()
+            .min_by_key(|dtype| dtype.size_bytes())
+            .unwrap_or(DType::F32);
+        self.validate_for(smallest)
+    }
+
+    /// [`TileConfig::validate`]'s nesting rules alone.
+    fn validate_nesting(&self) -> Result<(), SpecError> {
         let TileConfig {
             block_m,
             block_n,
@@ -384,10 +395,11 @@ impl TileConfig {
         Ok(())
     }
 
-    /// [`TileConfig::validate`], and that the two shared-memory stages of elements of
-    /// `dtype` ([`TileConfig::shared_bytes`]) fit in CUDA's 48 KiB of static shared memory.
+    /// [`TileConfig::validate`]'s nesting rules, and that the two shared-memory stages of
+    /// elements of `dtype` ([`TileConfig::shared_bytes`]) fit in CUDA's 48 KiB of static
+    /// shared memory.
     pub fn validate_for(&self, dtype: DType) -> Result<(), SpecError> {
-        self.validate()?;
+        self.validate_nesting()?;
         if self.shared_bytes(dtype) > u64::from(MAX_STATIC_SHARED_BYTES) {
             return Err(SpecError::InvalidTile(
                 *self,

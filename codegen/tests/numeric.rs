@@ -266,8 +266,13 @@ fn shared_memory_counts_the_element_size() {
     KernelSpec::generic(DType::Bf16, deep).validate().unwrap();
     assert!(deep.validate_for(DType::F32).is_err());
     deep.validate_for(DType::F16).unwrap();
-    // Nesting alone does not depend on the type.
+    // `validate` accepts a tile that some element type can have.
     deep.validate().unwrap();
+    let deeper = TileConfig {
+        block_k: 64,
+        ..TC_TILE
+    };
+    assert!(deeper.validate().is_err());
     let huge = TileConfig {
         block_m: u32::MAX,
         block_n: u32::MAX,
