@@ -145,8 +145,11 @@ pub mod baselines {
     pub const DIRECT_F32: &str = "im2win_direct_f32";
     /// The im2col transform of the benchmark's im2col + cuBLAS baseline.
     pub const IM2COL_F32: &str = "im2win_im2col_f32";
+    /// The same im2col transform of 2-byte elements (bf16 or f16: a copy of their bits), for
+    /// the baseline at 16-bit precision.
+    pub const IM2COL_B16: &str = "im2win_im2col_b16";
     /// Every baseline kernel, for checks that a fatbin with baselines is complete.
-    pub const ALL: [&str; 2] = [DIRECT_F32, IM2COL_F32];
+    pub const ALL: [&str; 3] = [DIRECT_F32, IM2COL_F32, IM2COL_B16];
 }
 
 /// An ordered list of kernel specialisations, and whether the fatbin compiled from it also
