@@ -292,6 +292,8 @@ impl Engine {
         output: &mut dyn DevicePtrMut<T>,
         workspace: Option<&mut dyn DevicePtrMut<u8>>,
     ) -> Result<()> {
+        problem.shape()?;
+        crate::element::check_dtype::<T>(problem)?;
         let plan = self.plan_specialized(specialization, problem)?;
         self.conv2d_with(&plan, input, filter, bias, output, workspace)
     }

@@ -336,6 +336,9 @@ impl Engine {
         output: &mut dyn DevicePtrMut<T>,
         workspace: Option<&mut dyn DevicePtrMut<u8>>,
     ) -> Result<()> {
+        // Buffers of another type are the caller's mistake, whatever the catalogue holds.
+        problem.shape()?;
+        check_dtype::<T>(problem)?;
         let plan = self.plan(problem)?;
         self.conv2d_with(&plan, input, filter, bias, output, workspace)
     }
