@@ -49,10 +49,14 @@ fn missing_types_and_precisions_are_errors_not_float32() {
 
     // TF32 on float32 buffers: no TF32 kernels, so nothing runs (strict kernels would).
     let x = stream.clone_htod(&vec![0.5_f32; shape.input_len]).unwrap();
-    let f = stream.clone_htod(&vec![0.25_f32; shape.filter_len]).unwrap();
+    let f = stream
+        .clone_htod(&vec![0.25_f32; shape.filter_len])
+        .unwrap();
     let mut y = stream.clone_htod(&vec![POISON; shape.output_len]).unwrap();
     let tf32 = problem().with_precision(Precision::Tf32);
-    let err = engine.conv2d(&tf32, &x, &f, None, &mut y, None).unwrap_err();
+    let err = engine
+        .conv2d(&tf32, &x, &f, None, &mut y, None)
+        .unwrap_err();
     assert!(err.to_string().contains("no tf32 kernel"), "{err}");
     // Buffers of the wrong type, before anything else.
     let err = engine
@@ -71,7 +75,9 @@ fn missing_types_and_precisions_are_errors_not_float32() {
     let host = stream.clone_dtoh(&y).unwrap();
     assert!(host.iter().all(|v| v.to_bits() == POISON.to_bits()));
     // The strict float32 problem still runs.
-    engine.conv2d(&problem(), &x, &f, None, &mut y, None).unwrap();
+    engine
+        .conv2d(&problem(), &x, &f, None, &mut y, None)
+        .unwrap();
     let host = stream.clone_dtoh(&y).unwrap();
     assert!(host.iter().all(|v| v.is_finite()));
 }
@@ -86,8 +92,12 @@ fn the_gpu_oracle_convolves_the_rounded_values() {
     let cases = [
         (
             problem().with_dtype(DType::Bf16),
-            x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect::<Vec<_>>(),
-            f.iter().map(|&v| bf16::from_f32(v).to_f32()).collect::<Vec<_>>(),
+            x.iter()
+                .map(|&v| bf16::from_f32(v).to_f32())
+                .collect::<Vec<_>>(),
+            f.iter()
+                .map(|&v| bf16::from_f32(v).to_f32())
+                .collect::<Vec<_>>(),
         ),
         (
             problem().with_precision(Precision::Tf32),
