@@ -5,19 +5,36 @@
     python3 bench/torch_anchor.py --device cpu --threads 2 \
         bench/results/cpu-paper-f32-nchw-n1.json                      # adds "torch-cpu"
 
+    im2win bench --suite resnet50 --batch 32 --dtype bf16 --layout nhwc
+    python3 bench/torch_anchor.py --device cuda \
+        bench/results/resnet50-bf16-nhwc-n32.json                     # adds "torch"
+
 For every layer of the report (its "problem" field) this times `torch.nn.functional.conv2d`
-the way the benchmark times im2win: random float32 operands in [-1, 1), one checked run
+the way the benchmark times im2win, and merges the result into the report (replacing an
+older one); the network total is recomputed.
+
+--device cpu: method "torch-cpu". Random float32 operands in [-1, 1), one checked run
 (image 0 against PyTorch's own float64 convolution), `--warmup` untimed runs, then `--reps`
 runs timed one by one with the wall clock, the median reported. It measures the call's
 extra memory in a child process: the growth of the resident set's high-water mark during
 one call, beyond the output tensor it returns (large allocations are forced onto fresh
-mmap'ed pages, so that memory reused from earlier calls cannot hide). Results go into the
-report as method "torch-<device>" (replacing an older one), and the network total is
-recomputed.
+mmap'ed pages, so that memory reused from earlier calls cannot hide). --threads threads
+(torch.set_num_threads); PyTorch's CPU convolution is oneDNN's.
 
---device cpu runs on the CPU with --threads threads (torch.set_num_threads); PyTorch's CPU
-convolution is oneDNN's. The script is structured for a --device cuda mode (CUDA events,
-torch.cuda.max_memory_allocated) that is not written yet.
+--device cuda: method "torch", on GPU 0, at the report's precision ("dtype": f32, tf32, bf16
+or f16) and layout ("layout": nchw, or nhwc as channels_last tensors and weights), with
+`torch.backends.cudnn.benchmark = True` (PyTorch picks among cuDNN's engines, its newer
+Hopper kernels included, once per shape, during the warm-up). f32 is strict (cuDNN's TF32
+off: `allow_tf32 = False`), tf32 is float32 tensors with TF32 allowed, bf16 and f16 are
+16-bit tensors. Operands are random in [-1, 1) rounded to the type, in as many sets as
+exceed 3x the H200's L2 cache (180 MiB, at most 512 sets, as the benchmark's rotation);
+one repetition runs the convolution once on every set, CUDA events between repetitions give
+its time per convolution, `--warmup` untimed repetitions first, and the median of the
+report's reps is reported. The error is that of set 0's whole output against the float64
+convolution of the same rounded inputs (TF32: input and filter rounded to TF32, to nearest
+with ties away from zero, as cvt.rna), flagged above the report's rel_err_limit. The extra
+memory is what torch.cuda.max_memory_allocated sees one call allocate beyond its inputs
+and its output (cuDNN's workspace, PyTorch's transposes and padding).
 """
 
 import argparse
@@ -32,8 +49,8 @@ import time
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("report", help="bench JSON written by `im2win bench` (updated in place)")
-    p.add_argument("--device", choices=["cpu"], default="cpu",
-                   help="where PyTorch runs (only cpu so far)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where PyTorch runs: the CPU (method torch-cpu) or GPU 0 (method torch)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads [default: the report's \"threads\", else all cores]")
     p.add_argument("--reps", type=int, default=None,
@@ -191,12 +208,168 @@ def total(layers, method):
     }
 
 
+def output_shape(problem):
+    """[N, K, P, Q] of a report's problem (PyTorch's sizes)."""
+    n, _, h, w = problem["input"]
+    k, _, r, s = problem["filter"]
+    pad = problem["padding"]
+    (sh, sw), (dh, dw) = problem["stride"], problem["dilation"]
+    p = (h + pad["top"] + pad["bottom"] - dh * (r - 1) - 1) // sh + 1
+    q = (w + pad["left"] + pad["right"] - dw * (s - 1) - 1) // sw + 1
+    return [n, k, p, q]
+
+
+ROTATION_BYTES = 3 * 60 * 2**20  # 3x the H200's L2, as bench/src/buffers.rs
+MAX_SETS = 512
+
+
+def rotation_sets(set_bytes):
+    """Sets of `set_bytes` whose total exceeds ROTATION_BYTES: one more than fit, 1 to 512."""
+    return max(1, min(MAX_SETS, ROTATION_BYTES // max(set_bytes, 1) + 1))
+
+
+def round_tf32(torch, t):
+    """float32 `t` rounded to TF32 (10 mantissa bits), to nearest, ties away from zero
+    (PTX cvt.rna.tf32.f32); infinities and NaN unchanged. As im2win::round_to_tf32."""
+    bits = t.contiguous().view(torch.int32)
+    rounded = ((bits + 0x1000) & ~0x1FFF).view(torch.float32).view(t.shape)
+    return torch.where(torch.isfinite(t), rounded, t)
+
+
+def set_precision(torch, dtype):
+    """cuDNN's TF32 switch for float32 convolutions: on for tf32 only (f32 is strict)."""
+    tf32 = dtype == "tf32"
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+    if conv is not None:  # PyTorch 2.9's finer switch, where it exists
+        torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
+
+
+TORCH_DTYPES = {"f32": "float32", "tf32": "float32", "bf16": "bfloat16", "f16": "float16"}
+
+
+def cuda_layer(torch, problem, dtype, layout, seed, warmup, reps):
+    """Times one layer on the GPU; returns (samples in ms, rel_err, extra bytes, sets)."""
+    element = getattr(torch, TORCH_DTYPES[dtype])
+    channels_last = layout == "nhwc"
+    conv = make_conv(torch, problem)
+
+    def place(t):
+        t = t.to(element).cuda()
+        return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+
+    # As many sets as exceed the rotation, counted with the output each call writes.
+    numel = lambda dims: dims[0] * dims[1] * dims[2] * dims[3]
+    size = 4 if element == torch.float32 else 2
+    set_bytes = size * (numel(problem["input"]) + numel(problem["filter"])
+                        + numel(output_shape(problem)))
+    count = rotation_sets(set_bytes)
+    sets = []
+    for i in range(count):
+        x, w = operands(torch, problem, seed if i == 0 else seed * 7919 + i, "cpu")
+        sets.append((place(x), place(w)))
+
+    # Error of set 0 against the float64 convolution of the same rounded inputs.
+    x, w = sets[0]
+    out = conv(x, w)
+    xr, wr = x.float(), w.float()
+    if dtype == "tf32":
+        xr, wr = round_tf32(torch, xr), round_tf32(torch, wr)
+    ref = conv(xr.double().contiguous(), wr.double().contiguous())
+    err = (torch.linalg.vector_norm(out.double() - ref) / torch.linalg.vector_norm(ref)).item()
+    del out, ref, xr, wr
+
+    # Warm-up (cudnn.benchmark's search happens at the first call of a shape), then timing.
+    for _ in range(max(warmup, 1)):
+        for x, w in sets:
+            conv(x, w)
+    torch.cuda.synchronize()
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(reps + 1)]
+    events[0].record()
+    for rep in range(reps):
+        for x, w in sets:
+            conv(x, w)
+        events[rep + 1].record()
+    torch.cuda.synchronize()
+    samples = [events[i].elapsed_time(events[i + 1]) / count for i in range(reps)]
+
+    # Extra memory of one call: the peak beyond what was allocated before, less its output.
+    x, w = sets[0]
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    y = conv(x, w)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before - y.numel() * y.element_size()
+    del y, sets
+    torch.cuda.empty_cache()
+    return samples, err, max(extra, 0), count
+
+
+def main_cuda(args, report):
+    """--device cuda: the method "torch" on every layer of the report."""
+    import torch
+    if not torch.cuda.is_available():
+        sys.exit("torch_anchor: --device cuda but torch sees no CUDA device")
+    dtype = report.get("dtype", "f32")
+    if dtype not in TORCH_DTYPES:
+        sys.exit(f"torch_anchor: the report's dtype {dtype!r} is not one of {list(TORCH_DTYPES)}")
+    reps = args.reps or report["settings"]["reps"]
+    limit = report["settings"]["rel_err_limit"]
+    set_precision(torch, dtype)
+    method = "torch"
+    name = torch.cuda.get_device_name(0)
+    print(f"torch {torch.__version__} on {name}, cuDNN {torch.backends.cudnn.version()}, "
+          f"{dtype}, cudnn.benchmark", file=sys.stderr)
+    for index, layer in enumerate(report["layers"]):
+        problem = layer.get("problem")
+        if problem is None:
+            continue
+        layout = problem.get("layout", report.get("layout") or "nchw")
+        samples, err, extra, count = cuda_layer(
+            torch, problem, dtype, layout, args.seed * 1_000_003 + index, args.warmup, reps)
+        median = statistics.median(samples)
+        result = {
+            "method": method,
+            "median_ms": median,
+            "tflops": layer["gflop"] / median,
+            "extra_bytes": extra,
+            "rel_err": err,
+            "flagged": not err <= limit,
+            "min_ms": min(samples),
+            "max_ms": max(samples),
+            "detail": f"torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
+                      f"{dtype} {'channels_last' if layout == 'nhwc' else 'contiguous'}, "
+                      f"cudnn.benchmark, {count} sets",
+        }
+        layer["results"] = [r for r in layer["results"] if r["method"] != method] + [result]
+        best = next((r for r in layer["results"] if r["method"] == "cudnn-best"), None)
+        vs = f", cudnn-best {best['median_ms'] / median:.2f}x" if best else ""
+        print(f"{layer['name']}: {method} {median:.4f} ms {result['tflops']:.2f} TFLOP/s, "
+              f"rel_err {err:.2e}, {extra / 2**20:.2f} MiB extra{vs}", file=sys.stderr)
+    for layer in report["layers"]:
+        if layer["name"] == "total":
+            t = total(report["layers"], method)
+            layer["results"] = [r for r in layer["results"] if r["method"] != method]
+            if t:
+                layer["results"].append(t)
+    report.setdefault("software", {})["torch"] = torch.__version__
+    report["software"]["torch cudnn"] = str(torch.backends.cudnn.version())
+    with open(args.report, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+
+
 def main():
     args = parse_args()
     if args.memory_child:
         return memory_child(args)
     with open(args.report) as f:
         report = json.load(f)
+    if args.device == "cuda":
+        return main_cuda(args, report)
     threads = args.threads or report.get("threads") or os.cpu_count()
     reps = args.reps or report["settings"]["reps"]
     os.environ["OMP_NUM_THREADS"] = str(threads)

@@ -41,6 +41,12 @@ fn parse_device(text: &str) -> std::result::Result<Device, String> {
         .map_err(|_| format!("`{text}` is neither `cpu` nor a CUDA device ordinal"))
 }
 
+/// `f32`, `tf32`, `bf16` or `f16`: an element type and precision.
+fn parse_numeric(text: &str) -> std::result::Result<(im2win::DType, im2win::Precision), String> {
+    im2win::Precision::from_numeric_name(text)
+        .ok_or_else(|| format!("`{text}` is not one of `f32`, `tf32`, `bf16`, `f16`"))
+}
+
 /// The threads of a CPU run: `--threads`, else `RAYON_NUM_THREADS`, else every core.
 fn cpu_threads(flag: Option<u32>) -> usize {
     flag.map(|t| t as usize)
@@ -78,7 +84,8 @@ pub struct BenchArgs {
     /// Untimed rounds over all buffer sets before timing (after the checked run).
     #[arg(long, default_value_t = 2)]
     pub warmup: u32,
-    /// JSON output [default: bench/results/<suite>-f32[-nhwc]-n<batch>[-<epilogue>].json].
+    /// JSON output [default: bench/results/<suite>-f32[-nhwc]-n<batch>[-<epilogue>].json,
+    /// or <suite>-<dtype>-<layout>-n<batch>[-<epilogue>].json for another --dtype].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// SVG chart output [default: the JSON path with .svg].
@@ -107,6 +114,14 @@ pub struct BenchArgs {
     /// cuDNN NHWC descriptors; im2col-cublas and direct are NCHW only).
     #[arg(long, default_value = "nchw")]
     pub layout: im2win::Layout,
+    /// Element type and precision of every layer: `f32` (strict float32 on CUDA cores: no
+    /// TF32 anywhere), `tf32` (float32 tensors, TF32 tensor cores allowed: cuDNN's default
+    /// math, cuBLAS's FAST_TF32 compute type), `bf16` or `f16` (16-bit tensors, float32
+    /// accumulation, tensor-op math). Non-f32 results go to
+    /// `<suite>-<dtype>-<layout>-n<batch>.json` and are checked against the float64
+    /// convolution of the same rounded inputs, flagged above 1e-3 (tf32, f16) or 8e-3 (bf16).
+    #[arg(long, default_value = "f32", value_parser = parse_numeric)]
+    pub dtype: (im2win::DType, im2win::Precision),
     /// The epilogue measured: `none` (plain convolution, every method), `bias-relu`, or
     /// `resnet` (ResNet-50's: bias, ReLU, and the residual where the network adds one).
     /// With an epilogue only im2win runs (fused, and `im2win-unfused`: the plain
@@ -132,7 +147,17 @@ impl BenchArgs {
                 }
             }
         };
-        let suite = suite.with_layout(self.layout).with_epilogue(self.epilogue);
+        let (dtype, precision) = self.dtype;
+        let suite = suite
+            .with_layout(self.layout)
+            .with_epilogue(self.epilogue)
+            .with_numeric(dtype, precision);
+        if self.device == Device::Cpu && suite.numeric_name() != "f32" {
+            return Err(BenchError::new(format!(
+                "--device cpu measures strict float32 only, not --dtype {}",
+                suite.numeric_name()
+            )));
+        }
         if !(self.max_workspace_gib.is_finite() && self.max_workspace_gib >= 0.0) {
             return Err(BenchError::new(format!(
                 "--max-workspace-gib must be a non-negative number, not {}",
@@ -142,7 +167,13 @@ impl BenchArgs {
         let cpu_threads = (self.device == Device::Cpu).then(|| cpu_threads(self.threads));
         let out = self.out.clone().unwrap_or_else(|| match cpu_threads {
             Some(_) => default_cpu_json_path(&suite.name, suite.batch),
-            None => default_json_path(&suite.name, suite.batch, suite.layout, suite.epilogue),
+            None => default_json_path(
+                &suite.name,
+                suite.batch,
+                suite.layout,
+                suite.epilogue,
+                suite.numeric_name(),
+            ),
         });
         let chart = self
             .chart

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut};
-use im2win::ProblemShape;
+use im2win::{Element, ProblemShape, round_to_tf32};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -27,36 +27,40 @@ pub fn rotation_sets(set_bytes: u64, target: u64, cap: usize) -> usize {
         .clamp(1, cap.max(1))
 }
 
-/// Bytes of one set: input, filter and output (and bias and residual), in float32.
-pub fn set_bytes(shape: &ProblemShape, operands: Operands) -> u64 {
+/// Bytes of one set: input, filter and output (and bias and residual), in elements of
+/// `element_bytes` bytes (4 for float32, 2 for bf16 and f16).
+pub fn set_bytes(shape: &ProblemShape, operands: Operands, element_bytes: usize) -> u64 {
     let bias = if operands.bias { shape.output[1] } else { 0 };
     let residual = if operands.residual {
         shape.output_len
     } else {
         0
     };
-    4 * (shape.input_len + shape.filter_len + shape.output_len + bias + residual) as u64
+    element_bytes as u64
+        * (shape.input_len + shape.filter_len + shape.output_len + bias + residual) as u64
 }
 
-/// `sets` sets of input, filter and output on the device. Inputs and filters hold uniform
-/// random values in [−1, 1) (never zeros); outputs start zeroed.
-pub struct BufferSets {
+/// `sets` sets of input, filter and output on the device, of element type `T` (the layer's
+/// `Conv2dProblem::dtype`). Inputs and filters hold uniform random values in [−1, 1) rounded
+/// to `T` (never zeros); outputs start zeroed.
+pub struct BufferSets<T> {
     /// Inputs `N×C×H×W`, one per set.
-    pub inputs: Vec<CudaSlice<f32>>,
+    pub inputs: Vec<CudaSlice<T>>,
     /// Filters `K×C×R×S`, one per set.
-    pub filters: Vec<CudaSlice<f32>>,
+    pub filters: Vec<CudaSlice<T>>,
     /// Outputs `N×K×P×Q`, one per set.
-    pub outputs: Vec<CudaSlice<f32>>,
+    pub outputs: Vec<CudaSlice<T>>,
     /// Biases `K`, one per set, when the layer has one.
-    pub biases: Vec<CudaSlice<f32>>,
+    pub biases: Vec<CudaSlice<T>>,
     /// Residuals `N×K×P×Q`, one per set, when the layer's epilogue adds one.
-    pub residuals: Vec<CudaSlice<f32>>,
-    /// Set 0's input and filter (and bias and residual) on the host, kept for the CPU
-    /// oracle when asked for.
+    pub residuals: Vec<CudaSlice<T>>,
+    /// Set 0's operands on the host as the values the convolution multiplies (float32:
+    /// widened from `T`, input and filter rounded to TF32 for a TF32 layer), for the float64
+    /// oracles: the reference of the same rounded inputs. Dropped once the reference exists.
     pub host0: Option<HostSet>,
 }
 
-/// Set 0's operands on the host.
+/// Set 0's operands on the host, as float32 values.
 pub struct HostSet {
     /// The input.
     pub input: Vec<f32>,
@@ -83,9 +87,27 @@ pub fn random_values(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
-impl BufferSets {
-    /// Allocates and fills `sets` sets for a problem of `shape`, from `seed`. With
-    /// `keep_host`, set 0's input and filter stay on the host too.
+/// `values` rounded to `T` (to nearest even), as uploaded.
+fn rounded<T: Element>(values: &[f32]) -> Vec<T> {
+    values.iter().map(|&v| T::from_f32(v)).collect()
+}
+
+/// The float32 values of `uploaded` that the convolution multiplies: widened, and rounded
+/// to TF32 when `tf32`.
+fn multiplied<T: Element>(uploaded: &[T], tf32: bool) -> Vec<f32> {
+    uploaded
+        .iter()
+        .map(|&v| {
+            let v = v.to_f32();
+            if tf32 { round_to_tf32(v) } else { v }
+        })
+        .collect()
+}
+
+impl<T: Element> BufferSets<T> {
+    /// Allocates and fills `sets` sets for a problem of `shape`, from `seed`, and keeps set
+    /// 0's operands on the host ([`BufferSets::host0`]) as the values the convolution
+    /// multiplies: input and filter rounded to TF32 when `tf32`.
     ///
     /// # Errors
     /// When an allocation or copy fails (typically: out of device memory).
@@ -94,7 +116,7 @@ impl BufferSets {
         shape: &ProblemShape,
         sets: usize,
         seed: u64,
-        keep_host: bool,
+        tf32: bool,
         operands: Operands,
     ) -> Result<Self> {
         let mut buffers = BufferSets {
@@ -106,14 +128,14 @@ impl BufferSets {
             host0: None,
         };
         for set in 0..sets as u64 {
-            let input = random_values(
+            let input: Vec<T> = rounded(&random_values(
                 shape.input_len,
                 seed ^ (2 * set + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
-            let filter = random_values(
+            ));
+            let filter: Vec<T> = rounded(&random_values(
                 shape.filter_len,
                 seed ^ (2 * set + 2).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
+            ));
             buffers.inputs.push(
                 stream
                     .clone_htod(&input)
@@ -126,16 +148,16 @@ impl BufferSets {
             );
             buffers.outputs.push(
                 stream
-                    .alloc_zeros::<f32>(shape.output_len)
+                    .alloc_zeros::<T>(shape.output_len)
                     .with_context(|| format!("allocating output set {set}"))?,
             );
             let mix = |k: u64| seed ^ (4 * set + k).wrapping_mul(0xD1B5_4A32_D192_ED03);
-            let bias = operands
+            let bias: Option<Vec<T>> = operands
                 .bias
-                .then(|| random_values(shape.output[1], mix(3)));
-            let residual = operands
+                .then(|| rounded(&random_values(shape.output[1], mix(3))));
+            let residual: Option<Vec<T>> = operands
                 .residual
-                .then(|| random_values(shape.output_len, mix(4)));
+                .then(|| rounded(&random_values(shape.output_len, mix(4))));
             for (values, list, what) in [
                 (&bias, &mut buffers.biases, "bias"),
                 (&residual, &mut buffers.residuals, "residual"),
@@ -148,34 +170,37 @@ impl BufferSets {
                     );
                 }
             }
-            if set == 0 && keep_host {
+            if set == 0 {
+                // Bias and residual enter the float32 epilogue as they are: never TF32.
                 buffers.host0 = Some(HostSet {
-                    input,
-                    filter,
-                    bias,
-                    residual,
+                    input: multiplied(&input, tf32),
+                    filter: multiplied(&filter, tf32),
+                    bias: bias.as_deref().map(|b| multiplied(b, false)),
+                    residual: residual.as_deref().map(|r| multiplied(r, false)),
                 });
             }
         }
         Ok(buffers)
     }
+}
 
+impl<T> BufferSets<T> {
     /// How many sets.
     pub fn len(&self) -> usize {
         self.outputs.len()
     }
 }
 
-/// Fills `output` with NaN (every byte 0xFF), so that anything a method fails to write
-/// shows up in the check.
+/// Fills `output` with NaN (every byte 0xFF: a NaN in float32, bf16 and f16 alike), so
+/// that anything a method fails to write shows up in the check.
 ///
 /// # Errors
 /// When the memset fails.
-pub fn poison(stream: &Arc<CudaStream>, output: &mut CudaSlice<f32>) -> Result<()> {
+pub fn poison<T: Element>(stream: &Arc<CudaStream>, output: &mut CudaSlice<T>) -> Result<()> {
     let bytes = output.num_bytes();
     let (ptr, _sync) = output.device_ptr_mut(stream);
     // SAFETY: `ptr` is the start of `output`'s allocation of `bytes` bytes, valid on
-    // `stream`; all-ones bytes are a NaN float32, a valid value.
+    // `stream`; all-ones bytes are a NaN of every element type, a valid value.
     unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, stream.cu_stream()) }
         .context("poisoning the output with NaN")
 }
@@ -208,7 +233,7 @@ mod tests {
         use crate::suite::Suite;
         for suite in [Suite::paper(1), Suite::resnet50(1), Suite::vgg16(1)] {
             for layer in &suite.layers {
-                let bytes = set_bytes(&layer.problem.shape().unwrap(), Operands::default());
+                let bytes = set_bytes(&layer.problem.shape().unwrap(), Operands::default(), 4);
                 let n = rotation_sets(bytes, ROTATION_BYTES, usize::MAX);
                 assert!(n <= MAX_SETS, "{}: {n} sets", layer.name);
             }
@@ -221,9 +246,32 @@ mod tests {
             .shape()
             .unwrap();
         assert_eq!(
-            set_bytes(&shape, Operands::default()),
+            set_bytes(&shape, Operands::default(), 4),
             4 * (2 * 3 * 64 + 4 * 27 + 2 * 4 * 36)
         );
+        assert_eq!(
+            set_bytes(&shape, Operands::default(), 2),
+            2 * (2 * 3 * 64 + 4 * 27 + 2 * 4 * 36)
+        );
+    }
+
+    #[test]
+    fn oracle_values_are_the_multiplied_ones() {
+        use im2win::half::bf16;
+        let values = [0.1_f32, -0.7, 1.0 + 2.0_f32.powi(-12)];
+        let uploaded: Vec<bf16> = rounded(&values);
+        assert_eq!(uploaded[0], bf16::from_f32(0.1));
+        // Widened exactly, never rounded again.
+        assert_eq!(
+            multiplied(&uploaded, false)[1],
+            bf16::from_f32(-0.7).to_f32()
+        );
+        let floats: Vec<f32> = rounded(&values);
+        assert_eq!(floats, values);
+        assert_eq!(multiplied(&floats, false), values);
+        // TF32: the value a tensor core multiplies.
+        assert_eq!(multiplied(&floats, true)[2], 1.0);
+        assert_eq!(multiplied(&floats, true)[0], round_to_tf32(0.1));
     }
 
     #[test]

@@ -253,6 +253,61 @@ mod tests {
     }
 
     #[test]
+    fn dtypes() {
+        use im2win::{DType, Precision};
+        let (config, json, _) = parse(&["bench", "--dtype", "bf16", "--suite", "resnet50"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(
+            json,
+            PathBuf::from("bench/results/resnet50-bf16-nchw-n128.json")
+        );
+        assert!(
+            config
+                .suite
+                .layers
+                .iter()
+                .all(|l| l.problem.dtype == DType::Bf16)
+        );
+        let (config, json, _) = parse(&["bench", "--dtype", "tf32", "--layout", "nhwc"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(
+            json,
+            PathBuf::from("bench/results/paper-tf32-nhwc-n128.json")
+        );
+        assert!(
+            config.suite.layers.iter().all(|l| {
+                (l.problem.dtype, l.problem.precision) == (DType::F32, Precision::Tf32)
+            })
+        );
+        assert_eq!(config.suite.numeric_name(), "tf32");
+        let (_, json, _) = parse(&[
+            "bench", "--dtype", "f16", "--batch", "1", "--layout", "nhwc",
+        ])
+        .unwrap()
+        .config()
+        .unwrap();
+        assert_eq!(json, PathBuf::from("bench/results/paper-f16-nhwc-n1.json"));
+        // The default is strict float32, named as before.
+        let (config, json, _) = parse(&["bench", "--dtype", "f32"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(json, PathBuf::from("bench/results/paper-f32-n128.json"));
+        assert_eq!(config.suite.layers[0].problem.precision, Precision::Strict);
+        assert!(parse(&["bench", "--dtype", "f64"]).is_err());
+        assert!(
+            parse(&["bench", "--dtype", "bf16", "--device", "cpu"])
+                .unwrap()
+                .config()
+                .is_err()
+        );
+    }
+
+    #[test]
     fn single_layer() {
         let args = parse(&["bench", "--layer", "8,64,56,56,64,3,3,1,1"]).unwrap();
         let (config, json, _) = args.config().unwrap();

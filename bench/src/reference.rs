@@ -1,8 +1,12 @@
 //! The reference output every method is checked against: the GPU float64 direct
 //! convolution (`engine.direct_reference_f64`), itself checked against the CPU float64
 //! oracle (`im2win::cpu::reference_conv2d`) on layers small enough for the CPU.
+//!
+//! Both convolve set 0's operands as the layer's convolution multiplies them (widened from
+//! bf16 or f16, input and filter rounded to TF32 for a TF32 layer; `BufferSets::host0`),
+//! uploaded as float32 for the GPU oracle: the float64 reference of the same rounded inputs.
 
-use im2win::{Conv2dProblem, Engine};
+use im2win::{Conv2dProblem, DType, Element, Engine, Precision};
 
 use crate::buffers::BufferSets;
 use crate::error::{BenchError, Context, Result};
@@ -19,39 +23,74 @@ pub fn cpu_checks(gflop: f64) -> bool {
     gflop <= CPU_CHECK_GFLOP
 }
 
-/// The reference output of set 0, and a description of how it was obtained.
+/// The reference output of set 0, and a description of how it was obtained. Uses and
+/// drops `sets.host0` (the oracles' operands); with `cpu_check`, the CPU oracle checks the
+/// GPU one.
 ///
 /// # Errors
-/// When the GPU oracle fails, or disagrees with the CPU oracle.
-pub fn reference_output(
+/// When `sets` has no host operands, the GPU oracle fails, or it disagrees with the CPU
+/// oracle.
+pub fn reference_output<T: Element>(
     engine: &Engine,
     problem: &Conv2dProblem,
-    sets: &BufferSets,
+    sets: &mut BufferSets<T>,
+    cpu_check: bool,
 ) -> Result<(Vec<f64>, String)> {
     let stream = engine.stream();
     let shape = problem.shape().context("invalid layer")?;
+    let host = sets
+        .host0
+        .take()
+        .ok_or_else(|| BenchError::new("set 0's operands are not on the host"))?;
+    // The oracles convolve float32 values, whatever the layer's tensors hold.
+    let values = problem
+        .with_dtype(DType::F32)
+        .with_precision(Precision::Strict);
+    let upload = |what: &str, data: &[f32]| {
+        stream
+            .clone_htod(data)
+            .with_context(|| format!("uploading the oracle's {what}"))
+    };
+    let input = upload("input", &host.input)?;
+    let filter = upload("filter", &host.filter)?;
+    let bias = host
+        .bias
+        .as_deref()
+        .map(|b| upload("bias", b))
+        .transpose()?;
+    let residual = host
+        .residual
+        .as_deref()
+        .map(|r| upload("residual", r))
+        .transpose()?;
     let mut device = stream
         .alloc_zeros::<f64>(shape.output_len)
         .context("allocating the float64 reference output")?;
     engine
         .direct_reference_f64_with_residual(
-            problem,
-            &sets.inputs[0],
-            &sets.filters[0],
-            sets.biases.first().map(|b| b as _),
-            sets.residuals.first().map(|r| r as _),
+            &values,
+            &input,
+            &filter,
+            bias.as_ref().map(|b| b as _),
+            residual.as_ref().map(|r| r as _),
             &mut device,
         )
         .context("running the GPU float64 oracle")?;
     let gpu = stream
         .clone_dtoh(&device)
         .context("copying the GPU float64 oracle's output back")?;
-    drop(device);
-    let Some(host) = &sets.host0 else {
-        return Ok((gpu, "gpu-f64".into()));
+    drop((device, input, filter, bias, residual));
+    // What the oracles convolved, when not the stored float32 values.
+    let of = match (problem.dtype, problem.precision) {
+        (DType::F32, Precision::Strict) => String::new(),
+        (DType::F32, Precision::Tf32) => " (of the TF32-rounded input and filter)".into(),
+        (dtype, _) => format!(" (of the {dtype} values)"),
     };
+    if !cpu_check {
+        return Ok((gpu, format!("gpu-f64{of}")));
+    }
     let cpu = im2win::cpu::reference_conv2d_with_residual(
-        problem,
+        &values,
         &host.input,
         &host.filter,
         host.bias.as_deref(),
@@ -64,7 +103,7 @@ pub fn reference_output(
             "the GPU float64 oracle disagrees with the CPU oracle: relative error {disagreement:e} (limit {ORACLES_AGREE:e})"
         )));
     }
-    Ok((gpu, "gpu-f64, checked against cpu-f64".into()))
+    Ok((gpu, format!("gpu-f64, checked against cpu-f64{of}")))
 }
 
 /// `‖a − b‖₂ / ‖b‖₂` of two float64 vectors.

@@ -17,7 +17,7 @@ pub struct Report {
     pub device: String,
     /// `paper`, `resnet50`, `vgg16` or `layer`.
     pub suite: String,
-    /// Always `f32`.
+    /// The element type and precision: `f32` (strict), `tf32`, `bf16` or `f16`.
     pub dtype: String,
     /// Batch size.
     pub batch: usize,
@@ -227,7 +227,8 @@ pub fn network_total(layers: &[LayerReport]) -> LayerReport {
             tflops: tflops(gflop, median_ms),
             extra_bytes: rows.iter().map(|(_, r)| r.extra_bytes).max().unwrap_or(0),
             rel_err,
-            flagged: rows.iter().any(|(_, r)| r.flagged) || is_flagged(rel_err),
+            // Each row was judged at the run's precision; NaN anywhere stays wrong.
+            flagged: rows.iter().any(|(_, r)| r.flagged) || rel_err.is_nan(),
             min_ms: sum(|r| r.min_ms),
             max_ms: sum(|r| r.max_ms),
             vs_cudnn_best: None,
@@ -249,25 +250,29 @@ pub fn network_total(layers: &[LayerReport]) -> LayerReport {
     total
 }
 
-/// The default JSON path: `bench/results/<suite>-f32-n<batch>.json` for NCHW without
-/// epilogue, `<suite>-f32-nhwc-n<batch>.json` for NHWC, with `-<epilogue>` before `.json`
-/// when one is measured.
+/// The default JSON path: `bench/results/<suite>-f32-n<batch>.json` for strict float32,
+/// NCHW, without epilogue, `<suite>-f32-nhwc-n<batch>.json` for NHWC;
+/// `<suite>-<dtype>-<layout>-n<batch>.json` for the other precisions (`numeric`: `tf32`,
+/// `bf16`, `f16`); with `-<epilogue>` before `.json` when one is measured.
 pub fn default_json_path(
     suite: &str,
     batch: usize,
     layout: im2win::Layout,
     epilogue: crate::suite::EpilogueMode,
+    numeric: &str,
 ) -> std::path::PathBuf {
-    let layout = match layout {
-        im2win::Layout::Nchw => String::new(),
-        other => format!("-{other}"),
+    // Strict float32 keeps the names its results always had (NCHW not spelled); every
+    // other precision spells its layout: `<suite>-<dtype>-<layout>-n<batch>`.
+    let layout = match (numeric, layout) {
+        ("f32", im2win::Layout::Nchw) => String::new(),
+        (_, layout) => format!("-{layout}"),
     };
     let epilogue = epilogue
         .file_tag()
         .map_or(String::new(), |tag| format!("-{tag}"));
     std::path::Path::new("bench")
         .join("results")
-        .join(format!("{suite}-f32{layout}-n{batch}{epilogue}.json"))
+        .join(format!("{suite}-{numeric}{layout}-n{batch}{epilogue}.json"))
 }
 
 /// The default JSON path of a CPU run: `bench/results/cpu-<suite>-f32-nchw-n<batch>.json`.
@@ -448,14 +453,33 @@ mod tests {
 
     #[test]
     fn default_paths() {
+        use crate::suite::EpilogueMode;
+        use im2win::Layout;
+        let path = |numeric, layout, epilogue| {
+            default_json_path("resnet50", 32, layout, epilogue, numeric)
+                .display()
+                .to_string()
+        };
         assert_eq!(
-            default_json_path(
-                "resnet50",
-                32,
-                im2win::Layout::Nchw,
-                crate::suite::EpilogueMode::None
-            ),
-            std::path::Path::new("bench/results/resnet50-f32-n32.json")
+            path("f32", Layout::Nchw, EpilogueMode::None),
+            "bench/results/resnet50-f32-n32.json"
+        );
+        assert_eq!(
+            path("f32", Layout::Nhwc, EpilogueMode::None),
+            "bench/results/resnet50-f32-nhwc-n32.json"
+        );
+        // Other precisions always spell the layout.
+        assert_eq!(
+            path("bf16", Layout::Nchw, EpilogueMode::None),
+            "bench/results/resnet50-bf16-nchw-n32.json"
+        );
+        assert_eq!(
+            path("tf32", Layout::Nhwc, EpilogueMode::None),
+            "bench/results/resnet50-tf32-nhwc-n32.json"
+        );
+        assert_eq!(
+            path("f16", Layout::Nhwc, EpilogueMode::Resnet),
+            "bench/results/resnet50-f16-nhwc-n32-resnet.json"
         );
     }
 }

@@ -9,14 +9,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use im2win::DType;
+use im2win::half::{bf16, f16};
+
 use crate::buffers::{BufferSets, MAX_SETS, Operands, ROTATION_BYTES, rotation_sets, set_bytes};
 use crate::error::{Context, Result};
 use crate::gpu::Gpu;
 use crate::method::{Method, Selection};
-use crate::methods::{LayerRun, direct, im2win_conv};
+use crate::methods::{BenchElement, LayerRun, direct, im2win_conv};
 use crate::reference::{cpu_checks, reference_output};
 use crate::report::{LayerReport, MethodResult, Report, Settings, Skipped, network_total};
-use crate::stats::REL_ERR_LIMIT;
+use crate::stats::{is_flagged_at, rel_err_limit};
 use crate::suite::{Layer, Suite, gflop};
 use crate::timing::TimingConfig;
 
@@ -98,10 +101,11 @@ pub fn run(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let gpu = Gpu::open(config.device, &config.selection, &config.tuning)?;
+    let limit = rel_err_limit(config.suite.dtype, config.suite.precision);
     let mut report = Report {
         device: gpu.device.clone(),
         suite: config.suite.name.clone(),
-        dtype: "f32".into(),
+        dtype: config.suite.numeric_name().into(),
         batch: config.suite.batch,
         layers: Vec::with_capacity(config.suite.layers.len() + 1),
         settings: Settings {
@@ -109,7 +113,7 @@ pub fn run(
             warmup: config.timing.warmup,
             rotation_bytes: ROTATION_BYTES,
             max_workspace_bytes: config.max_workspace_bytes,
-            rel_err_limit: REL_ERR_LIMIT,
+            rel_err_limit: limit,
             unix_time,
         },
         software: gpu.software.clone(),
@@ -129,7 +133,12 @@ pub fn run(
             .seed
             .wrapping_mul(1_000_003)
             .wrapping_add(index as u64);
-        let done = bench_layer(&gpu, layer, config, seed, &progress)?;
+        // Buffers of the layer's element type, and every method on them.
+        let done = match layer.problem.dtype {
+            DType::F32 => bench_layer::<f32>(&gpu, layer, config, seed, &progress)?,
+            DType::Bf16 => bench_layer::<bf16>(&gpu, layer, config, seed, &progress)?,
+            DType::F16 => bench_layer::<f16>(&gpu, layer, config, seed, &progress)?,
+        };
         note(&progress, summary_line(&done));
         report.layers.push(done);
         checkpoint(&report)?;
@@ -177,6 +186,8 @@ struct Steps<'a> {
     layer: &'a Layer,
     progress: &'a ProgressBar,
     skipped: Vec<Skipped>,
+    /// The relative error above which a result of this layer's precision is wrong.
+    limit: f64,
 }
 
 impl Steps<'_> {
@@ -192,13 +203,15 @@ impl Steps<'_> {
         let outcome = run();
         self.progress.inc(1);
         match outcome {
-            Ok(result) => {
+            Ok(mut result) => {
+                // Judged at the layer's precision (a bf16 result is not wrong at 1e-3).
+                result.flagged = is_flagged_at(result.rel_err, self.limit);
                 if result.flagged {
                     note(
                         self.progress,
                         format!(
-                            "{} {method}: WRONG RESULT, rel_err {:e} > {REL_ERR_LIMIT:e}",
-                            self.layer.name, result.rel_err
+                            "{} {method}: WRONG RESULT, rel_err {:e} > {:e}",
+                            self.layer.name, result.rel_err, self.limit
                         ),
                     );
                 }
@@ -224,8 +237,8 @@ impl Steps<'_> {
     }
 }
 
-/// Benchmarks one layer with every selected method.
-fn bench_layer(
+/// Benchmarks one layer with every selected method, on buffers of its element type `T`.
+fn bench_layer<T: BenchElement>(
     gpu: &Gpu,
     layer: &Layer,
     config: &BenchConfig,
@@ -249,9 +262,10 @@ fn bench_layer(
         layer,
         progress,
         skipped: Vec::new(),
+        limit: rel_err_limit(layer.problem.dtype, layer.problem.precision),
     };
     progress.set_message(format!("{} buffers and reference", layer.name));
-    let mut run = match prepare(gpu, layer, config, gflop, seed) {
+    let mut run = match prepare::<T>(gpu, layer, config, gflop, seed) {
         Ok(run) => run,
         Err(err) => {
             gpu.healthy()
@@ -296,6 +310,7 @@ fn bench_layer(
         };
         steps.skip(method, why.into());
     };
+    let strict_f32 = layer.problem.numeric_name() == "f32";
     let (best, algos) = if plain {
         cudnn_steps(&mut steps, layer_run, selection)?
     } else {
@@ -313,10 +328,19 @@ fn bench_layer(
         }
         None
     };
-    let direct = if selection.direct && plain && nchw {
+    let direct = if selection.direct && plain && nchw && strict_f32 {
         steps.step(Method::Direct, || direct::run(layer_run))?
     } else {
-        if selection.direct {
+        if selection.direct && !strict_f32 {
+            steps.progress.inc(1);
+            steps.skip(
+                Method::Direct.to_string(),
+                format!(
+                    "computes strict float32 only, not {}",
+                    layer.problem.numeric_name()
+                ),
+            );
+        } else if selection.direct {
             skip(&mut steps, Method::Direct.to_string(), 1);
         }
         None
@@ -335,35 +359,36 @@ fn bench_layer(
 }
 
 /// A layer ready to run: buffers, reference, and how the reference was made.
-struct Prepared<'a> {
-    layer: LayerRun<'a>,
+struct Prepared<'a, T> {
+    layer: LayerRun<'a, T>,
     reference_kind: String,
 }
 
-/// Allocates the layer's buffer sets and computes its reference output.
-fn prepare<'a>(
+/// Allocates the layer's buffer sets (of its element type `T`) and computes its reference
+/// output: the float64 convolution of set 0's values as the layer multiplies them.
+fn prepare<'a, T: BenchElement>(
     gpu: &'a Gpu,
     layer: &Layer,
     config: &BenchConfig,
     gflop: f64,
     seed: u64,
-) -> Result<Prepared<'a>> {
+) -> Result<Prepared<'a, T>> {
     let shape = layer.problem.shape().context("invalid layer")?;
     let operands = Operands {
         bias: layer.bias,
         residual: layer.problem.epilogue.residual,
     };
-    let count = rotation_sets(set_bytes(&shape, operands), ROTATION_BYTES, MAX_SETS);
-    let sets = BufferSets::new(
-        gpu.engine.stream(),
-        &shape,
-        count,
-        seed,
-        cpu_checks(gflop),
-        operands,
-    )
-    .with_context(|| format!("allocating {count} buffer sets"))?;
-    let (reference, reference_kind) = reference_output(&gpu.engine, &layer.problem, &sets)?;
+    let element = T::DTYPE.size_bytes();
+    let count = rotation_sets(
+        set_bytes(&shape, operands, element),
+        ROTATION_BYTES,
+        MAX_SETS,
+    );
+    let tf32 = layer.problem.precision == im2win::Precision::Tf32;
+    let mut sets = BufferSets::<T>::new(gpu.engine.stream(), &shape, count, seed, tf32, operands)
+        .with_context(|| format!("allocating {count} buffer sets"))?;
+    let (reference, reference_kind) =
+        reference_output(&gpu.engine, &layer.problem, &mut sets, cpu_checks(gflop))?;
     Ok(Prepared {
         layer: LayerRun {
             gpu,
@@ -383,9 +408,9 @@ fn prepare<'a>(
 /// Every cuDNN algorithm that the selection needs, then `cudnn-best`. Returns the best and
 /// the individually selected algorithms' results.
 #[cfg(feature = "baselines")]
-fn cudnn_steps(
+fn cudnn_steps<T: BenchElement>(
     steps: &mut Steps<'_>,
-    run: &mut LayerRun<'_>,
+    run: &mut LayerRun<'_, T>,
     selection: &Selection,
 ) -> Result<(Option<MethodResult>, Vec<MethodResult>)> {
     use crate::methods::cudnn::{CudnnConv, best, run_algo};
@@ -396,7 +421,7 @@ fn cudnn_steps(
     }
     let gpu = steps.gpu;
     let conv = match &gpu.libraries.cudnn {
-        Ok(handle) => CudnnConv::new(handle, &run.problem),
+        Ok(handle) => CudnnConv::<T>::new(handle, &run.problem),
         Err(reason) => Err(crate::error::BenchError::new(reason.clone())),
     };
     let mut results = Vec::new();
@@ -437,9 +462,9 @@ fn cudnn_steps(
 
 /// Without the `baselines` feature there is no cuDNN: say so, for each cuDNN method.
 #[cfg(not(feature = "baselines"))]
-fn cudnn_steps(
+fn cudnn_steps<T>(
     steps: &mut Steps<'_>,
-    _run: &mut LayerRun<'_>,
+    _run: &mut LayerRun<'_, T>,
     selection: &Selection,
 ) -> Result<(Option<MethodResult>, Vec<MethodResult>)> {
     if selection.needs_cudnn() {
@@ -457,7 +482,10 @@ fn cudnn_steps(
 
 /// `im2col-cublas`, if cuBLAS loaded.
 #[cfg(feature = "baselines")]
-fn im2col_step(steps: &mut Steps<'_>, run: &mut LayerRun<'_>) -> Result<Option<MethodResult>> {
+fn im2col_step<T: BenchElement>(
+    steps: &mut Steps<'_>,
+    run: &mut LayerRun<'_, T>,
+) -> Result<Option<MethodResult>> {
     let gpu = steps.gpu;
     match &gpu.libraries.cublas {
         Ok(blas) => steps.step(Method::Im2colCublas, || {
@@ -473,7 +501,10 @@ fn im2col_step(steps: &mut Steps<'_>, run: &mut LayerRun<'_>) -> Result<Option<M
 
 /// Without the `baselines` feature there is no cuBLAS: say so.
 #[cfg(not(feature = "baselines"))]
-fn im2col_step(steps: &mut Steps<'_>, _run: &mut LayerRun<'_>) -> Result<Option<MethodResult>> {
+fn im2col_step<T>(
+    steps: &mut Steps<'_>,
+    _run: &mut LayerRun<'_, T>,
+) -> Result<Option<MethodResult>> {
     steps.progress.inc(1);
     steps.skip(Method::Im2colCublas.to_string(), NO_BASELINES.into());
     Ok(None)

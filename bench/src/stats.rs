@@ -1,7 +1,21 @@
 //! The numbers the report is made of: medians, relative errors, rates.
 
-/// The relative error above which a result is flagged as wrong.
+use im2win::{DType, Element, Precision};
+
+/// The relative error above which a strict float32 result is flagged as wrong.
 pub const REL_ERR_LIMIT: f64 = 1e-4;
+
+/// The relative error above which a result of `dtype` at `precision` is flagged as wrong:
+/// [`REL_ERR_LIMIT`] for strict float32, the tensor-core issue's bounds otherwise (against
+/// the float64 reference of the same rounded inputs): 1e-3 for TF32 and for f16 output,
+/// 8e-3 for bf16 output.
+pub fn rel_err_limit(dtype: DType, precision: Precision) -> f64 {
+    match (dtype, precision) {
+        (DType::F32, Precision::Strict) => REL_ERR_LIMIT,
+        (DType::F32, _) | (DType::F16, _) => 1e-3,
+        (DType::Bf16, _) => 8e-3,
+    }
+}
 
 /// Summary of repeated timings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,18 +51,19 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
     })
 }
 
-/// `‖out − reference‖₂ / ‖reference‖₂`, accumulated in float64.
+/// `‖out − reference‖₂ / ‖reference‖₂`, accumulated in float64, for an output of any
+/// element type (widened exactly).
 ///
 /// Any non-finite output (for example a NaN left by the poisoned buffer) makes the result
 /// non-finite. A zero reference gives the absolute error `‖out‖₂`. Lengths must agree; a
 /// mismatch is `f64::INFINITY`.
-pub fn relative_error(out: &[f32], reference: &[f64]) -> f64 {
+pub fn relative_error<T: Element>(out: &[T], reference: &[f64]) -> f64 {
     if out.len() != reference.len() {
         return f64::INFINITY;
     }
     let (mut diff, mut norm) = (0.0_f64, 0.0_f64);
     for (&o, &r) in out.iter().zip(reference) {
-        let d = f64::from(o) - r;
+        let d = f64::from(o.to_f32()) - r;
         diff += d * d;
         norm += r * r;
     }
@@ -61,7 +76,13 @@ pub fn relative_error(out: &[f32], reference: &[f64]) -> f64 {
 
 /// Whether a relative error is a failure: above [`REL_ERR_LIMIT`] or not a number.
 pub fn is_flagged(rel_err: f64) -> bool {
-    rel_err.is_nan() || rel_err > REL_ERR_LIMIT
+    is_flagged_at(rel_err, REL_ERR_LIMIT)
+}
+
+/// Whether a relative error is a failure at the limit `limit` ([`rel_err_limit`]): above it
+/// or not a number.
+pub fn is_flagged_at(rel_err: f64, limit: f64) -> bool {
+    rel_err.is_nan() || rel_err > limit
 }
 
 /// TFLOP/s of `gflop` of work done in `ms` milliseconds.
@@ -101,6 +122,23 @@ mod tests {
         let r: Vec<f64> = (1..1000).map(|i| 1.0 / f64::from(i)).collect();
         let o: Vec<f32> = r.iter().map(|&x| x as f32).collect();
         assert!(relative_error(&o, &r) < 1e-7);
+    }
+
+    #[test]
+    fn limits_per_precision() {
+        assert_eq!(rel_err_limit(DType::F32, Precision::Strict), 1e-4);
+        assert_eq!(rel_err_limit(DType::F32, Precision::Tf32), 1e-3);
+        assert_eq!(rel_err_limit(DType::F16, Precision::Strict), 1e-3);
+        assert_eq!(rel_err_limit(DType::Bf16, Precision::Strict), 8e-3);
+        assert!(!is_flagged_at(5e-3, 8e-3));
+        assert!(is_flagged_at(5e-3, 1e-3));
+        assert!(is_flagged_at(f64::NAN, 1.0));
+        // 16-bit outputs, widened exactly.
+        let half = [
+            im2win::half::bf16::from_f32(3.0),
+            im2win::half::bf16::from_f32(0.0),
+        ];
+        assert!((relative_error(&half, &[3.0, 4.0]) - 0.8).abs() < 1e-15);
     }
 
     #[test]

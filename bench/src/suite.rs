@@ -3,7 +3,9 @@
 //!
 //! Shapes are those of `../shared/ANCHORS.md`.
 
-use im2win::{Activation, Conv2dProblem, Epilogue, FilterLayout, Layout, Padding};
+use im2win::{
+    Activation, Conv2dProblem, DType, Epilogue, FilterLayout, Layout, Padding, Precision,
+};
 
 use crate::error::{BenchError, Context, Result};
 
@@ -78,6 +80,10 @@ pub struct Suite {
     pub layout: Layout,
     /// The epilogue measured.
     pub epilogue: EpilogueMode,
+    /// Element type of every layer's tensors (`--dtype`).
+    pub dtype: DType,
+    /// Precision of every layer (`--dtype tf32` is float32 at TF32).
+    pub precision: Precision,
 }
 
 /// The paper's 12 layers: `(C, H=W, K, R=S, stride)`, padding 0.
@@ -207,6 +213,22 @@ impl Suite {
         self
     }
 
+    /// The same suite with every layer's tensors of `dtype`, computed at `precision`.
+    pub fn with_numeric(mut self, dtype: DType, precision: Precision) -> Suite {
+        for layer in &mut self.layers {
+            layer.problem = layer.problem.with_dtype(dtype).with_precision(precision);
+        }
+        self.dtype = dtype;
+        self.precision = precision;
+        self
+    }
+
+    /// The element type and precision as result files name them: `f32`, `tf32`, `bf16`,
+    /// `f16`.
+    pub fn numeric_name(&self) -> &'static str {
+        self.precision.numeric_name(self.dtype)
+    }
+
     /// The same suite with every layer's epilogue as `mode` says (and a bias unless
     /// `None`).
     pub fn with_epilogue(mut self, mode: EpilogueMode) -> Suite {
@@ -239,6 +261,8 @@ impl Suite {
             has_total: false,
             layout: Layout::Nchw,
             epilogue: EpilogueMode::None,
+            dtype: DType::F32,
+            precision: Precision::Strict,
         }
     }
 
@@ -263,6 +287,8 @@ impl Suite {
             has_total: true,
             layout: Layout::Nchw,
             epilogue: EpilogueMode::None,
+            dtype: DType::F32,
+            precision: Precision::Strict,
         }
     }
 
@@ -287,6 +313,8 @@ impl Suite {
             has_total: true,
             layout: Layout::Nchw,
             epilogue: EpilogueMode::None,
+            dtype: DType::F32,
+            precision: Precision::Strict,
         }
     }
 
@@ -308,6 +336,8 @@ impl Suite {
             has_total: false,
             layout: Layout::Nchw,
             epilogue: EpilogueMode::None,
+            dtype: DType::F32,
+            precision: Precision::Strict,
         })
     }
 }

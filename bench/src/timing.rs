@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, sys::CUevent_flags};
+use im2win::Element;
 
 use crate::buffers::{BufferSets, poison};
 use crate::error::{BenchError, Context, Result};
@@ -27,14 +28,14 @@ pub struct TimingConfig {
 ///
 /// # Errors
 /// The first error of `run`, or of recording or reading an event.
-pub fn time_rotated<F>(
+pub fn time_rotated<T, F>(
     stream: &Arc<CudaStream>,
-    sets: &mut BufferSets,
+    sets: &mut BufferSets<T>,
     config: TimingConfig,
     mut run: F,
 ) -> Result<Summary>
 where
-    F: FnMut(&mut BufferSets, usize) -> Result<()>,
+    F: FnMut(&mut BufferSets<T>, usize) -> Result<()>,
 {
     let count = sets.len();
     for _ in 0..config.warmup {
@@ -75,15 +76,15 @@ where
 ///
 /// # Errors
 /// The first error of `run`, a failed copy, or a timing error.
-pub fn check_and_time<F>(
+pub fn check_and_time<T: Element, F>(
     stream: &Arc<CudaStream>,
-    sets: &mut BufferSets,
+    sets: &mut BufferSets<T>,
     reference: &[f64],
     config: TimingConfig,
     mut run: F,
 ) -> Result<(Summary, f64)>
 where
-    F: FnMut(&mut BufferSets, usize) -> Result<()>,
+    F: FnMut(&mut BufferSets<T>, usize) -> Result<()>,
 {
     poison(stream, &mut sets.outputs[0])?;
     run(sets, 0)?;

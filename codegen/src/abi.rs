@@ -101,6 +101,10 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
         KernelKind::Baseline(baselines::IM2COL_F32),
         &["const float*", "float*", "ConvParams"],
     ),
+    (
+        KernelKind::Baseline(baselines::IM2COL_B16),
+        &["const unsigned short*", "unsigned short*", "ConvParams"],
+    ),
 ];
 
 /// The parameter types listed for the kernel `name` ([`KERNEL_SIGNATURES`]): its support or

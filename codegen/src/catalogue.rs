@@ -109,6 +109,35 @@ pub mod support {
         SPLIT_REDUCE_F32,
         DIRECT_F64,
     ];
+
+    use crate::spec::DType;
+
+    /// The filter transform that the kernels of element type `dtype` read their filter
+    /// from: [`FILTER_TRANSFORM_FUSED_F32`] or [`FILTER_TRANSFORM_F32`] for float32 (also for
+    /// TF32 kernels, which read float32 and round as they multiply), and for bf16 and f16
+    /// `im2win_filter_transform_fused_bf16` / `_f16` (the fused order; they have no window
+    /// buffer). A fatbin holds the 16-bit ones once its catalogue has kernels of the type:
+    /// they are not in [`ALL`].
+    pub const fn filter_transform(dtype: DType, fused: bool) -> &'static str {
+        match (dtype, fused) {
+            (DType::F32, true) => FILTER_TRANSFORM_FUSED_F32,
+            (DType::F32, false) => FILTER_TRANSFORM_F32,
+            (DType::Bf16, _) => "im2win_filter_transform_fused_bf16",
+            (DType::F16, _) => "im2win_filter_transform_fused_f16",
+        }
+    }
+
+    /// The split reduction of the kernels of element type `dtype` (float32 partial sums,
+    /// output and bias of `dtype`): [`SPLIT_REDUCE_F32`] for float32 (and TF32),
+    /// `im2win_split_reduce_bf16` / `_f16` for the 16-bit types (not in [`ALL`], as
+    /// [`filter_transform`]).
+    pub const fn split_reduce(dtype: DType) -> &'static str {
+        match dtype {
+            DType::F32 => SPLIT_REDUCE_F32,
+            DType::Bf16 => "im2win_split_reduce_bf16",
+            DType::F16 => "im2win_split_reduce_f16",
+        }
+    }
 }
 
 /// The benchmark's baseline kernels, which dispatch never picks: only a fatbin whose
@@ -121,8 +150,11 @@ pub mod baselines {
     pub const DIRECT_F32: &str = "im2win_direct_f32";
     /// The im2col transform of the benchmark's im2col + cuBLAS baseline.
     pub const IM2COL_F32: &str = "im2win_im2col_f32";
+    /// The same im2col transform of 2-byte elements (bf16 or f16: a copy of their bits), for
+    /// the baseline at 16-bit precision.
+    pub const IM2COL_B16: &str = "im2win_im2col_b16";
     /// Every baseline kernel, for checks that a fatbin with baselines is complete.
-    pub const ALL: [&str; 2] = [DIRECT_F32, IM2COL_F32];
+    pub const ALL: [&str; 3] = [DIRECT_F32, IM2COL_F32, IM2COL_B16];
 }
 
 /// An ordered list of kernel specialisations, and whether the fatbin compiled from it also

@@ -41,5 +41,6 @@ pub use render::{RenderError, RenderedSources, Renderer, SourceFile};
 pub use resources::{KernelReport, KernelResources};
 pub use spec::{
     Algorithm, DType, ElementTypes, EpilogueKind, FixedGeometry, Geometry, KernelSpec, Math,
-    Operation, SpecError, TileConfig, Variant, parse_pair,
+    Operation, Precision, SpecError, TileConfig, Variant, numeric_name, parse_numeric_name,
+    parse_pair,
 };

@@ -25,8 +25,11 @@
 //! generic = true            # the run-time-geometry kernel, for every tile given
 //! ```
 //!
-//! `dtype = "f32"` is the default (and the only type today). Unknown keys are errors, so
-//! that a typo does not silently drop a kernel.
+//! `dtype = "f32"` (strict float32 on CUDA cores) is the default; `dtype = "tf32"` (float32
+//! tensors on tensor cores), `"bf16"` and `"f16"` name tensor-core kernels, which gather their
+//! windows (the fused variant; their tiles' `block_k` a multiple of the MMA depth, 8 for
+//! TF32 and 16 for the 16-bit types). Unknown keys are errors, so that a typo does not
+//! silently drop a kernel.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,7 +37,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::catalogue::{Catalogue, DEFAULT_TILES};
-use crate::spec::{DType, FixedGeometry, KernelSpec, SpecError, TileConfig, parse_pair};
+use crate::spec::{
+    DType, FixedGeometry, KernelSpec, Math, Precision, SpecError, TileConfig, Variant, parse_pair,
+};
 
 /// A parsed manifest: the module's name, its optional targets and its catalogue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,9 +186,17 @@ impl Manifest {
 
 impl RawKernel {
     fn specs(&self) -> Result<Vec<KernelSpec>, String> {
-        let dtype: DType = match &self.dtype {
-            Some(text) => text.parse().map_err(|e: SpecError| e.to_string())?,
-            None => DType::F32,
+        // The element type and math as kernel names spell them: f32, tf32, bf16, f16.
+        let (dtype, math) = match &self.dtype {
+            Some(text) => Precision::from_numeric_name(text)
+                .and_then(|(dtype, precision)| Some((dtype, precision.math(dtype)?)))
+                .ok_or_else(|| SpecError::UnknownDType(text.clone()).to_string())?,
+            None => (DType::F32, Math::Simt),
+        };
+        // Tensor-core kernels gather their windows: the fused variant.
+        let with_math = |spec: KernelSpec| match math {
+            Math::Simt => spec,
+            Math::TensorOp => spec.with_math(math).with_variant(Variant::FUSED),
         };
         let tiles: Vec<TileConfig> = match &self.tile {
             None => DEFAULT_TILES.to_vec(),
@@ -206,7 +219,7 @@ impl RawKernel {
             }
             return Ok(tiles
                 .into_iter()
-                .map(|tile| KernelSpec::generic(dtype, tile))
+                .map(|tile| with_math(KernelSpec::generic(dtype, tile)))
                 .collect());
         }
         let filter = self
@@ -222,7 +235,7 @@ impl RawKernel {
         let geometry = FixedGeometry::new(filter, stride);
         Ok(tiles
             .into_iter()
-            .map(|tile| KernelSpec::fixed(dtype, geometry, tile))
+            .map(|tile| with_math(KernelSpec::fixed(dtype, geometry, tile)))
             .collect())
     }
 }
@@ -327,5 +340,40 @@ mod tests {
             err.to_string()
                 .starts_with("/nonexistent/im2win.toml: cannot read it")
         );
+    }
+
+    #[test]
+    fn tensor_core_types() {
+        let manifest = Manifest::parse(
+            r#"
+            name = "tc"
+            [[kernel]]
+            dtype = "bf16"
+            filter = 3
+            tile = "128x128x16/8x8"
+            [[kernel]]
+            dtype = "tf32"
+            generic = true
+            tile = "64x64x8/8x8"
+            "#,
+        )
+        .unwrap();
+        let [bf16, tf32] = manifest.catalogue.kernels[..] else {
+            panic!("{:?}", manifest.catalogue);
+        };
+        assert_eq!(
+            (bf16.dtype, bf16.math, bf16.variant),
+            (DType::Bf16, Math::TensorOp, Variant::FUSED)
+        );
+        assert_eq!(
+            (tf32.dtype, tf32.math, tf32.variant),
+            (DType::F32, Math::TensorOp, Variant::FUSED)
+        );
+        assert_eq!(tf32.name(), "im2win_tf32_generic_b64x64x8_t8x8_fused");
+        // The default tiles are 8 deep: not a whole 16-deep MMA.
+        let err = Manifest::parse("name = \"x\"\n[[kernel]]\nfilter = 3\ndtype = \"f16\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("multiple of 16"), "{err}");
     }
 }

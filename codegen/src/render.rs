@@ -23,7 +23,7 @@ use tera::{Context, Tera};
 
 use crate::catalogue::{Catalogue, baselines, support};
 use crate::layout::Layout;
-use crate::spec::{Geometry, KernelSpec, SpecError};
+use crate::spec::{Geometry, KernelSpec, Math, SpecError};
 
 /// The header every source file includes: `ConvParams` and the division helpers.
 /// Copied verbatim (it is not a template).
@@ -314,6 +314,14 @@ impl Renderer {
     /// The CUDA source of one convolution kernel (without the `#include` of the header).
     pub fn kernel(&self, spec: &KernelSpec) -> Result<String, RenderError> {
         spec.validate()?;
+        // `conv.cu.tera` instantiates the SIMT MMA only: a tensor-core spec rendered through
+        // it would be a float32 CUDA-core kernel under a `tf32`/`bf16` name. Lift this when
+        // the template renders `Math::TensorOp`.
+        if spec.math != Math::Simt {
+            return Err(RenderError::Spec(SpecError::Unsupported(
+                "the templates render SIMT kernels only: no tensor-core (Math::TensorOp) template yet",
+            )));
+        }
         let context = Context::from_serialize(&ConvContext::new(spec)).map_err(|source| {
             RenderError::Template {
                 template: CONV_TEMPLATE.to_string(),

@@ -12,27 +12,49 @@ use serde::{Deserialize, Serialize};
 
 use crate::layout::Layout;
 
-/// Element type of input, filter and output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Element type of input, filter and output (and of bias and residual).
+///
+/// The 16-bit types are accumulated in float32 ([`DType::accumulator`]) and multiply on
+/// tensor cores ([`Math::TensorOp`]); float32 multiplies on CUDA cores ([`Math::Simt`],
+/// strict FP32) unless TF32 is asked for ([`Precision::Tf32`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
     /// IEEE float32, accumulated in float32 with fused multiply-add.
+    #[default]
     F32,
+    /// bfloat16 (8 exponent bits, 7 mantissa bits; CUDA's `__nv_bfloat16`), accumulated in
+    /// float32.
+    Bf16,
+    /// IEEE binary16 (5 exponent bits, 10 mantissa bits; CUDA's `__half`), accumulated in
+    /// float32.
+    F16,
 }
 
 impl DType {
-    /// The name used in kernel names and by the macro (`f32`).
-    pub fn name(self) -> &'static str {
+    /// Every element type, float32 first.
+    pub const ALL: [DType; 3] = [DType::F32, DType::Bf16, DType::F16];
+
+    /// The type's name (`f32`, `bf16`, `f16`): its spelling in manifests, in the macro and
+    /// in JSON. Kernel names spell the element type together with the math
+    /// ([`numeric_name`]).
+    pub const fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
+            DType::Bf16 => "bf16",
+            DType::F16 => "f16",
         }
     }
 
     /// The CUDA C++ type that holds one element: what `conv.cu.tera` renders into each
     /// kernel's `im2win::Conv2dTypes` (`codegen/templates/numeric.cuh`) and its signature.
-    pub fn cuda_type(self) -> &'static str {
+    pub const fn cuda_type(self) -> &'static str {
         match self {
             DType::F32 => "float",
+            DType::Bf16 => "__nv_bfloat16",
+            DType::F16 => "__half",
         }
     }
 
@@ -40,13 +62,15 @@ impl DType {
     pub const fn size_bytes(self) -> usize {
         match self {
             DType::F32 => 4,
+            DType::Bf16 | DType::F16 => 2,
         }
     }
 
-    /// The type products of this type are accumulated in (and split partial sums kept in).
+    /// The type products of this type are accumulated in (and split partial sums kept in):
+    /// float32 for every type.
     pub const fn accumulator(self) -> DType {
         match self {
-            DType::F32 => DType::F32,
+            DType::F32 | DType::Bf16 | DType::F16 => DType::F32,
         }
     }
 }
@@ -61,11 +85,163 @@ impl FromStr for DType {
     type Err = SpecError;
 
     fn from_str(s: &str) -> Result<Self, SpecError> {
-        match s {
-            "f32" => Ok(DType::F32),
-            _ => Err(SpecError::UnknownDType(s.to_string())),
+        DType::ALL
+            .into_iter()
+            .find(|dtype| dtype.name() == s)
+            .ok_or_else(|| SpecError::UnknownDType(s.to_string()))
+    }
+}
+
+/// The arithmetic a problem asks for: how the operands are rounded before they are
+/// multiplied. Part of the problem (`Conv2dProblem::precision` in the runtime), never a
+/// global switch: float32 stays strict unless TF32 is asked for.
+///
+/// Every precision accumulates in float32. Issue 14 adds a third choice for float32
+/// tensors (FP32 accuracy from three TF32 products, spelled `f32x3`), which dispatch will
+/// serve with [`Math::Simt`] or a 3xTF32 tensor-core kernel; [`Precision::admits`] is the
+/// one place that maps a precision to the kernel maths that honour it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// The operands as stored: float32 operands multiplied in float32 (strict FP32, CUDA
+    /// cores); bf16 and f16 operands multiplied exactly (their products fit in float32,
+    /// which is what tensor cores compute). The default.
+    #[default]
+    Strict,
+    /// Float32 operands rounded to TF32 (8 exponent bits, 10 mantissa bits; round to
+    /// nearest, ties away from zero, as PTX's `cvt.rna.tf32.f32`) and multiplied on tensor
+    /// cores; float32 accumulation and output. For float32 tensors only.
+    Tf32,
+}
+
+impl Precision {
+    /// Every precision, strict first.
+    pub const ALL: [Precision; 2] = [Precision::Strict, Precision::Tf32];
+
+    /// The precision's name: `strict` or `tf32`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Precision::Strict => "strict",
+            Precision::Tf32 => "tf32",
         }
     }
+
+    /// Whether tensors of `dtype` can be computed at this precision: strict for every
+    /// type, TF32 for float32 only.
+    pub const fn applies_to(self, dtype: DType) -> bool {
+        match self {
+            Precision::Strict => true,
+            Precision::Tf32 => matches!(dtype, DType::F32),
+        }
+    }
+
+    /// Whether a kernel of element type `dtype` multiplying with `math` computes a problem
+    /// of element type `dtype` at this precision: strict float32 only on CUDA cores
+    /// ([`Math::Simt`]), TF32 only on tensor cores ([`Math::TensorOp`]), bf16 and f16 with
+    /// either (their products are exact in float32 both ways).
+    pub const fn admits(self, dtype: DType, math: Math) -> bool {
+        matches!(
+            (self, dtype, math),
+            (Precision::Strict, DType::F32, Math::Simt)
+                | (Precision::Strict, DType::Bf16 | DType::F16, _)
+                | (Precision::Tf32, DType::F32, Math::TensorOp)
+        )
+    }
+
+    /// The kernel math that computes `dtype` at this precision, or `None` when the
+    /// precision does not apply to the type: the inverse of [`Precision::admits`], with
+    /// [`Math::TensorOp`] for bf16 and f16 (the only math their kernels have).
+    pub const fn math(self, dtype: DType) -> Option<Math> {
+        match (self, dtype) {
+            (Precision::Strict, DType::F32) => Some(Math::Simt),
+            (Precision::Strict, DType::Bf16 | DType::F16) => Some(Math::TensorOp),
+            (Precision::Tf32, DType::F32) => Some(Math::TensorOp),
+            (Precision::Tf32, DType::Bf16 | DType::F16) => None,
+        }
+    }
+
+    /// The name of `dtype` computed at this precision, as the benchmark, result files and
+    /// error messages spell it: `f32` (strict), `tf32`, `bf16`, `f16`; a precision that does
+    /// not apply to the type gives e.g. `bf16+tf32`.
+    pub const fn numeric_name(self, dtype: DType) -> &'static str {
+        match self.math(dtype) {
+            Some(math) => numeric_name(dtype, math),
+            None => match dtype {
+                DType::F32 => "f32+tf32",
+                DType::Bf16 => "bf16+tf32",
+                DType::F16 => "f16+tf32",
+            },
+        }
+    }
+
+    /// The element type and precision that [`Precision::numeric_name`] spells `name`
+    /// (`f32`, `tf32`, `bf16` or `f16`), e.g. for a `--dtype` flag.
+    pub fn from_numeric_name(name: &str) -> Option<(DType, Precision)> {
+        DType::ALL.into_iter().find_map(|dtype| {
+            Precision::ALL
+                .into_iter()
+                .find(|p| p.applies_to(dtype) && p.numeric_name(dtype) == name)
+                .map(|p| (dtype, p))
+        })
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = SpecError;
+
+    /// `strict` or `tf32`.
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| SpecError::BadSyntax {
+                what: "precision",
+                text: s.to_string(),
+                expected: "`strict` or `tf32`",
+            })
+    }
+}
+
+/// The first part of a kernel name after `im2win_`: the element type together with the
+/// math, so that the names of today's float32 kernels stay as they were.
+///
+/// | dtype | math | token |
+/// |---|---|---|
+/// | f32 | [`Math::Simt`] | `f32` |
+/// | f32 | [`Math::TensorOp`] | `tf32` |
+/// | bf16 | [`Math::TensorOp`] | `bf16` |
+/// | f16 | [`Math::TensorOp`] | `f16` |
+/// | bf16 / f16 | [`Math::Simt`] | `bf16simt` / `f16simt` (not a valid spec today) |
+///
+/// Issue 14's 3xTF32 math on float32 would be `f32x3`. [`parse_numeric_name`] is the
+/// inverse.
+pub const fn numeric_name(dtype: DType, math: Math) -> &'static str {
+    match (dtype, math) {
+        (DType::F32, Math::Simt) => "f32",
+        (DType::F32, Math::TensorOp) => "tf32",
+        (DType::Bf16, Math::TensorOp) => "bf16",
+        (DType::F16, Math::TensorOp) => "f16",
+        (DType::Bf16, Math::Simt) => "bf16simt",
+        (DType::F16, Math::Simt) => "f16simt",
+    }
+}
+
+/// The element type and math that [`numeric_name`] spells `token`, if any.
+pub fn parse_numeric_name(token: &str) -> Option<(DType, Math)> {
+    DType::ALL.into_iter().find_map(|dtype| {
+        Math::ALL
+            .into_iter()
+            .find(|&math| numeric_name(dtype, math) == token)
+            .map(|math| (dtype, math))
+    })
 }
 
 /// A filter size and stride fixed at compile time. Dilation is 1 in both axes.
@@ -141,12 +317,14 @@ impl TileConfig {
         (self.block_m / self.thread_m) * (self.block_n / self.thread_n)
     }
 
-    /// Static shared memory of one block in bytes: two stages of a `block_k × block_m` filter
-    /// tile and a `block_k × block_n` window tile, in float32, as `codegen/templates/conv.cu.tera`
-    /// declares them. (u64: an invalid tile may be huge.)
-    pub const fn shared_bytes(&self) -> u64 {
-        // Saturating: 8·block_k·(block_m + block_n) reaches 2^68 for the largest u32s.
-        (self.block_m as u64 + self.block_n as u64).saturating_mul(8 * self.block_k as u64)
+    /// Static shared memory of one block in bytes for elements of `dtype`: two stages of a
+    /// `block_k × block_m` filter tile and a `block_k × block_n` window tile, as
+    /// `codegen/templates/conv_fprop.cuh` declares them (8 KiB per 1024 elements of float32,
+    /// half that for bf16 and f16). (u64: an invalid tile may be huge.)
+    pub const fn shared_bytes(&self, dtype: DType) -> u64 {
+        // Saturating: 2·size·block_k·(block_m + block_n) reaches 2^68 for the largest u32s.
+        (self.block_m as u64 + self.block_n as u64)
+            .saturating_mul(2 * dtype.size_bytes() as u64 * self.block_k as u64)
     }
 
     /// Blocks that the kernel's launch bounds ask to fit on one multiprocessor at once (the
@@ -175,8 +353,20 @@ impl TileConfig {
 
     /// Checks that the tile levels nest: thread tiles divide the block tile, the block has
     /// between 32 and 1024 threads, and every thread loads a whole number of elements of each
-    /// shared-memory stage.
+    /// shared-memory stage; and that its two shared-memory stages fit in CUDA's 48 KiB of
+    /// static shared memory for the smallest element type (2 bytes), i.e. that some kernel
+    /// can have this tile. [`TileConfig::validate_for`] (and [`KernelSpec::validate`]) check
+    /// the shared memory of one element type.
     pub fn validate(&self) -> Result<(), SpecError> {
+        let smallest = DType::ALL
+            .into_iter()
+            .min_by_key(|dtype| dtype.size_bytes())
+            .unwrap_or(DType::F32);
+        self.validate_for(smallest)
+    }
+
+    /// [`TileConfig::validate`]'s nesting rules alone.
+    fn validate_nesting(&self) -> Result<(), SpecError> {
         let TileConfig {
             block_m,
             block_n,
@@ -202,10 +392,21 @@ impl TileConfig {
         {
             return bad("each stage's filter and window tiles must split evenly over the threads");
         }
-        if self.shared_bytes() > u64::from(MAX_STATIC_SHARED_BYTES) {
-            return bad(
-                "the two shared-memory stages exceed CUDA's 48 KiB of static shared memory",
-            );
+        Ok(())
+    }
+
+    /// [`TileConfig::validate`]'s nesting rules, and that the two shared-memory stages of
+    /// elements of `dtype` ([`TileConfig::shared_bytes`]) fit in CUDA's 48 KiB of static
+    /// shared memory.
+    pub fn validate_for(&self, dtype: DType) -> Result<(), SpecError> {
+        self.validate_nesting()?;
+        if self.shared_bytes(dtype) > u64::from(MAX_STATIC_SHARED_BYTES) {
+            return Err(SpecError::InvalidTile(
+                *self,
+                format!(
+                    "the two shared-memory stages of {dtype} exceed CUDA's 48 KiB of static shared memory"
+                ),
+            ));
         }
         Ok(())
     }
@@ -396,12 +597,49 @@ pub enum Algorithm {
     WindowGather,
 }
 
-/// How a kernel multiplies (the MMA policy of `codegen/templates/mma_simt.cuh`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// How a kernel multiplies: its MMA policy (`codegen/templates/mma_simt.cuh` for
+/// [`Math::Simt`]; the tensor-core policies for [`Math::TensorOp`]).
+///
+/// Which math honours which problem is [`Precision::admits`]. Issue 14's 3xTF32 (float32
+/// operands split into a TF32 big and small part, three tensor-core products) slots in as a
+/// third variant, with its own [`numeric_name`] token (`f32x3`) and [`Precision`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Math {
     /// Strict FP32 fused multiply-adds on CUDA cores, a register outer product per thread.
+    /// Float32 operands only. The default (and the math of every kernel written before
+    /// the field existed).
+    #[default]
     Simt,
+    /// Tensor-core MMAs with float32 accumulation: bf16 and f16 operands as stored, float32
+    /// operands rounded to TF32 (`cvt.rna.tf32.f32`).
+    TensorOp,
+}
+
+impl Math {
+    /// Every math, SIMT first.
+    pub const ALL: [Math; 2] = [Math::Simt, Math::TensorOp];
+
+    /// The math of `dtype`'s kernels unless asked otherwise: [`Math::Simt`] for float32
+    /// (strict), [`Math::TensorOp`] for bf16 and f16 (the only math they have).
+    pub const fn default_for(dtype: DType) -> Math {
+        match dtype {
+            DType::F32 => Math::Simt,
+            DType::Bf16 | DType::F16 => Math::TensorOp,
+        }
+    }
+
+    /// The reduction depth of one tensor-core MMA for operands of `dtype`: 16 for bf16 and
+    /// f16 (`mma.sync.m16n8k16`), 8 for TF32 (`m16n8k8`); 1 for SIMT (any depth).
+    pub const fn k_step(self, dtype: DType) -> u32 {
+        match (self, dtype) {
+            (Math::Simt, _) => 1,
+            (Math::TensorOp, DType::F32) => 8,
+            (Math::TensorOp, DType::Bf16 | DType::F16) => 16,
+        }
+    }
 }
 
 /// What a kernel writes (`codegen/templates/epilogue.cuh`).
@@ -431,9 +669,9 @@ pub struct ElementTypes {
 /// The family is named by [`KernelSpec::operation`], [`KernelSpec::algorithm`],
 /// [`KernelSpec::elements`], [`KernelSpec::layout`], [`KernelSpec::math`] and
 /// [`KernelSpec::epilogue`]; the member by its geometry and tile. Today every kernel is a
-/// forward SIMT convolution of one element type (`dtype`) with the linear-combination
-/// epilogue, so those views are derived from the fields; a field joins the struct (and the
-/// name) when a second choice of it exists.
+/// forward convolution of one element type (`dtype`) with the linear-combination epilogue,
+/// so those views are derived from the fields; a field joins the struct (and the name) when
+/// a second choice of it exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KernelSpec {
     /// Element type of input, filter and output.
@@ -449,29 +687,48 @@ pub struct KernelSpec {
     /// algorithm exists for NCHW only.
     #[serde(default)]
     pub layout: Layout,
+    /// How it multiplies ([`Math::Simt`] when absent from JSON: every kernel written before
+    /// the field existed). Tensor-core kernels ([`Math::TensorOp`]) gather their windows
+    /// from the input ([`Variant::FUSED`]), in NCHW or NHWC.
+    #[serde(default)]
+    pub math: Math,
 }
 
 impl KernelSpec {
-    /// A kernel for a fixed filter size and stride (NCHW, window buffer).
+    /// A kernel for a fixed filter size and stride, for NCHW tensors, multiplying with
+    /// [`Math::default_for`] `dtype`: float32 on CUDA cores over the window buffer
+    /// ([`Variant::MATERIALISED`]); bf16 and f16 on tensor cores, gathering their windows
+    /// ([`Variant::FUSED`], their only algorithm).
     pub const fn fixed(dtype: DType, geometry: FixedGeometry, tile: TileConfig) -> Self {
+        KernelSpec::new(dtype, Geometry::Fixed(geometry), tile)
+    }
+
+    /// The generic kernel: any filter size, stride and dilation; NCHW, the variant and math
+    /// as [`KernelSpec::fixed`].
+    pub const fn generic(dtype: DType, tile: TileConfig) -> Self {
+        KernelSpec::new(dtype, Geometry::Generic, tile)
+    }
+
+    const fn new(dtype: DType, geometry: Geometry, tile: TileConfig) -> Self {
+        let math = Math::default_for(dtype);
         KernelSpec {
             dtype,
-            geometry: Geometry::Fixed(geometry),
+            geometry,
             tile,
-            variant: Variant::MATERIALISED,
+            variant: match math {
+                Math::Simt => Variant::MATERIALISED,
+                Math::TensorOp => Variant::FUSED,
+            },
             layout: Layout::Nchw,
+            math,
         }
     }
 
-    /// The generic kernel: any filter size, stride and dilation (NCHW, window buffer).
-    pub const fn generic(dtype: DType, tile: TileConfig) -> Self {
-        KernelSpec {
-            dtype,
-            geometry: Geometry::Generic,
-            tile,
-            variant: Variant::MATERIALISED,
-            layout: Layout::Nchw,
-        }
+    /// The same kernel multiplying with `math` (e.g. [`Math::TensorOp`] on float32: TF32).
+    /// The variant stays: a tensor-core kernel must be [`Variant::FUSED`]
+    /// ([`KernelSpec::validate`]).
+    pub const fn with_math(self, math: Math) -> Self {
+        KernelSpec { math, ..self }
     }
 
     /// The same kernel in another variant.
@@ -509,9 +766,21 @@ impl KernelSpec {
         }
     }
 
-    /// How it multiplies: FP32 on CUDA cores.
+    /// How it multiplies ([`KernelSpec::math`] the field).
     pub const fn math(&self) -> Math {
-        Math::Simt
+        self.math
+    }
+
+    /// Whether this kernel computes a problem of element type `dtype` at `precision`: the
+    /// same element type, and a math that the precision admits ([`Precision::admits`]).
+    pub fn computes(&self, dtype: DType, precision: Precision) -> bool {
+        self.dtype == dtype && precision.admits(self.dtype, self.math)
+    }
+
+    /// The element type and math as kernel names spell them ([`numeric_name`]): `f32`,
+    /// `tf32`, `bf16` or `f16`.
+    pub const fn numeric_name(&self) -> &'static str {
+        numeric_name(self.dtype, self.math)
     }
 
     /// What it writes: the linear combination with a run-time activation.
@@ -522,18 +791,48 @@ impl KernelSpec {
     /// The `extern "C"` name of the kernel, for example
     /// `im2win_f32_r3s3_s1x1_b128x128x8_t8x8`, `im2win_f32_generic_b128x128x8_t8x8` or, for
     /// the fused variant, `im2win_f32_r3s3_s1x1_b128x128x8_t8x8_fused`; NHWC kernels end in
-    /// `_nhwc` (`..._fused_nhwc`), NCHW is the default and not spelled.
+    /// `_nhwc` (`..._fused_nhwc`), NCHW is the default and not spelled. The part after
+    /// `im2win_` names the element type and the math ([`numeric_name`]): `f32` for strict
+    /// float32 on CUDA cores (every kernel named before tensor cores, unchanged), `tf32` for
+    /// float32 on tensor cores, `bf16` and `f16` (tensor cores), e.g.
+    /// `im2win_tf32_r3s3_s1x1_b128x128x32_t32x32_fused_nhwc`.
     pub fn name(&self) -> String {
         self.to_string()
     }
 
-    /// Checks the tile and, for fixed kernels, that filter and stride are at least 1.
+    /// Checks the tile (its shared memory counted in this element type) and, for fixed
+    /// kernels, that filter and stride are at least 1; and that the templates implement the
+    /// combination: the window buffer for NCHW only, bf16 and f16 on tensor cores only,
+    /// tensor-core kernels as the complete fused variant (window gather, NCHW or NHWC) with
+    /// `block_k` a multiple of the MMA's depth ([`Math::k_step`]).
     pub fn validate(&self) -> Result<(), SpecError> {
-        self.tile.validate()?;
+        self.tile.validate_for(self.dtype)?;
         if let Geometry::Fixed(g) = self.geometry
             && [g.filter_h, g.filter_w, g.stride_h, g.stride_w].contains(&0)
         {
             return Err(SpecError::InvalidGeometry(g));
+        }
+        if self.math == Math::Simt && self.dtype != DType::F32 {
+            return Err(SpecError::Unsupported(
+                "bf16 and f16 kernels multiply on tensor cores (Math::TensorOp): the SIMT MMA takes float32 only",
+            ));
+        }
+        if self.math == Math::TensorOp {
+            if !self.variant.fused || !self.variant.is_complete() {
+                return Err(SpecError::Unsupported(
+                    "tensor-core kernels gather their windows from the input: the complete fused variant (Variant::FUSED) only",
+                ));
+            }
+            let step = self.math.k_step(self.dtype);
+            if !self.tile.block_k.is_multiple_of(step) {
+                return Err(SpecError::InvalidTile(
+                    self.tile,
+                    format!(
+                        "a {} tensor-core stage is a whole number of MMAs deep: block_k must be a multiple of {step}",
+                        self.numeric_name()
+                    ),
+                ));
+            }
         }
         if self.layout == Layout::Nhwc {
             if !self.variant.fused {
@@ -546,10 +845,11 @@ impl KernelSpec {
                     "the ablation's variants exist for NCHW only",
                 ));
             }
-            // The NHWC windows are interleaved by NHWC_INTERLEAVE channels: runs of whole groups.
+            // The SIMT NHWC windows are interleaved by NHWC_INTERLEAVE channels: runs of
+            // whole groups.
             let t = self.tile;
             let b_loads = t.block_n * t.block_k / t.threads();
-            if !gcd(b_loads, t.block_k).is_multiple_of(NHWC_INTERLEAVE) {
+            if self.math == Math::Simt && !gcd(b_loads, t.block_k).is_multiple_of(NHWC_INTERLEAVE) {
                 return Err(SpecError::InvalidTile(
                     t,
                     "NHWC kernels copy groups of 2 channels: each thread's run of window elements per stage (gcd of block_n·block_k/threads and block_k) must be even".to_string(),
@@ -561,16 +861,18 @@ impl KernelSpec {
 }
 
 impl KernelSpec {
-    /// The part of kernel names that the element type and geometry fix, before the tile:
-    /// `im2win_f32_r3s3_s1x1` or `im2win_f32_generic`. A [`KernelSpec::name`] is this, `_`,
-    /// the tile's [`TileConfig::name`] and the variant's suffixes.
-    pub fn name_stem(dtype: DType, geometry: Geometry) -> String {
+    /// The part of kernel names that the element type, math and geometry fix, before the
+    /// tile: `im2win_f32_r3s3_s1x1`, `im2win_tf32_generic` or `im2win_bf16_r1s1_s2x2`. A
+    /// [`KernelSpec::name`] is this, `_`, the tile's [`TileConfig::name`] and the variant's
+    /// suffixes.
+    pub fn name_stem(dtype: DType, math: Math, geometry: Geometry) -> String {
+        let numeric = numeric_name(dtype, math);
         match geometry {
             Geometry::Fixed(g) => format!(
-                "im2win_{dtype}_r{}s{}_s{}x{}",
+                "im2win_{numeric}_r{}s{}_s{}x{}",
                 g.filter_h, g.filter_w, g.stride_h, g.stride_w
             ),
-            Geometry::Generic => format!("im2win_{dtype}_generic"),
+            Geometry::Generic => format!("im2win_{numeric}_generic"),
         }
     }
 }
@@ -580,7 +882,7 @@ impl fmt::Display for KernelSpec {
         write!(
             f,
             "{}_{}",
-            KernelSpec::name_stem(self.dtype, self.geometry),
+            KernelSpec::name_stem(self.dtype, self.math, self.geometry),
             self.tile.name()
         )?;
         self.variant
@@ -618,7 +920,7 @@ impl FromStr for KernelSpec {
             }
             parts.pop();
         }
-        let (dtype, geometry, block, thread) = match parts.as_slice() {
+        let (numeric, geometry, block, thread) = match parts.as_slice() {
             [d, "generic", b, t] => (d, Geometry::Generic, b, t),
             [d, rs, st, b, t] => {
                 let (r, s) = rs
@@ -641,8 +943,13 @@ impl FromStr for KernelSpec {
             dims::<3>(block.strip_prefix('b').ok_or_else(bad)?).ok_or_else(bad)?;
         let [thread_m, thread_n] =
             dims::<2>(thread.strip_prefix('t').ok_or_else(bad)?).ok_or_else(bad)?;
+        let (dtype, math) = match parse_numeric_name(numeric) {
+            Some(pair) => pair,
+            // Not an element type: the error names it (`f64`), as before.
+            None => return Err(SpecError::UnknownDType(numeric.to_string())),
+        };
         let spec = KernelSpec {
-            dtype: dtype.parse()?,
+            dtype,
             geometry,
             tile: TileConfig {
                 block_m,
@@ -653,6 +960,7 @@ impl FromStr for KernelSpec {
             },
             variant,
             layout,
+            math,
         };
         // Reject spellings that parse but do not round-trip (leading zeros, "+1", ...).
         if spec.name() != name {
@@ -684,7 +992,9 @@ fn dims<const N: usize>(text: &str) -> Option<[u32; N]> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
     /// The data type is not one im2win generates kernels for.
-    #[error("unknown data type `{0}`: im2win generates kernels for `f32`")]
+    #[error(
+        "unknown data type `{0}`: im2win knows `f32`, `bf16` and `f16` (kernel names also `tf32`: float32 on tensor cores)"
+    )]
     UnknownDType(String),
     /// The text is not a kernel name of the form `im2win_f32_r3s3_s1x1_b128x128x8_t8x8`.
     #[error(

@@ -112,7 +112,9 @@ fn malformed_names_are_rejected() {
     }
     for name in [
         "im2win_f64_r3s3_s1x1_b128x128x8_t8x8",
-        "im2win_bf16_generic_b128x128x8_t8x8",
+        "im2win_i8_generic_b128x128x8_t8x8",
+        "im2win_F32_generic_b128x128x8_t8x8",
+        "im2win_tf16_generic_b128x128x8_t8x8",
     ] {
         assert!(
             matches!(name.parse::<KernelSpec>(), Err(SpecError::UnknownDType(_))),

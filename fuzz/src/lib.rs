@@ -172,6 +172,7 @@ pub fn decode(data: &[u8]) -> Input {
                 ..Variant::MATERIALISED
             },
             layout: im2win::Layout::Nchw,
+            math: im2win::codegen::Math::Simt,
         },
     }
 }
@@ -634,7 +635,7 @@ fn dispatch_against_model(
     let f32_specs = catalogue
         .kernels
         .iter()
-        .filter(|s| s.dtype == DType::F32 && s.variant.is_complete());
+        .filter(|s| s.computes(problem.dtype, problem.precision) && s.variant.is_complete());
     let fixed: Vec<&KernelSpec> = f32_specs
         .clone()
         .filter(|s| matches!(s.geometry, Geometry::Fixed(_)) && model_supports(s, problem))

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use im2win_codegen::{
-    Catalogue, DType, FixedGeometry, Geometry, KernelSpec, Layout, Manifest, TileConfig, Variant,
-    parse_pair,
+    Catalogue, DType, FixedGeometry, Geometry, KernelSpec, Layout, Manifest, Math, Precision,
+    SpecError, TileConfig, Variant, numeric_name, parse_pair,
 };
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::quote;
@@ -29,7 +29,8 @@ use syn::{Ident, LitStr, Token};
 /// im2win::conv2d!(f32, filter = 9x9, stride = 3, catalogue = "im2win.toml")
 /// ```
 ///
-/// * The data type comes first (`f32`, the only one today).
+/// * The data type comes first: `f32` (strict float32 on CUDA cores), `tf32` (float32
+///   tensors on tensor cores), `bf16` or `f16` (tensor cores), as kernel names spell them.
 /// * `filter = RxS` (or `N` for `NxN`), `stride = HxW` (or `N`; default 1); or `generic`,
 ///   the kernel that takes filter size, stride and dilation at run time.
 /// * `tile = MxNxK/TMxTN` (block and thread tile) or `tile = bMxNxK_tTMxTN` (the spelling of
@@ -193,11 +194,16 @@ struct Source {
 fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
     let request = parse_request.parse2(input)?;
 
-    let dtype: DType = request
-        .dtype
-        .to_string()
-        .parse()
-        .map_err(|e| syn::Error::new(request.dtype.span(), e))?;
+    // The element type and math, as kernel names spell them: f32, tf32, bf16, f16.
+    let numeric = request.dtype.to_string();
+    let (dtype, math) = Precision::from_numeric_name(&numeric)
+        .and_then(|(dtype, precision)| Some((dtype, precision.math(dtype)?)))
+        .ok_or_else(|| {
+            syn::Error::new(
+                request.dtype.span(),
+                SpecError::UnknownDType(numeric.clone()),
+            )
+        })?;
     let geometry = match &request.generic {
         Some(generic) => {
             if let Some(value) = request.filter.as_ref().or(request.stride.as_ref()) {
@@ -232,10 +238,10 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
         None => Layout::Nchw,
     };
     // A tile names the kernel `Specialization::spec` builds: the window-buffer kernel for
-    // NCHW, the window-gather one for NHWC.
-    let tile_variant = match layout {
-        Layout::Nchw => Variant::MATERIALISED,
-        Layout::Nhwc => Variant::FUSED,
+    // NCHW SIMT kernels, the window-gather one for NHWC and for tensor cores.
+    let tile_variant = match (layout, math) {
+        (Layout::Nchw, Math::Simt) => Variant::MATERIALISED,
+        _ => Variant::FUSED,
     };
 
     let mut sources = vec![Source {
@@ -267,6 +273,7 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
         // A tile names its materialised kernel (`Specialization::spec`).
         source.catalogue.kernels.iter().any(|k| {
             k.dtype == dtype
+                && k.math == math
                 && k.geometry == geometry
                 && k.layout == layout
                 && tile.is_none_or(|t| t == k.tile && k.variant == tile_variant)
@@ -275,7 +282,7 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
     let Some(source) = found else {
         return Err(not_found(
             &request,
-            dtype,
+            (dtype, math),
             geometry,
             tile,
             &sources,
@@ -287,6 +294,13 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
 
     let dtype_tokens = match dtype {
         DType::F32 => quote!(::im2win::codegen::DType::F32),
+        DType::Bf16 => quote!(::im2win::codegen::DType::Bf16),
+        DType::F16 => quote!(::im2win::codegen::DType::F16),
+    };
+    // `Specialization::new` takes the type's default math; TF32 says otherwise.
+    let math_tokens = match math {
+        Math::Simt => quote!(::im2win::codegen::Math::Simt),
+        Math::TensorOp => quote!(::im2win::codegen::Math::TensorOp),
     };
     let geometry_tokens = match geometry {
         Geometry::Fixed(g) => {
@@ -332,6 +346,7 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
     Ok(quote!({
         #track
         ::im2win::Specialization::new(#dtype_tokens, #geometry_tokens, #tile_tokens, #catalogue_name)
+            .with_math(#math_tokens)
             .with_layout(#layout_tokens)
     }))
 }
@@ -340,7 +355,7 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
 /// unavailable, with the nearest kernels and how to generate it.
 fn not_found(
     request: &Request,
-    dtype: DType,
+    (dtype, math): (DType, Math),
     geometry: Geometry,
     tile: Option<TileConfig>,
     sources: &[Source],
@@ -350,8 +365,10 @@ fn not_found(
         sources
             .iter()
             .flat_map(|s| s.catalogue.kernels.iter().map(move |k| (s, k)))
-            .filter(move |(_, k)| k.dtype == dtype)
+            .filter(move |(_, k)| k.dtype == dtype && k.math == math)
     };
+    // `f32`, `tf32`, `bf16` or `f16`, as the request spells it.
+    let dtype = numeric_name(dtype, math);
     let has_geometry = specs().any(|(_, k)| k.geometry == geometry);
     let where_ = match manifest {
         Some(path) => format!("the default catalogue or `{path}`"),
@@ -370,7 +387,14 @@ fn not_found(
     let span_of: TokenStream;
     if let (true, Some(tile), Some(value)) = (has_geometry, tile, &request.tile) {
         let tiles: Vec<String> = specs()
-            .filter(|(_, k)| k.geometry == geometry && k.variant == Variant::MATERIALISED)
+            .filter(|(_, k)| {
+                // The kernels a tile names: materialised SIMT ones, fused tensor-core ones.
+                let named = match math {
+                    Math::Simt => Variant::MATERIALISED,
+                    Math::TensorOp => Variant::FUSED,
+                };
+                k.geometry == geometry && k.variant == named
+            })
             .map(|(_, k)| format!("`tile = {}`", k.tile))
             .collect();
         message = format!(
@@ -467,14 +491,14 @@ fn nearest(wanted: Geometry, specs: Vec<(&Source, &KernelSpec)>) -> Vec<String> 
 
 /// How to get a kernel that no catalogue has: the manifest entry and the build.rs call.
 fn how_to_generate(
-    dtype: DType,
+    dtype: &str,
     geometry: Geometry,
     tile: Option<TileConfig>,
     sources: &[Source],
     manifest: Option<&str>,
 ) -> String {
     let mut entry = String::from("[[kernel]]\n");
-    if dtype != DType::F32 {
+    if dtype != DType::F32.name() {
         entry.push_str(&format!("    dtype = \"{dtype}\"\n"));
     }
     match geometry {
@@ -600,5 +624,39 @@ mod tests {
             let err = expand_str(input).unwrap_err();
             assert!(err.contains(expected), "{input:?}: {err}");
         }
+    }
+
+    #[test]
+    fn tensor_core_types_are_named_and_checked() {
+        // The default catalogue has none: a compile error naming the type, and the manifest
+        // entry that would generate it.
+        let err = expand_str("bf16, filter = 3x3, stride = 1").unwrap_err();
+        assert!(err.contains("no bf16 kernel for a 3x3 filter"), "{err}");
+        assert!(err.contains("dtype = \"bf16\""), "{err}");
+        let err = expand_str("tf32, generic, layout = nhwc").unwrap_err();
+        assert!(
+            err.contains("no tf32 kernel for the generic kernel"),
+            "{err}"
+        );
+        // From a manifest that has them: the expansion carries type and math.
+        let out = expand_str("tf32, filter = 3, catalogue = \"ui/tensor_cores.toml\"").unwrap();
+        assert!(out.contains("DType :: F32"), "{out}");
+        assert!(out.contains("Math :: TensorOp"), "{out}");
+        assert!(out.contains("\"tensor_cores\""), "{out}");
+        let out = expand_str(
+            "tf32, filter = 3, tile = 64x64x16/4x4, catalogue = \"ui/tensor_cores.toml\"",
+        )
+        .unwrap();
+        assert!(out.contains("block_m : 64"), "{out}");
+        let out = expand_str("bf16, generic, catalogue = \"ui/tensor_cores.toml\"").unwrap();
+        assert!(out.contains("DType :: Bf16"), "{out}");
+        // The strict float32 request does not take the TF32 kernel.
+        let err = expand_str(
+            "f32, filter = 3, tile = 64x64x16/4x4, catalogue = \"ui/tensor_cores.toml\"",
+        )
+        .unwrap_err();
+        assert!(err.contains("but not with tile 64x64x16/4x4"), "{err}");
+        let out = expand_str("f32, filter = 3x3").unwrap();
+        assert!(out.contains("Math :: Simt"), "{out}");
     }
 }

@@ -153,6 +153,47 @@ pub enum Error {
         /// Dilation `[height, width]`.
         dilation: [usize; 2],
     },
+    /// The catalogue has no kernel at all for the problem's element type and precision in
+    /// its layout (e.g. no bf16 or TF32 kernels): nothing runs, rather than a kernel of
+    /// another precision.
+    #[error(
+        "no {numeric} kernel for {layout} tensors in the catalogue: it has no kernels that compute {dtype} tensors at {precision} precision in this layout (build a catalogue with them, or use the CPU backend `im2win::cpu`)"
+    )]
+    NoKernelForType {
+        /// The element type and precision as the benchmark names them: `bf16`, `f16`,
+        /// `tf32`, `f32`.
+        numeric: &'static str,
+        /// The problem's element type.
+        dtype: im2win_codegen::DType,
+        /// The problem's precision.
+        precision: im2win_codegen::Precision,
+        /// The problem's layout.
+        layout: crate::layout::Layout,
+    },
+    /// A buffer's element type is not the problem's ([`Conv2dProblem::dtype`]): im2win never
+    /// converts tensors behind the caller's back.
+    ///
+    /// [`Conv2dProblem::dtype`]: crate::Conv2dProblem::dtype
+    #[error(
+        "the problem's tensors are {expected} but the buffers are {actual}: give buffers of the problem's element type (or set `Conv2dProblem::dtype` to theirs)"
+    )]
+    DTypeMismatch {
+        /// The problem's element type.
+        expected: im2win_codegen::DType,
+        /// The buffers' element type.
+        actual: im2win_codegen::DType,
+    },
+    /// The problem asks for a precision that does not apply to its element type (TF32 for
+    /// bf16 or f16 tensors).
+    #[error(
+        "invalid problem: {precision} precision applies to f32 tensors, not {dtype} (bf16 and f16 are multiplied as stored: use `Precision::Strict`)"
+    )]
+    BadPrecision {
+        /// The problem's element type.
+        dtype: im2win_codegen::DType,
+        /// The precision asked for.
+        precision: im2win_codegen::Precision,
+    },
     /// A kernel was forced on a problem it cannot compute (a fixed kernel of another
     /// geometry).
     #[error(
@@ -168,6 +209,21 @@ pub enum Error {
         stride: [usize; 2],
         /// Dilation `[height, width]` of the problem.
         dilation: [usize; 2],
+    },
+    /// A kernel was forced on a problem of another element type or precision (a float32
+    /// kernel on a bf16 problem, a strict one on a TF32 problem, ...).
+    #[error(
+        "kernel `{kernel}` computes {computes}, but the problem is {problem}: kernels never run a problem at another precision"
+    )]
+    PrecisionMismatch {
+        /// The kernel's name.
+        kernel: String,
+        /// What the kernel computes (`f32`, `tf32`, `bf16`, `f16`).
+        computes: &'static str,
+        /// What the problem asks for ([`Conv2dProblem::numeric_name`]).
+        ///
+        /// [`Conv2dProblem::numeric_name`]: crate::Conv2dProblem::numeric_name
+        problem: &'static str,
     },
     /// A device buffer belongs to another CUDA context (device) than the engine.
     #[error("buffer `{buffer}` lives in another CUDA context than the engine's")]

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use im2win_codegen::DType;
+use im2win_codegen::{DType, Precision};
 
 use crate::epilogue::Epilogue;
 use crate::error::{Error, Result};
@@ -78,6 +78,16 @@ pub struct Conv2dProblem {
     /// from JSON.
     #[serde(default)]
     pub epilogue: Epilogue,
+    /// The element type of every tensor (input, filter, bias, residual, output); float32
+    /// when absent from JSON. Buffers of another type are refused
+    /// ([`Error::DTypeMismatch`]).
+    #[serde(default)]
+    pub dtype: DType,
+    /// How the products are computed ([`Precision::Strict`] when absent from JSON: the
+    /// operands as stored, CUDA-core FP32 for float32); [`Precision::Tf32`] rounds float32
+    /// operands to TF32 for the tensor cores. Only what the problem asks for is ever run.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// The sizes that follow from a valid problem, computed once by [`Conv2dProblem::shape`].
@@ -104,7 +114,7 @@ pub struct ProblemShape {
 
 impl Conv2dProblem {
     /// A problem with stride 1, no padding, dilation 1, one group, NCHW tensors, a KCRS
-    /// filter and the plain epilogue (`conv + bias`).
+    /// filter, the plain epilogue (`conv + bias`), float32 tensors and strict precision.
     ///
     /// `input` is `[N, C, H, W]` and `filter` is `[K, C, R, S]`, as in PyTorch, whatever
     /// the layout.
@@ -124,6 +134,8 @@ impl Conv2dProblem {
             layout: Layout::Nchw,
             filter_layout: FilterLayout::Kcrs,
             epilogue: Epilogue::IDENTITY,
+            dtype: DType::F32,
+            precision: Precision::Strict,
         }
     }
 
@@ -167,6 +179,25 @@ impl Conv2dProblem {
     pub const fn with_epilogue(mut self, epilogue: Epilogue) -> Self {
         self.epilogue = epilogue;
         self
+    }
+
+    /// The same problem with tensors of element type `dtype` (precision unchanged).
+    pub const fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// The same problem computed at `precision` (e.g. [`Precision::Tf32`] for float32
+    /// tensors on tensor cores).
+    pub const fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// The element type and precision as the benchmark and error messages name them:
+    /// `f32` (strict), `tf32`, `bf16` or `f16` ([`Precision::numeric_name`]).
+    pub const fn numeric_name(&self) -> &'static str {
+        self.precision.numeric_name(self.dtype)
     }
 
     /// The same problem with the plain epilogue: what kernel choice and tuning depend on
@@ -219,6 +250,12 @@ impl Conv2dProblem {
         if self.groups != 1 {
             return Err(Error::GroupsUnsupported {
                 groups: self.groups,
+            });
+        }
+        if !self.precision.applies_to(self.dtype) {
+            return Err(Error::BadPrecision {
+                dtype: self.dtype,
+                precision: self.precision,
             });
         }
         let Epilogue { alpha, beta, .. } = self.epilogue;
@@ -306,25 +343,28 @@ impl Conv2dProblem {
 
     /// Extra device memory of a GPU convolution that materialises the im2win buffer and does
     /// not split its reduction: the im2win buffer, then the transformed filter (`C·R·S` rows
-    /// of `K` rounded up to a multiple of 4 floats) at the next 256-byte boundary.
+    /// of `K` rounded up to 16 bytes of elements) at the next 256-byte boundary, in the
+    /// problem's element type.
     ///
     /// A [`Plan`](crate::Plan) may need less (a 1×1 stride-1 convolution without padding
-    /// reads the input in place) or more (a split reduction adds its partial sums): allocate
+    /// reads the input in place, a fused kernel builds no im2win buffer) or more (a split
+    /// reduction adds its partial sums): allocate
     /// [`Plan::workspace_bytes`](crate::Plan::workspace_bytes) for a plan.
     pub fn workspace_bytes(&self) -> Result<usize> {
         Ok(WorkspaceLayout::materialised(self)?.bytes())
     }
 
-    /// Bytes of the transformed filter: `C·R·S` rows of `K` rounded up to a multiple of 4
-    /// floats (docs/DESIGN.md; [`WorkspaceLayout::filter_bytes`]).
+    /// Bytes of the transformed filter: `C·R·S` rows of `K` rounded up to a whole number of
+    /// 16-byte vectors of the problem's elements (docs/DESIGN.md;
+    /// [`WorkspaceLayout::filter_bytes`]).
     pub fn transformed_filter_bytes(&self, shape: &ProblemShape) -> Result<usize> {
-        WorkspaceLayout::filter_bytes(shape, DType::F32)
+        WorkspaceLayout::filter_bytes(shape, self.dtype)
     }
 
     /// Byte offset of the transformed filter inside the workspace of a materialised
     /// convolution (the im2win buffer, rounded up to [`WorkspaceLayout::ALIGNMENT`]).
     pub fn filter_offset_bytes(&self, shape: &ProblemShape) -> usize {
-        WorkspaceLayout::im2win_bytes(shape, DType::F32).div_ceil(WorkspaceLayout::ALIGNMENT)
+        WorkspaceLayout::im2win_bytes(shape, self.dtype).div_ceil(WorkspaceLayout::ALIGNMENT)
             * WorkspaceLayout::ALIGNMENT
     }
 

@@ -3,7 +3,9 @@
 use std::fmt;
 
 use cudarc::driver::{DevicePtr, DevicePtrMut};
-use im2win_codegen::{Catalogue, DType, Geometry, KernelSpec, TileConfig, Variant};
+
+use crate::element::Element;
+use im2win_codegen::{Catalogue, DType, Geometry, KernelSpec, Math, TileConfig, Variant};
 
 use crate::error::{Error, Result};
 use crate::gpu::{DeviceLimits, Engine, Plan, can_implement};
@@ -40,6 +42,7 @@ use crate::problem::Conv2dProblem;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Specialization {
     dtype: DType,
+    math: Math,
     geometry: Geometry,
     tile: Option<TileConfig>,
     layout: Layout,
@@ -60,6 +63,7 @@ impl Specialization {
     ) -> Self {
         Specialization {
             dtype,
+            math: Math::default_for(dtype),
             geometry,
             tile,
             layout: Layout::Nchw,
@@ -72,6 +76,18 @@ impl Specialization {
     pub const fn with_layout(mut self, layout: Layout) -> Self {
         self.layout = layout;
         self
+    }
+
+    /// The same specialisation multiplying with `math` ([`Math::default_for`] its element
+    /// type unless set): the macro's `tf32` is float32 with [`Math::TensorOp`].
+    pub const fn with_math(mut self, math: Math) -> Self {
+        self.math = math;
+        self
+    }
+
+    /// How its kernels multiply.
+    pub const fn math(&self) -> Math {
+        self.math
     }
 
     /// The layout of input and output.
@@ -99,8 +115,9 @@ impl Specialization {
         self.catalogue
     }
 
-    /// The kernel, when the tile is fixed: the materialised variant of that tile for NCHW,
-    /// the fused one for NHWC (the only algorithm there).
+    /// The kernel, when the tile is fixed: the materialised variant of that tile for NCHW
+    /// SIMT kernels, the fused one for NHWC and for tensor-core kernels (their only
+    /// algorithm).
     pub const fn spec(&self) -> Option<KernelSpec> {
         match self.tile {
             Some(tile) => Some(self.spec_with_tile(tile)),
@@ -110,9 +127,9 @@ impl Specialization {
 
     /// The spec of the fields this specialisation fixes, with `tile`.
     const fn spec_with_tile(&self, tile: TileConfig) -> KernelSpec {
-        let variant = match self.layout {
-            Layout::Nchw => Variant::MATERIALISED,
-            Layout::Nhwc => Variant::FUSED,
+        let variant = match (self.layout, self.math) {
+            (Layout::Nchw, Math::Simt) => Variant::MATERIALISED,
+            _ => Variant::FUSED,
         };
         KernelSpec {
             dtype: self.dtype,
@@ -120,12 +137,13 @@ impl Specialization {
             tile,
             variant,
             layout: self.layout,
+            math: self.math,
         }
     }
 
-    /// Whether its kernels compute `problem`: the same layout, filter size and stride, and
-    /// dilation 1 along every axis where the filter is longer than 1 (always, for the
-    /// generic kernel).
+    /// Whether its kernels compute `problem`: the problem's element type and precision
+    /// ([`KernelSpec::computes`]), the same layout, filter size and stride, and dilation 1
+    /// along every axis where the filter is longer than 1 (always, for the generic kernel).
     pub fn supports(&self, problem: &Conv2dProblem) -> bool {
         can_implement(
             &self.spec_with_tile(self.tile.unwrap_or(TileConfig::PAPER)),
@@ -136,10 +154,19 @@ impl Specialization {
     /// Checks that its kernels compute `problem` ([`Specialization::supports`]).
     ///
     /// # Errors
+    /// [`Error::PrecisionMismatch`] for a problem of another element type or precision,
     /// [`Error::SpecMismatch`] naming the kernel and the problem's geometry.
     pub fn check(&self, problem: &Conv2dProblem) -> Result<()> {
         if self.supports(problem) {
             return Ok(());
+        }
+        let spec = self.spec_with_tile(self.tile.unwrap_or(TileConfig::PAPER));
+        if !spec.computes(problem.dtype, problem.precision) {
+            return Err(Error::PrecisionMismatch {
+                kernel: self.to_string(),
+                computes: spec.numeric_name(),
+                problem: problem.numeric_name(),
+            });
         }
         Err(Error::SpecMismatch {
             kernel: self.to_string(),
@@ -186,7 +213,10 @@ impl Specialization {
             .filter(|k| match self.spec() {
                 Some(spec) => **k == spec,
                 None => {
-                    k.dtype == self.dtype && k.geometry == self.geometry && k.layout == self.layout
+                    k.dtype == self.dtype
+                        && k.math == self.math
+                        && k.geometry == self.geometry
+                        && k.layout == self.layout
                 }
             })
             .copied()
@@ -218,7 +248,11 @@ impl fmt::Display for Specialization {
         if let Some(spec) = self.spec() {
             return write!(f, "{spec}");
         }
-        write!(f, "{}_*", KernelSpec::name_stem(self.dtype, self.geometry))?;
+        write!(
+            f,
+            "{}_*",
+            KernelSpec::name_stem(self.dtype, self.math, self.geometry)
+        )?;
         match self.layout {
             Layout::Nchw => Ok(()),
             Layout::Nhwc => f.write_str("_nhwc"),
@@ -248,16 +282,18 @@ impl Engine {
     /// # Errors
     /// As [`Engine::plan_specialized`] and [`Engine::conv2d_with`].
     #[allow(clippy::too_many_arguments)]
-    pub fn conv2d_specialized(
+    pub fn conv2d_specialized<T: Element>(
         &self,
         specialization: &Specialization,
         problem: &Conv2dProblem,
-        input: &dyn DevicePtr<f32>,
-        filter: &dyn DevicePtr<f32>,
-        bias: Option<&dyn DevicePtr<f32>>,
-        output: &mut dyn DevicePtrMut<f32>,
+        input: &dyn DevicePtr<T>,
+        filter: &dyn DevicePtr<T>,
+        bias: Option<&dyn DevicePtr<T>>,
+        output: &mut dyn DevicePtrMut<T>,
         workspace: Option<&mut dyn DevicePtrMut<u8>>,
     ) -> Result<()> {
+        problem.shape()?;
+        crate::element::check_dtype::<T>(problem)?;
         let plan = self.plan_specialized(specialization, problem)?;
         self.conv2d_with(&plan, input, filter, bias, output, workspace)
     }
@@ -293,6 +329,7 @@ mod tests {
             tile: small_tile(),
             variant: Variant::MATERIALISED,
             layout: Layout::Nchw,
+            math: Math::Simt,
         };
         if !kernels.contains(&small) {
             kernels.push(small);
@@ -335,6 +372,7 @@ mod tests {
             tile: small_tile(),
             variant: Variant::MATERIALISED,
             layout: Layout::Nchw,
+            math: Math::Simt,
         }));
         assert_eq!(plan, Plan::new(&problem, &own, H200_SMS).unwrap());
         assert_eq!(plan.kernel().geometry, geometry(3, 1));
@@ -396,6 +434,50 @@ mod tests {
         let problem = Conv2dProblem::new([1, 4, 20, 20], [8, 4, 3, 3]);
         let err = tiled
             .plan(&problem, &Catalogue::default_catalogue(), H200_SMS)
+            .unwrap_err();
+        assert!(matches!(err, Error::SpecNotLoaded { .. }), "{err}");
+    }
+
+    #[test]
+    fn element_type_and_math_are_part_of_the_specialisation() {
+        let bf16 = Specialization::new(DType::Bf16, geometry(3, 1), None, "im2win");
+        assert_eq!(bf16.math(), Math::TensorOp);
+        assert_eq!(bf16.to_string(), "im2win_bf16_r3s3_s1x1_*");
+        let tf32 = Specialization::new(DType::F32, geometry(3, 1), None, "im2win")
+            .with_math(Math::TensorOp)
+            .with_layout(Layout::Nhwc);
+        assert_eq!(tf32.to_string(), "im2win_tf32_r3s3_s1x1_*_nhwc");
+        let tile = TileConfig {
+            block_k: 16,
+            ..TileConfig::PAPER
+        };
+        let fixed = tf32.with_layout(Layout::Nchw);
+        let spec = Specialization::new(DType::F32, geometry(3, 1), Some(tile), "im2win")
+            .with_math(Math::TensorOp)
+            .spec()
+            .unwrap();
+        // Tensor-core kernels are fused in NCHW too.
+        assert_eq!(spec.variant, Variant::FUSED);
+        assert_eq!(spec.name(), "im2win_tf32_r3s3_s1x1_b128x128x16_t8x8_fused");
+        spec.validate().unwrap();
+
+        let problem = Conv2dProblem::new([1, 4, 20, 20], [8, 4, 3, 3]);
+        // A strict problem for a TF32 kernel, a float32 one for a bf16 kernel: refused by
+        // precision, before the geometry.
+        for (handle, wanted) in [(fixed, "f32"), (bf16, "f32")] {
+            let err = handle.check(&problem).unwrap_err();
+            assert!(matches!(err, Error::PrecisionMismatch { .. }), "{err}");
+            assert!(
+                err.to_string().contains(&format!("problem is {wanted}")),
+                "{err}"
+            );
+        }
+        let tf32_problem = problem.with_precision(im2win_codegen::Precision::Tf32);
+        fixed.check(&tf32_problem).unwrap();
+        bf16.check(&problem.with_dtype(DType::Bf16)).unwrap();
+        // The default catalogue has none of them.
+        let err = fixed
+            .plan(&tf32_problem, &catalogue(), H200_SMS)
             .unwrap_err();
         assert!(matches!(err, Error::SpecNotLoaded { .. }), "{err}");
     }

@@ -23,9 +23,20 @@ pub struct WorkspaceLayout {
 impl WorkspaceLayout {
     /// Alignment, in bytes, of the workspace's start and of each part.
     pub const ALIGNMENT: usize = 256;
-    /// The transformed filter's rows are `K` rounded up to a multiple of this, so that the
-    /// kernels load them four elements at a time.
+    /// The transformed filter's rows are `K` rounded up to a multiple of this many float32
+    /// elements, so that the kernels load them 16 bytes at a time
+    /// ([`WorkspaceLayout::filter_column_multiple`] for any element type).
     pub const FILTER_COLUMN_MULTIPLE: usize = 4;
+
+    /// Bytes the transformed filter's rows are padded to a multiple of: one 16-byte vector
+    /// (the kernels' `FilterTileLoader::K_ALIGN` elements).
+    pub const FILTER_ROW_VECTOR_BYTES: usize = 16;
+
+    /// The transformed filter's rows are `K` rounded up to a multiple of this for elements
+    /// of `dtype`: 4 float32, 8 bf16 or f16 (16 bytes).
+    pub const fn filter_column_multiple(dtype: DType) -> usize {
+        Self::FILTER_ROW_VECTOR_BYTES / dtype.size_bytes()
+    }
 
     /// The layout for a problem of (validated) `shape` in element type `dtype`:
     /// `materialised` when the kernel reads the im2win buffer (not for a fused kernel, nor
@@ -71,18 +82,26 @@ impl WorkspaceLayout {
         })
     }
 
-    /// The layout of a materialised, unsplit float32 convolution of `problem`: what
-    /// [`Conv2dProblem::workspace_bytes`] reports.
+    /// The layout of a materialised, unsplit convolution of `problem` in its element type:
+    /// what [`Conv2dProblem::workspace_bytes`] reports.
     ///
     /// # Errors
     /// As [`Conv2dProblem::shape`] and [`WorkspaceLayout::new`].
     pub fn materialised(problem: &Conv2dProblem) -> Result<Self> {
-        Self::new(&problem.shape()?, DType::F32, true, 1)
+        Self::new(&problem.shape()?, problem.dtype, true, 1)
     }
 
-    /// Columns of the transformed filter: `k` rounded up to [`Self::FILTER_COLUMN_MULTIPLE`].
+    /// Columns of the float32 transformed filter: `k` rounded up to
+    /// [`Self::FILTER_COLUMN_MULTIPLE`].
     pub fn filter_columns(k: usize) -> usize {
-        k.div_ceil(Self::FILTER_COLUMN_MULTIPLE) * Self::FILTER_COLUMN_MULTIPLE
+        Self::filter_columns_for(k, DType::F32)
+    }
+
+    /// Columns of the transformed filter of `dtype`: `k` rounded up to
+    /// [`Self::filter_column_multiple`].
+    pub fn filter_columns_for(k: usize, dtype: DType) -> usize {
+        let multiple = Self::filter_column_multiple(dtype);
+        k.div_ceil(multiple) * multiple
     }
 
     /// Bytes of the im2win buffer `T` of `shape` in `dtype`.
@@ -91,13 +110,14 @@ impl WorkspaceLayout {
         shape.im2win_len * dtype.size_bytes()
     }
 
-    /// Bytes of the transformed filter: `C·R·S` rows of [`Self::filter_columns`] elements.
+    /// Bytes of the transformed filter: `C·R·S` rows of [`Self::filter_columns_for`]
+    /// elements of `dtype`.
     ///
     /// # Errors
     /// [`Error::TooLarge`] when it would have more than [`MAX_ELEMENTS`] elements.
     pub fn filter_bytes(shape: &ProblemShape, dtype: DType) -> Result<usize> {
-        let columns = (shape.output[1] as u128).div_ceil(Self::FILTER_COLUMN_MULTIPLE as u128)
-            * Self::FILTER_COLUMN_MULTIPLE as u128;
+        let multiple = Self::filter_column_multiple(dtype) as u128;
+        let columns = (shape.output[1] as u128).div_ceil(multiple) * multiple;
         let elements = shape.reduction as u128 * columns;
         if elements > MAX_ELEMENTS as u128 {
             return Err(Error::TooLarge {
@@ -157,5 +177,31 @@ mod tests {
         assert_eq!(fused_split.bytes(), 1024 + 3 * shape.output_len * 4);
         assert_eq!(WorkspaceLayout::filter_columns(5), 8);
         assert_eq!(WorkspaceLayout::filter_columns(8), 8);
+    }
+
+    #[test]
+    fn sizes_follow_the_element_type() {
+        // The same problem in bf16: T has 1620 two-byte elements (3240 bytes → 3328), the
+        // filter 27 rows of K = 5 → 8 columns (16 bytes) of 2 bytes, and the split partial
+        // sums stay float32 (the accumulator).
+        let problem =
+            Conv2dProblem::new([2, 3, 9, 8], [5, 3, 3, 3]).with_padding(Padding::uniform(1));
+        let shape = problem.shape().unwrap();
+        for dtype in [DType::Bf16, DType::F16] {
+            let plain = WorkspaceLayout::new(&shape, dtype, true, 1).unwrap();
+            assert_eq!(plain.filter_offset(), 3328);
+            assert_eq!(plain.bytes(), 3328 + 27 * 8 * 2);
+            let bf16 = problem.with_dtype(dtype);
+            assert_eq!(plain, WorkspaceLayout::materialised(&bf16).unwrap());
+            assert_eq!(bf16.filter_offset_bytes(&shape), 3328);
+            assert_eq!(bf16.transformed_filter_bytes(&shape).unwrap(), 27 * 8 * 2);
+            let split = WorkspaceLayout::new(&shape, dtype, false, 2).unwrap();
+            assert_eq!(split.partial_offset(), Some(512));
+            assert_eq!(split.bytes(), 512 + 2 * shape.output_len * 4);
+        }
+        // K = 9 rounds to 12 float32 columns but 16 two-byte ones.
+        assert_eq!(WorkspaceLayout::filter_columns_for(9, DType::F32), 12);
+        assert_eq!(WorkspaceLayout::filter_columns_for(9, DType::Bf16), 16);
+        assert_eq!(WorkspaceLayout::filter_column_multiple(DType::F16), 8);
     }
 }

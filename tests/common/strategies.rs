@@ -250,6 +250,7 @@ pub fn any_spec() -> impl Strategy<Value = KernelSpec> {
         tile,
         variant,
         layout: im2win::Layout::Nchw,
+        math: im2win::codegen::Math::Simt,
     })
 }
 

@@ -1,10 +1,14 @@
-//! `cudnn:<ALGO>` and `cudnn-best`: cuDNN's forward convolution, strict float32.
+//! `cudnn:<ALGO>` and `cudnn-best`: cuDNN's forward convolution at the layer's precision.
 //!
-//! Descriptors: NCHW float32 tensors and filter, a 2-D cross-correlation with the layer's
-//! padding, stride and dilation, compute type float32 and math type `CUDNN_FMA_MATH` (no
-//! TF32 tensor cores). Each of the eight algorithms is asked for its workspace size; one that
-//! cuDNN does not support for the shape (the query or the launch fails), or that needs more
-//! workspace than the cap, is skipped with the reason.
+//! Descriptors: tensors and filter of the layer's element type in its layout (NCHW with a
+//! KCRS filter, or NHWC with a KRSC one), a 2-D cross-correlation with the layer's padding,
+//! stride and dilation, compute type float32, and the math type of the precision
+//! ([`math_type`]): strict float32 `CUDNN_FMA_MATH` (no TF32 tensor cores); TF32
+//! `CUDNN_DEFAULT_MATH` on float32 tensors (tensor cores allowed, TF32 included: what
+//! PyTorch sets with `allow_tf32`); bf16 and f16 (`CUDNN_DATA_BFLOAT16` / `CUDNN_DATA_HALF`)
+//! `CUDNN_TENSOR_OP_MATH`. Each of the eight algorithms is asked for its workspace size; one
+//! that cuDNN does not support for the shape and type (the query or the launch fails), or
+//! that needs more workspace than the cap, is skipped with the reason.
 
 use std::sync::Arc;
 
@@ -12,13 +16,12 @@ use cudarc::cudnn::sys::{
     cudnnConvolutionFwdAlgo_t, cudnnConvolutionMode_t, cudnnMathType_t, cudnnTensorFormat_t,
 };
 use cudarc::cudnn::{ConvDescriptor, ConvForward, Cudnn, FilterDescriptor, TensorDescriptor};
-use im2win::Conv2dProblem;
+use im2win::{Conv2dProblem, DType, Precision};
 
-use super::LayerRun;
+use super::{BenchElement, LayerRun};
 use crate::error::{BenchError, Context, Result};
 use crate::method::{CudnnAlgo, Method};
 use crate::report::MethodResult;
-use crate::stats::is_flagged;
 use crate::timing::check_and_time;
 
 /// cudarc's value of an algorithm.
@@ -36,12 +39,21 @@ pub fn sys_algo(algo: CudnnAlgo) -> cudnnConvolutionFwdAlgo_t {
     }
 }
 
-/// The descriptors of one layer.
-pub struct CudnnConv {
+/// cuDNN's math type for a layer of `dtype` at `precision` (see the module documentation).
+pub fn math_type(dtype: DType, precision: Precision) -> cudnnMathType_t {
+    match (dtype, precision) {
+        (DType::F32, Precision::Strict) => cudnnMathType_t::CUDNN_FMA_MATH,
+        (DType::F32, Precision::Tf32) => cudnnMathType_t::CUDNN_DEFAULT_MATH,
+        (DType::Bf16 | DType::F16, _) => cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+    }
+}
+
+/// The descriptors of one layer, for tensors of element type `T` (computed in float32).
+pub struct CudnnConv<T> {
     conv: ConvDescriptor<f32>,
-    x: TensorDescriptor<f32>,
-    w: FilterDescriptor<f32>,
-    y: TensorDescriptor<f32>,
+    x: TensorDescriptor<T>,
+    w: FilterDescriptor<T>,
+    y: TensorDescriptor<T>,
 }
 
 /// A dimension as cuDNN's `int`.
@@ -50,12 +62,20 @@ fn int(what: &str, value: usize) -> Result<i32> {
         .map_err(|_| BenchError::new(format!("{what} = {value} does not fit cuDNN's int")))
 }
 
-impl CudnnConv {
-    /// The descriptors for `problem`.
+impl<T: BenchElement> CudnnConv<T> {
+    /// The descriptors for `problem`, whose element type must be `T`.
     ///
     /// # Errors
-    /// Asymmetric padding (cuDNN's API takes one padding per axis), or a cuDNN error.
-    pub fn new(cudnn: &Arc<Cudnn>, problem: &Conv2dProblem) -> Result<CudnnConv> {
+    /// Asymmetric padding (cuDNN's API takes one padding per axis), another element type
+    /// than `T`, or a cuDNN error.
+    pub fn new(cudnn: &Arc<Cudnn>, problem: &Conv2dProblem) -> Result<CudnnConv<T>> {
+        if problem.dtype != T::DTYPE {
+            return Err(BenchError::new(format!(
+                "cuDNN descriptors of {} for a {} layer",
+                T::DTYPE,
+                problem.dtype
+            )));
+        }
         let pad = problem.padding;
         if pad.top != pad.bottom || pad.left != pad.right {
             return Err(BenchError::new(
@@ -79,8 +99,9 @@ impl CudnnConv {
                 cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
             )
             .context("cuDNN convolution descriptor")?;
-        conv.set_math_type(cudnnMathType_t::CUDNN_FMA_MATH)
-            .context("cuDNN math type FMA (strict float32)")?;
+        let math = math_type(problem.dtype, problem.precision);
+        conv.set_math_type(math)
+            .with_context(|| format!("cuDNN math type {math:?}"))?;
         // NHWC runs: NHWC tensors and the NHWC (KRSC) filter format; sizes stay NCHW-ordered.
         let format = match (problem.layout, problem.filter_layout) {
             (im2win::Layout::Nchw, im2win::FilterLayout::Kcrs) => {
@@ -96,19 +117,19 @@ impl CudnnConv {
             }
         };
         let x = cudnn
-            .create_4d_tensor::<f32>(
+            .create_4d_tensor::<T>(
                 format,
                 [int("N", n)?, int("C", c)?, int("H", h)?, int("W", w)?],
             )
             .context("cuDNN input descriptor")?;
         let w = cudnn
-            .create_4d_filter::<f32>(
+            .create_4d_filter::<T>(
                 format,
                 [int("K", k)?, int("C", c)?, int("R", r)?, int("S", s)?],
             )
             .context("cuDNN filter descriptor")?;
         let y = cudnn
-            .create_4d_tensor::<f32>(
+            .create_4d_tensor::<T>(
                 format,
                 [int("N", n)?, int("K", k)?, int("P", p)?, int("Q", q)?],
             )
@@ -117,7 +138,7 @@ impl CudnnConv {
     }
 
     /// The forward operation over these descriptors.
-    fn op(&self) -> ConvForward<'_, f32, f32, f32> {
+    fn op(&self) -> ConvForward<'_, T, f32, T> {
         ConvForward {
             conv: &self.conv,
             x: &self.x,
@@ -132,9 +153,9 @@ impl CudnnConv {
 /// # Errors
 /// When cuDNN does not support the algorithm here (the workspace query or the launch
 /// fails), its workspace exceeds the cap, or the workspace cannot be allocated.
-pub fn run_algo(
-    layer: &mut LayerRun<'_>,
-    conv: &CudnnConv,
+pub fn run_algo<T: BenchElement>(
+    layer: &mut LayerRun<'_, T>,
+    conv: &CudnnConv<T>,
     algo: CudnnAlgo,
 ) -> Result<MethodResult> {
     let stream = layer.gpu.engine.stream().clone();
@@ -165,14 +186,16 @@ pub fn run_algo(
         &layer.reference,
         layer.timing,
         |sets, i| {
-            // SAFETY: the descriptors describe NCHW float32 tensors of exactly this layer's
-            // shapes, and the buffers hold `input_len`, `filter_len` and `output_len` floats;
-            // the workspace holds the bytes cuDNN asked for (or none when it asked for 0).
+            // SAFETY: the descriptors describe tensors of `T` of exactly this layer's shapes
+            // and layouts, and the buffers hold `input_len`, `filter_len` and `output_len`
+            // elements of `T`; the workspace holds the bytes cuDNN asked for (or none when
+            // it asked for 0). alpha and beta are float32 for every type (cuDNN's scaling
+            // parameters of bf16 and f16 are float).
             unsafe {
                 conv.op().launch(
                     sys,
                     workspace.as_mut(),
-                    (1.0f32, 0.0f32),
+                    (T::from_f32(1.0), T::from_f32(0.0)),
                     &sets.inputs[i],
                     &sets.filters[i],
                     &mut sets.outputs[i],
@@ -194,13 +217,14 @@ pub fn run_algo(
 const GIB: f64 = (1u64 << 30) as f64;
 
 /// `cudnn-best` from the algorithms' results: the fastest whose result is right (not
-/// flagged); if every one is wrong, the fastest of all (and it stays flagged). Its `detail`
+/// flagged, at the run's precision: `MethodResult::flagged`); if every one is wrong, the
+/// fastest of all (and it stays flagged). Its `detail`
 /// names the algorithm.
 pub fn best(results: &[(CudnnAlgo, MethodResult)]) -> Option<MethodResult> {
     let fastest = |right_only: bool| {
         results
             .iter()
-            .filter(|(_, r)| !right_only || !is_flagged(r.rel_err))
+            .filter(|(_, r)| !right_only || !r.flagged)
             .min_by(|(_, a), (_, b)| a.median_ms.total_cmp(&b.median_ms))
     };
     let (algo, chosen) = fastest(true).or_else(|| fastest(false))?;
@@ -214,6 +238,21 @@ pub fn best(results: &[(CudnnAlgo, MethodResult)]) -> Option<MethodResult> {
 mod tests {
     use super::*;
     use crate::report::fixtures::times;
+
+    #[test]
+    fn math_types_follow_the_precision() {
+        use cudnnMathType_t::*;
+        assert_eq!(math_type(DType::F32, Precision::Strict), CUDNN_FMA_MATH);
+        assert_eq!(math_type(DType::F32, Precision::Tf32), CUDNN_DEFAULT_MATH);
+        assert_eq!(
+            math_type(DType::Bf16, Precision::Strict),
+            CUDNN_TENSOR_OP_MATH
+        );
+        assert_eq!(
+            math_type(DType::F16, Precision::Strict),
+            CUDNN_TENSOR_OP_MATH
+        );
+    }
 
     #[test]
     fn algorithms_map_to_cudnn_values() {

@@ -3,11 +3,11 @@
 //! the benchmark's own module (`bench/build.rs`), not in the library's fatbin.
 
 use cudarc::driver::PushKernelArg;
-use im2win::ConvParams;
 use im2win::codegen::catalogue::baselines;
+use im2win::{ConvParams, DType, Element, Precision};
 
 use super::LayerRun;
-use crate::error::{Context, Result};
+use crate::error::{BenchError, Context, Result};
 use crate::method::Method;
 use crate::report::MethodResult;
 use crate::timing::check_and_time;
@@ -15,9 +15,16 @@ use crate::timing::check_and_time;
 /// Checks and times `direct` on the layer.
 ///
 /// # Errors
-/// When the kernel is missing (the benchmark's module was built without nvcc) or a launch
-/// fails.
-pub fn run(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
+/// For a layer that is not strict float32, when the kernel is missing (the benchmark's
+/// module was built without nvcc) or a launch fails.
+pub fn run<T: Element>(layer: &mut LayerRun<'_, T>) -> Result<MethodResult> {
+    // The kernel computes in strict float32 on float32 tensors.
+    if (layer.problem.dtype, layer.problem.precision) != (DType::F32, Precision::Strict) {
+        return Err(BenchError::new(format!(
+            "the direct baseline computes strict float32 only, not {}",
+            layer.problem.numeric_name()
+        )));
+    }
     let engine = &layer.gpu.engine;
     let stream = engine.stream().clone();
     let kernel = engine

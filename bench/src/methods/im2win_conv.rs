@@ -4,14 +4,19 @@
 //! also timed alone. The layer's epilogue (bias, residual, activation) runs fused.
 //! `im2win-unfused`: the same convolution without its epilogue, then the epilogue as a
 //! separate elementwise kernel over the output (what a framework without fusion does).
+//!
+//! Every element type runs through the same calls: for a layer of a type or precision
+//! that the engine has no kernels for (bf16, f16 or TF32 before the tensor-core kernels
+//! exist), planning fails with `Error::NoKernelForType` and the method is skipped with that
+//! reason — never run at another precision.
 
 use cudarc::driver::PushKernelArg;
 use im2win::codegen::KernelSpec;
 use im2win::codegen::catalogue::support;
-use im2win::{ConvParams, Plan};
+use im2win::{ConvParams, DType, Element, Plan};
 
 use super::LayerRun;
-use crate::error::{Context, Result};
+use crate::error::{BenchError, Context, Result};
 use crate::method::Method;
 use crate::report::MethodResult;
 use crate::stats::Summary;
@@ -21,7 +26,7 @@ use crate::timing::{check_and_time, time_rotated};
 ///
 /// # Errors
 /// When planning, allocating the workspace or a launch fails.
-pub fn run(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
+pub fn run<T: Element>(layer: &mut LayerRun<'_, T>) -> Result<MethodResult> {
     let plan = layer
         .gpu
         .engine
@@ -34,7 +39,10 @@ pub fn run(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
 ///
 /// # Errors
 /// When the kernel does not compute the layer's geometry, or as [`run`].
-pub fn run_kernel(layer: &mut LayerRun<'_>, spec: KernelSpec) -> Result<MethodResult> {
+pub fn run_kernel<T: Element>(
+    layer: &mut LayerRun<'_, T>,
+    spec: KernelSpec,
+) -> Result<MethodResult> {
     let plan = Plan::for_spec(&layer.problem, spec)
         .with_context(|| format!("planning the layer with {spec}"))?;
     run_plan(layer, &plan, Method::Kernel(spec))
@@ -42,7 +50,11 @@ pub fn run_kernel(layer: &mut LayerRun<'_>, spec: KernelSpec) -> Result<MethodRe
 
 /// Checks and times `plan` exactly as `Engine::conv2d` runs it, transforms included, and
 /// the transforms alone.
-fn run_plan(layer: &mut LayerRun<'_>, plan: &Plan, method: Method) -> Result<MethodResult> {
+fn run_plan<T: Element>(
+    layer: &mut LayerRun<'_, T>,
+    plan: &Plan,
+    method: Method,
+) -> Result<MethodResult> {
     let engine = &layer.gpu.engine;
     let stream = engine.stream().clone();
     let workspace_bytes = plan.workspace_bytes();
@@ -92,7 +104,7 @@ fn run_plan(layer: &mut LayerRun<'_>, plan: &Plan, method: Method) -> Result<Met
 ///
 /// # Errors
 /// As [`run`].
-pub fn run_unfused(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
+pub fn run_unfused<T: Element>(layer: &mut LayerRun<'_, T>) -> Result<MethodResult> {
     let engine = &layer.gpu.engine;
     let stream = engine.stream().clone();
     let problem = layer.problem;
@@ -104,10 +116,19 @@ pub fn run_unfused(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
         .alloc_zeros::<u8>(workspace_bytes)
         .with_context(|| format!("allocating the im2win workspace ({workspace_bytes} bytes)"))?;
     let mut scratch = stream
-        .alloc_zeros::<f32>(layer.shape.output_len)
+        .alloc_zeros::<T>(layer.shape.output_len)
         .context("allocating the convolution's own output")?;
+    // The split reduction of the layer's element type reads float32 partial sums: only
+    // float32's scratch output is that. (16-bit types would need an elementwise kernel of
+    // their own.)
+    if T::DTYPE != DType::F32 {
+        return Err(BenchError::new(format!(
+            "the unfused epilogue is measured for float32 outputs only, not {}",
+            T::DTYPE
+        )));
+    }
     let eltwise = engine
-        .function(support::SPLIT_REDUCE_F32)
+        .function(support::split_reduce(T::DTYPE))
         .context("loading the elementwise epilogue kernel")?;
     let params = ConvParams::new(&problem, !layer.sets.biases.is_empty()).context("parameters")?;
     let config = engine.grid_stride_config(layer.shape.output_len);
@@ -152,7 +173,7 @@ pub fn run_unfused(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
         crate::method::Method::Im2winUnfused.to_string(),
         layer.gflop,
         times,
-        (workspace_bytes + 4 * layer.shape.output_len) as u64,
+        (workspace_bytes + T::DTYPE.size_bytes() * layer.shape.output_len) as u64,
         rel_err,
     );
     result.detail = Some(format!("{} + elementwise epilogue", plan.kernel().name()));
@@ -161,8 +182,8 @@ pub fn run_unfused(layer: &mut LayerRun<'_>) -> Result<MethodResult> {
 
 /// Times the layout transforms alone, launched exactly as `Engine::conv2d` launches them
 /// (`Engine::transforms`: same kernels, parameters, grids and workspace layout).
-fn time_transforms(
-    layer: &mut LayerRun<'_>,
+fn time_transforms<T: Element>(
+    layer: &mut LayerRun<'_, T>,
     plan: &Plan,
     workspace: &mut cudarc::driver::CudaSlice<u8>,
 ) -> Result<Summary> {

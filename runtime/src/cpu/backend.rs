@@ -25,6 +25,7 @@
 use std::iter::repeat;
 use std::sync::Mutex;
 
+use im2win_codegen::{DType, Precision};
 use rayon::prelude::*;
 
 use super::isa::Isa;
@@ -32,6 +33,7 @@ use super::microkernel::{MAX_TILE, MicroKernel, Operands};
 use super::pack::{pack_filter, pack_panel};
 use super::strip::StripGeometry;
 use super::{check_len, check_operands, check_residual, zeros};
+use crate::element::{Element, f32_values, rounds_to_tf32};
 use crate::epilogue::{Activation, Epilogue};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -63,24 +65,32 @@ const REDUCTION_BYTES: usize = 32 * 1024;
 /// `act(alpha · sum + bias[k])`, rounded as [`Epilogue::apply_f32`] rounds (the GPU
 /// kernels' order); the plain epilogue gives `sum + bias[k]`.
 ///
+/// Every tensor is of the problem's element type ([`Conv2dProblem::dtype`]). Float32 at
+/// strict precision is computed on the buffers themselves; bf16 and f16 tensors in float32
+/// on their values, each output rounded to the output type (to nearest, ties to even); a
+/// TF32 problem rounds input and filter to TF32 first
+/// ([`round_to_tf32`](crate::round_to_tf32)), then computes in float32. The copies this
+/// takes are allocated like every other buffer (fallibly).
+///
 /// Uses the fastest micro-kernel this CPU runs ([`Isa::detected`]), or the one named by
 /// the environment variable `IM2WIN_CPU_ISA` (`portable`, `avx2`, `avx512`, `neon`).
 /// Multi-threaded with rayon (the current pool). Sums are accumulated in float32, in the
 /// order of the reduction index. Every element of `output` is written.
 ///
 /// # Errors
-/// Any validation error of [`Conv2dProblem::shape`], or [`Error::BufferLength`] naming
+/// Any validation error of [`Conv2dProblem::shape`], [`Error::DTypeMismatch`] when the
+/// buffers are not of the problem's element type, or [`Error::BufferLength`] naming
 /// `"input"`, `"filter"`, `"bias"` or `"output"` when a buffer's length does not match the
 /// problem, [`Error::ResidualMismatch`] when the problem's epilogue adds a residual (call
 /// [`conv2d_with_residual`]), [`Error::IsaUnavailable`] when `IM2WIN_CPU_ISA` names a level
 /// this CPU cannot run, or [`Error::OutOfMemory`] when the working buffers cannot be
 /// allocated; `output` is left untouched then.
-pub fn conv2d(
+pub fn conv2d<T: Element>(
     problem: &Conv2dProblem,
-    input: &[f32],
-    filter: &[f32],
-    bias: Option<&[f32]>,
-    output: &mut [f32],
+    input: &[T],
+    filter: &[T],
+    bias: Option<&[T]>,
+    output: &mut [T],
 ) -> Result<()> {
     conv2d_with_residual(problem, input, filter, bias, None, output)
 }
@@ -96,13 +106,13 @@ pub fn conv2d(
 /// whose epilogue has none or missing for one that has it, [`Error::BufferLength`] naming
 /// `"residual"` when its length is not the output's. Buffers are checked in the order
 /// input, filter, bias, residual, output; `output` is left untouched on any error.
-pub fn conv2d_with_residual(
+pub fn conv2d_with_residual<T: Element>(
     problem: &Conv2dProblem,
-    input: &[f32],
-    filter: &[f32],
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    output: &mut [f32],
+    input: &[T],
+    filter: &[T],
+    bias: Option<&[T]>,
+    residual: Option<&[T]>,
+    output: &mut [T],
 ) -> Result<()> {
     check_buffers(problem, input, filter, bias, residual, output)?;
     conv2d_with_isa_and_residual(
@@ -120,13 +130,13 @@ pub fn conv2d_with_residual(
 ///
 /// # Errors
 /// Those of [`conv2d`]; [`Error::IsaUnavailable`] when this CPU cannot run `isa`.
-pub fn conv2d_with_isa(
+pub fn conv2d_with_isa<T: Element>(
     isa: Isa,
     problem: &Conv2dProblem,
-    input: &[f32],
-    filter: &[f32],
-    bias: Option<&[f32]>,
-    output: &mut [f32],
+    input: &[T],
+    filter: &[T],
+    bias: Option<&[T]>,
+    output: &mut [T],
 ) -> Result<()> {
     conv2d_with_isa_and_residual(isa, problem, input, filter, bias, None, output)
 }
@@ -136,19 +146,73 @@ pub fn conv2d_with_isa(
 /// # Errors
 /// Those of [`conv2d_with_residual`]; [`Error::IsaUnavailable`] when this CPU cannot run
 /// `isa`.
-pub fn conv2d_with_isa_and_residual(
+pub fn conv2d_with_isa_and_residual<T: Element>(
     isa: Isa,
     problem: &Conv2dProblem,
+    input: &[T],
+    filter: &[T],
+    bias: Option<&[T]>,
+    residual: Option<&[T]>,
+    output: &mut [T],
+) -> Result<()> {
+    let shape = check_buffers(problem, input, filter, bias, residual, output)?;
+    let kernel = MicroKernel::for_isa(isa).ok_or_else(|| Error::IsaUnavailable {
+        isa: isa.name().to_string(),
+    })?;
+    let tf32 = rounds_to_tf32(problem);
+    // Strict float32: the buffers as they are.
+    if !tf32
+        && let (Some(x), Some(f)) = (T::as_f32(input), T::as_f32(filter))
+        && let Some(y) = T::as_f32_mut(output)
+    {
+        let bias = bias.and_then(T::as_f32);
+        let residual = residual.and_then(T::as_f32);
+        return run_f32(kernel, problem, &shape, x, f, bias, residual, y);
+    }
+    // Otherwise in float32 on the values the problem multiplies (widened from bf16 or f16,
+    // or rounded to TF32), each output rounded to the output type as it is written back.
+    let x = f32_values("float32 input", input, tf32)?;
+    let f = f32_values("float32 filter", filter, tf32)?;
+    let bias = bias
+        .map(|b| f32_values("float32 bias", b, false))
+        .transpose()?;
+    let residual = residual
+        .map(|r| f32_values("float32 residual", r, false))
+        .transpose()?;
+    let mut y = zeros::<f32>("float32 output", shape.output_len)?;
+    let values = problem
+        .with_dtype(DType::F32)
+        .with_precision(Precision::Strict);
+    run_f32(
+        kernel,
+        &values,
+        &shape,
+        &x,
+        &f,
+        bias.as_deref(),
+        residual.as_deref(),
+        &mut y,
+    )?;
+    for (out, &value) in output.iter_mut().zip(&y) {
+        *out = T::from_f32(value);
+    }
+    Ok(())
+}
+
+/// The backend on float32 buffers already checked against `problem` (of `shape`), with
+/// the micro-kernel `kernel`.
+#[allow(clippy::too_many_arguments)]
+fn run_f32(
+    kernel: MicroKernel,
+    problem: &Conv2dProblem,
+    shape: &ProblemShape,
     input: &[f32],
     filter: &[f32],
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     output: &mut [f32],
 ) -> Result<()> {
-    let shape = check_buffers(problem, input, filter, bias, residual, output)?;
-    let kernel = MicroKernel::for_isa(isa).ok_or_else(|| Error::IsaUnavailable {
-        isa: isa.name().to_string(),
-    })?;
+    let shape = *shape;
     let [n, c, h, w] = problem.input;
     let k = problem.filter[0];
     let [_, _, p, q] = shape.output;
@@ -265,13 +329,13 @@ pub fn conv2d_with_isa_and_residual(
 
 /// Validates the problem and every buffer, in the order input, filter, bias, residual,
 /// output.
-fn check_buffers(
+fn check_buffers<T: Element>(
     problem: &Conv2dProblem,
-    input: &[f32],
-    filter: &[f32],
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    output: &[f32],
+    input: &[T],
+    filter: &[T],
+    bias: Option<&[T]>,
+    residual: Option<&[T]>,
+    output: &[T],
 ) -> Result<ProblemShape> {
     let shape = check_operands(problem, input, filter, bias)?;
     check_residual(problem, &shape, residual)?;

@@ -12,6 +12,16 @@
 //!   micro-kernel is chosen per CPU at run time ([`Isa`]); [`conv2d_with_isa`] and
 //!   [`conv2d_with_isa_and_residual`] force one.
 //!
+//! Element types: the oracle and the backend take buffers of the problem's element type
+//! ([`Conv2dProblem::dtype`], any [`Element`]: `f32`, `bf16`, `f16`; another type is an
+//! [`Error::DTypeMismatch`]). bf16 and f16 tensors are computed in float32 on their values
+//! (exact), and the backend rounds each output to the output type (to nearest, ties to
+//! even); a TF32 problem ([`Precision::Tf32`](crate::Precision::Tf32)) has its input and
+//! filter rounded to TF32 ([`round_to_tf32`](crate::round_to_tf32), as the tensor-core
+//! kernels' `cvt.rna`) before the float32 computation, and the oracle convolves the same
+//! rounded values in float64: the reference of the same rounded inputs. Bias and residual
+//! are never rounded to TF32 (the kernels add them in their float32 epilogue).
+//!
 //! All functions validate the problem ([`Conv2dProblem::shape`]) and every buffer length
 //! first, and return an [`Error`] rather than panicking.
 
@@ -28,6 +38,7 @@ pub use im2win::{im2win_filter, im2win_input};
 pub use isa::{ISA_ENV, Isa};
 pub use oracle::{reference_conv2d, reference_conv2d_with_residual, relative_error};
 
+use crate::element::{Element, check_dtype};
 use crate::error::{Error, Result};
 use crate::problem::{Conv2dProblem, ProblemShape};
 
@@ -58,15 +69,17 @@ fn zeros<T: Copy + Default>(what: &'static str, len: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
-/// Validates the problem and the operand buffers shared by the oracle and the backend, in
-/// the order input, filter, bias, so that the first wrong buffer is the one reported.
-fn check_operands(
+/// Validates the problem, the buffers' element type and the operand buffers shared by the
+/// oracle and the backend, in the order input, filter, bias, so that the first wrong buffer
+/// is the one reported.
+fn check_operands<T: Element>(
     problem: &Conv2dProblem,
-    input: &[f32],
-    filter: &[f32],
-    bias: Option<&[f32]>,
+    input: &[T],
+    filter: &[T],
+    bias: Option<&[T]>,
 ) -> Result<ProblemShape> {
     let shape = problem.shape()?;
+    check_dtype::<T>(problem)?;
     check_len("input", shape.input_len, input.len())?;
     check_len("filter", shape.filter_len, filter.len())?;
     if let Some(bias) = bias {
@@ -78,10 +91,10 @@ fn check_operands(
 /// Checks the residual operand against the problem's epilogue: [`Error::ResidualMismatch`]
 /// when one is given to a problem without a residual or none to a problem with one,
 /// [`Error::BufferLength`] naming `"residual"` when its length is not the output's.
-fn check_residual(
+fn check_residual<T>(
     problem: &Conv2dProblem,
     shape: &ProblemShape,
-    residual: Option<&[f32]>,
+    residual: Option<&[T]>,
 ) -> Result<()> {
     match (problem.epilogue.residual, residual) {
         (true, Some(residual)) => check_len("residual", shape.output_len, residual.len()),

@@ -15,13 +15,17 @@
 use rayon::prelude::*;
 
 use super::{check_operands, check_residual, zeros};
+use crate::element::{Element, f32_values, rounds_to_tf32};
 use crate::error::Result;
 use crate::layout::Layout;
 use crate::problem::Conv2dProblem;
 
 /// The convolution of `input` (`N×C×H×W`) with `filter` (`K×C×R×S`) plus the optional
 /// `bias` (`K`), through the problem's epilogue, computed directly in float64: the oracle
-/// the im2win paths are tested against. [`reference_conv2d_with_residual`] with no
+/// the im2win paths are tested against. The buffers are of the problem's element type; the
+/// oracle convolves the values the problem multiplies (the stored values, input and filter
+/// rounded to TF32 for a TF32 problem), so that it is the reference of the same rounded
+/// inputs. [`reference_conv2d_with_residual`] with no
 /// residual.
 ///
 /// Returns the output `N×K×P×Q` in the problem's layout, in float64 so that comparisons
@@ -32,11 +36,11 @@ use crate::problem::Conv2dProblem;
 /// problem's epilogue adds a residual.
 ///
 /// [`Error::ResidualMismatch`]: crate::Error::ResidualMismatch
-pub fn reference_conv2d(
+pub fn reference_conv2d<T: Element>(
     problem: &Conv2dProblem,
-    input: &[f32],
-    filter: &[f32],
-    bias: Option<&[f32]>,
+    input: &[T],
+    filter: &[T],
+    bias: Option<&[T]>,
 ) -> Result<Vec<f64>> {
     reference_conv2d_with_residual(problem, input, filter, bias, None)
 }
@@ -48,25 +52,39 @@ pub fn reference_conv2d(
 /// the contiguous runs of the output (a plane `(n, k)` in NCHW, a row `(n, p)` in NHWC).
 ///
 /// # Errors
-/// Any validation error of [`Conv2dProblem::shape`], [`Error::BufferLength`] naming
+/// Any validation error of [`Conv2dProblem::shape`], [`Error::DTypeMismatch`] when the
+/// buffers are not of the problem's element type, [`Error::BufferLength`] naming
 /// `"input"`, `"filter"`, `"bias"` or `"residual"` when a buffer's length does not match
 /// the problem, [`Error::ResidualMismatch`] when `residual` is given to a problem whose
 /// epilogue has none or missing from one that has it, or [`Error::OutOfMemory`] when the
-/// output cannot be allocated.
+/// output (or a float32 copy of a 16-bit or TF32-rounded operand) cannot be allocated.
 ///
 /// [`Epilogue::apply_f64`]: crate::Epilogue::apply_f64
 /// [`Error::BufferLength`]: crate::Error::BufferLength
+/// [`Error::DTypeMismatch`]: crate::Error::DTypeMismatch
 /// [`Error::ResidualMismatch`]: crate::Error::ResidualMismatch
 /// [`Error::OutOfMemory`]: crate::Error::OutOfMemory
-pub fn reference_conv2d_with_residual(
+pub fn reference_conv2d_with_residual<T: Element>(
     problem: &Conv2dProblem,
-    input: &[f32],
-    filter: &[f32],
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
+    input: &[T],
+    filter: &[T],
+    bias: Option<&[T]>,
+    residual: Option<&[T]>,
 ) -> Result<Vec<f64>> {
     let shape = check_operands(problem, input, filter, bias)?;
     check_residual(problem, &shape, residual)?;
+    // The values the problem multiplies: as stored, or rounded to TF32.
+    let tf32 = rounds_to_tf32(problem);
+    let input = f32_values("oracle input", input, tf32)?;
+    let filter = f32_values("oracle filter", filter, tf32)?;
+    let bias = bias
+        .map(|b| f32_values("oracle bias", b, false))
+        .transpose()?;
+    let residual = residual
+        .map(|r| f32_values("oracle residual", r, false))
+        .transpose()?;
+    let (input, filter) = (&input[..], &filter[..]);
+    let (bias, residual) = (bias.as_deref(), residual.as_deref());
     let [_, c, h, w] = problem.input;
     let [k, _, r, s] = problem.filter;
     let [_, _, p, q] = shape.output;
@@ -131,16 +149,17 @@ fn logical_index(layout: Layout, dims: [usize; 4], i: usize) -> [usize; 4] {
     }
 }
 
-/// How far a float32 result is from the float64 oracle: `‖out − reference‖₂ / ‖reference‖₂`,
-/// or the absolute `‖out − reference‖₂` when the reference is all zeros (every window in
-/// the padding, no bias). Slices of different lengths are infinitely far apart.
-pub fn relative_error(out: &[f32], reference: &[f64]) -> f64 {
+/// How far a result of any element type is from the float64 oracle:
+/// `‖out − reference‖₂ / ‖reference‖₂`, or the absolute `‖out − reference‖₂` when the
+/// reference is all zeros (every window in the padding, no bias). Slices of different
+/// lengths are infinitely far apart; a NaN anywhere makes the error NaN.
+pub fn relative_error<T: Element>(out: &[T], reference: &[f64]) -> f64 {
     if out.len() != reference.len() {
         return f64::INFINITY;
     }
     let (mut diff, mut norm) = (0.0_f64, 0.0_f64);
     for (&o, &r) in out.iter().zip(reference) {
-        diff += (f64::from(o) - r).powi(2);
+        diff += (f64::from(o.to_f32()) - r).powi(2);
         norm += r * r;
     }
     if norm == 0.0 {

@@ -4,10 +4,12 @@
 //! time); ordinary calls never time anything.
 
 use cudarc::driver::{CudaSlice, sys};
+use im2win_codegen::DType;
 
 use super::dispatch::{Plan, blocks_per_sm, can_implement, max_splits};
 use super::engine::{Engine, allocation_error};
 use super::tuning::TuningEntry;
+use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::problem::Conv2dProblem;
 
@@ -27,15 +29,25 @@ impl Engine {
     /// Any validation error of [`Conv2dProblem::shape`], and errors of
     /// [`Engine::conv2d_with`] and of the allocations and event timing.
     pub fn autotune(&self, problem: &Conv2dProblem) -> Result<TuningEntry> {
+        match problem.dtype {
+            DType::F32 => self.autotune_typed::<f32>(problem),
+            DType::Bf16 => self.autotune_typed::<half::bf16>(problem),
+            DType::F16 => self.autotune_typed::<half::f16>(problem),
+        }
+    }
+
+    /// [`Engine::autotune`] with operands of the problem's element type `T`.
+    fn autotune_typed<T: Element>(&self, problem: &Conv2dProblem) -> Result<TuningEntry> {
         let heuristic = self.heuristic_plan(problem)?;
         let candidates = candidates(problem, self);
         let shape = problem.shape()?;
         let stream = self.stream();
-        let input = stream.clone_htod(&pattern(shape.input_len, 1)?)?;
-        let filter = stream.clone_htod(&pattern(shape.filter_len, 2)?)?;
-        let mut output: CudaSlice<f32> = stream
+        let input = stream.clone_htod(&pattern::<T>(shape.input_len, 1)?)?;
+        let filter = stream.clone_htod(&pattern::<T>(shape.filter_len, 2)?)?;
+        let output_bytes = shape.output_len * problem.dtype.size_bytes();
+        let mut output: CudaSlice<T> = stream
             .alloc_zeros(shape.output_len)
-            .map_err(|err| allocation_error(err, "autotune output", shape.output_len * 4))?;
+            .map_err(|err| allocation_error(err, "autotune output", output_bytes))?;
         let workspace_bytes = candidates
             .iter()
             .chain([&heuristic])
@@ -82,7 +94,7 @@ impl Engine {
         }
         let entry = TuningEntry {
             problem: *problem,
-            dtype: im2win_codegen::DType::F32,
+            dtype: problem.dtype,
             kernel: best.0.kernel().name(),
             splits: best.0.splits(),
             median_ms: best.1,
@@ -123,19 +135,20 @@ fn candidates(problem: &Conv2dProblem, engine: &Engine) -> Vec<Plan> {
     plans
 }
 
-/// `len` values in [-1, 1), never zero, from a small linear congruential generator: the
-/// timing does not depend on the values, only on their not being special (zeros, NaN).
+/// `len` values in [-1, 1), never zero, from a small linear congruential generator, in
+/// element type `T` (rounded to nearest: nonzero in every type): the timing does not depend
+/// on the values, only on their not being special (zeros, NaN).
 ///
 /// # Errors
 /// [`Error::OutOfMemory`] when the host cannot hold them (a valid problem's operands can be
 /// far larger than memory), instead of aborting.
-fn pattern(len: usize, seed: u32) -> Result<Vec<f32>> {
+fn pattern<T: Element>(len: usize, seed: u32) -> Result<Vec<T>> {
     let mut values = Vec::new();
     values
         .try_reserve_exact(len)
         .map_err(|_| Error::OutOfMemory {
             what: "autotune operands",
-            bytes: len as u128 * 4,
+            bytes: len as u128 * T::DTYPE.size_bytes() as u128,
             on_device: false,
         })?;
     let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
@@ -143,7 +156,8 @@ fn pattern(len: usize, seed: u32) -> Result<Vec<f32>> {
         state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         // 23 random bits scaled to [-1, 1), then nudged off zero.
         let v = (state >> 9) as f32 / (1u32 << 22) as f32 - 1.0;
-        if v == 0.0 { 0.5 } else { v }
+        // Values below 2^-24 would flush to zero in f16: none that small.
+        T::from_f32(if v.abs() < 1.0e-3 { 0.5 } else { v })
     }));
     Ok(values)
 }
@@ -155,7 +169,7 @@ mod tests {
     #[test]
     fn an_impossible_pattern_is_out_of_memory_not_an_abort() {
         assert!(matches!(
-            pattern(usize::MAX / 2, 1),
+            pattern::<f32>(usize::MAX / 2, 1),
             Err(super::Error::OutOfMemory {
                 on_device: false,
                 ..
@@ -165,10 +179,16 @@ mod tests {
 
     #[test]
     fn pattern_is_in_range_and_never_zero() {
-        let values = pattern(10_000, 3).unwrap();
+        let values = pattern::<f32>(10_000, 3).unwrap();
         assert!(values.iter().all(|v| (-1.0..1.0).contains(v) && *v != 0.0));
         let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / values.len() as f64;
         assert!(mean.abs() < 0.05, "mean {mean}");
-        assert_ne!(pattern(8, 1).unwrap(), pattern(8, 2).unwrap());
+        assert_ne!(pattern::<f32>(8, 1).unwrap(), pattern::<f32>(8, 2).unwrap());
+        for v in pattern::<half::bf16>(10_000, 3).unwrap() {
+            assert!((-1.0..=1.0).contains(&v.to_f32()) && v.to_f32() != 0.0);
+        }
+        for v in pattern::<half::f16>(10_000, 3).unwrap() {
+            assert!((-1.0..=1.0).contains(&v.to_f32()) && v.to_f32() != 0.0);
+        }
     }
 }

@@ -43,7 +43,7 @@
 //! reads its input in place), the transformed filter, and, with a split reduction, the
 //! partial sums of each split ([`Plan::workspace_bytes`], the one place that computes it).
 
-use im2win_codegen::{Catalogue, DType, FixedGeometry, Geometry, KernelSpec};
+use im2win_codegen::{Catalogue, FixedGeometry, Geometry, KernelSpec};
 
 use super::device::DeviceLimits;
 use crate::error::{Error, Result};
@@ -105,8 +105,8 @@ pub fn input_in_place(problem: &Conv2dProblem) -> bool {
 }
 
 impl Plan {
-    /// Dispatches `problem` to the best float32 kernel of `catalogue` (see the module
-    /// documentation for the rule), on a GPU with `multiprocessors` SMs and an H200's limits
+    /// Dispatches `problem` to the best kernel of `catalogue` for its element type and
+    /// precision (see the module documentation for the rule), on a GPU with `multiprocessors` SMs and an H200's limits
     /// per SM ([`DeviceLimits::H200`]). An engine plans with its own device's limits
     /// ([`Plan::for_device`]).
     ///
@@ -121,12 +121,16 @@ impl Plan {
         Plan::for_device(problem, catalogue, &limits)
     }
 
-    /// Dispatches `problem` to the best float32 kernel of `catalogue` (see the module
-    /// documentation for the rule) on a GPU with the limits `device`.
+    /// Dispatches `problem` to the best kernel of `catalogue` for its element type and
+    /// precision (see the module documentation for the rule) on a GPU with the limits
+    /// `device`. Only kernels that compute the problem's precision are candidates
+    /// ([`can_implement`]): a problem of a type or precision that the catalogue lacks is an
+    /// error, never a kernel of another precision.
     ///
     /// # Errors
-    /// Any validation error of [`Conv2dProblem::shape`]; [`Error::NoKernel`] when the
-    /// catalogue has neither a matching fixed kernel nor a generic one;
+    /// Any validation error of [`Conv2dProblem::shape`]; [`Error::NoKernelForType`] when the
+    /// catalogue has no kernel of the problem's element type, precision and layout;
+    /// [`Error::NoKernel`] when it has neither a matching fixed kernel nor a generic one;
     /// [`Error::TooLarge`] when every candidate's grid exceeds CUDA's limits;
     /// [`Error::InvalidSpec`] when the chosen spec is not valid (a broken catalogue).
     pub fn for_device(
@@ -136,26 +140,26 @@ impl Plan {
     ) -> Result<Plan> {
         let shape = problem.shape()?;
         // Only complete kernels: the ablation's (a technique switched off) run when asked for.
+        // `can_implement` keeps the kernels of the problem's element type and precision.
         let fixed: Vec<&KernelSpec> = catalogue
             .kernels
             .iter()
             .filter(|spec| {
-                spec.dtype == DType::F32
-                    && spec.variant.is_complete()
+                spec.variant.is_complete()
                     && matches!(spec.geometry, Geometry::Fixed(_))
                     && can_implement(spec, problem)
             })
             .collect();
         let candidates = if fixed.is_empty() {
             catalogue
-                .matching(DType::F32, problem.layout, Geometry::Generic)
+                .matching(problem.dtype, problem.layout, Geometry::Generic)
                 .filter(|spec| spec.variant.is_complete() && can_implement(spec, problem))
                 .collect::<Vec<_>>()
         } else {
             fixed
         };
         let Some(first) = candidates.first() else {
-            return Err(no_kernel(problem));
+            return Err(no_kernel(problem, catalogue));
         };
         // A catalogue's fields are public (and JSON is not validated): the estimate below
         // divides by tile sizes, so an invalid candidate is reported, not estimated.
@@ -185,7 +189,7 @@ impl Plan {
         }
         match best {
             Some((spec, splits, _)) => Plan::for_spec(problem, *spec)?.with_split(splits),
-            None => Err(no_kernel(problem)),
+            None => Err(no_kernel(problem, catalogue)),
         }
     }
 
@@ -193,7 +197,9 @@ impl Plan {
     ///
     /// # Errors
     /// Any validation error of [`Conv2dProblem::shape`]; [`Error::InvalidSpec`] when `spec`
-    /// is not a valid specialisation ([`KernelSpec::validate`]); [`Error::SpecMismatch`]
+    /// is not a valid specialisation ([`KernelSpec::validate`]); [`Error::PrecisionMismatch`]
+    /// when `spec` computes another element type or precision than the problem asks for;
+    /// [`Error::SpecMismatch`]
     /// when `spec` cannot compute `problem` (see [`can_implement`]); [`Error::TooLarge`] when the
     /// grid exceeds CUDA's limits.
     pub fn for_spec(problem: &Conv2dProblem, spec: KernelSpec) -> Result<Plan> {
@@ -201,6 +207,13 @@ impl Plan {
         // A catalogue's fields are public (and JSON is not validated), so a spec may be
         // anything; `TileConfig::threads` divides by the thread tile.
         spec.validate()?;
+        if !spec.computes(problem.dtype, problem.precision) {
+            return Err(Error::PrecisionMismatch {
+                kernel: spec.name(),
+                computes: spec.numeric_name(),
+                problem: problem.numeric_name(),
+            });
+        }
         if !can_implement(&spec, problem) {
             return Err(Error::SpecMismatch {
                 kernel: spec.name(),
@@ -309,18 +322,20 @@ impl Plan {
 }
 
 /// Whether the kernel `spec` computes `problem` correctly, the one question dispatch, tuning
-/// and the macro's specialisations ask: the layouts must match (the window-buffer algorithm
-/// exists for NCHW only; any filter layout works, the filter transform reads it), and the
-/// geometry must: always for the generic kernel; for a fixed one, when filter size and
-/// stride match and the dilation is 1 along every axis where the filter is longer than 1.
-/// Every epilogue runs in every kernel.
+/// and the macro's specialisations ask: the element type must be the problem's and the
+/// kernel's math one that the problem's precision admits
+/// ([`KernelSpec::computes`]: strict float32 never runs on tensor cores, TF32 never on CUDA
+/// cores); the layouts must match (the window-buffer algorithm exists for NCHW only; any
+/// filter layout works, the filter transform reads it), and the geometry must: always for
+/// the generic kernel; for a fixed one, when filter size and stride match and the dilation
+/// is 1 along every axis where the filter is longer than 1. Every epilogue runs in every
+/// kernel.
 pub fn can_implement(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
+    let numeric = spec.computes(problem.dtype, problem.precision);
     let layout =
         spec.layout == problem.layout && (spec.variant.fused || spec.layout == Layout::Nchw);
     let geometry = matches!(spec.geometry, Geometry::Generic) || matches_fixed(spec, problem);
-    match spec.dtype {
-        DType::F32 => layout && geometry,
-    }
+    numeric && layout && geometry
 }
 
 /// Whether `spec` is a fixed-geometry kernel for exactly this problem's geometry.
@@ -379,7 +394,8 @@ pub(super) fn max_splits(spec: &KernelSpec, shape: &ProblemShape) -> u32 {
 /// the launch bounds' per-thread cap) or block slots allow fewer.
 pub fn blocks_per_sm(spec: &KernelSpec, device: &DeviceLimits) -> u32 {
     let t = spec.tile;
-    let per_block_shared = t.shared_bytes() + u64::from(device.shared_bytes_reserved_per_block);
+    let per_block_shared =
+        t.shared_bytes(spec.dtype) + u64::from(device.shared_bytes_reserved_per_block);
     let by_shared = u64::from(device.shared_bytes_per_sm) / per_block_shared.max(1);
     let by_threads = device.threads_per_sm / t.threads().max(1);
     let by_registers =
@@ -434,7 +450,8 @@ pub fn estimate_us(
     let round = f(t.thread_m) * f(t.thread_n) * per_split * overhead * gather * FMA_US + ROUND_US;
     let mut time = waves * round;
     if !spec.variant.fused && !input_in_place(problem) {
-        let bytes = (shape.input_len as f64 + shape.im2win_len as f64) * 4.0;
+        let element = spec.dtype.size_bytes() as f64;
+        let bytes = (shape.input_len as f64 + shape.im2win_len as f64) * element;
         time += TRANSFORM_LAUNCH_US + bytes / BYTES_PER_US;
     }
     if splits > 1 {
@@ -445,7 +462,21 @@ pub fn estimate_us(
     time
 }
 
-fn no_kernel(problem: &Conv2dProblem) -> Error {
+/// Why `catalogue` has no kernel for `problem`: it has kernels, but none at all of the
+/// problem's element type and precision in its layout ([`Error::NoKernelForType`]), or none
+/// of its geometry (or nothing at all: [`Error::NoKernel`]).
+fn no_kernel(problem: &Conv2dProblem, catalogue: &Catalogue) -> Error {
+    let of_type = catalogue.kernels.iter().any(|spec| {
+        spec.computes(problem.dtype, problem.precision) && spec.layout == problem.layout
+    });
+    if !of_type && !catalogue.kernels.is_empty() {
+        return Error::NoKernelForType {
+            numeric: problem.numeric_name(),
+            dtype: problem.dtype,
+            precision: problem.precision,
+            layout: problem.layout,
+        };
+    }
     Error::NoKernel {
         filter: [problem.filter[2], problem.filter[3]],
         stride: problem.stride,
@@ -455,7 +486,7 @@ fn no_kernel(problem: &Conv2dProblem) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use im2win_codegen::{DEFAULT_GEOMETRIES, TileConfig, Variant};
+    use im2win_codegen::{DEFAULT_GEOMETRIES, DType, Precision, TileConfig, Variant};
 
     use super::*;
     use crate::problem::Padding;
@@ -822,5 +853,110 @@ mod tests {
         }
         // Dilation multiplies nothing in a 1×1 filter.
         assert!(input_in_place(&in_place.with_dilation([2, 3])));
+    }
+
+    /// A tensor-core tile: 16 deep, a whole number of MMAs for every type.
+    const TC: TileConfig = TileConfig {
+        block_m: 128,
+        block_n: 128,
+        block_k: 16,
+        thread_m: 8,
+        thread_n: 8,
+    };
+
+    fn tensor_op(dtype: DType, layout: Layout) -> KernelSpec {
+        KernelSpec::generic(dtype, TC)
+            .with_math(im2win_codegen::Math::TensorOp)
+            .with_variant(Variant::FUSED)
+            .with_layout(layout)
+    }
+
+    #[test]
+    fn a_type_or_precision_without_kernels_is_named_never_run_in_f32() {
+        let problem = square(8, 20, 16, 3).with_padding(Padding::uniform(1));
+        let default = Catalogue::default_catalogue();
+        for (problem, name) in [
+            (problem.with_dtype(DType::Bf16), "bf16"),
+            (problem.with_dtype(DType::F16), "f16"),
+            (problem.with_precision(Precision::Tf32), "tf32"),
+            (
+                problem
+                    .with_precision(Precision::Tf32)
+                    .with_layout(Layout::Nhwc),
+                "tf32",
+            ),
+        ] {
+            let err = Plan::new(&problem, &default, H200_SMS).unwrap_err();
+            assert!(matches!(err, Error::NoKernelForType { .. }), "{err}");
+            assert!(
+                err.to_string().contains(&format!("no {name} kernel")),
+                "{err}"
+            );
+            // Forcing a float32 kernel on it is refused too.
+            let f32_kernel = *plan(&square(8, 20, 16, 3)).kernel();
+            assert!(!can_implement(&f32_kernel, &problem));
+            let err = Plan::for_spec(&problem, f32_kernel).unwrap_err();
+            assert!(matches!(err, Error::PrecisionMismatch { .. }), "{err}");
+            assert!(
+                err.to_string().contains(&format!("problem is {name}")),
+                "{err}"
+            );
+        }
+        // TF32 of a 16-bit type is not a problem at all.
+        assert!(matches!(
+            Plan::new(
+                &problem
+                    .with_dtype(DType::Bf16)
+                    .with_precision(Precision::Tf32),
+                &default,
+                H200_SMS
+            ),
+            Err(Error::BadPrecision { .. })
+        ));
+    }
+
+    #[test]
+    fn precision_picks_the_math() {
+        let mut kernels = Catalogue::default_catalogue().kernels;
+        for dtype in DType::ALL {
+            for layout in Layout::ALL {
+                kernels.push(tensor_op(dtype, layout));
+            }
+        }
+        let catalogue = Catalogue::new(kernels).unwrap();
+        let problem = square(8, 20, 16, 3).with_padding(Padding::uniform(1));
+        for layout in Layout::ALL {
+            let problem = problem.with_layout(layout);
+            let strict = Plan::new(&problem, &catalogue, H200_SMS).unwrap();
+            assert_eq!(strict.kernel().math, im2win_codegen::Math::Simt);
+            assert_eq!(strict.kernel().dtype, DType::F32);
+            for (problem, dtype) in [
+                (problem.with_precision(Precision::Tf32), DType::F32),
+                (problem.with_dtype(DType::Bf16), DType::Bf16),
+                (problem.with_dtype(DType::F16), DType::F16),
+            ] {
+                let plan = Plan::new(&problem, &catalogue, H200_SMS).unwrap();
+                assert_eq!(*plan.kernel(), tensor_op(dtype, layout), "{problem:?}");
+                // Its workspace is in its element type: the fused kernel's filter alone.
+                let shape = problem.shape().unwrap();
+                assert_eq!(
+                    plan.workspace_bytes(),
+                    WorkspaceLayout::filter_bytes(&shape, dtype).unwrap()
+                );
+            }
+        }
+        // Only NHWC bf16 kernels: an NCHW bf16 problem has none of its type and layout.
+        let nhwc_only = Catalogue::new(vec![tensor_op(DType::Bf16, Layout::Nhwc)]).unwrap();
+        let err = Plan::new(&problem.with_dtype(DType::Bf16), &nhwc_only, H200_SMS).unwrap_err();
+        assert!(matches!(err, Error::NoKernelForType { .. }), "{err}");
+        // A bf16 fixed kernel of another geometry: the geometry is what is missing.
+        let fixed_only = Catalogue::new(vec![KernelSpec::fixed(
+            DType::Bf16,
+            FixedGeometry::square(5, 1),
+            TC,
+        )])
+        .unwrap();
+        let err = Plan::new(&problem.with_dtype(DType::Bf16), &fixed_only, H200_SMS).unwrap_err();
+        assert!(matches!(err, Error::NoKernel { .. }), "{err}");
     }
 }

@@ -9,6 +9,7 @@ use cudarc::driver::{
     LaunchConfig, PushKernelArg, SyncOnDrop, sys,
 };
 use im2win_codegen::catalogue::support;
+use im2win_codegen::{DType, Precision};
 
 use super::device::DeviceLimits;
 use super::dispatch::Plan;
@@ -16,6 +17,7 @@ use super::modules::LoadedModules;
 use super::ordering::{StreamJoin, other_streams};
 use super::params::ConvParams;
 use super::tuning::{TuningEntry, TuningTable};
+use crate::element::{Element, check_dtype};
 use crate::error::{Error, Result};
 use crate::kernels::KernelModule;
 use crate::problem::Conv2dProblem;
@@ -316,20 +318,27 @@ impl Engine {
         }
     }
 
-    /// `output = conv2d(input, filter) + bias` on device buffers, with the kernel
-    /// [`Engine::plan`] picks. See [`Engine::conv2d_with`] for the buffers and errors.
+    /// `output = conv2d(input, filter) + bias` on device buffers of the problem's element
+    /// type (`f32` unless [`Conv2dProblem::dtype`] says otherwise), with the kernel
+    /// [`Engine::plan`] picks for the problem's element type and precision. See
+    /// [`Engine::conv2d_with`] for the buffers and errors.
     ///
     /// # Errors
-    /// As [`Engine::plan`] and [`Engine::conv2d_with`].
-    pub fn conv2d(
+    /// As [`Engine::plan`] (among them [`Error::NoKernelForType`] when the engine's kernels
+    /// include none of the problem's element type and precision) and
+    /// [`Engine::conv2d_with`].
+    pub fn conv2d<T: Element>(
         &self,
         problem: &Conv2dProblem,
-        input: &dyn DevicePtr<f32>,
-        filter: &dyn DevicePtr<f32>,
-        bias: Option<&dyn DevicePtr<f32>>,
-        output: &mut dyn DevicePtrMut<f32>,
+        input: &dyn DevicePtr<T>,
+        filter: &dyn DevicePtr<T>,
+        bias: Option<&dyn DevicePtr<T>>,
+        output: &mut dyn DevicePtrMut<T>,
         workspace: Option<&mut dyn DevicePtrMut<u8>>,
     ) -> Result<()> {
+        // Buffers of another type are the caller's mistake, whatever the catalogue holds.
+        problem.shape()?;
+        check_dtype::<T>(problem)?;
         let plan = self.plan(problem)?;
         self.conv2d_with(&plan, input, filter, bias, output, workspace)
     }
@@ -339,9 +348,12 @@ impl Engine {
     /// ([`Plan::splits`] > 1), the kernel that adds the splits, in that order on
     /// [`Engine::stream`], without synchronising.
     ///
-    /// Buffers are float32 in the problem's layouts (input and output NCHW or NHWC, filter
-    /// KCRS or KRSC): `input` `N·C·H·W`, `filter` `K·C·R·S`, `bias` `K`, `output` `N·K·P·Q`
-    /// elements, the output written as the problem's epilogue says, each a [`CudaSlice`] or a view into a larger one. The
+    /// Buffers hold the problem's element type ([`Conv2dProblem::dtype`]: `f32`,
+    /// [`half::bf16`] or [`half::f16`], any [`Element`]; another type is refused with
+    /// [`Error::DTypeMismatch`], never converted) in the problem's layouts (input and output
+    /// NCHW or NHWC, filter KCRS or KRSC): `input` `N·C·H·W`, `filter` `K·C·R·S`, `bias` `K`,
+    /// `output` `N·K·P·Q` elements, the output written as the problem's epilogue says, each
+    /// a [`CudaSlice`] or a view into a larger one. The
     /// workspace holds the transformed input and filter and any partial sums; it needs
     /// [`Plan::workspace_bytes`] bytes and a 256-byte aligned start (every fresh allocation
     /// has one). Without it the engine uses its own, grown as needed and kept for later
@@ -355,19 +367,20 @@ impl Engine {
     /// Every buffer is checked before anything is launched.
     ///
     /// # Errors
+    /// [`Error::DTypeMismatch`] for buffers of another element type than the problem's,
     /// [`Error::BufferLength`] for a buffer of the wrong length, [`Error::ForeignBuffer`]
     /// for one of another CUDA context, [`Error::WorkspaceTooSmall`] / [`Error::Misaligned`]
     /// for an unusable workspace, [`Error::KernelsNotBuilt`] / [`Error::KernelMissing`] when
     /// the fatbin lacks a kernel, [`Error::OutOfMemory`] when the engine's own workspace
     /// cannot be allocated (the engine stays usable), [`Error::Driver`] when a launch or an
     /// ordering step of this call fails.
-    pub fn conv2d_with(
+    pub fn conv2d_with<T: Element>(
         &self,
         plan: &Plan,
-        input: &dyn DevicePtr<f32>,
-        filter: &dyn DevicePtr<f32>,
-        bias: Option<&dyn DevicePtr<f32>>,
-        output: &mut dyn DevicePtrMut<f32>,
+        input: &dyn DevicePtr<T>,
+        filter: &dyn DevicePtr<T>,
+        bias: Option<&dyn DevicePtr<T>>,
+        output: &mut dyn DevicePtrMut<T>,
         workspace: Option<&mut dyn DevicePtrMut<u8>>,
     ) -> Result<()> {
         self.conv2d_with_residual(plan, input, filter, bias, None, output, workspace)
@@ -383,14 +396,14 @@ impl Engine {
     /// As [`Engine::conv2d_with`]; [`Error::ResidualMismatch`] when `residual` is given to a
     /// problem without a residual or missing for one with it.
     #[allow(clippy::too_many_arguments)]
-    pub fn conv2d_with_residual(
+    pub fn conv2d_with_residual<T: Element>(
         &self,
         plan: &Plan,
-        input: &dyn DevicePtr<f32>,
-        filter: &dyn DevicePtr<f32>,
-        bias: Option<&dyn DevicePtr<f32>>,
-        residual: Option<&dyn DevicePtr<f32>>,
-        output: &mut dyn DevicePtrMut<f32>,
+        input: &dyn DevicePtr<T>,
+        filter: &dyn DevicePtr<T>,
+        bias: Option<&dyn DevicePtr<T>>,
+        residual: Option<&dyn DevicePtr<T>>,
+        output: &mut dyn DevicePtrMut<T>,
         workspace: Option<&mut dyn DevicePtrMut<u8>>,
     ) -> Result<()> {
         let problem = plan.problem();
@@ -412,7 +425,7 @@ impl Engine {
         let conv = self.function(&plan.kernel().name())?;
         let reduce = match plan.splits() {
             1 => None,
-            _ => Some(self.function(support::SPLIT_REDUCE_F32)?),
+            _ => Some(self.function(support::split_reduce(plan.kernel().dtype))?),
         };
         let streams: Vec<Arc<CudaStream>> = [Some(input.stream()), Some(filter.stream())]
             .into_iter()
@@ -512,11 +525,11 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::conv2d_with`].
-    pub fn transforms(
+    pub fn transforms<T: Element>(
         &self,
         plan: &Plan,
-        input: &dyn DevicePtr<f32>,
-        filter: &dyn DevicePtr<f32>,
+        input: &dyn DevicePtr<T>,
+        filter: &dyn DevicePtr<T>,
         workspace: &mut dyn DevicePtrMut<u8>,
     ) -> Result<()> {
         let problem = plan.problem();
@@ -600,9 +613,17 @@ impl Engine {
         let shape = plan.shape();
         let stream: &CudaStream = &self.stream;
         let ft = ws + plan.filter_offset_bytes() as u64;
+        let dtype = plan.kernel().dtype;
         let t = if plan.input_in_place() {
             x
         } else {
+            // Only float32 kernels read a window buffer (`KernelSpec::validate`), and only
+            // float32 has an input transform.
+            if dtype != DType::F32 {
+                return Err(Error::KernelMissing {
+                    name: format!("im2win_input_transform_{dtype}"),
+                });
+            }
             let input_transform = self.function(support::INPUT_TRANSFORM_F32)?;
             let mut launch = stream.launch_builder(&input_transform);
             launch.arg(&x).arg(&ws).arg(params);
@@ -615,16 +636,16 @@ impl Engine {
             unsafe { launch.launch(config) }?;
             ws
         };
-        // Each variant walks the reduction in its own order (docs/DESIGN.md).
-        let filter_transform = self.function(if plan.kernel().variant.fused {
-            support::FILTER_TRANSFORM_FUSED_F32
-        } else {
-            support::FILTER_TRANSFORM_F32
-        })?;
+        // Each variant walks the reduction in its own order (docs/DESIGN.md), and each
+        // element type has its transform (TF32 kernels read the float32 one).
+        let filter_transform = self.function(support::filter_transform(
+            dtype,
+            plan.kernel().variant.fused,
+        ))?;
         let mut launch = stream.launch_builder(&filter_transform);
         launch.arg(&f).arg(&ft).arg(params);
         // One block per 32 × 32 tile of (C·R·S, K rounded up to 4), grid-stride beyond.
-        let columns = WorkspaceLayout::filter_columns(shape.output[1]);
+        let columns = WorkspaceLayout::filter_columns_for(shape.output[1], dtype);
         let tiles = shape.reduction.div_ceil(32) * columns.div_ceil(32);
         let config = self.grid_stride_config(tiles * GRID_STRIDE_THREADS as usize);
         // SAFETY: `im2win_filter_transform[_fused]_f32(const float* f, float* a, ConvParams p)`;
@@ -638,6 +659,13 @@ impl Engine {
     /// and `F` (not through im2win) in float64 by `im2win_direct_reference_f64`, on
     /// [`Engine::stream`] without synchronising, ordered with the buffers' streams as
     /// [`Engine::conv2d_with`] is.
+    ///
+    /// The buffers are float32 whatever the problem's element type and precision: the
+    /// oracle convolves exactly the values it is given. For a bf16 or f16 problem give the
+    /// operands' values widened to float32 ([`Element::to_f32`], exact), for a TF32 problem
+    /// the operands rounded to TF32 ([`round_to_tf32`](crate::round_to_tf32)); bias and
+    /// residual as the kernels read them (widened, never rounded to TF32). Then the result
+    /// is the float64 reference of the same rounded inputs.
     ///
     /// # Errors
     /// Any validation error of [`Conv2dProblem::shape`], [`Error::BufferLength`] /
@@ -669,6 +697,12 @@ impl Engine {
         residual: Option<&dyn DevicePtr<f32>>,
         output: &mut dyn DevicePtrMut<f64>,
     ) -> Result<()> {
+        // The oracle reads float32 values, whatever the problem's tensors hold.
+        let values = problem
+            .with_dtype(DType::F32)
+            .with_precision(Precision::Strict);
+        problem.shape()?;
+        let problem = &values;
         let shape = self.check_operands(problem, input, filter, bias)?;
         self.check_residual(problem, &shape, residual)?;
         self.check_buffer("output", shape.output_len, output.len(), output.stream())?;
@@ -706,15 +740,17 @@ impl Engine {
         })
     }
 
-    /// Validates the problem and the input, filter and bias buffers, in that order.
-    fn check_operands(
+    /// Validates the problem, the buffers' element type and the input, filter and bias
+    /// buffers, in that order.
+    fn check_operands<T: Element>(
         &self,
         problem: &Conv2dProblem,
-        input: &dyn DevicePtr<f32>,
-        filter: &dyn DevicePtr<f32>,
-        bias: Option<&dyn DevicePtr<f32>>,
+        input: &dyn DevicePtr<T>,
+        filter: &dyn DevicePtr<T>,
+        bias: Option<&dyn DevicePtr<T>>,
     ) -> Result<crate::problem::ProblemShape> {
         let shape = problem.shape()?;
+        check_dtype::<T>(problem)?;
         self.check_buffer("input", shape.input_len, input.len(), input.stream())?;
         self.check_buffer("filter", shape.filter_len, filter.len(), filter.stream())?;
         if let Some(bias) = bias {
@@ -725,11 +761,11 @@ impl Engine {
 
     /// Checks that `residual` is given exactly when the problem's epilogue has one, with the
     /// output's length, on this engine's context.
-    fn check_residual(
+    fn check_residual<T: Element>(
         &self,
         problem: &Conv2dProblem,
         shape: &crate::problem::ProblemShape,
-        residual: Option<&dyn DevicePtr<f32>>,
+        residual: Option<&dyn DevicePtr<T>>,
     ) -> Result<()> {
         match (problem.epilogue.residual, residual) {
             (true, Some(r)) => self.check_buffer("residual", shape.output_len, r.len(), r.stream()),
@@ -783,8 +819,8 @@ pub(super) fn allocation_error(err: DriverError, what: &'static str, bytes: usiz
 /// The device address of an optional operand (bias, residual), 0 when there is none (the
 /// kernels ignore it when `has_bias` / `has_residual` is 0), with the guard that records the
 /// launch in the operand's events.
-fn bias_ptr<'a>(
-    bias: Option<&'a dyn DevicePtr<f32>>,
+fn bias_ptr<'a, T>(
+    bias: Option<&'a dyn DevicePtr<T>>,
     stream: &'a CudaStream,
 ) -> (sys::CUdeviceptr, Option<SyncOnDrop<'a>>) {
     match bias {

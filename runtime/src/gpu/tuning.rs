@@ -5,8 +5,10 @@
 //! looks a problem up first and falls back to the dispatch heuristic ([`Plan::new`]) for
 //! problems the table has not seen. A table applies only to the GPU it was measured on.
 //!
-//! Entries are keyed by problem (its layouts included, its epilogue not: every kernel runs
-//! every epilogue at the same cost) and element type. The file carries [`TUNING_FORMAT`]: a table written by another version is
+//! Entries are keyed by problem (its layouts, element type and precision included, its
+//! epilogue not: every kernel runs every epilogue at the same cost) and element type.
+//! Problems written before they carried an element type and precision read as float32,
+//! strict, so older tables of this format read unchanged. The file carries [`TUNING_FORMAT`]: a table written by another version is
 //! refused with [`Error::BadTuningTable`] naming both formats, rather than half understood.
 
 use serde::{Deserialize, Serialize};
@@ -86,8 +88,9 @@ impl TuningTable {
     /// for it, or its kernel is not in `catalogue` or cannot run the problem (a table
     /// written for another catalogue): then the heuristic decides.
     pub fn plan(&self, problem: &Conv2dProblem, catalogue: &Catalogue) -> Option<Plan> {
-        // Problems are float32 until the problem carries its element type.
-        let entry = self.lookup(problem, DType::F32)?;
+        // The problem carries its element type and precision: an entry measured at another
+        // precision is another problem.
+        let entry = self.lookup(problem, problem.dtype)?;
         let spec = catalogue.find(&entry.kernel)?;
         Plan::for_spec(problem, *spec)
             .and_then(|plan| plan.with_split(entry.splits))
@@ -180,6 +183,56 @@ mod tests {
         assert!(table.plan(&problem, &catalogue).is_none());
         table.insert(entry(problem, "im2win_f32_r9s9_s3x3_b128x128x8_t8x8", 1.0));
         assert!(table.plan(&problem, &catalogue).is_none());
+    }
+
+    #[test]
+    fn entries_are_per_precision_and_old_problems_read_as_strict_f32() {
+        use im2win_codegen::Precision;
+        let problem = Conv2dProblem::new([2, 8, 12, 12], [16, 8, 3, 3]);
+        let tf32 = problem.with_precision(Precision::Tf32);
+        let bf16 = problem.with_dtype(DType::Bf16);
+        let mut table = TuningTable::new("GPU");
+        table.insert(TuningEntry {
+            dtype: DType::Bf16,
+            ..entry(bf16, "b", 1.0)
+        });
+        table.insert(entry(tf32, "t", 1.0));
+        assert!(table.lookup(&problem, DType::F32).is_none());
+        assert_eq!(
+            table.lookup(&tf32, DType::F32).map(|e| e.kernel.as_str()),
+            Some("t")
+        );
+        assert_eq!(
+            table.lookup(&bf16, DType::Bf16).map(|e| e.kernel.as_str()),
+            Some("b")
+        );
+        assert!(
+            table
+                .lookup(&problem.with_dtype(DType::F16), DType::F16)
+                .is_none()
+        );
+        // A strict float32 entry never serves the TF32 problem, nor the other way round.
+        let catalogue = Catalogue::default_catalogue();
+        let generic = KernelSpec::generic(DType::F32, TileConfig::PAPER);
+        table.insert(entry(tf32, &generic.name(), 1.0));
+        assert!(table.plan(&tf32, &catalogue).is_none());
+        assert!(table.plan(&problem, &catalogue).is_none());
+
+        // A table whose problems predate the fields.
+        let old = format!(
+            r#"{{"format": {TUNING_FORMAT}, "device": "GPU", "entries": [{{
+                "problem": {{"input": [2, 8, 12, 12], "filter": [16, 8, 3, 3], "stride": [1, 1],
+                    "padding": {{"top": 0, "bottom": 0, "left": 0, "right": 0}},
+                    "dilation": [1, 1], "groups": 1}},
+                "dtype": "f32", "kernel": "{}", "median_ms": 1.0, "heuristic_ms": 1.0}}]}}"#,
+            generic.name()
+        );
+        let table = TuningTable::from_json(&old).unwrap();
+        assert_eq!(table.entries[0].problem, problem);
+        assert_eq!(
+            table.plan(&problem, &catalogue).map(|p| *p.kernel()),
+            Some(generic)
+        );
     }
 
     #[test]

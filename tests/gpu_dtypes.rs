@@ -1,0 +1,133 @@
+//! bf16, f16 and TF32 problems on the GPU engine before the tensor-core kernels exist: the
+//! engine refuses them by name (no kernel of the type, never a float32 kernel instead),
+//! refuses buffers of another element type, and its float64 oracle convolves the float32
+//! values of the rounded operands exactly as the CPU oracle does.
+//!
+//! Skips without a GPU; fails instead with `IM2WIN_REQUIRE_GPU=1`.
+
+mod common;
+
+use common::{POISON, engine};
+use im2win::half::bf16;
+use im2win::{Conv2dProblem, DType, Element, Error, Padding, Precision, round_to_tf32};
+
+/// 2×3×9×8 input, 5×3×3×3 filter, padding 1: output 2×5×9×8.
+fn problem() -> Conv2dProblem {
+    Conv2dProblem::new([2, 3, 9, 8], [5, 3, 3, 3]).with_padding(Padding::uniform(1))
+}
+
+/// `len` distinct nonzero values in (−1, 1).
+fn values(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| (((i * 37 + seed * 11) % 199) as f32 - 99.5) / 100.0)
+        .collect()
+}
+
+#[test]
+fn missing_types_and_precisions_are_errors_not_float32() {
+    const TEST: &str = "missing_types_and_precisions_are_errors_not_float32";
+    let Some(engine) = engine(TEST) else { return };
+    let stream = engine.stream();
+    let shape = problem().shape().unwrap();
+    let x16 = stream
+        .clone_htod(&vec![bf16::from_f32(0.5); shape.input_len])
+        .unwrap();
+    let f16 = stream
+        .clone_htod(&vec![bf16::from_f32(0.25); shape.filter_len])
+        .unwrap();
+    let mut y16 = stream
+        .clone_htod(&vec![bf16::NAN; shape.output_len])
+        .unwrap();
+    let bf16_problem = problem().with_dtype(DType::Bf16);
+    let err = engine
+        .conv2d(&bf16_problem, &x16, &f16, None, &mut y16, None)
+        .unwrap_err();
+    assert!(matches!(err, Error::NoKernelForType { .. }), "{err}");
+    assert!(err.to_string().contains("no bf16 kernel"), "{err}");
+    let y = stream.clone_dtoh(&y16).unwrap();
+    assert!(y.iter().all(|v| v.is_nan()), "the output was written");
+
+    // TF32 on float32 buffers: no TF32 kernels, so nothing runs (strict kernels would).
+    let x = stream.clone_htod(&vec![0.5_f32; shape.input_len]).unwrap();
+    let f = stream
+        .clone_htod(&vec![0.25_f32; shape.filter_len])
+        .unwrap();
+    let mut y = stream.clone_htod(&vec![POISON; shape.output_len]).unwrap();
+    let tf32 = problem().with_precision(Precision::Tf32);
+    let err = engine
+        .conv2d(&tf32, &x, &f, None, &mut y, None)
+        .unwrap_err();
+    assert!(err.to_string().contains("no tf32 kernel"), "{err}");
+    // Buffers of the wrong type, before anything else.
+    let err = engine
+        .conv2d(&bf16_problem, &x, &f, None, &mut y, None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::DTypeMismatch {
+                expected: DType::Bf16,
+                actual: DType::F32
+            }
+        ),
+        "{err}"
+    );
+    let host = stream.clone_dtoh(&y).unwrap();
+    assert!(host.iter().all(|v| v.to_bits() == POISON.to_bits()));
+    // The strict float32 problem still runs.
+    engine
+        .conv2d(&problem(), &x, &f, None, &mut y, None)
+        .unwrap();
+    let host = stream.clone_dtoh(&y).unwrap();
+    assert!(host.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn the_gpu_oracle_convolves_the_rounded_values() {
+    const TEST: &str = "the_gpu_oracle_convolves_the_rounded_values";
+    let Some(engine) = engine(TEST) else { return };
+    let stream = engine.stream();
+    let shape = problem().shape().unwrap();
+    let (x, f) = (values(shape.input_len, 1), values(shape.filter_len, 2));
+    let cases = [
+        (
+            problem().with_dtype(DType::Bf16),
+            x.iter()
+                .map(|&v| bf16::from_f32(v).to_f32())
+                .collect::<Vec<_>>(),
+            f.iter()
+                .map(|&v| bf16::from_f32(v).to_f32())
+                .collect::<Vec<_>>(),
+        ),
+        (
+            problem().with_precision(Precision::Tf32),
+            x.iter().map(|&v| round_to_tf32(v)).collect(),
+            f.iter().map(|&v| round_to_tf32(v)).collect(),
+        ),
+    ];
+    for (problem, xv, fv) in cases {
+        let dx = stream.clone_htod(&xv).unwrap();
+        let df = stream.clone_htod(&fv).unwrap();
+        let mut out = stream.alloc_zeros::<f64>(shape.output_len).unwrap();
+        engine
+            .direct_reference_f64(&problem, &dx, &df, None, &mut out)
+            .unwrap();
+        let gpu = stream.clone_dtoh(&out).unwrap();
+        let values = problem
+            .with_dtype(DType::F32)
+            .with_precision(Precision::Strict);
+        let cpu = im2win::cpu::reference_conv2d(&values, &xv, &fv, None).unwrap();
+        for (g, c) in gpu.iter().zip(&cpu) {
+            assert!((g - c).abs() <= 1e-12 * c.abs().max(1.0), "{g} {c}");
+        }
+    }
+}
+
+#[test]
+fn element_types_convert_as_cuda_does() {
+    // Round to nearest even, as __float2bfloat16_rn: the bench and the CPU backend rely on it.
+    assert_eq!(
+        <bf16 as Element>::from_f32(1.0 + 2.0_f32.powi(-8)).to_f32(),
+        1.0
+    );
+}
