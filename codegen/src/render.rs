@@ -192,6 +192,9 @@ struct ConvContext {
     max_registers: u32,
     /// Why that budget, for the banner comment.
     min_blocks_why: &'static str,
+    /// Static shared memory of a block ([`KernelSpec::shared_bytes`]), which the rendered
+    /// kernel checks against the template's own count.
+    shared_bytes: u64,
     /// Windows gathered from the NCHW input (`Variant::fused`).
     fused: bool,
     /// `Variant::micro_kernel`.
@@ -263,6 +266,7 @@ impl ConvContext {
             min_blocks,
             max_registers,
             min_blocks_why,
+            shared_bytes: spec.shared_bytes(),
             fused: spec.variant.fused,
             micro_kernel: spec.variant.micro_kernel,
             vector_loads: spec.variant.vector_loads,

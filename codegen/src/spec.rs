@@ -856,7 +856,54 @@ impl KernelSpec {
                 ));
             }
         }
+        if self.shared_bytes() > u64::from(MAX_STATIC_SHARED_BYTES) {
+            return Err(SpecError::InvalidTile(
+                self.tile,
+                "the epilogue's staged group of output rows exceeds CUDA's 48 KiB of static shared memory".to_string(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Static shared memory of one block of a SIMT kernel in bytes: the main loop's stages
+    /// ([`TileConfig::shared_bytes`]) or, after it, the epilogue's staged group of output rows,
+    /// whichever is larger (the two share the bytes). The same number as
+    /// `Conv2dFpropSimt::SHARED_BYTES` in `codegen/templates/conv_fprop.cuh`, which each rendered
+    /// kernel checks with a `static_assert`. A group is `TY · VM` output channels (the rows of
+    /// every thread's `VM`-wide channel group) by `block_n` pixels of accumulators, staged
+    /// channel by channel (NCHW) or pixel by pixel with each line padded to 4 words past a
+    /// multiple of 32 (NHWC), as `StagedOutput` in `epilogue.cuh` lays them out. (u64: an
+    /// invalid tile may be huge.)
+    pub fn shared_bytes(&self) -> u64 {
+        let t = self.tile;
+        // Two stages, one in the ablation's kernel without double buffering.
+        let stages = if self.variant.double_buffering { 2 } else { 1 };
+        let mainloop = t.shared_bytes(self.dtype) / 2 * stages;
+        let elements = self.elements();
+        // VM: the widest power of two up to one 16-byte access of the widest of filter, input
+        // and output that divides thread_m (TileShape::VM; 1 in the ablation's kernel without
+        // vector loads).
+        let widest = [elements.filter, elements.input, elements.output]
+            .iter()
+            .map(|d| d.size_bytes() as u32)
+            .max()
+            .unwrap_or(4);
+        let most = if self.variant.vector_loads {
+            16 / widest
+        } else {
+            1
+        };
+        let mut vm = 1u32;
+        while 2 * vm <= most && t.thread_m.is_multiple_of(2 * vm) {
+            vm *= 2;
+        }
+        let rows = u64::from(t.block_m / t.thread_m.max(1)) * u64::from(vm);
+        let lines_and_stride = match self.layout {
+            Layout::Nchw => rows.saturating_mul(u64::from(t.block_n)),
+            Layout::Nhwc => u64::from(t.block_n).saturating_mul(rows + (36 - rows % 32) % 32),
+        };
+        let staged = lines_and_stride.saturating_mul(elements.accumulator.size_bytes() as u64);
+        mainloop.max(staged)
     }
 }
 

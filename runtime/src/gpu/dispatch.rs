@@ -394,8 +394,7 @@ pub(super) fn max_splits(spec: &KernelSpec, shape: &ProblemShape) -> u32 {
 /// the launch bounds' per-thread cap) or block slots allow fewer.
 pub fn blocks_per_sm(spec: &KernelSpec, device: &DeviceLimits) -> u32 {
     let t = spec.tile;
-    let per_block_shared =
-        t.shared_bytes(spec.dtype) + u64::from(device.shared_bytes_reserved_per_block);
+    let per_block_shared = spec.shared_bytes() + u64::from(device.shared_bytes_reserved_per_block);
     let by_shared = u64::from(device.shared_bytes_per_sm) / per_block_shared.max(1);
     let by_threads = device.threads_per_sm / t.threads().max(1);
     let by_registers =
