@@ -446,8 +446,13 @@ fn layouts_and_epilogues_match_the_cpu_oracle() {
     let seed = test_seed(20_261_202);
     let mut rng = StdRng::seed_from_u64(seed);
     let limits = gpu_limits();
-    let per_kernel = if small() { 1 } else { 3 };
     let catalogue = engine.kernels().catalogue().clone();
+    // At least 300 problems over the whole catalogue (issue 11), whatever its size.
+    let per_kernel = if small() {
+        1
+    } else {
+        300_usize.div_ceil(catalogue.kernels.len().max(1))
+    };
     let mut failures = Failures::default();
     let (mut problems, mut runs, mut worst) = (0_usize, 0_usize, 0.0_f64);
     let mut seen = std::collections::BTreeSet::new();

@@ -874,11 +874,17 @@ impl KernelSpec {
     /// channel by channel (NCHW) or pixel by pixel with each line padded to 4 words past a
     /// multiple of 32 (NHWC), as `StagedOutput` in `epilogue.cuh` lays them out. (u64: an
     /// invalid tile may be huge.)
+    ///
+    /// Tensor-core kernels (issue 12) lay out their shared memory their own way; until they
+    /// are rendered, this counts only their main loop's stages.
     pub fn shared_bytes(&self) -> u64 {
         let t = self.tile;
         // Two stages, one in the ablation's kernel without double buffering.
         let stages = if self.variant.double_buffering { 2 } else { 1 };
         let mainloop = t.shared_bytes(self.dtype) / 2 * stages;
+        if self.math != Math::Simt {
+            return mainloop;
+        }
         let elements = self.elements();
         // VM: the widest power of two up to one 16-byte access of the widest of filter, input
         // and output that divides thread_m (TileShape::VM; 1 in the ablation's kernel without

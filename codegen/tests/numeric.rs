@@ -284,6 +284,38 @@ fn shared_memory_counts_the_element_size() {
 }
 
 #[test]
+fn simt_shared_memory_is_the_larger_of_main_loop_and_staged_output() {
+    // 128×128×8: 16 KiB of stages; the epilogue stages 64 channels × 128 pixels of float
+    // sums (32 KiB), in NHWC 128 pixels × (64 + 4) channels.
+    let paper = KernelSpec::generic(DType::F32, TileConfig::PAPER).with_variant(Variant::FUSED);
+    assert_eq!(paper.shared_bytes(), 32 * 1024);
+    assert_eq!(paper.with_layout(Layout::Nhwc).shared_bytes(), 128 * 68 * 4);
+    // 64×64×8 with one stage (the ablation's): 4 KiB of stages, 32 × 64 staged sums.
+    let small = TileConfig {
+        block_m: 64,
+        block_n: 64,
+        ..TileConfig::PAPER
+    };
+    let mut variant = Variant::MATERIALISED;
+    variant.double_buffering = false;
+    assert_eq!(
+        KernelSpec::generic(DType::F32, small)
+            .with_variant(variant)
+            .shared_bytes(),
+        32 * 64 * 4
+    );
+    // 256×128: a staged group of 128 channels × 128 pixels is 64 KiB, over the limit.
+    let wide = TileConfig {
+        block_m: 256,
+        ..TileConfig::PAPER
+    };
+    let err = KernelSpec::generic(DType::F32, wide)
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("staged group"), "{err}");
+}
+
+#[test]
 fn support_kernels_per_element_type() {
     assert_eq!(
         support::filter_transform(DType::F32, true),

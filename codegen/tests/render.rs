@@ -33,7 +33,7 @@ fn unusual_specs() -> Vec<KernelSpec> {
         KernelSpec::fixed(DType::F32, rect(7, 1, 1, 1), tile(48, 32, 16, 3, 2)),
         KernelSpec::generic(DType::F32, tile(64, 64, 12, 4, 4)),
         KernelSpec::generic(DType::F32, tile(64, 32, 4, 8, 8)),
-        KernelSpec::generic(DType::F32, tile(256, 128, 8, 8, 8)),
+        KernelSpec::generic(DType::F32, tile(256, 64, 8, 8, 8)),
     ]
 }
 
