@@ -76,18 +76,40 @@ __device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::Ele
     const int stages = (int)((prm.crs + Tile::BK - 1) / Tile::BK);
     auto a_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES; };
     auto b_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES + Tile::A_STAGE_BYTES; };
+    // A stage's copies: A_PASSES rows of the window tile, then B_PASSES of the filter tile;
+    // copy t of them goes with k-step t * KSTEPS / COPIES of the multiply (all with the first
+    // k-step when they are loads into registers, whose latency the whole stage then covers).
+    constexpr int A_COPIES = Tile::A_PASSES;
+    constexpr int COPIES = A_COPIES + Tile::B_PASSES;
+    constexpr int KSTEPS = Config::Mma::KSTEPS;
+    auto copies = [&](int stage, int buf, int ks, bool all) {
+        if (all || ks == 0) {
+            const unsigned int k0 = (unsigned int)stage * Tile::BK;
+            act.prepare(k0);
+            filter.prepare(k0);
+        }
+#pragma unroll
+        for (int t = 0; t < COPIES; ++t) {
+            const bool now = all || (Config::VECTOR ? t * KSTEPS / COPIES == ks : ks == 0);
+            if (now) {
+                if (t < A_COPIES) {
+                    act.copy(t, a_at(buf));
+                } else {
+                    filter.copy(t - A_COPIES, b_at(buf));
+                }
+            }
+        }
+    };
     MultistageMainloop<Tile::STAGES>::run(
         stages,
-        [&](int stage, int buf) {
-            const unsigned int k0 = (unsigned int)stage * Tile::BK;
-            act.issue(k0, a_at(buf));
-            filter.issue(k0, b_at(buf));
+        [&](int stage, int buf) { copies(stage, buf, 0, true); },
+        [&](int read, int stage, int write) {
+            mma.multiply(a_at(read), b_at(read), [&](int ks) { copies(stage, write, ks, false); });
         },
         [&](int buf) {
             act.complete(a_at(buf));
             filter.complete(b_at(buf));
-        },
-        [&](int buf) { mma.multiply(a_at(buf), b_at(buf)); });
+        });
 
     write_outputs_tensorop<Tile>(mma, y, bias, residual, prm, j0, n0, warp_m, warp_n, lane);
 }

@@ -123,7 +123,12 @@ struct WarpMmaTensorOp {
     }
 
     // Multiplies one stage: `a` and `b` are the shared addresses of the stage's A and B rows.
-    __device__ __forceinline__ void multiply(unsigned int a, unsigned int b) {
+    // between(ks) runs after the fragments of k-step ks are requested and before its MMAs are
+    // issued: the main loop puts a share of the next stage's copies there, so that their
+    // address arithmetic fills the issue slots beside the MMAs and the ldmatrix latency,
+    // rather than standing alone between the barrier and the first MMA.
+    template <class Between>
+    __device__ __forceinline__ void multiply(unsigned int a, unsigned int b, Between&& between) {
 #pragma unroll
         for (int ks = 0; ks < KSTEPS; ++ks) {
             unsigned int af[MT][4];
@@ -150,6 +155,7 @@ struct WarpMmaTensorOp {
                 Instruction::prepare(bf[nt][0]);
                 Instruction::prepare(bf[nt][1]);
             }
+            between(ks);
             // Serpentine order over the n-tiles: consecutive instructions share an A or B
             // fragment.
 #pragma unroll

@@ -26,25 +26,25 @@ using tc_tf32 = im2win::Conv2dTypes<float, float, float, float>;
     }
 
 // Every kernel of one element type T. Tiles (BM pixels x BN channels, warp tile, stages, bytes
-// of a stage's row): 128x128 / 64x64 / 4 / 64 (the default), 128x64 and 128x96 for K = 64 and
-// K = 96 layers, 256x128 / 3 stages, and 128x128 with 128-byte rows (a deeper stage, half as
-// many barriers). Fixed geometries for the common 1x1 and 3x3 filters and the stems.
+// of a stage's row): 128x128 / 64x64 / 4 / 64, 128x64 / 64x32 / 4 / 64 (3 blocks per SM), the
+// same two with 128-byte rows (a deeper stage: half as many barriers and tap decompositions
+// per MMA), and 128x96 for the K = 96 stems. Fixed geometries for the common 1x1 and 3x3
+// filters and the stems. (256x128 / 8 warps, 1 block per SM, and 128x96 for C % 8 == 0 lost
+// everywhere in the first measurement, scripts/tc/NOTES.md.)
 #define TC_TILE(T, BM, BN, WM, WN, S, RB, GNAME, GEOMETRY, VNAME, VECTOR)                                \
     TC_KERNEL(tc_##T##_##BM##x##BN##_w##WM##x##WN##_s##S##_r##RB##_##GNAME##_##VNAME, tc_##T, BM, BN, WM, WN, \
         S, RB, GEOMETRY, VECTOR)
 #define TC_VEC_GEOMETRIES(T, BM, BN, WM, WN, S, RB)                                                     \
-    TC_TILE(T, BM, BN, WM, WN, S, RB, gen, (im2win::GenericGeometry), vec, true)                         \
+    TC_TILE(T, BM, BN, WM, WN, S, RB, gen, (im2win::GenericGeometry), vec, true)                       \
     TC_TILE(T, BM, BN, WM, WN, S, RB, f1x1s1x1, (im2win::FixedGeometry<1, 1, 1, 1>), vec, true)       \
     TC_TILE(T, BM, BN, WM, WN, S, RB, f3x3s1x1, (im2win::FixedGeometry<3, 3, 1, 1>), vec, true)
 #define TC_TYPE(T)                                                                                       \
     TC_VEC_GEOMETRIES(T, 128, 128, 64, 64, 4, 64)                                                        \
     TC_VEC_GEOMETRIES(T, 128, 64, 64, 32, 4, 64)                                                         \
-    TC_VEC_GEOMETRIES(T, 256, 128, 64, 64, 3, 64)                                                        \
-    TC_TILE(T, 128, 96, 64, 48, 4, 64, gen, (im2win::GenericGeometry), vec, true)                          \
-    TC_TILE(T, 128, 128, 64, 64, 3, 128, gen, (im2win::GenericGeometry), vec, true)                        \
-    TC_TILE(T, 128, 128, 64, 64, 4, 64, gen, (im2win::GenericGeometry), any, false)                        \
-    TC_TILE(T, 128, 64, 64, 32, 4, 64, gen, (im2win::GenericGeometry), any, false)                         \
-    TC_TILE(T, 128, 96, 64, 48, 4, 64, gen, (im2win::GenericGeometry), any, false)                         \
+    TC_VEC_GEOMETRIES(T, 128, 128, 64, 64, 3, 128)                                                       \
+    TC_VEC_GEOMETRIES(T, 128, 64, 64, 32, 3, 128)                                                        \
+    TC_TILE(T, 128, 64, 64, 32, 4, 64, gen, (im2win::GenericGeometry), any, false)                       \
+    TC_TILE(T, 128, 96, 64, 48, 4, 64, gen, (im2win::GenericGeometry), any, false)                       \
     TC_TILE(T, 128, 96, 64, 48, 4, 64, f11x11s4x4, (im2win::FixedGeometry<11, 11, 4, 4>), any, false)   \
     TC_TILE(T, 128, 64, 64, 32, 4, 64, f7x7s2x2, (im2win::FixedGeometry<7, 7, 2, 2>), any, false)       \
     TC_TILE(T, 128, 64, 64, 32, 4, 64, f3x3s1x1, (im2win::FixedGeometry<3, 3, 1, 1>), any, false)

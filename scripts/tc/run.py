@@ -15,7 +15,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.environ.get("OUT", HERE)
 TOTAL = float(os.environ.get("TC_TOTAL_SECONDS", "220"))
-DEFAULT = ("check:bf16:100 check:f16:100 check:tf32:100 "
+DEFAULT = ("check:bf16:150 check:f16:150 check:tf32:150 "
            "bench:bf16:paper:128 bench:bf16:resnet50:32 bench:f16:paper:128 bench:f16:resnet50:32 "
            "bench:tf32:paper:128 bench:tf32:resnet50:32")
 steps = os.environ.get("TC_STEPS", DEFAULT).split()
@@ -61,9 +61,12 @@ for f in sorted(os.listdir(OUT)):
         d = json.load(open(os.path.join(OUT, f)))
         s = d["summary"]
         print(f"\n{f} ({s['device']}, torch {s['torch_version']}, cuDNN {s['cudnn']})")
-        print(f"{'layer':24s} {'ours TF/s':>9s} {'torch TF/s':>10s} {'ratio':>6s}  kernel")
+        print(f"{'layer':24s} {'ours TF/s':>9s} {'torch TF/s':>10s} {'ratio':>6s} {'base TF/s':>9s}  kernel")
         for r in d["rows"]:
             b = r["ours"][r["best"]]
-            print(f"{r['layer']:24s} {b['tflops']:9.1f} {r['torch']['tflops']:10.1f} {r['ratio']:6.2f}  "
+            base = f"{r['flops'] / r['baseline_ms'] / 1e9:9.1f}" if r.get("baseline_ms") else f"{'-':>9s}"
+            print(f"{r['layer']:24s} {b['tflops']:9.1f} {r['torch']['tflops']:10.1f} {r['ratio']:6.2f} {base}  "
                   f"{r['best'].split('_', 2)[2]}")
-        print(f"total x count: ours {s['total_ours_ms']:.3f} ms, torch {s['total_torch_ms']:.3f} ms")
+        base = s.get("total_baseline_ms")
+        print(f"total x count: ours {s['total_ours_ms']:.3f} ms, torch {s['total_torch_ms']:.3f} ms"
+              + (f", baseline {base:.3f} ms" if base else ""))

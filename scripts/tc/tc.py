@@ -56,7 +56,8 @@ assert ctypes.sizeof(ConvParams) == 112 and ConvParams.crs.offset == 96
 class Kernel:
     def __init__(self, module, name):
         self.name = name
-        parts = name.split("_")   # tc, type, BMxBN, wWMxWN, sS, rRB, geometry, vec|any
+        parts = name.split("_")   # tc (or a baseline's prefix), type, BMxBN, wWMxWN, sS, rRB, geometry, vec|any
+        self.prefix = parts[0]
         self.dtype = parts[1]
         self.bm, self.bn = map(int, parts[2].split("x"))
         self.wm, self.wn = map(int, parts[3][1:].split("x"))
@@ -101,14 +102,28 @@ class Kernel:
                                      args, None), f"launch {self.name}")
 
 
-def load_kernels(dtype):
-    torch.zeros(1, device="cuda")   # PyTorch's primary context, current on this thread
-    path = os.path.join(HERE, f"tc_{dtype}.cubin")
+def load_module(path):
     data = open(path, "rb").read()
     module = ctypes.c_void_p()
     check_cu(cuda.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(data)), f"load {path}")
-    names = [l.strip() for l in open(os.path.join(HERE, f"tc_{dtype}.names")) if l.strip()]
-    return [Kernel(module, n) for n in names]
+    return module
+
+
+def load_kernels(dtype, baselines=False):
+    """The kernels of tc_<dtype>.cubin; with baselines, also those of any <prefix>_<dtype>.cubin
+    beside it (an earlier version of the kernels, built from its commit, timed in the same
+    process as a reference)."""
+    torch.zeros(1, device="cuda")   # PyTorch's primary context, current on this thread
+    prefixes = ["tc"]
+    if baselines:
+        prefixes += sorted(f.split("_")[0] for f in os.listdir(HERE)
+                           if f.endswith(f"_{dtype}.cubin") and not f.startswith("tc_"))
+    kernels = []
+    for prefix in prefixes:
+        module = load_module(os.path.join(HERE, f"{prefix}_{dtype}.cubin"))
+        names = [l.strip() for l in open(os.path.join(HERE, f"{prefix}_{dtype}.names")) if l.strip()]
+        kernels += [Kernel(module, n) for n in names]
+    return kernels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +364,7 @@ def suite(name, batch):
 
 
 ROTATE_BYTES = 180 * 2 ** 20
-REPLAYS = 25
+REPLAYS = 20
 
 
 def time_graph(body, launches):
@@ -384,9 +399,14 @@ def timed_kernels(kernels, pb):
     """The kernels worth timing on pb: of each tile, the most specialised one that applies (a
     fixed geometry over the generic one)."""
     best = {}
+    # A baseline's kernel only where the current kernels have its tile and geometry (A/B).
+    current = {(k.bm, k.bn, k.wm, k.wn, k.stages, k.row_bytes, k.vector, k.geometry)
+               for k in kernels if k.prefix == "tc"}
     for k in kernels:
+        if k.prefix != "tc" and (k.bm, k.bn, k.wm, k.wn, k.stages, k.row_bytes, k.vector, k.geometry) not in current:
+            continue
         if k.applies(pb):
-            tile = (k.bm, k.bn, k.wm, k.wn, k.stages, k.row_bytes, k.vector)
+            tile = (k.prefix, k.bm, k.bn, k.wm, k.wn, k.stages, k.row_bytes, k.vector)
             if tile not in best or (best[tile].geometry is None and k.geometry is not None):
                 best[tile] = k
     # A vector kernel beats the element-wise one of the same tile: keep only vector ones when any.
@@ -399,7 +419,7 @@ def bench(dtype_name, suite_name, batch, deadline):
     dtype = DTYPES[dtype_name]
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = dtype_name == "tf32"
-    kernels = load_kernels(dtype_name)
+    kernels = load_kernels(dtype_name, baselines=True)
     gen = torch.Generator(device="cuda")
     gen.manual_seed(99)
     rows = []
@@ -434,7 +454,9 @@ def bench(dtype_name, suite_name, batch, deadline):
             outs[i % sets] = F.conv2d(xt, ft, stride=(pb["sh"], pb["sw"]), padding=(pb["pt"], pb["pl"]))
         med, lo, hi = time_graph(tbody, launches)
         row["torch"] = dict(ms=med, min=lo, max=hi, tflops=flops / med / 1e9)
-        best = min(row["ours"].items(), key=lambda kv: kv[1]["ms"])
+        best = min(((n, v) for n, v in row["ours"].items() if n.startswith("tc_")), key=lambda kv: kv[1]["ms"])
+        base = [v["ms"] for n, v in row["ours"].items() if not n.startswith("tc_")]
+        row["baseline_ms"] = min(base) if base else None
         row["best"] = best[0]
         row["ratio"] = row["torch"]["ms"] / best[1]["ms"]   # > 1: ours faster
         # Same answer as cuDNN on the timed data (a sanity check of the timed path).
@@ -443,15 +465,21 @@ def bench(dtype_name, suite_name, batch, deadline):
         ref = torch_conv(pb, data[0][0], data[0][1], torch.float64)
         row["check_err"] = rel_err(got, ref)
         print(f"  {lname:24s} {pb['n']:4d} ours {best[1]['ms']:8.4f} ms {best[1]['tflops']:7.1f} TF/s "
-              f"({best[0][len('tc_' + dtype_name) + 1:]})  torch {row['torch']['ms']:8.4f} ms "
-              f"{row['torch']['tflops']:7.1f} TF/s  x{row['ratio']:.2f}  err {row['check_err']:.2g}", flush=True)
+              f"({best[0].split('_', 2)[2]})  torch {row['torch']['ms']:8.4f} ms "
+              f"{row['torch']['tflops']:7.1f} TF/s  x{row['ratio']:.2f}  err {row['check_err']:.2g}"
+              + (f"  baseline {row['baseline_ms']:.4f} ms" if row["baseline_ms"] else ""), flush=True)
         rows.append(row)
         del data, ys, xs, outs
         torch.cuda.empty_cache()
-    total = lambda key: sum(r["count"] * (min(v["ms"] for v in r["ours"].values()) if key == "ours" else r["torch"]["ms"])
-                            for r in rows)
+    def total(key):
+        if key == "ours":
+            return sum(r["count"] * r["ours"][r["best"]]["ms"] for r in rows)
+        if key == "baseline":
+            return sum(r["count"] * r["baseline_ms"] for r in rows) if all(r["baseline_ms"] for r in rows) else None
+        return sum(r["count"] * r["torch"]["ms"] for r in rows)
     summary = dict(dtype=dtype_name, suite=suite_name, batch=batch, device=torch.cuda.get_device_name(),
                    layers=len(rows), total_ours_ms=total("ours"), total_torch_ms=total("torch"),
+                   total_baseline_ms=total("baseline") if rows else None,
                    torch_version=torch.__version__, cudnn=torch.backends.cudnn.version())
     print(f"  total (x count): ours {summary['total_ours_ms']:.3f} ms, torch {summary['total_torch_ms']:.3f} ms",
           flush=True)
