@@ -70,3 +70,12 @@ for f in sorted(os.listdir(OUT)):
         base = s.get("total_baseline_ms")
         print(f"total x count: ours {s['total_ours_ms']:.3f} ms, torch {s['total_torch_ms']:.3f} ms"
               + (f", baseline {base:.3f} ms" if base else ""))
+
+# One file for everything (the device call returns only a few files): all.json, beside the log.
+merged = {"status": status}
+for f in sorted(os.listdir(OUT)):
+    if (f.startswith("check-") or f.startswith("bench-")) and f.endswith(".json"):
+        merged[f[:-5]] = json.load(open(os.path.join(OUT, f)))
+        os.remove(os.path.join(OUT, f))
+json.dump(merged, open(os.path.join(OUT, "all.json"), "w"))
+os.remove(os.path.join(OUT, "status.json"))
