@@ -188,7 +188,7 @@ struct NhwcWindowGather {
     }
 
     // Row i's piece of the stage into the stage's A rows at shared address `a` (VECTOR), or
-    // into registers.
+    // (VECTOR = false, with i = 0) every row's piece into registers.
     __device__ __forceinline__ void copy(int i, unsigned int a) {
         if constexpr (VECTOR) {
             bool in;
@@ -199,21 +199,34 @@ struct NhwcWindowGather {
             }
             const int row = smem_row0 + i * Tile::ROWS_PER_PASS;
             im2win_cp_async_16(a + Rows::offset(row, piece), corner[i] + delta, in);
-        } else {
-            // Element e: its own tap; then on to the next channel (wrapping to the next tap).
+        } else if (i == 0) {
+            // All rows at once, element by element: each element is its own tap (then on to the
+            // next channel, wrapping to the next tap), and its displacement and tap are worked
+            // out once for all the rows. (Row by row, the same arithmetic per row made the loop
+            // twice as long and these kernels twice as slow: 1350 against 750 instructions per
+            // stage on the 128x64 tile, scripts/tc/NOTES.md.)
             int re = r, se = s, ce = c;
 #pragma unroll
             for (int e = 0; e < CE; ++e) {
                 const bool in_k = kk + e < CRS;
-                bool in;
+                const long long d = displacement(re, se, ce);
+                unsigned int tap_bit = 0;
                 if constexpr (TAP_MASK) {
                     const int rs = re * Geometry::S + se;
-                    in = in_k && rs < 32 && ((taps[i] >> rs) & 1u);
-                } else {
-                    in = in_k && inside(h0[i] + re * g.DH, w0[i] + se * g.DW);
+                    tap_bit = in_k && rs < 32 ? 1u << rs : 0u;
                 }
-                const Bits* src = reinterpret_cast<const Bits*>(corner[i] + displacement(re, se, ce));
-                staged[i][e] = in ? *src : Bits(0);
+                const int dh = re * g.DH;
+                const int dw = se * g.DW;
+#pragma unroll
+                for (int row = 0; row < PASSES; ++row) {
+                    bool in;
+                    if constexpr (TAP_MASK) {
+                        in = (taps[row] & tap_bit) != 0;
+                    } else {
+                        in = in_k && inside(h0[row] + dh, w0[row] + dw);
+                    }
+                    staged[row][e] = in ? *reinterpret_cast<const Bits*>(corner[row] + d) : Bits(0);
+                }
                 if (++ce == C) {
                     ce = 0;
                     if (++se == g.S) {

@@ -415,7 +415,7 @@ def timed_kernels(kernels, pb):
     return list(best.values())
 
 
-def bench(dtype_name, suite_name, batch, deadline):
+def bench(dtype_name, suite_name, batch, deadline, only=None):
     dtype = DTYPES[dtype_name]
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = dtype_name == "tf32"
@@ -423,7 +423,9 @@ def bench(dtype_name, suite_name, batch, deadline):
     gen = torch.Generator(device="cuda")
     gen.manual_seed(99)
     rows = []
-    for lname, pb, count in suite(suite_name, batch):
+    for index, (lname, pb, count) in enumerate(suite(suite_name, batch)):
+        if only is not None and index not in only:
+            continue
         if time.time() > deadline:
             print(f"  (deadline: skipping {lname} and the rest)", flush=True)
             break
@@ -483,7 +485,8 @@ def bench(dtype_name, suite_name, batch, deadline):
                    torch_version=torch.__version__, cudnn=torch.backends.cudnn.version())
     print(f"  total (x count): ours {summary['total_ours_ms']:.3f} ms, torch {summary['total_torch_ms']:.3f} ms",
           flush=True)
-    with open(os.path.join(OUT, f"bench-{suite_name}-{dtype_name}-n{batch}.json"), "w") as fh:
+    tag = "" if only is None else "-" + "-".join(str(i) for i in sorted(only))
+    with open(os.path.join(OUT, f"bench-{suite_name}-{dtype_name}-n{batch}{tag}.json"), "w") as fh:
         json.dump(dict(summary=summary, rows=rows), fh, indent=1)
 
 
@@ -494,4 +497,13 @@ if __name__ == "__main__":
         sys.exit(0 if ok else 1)
     elif cmd == "bench":
         seconds = float(os.environ.get("TC_BENCH_SECONDS", "60"))
-        bench(dtype_name, sys.argv[3], int(sys.argv[4]), time.time() + seconds)
+        only = set(int(i) for i in sys.argv[5].split(",")) if len(sys.argv) > 5 else None
+        bench(dtype_name, sys.argv[3], int(sys.argv[4]), time.time() + seconds, only)
+    elif cmd == "quick":
+        # One process (no start-up per step): every type's check, then the given types' stems
+        # (the element-wise loader: paper conv1, 2, 3, 7 and ResNet-50's first layer).
+        ok = all([check(t, 150) for t in ("bf16", "f16", "tf32")])
+        for t in dtype_name.split(","):
+            bench(t, "paper", 128, time.time() + 30, {0, 1, 2, 6})
+            bench(t, "resnet50", 32, time.time() + 10, {0})
+        sys.exit(0 if ok else 1)
