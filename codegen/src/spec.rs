@@ -1146,11 +1146,9 @@ impl KernelSpec {
         match self.math {
             Math::Simt => self.tile.max_registers(),
             Math::TensorOp => {
-                let per_block = self.threads();
-                let registers = if per_block == 0 {
-                    255
-                } else {
-                    65_536 / per_block
+                let registers = match 65_536_u32.checked_div(self.threads()) {
+                    Some(registers) => registers,
+                    None => 255,
                 };
                 if registers > 255 { 255 } else { registers }
             }
