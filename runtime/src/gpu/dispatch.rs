@@ -249,9 +249,10 @@ impl Plan {
     /// Any validation error of [`Conv2dProblem::shape`]; [`Error::InvalidSpec`] when `spec`
     /// is not a valid specialisation ([`KernelSpec::validate`]); [`Error::PrecisionMismatch`]
     /// when `spec` computes another element type or precision than the problem asks for;
-    /// [`Error::SpecMismatch`]
-    /// when `spec` cannot compute `problem` (see [`can_implement`]); [`Error::TooLarge`] when the
-    /// grid exceeds CUDA's limits.
+    /// [`Error::KernelRequirement`] when the problem lacks what `spec` needs
+    /// ([`unmet_requirement`]: a KRSC filter, a channel count); [`Error::SpecMismatch`]
+    /// when `spec` cannot compute `problem` otherwise (see [`can_implement`]);
+    /// [`Error::TooLarge`] when the grid exceeds CUDA's limits.
     pub fn for_spec(problem: &Conv2dProblem, spec: KernelSpec) -> Result<Plan> {
         let shape = problem.shape()?;
         // A catalogue's fields are public (and JSON is not validated), so a spec may be
@@ -361,7 +362,8 @@ impl Plan {
         self.layout.im2win_offset().is_none()
     }
 
-    /// Byte offset of the transformed filter in the workspace.
+    /// Byte offset of the transformed filter in the workspace (0 when the kernel reads the
+    /// filter in place: [`Plan::transforms_filter`] is false).
     pub fn filter_offset_bytes(&self) -> usize {
         self.layout.filter_offset()
     }

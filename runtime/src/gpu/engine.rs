@@ -514,8 +514,26 @@ impl Engine {
         self.check_buffer("output", shape.output_len, output.len(), output.stream())?;
         if let Some(ws) = &workspace {
             self.check_context("workspace", ws.stream())?;
+            if ws.num_bytes() < plan.workspace_bytes() {
+                return Err(Error::WorkspaceTooSmall {
+                    expected: plan.workspace_bytes(),
+                    actual: ws.num_bytes(),
+                });
+            }
         }
         let params = ConvParams::from_shape(problem, shape, bias.is_some())?;
+        // The kernels of the plan, loaded before any ordering (a module may load here).
+        let kernels = |plan: &Plan| -> Result<(CudaFunction, Option<CudaFunction>)> {
+            let spec = plan.kernel();
+            let conv = self.function(&spec.name())?;
+            self.allow_dynamic_shared(&spec.name(), &conv, spec.dynamic_shared_bytes())?;
+            let reduce = match plan.splits() {
+                1 => None,
+                _ => Some(self.function(support::split_reduce(spec.dtype))?),
+            };
+            Ok((conv, reduce))
+        };
+        let planned = kernels(plan)?;
         let streams: Vec<Arc<CudaStream>> = [Some(input.stream()), Some(filter.stream())]
             .into_iter()
             .chain([bias.map(|b| b.stream()), residual.map(|r| r.stream())])
@@ -535,8 +553,8 @@ impl Engine {
             // gives way to the one dispatch chooses for them, or the call fails.
             let aligned_to = address_alignment(x, f);
             let replanned;
-            let plan = if operands_fit(plan.kernel(), aligned_to) {
-                plan
+            let (plan, (conv, reduce)) = if operands_fit(plan.kernel(), aligned_to) {
+                (plan, planned)
             } else {
                 replanned = match replan {
                     Some(replan) => replan(aligned_to)?,
@@ -553,16 +571,9 @@ impl Engine {
                         alignment: OPERAND_ALIGNMENT,
                     });
                 }
-                &replanned
+                (&replanned, kernels(&replanned)?)
             };
             let needed = plan.workspace_bytes();
-            let spec = plan.kernel();
-            let conv = self.function(&spec.name())?;
-            self.allow_dynamic_shared(&spec.name(), &conv, spec.dynamic_shared_bytes())?;
-            let reduce = match plan.splits() {
-                1 => None,
-                _ => Some(self.function(support::split_reduce(spec.dtype))?),
-            };
             let workspace: Option<&mut dyn DevicePtrMut<u8>> = match workspace {
                 Some(ws) if ws.num_bytes() < needed => {
                     return Err(Error::WorkspaceTooSmall {
@@ -664,7 +675,9 @@ impl Engine {
 
     /// Runs the layout transforms of `plan` alone, exactly as [`Engine::conv2d_with`] does
     /// before its convolution (for timing them): the input transform into the workspace
-    /// (none when [`Plan::input_in_place`]) and the filter transform. Same buffers, checks,
+    /// (none when [`Plan::input_in_place`]) and the filter transform (none when the kernel
+    /// reads the filter in place, [`Plan::transforms_filter`]: a tensor-core plan has no
+    /// transform at all). Same buffers, checks,
     /// ordering and errors as [`Engine::conv2d_with`], except that the workspace is
     /// required.
     ///
