@@ -328,6 +328,10 @@ impl Engine {
     /// `output = conv2d(input, filter) + bias` with the kernel of `specialization` (usually
     /// a `const` from `im2win::conv2d!`), refusing a problem of another filter size or
     /// stride ([`Error::SpecMismatch`]). Buffers and workspace as [`Engine::conv2d_with`].
+    /// Without a fixed tile, the kernel is chosen for the operands' alignment as
+    /// [`Engine::conv2d`] chooses it (a misaligned input or filter takes an element-wise
+    /// tensor-core kernel); a fixed tensor-core tile on misaligned operands is
+    /// [`Error::Misaligned`].
     ///
     /// # Errors
     /// As [`Engine::plan_specialized`] and [`Engine::conv2d_with`].
