@@ -1,4 +1,6 @@
-//! Renders the default catalogue and compiles it with nvcc into `OUT_DIR/im2win.fatbin`, which
+//! Renders the default catalogue (its tensor-core families as the crate's features `tc-bf16`,
+//! `tc-f16`, `tc-tf32` say: all by default) and compiles it with nvcc into
+//! `OUT_DIR/im2win.fatbin`, which
 //! `src/lib.rs` embeds (`im2win::include_kernels!("im2win")`). Beside it:
 //! `im2win.catalogue.json` (the specs the fatbin holds) and `im2win.kernels.json` (ptxas's
 //! registers, shared memory and spills per kernel).
@@ -20,7 +22,7 @@
 
 use std::path::Path;
 
-use im2win_codegen::{Builder, Catalogue};
+use im2win_codegen::{Builder, Catalogue, DType};
 
 fn main() {
     // The templates and the generator reach this script through the im2win-codegen
@@ -32,7 +34,18 @@ fn main() {
             println!("cargo::rerun-if-changed={path}");
         }
     }
+    // The tensor-core families this build asks for (the crate's features; all by default).
+    let families = [
+        ("CARGO_FEATURE_TC_BF16", DType::Bf16),
+        ("CARGO_FEATURE_TC_F16", DType::F16),
+        ("CARGO_FEATURE_TC_TF32", DType::F32),
+    ];
+    let tensor_op: Vec<DType> = families
+        .into_iter()
+        .filter(|(feature, _)| std::env::var_os(feature).is_some())
+        .map(|(_, dtype)| dtype)
+        .collect();
     Builder::new("im2win")
-        .catalogue(&Catalogue::default_catalogue())
+        .catalogue(&Catalogue::default_for(&tensor_op))
         .build_or_exit();
 }

@@ -1,5 +1,7 @@
 //! Every kernel of the default catalogue against the float64 CPU oracle on random and
-//! hand-picked problems, with operands inside guarded buffers.
+//! hand-picked problems, with operands inside guarded buffers: the strict float32 kernels
+//! with float32 data, the tensor-core kernels (bf16, f16, TF32; NHWC, KRSC filter) with data
+//! of their type against the oracle of the same rounded inputs.
 //!
 //! Without a GPU (or without built kernels) the tests print a skip line and pass; with
 //! `IM2WIN_REQUIRE_GPU=1` they fail instead. `IM2WIN_TEST_SMALL=1` runs fewer, smaller
@@ -10,11 +12,13 @@ mod common;
 use std::fmt;
 
 use common::{
-    Case, Failures, Layout, describe, engine, fixed_problem, gpu_limits, random_problem, run_case,
-    run_case_output, small, summary, test_seed,
+    Case, Failures, Layout, Run, TypedCase, describe, engine, fixed_problem, gpu_limits,
+    random_problem, refuses_misaligned, run_case, run_case_output, run_typed_case, small, summary,
+    tensor_op_tolerance, test_seed,
 };
-use im2win::{Conv2dProblem, Padding, Plan};
-use im2win_codegen::{DType, FixedGeometry, Geometry, KernelSpec};
+use im2win::half::{bf16, f16};
+use im2win::{Conv2dProblem, Element, Engine, FilterLayout, Padding, Plan};
+use im2win_codegen::{DType, FixedGeometry, Geometry, KernelSpec, Math};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -137,7 +141,17 @@ fn every_catalogue_kernel_matches_the_cpu_oracle() {
     let mut rng = StdRng::seed_from_u64(seed);
     let limits = gpu_limits();
     let (per_fixed, generic_only) = if small() { (3, 8) } else { (26, 120) };
-    let catalogue = engine.kernels().catalogue().clone();
+    let full = engine.kernels().catalogue().clone();
+    // The strict float32 kernels here; the tensor-core kernels below, with data of their type.
+    let catalogue = im2win::codegen::Catalogue {
+        kernels: full
+            .kernels
+            .iter()
+            .filter(|spec| spec.math == Math::Simt)
+            .copied()
+            .collect(),
+        ..full.clone()
+    };
     let generics: Vec<KernelSpec> = catalogue
         .kernels
         .iter()
@@ -224,18 +238,253 @@ fn every_catalogue_kernel_matches_the_cpu_oracle() {
     summary(
         TEST,
         &format!(
-            "{} problems, {runs} kernel runs over {} kernels, worst relative error {worst:.2e} \
-             (seed {seed}); coverage: {coverage}",
+            "{} problems, {runs} kernel runs over {} float32 kernels, worst relative error \
+             {worst:.2e} (seed {seed}); coverage: {coverage}",
             problems.len(),
             catalogue.kernels.len(),
         ),
     );
+    let tensor_op = tensor_op_kernels_match_the_oracle(&engine, &full, &mut rng, &mut failures);
+    summary(TEST, &tensor_op.to_string());
     failures.assert_none(TEST);
     if !small() {
         assert!(
             coverage.missing().is_empty(),
             "edge cases never drawn: {:?}",
             coverage.missing()
+        );
+        tensor_op.assert_enough();
+    }
+}
+
+/// What [`tensor_op_kernels_match_the_oracle`] ran.
+#[derive(Default)]
+struct TensorOpTally {
+    /// Problems per numeric type (`bf16`, `f16`, `tf32`), and kernels.
+    problems: [usize; 3],
+    kernels: usize,
+    /// Runs: forced plans, the engine's own dispatch, misaligned operands.
+    forced: usize,
+    dispatched: usize,
+    misaligned: usize,
+    /// Worst relative error per numeric type.
+    worst: [f64; 3],
+    /// Problems with an epilogue beyond `+ bias`, with a residual, with C not a multiple of 8.
+    epilogues: usize,
+    residuals: usize,
+    odd_channels: usize,
+}
+
+const NUMERICS: [&str; 3] = ["bf16", "f16", "tf32"];
+
+impl TensorOpTally {
+    fn index(dtype: DType) -> usize {
+        match dtype {
+            DType::Bf16 => 0,
+            DType::F16 => 1,
+            DType::F32 => 2,
+        }
+    }
+
+    fn assert_enough(&self) {
+        if self.kernels == 0 {
+            // Built without tensor-core kernels (features off): nothing to check.
+            return;
+        }
+        for (numeric, &count) in NUMERICS.iter().zip(&self.problems) {
+            assert!(count >= 300, "only {count} {numeric} problems");
+        }
+        assert!(
+            self.misaligned > 0
+                && self.epilogues > 0
+                && self.residuals > 0
+                && self.odd_channels > 0,
+            "tensor-core edge cases never drawn"
+        );
+    }
+}
+
+impl fmt::Display for TensorOpTally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tensor-core kernels: {} kernels, problems bf16 {} f16 {} tf32 {} ({} with an \
+             epilogue, {} with a residual, {} with C not a multiple of 8); runs: {} forced, {} \
+             dispatched, {} on misaligned operands; worst relative error bf16 {:.2e} (limit \
+             8e-3), f16 {:.2e} (1e-3), tf32 {:.2e} (1e-3)",
+            self.kernels,
+            self.problems[0],
+            self.problems[1],
+            self.problems[2],
+            self.epilogues,
+            self.residuals,
+            self.odd_channels,
+            self.forced,
+            self.dispatched,
+            self.misaligned,
+            self.worst[0],
+            self.worst[1],
+            self.worst[2],
+        )
+    }
+}
+
+/// A random problem for the tensor-core kernel `spec`: of its geometry (fixed or random), its
+/// element type and precision, NHWC with a KRSC filter, `C` a multiple of the kernel's
+/// channel vector (vector loads), a random epilogue. Every fourth one is deep: 64 to 160
+/// channels (several stages of 128-byte rows) and up to 300 output channels.
+fn tensor_op_problem(rng: &mut StdRng, spec: &KernelSpec, deep: bool) -> Conv2dProblem {
+    let limits = gpu_limits();
+    let mut problem = match spec.geometry {
+        Geometry::Fixed(g) => fixed_problem(rng, g, &limits),
+        Geometry::Generic => random_problem(rng, &limits),
+    };
+    let multiple = spec.channel_multiple();
+    let [r, s] = [problem.filter[2], problem.filter[3]];
+    // Deep problems for filters up to 3×3 (the oracle's cost grows with C·R·S·K), on an
+    // image shrunk to keep it quick.
+    if deep && r * s <= 9 && !small() {
+        let c = rng.random_range(64..=160);
+        let deeper = Conv2dProblem::new(
+            [
+                1,
+                c,
+                problem.input[2].min(10 + r),
+                problem.input[3].min(10 + s),
+            ],
+            [rng.random_range(100..=300), c, r, s],
+        )
+        .with_stride(problem.stride)
+        .with_padding(problem.padding)
+        .with_dilation(problem.dilation);
+        if deeper.shape().is_ok() {
+            problem = deeper;
+        }
+    }
+    let c = problem.input[1].div_ceil(multiple) * multiple;
+    problem.input[1] = c;
+    problem.filter[1] = c;
+    let precision = if spec.dtype == DType::F32 {
+        im2win::Precision::Tf32
+    } else {
+        im2win::Precision::Strict
+    };
+    problem
+        .with_dtype(spec.dtype)
+        .with_precision(precision)
+        .with_layout(im2win::Layout::Nhwc)
+        .with_filter_layout(FilterLayout::Krsc)
+        .with_epilogue(random_epilogue(rng))
+}
+
+/// Every tensor-core kernel of `catalogue` on random problems of its kind (see
+/// [`tensor_op_problem`]), data of its type, against the float64 oracle of the same rounded
+/// inputs: forced on aligned operands (offsets that are multiples of 16 bytes) with a random
+/// buffer layout; through the engine's own dispatch (`Engine::conv2d`) on aligned and on
+/// misaligned operands (a view 2 or 74 bytes in: dispatch must take an element-wise kernel);
+/// and, for a kernel with vector loads, forced on misaligned operands, which must be refused
+/// untouched.
+fn tensor_op_kernels_match_the_oracle(
+    engine: &Engine,
+    catalogue: &im2win::codegen::Catalogue,
+    rng: &mut StdRng,
+    failures: &mut common::Failures,
+) -> TensorOpTally {
+    let per_kernel = if small() { 2 } else { 17 };
+    let mut tally = TensorOpTally::default();
+    let specs: Vec<KernelSpec> = catalogue
+        .kernels
+        .iter()
+        .filter(|spec| spec.math == Math::TensorOp)
+        .copied()
+        .collect();
+    tally.kernels = specs.len();
+    for spec in &specs {
+        for i in 0..per_kernel {
+            let problem = tensor_op_problem(rng, spec, i % 4 == 3);
+            let with_bias = rng.random_bool(0.5);
+            match spec.dtype {
+                DType::Bf16 => run_tensor_op::<bf16>(
+                    engine, spec, problem, with_bias, i, rng, failures, &mut tally,
+                ),
+                DType::F16 => run_tensor_op::<f16>(
+                    engine, spec, problem, with_bias, i, rng, failures, &mut tally,
+                ),
+                DType::F32 => run_tensor_op::<f32>(
+                    engine, spec, problem, with_bias, i, rng, failures, &mut tally,
+                ),
+            }
+        }
+    }
+    tally
+}
+
+/// One problem of [`tensor_op_kernels_match_the_oracle`] with elements `T`.
+#[allow(clippy::too_many_arguments)]
+fn run_tensor_op<T: Element>(
+    engine: &Engine,
+    spec: &KernelSpec,
+    problem: Conv2dProblem,
+    with_bias: bool,
+    i: usize,
+    rng: &mut StdRng,
+    failures: &mut common::Failures,
+    tally: &mut TensorOpTally,
+) {
+    let case = TypedCase::<T>::random(rng, problem, with_bias);
+    let tolerance = tensor_op_tolerance(spec.dtype);
+    let index = TensorOpTally::index(spec.dtype);
+    tally.problems[index] += 1;
+    tally.epilogues += usize::from(problem.epilogue != im2win::Epilogue::IDENTITY);
+    tally.residuals += usize::from(problem.epilogue.residual);
+    tally.odd_channels += usize::from(!problem.input[1].is_multiple_of(8));
+    let mut record = |what: String, outcome: Result<f64, String>, tally: &mut TensorOpTally| {
+        let err = failures.check(|| what, outcome);
+        tally.worst[index] = tally.worst[index].max(err);
+    };
+    // Offsets in elements that keep 16-byte alignment for 2- and 4-byte elements.
+    const ALIGNED: [usize; 4] = [0, 64, 8, 200];
+    let aligned = Layout {
+        offset: ALIGNED[i % ALIGNED.len()],
+        ..Layout::varied(i)
+    };
+    let forced = Plan::for_spec(&problem, *spec).map_err(|e| e.to_string());
+    let outcome = forced
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|plan| run_typed_case(engine, Run::Plan(plan), &case, &aligned, tolerance));
+    record(
+        format!("{spec} on {} ({aligned:?})", describe(&problem)),
+        outcome,
+        tally,
+    );
+    tally.forced += 1;
+    if problem.epilogue.residual {
+        return;
+    }
+    // The engine's own choice, on aligned and on misaligned operands.
+    let odd = Layout {
+        offset: [1, 37][i % 2],
+        ..Layout::varied(i)
+    };
+    for layout in [aligned, odd] {
+        let outcome = run_typed_case(engine, Run::Dispatch, &case, &layout, tolerance);
+        record(
+            format!("dispatch of {} ({layout:?})", describe(&problem)),
+            outcome,
+            tally,
+        );
+        tally.dispatched += 1;
+    }
+    tally.misaligned += 1;
+    if spec.needs_aligned_operands()
+        && let Ok(plan) = &forced
+    {
+        let outcome = refuses_misaligned(engine, plan, &case).map(|()| 0.0);
+        record(
+            format!("{spec} on misaligned operands of {}", describe(&problem)),
+            outcome,
+            tally,
         );
     }
 }
@@ -360,7 +609,8 @@ fn split_reductions_match_the_cpu_oracle() {
         runs += 1;
         usize::from(with_bias)
     };
-    for spec in &catalogue.kernels {
+    // The tensor-core kernels do not split their reduction (`Plan::with_split` refuses).
+    for spec in catalogue.kernels.iter().filter(|s| s.math == Math::Simt) {
         for i in 0..per_kernel {
             let problem = match spec.geometry {
                 Geometry::Fixed(g) => fixed_problem(&mut rng, g, &limits),
@@ -456,7 +706,9 @@ fn layouts_and_epilogues_match_the_cpu_oracle() {
     let mut failures = Failures::default();
     let (mut problems, mut runs, mut worst) = (0_usize, 0_usize, 0.0_f64);
     let mut seen = std::collections::BTreeSet::new();
-    for spec in &catalogue.kernels {
+    // Float32 data: the strict float32 kernels (the tensor-core kernels' epilogues are
+    // covered by `every_catalogue_kernel_matches_the_cpu_oracle`).
+    for spec in catalogue.kernels.iter().filter(|s| s.math == Math::Simt) {
         for _ in 0..per_kernel {
             let problem = match spec.geometry {
                 Geometry::Fixed(g) => fixed_problem(&mut rng, g, &limits),
@@ -514,4 +766,67 @@ fn layouts_and_epilogues_match_the_cpu_oracle() {
         assert!(problems >= 300, "only {problems} problems");
         assert_eq!(seen.len(), 2 * 2 * 5, "a combination was never drawn");
     }
+}
+
+/// Runs without a GPU: the problems that [`tensor_op_kernels_match_the_oracle`] draws for
+/// each tensor-core kernel of the default catalogue are valid, in the kernel's type, layout
+/// and filter layout, and the kernel can be forced on them; and the CPU backend on the same
+/// typed data (float32 arithmetic, each output rounded to the type) is within the GPU tests'
+/// limits of the oracle, so that a GPU failure is the kernel's, not the test's.
+#[test]
+fn tensor_op_cases_are_valid_and_the_limits_hold_on_the_cpu() {
+    const TEST: &str = "tensor_op_cases_are_valid_and_the_limits_hold_on_the_cpu";
+    let mut rng = StdRng::seed_from_u64(test_seed(20_261_206));
+    let catalogue = im2win::codegen::Catalogue::default_catalogue();
+    let mut worst = [0.0_f64; 3];
+    let mut problems = 0;
+    for spec in catalogue
+        .kernels
+        .iter()
+        .filter(|s| s.math == Math::TensorOp)
+    {
+        for i in 0..2 {
+            let problem = tensor_op_problem(&mut rng, spec, i == 1);
+            Plan::for_spec(&problem, *spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+            assert_eq!(problem.dtype, spec.dtype);
+            let tolerance = tensor_op_tolerance(spec.dtype);
+            let err = match spec.dtype {
+                DType::Bf16 => cpu_error::<bf16>(&mut rng, problem),
+                DType::F16 => cpu_error::<f16>(&mut rng, problem),
+                DType::F32 => cpu_error::<f32>(&mut rng, problem),
+            };
+            assert!(
+                err <= tolerance,
+                "{spec} on {}: {err:e}",
+                describe(&problem)
+            );
+            let index = TensorOpTally::index(spec.dtype);
+            worst[index] = worst[index].max(err);
+            problems += 1;
+        }
+    }
+    summary(
+        TEST,
+        &format!(
+            "{problems} problems; the CPU backend's worst error bf16 {:.2e}, f16 {:.2e}, tf32 {:.2e}",
+            worst[0], worst[1], worst[2]
+        ),
+    );
+}
+
+/// The CPU backend's relative error on a random typed case of `problem`.
+fn cpu_error<T: Element>(rng: &mut StdRng, problem: Conv2dProblem) -> f64 {
+    let case = TypedCase::<T>::random(rng, problem, true);
+    let shape = problem.shape().unwrap();
+    let mut out = vec![T::from_f32(0.0); shape.output_len];
+    im2win::cpu::conv2d_with_residual(
+        &problem,
+        &case.input,
+        &case.filter,
+        case.bias.as_deref(),
+        case.residual.as_deref(),
+        &mut out,
+    )
+    .unwrap();
+    im2win::cpu::relative_error(&out, &case.reference)
 }

@@ -1,15 +1,22 @@
-//! bf16, f16 and TF32 problems on the GPU engine before the tensor-core kernels exist: the
-//! engine refuses them by name (no kernel of the type, never a float32 kernel instead),
-//! refuses buffers of another element type, and its float64 oracle convolves the float32
-//! values of the rounded operands exactly as the CPU oracle does.
+//! bf16, f16 and TF32 problems on the GPU engine: NHWC problems with a KRSC filter run on the
+//! tensor-core kernels and match the float64 oracle of the same rounded inputs; NCHW ones
+//! (no tensor-core kernels yet) and KCRS filters are refused by name (never a float32 kernel
+//! instead), as are buffers of another element type; the engine's float64 oracle convolves
+//! the float32 values of the rounded operands exactly as the CPU oracle does.
+//! (`tests/gpu_conv.rs` runs every tensor-core kernel of the catalogue.)
 //!
 //! Skips without a GPU; fails instead with `IM2WIN_REQUIRE_GPU=1`.
 
 mod common;
 
-use common::{POISON, engine};
-use im2win::half::bf16;
-use im2win::{Conv2dProblem, DType, Element, Error, Padding, Precision, round_to_tf32};
+use common::{POISON, Run, TypedCase, engine, run_typed_case, tensor_op_tolerance};
+use im2win::half::{bf16, f16};
+use im2win::{
+    Conv2dProblem, DType, Element, Engine, Error, FilterLayout, Layout, Padding, Precision,
+    round_to_tf32,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 /// 2×3×9×8 input, 5×3×3×3 filter, padding 1: output 2×5×9×8.
 fn problem() -> Conv2dProblem {
@@ -21,6 +28,97 @@ fn values(len: usize, seed: usize) -> Vec<f32> {
     (0..len)
         .map(|i| (((i * 37 + seed * 11) % 199) as f32 - 99.5) / 100.0)
         .collect()
+}
+
+/// A bf16, f16 or TF32 problem (`numeric`) for the tensor-core kernels: NHWC, KRSC filter.
+fn tensor_op_problem(numeric: &str, c: usize) -> Conv2dProblem {
+    let (dtype, precision) = Precision::from_numeric_name(numeric).unwrap();
+    Conv2dProblem::new([2, c, 17, 15], [70, c, 3, 3])
+        .with_padding(Padding::uniform(1))
+        .with_dtype(dtype)
+        .with_precision(precision)
+        .with_layout(Layout::Nhwc)
+        .with_filter_layout(FilterLayout::Krsc)
+}
+
+/// `Engine::conv2d` of a typed case at aligned and misaligned operand offsets, checked
+/// against the oracle; returns the kernels dispatch chose.
+fn through_the_engine<T: Element>(engine: &Engine, problem: Conv2dProblem) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(12);
+    let case = TypedCase::<T>::random(&mut rng, problem, true);
+    let tolerance = tensor_op_tolerance(problem.dtype);
+    for offset in [0, 1] {
+        let layout = common::Layout {
+            offset,
+            guard: 40,
+            own_workspace: false,
+            other_stream: false,
+        };
+        let err = run_typed_case(engine, Run::Dispatch, &case, &layout, tolerance)
+            .unwrap_or_else(|why| panic!("{problem:?} at offset {offset}: {why}"));
+        assert!(err <= tolerance);
+    }
+    vec![
+        engine.plan(&problem).unwrap().kernel().name(),
+        engine
+            .plan_for_operands(&problem, 2)
+            .unwrap()
+            .kernel()
+            .name(),
+    ]
+}
+
+#[test]
+fn tensor_op_problems_run_on_the_tensor_cores() {
+    const TEST: &str = "tensor_op_problems_run_on_the_tensor_cores";
+    let Some(engine) = engine(TEST) else { return };
+    if !engine
+        .kernels()
+        .catalogue()
+        .kernels
+        .iter()
+        .any(|k| k.math == im2win::codegen::Math::TensorOp)
+    {
+        common::summary(TEST, "SKIPPED: built without tensor-core kernels");
+        return;
+    }
+    let mut chosen = Vec::new();
+    for c in [16, 3] {
+        chosen.extend(through_the_engine::<bf16>(
+            &engine,
+            tensor_op_problem("bf16", c),
+        ));
+        chosen.extend(through_the_engine::<f16>(
+            &engine,
+            tensor_op_problem("f16", c),
+        ));
+        chosen.extend(through_the_engine::<f32>(
+            &engine,
+            tensor_op_problem("tf32", c),
+        ));
+    }
+    // Vector loads where C and the addresses allow, element-wise otherwise.
+    assert!(chosen.iter().any(|k| !k.contains("_novec")), "{chosen:?}");
+    assert!(chosen.iter().any(|k| k.contains("_novec")), "{chosen:?}");
+    // A KCRS filter is refused before anything runs.
+    let stream = engine.stream();
+    let problem = tensor_op_problem("bf16", 16).with_filter_layout(FilterLayout::Kcrs);
+    let shape = problem.shape().unwrap();
+    let x = stream
+        .clone_htod(&vec![bf16::from_f32(0.5); shape.input_len])
+        .unwrap();
+    let f = stream
+        .clone_htod(&vec![bf16::from_f32(0.25); shape.filter_len])
+        .unwrap();
+    let mut y = stream
+        .clone_htod(&vec![bf16::NAN; shape.output_len])
+        .unwrap();
+    let err = engine
+        .conv2d(&problem, &x, &f, None, &mut y, None)
+        .unwrap_err();
+    assert!(matches!(err, Error::RequirementUnmet { .. }), "{err}");
+    assert!(stream.clone_dtoh(&y).unwrap().iter().all(|v| v.is_nan()));
+    common::summary(TEST, &format!("kernels chosen: {chosen:?}"));
 }
 
 #[test]
@@ -47,7 +145,8 @@ fn missing_types_and_precisions_are_errors_not_float32() {
     let y = stream.clone_dtoh(&y16).unwrap();
     assert!(y.iter().all(|v| v.is_nan()), "the output was written");
 
-    // TF32 on float32 buffers: no TF32 kernels, so nothing runs (strict kernels would).
+    // TF32 on NCHW float32 buffers: no NCHW TF32 kernels, so nothing runs (strict kernels
+    // would).
     let x = stream.clone_htod(&vec![0.5_f32; shape.input_len]).unwrap();
     let f = stream
         .clone_htod(&vec![0.25_f32; shape.filter_len])

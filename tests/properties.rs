@@ -524,3 +524,91 @@ fn fuzz_corpus_replays_cleanly() {
     assert!(!paths.is_empty(), "no corpus files in {}", dir.display());
     summary(TEST, &format!("{} corpus inputs: {tally}", paths.len()));
 }
+
+/// Dispatch of random bf16, f16 and TF32 problems (NHWC tensors, KRSC filter) on the
+/// default catalogue: a tensor-core kernel of the problem's type that can run it, with
+/// vector loads exactly when `C` is a multiple of the 16-byte piece (aligned operands),
+/// element-wise when the operands are not aligned; the launch shape and workspace of the
+/// design (a 1-D grid of pixel tiles × channel tiles, 128 threads, the stages in dynamic
+/// shared memory, no split, no workspace); the same plan when asked twice. The same problem
+/// in NCHW or with a KCRS filter is refused by name.
+#[test]
+fn tensor_op_dispatch_on_random_problems() {
+    use im2win::codegen::Math;
+    use im2win::gpu::{OPERAND_ALIGNMENT, can_implement};
+    use im2win::{DeviceLimits, FilterLayout, Layout, Plan, Precision};
+    const TEST: &str = "tensor_op_dispatch_on_random_problems";
+    let catalogue = default_catalogue();
+    if !catalogue.kernels.iter().any(|k| k.math == Math::TensorOp) {
+        summary(TEST, "SKIPPED: built without tensor-core kernels");
+        return;
+    }
+    let tally = Tally::default();
+    let numerics = prop::sample::select(vec!["bf16", "f16", "tf32"]);
+    let strategy = (bounded_problem(Bounds::WIDE), numerics, any::<bool>());
+    check_property(TEST, 2_000, strategy, |(problem, numeric, aligned)| {
+        let (dtype, precision) = Precision::from_numeric_name(numeric).unwrap();
+        let problem = problem
+            .with_dtype(dtype)
+            .with_precision(precision)
+            .with_layout(Layout::Nhwc)
+            .with_filter_layout(FilterLayout::Krsc);
+        let Ok(shape) = problem.shape() else {
+            tally.add("invalid");
+            return Ok(());
+        };
+        let aligned_to = if aligned { OPERAND_ALIGNMENT } else { 2 };
+        let device = DeviceLimits::H200;
+        let plan = no_panic("Plan::for_operands", || {
+            Plan::for_operands(&problem, &catalogue, &device, aligned_to)
+        })?;
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(err) => return Err(TestCaseError::fail(format!("{problem:?}: {err}"))),
+        };
+        let spec = *plan.kernel();
+        prop_assert_eq!(spec.math, Math::TensorOp);
+        prop_assert_eq!(spec.numeric_name(), numeric);
+        prop_assert!(can_implement(&spec, &problem), "{} on {:?}", spec, problem);
+        let multiple = 16 / dtype.size_bytes();
+        let vector = aligned && problem.input[1].is_multiple_of(multiple);
+        prop_assert_eq!(
+            spec.variant.vector_loads,
+            vector,
+            "{} on {:?}",
+            spec,
+            problem
+        );
+        let tiles = shape.pixels.div_ceil(spec.tile.block_n as usize)
+            * shape.output[1].div_ceil(spec.tile.block_m as usize);
+        prop_assert_eq!(plan.grid_dim(), (tiles as u32, 1, 1));
+        prop_assert_eq!(plan.block_dim(), (spec.threads(), 1, 1));
+        prop_assert_eq!(u64::from(plan.dynamic_shared_bytes()), spec.shared_bytes());
+        prop_assert_eq!(plan.splits(), 1);
+        prop_assert_eq!(plan.workspace_bytes(), 0);
+        prop_assert!(!plan.transforms_filter());
+        let again = Plan::for_operands(&problem, &catalogue, &device, aligned_to).unwrap();
+        prop_assert_eq!(&again, &plan);
+        // NCHW and a KCRS filter: refused, never another kernel.
+        for refused in [
+            problem.with_layout(Layout::Nchw),
+            problem.with_filter_layout(FilterLayout::Kcrs),
+        ] {
+            let err = Plan::for_operands(&refused, &catalogue, &device, aligned_to).unwrap_err();
+            prop_assert!(
+                matches!(
+                    err,
+                    Error::NoKernelForType { .. } | Error::RequirementUnmet { .. }
+                ),
+                "{err}"
+            );
+        }
+        tally.add(if vector { "vector" } else { "element-wise" });
+        Ok(())
+    });
+    summary(TEST, &tally.to_string());
+    assert!(
+        tally.get("vector") >= 100 && tally.get("element-wise") >= 100,
+        "{tally}"
+    );
+}

@@ -1,5 +1,6 @@
 //! `im2win kernels`: every kernel of the embedded catalogue with its registers, shared
-//! memory and spills, as ptxas reported them at build time.
+//! memory and spills, as ptxas reported them at build time, and the dynamic shared memory a
+//! launch gives it (the tensor-core kernels' stages, from their spec).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -25,17 +26,23 @@ pub fn run() -> Result<()> {
     );
     let _ = writeln!(
         text,
-        "{:48} {:6} {:>5} {:>10} {:>7} {:>7}",
-        "kernel", "arch", "regs", "smem (B)", "stack", "spills"
+        "{:58} {:6} {:>5} {:>10} {:>10} {:>7} {:>7}",
+        "kernel", "arch", "regs", "smem (B)", "dyn (B)", "stack", "spills"
     );
+    let catalogue = im2win::kernels().catalogue().clone();
     for k in &report.kernels {
+        // Dynamic shared memory is the launch's, not ptxas's: from the kernel's spec.
+        let dynamic = catalogue
+            .find(&k.kernel)
+            .map_or(0, |spec| spec.dynamic_shared_bytes());
         let _ = writeln!(
             text,
-            "{:48} {:6} {:>5} {:>10} {:>7} {:>7}",
+            "{:58} {:6} {:>5} {:>10} {:>10} {:>7} {:>7}",
             k.kernel,
             k.arch,
             k.registers,
             k.shared_bytes,
+            dynamic,
             k.stack_bytes,
             k.spill_store_bytes + k.spill_load_bytes
         );

@@ -17,6 +17,7 @@
 //! reordering or retyping a field or a parameter changes the stamp.
 
 use crate::catalogue::{baselines, support};
+use crate::spec::{DType, KernelSpec};
 
 /// The kernel header whose `struct ConvParams` is part of the interface.
 const HEADER: &str = include_str!("../templates/common.cuh");
@@ -24,12 +25,14 @@ const HEADER: &str = include_str!("../templates/common.cuh");
 /// Name of the `extern "C" __device__ unsigned long long` that holds a module's stamp.
 pub const ABI_SYMBOL: &str = "im2win_abi_stamp";
 
-/// Which kernels a [`KERNEL_SIGNATURES`] entry covers: every convolution kernel of a
-/// catalogue (they all share one signature), or one support or baseline kernel by name.
+/// Which kernels a [`KERNEL_SIGNATURES`] entry covers: every convolution kernel of one
+/// element type (they share one signature, whatever their math: TF32 kernels take float
+/// pointers), or one support or baseline kernel by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelKind {
-    /// Every convolution kernel (`KernelSpec::name`).
-    Convolution,
+    /// Every convolution kernel (`KernelSpec::name`) of this element type
+    /// ([`KernelSpec::dtype`]).
+    Convolution(DType),
     /// The support kernel of this `extern "C"` name ([`support`]), in every fatbin.
     Support(&'static str),
     /// The benchmark's baseline kernel of this `extern "C"` name ([`baselines`]), only in a
@@ -43,13 +46,35 @@ pub enum KernelKind {
 /// interface and are left out.
 pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
     (
-        KernelKind::Convolution,
+        KernelKind::Convolution(DType::F32),
         &[
             "const float*",
             "const float*",
             "const float*",
             "const float*",
             "float*",
+            "ConvParams",
+        ],
+    ),
+    (
+        KernelKind::Convolution(DType::Bf16),
+        &[
+            "const __nv_bfloat16*",
+            "const __nv_bfloat16*",
+            "const __nv_bfloat16*",
+            "const __nv_bfloat16*",
+            "__nv_bfloat16*",
+            "ConvParams",
+        ],
+    ),
+    (
+        KernelKind::Convolution(DType::F16),
+        &[
+            "const __half*",
+            "const __half*",
+            "const __half*",
+            "const __half*",
+            "__half*",
             "ConvParams",
         ],
     ),
@@ -108,15 +133,17 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
 ];
 
 /// The parameter types listed for the kernel `name` ([`KERNEL_SIGNATURES`]): its support or
-/// baseline kernel's entry, else the convolution kernels' one.
+/// baseline kernel's entry, else, for a convolution kernel's name, the entry of its element
+/// type; empty for any other name.
 pub fn signature_of(name: &str) -> &'static [&'static str] {
     let support = KERNEL_SIGNATURES.iter().find(
         |(kind, _)| matches!(kind, KernelKind::Support(n) | KernelKind::Baseline(n) if *n == name),
     );
     let convolution = || {
+        let dtype = name.parse::<KernelSpec>().ok()?.dtype;
         KERNEL_SIGNATURES
             .iter()
-            .find(|(kind, _)| *kind == KernelKind::Convolution)
+            .find(|(kind, _)| *kind == KernelKind::Convolution(dtype))
     };
     support
         .or_else(convolution)
@@ -139,12 +166,17 @@ pub fn conv_params_declaration() -> String {
 pub fn abi_description() -> String {
     let mut text = conv_params_declaration();
     for (kind, types) in KERNEL_SIGNATURES {
-        let name = match kind {
-            KernelKind::Convolution => "<convolution>",
-            KernelKind::Support(name) | KernelKind::Baseline(name) => name,
-        };
         text.push('\n');
-        text.push_str(name);
+        match kind {
+            // The float32 entry keeps the spelling it had when it was the only one.
+            KernelKind::Convolution(DType::F32) => text.push_str("<convolution>"),
+            KernelKind::Convolution(dtype) => {
+                text.push_str("<convolution ");
+                text.push_str(dtype.name());
+                text.push('>');
+            }
+            KernelKind::Support(name) | KernelKind::Baseline(name) => text.push_str(name),
+        }
         text.push('(');
         text.push_str(&types.join(", "));
         text.push(')');
@@ -233,10 +265,42 @@ mod tests {
         }
         assert_eq!(
             KERNEL_SIGNATURES.len(),
-            1 + support::ALL.len() + baselines::ALL.len(),
+            DType::ALL.len() + support::ALL.len() + baselines::ALL.len(),
             "an entry for a kernel that no list names"
         );
-        assert_eq!(signature_of("im2win_r3s3_anything").len(), 6);
+        assert!(signature_of("im2win_r3s3_anything").is_empty());
+    }
+
+    #[test]
+    fn every_element_type_has_its_convolution_signature() {
+        for dtype in DType::ALL {
+            let entries: Vec<_> = KERNEL_SIGNATURES
+                .iter()
+                .filter(|(kind, _)| *kind == KernelKind::Convolution(dtype))
+                .collect();
+            assert_eq!(entries.len(), 1, "{dtype}");
+            let types = entries[0].1;
+            let pointer = format!("{}*", dtype.cuda_type());
+            assert_eq!(types[4], pointer, "{dtype}: the output");
+            for input in &types[..4] {
+                assert_eq!(*input, format!("const {pointer}"), "{dtype}");
+            }
+            assert_eq!(types[5], "ConvParams");
+        }
+        // A kernel's name picks its type's entry: TF32 kernels take float pointers.
+        let f32 = signature_of("im2win_f32_generic_b128x128x8_t8x8");
+        assert_eq!(
+            signature_of("im2win_tf32_generic_b64x128x16_w32x64_fused_nhwc"),
+            f32
+        );
+        assert_eq!(
+            signature_of("im2win_bf16_generic_b64x128x32_w32x64_fused_nhwc")[0],
+            "const __nv_bfloat16*"
+        );
+        assert_eq!(
+            signature_of("im2win_f16_generic_b64x128x32_w32x64_fused_novec_nhwc")[4],
+            "__half*"
+        );
     }
 
     #[test]

@@ -84,6 +84,136 @@ pub const EXTRA_TILES: [(FixedGeometry, TileConfig); 1] = [(
     },
 )];
 
+/// A tensor-core tile in the terms of the template (`TensorOpTileShape` in
+/// `codegen/templates/tile_tensorop.cuh`) and of `scripts/tc/NOTES.md`: output pixels ×
+/// output channels per block, the warp tile, and the bytes of reduction a stage keeps per
+/// shared-memory row. [`TensorOpTile::tile`] writes it as the [`TileConfig`] of one element
+/// type (the row's bytes are `block_k` elements: 32 bf16 or 16 floats for 64-byte rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TensorOpTile {
+    /// Output pixels per block (the template's `BM`; [`TileConfig::block_n`]).
+    pub pixels: u32,
+    /// Output channels per block (the template's `BN`; [`TileConfig::block_m`]).
+    pub channels: u32,
+    /// Output pixels per warp (`WM`; [`TileConfig::thread_n`]).
+    pub warp_pixels: u32,
+    /// Output channels per warp (`WN`; [`TileConfig::thread_m`]).
+    pub warp_channels: u32,
+    /// Bytes of reduction per shared-memory row and stage (`ROW_BYTES`: 32, 64 or 128);
+    /// the stages follow from it ([`KernelSpec::stages`]).
+    pub row_bytes: u32,
+}
+
+impl TensorOpTile {
+    /// The tile as the [`TileConfig`] of tensor-core kernels of element type `dtype`.
+    pub const fn tile(self, dtype: DType) -> TileConfig {
+        TileConfig {
+            block_m: self.channels,
+            block_n: self.pixels,
+            block_k: self.row_bytes / dtype.size_bytes() as u32,
+            thread_m: self.warp_channels,
+            thread_n: self.warp_pixels,
+        }
+    }
+}
+
+/// 128 pixels × 128 channels, 2 × 2 warps of 64 × 64, 64-byte rows (4 stages, 64 KiB).
+pub const TENSOR_OP_128X128_R64: TensorOpTile = TensorOpTile {
+    pixels: 128,
+    channels: 128,
+    warp_pixels: 64,
+    warp_channels: 64,
+    row_bytes: 64,
+};
+/// 128 pixels × 64 channels, 2 × 2 warps of 64 × 32, 64-byte rows (4 stages, 48 KiB; up to
+/// three blocks per SM).
+pub const TENSOR_OP_128X64_R64: TensorOpTile = TensorOpTile {
+    pixels: 128,
+    channels: 64,
+    warp_pixels: 64,
+    warp_channels: 32,
+    row_bytes: 64,
+};
+/// 128 × 128 with 128-byte rows (3 stages, 96 KiB): half the barriers and tap
+/// decompositions per MMA.
+pub const TENSOR_OP_128X128_R128: TensorOpTile = TensorOpTile {
+    row_bytes: 128,
+    ..TENSOR_OP_128X128_R64
+};
+/// 128 × 64 with 128-byte rows (3 stages, 72 KiB).
+pub const TENSOR_OP_128X64_R128: TensorOpTile = TensorOpTile {
+    row_bytes: 128,
+    ..TENSOR_OP_128X64_R64
+};
+/// 128 pixels × 96 channels, 2 × 2 warps of 64 × 48, 64-byte rows (4 stages, 56 KiB): the
+/// K = 96 stems (AlexNet's 11 × 11 stride-4 layers).
+pub const TENSOR_OP_128X96_R64: TensorOpTile = TensorOpTile {
+    pixels: 128,
+    channels: 96,
+    warp_pixels: 64,
+    warp_channels: 48,
+    row_bytes: 64,
+};
+
+/// The tiles of the tensor-core kernels with vector loads (`C` a multiple of 8, or 4 for
+/// TF32), the four that won on the paper's and ResNet-50's layers on the H100
+/// (`scripts/tc/NOTES.md`): 128 × 128 for large layers with long reductions, 128 × 64 for
+/// most of the rest (more blocks, up to three per SM), each with 64- or 128-byte rows.
+pub const TENSOR_OP_TILES: [TensorOpTile; 4] = [
+    TENSOR_OP_128X128_R64,
+    TENSOR_OP_128X64_R64,
+    TENSOR_OP_128X128_R128,
+    TENSOR_OP_128X64_R128,
+];
+
+/// The default catalogue's tensor-core kernels of each element type (bf16, f16, TF32), all
+/// NHWC with a KRSC filter: `(geometry, tile, vector loads)`.
+///
+/// * With vector loads (`C` a multiple of the 16-byte piece): every tile of
+///   [`TENSOR_OP_TILES`] for 1×1 stride 1, 3×3 stride 1 and the generic kernel; 128 × 64
+///   (both row sizes) for 3×3 stride 2 (ResNet's downsampling layers).
+/// * Element by element (any `C`: the C = 3 stems): 128 × 64 for 3×3 stride 1 (VGG's and
+///   the paper's conv7), 7×7 stride 2 (ResNet's stem) and the generic kernel; 128 × 96 for
+///   11×11 stride 4 (K = 96) and the generic kernel.
+///
+/// 19 kernels per type. Fixed geometries cost a kernel each and gain little where vector
+/// copies dominate (the tap test is one AND instead of two compares), so the list stays at
+/// the geometries of the networks measured; every other problem takes the generic kernels.
+pub const TENSOR_OP_KERNELS: [(Geometry, TensorOpTile, bool); 19] = {
+    const G1: Geometry = Geometry::Fixed(FixedGeometry::square(1, 1));
+    const G3: Geometry = Geometry::Fixed(FixedGeometry::square(3, 1));
+    const G3S2: Geometry = Geometry::Fixed(FixedGeometry::square(3, 2));
+    const G7S2: Geometry = Geometry::Fixed(FixedGeometry::square(7, 2));
+    const G11S4: Geometry = Geometry::Fixed(FixedGeometry::square(11, 4));
+    const GEN: Geometry = Geometry::Generic;
+    let [a, b, c, d] = TENSOR_OP_TILES;
+    [
+        (G1, a, true),
+        (G1, b, true),
+        (G1, c, true),
+        (G1, d, true),
+        (G3, a, true),
+        (G3, b, true),
+        (G3, c, true),
+        (G3, d, true),
+        (G3S2, b, true),
+        (G3S2, d, true),
+        (GEN, a, true),
+        (GEN, b, true),
+        (GEN, c, true),
+        (GEN, d, true),
+        (G3, TENSOR_OP_128X64_R64, false),
+        (G7S2, TENSOR_OP_128X64_R64, false),
+        (G11S4, TENSOR_OP_128X96_R64, false),
+        (GEN, TENSOR_OP_128X64_R64, false),
+        (GEN, TENSOR_OP_128X96_R64, false),
+    ]
+};
+
+/// The element types of the default catalogue's tensor-core kernels, in catalogue order:
+/// bf16, f16 and float32 (TF32).
+pub const TENSOR_OP_TYPES: [DType; 3] = [DType::Bf16, DType::F16, DType::F32];
+
 /// Kernels that every fatbin holds beside the convolution specialisations: the layout
 /// transforms, the split reduction and the float64 direct convolution used as the GPU oracle
 /// (`Engine::direct_reference_f64`, the tests and the benchmark check against it). The
@@ -112,12 +242,12 @@ pub mod support {
 
     use crate::spec::DType;
 
-    /// The filter transform that the kernels of element type `dtype` read their filter
-    /// from: [`FILTER_TRANSFORM_FUSED_F32`] or [`FILTER_TRANSFORM_F32`] for float32 (also for
-    /// TF32 kernels, which read float32 and round as they multiply), and for bf16 and f16
-    /// `im2win_filter_transform_fused_bf16` / `_f16` (the fused order; they have no window
-    /// buffer). A fatbin holds the 16-bit ones once its catalogue has kernels of the type:
-    /// they are not in [`ALL`].
+    /// The filter transform that the SIMT kernels of element type `dtype` read their filter
+    /// from: [`FILTER_TRANSFORM_FUSED_F32`] or [`FILTER_TRANSFORM_F32`] for float32, and for
+    /// bf16 and f16 the names `im2win_filter_transform_fused_bf16` / `_f16` (the fused
+    /// order). No fatbin holds the 16-bit ones, and they are not in [`ALL`]: every bf16 and
+    /// f16 kernel (and every TF32 one) is a tensor-core kernel, which reads the KRSC filter
+    /// in place (no transform, no workspace), so nothing launches them.
     pub const fn filter_transform(dtype: DType, fused: bool) -> &'static str {
         match (dtype, fused) {
             (DType::F32, true) => FILTER_TRANSFORM_FUSED_F32,
@@ -128,9 +258,10 @@ pub mod support {
     }
 
     /// The split reduction of the kernels of element type `dtype` (float32 partial sums,
-    /// output and bias of `dtype`): [`SPLIT_REDUCE_F32`] for float32 (and TF32),
+    /// output and bias of `dtype`): [`SPLIT_REDUCE_F32`] for float32, the names
     /// `im2win_split_reduce_bf16` / `_f16` for the 16-bit types (not in [`ALL`], as
-    /// [`filter_transform`]).
+    /// [`filter_transform`]: the tensor-core kernels do not split their reduction yet, so
+    /// nothing launches them).
     pub const fn split_reduce(dtype: DType) -> &'static str {
         match dtype {
             DType::F32 => SPLIT_REDUCE_F32,
@@ -199,12 +330,47 @@ impl Catalogue {
         support::ALL.into_iter().chain(extra.iter().copied())
     }
 
-    /// The catalogue that im2win compiles by default, in float32: for NCHW, every geometry of
+    /// The catalogue that im2win compiles by default: the strict float32 kernels
+    /// ([`Catalogue::default_f32`]), then the tensor-core kernels of bf16, f16 and TF32
+    /// ([`Catalogue::tensor_op_kernels`]).
+    pub fn default_catalogue() -> Self {
+        Catalogue::default_for(&TENSOR_OP_TYPES)
+    }
+
+    /// The default catalogue with the tensor-core kernels of the element types `tensor_op`
+    /// only (`DType::F32` meaning TF32), in that order: what the im2win crate compiles
+    /// with some of its `tc-bf16`, `tc-f16`, `tc-tf32` features off. Duplicates are ignored.
+    pub fn default_for(tensor_op: &[DType]) -> Self {
+        let mut catalogue = Catalogue::default_f32();
+        let mut seen = Vec::new();
+        for &dtype in tensor_op {
+            if !seen.contains(&dtype) {
+                seen.push(dtype);
+                catalogue
+                    .kernels
+                    .extend(Catalogue::tensor_op_kernels(dtype));
+            }
+        }
+        catalogue
+    }
+
+    /// The tensor-core kernels of the default catalogue for element type `dtype` (float32:
+    /// TF32), in [`TENSOR_OP_KERNELS`] order.
+    pub fn tensor_op_kernels(dtype: DType) -> Vec<KernelSpec> {
+        TENSOR_OP_KERNELS
+            .iter()
+            .map(|&(geometry, tile, vector)| {
+                KernelSpec::tensor_op(dtype, geometry, tile.tile(dtype), vector)
+            })
+            .collect()
+    }
+
+    /// The strict float32 kernels of the default catalogue: for NCHW, every geometry of
     /// [`DEFAULT_GEOMETRIES`] and the generic kernel, each with every tile of
     /// [`DEFAULT_TILES`], then the [`EXTRA_TILES`], then the fused variant with every tile
     /// of [`FUSED_TILES`]; for NHWC (where only the fused algorithm exists) the fused
     /// variant with every tile of [`NHWC_TILES`].
-    pub fn default_catalogue() -> Self {
+    pub fn default_f32() -> Self {
         let mut kernels = Vec::new();
         for tile in DEFAULT_TILES {
             for geometry in DEFAULT_GEOMETRIES {

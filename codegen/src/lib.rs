@@ -30,7 +30,10 @@ pub mod spec;
 
 #[cfg(feature = "generate")]
 pub use builder::{BuildError, Builder, Output};
-pub use catalogue::{Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES, FUSED_TILES, NHWC_TILES};
+pub use catalogue::{
+    Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES, FUSED_TILES, NHWC_TILES, TENSOR_OP_KERNELS,
+    TENSOR_OP_TILES, TENSOR_OP_TYPES, TensorOpTile,
+};
 pub use layout::{FilterLayout, Layout};
 #[cfg(feature = "manifest")]
 pub use manifest::{Manifest, ManifestError};

@@ -27,18 +27,32 @@
 //!
 //! `dtype = "f32"` (strict float32 on CUDA cores) is the default; `dtype = "tf32"` (float32
 //! tensors on tensor cores), `"bf16"` and `"f16"` name tensor-core kernels, which gather their
-//! windows (the fused variant; their tiles' `block_k` a multiple of the MMA depth, 8 for
-//! TF32 and 16 for the 16-bit types). Unknown keys are errors, so that a typo does not
-//! silently drop a kernel.
+//! windows from NHWC tensors with a KRSC filter (the fused variant). Their `tile` is a
+//! tensor-core tile (`"64x128x32/32x64"`: 64 channels × 128 pixels per block, 32 reduction
+//! elements a stage's row, a 32 × 64 warp tile; see `TileConfig`), by default every tile of
+//! `TENSOR_OP_TILES`; `vector = false` makes the element-wise kernel of each tile (any
+//! channel count) instead of the one with 16-byte vector copies (`C` a multiple of 8, or 4
+//! for TF32):
+//!
+//! ```toml
+//! [[kernel]]
+//! dtype = "bf16"
+//! filter = 5
+//! stride = 2
+//! tile = "96x128x32/48x64"
+//! vector = false
+//! ```
+//!
+//! Unknown keys are errors, so that a typo does not silently drop a kernel.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::catalogue::{Catalogue, DEFAULT_TILES};
+use crate::catalogue::{Catalogue, DEFAULT_TILES, TENSOR_OP_TILES};
 use crate::spec::{
-    DType, FixedGeometry, KernelSpec, Math, Precision, SpecError, TileConfig, Variant, parse_pair,
+    DType, FixedGeometry, Geometry, KernelSpec, Math, Precision, SpecError, TileConfig, parse_pair,
 };
 
 /// A parsed manifest: the module's name, its optional targets and its catalogue.
@@ -120,6 +134,10 @@ struct RawKernel {
     stride: Option<Dims>,
     #[serde(default)]
     tile: Option<Tiles>,
+    /// Tensor-core kernels only: the loader with 16-byte vector copies (true, the default)
+    /// or the element-wise one for any `C` (false).
+    #[serde(default)]
+    vector: Option<bool>,
 }
 
 /// `3` or `"3x3"`.
@@ -193,12 +211,25 @@ impl RawKernel {
                 .ok_or_else(|| SpecError::UnknownDType(text.clone()).to_string())?,
             None => (DType::F32, Math::Simt),
         };
-        // Tensor-core kernels gather their windows: the fused variant.
-        let with_math = |spec: KernelSpec| match math {
-            Math::Simt => spec,
-            Math::TensorOp => spec.with_math(math).with_variant(Variant::FUSED),
+        if math == Math::Simt && self.vector.is_some() {
+            return Err(
+                "`vector` chooses the loader of tensor-core kernels (dtype tf32, bf16 or f16)"
+                    .to_string(),
+            );
+        }
+        let vector = self.vector.unwrap_or(true);
+        // Tensor-core kernels gather their windows from NHWC tensors: the fused variant.
+        let spec = |geometry: Geometry, tile: TileConfig| match math {
+            Math::Simt => match geometry {
+                Geometry::Fixed(g) => KernelSpec::fixed(dtype, g, tile),
+                Geometry::Generic => KernelSpec::generic(dtype, tile),
+            },
+            Math::TensorOp => KernelSpec::tensor_op(dtype, geometry, tile, vector),
         };
         let tiles: Vec<TileConfig> = match &self.tile {
+            None if math == Math::TensorOp => {
+                TENSOR_OP_TILES.iter().map(|t| t.tile(dtype)).collect()
+            }
             None => DEFAULT_TILES.to_vec(),
             Some(Tiles::One(text)) => vec![text.parse().map_err(|e: SpecError| e.to_string())?],
             Some(Tiles::Many(list)) => list
@@ -219,7 +250,7 @@ impl RawKernel {
             }
             return Ok(tiles
                 .into_iter()
-                .map(|tile| with_math(KernelSpec::generic(dtype, tile)))
+                .map(|tile| spec(Geometry::Generic, tile))
                 .collect());
         }
         let filter = self
@@ -235,7 +266,7 @@ impl RawKernel {
         let geometry = FixedGeometry::new(filter, stride);
         Ok(tiles
             .into_iter()
-            .map(|tile| with_math(KernelSpec::fixed(dtype, geometry, tile)))
+            .map(|tile| spec(Geometry::Fixed(geometry), tile))
             .collect())
     }
 }
@@ -350,30 +381,52 @@ mod tests {
             [[kernel]]
             dtype = "bf16"
             filter = 3
-            tile = "128x128x16/8x8"
+            tile = "64x128x32/32x64"
             [[kernel]]
             dtype = "tf32"
             generic = true
-            tile = "64x64x8/8x8"
+            tile = "b96x128x16_w48x64"
+            vector = false
             "#,
         )
         .unwrap();
         let [bf16, tf32] = manifest.catalogue.kernels[..] else {
             panic!("{:?}", manifest.catalogue);
         };
+        for spec in [bf16, tf32] {
+            assert_eq!(
+                (spec.math, spec.layout, spec.variant.fused),
+                (Math::TensorOp, crate::Layout::Nhwc, true)
+            );
+        }
+        assert_eq!(bf16.dtype, DType::Bf16);
         assert_eq!(
-            (bf16.dtype, bf16.math, bf16.variant),
-            (DType::Bf16, Math::TensorOp, Variant::FUSED)
+            bf16.name(),
+            "im2win_bf16_r3s3_s1x1_b64x128x32_w32x64_fused_nhwc"
         );
+        assert_eq!(tf32.dtype, DType::F32);
         assert_eq!(
-            (tf32.dtype, tf32.math, tf32.variant),
-            (DType::F32, Math::TensorOp, Variant::FUSED)
+            tf32.name(),
+            "im2win_tf32_generic_b96x128x16_w48x64_fused_novec_nhwc"
         );
-        assert_eq!(tf32.name(), "im2win_tf32_generic_b64x64x8_t8x8_fused");
-        // The default tiles are 8 deep: not a whole 16-deep MMA.
-        let err = Manifest::parse("name = \"x\"\n[[kernel]]\nfilter = 3\ndtype = \"f16\"")
+        // Without a tile: every default tensor-core tile, in the type's element size.
+        let defaults = Manifest::parse("name = \"x\"\n[[kernel]]\nfilter = 1\ndtype = \"f16\"")
+            .unwrap()
+            .catalogue
+            .kernels;
+        assert_eq!(defaults.len(), TENSOR_OP_TILES.len());
+        assert_eq!(defaults[0].tile, TENSOR_OP_TILES[0].tile(DType::F16));
+        // A SIMT tile is no tensor-core tile (8 deep: not a whole 16-deep MMA), and `vector`
+        // is the tensor-core kernels' choice.
+        let err = Manifest::parse(
+            "name = \"x\"\n[[kernel]]\nfilter = 3\ndtype = \"f16\"\ntile = \"128x128x8/8x8\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("multiple of 16"), "{err}");
+        let err = Manifest::parse("name = \"x\"\n[[kernel]]\nfilter = 3\nvector = false")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("multiple of 16"), "{err}");
+        assert!(err.contains("`vector`"), "{err}");
     }
 }

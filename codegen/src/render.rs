@@ -9,7 +9,8 @@
 //! * `im2win_baselines.cu`, only for a catalogue with [`Catalogue::baselines`] (im2win-bench's
 //!   module): the benchmark's baselines ([`crate::catalogue::baselines`],
 //!   `codegen/templates/baselines.cu.tera`);
-//! * `im2win_conv.cu`: the convolution kernels, one per [`KernelSpec`].
+//! * `im2win_conv.cu`: the convolution kernels, one per [`KernelSpec`]: SIMT kernels from
+//!   `conv.cu.tera`, tensor-core kernels ([`Math::TensorOp`]) from `conv_tensorop.cu.tera`.
 //!
 //! and `im2win.cu` ([`RenderedSources::translation_unit`]), which includes them all and is
 //! what nvcc compiles (see `nvcc.rs` for why one translation unit). The generated code is meant
@@ -23,7 +24,7 @@ use tera::{Context, Tera};
 
 use crate::catalogue::{Catalogue, baselines, support};
 use crate::layout::Layout;
-use crate::spec::{Geometry, KernelSpec, Math, SpecError};
+use crate::spec::{DType, Geometry, KernelSpec, Math, SpecError, TENSOR_OP_CHUNK_BYTES};
 
 /// The header every source file includes: `ConvParams` and the division helpers.
 /// Copied verbatim (it is not a template).
@@ -34,7 +35,7 @@ pub const HEADER_FILE: &str = "common.cuh";
 
 /// Every header of `codegen/templates` (file name, text), [`COMMON_HEADER`] first: the
 /// kernels' building blocks (docs/DESIGN.md). Copied verbatim next to the rendered files.
-pub const HEADERS: [(&str, &str); 12] = [
+pub const HEADERS: [(&str, &str); 18] = [
     (HEADER_FILE, COMMON_HEADER),
     ("numeric.cuh", include_str!("../templates/numeric.cuh")),
     ("copy.cuh", include_str!("../templates/copy.cuh")),
@@ -62,18 +63,47 @@ pub const HEADERS: [(&str, &str); 12] = [
         "conv_fprop.cuh",
         include_str!("../templates/conv_fprop.cuh"),
     ),
+    (
+        "tile_tensorop.cuh",
+        include_str!("../templates/tile_tensorop.cuh"),
+    ),
+    (
+        "mma_tensorop.cuh",
+        include_str!("../templates/mma_tensorop.cuh"),
+    ),
+    (
+        "tile_gather_tensorop.cuh",
+        include_str!("../templates/tile_gather_tensorop.cuh"),
+    ),
+    (
+        "mainloop_multistage.cuh",
+        include_str!("../templates/mainloop_multistage.cuh"),
+    ),
+    (
+        "epilogue_tensorop.cuh",
+        include_str!("../templates/epilogue_tensorop.cuh"),
+    ),
+    (
+        "conv_fprop_tensorop.cuh",
+        include_str!("../templates/conv_fprop_tensorop.cuh"),
+    ),
 ];
 
 /// File name of [`RenderedSources::translation_unit`].
 pub const TRANSLATION_UNIT_FILE: &str = "im2win.cu";
 
 const CONV_TEMPLATE: &str = "conv.cu.tera";
+const CONV_TENSOROP_TEMPLATE: &str = "conv_tensorop.cu.tera";
 const SUPPORT_TEMPLATE: &str = "support.cu.tera";
 const BASELINES_TEMPLATE: &str = "baselines.cu.tera";
 
 /// The embedded templates, by name.
-const TEMPLATES: [(&str, &str); 3] = [
+const TEMPLATES: [(&str, &str); 4] = [
     (CONV_TEMPLATE, include_str!("../templates/conv.cu.tera")),
+    (
+        CONV_TENSOROP_TEMPLATE,
+        include_str!("../templates/conv_tensorop.cu.tera"),
+    ),
     (
         SUPPORT_TEMPLATE,
         include_str!("../templates/support.cu.tera"),
@@ -213,32 +243,113 @@ struct ConvContext {
     element_acc: &'static str,
 }
 
+/// The template context of one tensor-core kernel (`conv_tensorop.cu.tera`), in the
+/// template's own terms: pixels and channels per block and per warp (`TileConfig::block_n`,
+/// `block_m`, `thread_n`, `thread_m`), stages and row bytes.
+#[derive(Serialize)]
+struct TensorOpContext {
+    name: String,
+    geometry: String,
+    fixed: bool,
+    r: u32,
+    s: u32,
+    sh: u32,
+    sw: u32,
+    pixels: u32,
+    channels: u32,
+    warp_pixels: u32,
+    warp_channels: u32,
+    warps: u32,
+    threads: u32,
+    stages: u32,
+    row_bytes: u64,
+    bk: u32,
+    shared_bytes: u64,
+    min_blocks: u32,
+    max_registers: u32,
+    /// The loader's vector copies (`Variant::vector_loads`).
+    vector: bool,
+    channel_multiple: usize,
+    /// The MMA instruction, for the banner comment.
+    instruction: &'static str,
+    element_x: &'static str,
+    element_f: &'static str,
+    element_y: &'static str,
+    element_acc: &'static str,
+}
+
+/// `(fixed, r, s, sh, sw, description)` of a geometry, for the templates.
+fn geometry_context(geometry: Geometry) -> (bool, u32, u32, u32, u32, String) {
+    match geometry {
+        Geometry::Fixed(g) => (
+            true,
+            g.filter_h,
+            g.filter_w,
+            g.stride_h,
+            g.stride_w,
+            format!(
+                "fixed: {}x{} filter, stride {}x{}, dilation 1x1 (compile-time constants)",
+                g.filter_h, g.filter_w, g.stride_h, g.stride_w
+            ),
+        ),
+        Geometry::Generic => (
+            false,
+            0,
+            0,
+            0,
+            0,
+            "generic: any filter size, stride, padding and dilation (run-time values)".to_string(),
+        ),
+    }
+}
+
+impl TensorOpContext {
+    fn new(spec: &KernelSpec) -> Self {
+        let t = spec.tile;
+        let (fixed, r, s, sh, sw, geometry) = geometry_context(spec.geometry);
+        let elements = spec.elements();
+        TensorOpContext {
+            name: spec.name(),
+            geometry,
+            fixed,
+            r,
+            s,
+            sh,
+            sw,
+            pixels: t.block_n,
+            channels: t.block_m,
+            warp_pixels: t.thread_n,
+            warp_channels: t.thread_m,
+            warps: t.warps(),
+            threads: spec.threads(),
+            stages: spec.stages(),
+            row_bytes: u64::from(t.block_k) * spec.dtype.size_bytes() as u64,
+            bk: t.block_k,
+            shared_bytes: spec.shared_bytes(),
+            min_blocks: spec.min_blocks_per_sm(),
+            max_registers: spec.max_registers(),
+            vector: spec.variant.vector_loads,
+            channel_multiple: TENSOR_OP_CHUNK_BYTES as usize / spec.dtype.size_bytes(),
+            instruction: match spec.dtype {
+                DType::F32 => {
+                    "mma.sync.m16n8k8 TF32 (float operands rounded with cvt.rna.tf32.f32)"
+                }
+                DType::Bf16 => "mma.sync.m16n8k16 BF16",
+                DType::F16 => "mma.sync.m16n8k16 FP16",
+            },
+            element_x: elements.input.cuda_type(),
+            element_f: elements.filter.cuda_type(),
+            element_y: elements.output.cuda_type(),
+            element_acc: elements.accumulator.cuda_type(),
+        }
+    }
+}
+
 impl ConvContext {
     fn new(spec: &KernelSpec) -> Self {
         let t = spec.tile;
         // r, s, sh and sw are only read by the template's fixed-geometry branch.
-        let (fixed, r, s, sh, sw, geometry) = match spec.geometry {
-            Geometry::Fixed(g) => (
-                true,
-                g.filter_h,
-                g.filter_w,
-                g.stride_h,
-                g.stride_w,
-                format!(
-                    "fixed: {}x{} filter, stride {}x{}, dilation 1x1 (compile-time constants)",
-                    g.filter_h, g.filter_w, g.stride_h, g.stride_w
-                ),
-            ),
-            Geometry::Generic => (
-                false,
-                0,
-                0,
-                0,
-                0,
-                "generic: any filter size, stride, padding and dilation (run-time values)"
-                    .to_string(),
-            ),
-        };
+        let (fixed, r, s, sh, sw, geometry) = geometry_context(spec.geometry);
         // The register budget and blocks per SM: `TileConfig::min_blocks_per_sm` (dispatch
         // counts on the same number).
         let min_blocks_why = if t.thread_m * t.thread_n <= 64 {
@@ -315,24 +426,25 @@ impl Renderer {
             })
     }
 
-    /// The CUDA source of one convolution kernel (without the `#include` of the header).
+    /// The CUDA source of one convolution kernel (without the `#include` of the header):
+    /// `conv.cu.tera` for a SIMT kernel, `conv_tensorop.cu.tera` for a tensor-core kernel.
     pub fn kernel(&self, spec: &KernelSpec) -> Result<String, RenderError> {
         spec.validate()?;
-        // `conv.cu.tera` instantiates the SIMT MMA only: a tensor-core spec rendered through
-        // it would be a float32 CUDA-core kernel under a `tf32`/`bf16` name. Lift this when
-        // the template renders `Math::TensorOp`.
-        if spec.math != Math::Simt {
-            return Err(RenderError::Spec(SpecError::Unsupported(
-                "the templates render SIMT kernels only: no tensor-core (Math::TensorOp) template yet",
-            )));
-        }
-        let context = Context::from_serialize(&ConvContext::new(spec)).map_err(|source| {
-            RenderError::Template {
-                template: CONV_TEMPLATE.to_string(),
-                source,
-            }
+        let (template, context) = match spec.math {
+            Math::Simt => (
+                CONV_TEMPLATE,
+                Context::from_serialize(&ConvContext::new(spec)),
+            ),
+            Math::TensorOp => (
+                CONV_TENSOROP_TEMPLATE,
+                Context::from_serialize(&TensorOpContext::new(spec)),
+            ),
+        };
+        let context = context.map_err(|source| RenderError::Template {
+            template: template.to_string(),
+            source,
         })?;
-        self.render(CONV_TEMPLATE, &context)
+        self.render(template, &context)
     }
 
     /// The support file: input and filter transforms, the split reduction and the float64
@@ -342,6 +454,7 @@ impl Renderer {
         Ok(source_file(
             "im2win_support.cu",
             SUPPORT_TEMPLATE,
+            &["epilogue.cuh"],
             &[body],
             &support::ALL,
         ))
@@ -354,6 +467,7 @@ impl Renderer {
         Ok(source_file(
             "im2win_baselines.cu",
             BASELINES_TEMPLATE,
+            &["copy.cuh"],
             &[body],
             &baselines::ALL,
         ))
@@ -369,7 +483,15 @@ impl Renderer {
             .collect::<Result<Vec<_>, _>>()?;
         let names: Vec<String> = catalogue.kernels.iter().map(KernelSpec::name).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let conv = source_file("im2win_conv.cu", CONV_TEMPLATE, &bodies, &names);
+        // The tensor-core family's header only where its kernels are: it needs nvcc (the host
+        // emulation of the SIMT kernels, codegen/tests/emulate, compiles the others).
+        let mut headers = vec!["conv_fprop.cuh"];
+        let mut templates = CONV_TEMPLATE.to_string();
+        if catalogue.kernels.iter().any(|k| k.math == Math::TensorOp) {
+            headers.push("conv_fprop_tensorop.cuh");
+            templates = format!("{CONV_TEMPLATE} and templates/{CONV_TENSOROP_TEMPLATE}");
+        }
+        let conv = source_file("im2win_conv.cu", &templates, &headers, &bodies, &names);
         let mut files = vec![self.support_file()?];
         if catalogue.baselines {
             files.push(self.baselines_file()?);
@@ -379,8 +501,16 @@ impl Renderer {
     }
 }
 
-/// Assembles a source file: a banner, the header include, then the rendered bodies.
-fn source_file(file_name: &str, template: &str, bodies: &[String], kernels: &[&str]) -> SourceFile {
+/// Assembles a source file: a banner, the includes of the common header and of `headers`
+/// (the building blocks the file uses; they include common.cuh themselves), then the
+/// rendered bodies.
+fn source_file(
+    file_name: &str,
+    template: &str,
+    headers: &[&str],
+    bodies: &[String],
+    kernels: &[&str],
+) -> SourceFile {
     let mut source = format!(
         "// {file_name}: generated by im2win-codegen {} from templates/{template}; do not edit.\n\
          // Kernels:\n",
@@ -389,13 +519,10 @@ fn source_file(file_name: &str, template: &str, bodies: &[String], kernels: &[&s
     for kernel in kernels {
         let _ = writeln!(source, "//   {kernel}");
     }
-    // The building blocks each file uses (they include common.cuh themselves).
-    let header = match template {
-        CONV_TEMPLATE => "conv_fprop.cuh",
-        SUPPORT_TEMPLATE => "epilogue.cuh",
-        _ => "copy.cuh",
-    };
-    let _ = writeln!(source, "#include \"{HEADER_FILE}\"\n#include \"{header}\"");
+    let _ = writeln!(source, "#include \"{HEADER_FILE}\"");
+    for header in headers {
+        let _ = writeln!(source, "#include \"{header}\"");
+    }
     for body in bodies {
         source.push('\n');
         source.push_str(body);

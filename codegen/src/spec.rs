@@ -280,27 +280,54 @@ pub enum Geometry {
     Generic,
 }
 
-/// The tile hierarchy of the implicit GEMM: what one block and one thread compute.
+/// The tile hierarchy of the implicit GEMM: what one block and one thread (or warp)
+/// compute.
 ///
 /// The GEMM is `M = K` output channels by `N = N·P·Q` output pixels, reduced over `C·R·S`.
 /// A block computes a `block_m × block_n` tile of the output, stepping through the reduction
-/// `block_k` at a time; each thread holds a `thread_m × thread_n` tile in registers.
+/// `block_k` at a time. Below the block the two maths differ ([`KernelSpec::math`]):
+///
+/// * [`Math::Simt`]: each thread holds a `thread_m × thread_n` tile in registers
+///   ([`TileConfig::threads`] threads per block). Names spell it `b128x128x8_t8x8`.
+/// * [`Math::TensorOp`]: `thread_m × thread_n` is the **warp tile** (channels × pixels one
+///   warp's MMAs compute), 32 threads per warp ([`TileConfig::warps`]); `block_k · element
+///   size` is the bytes of reduction a stage keeps per shared-memory row (32, 64 or 128), and
+///   the main loop's depth follows from it ([`KernelSpec::stages`]: 4 stages of rows up to 64
+///   bytes, 3 of 128-byte rows). Names spell the warp tile with `w`: `b64x128x32_w32x64` is
+///   128 pixels × 64 channels per block, 32 reduction elements (64 bytes of bf16) per stage
+///   and row, 2 × 2 warps of 64 pixels × 32 channels (the template's
+///   `TensorOpTileShape<Types, BM = 128, BN = 64, WM = 64, WN = 32, STAGES = 4, ROW_BYTES = 64>`:
+///   its `BM` is our `block_n`, its `BN` our `block_m`).
+///
+/// So [`KernelSpec::threads`], [`KernelSpec::shared_bytes`] and
+/// [`KernelSpec::min_blocks_per_sm`] are the numbers of a kernel; the `TileConfig` methods of
+/// the same names read the tile as a SIMT tile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TileConfig {
     /// Output channels per block.
     pub block_m: u32,
     /// Output pixels per block.
     pub block_n: u32,
-    /// Reduction depth of one shared-memory stage.
+    /// Reduction depth of one shared-memory stage, in elements.
     pub block_k: u32,
-    /// Output channels per thread.
+    /// Output channels per thread (SIMT) or per warp (tensor cores).
     pub thread_m: u32,
-    /// Output pixels per thread.
+    /// Output pixels per thread (SIMT) or per warp (tensor cores).
     pub thread_n: u32,
 }
 
 /// CUDA's limit on the static shared memory of one block, in bytes.
 pub const MAX_STATIC_SHARED_BYTES: u32 = 48 * 1024;
+
+/// The most dynamic shared memory one block of a tensor-core kernel may ask for, in bytes:
+/// sm_80's opt-in limit (163 KiB; sm_90 allows 227 KiB), the smallest of the default targets.
+/// The engine checks the device's own limit before a launch.
+pub const MAX_DYNAMIC_SHARED_BYTES: u32 = 163 * 1024;
+
+/// Bytes of one shared-memory piece of a tensor-core stage: what one `cp.async` moves and
+/// one row of an `ldmatrix` 8×8 matrix holds (`TENSOROP_CHUNK_BYTES` in
+/// `codegen/templates/tile_tensorop.cuh`): 8 bf16 / f16 elements or 4 floats.
+pub const TENSOR_OP_CHUNK_BYTES: u32 = 16;
 
 impl TileConfig {
     /// The paper's tile: 128×128×8 per block, 8×8 per thread, 256 threads.
@@ -312,9 +339,22 @@ impl TileConfig {
         thread_n: 8,
     };
 
-    /// Threads in one block.
+    /// Threads in one block of a SIMT kernel (one per thread tile). A kernel's count for
+    /// either math is [`KernelSpec::threads`].
     pub const fn threads(&self) -> u32 {
         (self.block_m / self.thread_m) * (self.block_n / self.thread_n)
+    }
+
+    /// Warps in one block of a tensor-core kernel (one per warp tile; 0 for a tile whose
+    /// levels do not nest).
+    pub const fn warps(&self) -> u32 {
+        match (
+            self.block_m.checked_div(self.thread_m),
+            self.block_n.checked_div(self.thread_n),
+        ) {
+            (Some(m), Some(n)) => m.saturating_mul(n),
+            _ => 0,
+        }
     }
 
     /// Static shared memory of one block in bytes for elements of `dtype`: two stages of a
@@ -351,18 +391,96 @@ impl TileConfig {
         if registers > 255 { 255 } else { registers }
     }
 
-    /// Checks that the tile levels nest: thread tiles divide the block tile, the block has
-    /// between 32 and 1024 threads, and every thread loads a whole number of elements of each
-    /// shared-memory stage; and that its two shared-memory stages fit in CUDA's 48 KiB of
-    /// static shared memory for the smallest element type (2 bytes), i.e. that some kernel
-    /// can have this tile. [`TileConfig::validate_for`] (and [`KernelSpec::validate`]) check
-    /// the shared memory of one element type.
+    /// Checks that some kernel can have this tile: as a SIMT tile, that the tile levels
+    /// nest (thread tiles divide the block tile, the block has between 32 and 1024 threads,
+    /// and every thread loads a whole number of elements of each shared-memory stage) and
+    /// that its two shared-memory stages fit in CUDA's 48 KiB of static shared memory for the
+    /// smallest element type (2 bytes); or else that it is a tensor-core tile for some
+    /// element type ([`TileConfig::validate_tensor_op`]). [`TileConfig::validate_for`],
+    /// [`TileConfig::validate_tensor_op`] and [`KernelSpec::validate`] check one element type
+    /// and math.
     pub fn validate(&self) -> Result<(), SpecError> {
         let smallest = DType::ALL
             .into_iter()
             .min_by_key(|dtype| dtype.size_bytes())
             .unwrap_or(DType::F32);
-        self.validate_for(smallest)
+        let simt = match self.validate_for(smallest) {
+            Ok(()) => return Ok(()),
+            Err(SpecError::InvalidTile(_, why)) => why,
+            Err(other) => return Err(other),
+        };
+        let mut tensor_op = String::new();
+        for dtype in DType::ALL {
+            match self.validate_tensor_op(dtype) {
+                Ok(()) => return Ok(()),
+                Err(SpecError::InvalidTile(_, why)) if tensor_op.is_empty() => tensor_op = why,
+                Err(_) => {}
+            }
+        }
+        Err(SpecError::InvalidTile(
+            *self,
+            format!("{simt} (as a CUDA-core tile); {tensor_op} (as a tensor-core tile)"),
+        ))
+    }
+
+    /// Checks the tile as the tile of a tensor-core kernel of element type `dtype` (the
+    /// reading of [`TileConfig`]'s fields for [`Math::TensorOp`]; the rules of
+    /// `TensorOpTileShape` in `codegen/templates/tile_tensorop.cuh`): the warp tile
+    /// (`thread_m × thread_n`) divides the block tile and is whole 16 × 16 MMA pieces; the
+    /// block has 1 to 32 warps; a stage's row (`block_k` elements of `dtype`) is 32, 64 or 128
+    /// bytes (a whole number of MMA k-steps, [`Math::k_step`]); each copy pass of the
+    /// block's threads fills whole rows of both operands; and the stages fit in
+    /// [`MAX_DYNAMIC_SHARED_BYTES`].
+    pub fn validate_tensor_op(&self, dtype: DType) -> Result<(), SpecError> {
+        let TileConfig {
+            block_m,
+            block_n,
+            block_k,
+            thread_m,
+            thread_n,
+        } = *self;
+        let bad = |why: String| Err(SpecError::InvalidTile(*self, why));
+        if [block_m, block_n, block_k, thread_m, thread_n].contains(&0) {
+            return bad("every dimension must be at least 1".to_string());
+        }
+        if !block_m.is_multiple_of(thread_m) || !block_n.is_multiple_of(thread_n) {
+            return bad("the warp tile must divide the block tile".to_string());
+        }
+        if !thread_m.is_multiple_of(16) || !thread_n.is_multiple_of(16) {
+            return bad(
+                "a warp tile is whole 16 x 16 MMA pieces: thread_m and thread_n (the warp tile) must be multiples of 16"
+                    .to_string(),
+            );
+        }
+        let warps = u64::from(block_m / thread_m) * u64::from(block_n / thread_n);
+        if !(1..=32).contains(&warps) {
+            return bad("a block must have 1 to 32 warps (32 to 1024 threads)".to_string());
+        }
+        let row_bytes = u64::from(block_k) * dtype.size_bytes() as u64;
+        if ![32, 64, 128].contains(&row_bytes) {
+            return bad(format!(
+                "a stage's row is 32, 64 or 128 bytes of the reduction: block_k must be {}, {} or {} {dtype} elements",
+                32 / dtype.size_bytes(),
+                64 / dtype.size_bytes(),
+                128 / dtype.size_bytes()
+            ));
+        }
+        let rows_per_pass = 32 * warps / (row_bytes / u64::from(TENSOR_OP_CHUNK_BYTES));
+        if !u64::from(block_m).is_multiple_of(rows_per_pass)
+            || !u64::from(block_n).is_multiple_of(rows_per_pass)
+        {
+            return bad(format!(
+                "each copy pass of the block's threads fills {rows_per_pass} whole rows: block_m and block_n must be multiples of it"
+            ));
+        }
+        let shared = tensor_op_shared_bytes(self, dtype);
+        if shared > u64::from(MAX_DYNAMIC_SHARED_BYTES) {
+            return bad(format!(
+                "its {} stages of {dtype} take {shared} bytes of shared memory, more than the {MAX_DYNAMIC_SHARED_BYTES} a block may have",
+                tensor_op_stages(self, dtype)
+            ));
+        }
+        Ok(())
     }
 
     /// [`TileConfig::validate`]'s nesting rules alone.
@@ -412,12 +530,49 @@ impl TileConfig {
     }
 }
 
+/// Bytes of reduction a tensor-core stage keeps per shared-memory row: `block_k` elements
+/// of `dtype` (saturating: an invalid tile may be huge).
+const fn tensor_op_row_bytes(tile: &TileConfig, dtype: DType) -> u64 {
+    (tile.block_k as u64).saturating_mul(dtype.size_bytes() as u64)
+}
+
+/// The depth of a tensor-core kernel's main loop: 4 stages of rows up to 64 bytes, 3 of
+/// 128-byte rows (the depths measured best on the H100, `scripts/tc/NOTES.md`: 64 KiB for
+/// 128 × 128 tiles either way, 48 or 72 KiB for 128 × 64).
+const fn tensor_op_stages(tile: &TileConfig, dtype: DType) -> u32 {
+    if tensor_op_row_bytes(tile, dtype) <= 64 {
+        4
+    } else {
+        3
+    }
+}
+
+/// Dynamic shared memory of a tensor-core block: every stage holds a row of both operands
+/// for each pixel (`block_n`) and channel (`block_m`) of the tile (`Tile::SMEM_BYTES` in
+/// `tile_tensorop.cuh`).
+const fn tensor_op_shared_bytes(tile: &TileConfig, dtype: DType) -> u64 {
+    (tile.block_m as u64 + tile.block_n as u64)
+        .saturating_mul(tensor_op_row_bytes(tile, dtype))
+        .saturating_mul(tensor_op_stages(tile, dtype) as u64)
+}
+
 impl TileConfig {
-    /// The tile as kernel names spell it, e.g. `b128x128x8_t8x8`.
+    /// The tile as the names of SIMT kernels spell it, e.g. `b128x128x8_t8x8`.
     pub fn name(&self) -> String {
+        self.name_for(Math::Simt)
+    }
+
+    /// The tile as the names of kernels multiplying with `math` spell it: `t` before the
+    /// thread tile of a SIMT kernel (`b128x128x8_t8x8`), `w` before the warp tile of a
+    /// tensor-core kernel (`b64x128x32_w32x64`).
+    pub fn name_for(&self, math: Math) -> String {
         let t = self;
+        let level = match math {
+            Math::Simt => 't',
+            Math::TensorOp => 'w',
+        };
         format!(
-            "b{}x{}x{}_t{}x{}",
+            "b{}x{}x{}_{level}{}x{}",
             t.block_m, t.block_n, t.block_k, t.thread_m, t.thread_n
         )
     }
@@ -439,20 +594,21 @@ impl fmt::Display for TileConfig {
 impl FromStr for TileConfig {
     type Err = SpecError;
 
-    /// Parses `128x128x8/8x8` (block M×N×K / thread M×N) or the kernel-name form
-    /// `b128x128x8_t8x8`, and checks that the levels nest ([`TileConfig::validate`]).
+    /// Parses `128x128x8/8x8` (block M×N×K / thread M×N, or warp M×N for a tensor-core
+    /// tile) or the kernel-name forms `b128x128x8_t8x8` and `b64x128x32_w32x64`, and checks
+    /// that some kernel can have the tile ([`TileConfig::validate`]).
     fn from_str(text: &str) -> Result<Self, SpecError> {
         let bad = || SpecError::BadSyntax {
             what: "tile",
             text: text.to_string(),
-            expected: "`128x128x8/8x8` (block MxNxK / thread MxN) or `b128x128x8_t8x8`",
+            expected: "`128x128x8/8x8` (block MxNxK / thread or warp MxN), `b128x128x8_t8x8` or `b64x128x32_w32x64`",
         };
         let trimmed = text.trim();
         let (block, thread) = match trimmed.split_once('/') {
             Some(parts) => parts,
             None => trimmed
                 .strip_prefix('b')
-                .and_then(|rest| rest.split_once("_t"))
+                .and_then(|rest| rest.split_once("_t").or_else(|| rest.split_once("_w")))
                 .ok_or_else(bad)?,
         };
         let [block_m, block_n, block_k] = dims::<3>(block.trim()).ok_or_else(bad)?;
@@ -534,6 +690,13 @@ pub struct Variant {
     pub micro_kernel: bool,
     /// 16-byte (float4) copies of the filter tile, float4/float2 shared-memory reads in the
     /// micro-kernel and vector stores of the output; off: every access is one float.
+    ///
+    /// In a tensor-core kernel ([`Math::TensorOp`]) this is the loader's choice (its
+    /// template's `VECTOR`), and both are complete kernels that dispatch picks from: on,
+    /// each 16-byte piece of a stage is one `cp.async` of consecutive channels, which needs
+    /// `C` a multiple of 8 (bf16, f16) or 4 (TF32) and 16-byte aligned input and filter
+    /// ([`KernelSpec::channel_multiple`], [`KernelSpec::needs_aligned_operands`]); off
+    /// (`_novec`), every element is gathered on its own, for any `C` (the C = 3 stems).
     pub vector_loads: bool,
     /// Two shared-memory stages, the next one's copies in flight while the current one is
     /// multiplied; off: one stage, copied and then multiplied.
@@ -554,7 +717,8 @@ impl Variant {
         ..Variant::MATERIALISED
     };
 
-    /// Whether every technique is on (the kernels dispatch chooses from).
+    /// Whether every technique is on (the SIMT kernels dispatch chooses from; a tensor-core
+    /// kernel is complete with or without vector loads: [`KernelSpec::is_complete`]).
     pub const fn is_complete(&self) -> bool {
         self.micro_kernel && self.vector_loads && self.double_buffering
     }
@@ -689,44 +853,68 @@ pub struct KernelSpec {
     pub layout: Layout,
     /// How it multiplies ([`Math::Simt`] when absent from JSON: every kernel written before
     /// the field existed). Tensor-core kernels ([`Math::TensorOp`]) gather their windows
-    /// from the input ([`Variant::FUSED`]), in NCHW or NHWC.
+    /// from the NHWC input ([`Variant::FUSED`]).
     #[serde(default)]
     pub math: Math,
 }
 
 impl KernelSpec {
-    /// A kernel for a fixed filter size and stride, for NCHW tensors, multiplying with
-    /// [`Math::default_for`] `dtype`: float32 on CUDA cores over the window buffer
-    /// ([`Variant::MATERIALISED`]); bf16 and f16 on tensor cores, gathering their windows
-    /// ([`Variant::FUSED`], their only algorithm).
+    /// A kernel for a fixed filter size and stride, multiplying with [`Math::default_for`]
+    /// `dtype`: float32 on CUDA cores over the window buffer ([`Variant::MATERIALISED`]) for
+    /// NCHW tensors; bf16 and f16 on tensor cores, gathering their windows with vector loads
+    /// ([`Variant::FUSED`]) from NHWC tensors, their only algorithm and layout (as
+    /// [`KernelSpec::tensor_op`]).
     pub const fn fixed(dtype: DType, geometry: FixedGeometry, tile: TileConfig) -> Self {
         KernelSpec::new(dtype, Geometry::Fixed(geometry), tile)
     }
 
-    /// The generic kernel: any filter size, stride and dilation; NCHW, the variant and math
-    /// as [`KernelSpec::fixed`].
+    /// The generic kernel: any filter size, stride and dilation; the layout, variant and
+    /// math as [`KernelSpec::fixed`].
     pub const fn generic(dtype: DType, tile: TileConfig) -> Self {
         KernelSpec::new(dtype, Geometry::Generic, tile)
     }
 
-    const fn new(dtype: DType, geometry: Geometry, tile: TileConfig) -> Self {
-        let math = Math::default_for(dtype);
+    /// A tensor-core kernel ([`Math::TensorOp`]) of element type `dtype` (float32: TF32),
+    /// `geometry` and `tile` (read as [`TileConfig`] says for tensor cores), for NHWC
+    /// tensors and a KRSC filter: the fused variant with vector loads (`C` a multiple of
+    /// [`KernelSpec::channel_multiple`]) when `vector`, else the element-wise loader for any
+    /// `C` (`_novec`).
+    pub const fn tensor_op(
+        dtype: DType,
+        geometry: Geometry,
+        tile: TileConfig,
+        vector: bool,
+    ) -> Self {
         KernelSpec {
             dtype,
             geometry,
             tile,
-            variant: match math {
-                Math::Simt => Variant::MATERIALISED,
-                Math::TensorOp => Variant::FUSED,
+            variant: Variant {
+                vector_loads: vector,
+                ..Variant::FUSED
             },
-            layout: Layout::Nchw,
-            math,
+            layout: Layout::Nhwc,
+            math: Math::TensorOp,
+        }
+    }
+
+    const fn new(dtype: DType, geometry: Geometry, tile: TileConfig) -> Self {
+        match Math::default_for(dtype) {
+            Math::Simt => KernelSpec {
+                dtype,
+                geometry,
+                tile,
+                variant: Variant::MATERIALISED,
+                layout: Layout::Nchw,
+                math: Math::Simt,
+            },
+            Math::TensorOp => KernelSpec::tensor_op(dtype, geometry, tile, true),
         }
     }
 
     /// The same kernel multiplying with `math` (e.g. [`Math::TensorOp`] on float32: TF32).
-    /// The variant stays: a tensor-core kernel must be [`Variant::FUSED`]
-    /// ([`KernelSpec::validate`]).
+    /// The variant and layout stay: a tensor-core kernel must be [`Variant::FUSED`] for NHWC
+    /// ([`KernelSpec::validate`]; [`KernelSpec::tensor_op`] makes one directly).
     pub const fn with_math(self, math: Math) -> Self {
         KernelSpec { math, ..self }
     }
@@ -794,45 +982,32 @@ impl KernelSpec {
     /// `_nhwc` (`..._fused_nhwc`), NCHW is the default and not spelled. The part after
     /// `im2win_` names the element type and the math ([`numeric_name`]): `f32` for strict
     /// float32 on CUDA cores (every kernel named before tensor cores, unchanged), `tf32` for
-    /// float32 on tensor cores, `bf16` and `f16` (tensor cores), e.g.
-    /// `im2win_tf32_r3s3_s1x1_b128x128x32_t32x32_fused_nhwc`.
+    /// float32 on tensor cores, `bf16` and `f16` (tensor cores). Tensor-core kernels spell
+    /// their warp tile with `w` ([`TileConfig::name_for`]) and end in `_novec` when they
+    /// gather element by element (any `C`), e.g.
+    /// `im2win_bf16_r3s3_s1x1_b64x128x32_w32x64_fused_nhwc` (128 pixels × 64 channels per
+    /// block, 64-byte rows, 4 stages) and `im2win_tf32_generic_b96x128x16_w48x64_fused_novec_nhwc`.
     pub fn name(&self) -> String {
         self.to_string()
     }
 
     /// Checks the tile (its shared memory counted in this element type) and, for fixed
     /// kernels, that filter and stride are at least 1; and that the templates implement the
-    /// combination: the window buffer for NCHW only, bf16 and f16 on tensor cores only,
-    /// tensor-core kernels as the complete fused variant (window gather, NCHW or NHWC) with
-    /// `block_k` a multiple of the MMA's depth ([`Math::k_step`]).
+    /// combination: the window buffer for NCHW only, bf16 and f16 on tensor cores only;
+    /// tensor-core kernels ([`Math::TensorOp`]) as the fused variant (window gather, with or
+    /// without vector loads) for NHWC tensors, their tile a tensor-core tile
+    /// ([`TileConfig::validate_tensor_op`]: `block_k` a whole number of the MMA's depth,
+    /// [`Math::k_step`], among others).
     pub fn validate(&self) -> Result<(), SpecError> {
-        self.tile.validate_for(self.dtype)?;
-        if let Geometry::Fixed(g) = self.geometry
-            && [g.filter_h, g.filter_w, g.stride_h, g.stride_w].contains(&0)
-        {
-            return Err(SpecError::InvalidGeometry(g));
+        if self.math == Math::TensorOp {
+            return self.validate_tensor_op();
         }
-        if self.math == Math::Simt && self.dtype != DType::F32 {
+        self.tile.validate_for(self.dtype)?;
+        self.validate_geometry()?;
+        if self.dtype != DType::F32 {
             return Err(SpecError::Unsupported(
                 "bf16 and f16 kernels multiply on tensor cores (Math::TensorOp): the SIMT MMA takes float32 only",
             ));
-        }
-        if self.math == Math::TensorOp {
-            if !self.variant.fused || !self.variant.is_complete() {
-                return Err(SpecError::Unsupported(
-                    "tensor-core kernels gather their windows from the input: the complete fused variant (Variant::FUSED) only",
-                ));
-            }
-            let step = self.math.k_step(self.dtype);
-            if !self.tile.block_k.is_multiple_of(step) {
-                return Err(SpecError::InvalidTile(
-                    self.tile,
-                    format!(
-                        "a {} tensor-core stage is a whole number of MMAs deep: block_k must be a multiple of {step}",
-                        self.numeric_name()
-                    ),
-                ));
-            }
         }
         if self.layout == Layout::Nhwc {
             if !self.variant.fused {
@@ -849,7 +1024,7 @@ impl KernelSpec {
             // whole groups.
             let t = self.tile;
             let b_loads = t.block_n * t.block_k / t.threads();
-            if self.math == Math::Simt && !gcd(b_loads, t.block_k).is_multiple_of(NHWC_INTERLEAVE) {
+            if !gcd(b_loads, t.block_k).is_multiple_of(NHWC_INTERLEAVE) {
                 return Err(SpecError::InvalidTile(
                     t,
                     "NHWC kernels copy groups of 2 channels: each thread's run of window elements per stage (gcd of block_n·block_k/threads and block_k) must be even".to_string(),
@@ -865,26 +1040,165 @@ impl KernelSpec {
         Ok(())
     }
 
-    /// Static shared memory of one block of a SIMT kernel in bytes: the main loop's stages
-    /// ([`TileConfig::shared_bytes`]) or, after it, the epilogue's staged group of output rows,
-    /// whichever is larger (the two share the bytes). The same number as
-    /// `Conv2dFpropSimt::SHARED_BYTES` in `codegen/templates/conv_fprop.cuh`, which each rendered
-    /// kernel checks with a `static_assert`. A group is `TY · VM` output channels (the rows of
-    /// every thread's `VM`-wide channel group) by `block_n` pixels of accumulators, staged
-    /// channel by channel (NCHW) or pixel by pixel with each line padded to 4 words past a
-    /// multiple of 32 (NHWC), as `StagedOutput` in `epilogue.cuh` lays them out. (u64: an
-    /// invalid tile may be huge.)
+    /// A fixed geometry's filter size and stride are at least 1.
+    fn validate_geometry(&self) -> Result<(), SpecError> {
+        match self.geometry {
+            Geometry::Fixed(g) if [g.filter_h, g.filter_w, g.stride_h, g.stride_w].contains(&0) => {
+                Err(SpecError::InvalidGeometry(g))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// [`KernelSpec::validate`] of a tensor-core spec: the template
+    /// (`codegen/templates/conv_fprop_tensorop.cuh`) gathers NHWC windows from the input
+    /// (no window buffer, a KRSC filter read in place) with a multistage pipeline; its one
+    /// choice of technique is the loader's vector copies ([`Variant::vector_loads`]).
+    fn validate_tensor_op(&self) -> Result<(), SpecError> {
+        let v = self.variant;
+        if !v.fused || !v.micro_kernel || !v.double_buffering {
+            return Err(SpecError::Unsupported(
+                "tensor-core kernels gather their windows from the input with a multistage pipeline: the fused variant (Variant::FUSED), with or without vector loads",
+            ));
+        }
+        if self.layout != Layout::Nhwc {
+            return Err(SpecError::Unsupported(
+                "the tensor-core kernels read NHWC input and write NHWC output (NCHW is not implemented yet)",
+            ));
+        }
+        let step = self.math.k_step(self.dtype);
+        if !self.tile.block_k.is_multiple_of(step) {
+            return Err(SpecError::InvalidTile(
+                self.tile,
+                format!(
+                    "a {} tensor-core stage is a whole number of MMAs deep: block_k must be a multiple of {step}",
+                    self.numeric_name()
+                ),
+            ));
+        }
+        self.tile.validate_tensor_op(self.dtype)?;
+        self.validate_geometry()
+    }
+
+    /// Whether dispatch may pick this kernel: a SIMT kernel with every technique on
+    /// ([`Variant::is_complete`]: not one of the ablation's), a tensor-core kernel with or
+    /// without vector loads (two loaders, both complete kernels).
+    pub const fn is_complete(&self) -> bool {
+        let v = self.variant;
+        match self.math {
+            Math::Simt => v.is_complete(),
+            Math::TensorOp => v.fused && v.micro_kernel && v.double_buffering,
+        }
+    }
+
+    /// Threads of one block: one per thread tile (SIMT), 32 per warp tile (tensor cores).
+    /// What the kernel's launch bounds and its launch say. 0 for a tile whose levels do not
+    /// nest.
+    pub const fn threads(&self) -> u32 {
+        match self.math {
+            Math::Simt => match (
+                self.tile.block_m.checked_div(self.tile.thread_m),
+                self.tile.block_n.checked_div(self.tile.thread_n),
+            ) {
+                (Some(m), Some(n)) => m.saturating_mul(n),
+                _ => 0,
+            },
+            Math::TensorOp => self.tile.warps().saturating_mul(32),
+        }
+    }
+
+    /// Shared-memory stages of the main loop: 2 for SIMT kernels (1 in the ablation's kernel
+    /// without double buffering); for tensor-core kernels 4 of rows up to 64 bytes, 3 of
+    /// 128-byte rows (see [`TileConfig`]).
+    pub const fn stages(&self) -> u32 {
+        match self.math {
+            Math::Simt if self.variant.double_buffering => 2,
+            Math::Simt => 1,
+            Math::TensorOp => tensor_op_stages(&self.tile, self.dtype),
+        }
+    }
+
+    /// Bytes of dynamic shared memory a launch of the kernel passes: 0 for SIMT kernels
+    /// (static shared memory), [`KernelSpec::shared_bytes`] for tensor-core kernels, whose
+    /// stages live in dynamic shared memory (above 48 KiB the engine raises the function's
+    /// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` first).
+    pub fn dynamic_shared_bytes(&self) -> u64 {
+        match self.math {
+            Math::Simt => 0,
+            Math::TensorOp => self.shared_bytes(),
+        }
+    }
+
+    /// Blocks that the kernel's launch bounds ask to fit on one multiprocessor at once (the
+    /// second argument of `__launch_bounds__`): [`TileConfig::min_blocks_per_sm`] for SIMT
+    /// kernels, 1 for tensor-core kernels (whose fragments and accumulators need up to 255
+    /// registers; 2 or 3 blocks fit by their actual use).
+    pub const fn min_blocks_per_sm(&self) -> u32 {
+        match self.math {
+            Math::Simt => self.tile.min_blocks_per_sm(),
+            Math::TensorOp => 1,
+        }
+    }
+
+    /// The register cap per thread that follows from [`KernelSpec::min_blocks_per_sm`]
+    /// (at most 255).
+    pub const fn max_registers(&self) -> u32 {
+        match self.math {
+            Math::Simt => self.tile.max_registers(),
+            Math::TensorOp => {
+                let registers = match 65_536_u32.checked_div(self.threads()) {
+                    Some(registers) => registers,
+                    None => 255,
+                };
+                if registers > 255 { 255 } else { registers }
+            }
+        }
+    }
+
+    /// The input channels `C` must be a multiple of this for the kernel to run: the
+    /// elements of one 16-byte piece (8 bf16 or f16, 4 floats) for a tensor-core kernel with
+    /// vector loads, whose copies move a tap's consecutive channels 16 bytes at a time; 1
+    /// for every other kernel.
+    pub const fn channel_multiple(&self) -> usize {
+        match (self.math, self.variant.vector_loads) {
+            (Math::TensorOp, true) => TENSOR_OP_CHUNK_BYTES as usize / self.dtype.size_bytes(),
+            _ => 1,
+        }
+    }
+
+    /// Whether the kernel needs its input and filter to start at 16-byte aligned addresses
+    /// (a tensor-core kernel with vector loads: each piece is one 16-byte `cp.async`). Every
+    /// other kernel checks the alignment of what it reads itself. A call-time property:
+    /// the runtime's `Engine::conv2d` plans with the operands' alignment.
+    pub const fn needs_aligned_operands(&self) -> bool {
+        matches!(self.math, Math::TensorOp) && self.variant.vector_loads
+    }
+
+    /// Shared memory of one block in bytes.
     ///
-    /// Tensor-core kernels (issue 12) lay out their shared memory their own way; until they
-    /// are rendered, this counts only their main loop's stages.
+    /// A SIMT kernel's is static: the main loop's stages ([`TileConfig::shared_bytes`]) or,
+    /// after it, the epilogue's staged group of output rows, whichever is larger (the two
+    /// share the bytes). The same number as `Conv2dFpropSimt::SHARED_BYTES` in
+    /// `codegen/templates/conv_fprop.cuh`, which each rendered kernel checks with a
+    /// `static_assert`. A group is `TY · VM` output channels (the rows of every thread's
+    /// `VM`-wide channel group) by `block_n` pixels of accumulators, staged channel by channel
+    /// (NCHW) or pixel by pixel with each line padded to 4 words past a multiple of 32
+    /// (NHWC), as `StagedOutput` in `epilogue.cuh` lays them out.
+    ///
+    /// A tensor-core kernel's is dynamic ([`KernelSpec::dynamic_shared_bytes`]):
+    /// [`KernelSpec::stages`] × (`block_m` + `block_n`) rows × `block_k` elements
+    /// (`Tile::SMEM_BYTES` in `codegen/templates/tile_tensorop.cuh`, which each rendered
+    /// kernel checks with a `static_assert`); its epilogue writes from registers.
+    ///
+    /// (u64: an invalid tile may be huge.)
     pub fn shared_bytes(&self) -> u64 {
+        if self.math == Math::TensorOp {
+            return tensor_op_shared_bytes(&self.tile, self.dtype);
+        }
         let t = self.tile;
         // Two stages, one in the ablation's kernel without double buffering.
         let stages = if self.variant.double_buffering { 2 } else { 1 };
         let mainloop = t.shared_bytes(self.dtype) / 2 * stages;
-        if self.math != Math::Simt {
-            return mainloop;
-        }
         let elements = self.elements();
         // VM: the widest power of two up to one 16-byte access of the widest of filter, input
         // and output that divides thread_m (TileShape::VM; 1 in the ablation's kernel without
@@ -936,7 +1250,7 @@ impl fmt::Display for KernelSpec {
             f,
             "{}_{}",
             KernelSpec::name_stem(self.dtype, self.math, self.geometry),
-            self.tile.name()
+            self.tile.name_for(self.math)
         )?;
         self.variant
             .suffixes()
@@ -994,8 +1308,13 @@ impl FromStr for KernelSpec {
         };
         let [block_m, block_n, block_k] =
             dims::<3>(block.strip_prefix('b').ok_or_else(bad)?).ok_or_else(bad)?;
-        let [thread_m, thread_n] =
-            dims::<2>(thread.strip_prefix('t').ok_or_else(bad)?).ok_or_else(bad)?;
+        // `t` before a SIMT kernel's thread tile, `w` before a tensor-core kernel's warp
+        // tile: the round trip below checks that the letter matches the math.
+        let level = thread
+            .strip_prefix('t')
+            .or_else(|| thread.strip_prefix('w'))
+            .ok_or_else(bad)?;
+        let [thread_m, thread_n] = dims::<2>(level).ok_or_else(bad)?;
         let (dtype, math) = match parse_numeric_name(numeric) {
             Some(pair) => pair,
             // Not an element type: the error names it (`f64`), as before.

@@ -100,3 +100,36 @@ __device__ __forceinline__ void im2win_store(T* p, const T* v) {
     using Vector = im2win::ElementVector<T, V>;
     *reinterpret_cast<typename Vector::type*>(p) = Vector::pack(v);
 }
+
+// ---- cp.async groups (the multistage main loop of the tensor-core kernels) ------------------
+// im2win_cp_async_wait_all above waits for every copy; a pipeline several stages deep instead
+// closes each stage's copies into a group and waits until at most N groups are still in
+// flight, so the younger stages keep loading while the oldest is multiplied. Copies made with
+// ordinary loads and stores (2-byte elements, before sm_80) belong to no group and are
+// complete at once.
+__device__ __forceinline__ void im2win_cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void im2win_cp_async_wait_group() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+// One 16-byte cp.async (.cg) to a shared address given as a 32-bit shared-window offset (what
+// the tensor-core kernels compute their swizzled addresses in), zero-filled when !valid:
+// then nothing is read, and `src` must still be an address inside the buffer.
+__device__ __forceinline__ void im2win_cp_async_16(unsigned int dst_shared, const void* src, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst_shared), "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+#else
+    (void)dst_shared;
+    (void)src;
+    (void)valid;
+#endif
+}
+// ---- end of cp.async groups ------------------------------------------------------------------

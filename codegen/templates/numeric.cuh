@@ -145,3 +145,36 @@ struct Conv2dTypes {
 };
 
 }  // namespace im2win
+
+// ---- Two-byte floating types (BF16, FP16): the tensor-core kernels' operands ---------------
+// Conversions to and from float are the CUDA intrinsics, rounding to nearest even. The
+// generic ElementVector (an aligned array) serves both types: its loads and stores are single
+// accesses of 2 * V bytes. Only under nvcc: the host emulation of the FP32 kernels
+// (codegen/tests/emulate) compiles these headers with a plain C++ compiler, which has no
+// cuda_bf16.h.
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace im2win {
+
+template <>
+struct NumericConverter<float, __nv_bfloat16> {
+    static __device__ __forceinline__ float convert(const __nv_bfloat16& x) { return __bfloat162float(x); }
+};
+template <>
+struct NumericConverter<__nv_bfloat16, float> {
+    static __device__ __forceinline__ __nv_bfloat16 convert(const float& x) { return __float2bfloat16_rn(x); }
+};
+template <>
+struct NumericConverter<float, __half> {
+    static __device__ __forceinline__ float convert(const __half& x) { return __half2float(x); }
+};
+template <>
+struct NumericConverter<__half, float> {
+    static __device__ __forceinline__ __half convert(const float& x) { return __float2half_rn(x); }
+};
+
+}  // namespace im2win
+#endif  // __CUDACC__
+// ---- end of the two-byte types ---------------------------------------------------------------

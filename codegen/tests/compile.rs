@@ -161,5 +161,17 @@ fn unusual_specs_compile() -> Result<(), NvccError> {
             r.kernel, r.registers, r.shared_bytes, r.spill_store_bytes, r.spill_load_bytes
         );
     }
+    // The tensor-core specs beside the catalogue must not spill either (the SIMT ones are
+    // there for their code paths, at any register cost).
+    let spilling: Vec<&str> = output
+        .resources
+        .iter()
+        .filter(|r| r.spills() && r.kernel.contains("_w"))
+        .map(|r| r.kernel.as_str())
+        .collect();
+    assert!(
+        spilling.is_empty(),
+        "tensor-core kernels spill: {spilling:?}"
+    );
     Ok(())
 }

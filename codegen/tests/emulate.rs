@@ -11,6 +11,13 @@
 //! What it cannot see: anything GPU-specific (timing, the memory model, bank conflicts,
 //! 2^31-element problems).
 //!
+//! The tensor-core kernels ([`Math::TensorOp`]) are left out, explicitly: their MMA is
+//! `mma.sync` on fragments that `ldmatrix` spreads over a warp's lanes, their copies are
+//! `cp.async` groups and their operands `__nv_bfloat16` / `__half`, none of which a host
+//! compiler has (their headers need nvcc). `compile.rs` compiles them (no spills); the GPU
+//! tests (`tests/gpu_conv.rs`, `tests/gpu_dtypes.rs`) check their results against the float64
+//! oracle.
+//!
 //! Skipped, with a message, when no C++20 compiler is found (`CXX`, else `c++`, `g++`,
 //! `clang++`).
 
@@ -22,7 +29,7 @@ mod common;
 use common::unusual_specs;
 
 use im2win_codegen::render::Renderer;
-use im2win_codegen::{Catalogue, FixedGeometry, Geometry};
+use im2win_codegen::{Catalogue, FixedGeometry, Geometry, Math};
 
 /// The driver's kernel table (`kernels.h`): includes the shim and the rendered unit, then one
 /// row per convolution kernel.
@@ -121,6 +128,13 @@ fn kernels_compute_the_convolution() {
     // The driver calls `im2win_direct_f32` too: render the baselines beside the kernels.
     let mut catalogue = Catalogue::default_catalogue().with_baselines();
     catalogue.kernels.extend(unusual_specs());
+    // The tensor-core kernels need nvcc (see the top of this file).
+    let before = catalogue.kernels.len();
+    catalogue.kernels.retain(|spec| spec.math == Math::Simt);
+    assert!(
+        catalogue.kernels.len() < before,
+        "the default catalogue has tensor-core kernels: this test says it leaves them out"
+    );
     let sources = Renderer::new()
         .and_then(|r| r.catalogue(&catalogue))
         .expect("the catalogue renders");

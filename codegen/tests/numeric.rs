@@ -1,38 +1,34 @@
 //! Element types, precisions and maths: what each names in a kernel name, which
 //! combinations a spec may have, and the shared memory a tile needs per element type.
 
-use im2win_codegen::catalogue::support;
+use im2win_codegen::catalogue::{TENSOR_OP_128X64_R64, support};
 use im2win_codegen::{
-    Catalogue, DType, FixedGeometry, KernelSpec, Layout, Math, Precision, SpecError, TileConfig,
-    Variant, numeric_name, parse_numeric_name,
+    Catalogue, DType, FixedGeometry, Geometry, KernelSpec, Layout, Math, Precision, SpecError,
+    TileConfig, Variant, numeric_name, parse_numeric_name,
 };
 
-/// A tile that tensor-core kernels may use: 128×128 outputs, 16 deep (a multiple of both
-/// MMA depths), 256 threads; 32 KiB of float32 in two stages.
-const TC_TILE: TileConfig = TileConfig {
-    block_m: 128,
-    block_n: 128,
-    block_k: 16,
-    thread_m: 8,
-    thread_n: 8,
-};
+/// The tensor-core tile of 128 pixels × 64 channels, 2 × 2 warps of 64 × 32, 64-byte rows,
+/// in the element size of `dtype` (32 bf16 / f16 elements or 16 floats a row).
+fn tc_tile(dtype: DType) -> TileConfig {
+    TENSOR_OP_128X64_R64.tile(dtype)
+}
 
-/// Every valid tensor-core spec of both geometry kinds and both layouts, for each element
-/// type and math.
+/// Every kind of tensor-core spec: both geometry kinds, both loaders, for each element type
+/// (float32 meaning TF32).
 fn tensor_op_specs() -> Vec<KernelSpec> {
     let mut specs = Vec::new();
     for dtype in DType::ALL {
         for geometry in [
-            KernelSpec::fixed(dtype, FixedGeometry::square(3, 1), TC_TILE),
-            KernelSpec::generic(dtype, TC_TILE),
+            Geometry::Fixed(FixedGeometry::square(3, 1)),
+            Geometry::Generic,
         ] {
-            for layout in Layout::ALL {
-                specs.push(
-                    geometry
-                        .with_math(Math::TensorOp)
-                        .with_variant(Variant::FUSED)
-                        .with_layout(layout),
-                );
+            for vector in [true, false] {
+                specs.push(KernelSpec::tensor_op(
+                    dtype,
+                    geometry,
+                    tc_tile(dtype),
+                    vector,
+                ));
             }
         }
     }
@@ -135,11 +131,24 @@ fn existing_names_are_unchanged() {
         KernelSpec::generic(DType::F32, TileConfig::PAPER).name(),
         "im2win_f32_generic_b128x128x8_t8x8"
     );
-    for spec in &Catalogue::default_catalogue().kernels {
+    for spec in &Catalogue::default_f32().kernels {
         assert_eq!(spec.math, Math::Simt, "{spec}");
         assert_eq!(spec.dtype, DType::F32, "{spec}");
         assert!(spec.name().starts_with("im2win_f32_"), "{spec}");
+        assert!(spec.name().contains("_t"), "{spec}");
     }
+    // The default catalogue is the float32 one, then the tensor-core kernels.
+    let default = Catalogue::default_catalogue();
+    let f32_len = Catalogue::default_f32().kernels.len();
+    assert_eq!(
+        default.kernels[..f32_len],
+        Catalogue::default_f32().kernels[..]
+    );
+    assert!(
+        default.kernels[f32_len..]
+            .iter()
+            .all(|k| k.math == Math::TensorOp)
+    );
 }
 
 #[test]
@@ -154,26 +163,68 @@ fn tensor_op_names_round_trip() {
             name.starts_with(&format!("im2win_{}_", spec.numeric_name())),
             "{name}"
         );
+        // The warp tile is spelled with `w`, and the names end in NHWC.
+        assert!(name.contains("_w32x64_fused"), "{name}");
+        assert!(name.ends_with("_nhwc"), "{name}");
+        assert_eq!(
+            name.contains("_novec"),
+            !spec.variant.vector_loads,
+            "{name}"
+        );
     }
-    let tf32 = KernelSpec::fixed(DType::F32, FixedGeometry::square(3, 1), TC_TILE)
-        .with_math(Math::TensorOp)
-        .with_variant(Variant::FUSED)
-        .with_layout(Layout::Nhwc);
+    let tf32 = KernelSpec::tensor_op(
+        DType::F32,
+        Geometry::Fixed(FixedGeometry::square(3, 1)),
+        tc_tile(DType::F32),
+        true,
+    );
     assert_eq!(
         tf32.name(),
-        "im2win_tf32_r3s3_s1x1_b128x128x16_t8x8_fused_nhwc"
+        "im2win_tf32_r3s3_s1x1_b64x128x16_w32x64_fused_nhwc"
     );
-    // The 16-bit constructors give their tensor-core fused kernel directly.
-    let bf16 = KernelSpec::generic(DType::Bf16, TC_TILE);
-    assert_eq!((bf16.math, bf16.variant), (Math::TensorOp, Variant::FUSED));
-    assert_eq!(bf16.name(), "im2win_bf16_generic_b128x128x16_t8x8_fused");
+    // The same thing built from a float32 spec.
+    assert_eq!(
+        KernelSpec::fixed(DType::F32, FixedGeometry::square(3, 1), tc_tile(DType::F32))
+            .with_math(Math::TensorOp)
+            .with_variant(Variant::FUSED)
+            .with_layout(Layout::Nhwc),
+        tf32
+    );
+    // The 16-bit constructors give their tensor-core kernel (NHWC, vector loads) directly.
+    let bf16 = KernelSpec::generic(DType::Bf16, tc_tile(DType::Bf16));
+    assert_eq!(
+        (bf16.math, bf16.variant, bf16.layout),
+        (Math::TensorOp, Variant::FUSED, Layout::Nhwc)
+    );
+    assert_eq!(
+        bf16.name(),
+        "im2win_bf16_generic_b64x128x32_w32x64_fused_nhwc"
+    );
+    assert_eq!(
+        KernelSpec::tensor_op(DType::F16, Geometry::Generic, tc_tile(DType::F16), false).name(),
+        "im2win_f16_generic_b64x128x32_w32x64_fused_novec_nhwc"
+    );
     assert!(bf16.computes(DType::Bf16, Precision::Strict));
     assert!(!bf16.computes(DType::F16, Precision::Strict));
     assert!(tf32.computes(DType::F32, Precision::Tf32));
     assert!(!tf32.computes(DType::F32, Precision::Strict));
+    // The letter before the lower tile level follows the math: `t` for SIMT, `w` for tensor
+    // cores; the other spelling is no name.
+    for wrong in [
+        "im2win_bf16_generic_b64x128x32_t32x64_fused_nhwc",
+        "im2win_f32_generic_b128x128x8_w8x8",
+        "im2win_tf32_r3s3_s1x1_b64x128x16_t32x64_fused_nhwc",
+    ] {
+        assert!(
+            matches!(wrong.parse::<KernelSpec>(), Err(SpecError::BadName(_))),
+            "{wrong}"
+        );
+    }
     // Invalid combinations still have a name that parses back (names are total).
     let simt_bf16 = bf16.with_math(Math::Simt);
     assert_eq!(simt_bf16.name().parse::<KernelSpec>(), Ok(simt_bf16));
+    let nchw = bf16.with_layout(Layout::Nchw);
+    assert_eq!(nchw.name().parse::<KernelSpec>(), Ok(nchw));
     // Catalogues of them survive JSON, and a spec without `math` reads as SIMT.
     let catalogue = Catalogue::new(specs).unwrap();
     assert_eq!(
@@ -198,24 +249,36 @@ fn only_sensible_combinations_validate() {
     };
     // bf16 and f16 need tensor cores.
     for dtype in [DType::Bf16, DType::F16] {
-        unsupported(KernelSpec::generic(dtype, TC_TILE).with_math(Math::Simt));
+        unsupported(KernelSpec::generic(dtype, TileConfig::PAPER).with_math(Math::Simt));
     }
-    // Tensor-core kernels gather their windows, complete, in either layout.
-    let tf32 = KernelSpec::generic(DType::F32, TC_TILE).with_math(Math::TensorOp);
-    unsupported(tf32);
-    unsupported(KernelSpec::generic(DType::Bf16, TC_TILE).with_variant(Variant::MATERIALISED));
+    // Tensor-core kernels gather their windows, with the multistage pipeline, from NHWC
+    // tensors; the vector loads are theirs to choose.
+    let tf32 = KernelSpec::tensor_op(DType::F32, Geometry::Generic, tc_tile(DType::F32), true);
+    tf32.validate().unwrap();
+    unsupported(tf32.with_variant(Variant::MATERIALISED));
+    unsupported(tf32.with_layout(Layout::Nchw));
     let mut no_db = Variant::FUSED;
     no_db.double_buffering = false;
     unsupported(tf32.with_variant(no_db));
-    tf32.with_variant(Variant::FUSED).validate().unwrap();
-    // A stage is a whole number of MMAs deep: 8 for TF32, 16 for the 16-bit types.
+    let mut no_micro = Variant::FUSED;
+    no_micro.micro_kernel = false;
+    unsupported(tf32.with_variant(no_micro));
+    let mut no_vec = Variant::FUSED;
+    no_vec.vector_loads = false;
+    tf32.with_variant(no_vec).validate().unwrap();
+    assert!(tf32.with_variant(no_vec).is_complete());
+    assert!(tf32.is_complete());
+    // A SIMT kernel without vector loads is the ablation's, not a complete kernel.
+    let ablation = KernelSpec::generic(DType::F32, TileConfig::PAPER).with_variant(no_vec);
+    ablation.validate().unwrap();
+    assert!(!ablation.is_complete());
+    // A stage is a whole number of MMAs deep: 8 floats for TF32, 16 elements for the 16-bit
+    // types (32 bytes, one k-step, either way).
     let shallow = TileConfig {
         block_k: 8,
-        ..TC_TILE
+        ..tc_tile(DType::Bf16)
     };
-    KernelSpec::generic(DType::F32, shallow)
-        .with_math(Math::TensorOp)
-        .with_variant(Variant::FUSED)
+    KernelSpec::tensor_op(DType::F32, Geometry::Generic, shallow, true)
         .validate()
         .unwrap();
     for dtype in [DType::Bf16, DType::F16] {
@@ -223,6 +286,17 @@ fn only_sensible_combinations_validate() {
         assert!(matches!(err, SpecError::InvalidTile(..)), "{err}");
         assert!(err.to_string().contains("multiple of 16"), "{err}");
     }
+    // A SIMT tile is no tensor-core tile: 8×8 is no whole 16×16 warp piece.
+    let err = KernelSpec::generic(
+        DType::Bf16,
+        TileConfig {
+            block_k: 16,
+            ..TileConfig::PAPER
+        },
+    )
+    .validate()
+    .unwrap_err();
+    assert!(err.to_string().contains("multiples of 16"), "{err}");
     // The SIMT NHWC interleave rule is the SIMT kernels' own.
     // 1024 threads, each copying one window element per stage: runs of 1 channel.
     let odd = TileConfig {
@@ -239,10 +313,202 @@ fn only_sensible_combinations_validate() {
             .validate()
             .is_err()
     );
-    KernelSpec::generic(DType::Bf16, odd)
-        .with_layout(Layout::Nhwc)
-        .validate()
-        .unwrap();
+}
+
+#[test]
+fn tensor_op_tiles_follow_the_template_rules() {
+    let valid = |tile: TileConfig, dtype: DType| tile.validate_tensor_op(dtype);
+    for dtype in DType::ALL {
+        for tile in im2win_codegen::catalogue::TENSOR_OP_TILES {
+            valid(tile.tile(dtype), dtype).unwrap();
+        }
+    }
+    let base = tc_tile(DType::Bf16);
+    let refused = [
+        // The warp tile does not divide the block.
+        (
+            TileConfig {
+                thread_m: 48,
+                ..base
+            },
+            "divide",
+        ),
+        // Warp tiles of whole 16 × 16 pieces.
+        (
+            TileConfig {
+                block_m: 64,
+                thread_m: 8,
+                ..base
+            },
+            "multiples of 16",
+        ),
+        // 48-byte rows.
+        (
+            TileConfig {
+                block_k: 24,
+                ..base
+            },
+            "32, 64 or 128 bytes",
+        ),
+        // 256-byte rows.
+        (
+            TileConfig {
+                block_k: 128,
+                ..base
+            },
+            "32, 64 or 128 bytes",
+        ),
+        // 64 warps.
+        (
+            TileConfig {
+                block_m: 256,
+                block_n: 512,
+                thread_m: 16,
+                thread_n: 64,
+                ..base
+            },
+            "warps",
+        ),
+        // 128 threads copy 32 rows of 64 bytes a pass: 16 channels leave half a pass.
+        (
+            TileConfig {
+                block_m: 16,
+                thread_m: 16,
+                block_n: 512,
+                thread_n: 128,
+                ..base
+            },
+            "whole rows",
+        ),
+        // 256 pixels × 256 channels × 128-byte rows × 3 stages: 192 KiB.
+        (
+            TileConfig {
+                block_m: 256,
+                block_n: 256,
+                block_k: 64,
+                thread_m: 64,
+                thread_n: 128,
+            },
+            "shared memory",
+        ),
+    ];
+    for (tile, why) in refused {
+        let err = valid(tile, DType::Bf16).unwrap_err();
+        assert!(matches!(err, SpecError::InvalidTile(..)), "{tile:?}: {err}");
+        assert!(err.to_string().contains(why), "{tile:?}: {err}");
+    }
+    // `TileConfig::validate` (the macro's and the manifest's parse) takes a tile that either
+    // math can have, and names both reasons when neither can.
+    base.validate().unwrap();
+    TileConfig::PAPER.validate().unwrap();
+    let err = TileConfig {
+        block_k: 24,
+        ..base
+    }
+    .validate()
+    .unwrap_err();
+    assert!(err.to_string().contains("CUDA-core"), "{err}");
+    assert!(err.to_string().contains("tensor-core"), "{err}");
+    assert_eq!(
+        "64x128x32/32x64".parse::<TileConfig>(),
+        Ok(base),
+        "the macro's spelling"
+    );
+    assert_eq!("b64x128x32_w32x64".parse::<TileConfig>(), Ok(base));
+    assert_eq!(base.name_for(Math::TensorOp), "b64x128x32_w32x64");
+    assert_eq!(base.name_for(Math::Simt), "b64x128x32_t32x64");
+}
+
+#[test]
+fn tensor_op_kernels_count_what_the_template_declares() {
+    // Threads, stages and shared memory as `TensorOpTileShape` counts them
+    // (scripts/tc/NOTES.md's table), for each element type.
+    use im2win_codegen::catalogue::{
+        TENSOR_OP_128X64_R128, TENSOR_OP_128X96_R64, TENSOR_OP_128X128_R64, TENSOR_OP_128X128_R128,
+    };
+    let table = [
+        (TENSOR_OP_128X128_R64, 4, 64 * 1024),
+        (TENSOR_OP_128X64_R64, 4, 48 * 1024),
+        (TENSOR_OP_128X128_R128, 3, 96 * 1024),
+        (TENSOR_OP_128X64_R128, 3, 72 * 1024),
+        (TENSOR_OP_128X96_R64, 4, 56 * 1024),
+    ];
+    for dtype in DType::ALL {
+        for (tile, stages, bytes) in table {
+            let spec = KernelSpec::tensor_op(dtype, Geometry::Generic, tile.tile(dtype), true);
+            spec.validate().unwrap();
+            assert_eq!(spec.threads(), 128, "{spec}");
+            assert_eq!(spec.stages(), stages, "{spec}");
+            assert_eq!(spec.shared_bytes(), bytes, "{spec}");
+            assert_eq!(spec.dynamic_shared_bytes(), bytes, "{spec}");
+            assert_eq!(spec.min_blocks_per_sm(), 1, "{spec}");
+            assert_eq!(spec.max_registers(), 255, "{spec}");
+            assert_eq!(spec.channel_multiple(), 16 / dtype.size_bytes(), "{spec}");
+            assert!(spec.needs_aligned_operands(), "{spec}");
+            let any = KernelSpec::tensor_op(dtype, Geometry::Generic, tile.tile(dtype), false);
+            assert_eq!(any.channel_multiple(), 1, "{any}");
+            assert!(!any.needs_aligned_operands(), "{any}");
+        }
+    }
+    // SIMT kernels: static shared memory, their tile's threads and launch bounds.
+    let simt = KernelSpec::generic(DType::F32, TileConfig::PAPER);
+    assert_eq!(simt.threads(), TileConfig::PAPER.threads());
+    assert_eq!(simt.stages(), 2);
+    assert_eq!(simt.dynamic_shared_bytes(), 0);
+    assert_eq!(
+        simt.min_blocks_per_sm(),
+        TileConfig::PAPER.min_blocks_per_sm()
+    );
+    assert_eq!(simt.channel_multiple(), 1);
+    assert!(!simt.needs_aligned_operands());
+}
+
+#[test]
+fn the_default_tensor_op_kernels() {
+    use im2win_codegen::catalogue::{TENSOR_OP_KERNELS, TENSOR_OP_TYPES};
+    let catalogue = Catalogue::default_catalogue();
+    let tensor_op: Vec<&KernelSpec> = catalogue
+        .kernels
+        .iter()
+        .filter(|k| k.math == Math::TensorOp)
+        .collect();
+    assert_eq!(tensor_op.len(), 3 * TENSOR_OP_KERNELS.len());
+    for dtype in TENSOR_OP_TYPES {
+        let of_type: Vec<&&KernelSpec> = tensor_op.iter().filter(|k| k.dtype == dtype).collect();
+        assert_eq!(of_type.len(), TENSOR_OP_KERNELS.len(), "{dtype}");
+        // Every problem has a kernel: a generic one of each loader.
+        for vector in [true, false] {
+            assert!(
+                of_type
+                    .iter()
+                    .any(|k| k.geometry == Geometry::Generic && k.variant.vector_loads == vector),
+                "{dtype}: no generic kernel with vector loads {vector}"
+            );
+        }
+    }
+    for spec in &tensor_op {
+        spec.validate().unwrap_or_else(|e| panic!("{spec}: {e}"));
+        assert_eq!(spec.layout, Layout::Nhwc, "{spec}");
+        assert!(spec.is_complete(), "{spec}");
+    }
+    // The geometries the brief names: 1×1/1, 3×3/1, 3×3/2, 7×7/2, 11×11/4 and generic.
+    let geometries: std::collections::BTreeSet<Geometry> =
+        tensor_op.iter().map(|k| k.geometry).collect();
+    assert_eq!(geometries.len(), 6, "{geometries:?}");
+    // Without some tensor-core types: the float32 kernels and the rest, in the order given.
+    let bf16_only = Catalogue::default_for(&[DType::Bf16, DType::Bf16]);
+    assert_eq!(
+        bf16_only.kernels.len(),
+        Catalogue::default_f32().kernels.len() + TENSOR_OP_KERNELS.len()
+    );
+    assert!(
+        bf16_only
+            .kernels
+            .iter()
+            .all(|k| k.math == Math::Simt || k.dtype == DType::Bf16)
+    );
+    assert_eq!(Catalogue::default_for(&[]), Catalogue::default_f32());
+    assert_eq!(Catalogue::default_for(&TENSOR_OP_TYPES), catalogue);
 }
 
 #[test]
@@ -252,25 +518,18 @@ fn shared_memory_counts_the_element_size() {
     assert_eq!(t.shared_bytes(DType::F32), 16 * 1024);
     assert_eq!(t.shared_bytes(DType::Bf16), 8 * 1024);
     assert_eq!(t.shared_bytes(DType::F16), 8 * 1024);
-    // 128×128×32 is 64 KiB of float32 (refused) and 32 KiB of bf16 (fine).
+    // A SIMT tile: 128×128×32 is 64 KiB of float32 (refused) and 32 KiB of 2-byte
+    // elements (accepted by `validate_for`, which counts shared memory only).
     let deep = TileConfig {
         block_k: 32,
-        ..TC_TILE
+        ..TileConfig::PAPER
     };
-    let err = KernelSpec::generic(DType::F32, deep)
-        .with_math(Math::TensorOp)
-        .with_variant(Variant::FUSED)
-        .validate()
-        .unwrap_err();
-    assert!(err.to_string().contains("48 KiB"), "{err}");
-    KernelSpec::generic(DType::Bf16, deep).validate().unwrap();
     assert!(deep.validate_for(DType::F32).is_err());
     deep.validate_for(DType::F16).unwrap();
-    // `validate` accepts a tile that some element type can have.
     deep.validate().unwrap();
     let deeper = TileConfig {
         block_k: 64,
-        ..TC_TILE
+        ..TileConfig::PAPER
     };
     assert!(deeper.validate().is_err());
     let huge = TileConfig {
@@ -281,6 +540,21 @@ fn shared_memory_counts_the_element_size() {
         thread_n: 1,
     };
     assert_eq!(huge.shared_bytes(DType::F32), u64::MAX);
+    // A tensor-core tile counts the element size through its rows: 16 floats and 32 bf16
+    // are the same 64 bytes.
+    let tf32 = KernelSpec::tensor_op(DType::F32, Geometry::Generic, tc_tile(DType::F32), true);
+    let bf16 = KernelSpec::tensor_op(DType::Bf16, Geometry::Generic, tc_tile(DType::Bf16), true);
+    assert_eq!(tf32.shared_bytes(), bf16.shared_bytes());
+    assert_eq!(
+        KernelSpec::tensor_op(DType::F32, Geometry::Generic, tc_tile(DType::Bf16), true)
+            .shared_bytes(),
+        3 * 192 * 128,
+        "32 floats are 128-byte rows: 3 stages"
+    );
+    assert_eq!(
+        KernelSpec::tensor_op(DType::F32, Geometry::Generic, huge, true).shared_bytes(),
+        u64::MAX
+    );
 }
 
 #[test]
@@ -333,7 +607,7 @@ fn support_kernels_per_element_type() {
         ] {
             assert!(name.ends_with(dtype.name()), "{name}");
             assert!(name.parse::<KernelSpec>().is_err(), "{name}");
-            // Only fatbins with kernels of the type hold them.
+            // No fatbin holds them: the tensor-core kernels need neither.
             assert!(!support::ALL.contains(&name), "{name}");
         }
     }

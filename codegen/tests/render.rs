@@ -3,10 +3,12 @@
 
 use std::collections::BTreeSet;
 
+mod common;
+
 use im2win_codegen::abi;
 use im2win_codegen::catalogue::{baselines, support};
 use im2win_codegen::render::{self, COMMON_HEADER, HEADER_FILE, RenderError, Renderer};
-use im2win_codegen::{Catalogue, DType, FixedGeometry, KernelSpec, TileConfig};
+use im2win_codegen::{Catalogue, DType, FixedGeometry, KernelSpec, Math, TileConfig};
 
 fn tile(block_m: u32, block_n: u32, block_k: u32, thread_m: u32, thread_n: u32) -> TileConfig {
     TileConfig {
@@ -33,8 +35,12 @@ fn unusual_specs() -> Vec<KernelSpec> {
         KernelSpec::fixed(DType::F32, rect(7, 1, 1, 1), tile(48, 32, 16, 3, 2)),
         KernelSpec::generic(DType::F32, tile(64, 64, 12, 4, 4)),
         KernelSpec::generic(DType::F32, tile(64, 32, 4, 8, 8)),
-        KernelSpec::generic(DType::F32, tile(256, 64, 8, 8, 8)),
+        // 512 threads (256 x 128 was this case until the staged epilogue made it 64 KiB).
+        KernelSpec::generic(DType::F32, tile(256, 64, 8, 8, 4)),
     ]
+    .into_iter()
+    .chain(common::unusual_tensor_op_specs())
+    .collect()
 }
 
 /// Whether `source` defines the kernel `name`: `extern "C" __global__`, then only a return type,
@@ -68,6 +74,10 @@ fn every_catalogue_spec_renders() -> Result<(), RenderError> {
         let source = renderer.kernel(spec)?;
         assert!(defines(&source, &name), "{name} is not defined");
         assert_no_template_syntax(&name, &source);
+        if spec.math == Math::TensorOp {
+            check_tensor_op_source(spec, &source);
+            continue;
+        }
         let t = spec.tile;
         // The instantiation names every compile-time choice of the spec.
         let shape = format!(
@@ -114,6 +124,73 @@ fn every_catalogue_spec_renders() -> Result<(), RenderError> {
             "{name} does not run conv2d_fprop"
         );
     }
+    Ok(())
+}
+
+/// A tensor-core kernel's source names every compile-time choice of its spec, in the
+/// template's terms (pixels before channels), and asks for 128-register-hungry launch bounds
+/// of one block.
+fn check_tensor_op_source(spec: &KernelSpec, source: &str) {
+    let name = spec.name();
+    let t = spec.tile;
+    let row_bytes = t.block_k as usize * spec.dtype.size_bytes();
+    let shape = format!(
+        "im2win::TensorOpTileShape<{name}_types, /*BM=*/{}, /*BN=*/{}, /*WM=*/{}, /*WN=*/{}, /*STAGES=*/{}, /*ROW_BYTES=*/{row_bytes}>",
+        t.block_n,
+        t.block_m,
+        t.thread_n,
+        t.thread_m,
+        spec.stages()
+    );
+    assert!(source.contains(&shape), "{name} lacks `{shape}`");
+    let e = spec.elements();
+    let types = format!(
+        "using {name}_types = im2win::Conv2dTypes<{}, {}, {}, {}>;",
+        e.input.cuda_type(),
+        e.filter.cuda_type(),
+        e.output.cuda_type(),
+        e.accumulator.cuda_type()
+    );
+    assert!(source.contains(&types), "{name} lacks `{types}`");
+    let vector = format!("/*VECTOR=*/{}>;", spec.variant.vector_loads);
+    assert!(source.contains(&vector), "{name} lacks `{vector}`");
+    let bounds = format!("__launch_bounds__({}, 1)", spec.threads());
+    assert!(source.contains(&bounds), "{name} lacks `{bounds}`");
+    let geometry = match spec.geometry {
+        im2win_codegen::Geometry::Fixed(g) => format!(
+            "im2win::FixedGeometry<{}, {}, {}, {}>",
+            g.filter_h, g.filter_w, g.stride_h, g.stride_w
+        ),
+        im2win_codegen::Geometry::Generic => "im2win::GenericGeometry".to_string(),
+    };
+    assert!(source.contains(&geometry), "{name} lacks `{geometry}`");
+    let smem = format!("SMEM_BYTES == {}", spec.shared_bytes());
+    assert!(source.contains(&smem), "{name} lacks `{smem}`");
+    assert!(
+        source.contains(&format!("im2win::conv2d_fprop_tensorop<{name}_config>")),
+        "{name} does not run conv2d_fprop_tensorop"
+    );
+    // Never the SIMT body.
+    assert!(!source.contains("im2win::conv2d_fprop<"), "{name}");
+}
+
+#[test]
+fn tensor_op_kernels_include_their_header_only_where_present() -> Result<(), RenderError> {
+    let renderer = Renderer::new()?;
+    let conv = |catalogue: &Catalogue| -> Result<String, RenderError> {
+        let sources = renderer.catalogue(catalogue)?;
+        let file = sources.files.last().map(|f| f.source.clone());
+        Ok(file.unwrap_or_default())
+    };
+    let with = conv(&Catalogue::default_catalogue())?;
+    assert!(with.contains("#include \"conv_fprop_tensorop.cuh\""));
+    assert!(with.contains("templates/conv_tensorop.cu.tera"));
+    let without = conv(&Catalogue::default_f32())?;
+    assert!(without.contains("#include \"conv_fprop.cuh\""));
+    assert!(
+        !without.contains("tensorop"),
+        "the SIMT-only source names the tensor-core header"
+    );
     Ok(())
 }
 

@@ -447,10 +447,34 @@ fn model_tile_valid(t: &TileConfig) -> bool {
         && (bn * bk) % threads == 0
 }
 
+/// Whether a tensor-core kernel's tile satisfies the documented rules of
+/// `TileConfig::validate_tensor_op` for elements of `bytes` bytes, in u128: whole 16 × 16
+/// warp pieces dividing the block, 1 to 32 warps, 32-, 64- or 128-byte rows, copy passes of
+/// whole rows, and at most 163 KiB of stages (4 of rows up to 64 bytes, else 3).
+fn model_tensor_op_tile_valid(t: &TileConfig, bytes: u128) -> bool {
+    let [bm, bn, bk, tm, tn] =
+        [t.block_m, t.block_n, t.block_k, t.thread_m, t.thread_n].map(u128::from);
+    if [bm, bn, bk, tm, tn].contains(&0) || bm % tm != 0 || bn % tn != 0 {
+        return false;
+    }
+    let warps = (bm / tm) * (bn / tn);
+    let row = bk * bytes;
+    let stages = if row <= 64 { 4 } else { 3 };
+    let rows_per_pass = 32 * warps / (row / 16).max(1);
+    tm % 16 == 0
+        && tn % 16 == 0
+        && (1..=32).contains(&warps)
+        && [32, 64, 128].contains(&row)
+        && bm % rows_per_pass == 0
+        && bn % rows_per_pass == 0
+        && stages * row * (bm + bn) <= 163 * 1024
+}
+
 /// Whether `spec` is valid. `KernelSpec::validate` is the definition (codegen adds limits
 /// of its own, e.g. on shared memory); it must not panic, and whatever it accepts must
 /// satisfy the rules that dispatch and the kernels rely on (no zero dimension, whole thread
-/// tiles, 32 to 1024 threads, 48 KiB of shared memory), checked here in u128.
+/// tiles, 32 to 1024 threads, 48 KiB of shared memory; for tensor-core kernels their own
+/// tile rules, NHWC and the fused variant), checked here in u128.
 fn model_spec_valid(spec: &KernelSpec) -> bool {
     let valid = spec.validate().is_ok();
     if valid {
@@ -458,12 +482,34 @@ fn model_spec_valid(spec: &KernelSpec) -> bool {
             Geometry::Generic => true,
             Geometry::Fixed(g) => ![g.filter_h, g.filter_w, g.stride_h, g.stride_w].contains(&0),
         };
+        let tile_ok = match spec.math {
+            im2win::codegen::Math::Simt => model_tile_valid(&spec.tile),
+            im2win::codegen::Math::TensorOp => {
+                spec.layout == im2win::Layout::Nhwc
+                    && spec.variant.fused
+                    && model_tensor_op_tile_valid(&spec.tile, spec.dtype.size_bytes() as u128)
+            }
+        };
         assert!(
-            geometry_ok && model_tile_valid(&spec.tile),
+            geometry_ok && tile_ok,
             "KernelSpec::validate accepts {spec:?}"
         );
     }
     valid
+}
+
+/// Whether a kernel of `spec`'s element type and math computes `p`'s element type at its
+/// precision (the table of docs/DESIGN.md): strict float32 on CUDA cores only, TF32 on
+/// tensor cores only, bf16 and f16 as stored.
+fn model_computes(spec: &KernelSpec, p: &Conv2dProblem) -> bool {
+    use im2win::codegen::{Math, Precision};
+    spec.dtype == p.dtype
+        && matches!(
+            (p.precision, spec.dtype, spec.math),
+            (Precision::Strict, DType::F32, Math::Simt)
+                | (Precision::Strict, DType::Bf16 | DType::F16, _)
+                | (Precision::Tf32, DType::F32, Math::TensorOp)
+        )
 }
 
 /// The grid `(x, y)` of `spec` on a valid problem, if within CUDA's limits.
@@ -744,6 +790,12 @@ fn check_forced(
         Ok(plan) => plan,
         Err(Error::InvalidSpec(_)) => {
             assert!(!model_spec_valid(&spec), "{spec:?} is valid");
+            return;
+        }
+        // A kernel of another element type or precision (the catalogue's tensor-core kernels
+        // on the float32 problems that inputs decode to).
+        Err(Error::PrecisionMismatch { .. }) => {
+            assert!(model_spec_valid(&spec) && !model_computes(&spec, problem));
             return;
         }
         Err(Error::SpecMismatch { .. }) => {

@@ -15,7 +15,8 @@ use syn::parse::{ParseStream, Parser};
 use syn::{Ident, LitStr, Token};
 
 /// Names a convolution kernel specialisation, checked at compile time against the catalogue
-/// that build.rs compiles (`Catalogue::default_catalogue()`) and, with `catalogue = "…"`,
+/// that build.rs compiles (`Catalogue::default_for` the tensor-core families of the im2win
+/// crate's features: all by default) and, with `catalogue = "…"`,
 /// against the crate's own manifest. Expands to a `const`-evaluable
 /// `im2win::Specialization`, which `Engine::conv2d_specialized` launches without dispatch and
 /// which refuses a problem of another filter size or stride (`Error::SpecMismatch`).
@@ -26,6 +27,8 @@ use syn::{Ident, LitStr, Token};
 /// im2win::conv2d!(f32, filter = 3, stride = 2x1, tile = b128x128x8_t8x8)
 /// im2win::conv2d!(f32, generic)
 /// im2win::conv2d!(f32, filter = 3x3, stride = 1, layout = nhwc)
+/// im2win::conv2d!(bf16, filter = 3x3, stride = 1, layout = nhwc)
+/// im2win::conv2d!(tf32, filter = 3x3, layout = nhwc, tile = 64x128x16/32x64)
 /// im2win::conv2d!(f32, filter = 9x9, stride = 3, catalogue = "im2win.toml")
 /// ```
 ///
@@ -33,12 +36,15 @@ use syn::{Ident, LitStr, Token};
 ///   tensors on tensor cores), `bf16` or `f16` (tensor cores), as kernel names spell them.
 /// * `filter = RxS` (or `N` for `NxN`), `stride = HxW` (or `N`; default 1); or `generic`,
 ///   the kernel that takes filter size, stride and dilation at run time.
-/// * `tile = MxNxK/TMxTN` (block and thread tile) or `tile = bMxNxK_tTMxTN` (the spelling of
-///   kernel names) fixes the tile; without it the tile is chosen per problem among those
-///   compiled for the geometry.
+/// * `tile = MxNxK/TMxTN` (block and thread tile; for tensor cores block and warp tile, see
+///   `TileConfig`) or `tile = bMxNxK_tTMxTN` / `bMxNxK_wWMxWN` (the spelling of kernel names)
+///   fixes the tile (for tensor cores the kernel with vector loads); without it the tile
+///   (and loader) is chosen per problem among those compiled for the geometry.
 /// * `layout = nchw` (the default) or `layout = nhwc`: the memory order of input and output
-///   the kernels take (NHWC kernels gather their windows; any filter layout works). The
-///   epilogue (bias, residual, activation) is the problem's and runs in every kernel.
+///   the kernels take (NHWC kernels gather their windows; any filter layout works for
+///   `f32`). The tensor-core kernels (`tf32`, `bf16`, `f16`) exist for NHWC with a KRSC
+///   filter only: ask for `layout = nhwc`. The epilogue (bias, residual, activation) is the
+///   problem's and runs in every kernel.
 /// * `catalogue = "path/to/im2win.toml"` (relative to the crate's root, `CARGO_MANIFEST_DIR`)
 ///   also accepts the kernels of that manifest, which the crate's build.rs compiles with
 ///   `im2win_codegen::Builder::from_manifest` and embeds with `im2win::include_kernels!`.
@@ -184,6 +190,23 @@ fn parse_value(input: ParseStream, key: &Ident) -> syn::Result<Value> {
     Ok(Value { text, tokens })
 }
 
+/// The default catalogue as the im2win crate builds it: the float32 kernels and the
+/// tensor-core families of this crate's features (`tc-bf16`, `tc-f16`, `tc-tf32`, which the
+/// im2win crate's features of the same names turn on).
+fn default_catalogue() -> Catalogue {
+    let families = [
+        (cfg!(feature = "tc-bf16"), DType::Bf16),
+        (cfg!(feature = "tc-f16"), DType::F16),
+        (cfg!(feature = "tc-tf32"), DType::F32),
+    ];
+    let tensor_op: Vec<DType> = families
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, dtype)| dtype)
+        .collect();
+    Catalogue::default_for(&tensor_op)
+}
+
 /// A catalogue the request is checked against, and the name the handle records.
 struct Source {
     name: String,
@@ -237,6 +260,17 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
         Some(value) => value.text.parse().map_err(|e| value.error(e))?,
         None => Layout::Nchw,
     };
+    // No catalogue can hold an NCHW tensor-core kernel (`KernelSpec::validate`): say why.
+    if math == Math::TensorOp && layout == Layout::Nchw {
+        let message = format!(
+            "im2win: the tensor-core kernels ({}) read NHWC tensors with a KRSC filter: add `layout = nhwc`",
+            numeric_name(dtype, math)
+        );
+        return Err(match &request.layout {
+            Some(value) => value.error(message),
+            None => syn::Error::new(request.dtype.span(), message),
+        });
+    }
     // A tile names the kernel `Specialization::spec` builds: the window-buffer kernel for
     // NCHW SIMT kernels, the window-gather one for NHWC and for tensor cores.
     let tile_variant = match (layout, math) {
@@ -246,7 +280,7 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
 
     let mut sources = vec![Source {
         name: "im2win".to_string(),
-        catalogue: Catalogue::default_catalogue(),
+        catalogue: default_catalogue(),
     }];
     let mut manifest_path = None;
     if let Some((literal, value)) = &request.catalogue {
@@ -628,34 +662,44 @@ mod tests {
 
     #[test]
     fn tensor_core_types_are_named_and_checked() {
-        // The default catalogue has none: a compile error naming the type, and the manifest
-        // entry that would generate it.
-        let err = expand_str("bf16, filter = 3x3, stride = 1").unwrap_err();
-        assert!(err.contains("no bf16 kernel for a 3x3 filter"), "{err}");
-        assert!(err.contains("dtype = \"bf16\""), "{err}");
-        let err = expand_str("tf32, generic, layout = nhwc").unwrap_err();
-        assert!(
-            err.contains("no tf32 kernel for the generic kernel"),
-            "{err}"
-        );
-        // From a manifest that has them: the expansion carries type and math.
-        let out = expand_str("tf32, filter = 3, catalogue = \"ui/tensor_cores.toml\"").unwrap();
+        // The default catalogue has them for NHWC: the expansion carries type, math and
+        // layout.
+        let out = expand_str("bf16, filter = 3x3, stride = 1, layout = nhwc").unwrap();
+        assert!(out.contains("DType :: Bf16"), "{out}");
+        assert!(out.contains("Math :: TensorOp"), "{out}");
+        assert!(out.contains("Layout :: Nhwc"), "{out}");
+        let out = expand_str("tf32, generic, layout = nhwc").unwrap();
         assert!(out.contains("DType :: F32"), "{out}");
         assert!(out.contains("Math :: TensorOp"), "{out}");
+        // A tensor-core tile of the default catalogue.
+        let out = expand_str("tf32, filter = 3, layout = nhwc, tile = 64x128x16/32x64").unwrap();
+        assert!(out.contains("block_m : 64"), "{out}");
+        assert!(out.contains("thread_n : 64"), "{out}");
+        let out = expand_str("f16, filter = 3, layout = nhwc, tile = b128x128x64_w64x64").unwrap();
+        assert!(out.contains("block_k : 64"), "{out}");
+        // NCHW: never a tensor-core kernel, and the error says what to ask for.
+        let err = expand_str("bf16, filter = 3x3, stride = 1").unwrap_err();
+        assert!(err.contains("add `layout = nhwc`"), "{err}");
+        let err = expand_str("f16, generic, layout = nchw").unwrap_err();
+        assert!(err.contains("add `layout = nhwc`"), "{err}");
+        // A geometry the default catalogue lacks: a compile error naming the type, and the
+        // manifest entry that would generate it.
+        let err = expand_str("bf16, filter = 5x5, layout = nhwc").unwrap_err();
+        assert!(err.contains("no bf16 kernel for a 5x5 filter"), "{err}");
+        assert!(err.contains("dtype = \"bf16\""), "{err}");
+        // From a manifest that has them.
+        let out =
+            expand_str("tf32, filter = 5, layout = nhwc, catalogue = \"ui/tensor_cores.toml\"")
+                .unwrap();
         assert!(out.contains("\"tensor_cores\""), "{out}");
         let out = expand_str(
-            "tf32, filter = 3, tile = 64x64x16/4x4, catalogue = \"ui/tensor_cores.toml\"",
+            "bf16, filter = 9, stride = 2, layout = nhwc, catalogue = \"ui/tensor_cores.toml\"",
         )
         .unwrap();
-        assert!(out.contains("block_m : 64"), "{out}");
-        let out = expand_str("bf16, generic, catalogue = \"ui/tensor_cores.toml\"").unwrap();
         assert!(out.contains("DType :: Bf16"), "{out}");
-        // The strict float32 request does not take the TF32 kernel.
-        let err = expand_str(
-            "f32, filter = 3, tile = 64x64x16/4x4, catalogue = \"ui/tensor_cores.toml\"",
-        )
-        .unwrap_err();
-        assert!(err.contains("but not with tile 64x64x16/4x4"), "{err}");
+        // The strict float32 request does not take a TF32 kernel's tile.
+        let err = expand_str("f32, filter = 3, layout = nhwc, tile = 64x128x16/32x64").unwrap_err();
+        assert!(err.contains("but not with tile 64x128x16/32x64"), "{err}");
         let out = expand_str("f32, filter = 3x3").unwrap();
         assert!(out.contains("Math :: Simt"), "{out}");
     }

@@ -225,6 +225,28 @@ pub enum Error {
         /// [`Conv2dProblem::numeric_name`]: crate::Conv2dProblem::numeric_name
         problem: &'static str,
     },
+    /// A kernel was forced on a problem that lacks something it needs beyond element type,
+    /// layout and geometry (the tensor-core kernels: a KRSC filter; with vector loads, `C` a
+    /// multiple of 8, or 4 for TF32, and 16-byte aligned input and filter; one split of the
+    /// reduction).
+    #[error("kernel `{kernel}` cannot run this problem: it needs {requirement}")]
+    KernelRequirement {
+        /// The kernel's name.
+        kernel: String,
+        /// What it needs that the problem (or call) lacks.
+        requirement: &'static str,
+    },
+    /// The catalogue has kernels of the problem's element type, precision and layout, but
+    /// every one that could run its geometry needs something the problem lacks (see
+    /// [`Error::KernelRequirement`]), e.g. the bf16 kernels a KRSC filter.
+    #[error("no {numeric} kernel of the catalogue runs this problem: they need {requirement}")]
+    RequirementUnmet {
+        /// The element type and precision as the benchmark names them: `bf16`, `f16`,
+        /// `tf32`, `f32`.
+        numeric: &'static str,
+        /// What the kernels need that the problem (or call) lacks.
+        requirement: &'static str,
+    },
     /// A device buffer belongs to another CUDA context (device) than the engine.
     #[error("buffer `{buffer}` lives in another CUDA context than the engine's")]
     ForeignBuffer {

@@ -8,7 +8,9 @@ use crate::element::Element;
 use im2win_codegen::{Catalogue, DType, Geometry, KernelSpec, Math, TileConfig, Variant};
 
 use crate::error::{Error, Result};
-use crate::gpu::{DeviceLimits, Engine, Plan, can_implement};
+use crate::gpu::{
+    DeviceLimits, Engine, OPERAND_ALIGNMENT, Operands, Plan, can_implement, unmet_requirement,
+};
 use crate::layout::Layout;
 use crate::problem::Conv2dProblem;
 
@@ -55,18 +57,25 @@ impl Specialization {
     /// one, else the `name` of a crate's manifest). `im2win::conv2d!` calls this after
     /// checking that the catalogue has it; made by hand, the check happens at run time
     /// ([`Error::SpecNotLoaded`]).
+    ///
+    /// The layout is NCHW for float32, NHWC for bf16 and f16 (whose kernels are tensor-core
+    /// kernels, NHWC only); [`Specialization::with_layout`] sets another.
     pub const fn new(
         dtype: DType,
         geometry: Geometry,
         tile: Option<TileConfig>,
         catalogue: &'static str,
     ) -> Self {
+        let math = Math::default_for(dtype);
         Specialization {
             dtype,
-            math: Math::default_for(dtype),
+            math,
             geometry,
             tile,
-            layout: Layout::Nchw,
+            layout: match math {
+                Math::Simt => Layout::Nchw,
+                Math::TensorOp => Layout::Nhwc,
+            },
             catalogue,
         }
     }
@@ -117,7 +126,8 @@ impl Specialization {
 
     /// The kernel, when the tile is fixed: the materialised variant of that tile for NCHW
     /// SIMT kernels, the fused one for NHWC and for tensor-core kernels (their only
-    /// algorithm).
+    /// algorithm; with vector loads: a fixed tile names the kernel for `C` a multiple of 8,
+    /// or 4 for TF32).
     pub const fn spec(&self) -> Option<KernelSpec> {
         match self.tile {
             Some(tile) => Some(self.spec_with_tile(tile)),
@@ -143,29 +153,52 @@ impl Specialization {
 
     /// Whether its kernels compute `problem`: the problem's element type and precision
     /// ([`KernelSpec::computes`]), the same layout, filter size and stride, and dilation 1
-    /// along every axis where the filter is longer than 1 (always, for the generic kernel).
+    /// along every axis where the filter is longer than 1 (always, for the generic kernel),
+    /// and the kernels' own requirements ([`unmet_requirement`]: for tensor-core kernels a
+    /// KRSC filter, and with a fixed tile `C` a multiple of its channel vector).
     pub fn supports(&self, problem: &Conv2dProblem) -> bool {
-        can_implement(
-            &self.spec_with_tile(self.tile.unwrap_or(TileConfig::PAPER)),
-            problem,
-        )
+        can_implement(&self.probe(), problem)
+    }
+
+    /// The spec whose [`can_implement`] answers for the specialisation: its kernel, or
+    /// without a tile one of its geometry (for tensor cores the element-wise one, which
+    /// takes any `C`, since the tile is chosen among both loaders).
+    fn probe(&self) -> KernelSpec {
+        match self.spec() {
+            Some(spec) => spec,
+            None => {
+                let mut spec = self.spec_with_tile(TileConfig::PAPER);
+                if spec.math == Math::TensorOp {
+                    spec.variant.vector_loads = false;
+                }
+                spec
+            }
+        }
     }
 
     /// Checks that its kernels compute `problem` ([`Specialization::supports`]).
     ///
     /// # Errors
     /// [`Error::PrecisionMismatch`] for a problem of another element type or precision,
-    /// [`Error::SpecMismatch`] naming the kernel and the problem's geometry.
+    /// [`Error::KernelRequirement`] for one that lacks what the kernels need (a KRSC filter
+    /// for tensor-core kernels), [`Error::SpecMismatch`] naming the kernel and the
+    /// problem's geometry.
     pub fn check(&self, problem: &Conv2dProblem) -> Result<()> {
         if self.supports(problem) {
             return Ok(());
         }
-        let spec = self.spec_with_tile(self.tile.unwrap_or(TileConfig::PAPER));
+        let spec = self.probe();
         if !spec.computes(problem.dtype, problem.precision) {
             return Err(Error::PrecisionMismatch {
                 kernel: self.to_string(),
                 computes: spec.numeric_name(),
                 problem: problem.numeric_name(),
+            });
+        }
+        if let Some(requirement) = unmet_requirement(&spec, problem) {
+            return Err(Error::KernelRequirement {
+                kernel: self.to_string(),
+                requirement,
             });
         }
         Err(Error::SpecMismatch {
@@ -205,6 +238,22 @@ impl Specialization {
         catalogue: &Catalogue,
         device: &DeviceLimits,
     ) -> Result<Plan> {
+        self.plan_for_operands(problem, catalogue, device, OPERAND_ALIGNMENT)
+    }
+
+    /// [`Specialization::plan_for_device`] for input and filter that start at a multiple of
+    /// `aligned_to` bytes (see [`Plan::for_operands`]): without a fixed tile, kernels with
+    /// vector loads of them are chosen only when they are 16-byte aligned.
+    ///
+    /// # Errors
+    /// As [`Specialization::plan_for_device`].
+    pub fn plan_for_operands(
+        &self,
+        problem: &Conv2dProblem,
+        catalogue: &Catalogue,
+        device: &DeviceLimits,
+        aligned_to: usize,
+    ) -> Result<Plan> {
         problem.shape()?;
         self.check(problem)?;
         let candidates: Vec<KernelSpec> = catalogue
@@ -228,14 +277,15 @@ impl Specialization {
             }),
             (Some(spec), false) => Plan::for_spec(problem, spec),
             // Every candidate has this geometry, which computes the problem: the heuristic
-            // only chooses the tile.
-            (None, false) => Plan::for_device(
+            // only chooses the tile (and, for tensor cores, the loader).
+            (None, false) => Plan::for_operands(
                 problem,
                 &Catalogue {
                     kernels: candidates,
                     ..Catalogue::default()
                 },
                 device,
+                aligned_to,
             ),
         }
     }
@@ -278,6 +328,10 @@ impl Engine {
     /// `output = conv2d(input, filter) + bias` with the kernel of `specialization` (usually
     /// a `const` from `im2win::conv2d!`), refusing a problem of another filter size or
     /// stride ([`Error::SpecMismatch`]). Buffers and workspace as [`Engine::conv2d_with`].
+    /// Without a fixed tile, the kernel is chosen for the operands' alignment as
+    /// [`Engine::conv2d`] chooses it (a misaligned input or filter takes an element-wise
+    /// tensor-core kernel); a fixed tensor-core tile on misaligned operands is
+    /// [`Error::Misaligned`].
     ///
     /// # Errors
     /// As [`Engine::plan_specialized`] and [`Engine::conv2d_with`].
@@ -295,7 +349,22 @@ impl Engine {
         problem.shape()?;
         crate::element::check_dtype::<T>(problem)?;
         let plan = self.plan_specialized(specialization, problem)?;
-        self.conv2d_with(&plan, input, filter, bias, output, workspace)
+        // As `Engine::conv2d`: the plan for the operands' own alignment.
+        let replan = |aligned_to| {
+            specialization.plan_for_operands(
+                problem,
+                self.kernels().catalogue(),
+                self.device_limits(),
+                aligned_to,
+            )
+        };
+        let operands = Operands {
+            input,
+            filter,
+            bias,
+            residual: None,
+        };
+        self.launch_plan(&plan, Some(&replan), operands, output, workspace)
     }
 }
 
@@ -440,28 +509,33 @@ mod tests {
 
     #[test]
     fn element_type_and_math_are_part_of_the_specialisation() {
+        use im2win_codegen::catalogue::TENSOR_OP_128X64_R64;
+        use im2win_codegen::{FilterLayout, Precision};
+        // bf16 and f16 specialisations are tensor-core ones, NHWC by default.
         let bf16 = Specialization::new(DType::Bf16, geometry(3, 1), None, "im2win");
         assert_eq!(bf16.math(), Math::TensorOp);
-        assert_eq!(bf16.to_string(), "im2win_bf16_r3s3_s1x1_*");
+        assert_eq!(bf16.layout(), Layout::Nhwc);
+        assert_eq!(bf16.to_string(), "im2win_bf16_r3s3_s1x1_*_nhwc");
         let tf32 = Specialization::new(DType::F32, geometry(3, 1), None, "im2win")
             .with_math(Math::TensorOp)
             .with_layout(Layout::Nhwc);
         assert_eq!(tf32.to_string(), "im2win_tf32_r3s3_s1x1_*_nhwc");
-        let tile = TileConfig {
-            block_k: 16,
-            ..TileConfig::PAPER
-        };
-        let fixed = tf32.with_layout(Layout::Nchw);
-        let spec = Specialization::new(DType::F32, geometry(3, 1), Some(tile), "im2win")
+        let tile = TENSOR_OP_128X64_R64.tile(DType::F32);
+        let fixed = Specialization::new(DType::F32, geometry(3, 1), Some(tile), "im2win")
             .with_math(Math::TensorOp)
-            .spec()
-            .unwrap();
-        // Tensor-core kernels are fused in NCHW too.
+            .with_layout(Layout::Nhwc);
+        let spec = fixed.spec().unwrap();
+        // Tensor-core kernels are fused, with vector loads when the tile is fixed.
         assert_eq!(spec.variant, Variant::FUSED);
-        assert_eq!(spec.name(), "im2win_tf32_r3s3_s1x1_b128x128x16_t8x8_fused");
+        assert_eq!(
+            spec.name(),
+            "im2win_tf32_r3s3_s1x1_b64x128x16_w32x64_fused_nhwc"
+        );
         spec.validate().unwrap();
 
-        let problem = Conv2dProblem::new([1, 4, 20, 20], [8, 4, 3, 3]);
+        let problem = Conv2dProblem::new([1, 8, 20, 20], [8, 8, 3, 3])
+            .with_layout(Layout::Nhwc)
+            .with_filter_layout(FilterLayout::Krsc);
         // A strict problem for a TF32 kernel, a float32 one for a bf16 kernel: refused by
         // precision, before the geometry.
         for (handle, wanted) in [(fixed, "f32"), (bf16, "f32")] {
@@ -472,12 +546,37 @@ mod tests {
                 "{err}"
             );
         }
-        let tf32_problem = problem.with_precision(im2win_codegen::Precision::Tf32);
+        let tf32_problem = problem.with_precision(Precision::Tf32);
         fixed.check(&tf32_problem).unwrap();
-        bf16.check(&problem.with_dtype(DType::Bf16)).unwrap();
-        // The default catalogue has none of them.
+        let bf16_problem = problem.with_dtype(DType::Bf16);
+        bf16.check(&bf16_problem).unwrap();
+        // What the kernels need: a KRSC filter; with a fixed tile (vector loads) C a
+        // multiple of 4 floats; without one any C (the element-wise kernels).
+        let err = bf16
+            .check(&bf16_problem.with_filter_layout(FilterLayout::Kcrs))
+            .unwrap_err();
+        assert!(matches!(err, Error::KernelRequirement { .. }), "{err}");
+        let three = Conv2dProblem::new([1, 3, 20, 20], [8, 3, 3, 3])
+            .with_layout(Layout::Nhwc)
+            .with_filter_layout(FilterLayout::Krsc);
+        bf16.check(&three.with_dtype(DType::Bf16)).unwrap();
         let err = fixed
-            .plan(&tf32_problem, &catalogue(), H200_SMS)
+            .check(&three.with_precision(Precision::Tf32))
+            .unwrap_err();
+        assert!(err.to_string().contains("multiple of 4"), "{err}");
+        // The default catalogue has them, for NHWC.
+        let planned = fixed.plan(&tf32_problem, &catalogue(), H200_SMS).unwrap();
+        assert_eq!(*planned.kernel(), spec);
+        let open = bf16.plan(&three.with_dtype(DType::Bf16), &catalogue(), H200_SMS);
+        assert!(!open.unwrap().kernel().variant.vector_loads);
+        // Not for NCHW.
+        let nchw = bf16.with_layout(Layout::Nchw);
+        let err = nchw
+            .plan(
+                &bf16_problem.with_layout(Layout::Nchw),
+                &catalogue(),
+                H200_SMS,
+            )
             .unwrap_err();
         assert!(matches!(err, Error::SpecNotLoaded { .. }), "{err}");
     }

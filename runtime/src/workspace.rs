@@ -15,7 +15,8 @@ use crate::problem::{Conv2dProblem, MAX_ELEMENTS, ProblemShape};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkspaceLayout {
     im2win: Option<usize>,
-    filter: usize,
+    /// `None` for a kernel that reads the filter in place (the tensor-core kernels).
+    filter: Option<usize>,
     partial: Option<usize>,
     bytes: usize,
 }
@@ -76,10 +77,22 @@ impl WorkspaceLayout {
         };
         Ok(WorkspaceLayout {
             im2win,
-            filter,
+            filter: Some(filter),
             partial,
             bytes: end,
         })
+    }
+
+    /// The layout of a kernel that needs no workspace at all: it gathers its windows from
+    /// the input, reads the filter in place and does not split its reduction (the
+    /// tensor-core kernels). 0 bytes.
+    pub const fn none() -> Self {
+        WorkspaceLayout {
+            im2win: None,
+            filter: None,
+            partial: None,
+            bytes: 0,
+        }
     }
 
     /// The layout of a materialised, unsplit convolution of `problem` in its element type:
@@ -134,9 +147,16 @@ impl WorkspaceLayout {
         self.im2win
     }
 
-    /// Offset of the transformed filter.
+    /// Offset of the transformed filter (0 when there is none: [`Self::transforms_filter`]).
     pub fn filter_offset(&self) -> usize {
-        self.filter
+        self.filter.unwrap_or(0)
+    }
+
+    /// Whether the workspace holds a transformed filter, i.e. the filter transform runs
+    /// before the convolution (every SIMT kernel); false for kernels that read the filter
+    /// in place.
+    pub fn transforms_filter(&self) -> bool {
+        self.filter.is_some()
     }
 
     /// Offset of the split reduction's partial sums, when split.

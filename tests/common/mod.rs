@@ -466,3 +466,219 @@ impl Failures {
         }
     }
 }
+
+/// Largest accepted `‖out − ref‖₂ / ‖ref‖₂` of a tensor-core result against the float64
+/// oracle of the same rounded inputs (issue 12): 8e-3 with bf16 output, 1e-3 with f16
+/// output, 1e-3 for TF32 (float32 output of TF32 products).
+pub fn tensor_op_tolerance(dtype: im2win::DType) -> f64 {
+    match dtype {
+        im2win::DType::Bf16 => 8e-3,
+        im2win::DType::F16 | im2win::DType::F32 => 1e-3,
+    }
+}
+
+/// A problem with random data of element type `T` and its float64 oracle: values in
+/// `[-1, 1]` rounded to `T` (for TF32, float32 values: the oracle rounds input and filter to
+/// TF32 as the tensor cores do, `round_to_tf32`, and leaves bias and residual as they are),
+/// so that the reference convolves exactly what the kernel multiplies.
+pub struct TypedCase<T> {
+    /// The problem (its element type is `T`'s).
+    pub problem: Conv2dProblem,
+    /// Input `N·C·H·W` in the problem's layout.
+    pub input: Vec<T>,
+    /// Filter `K·C·R·S` in the problem's filter layout.
+    pub filter: Vec<T>,
+    /// Bias `K`, if any.
+    pub bias: Option<Vec<T>>,
+    /// Residual `N·K·P·Q`, when the problem's epilogue has one.
+    pub residual: Option<Vec<T>>,
+    /// `im2win::cpu::reference_conv2d_with_residual` of the above (float64).
+    pub reference: Vec<f64>,
+}
+
+impl<T: im2win::Element> TypedCase<T> {
+    /// Random data for `problem` (whose element type must be `T`'s) and the oracle's output.
+    pub fn random(rng: &mut impl Rng, problem: Conv2dProblem, with_bias: bool) -> TypedCase<T> {
+        let shape = problem.shape().expect("generated problems are valid");
+        let typed = |v: Vec<f32>| v.into_iter().map(T::from_f32).collect::<Vec<T>>();
+        let input = typed(random_data(rng, shape.input_len));
+        let filter = typed(random_data(rng, shape.filter_len));
+        let bias = with_bias.then(|| typed(random_data(rng, shape.output[1])));
+        let residual = problem
+            .epilogue
+            .residual
+            .then(|| typed(random_data(rng, shape.output_len)));
+        let reference = im2win::cpu::reference_conv2d_with_residual(
+            &problem,
+            &input,
+            &filter,
+            bias.as_deref(),
+            residual.as_deref(),
+        )
+        .expect("the CPU oracle accepts a valid problem");
+        TypedCase {
+            problem,
+            input,
+            filter,
+            bias,
+            residual,
+            reference,
+        }
+    }
+}
+
+/// How [`run_typed_case`] runs a case: a given plan, or the engine's own dispatch
+/// (`Engine::conv2d`, which sees the operands' alignment; no residual).
+pub enum Run<'a> {
+    /// `Engine::conv2d_with_residual` with this plan.
+    Plan(&'a Plan),
+    /// `Engine::conv2d`.
+    Dispatch,
+}
+
+/// Runs a typed case on the GPU with its buffers inside guard zones as `layout` says
+/// (offsets in elements; odd ones make misaligned views), the output NaN-poisoned, and
+/// returns `‖out − ref‖ / ‖ref‖`. Fails on an engine error, a changed guard zone, an output
+/// left unwritten or not finite, or an error above `tolerance`.
+pub fn run_typed_case<T: im2win::Element>(
+    engine: &Engine,
+    run: Run<'_>,
+    case: &TypedCase<T>,
+    layout: &Layout,
+    tolerance: f64,
+) -> Result<f64, String> {
+    let stream = if layout.other_stream {
+        engine.context().new_stream().map_err(|e| e.to_string())?
+    } else {
+        engine.stream().clone()
+    };
+    let shape = case.problem.shape().map_err(|e| e.to_string())?;
+    let (o, out_len) = (layout.offset, shape.output_len);
+    let far = T::from_f32(FAR_AWAY);
+    let sentinel = T::from_f32(-12_345.0);
+    let x = upload_guarded(&stream, &case.input, layout, far)?;
+    let f = upload_guarded(&stream, &case.filter, layout, far)?;
+    let b = match &case.bias {
+        Some(bias) => Some(upload_guarded(&stream, bias, layout, far)?),
+        None => None,
+    };
+    let res = match &case.residual {
+        Some(residual) => Some(upload_guarded(&stream, residual, layout, far)?),
+        None => None,
+    };
+    let poison = vec![T::from_f32(f32::NAN); out_len];
+    let mut y = upload_guarded(&stream, &poison, layout, sentinel)?;
+    let bias_view = b.as_ref().map(|b| b.slice(o..o + shape.output[1]));
+    let res_view = res.as_ref().map(|r| r.slice(o..o + out_len));
+    let x_view = x.slice(o..o + shape.input_len);
+    let f_view = f.slice(o..o + shape.filter_len);
+    let mut y_view = y.slice_mut(o..o + out_len);
+    match run {
+        Run::Plan(plan) => {
+            // A workspace of the plan's size (at least a few bytes: the tensor-core kernels
+            // need none, and take one all the same).
+            let mut workspace = if layout.own_workspace {
+                Some(
+                    stream
+                        .alloc_zeros::<u8>(plan.workspace_bytes().max(256))
+                        .map_err(|e| e.to_string())?,
+                )
+            } else {
+                None
+            };
+            engine
+                .conv2d_with_residual(
+                    plan,
+                    &x_view,
+                    &f_view,
+                    bias_view.as_ref().map(|v| v as _),
+                    res_view.as_ref().map(|v| v as _),
+                    &mut y_view,
+                    workspace.as_mut().map(|w| w as _),
+                )
+                .map_err(|e| format!("conv2d_with_residual: {e}"))?;
+        }
+        Run::Dispatch => {
+            if res_view.is_some() {
+                return Err("Engine::conv2d takes no residual".to_string());
+            }
+            engine
+                .conv2d(
+                    &case.problem,
+                    &x_view,
+                    &f_view,
+                    bias_view.as_ref().map(|v| v as _),
+                    &mut y_view,
+                    None,
+                )
+                .map_err(|e| format!("conv2d: {e}"))?;
+        }
+    }
+    let host = stream
+        .clone_dtoh(&y)
+        .map_err(|e| format!("download: {e}"))?;
+    let bits = |v: &T| v.to_f32().to_bits();
+    let (before, rest) = host.split_at(o);
+    let (out, after) = rest.split_at(out_len);
+    for (zone, values, start) in [("before", before, 0), ("after", after, o + out_len)] {
+        if let Some(i) = values.iter().position(|v| bits(v) != bits(&sentinel)) {
+            return Err(format!(
+                "guard zone {zone} the output was written at buffer index {} (holds {:?})",
+                start + i,
+                values[i]
+            ));
+        }
+    }
+    if let Some(i) = out.iter().position(|v| !v.to_f32().is_finite()) {
+        return Err(format!(
+            "output[{i}] = {:?} (not written, or not finite)",
+            out[i]
+        ));
+    }
+    let err = im2win::cpu::relative_error(out, &case.reference);
+    if err <= tolerance {
+        Ok(err)
+    } else {
+        Err(format!("relative error {err:.3e} > {tolerance:e}"))
+    }
+}
+
+/// Whether a forced plan refuses misaligned operands before it launches: `Engine::conv2d_with`
+/// of a kernel with vector loads on an input view that starts 2 bytes past an aligned
+/// address must be `Error::Misaligned`, with the output untouched.
+pub fn refuses_misaligned<T: im2win::Element>(
+    engine: &Engine,
+    plan: &Plan,
+    case: &TypedCase<T>,
+) -> Result<(), String> {
+    let stream = engine.stream();
+    let shape = plan.shape();
+    let layout = Layout {
+        offset: 1,
+        guard: 8,
+        own_workspace: false,
+        other_stream: false,
+    };
+    let x = upload_guarded(stream, &case.input, &layout, T::from_f32(0.0))?;
+    let f = upload_guarded(stream, &case.filter, &layout, T::from_f32(0.0))?;
+    let poison = vec![T::from_f32(f32::NAN); shape.output_len];
+    let mut y = stream.clone_htod(&poison).map_err(|e| e.to_string())?;
+    let result = engine.conv2d_with(
+        plan,
+        &x.slice(1..1 + shape.input_len),
+        &f.slice(1..1 + shape.filter_len),
+        None,
+        &mut y,
+        None,
+    );
+    match result {
+        Err(Error::Misaligned { .. }) => {}
+        other => return Err(format!("expected Error::Misaligned, got {other:?}")),
+    }
+    let host = stream.clone_dtoh(&y).map_err(|e| e.to_string())?;
+    if host.iter().all(|v| v.to_f32().is_nan()) {
+        Ok(())
+    } else {
+        Err("the output was written".to_string())
+    }
+}

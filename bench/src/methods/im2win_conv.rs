@@ -5,9 +5,11 @@
 //! `im2win-unfused`: the same convolution without its epilogue, then the epilogue as a
 //! separate elementwise kernel over the output (what a framework without fusion does).
 //!
-//! Every element type runs through the same calls: for a layer of a type or precision
-//! that the engine has no kernels for (bf16, f16 or TF32 before the tensor-core kernels
-//! exist), planning fails with `Error::NoKernelForType` and the method is skipped with that
+//! Every element type runs through the same calls: bf16, f16 and TF32 layers in NHWC with a
+//! KRSC filter run on the tensor-core kernels (no transforms, no workspace); for a layer of
+//! a type or precision that the engine has no kernels for (NCHW bf16, f16 or TF32, a
+//! tensor-core family built out by its cargo feature), planning fails with
+//! `Error::NoKernelForType` (or `RequirementUnmet`) and the method is skipped with that
 //! reason — never run at another precision.
 
 use cudarc::driver::PushKernelArg;
@@ -58,8 +60,10 @@ fn run_plan<T: Element>(
     let engine = &layer.gpu.engine;
     let stream = engine.stream().clone();
     let workspace_bytes = plan.workspace_bytes();
+    // At least one byte: the driver allocates nothing of size 0, and the tensor-core kernels
+    // need no workspace.
     let mut workspace = stream
-        .alloc_zeros::<u8>(workspace_bytes)
+        .alloc_zeros::<u8>(workspace_bytes.max(1))
         .with_context(|| format!("allocating the im2win workspace ({workspace_bytes} bytes)"))?;
 
     let (times, rel_err) = check_and_time(
@@ -81,7 +85,12 @@ fn run_plan<T: Element>(
                 .context("im2win conv2d")
         },
     )?;
-    let transforms = time_transforms(layer, plan, &mut workspace)?;
+    // A kernel that reads input and filter in place (the tensor-core kernels) has none.
+    let transforms = if plan.transforms_filter() || !plan.input_in_place() {
+        Some(time_transforms(layer, plan, &mut workspace)?.median_ms)
+    } else {
+        None
+    };
 
     let mut result = MethodResult::new(
         method.to_string(),
@@ -90,7 +99,7 @@ fn run_plan<T: Element>(
         workspace_bytes as u64,
         rel_err,
     );
-    result.transform_ms = Some(transforms.median_ms);
+    result.transform_ms = transforms;
     result.detail = Some(match plan.splits() {
         1 => plan.kernel().name(),
         splits => format!("{} split {splits}", plan.kernel().name()),
@@ -108,16 +117,6 @@ pub fn run_unfused<T: Element>(layer: &mut LayerRun<'_, T>) -> Result<MethodResu
     let engine = &layer.gpu.engine;
     let stream = engine.stream().clone();
     let problem = layer.problem;
-    let plan = engine
-        .plan(&problem.without_epilogue())
-        .context("planning the im2win convolution")?;
-    let workspace_bytes = plan.workspace_bytes();
-    let mut workspace = stream
-        .alloc_zeros::<u8>(workspace_bytes)
-        .with_context(|| format!("allocating the im2win workspace ({workspace_bytes} bytes)"))?;
-    let mut scratch = stream
-        .alloc_zeros::<T>(layer.shape.output_len)
-        .context("allocating the convolution's own output")?;
     // The split reduction of the layer's element type reads float32 partial sums: only
     // float32's scratch output is that. (16-bit types would need an elementwise kernel of
     // their own.)
@@ -127,6 +126,16 @@ pub fn run_unfused<T: Element>(layer: &mut LayerRun<'_, T>) -> Result<MethodResu
             T::DTYPE
         )));
     }
+    let plan = engine
+        .plan(&problem.without_epilogue())
+        .context("planning the im2win convolution")?;
+    let workspace_bytes = plan.workspace_bytes();
+    let mut workspace = stream
+        .alloc_zeros::<u8>(workspace_bytes.max(1))
+        .with_context(|| format!("allocating the im2win workspace ({workspace_bytes} bytes)"))?;
+    let mut scratch = stream
+        .alloc_zeros::<T>(layer.shape.output_len)
+        .context("allocating the convolution's own output")?;
     let eltwise = engine
         .function(support::split_reduce(T::DTYPE))
         .context("loading the elementwise epilogue kernel")?;

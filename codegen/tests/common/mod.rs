@@ -1,10 +1,11 @@
 //! Specs shared by the codegen tests.
 
-use im2win_codegen::{Catalogue, DType, FixedGeometry, KernelSpec, TileConfig, Variant};
+use im2win_codegen::{Catalogue, DType, FixedGeometry, Geometry, KernelSpec, TileConfig, Variant};
 
 /// Unusual specs, beside the default catalogue: every loader shape and both shared-memory
 /// read paths, in both window variants, and the ablation's kernels. `compile.rs` compiles
 /// them with nvcc; `emulate.rs` runs them on the CPU.
+#[allow(dead_code)] // render.rs uses only the tensor-core half.
 pub fn unusual_specs() -> Vec<KernelSpec> {
     let tile = |block_m, block_n, block_k, thread_m, thread_n| TileConfig {
         block_m,
@@ -46,5 +47,57 @@ pub fn unusual_specs() -> Vec<KernelSpec> {
     ]
     .into_iter()
     .chain(Catalogue::ablation().kernels)
+    .chain(unusual_tensor_op_specs())
     .collect()
+}
+
+/// Tensor-core specs beside the default catalogue's: each branch of the template that the
+/// catalogue does not reach (`compile.rs` compiles them; the emulation cannot run them).
+pub fn unusual_tensor_op_specs() -> Vec<KernelSpec> {
+    let tile = |pixels, channels, warp_pixels, warp_channels, block_k| TileConfig {
+        block_m: channels,
+        block_n: pixels,
+        block_k,
+        thread_m: warp_channels,
+        thread_n: warp_pixels,
+    };
+    let fixed = |r, s, sh, sw| Geometry::Fixed(FixedGeometry::new([r, s], [sh, sw]));
+    vec![
+        // A non-square filter with unequal strides (tap masks of 15 bits).
+        KernelSpec::tensor_op(
+            DType::Bf16,
+            fixed(5, 3, 1, 2),
+            tile(128, 64, 64, 32, 32),
+            true,
+        ),
+        // 7 × 7 = 49 taps: too many for the mask, the bounds are compared instead.
+        KernelSpec::tensor_op(
+            DType::F16,
+            fixed(7, 7, 1, 1),
+            tile(128, 64, 64, 32, 32),
+            true,
+        ),
+        // One warp, 32-byte rows (two pieces a row), element by element.
+        KernelSpec::tensor_op(
+            DType::F16,
+            Geometry::Generic,
+            tile(64, 64, 64, 64, 16),
+            false,
+        ),
+        // TF32 with 128-byte rows (32 floats), element by element, 1 × 1 stride 2. (With 128
+        // channels it spills on sm_90: 4 passes of 4 staged floats for 32 fragments.)
+        KernelSpec::tensor_op(
+            DType::F32,
+            fixed(1, 1, 2, 2),
+            tile(128, 64, 64, 32, 32),
+            false,
+        ),
+        // Eight warps (256 threads): two copy passes of 64 rows each.
+        KernelSpec::tensor_op(
+            DType::Bf16,
+            Geometry::Generic,
+            tile(256, 128, 64, 64, 32),
+            true,
+        ),
+    ]
 }

@@ -6,7 +6,7 @@
 use cudarc::driver::{CudaSlice, sys};
 use im2win_codegen::DType;
 
-use super::dispatch::{Plan, blocks_per_sm, can_implement, max_splits};
+use super::dispatch::{Plan, blocks_per_sm, can_implement, fits_device, max_splits};
 use super::engine::{Engine, allocation_error};
 use super::tuning::TuningEntry;
 use crate::element::Element;
@@ -106,14 +106,16 @@ impl Engine {
 }
 
 /// Every plan worth timing for `problem` with the engine's catalogue: each supporting
-/// kernel unsplit, and split in 2, 4, 8, ... parts (up to its [`max_splits`]) while the
-/// previous count still gave fewer than two waves of blocks: beyond that a split only adds
-/// partial sums to write and reduce.
+/// kernel unsplit, and split in 2, 4, 8, ... parts (up to its [`max_splits`]: 1 for the
+/// tensor-core kernels) while the previous count still gave fewer than two waves of blocks:
+/// beyond that a split only adds partial sums to write and reduce.
 fn candidates(problem: &Conv2dProblem, engine: &Engine) -> Vec<Plan> {
     let device = engine.device_limits();
     let mut plans = Vec::new();
     for spec in &engine.kernels().catalogue().kernels {
-        if !can_implement(spec, problem) {
+        // The operands are fresh allocations (aligned): only the device's shared memory
+        // can rule out a kernel that computes the problem.
+        if !can_implement(spec, problem) || !fits_device(spec, device) {
             continue;
         }
         // A spec whose grid exceeds CUDA's limits for this problem is no candidate.

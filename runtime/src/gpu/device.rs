@@ -16,6 +16,10 @@ pub struct DeviceLimits {
     pub shared_bytes_per_sm: u32,
     /// Shared memory the system reserves for each resident block, in bytes.
     pub shared_bytes_reserved_per_block: u32,
+    /// The most shared memory one block may have once its kernel opts in (dynamic shared
+    /// memory above 48 KiB), in bytes: 227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on
+    /// sm_86/89. Dispatch leaves out tensor-core kernels that need more.
+    pub shared_bytes_per_block_optin: u32,
     /// Resident threads per multiprocessor.
     pub threads_per_sm: u32,
     /// Resident blocks per multiprocessor.
@@ -30,6 +34,7 @@ impl DeviceLimits {
         multiprocessors: 132,
         shared_bytes_per_sm: 228 * 1024,
         shared_bytes_reserved_per_block: 1024,
+        shared_bytes_per_block_optin: 227 * 1024,
         threads_per_sm: 2048,
         blocks_per_sm: 32,
         registers_per_sm: 65_536,
@@ -51,6 +56,9 @@ impl DeviceLimits {
             shared_bytes_per_sm: read(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)?,
             shared_bytes_reserved_per_block: read(
                 A::CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK,
+            )?,
+            shared_bytes_per_block_optin: read(
+                A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
             )?,
             threads_per_sm: read(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)?,
             blocks_per_sm: read(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR)?,

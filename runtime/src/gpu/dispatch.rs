@@ -38,18 +38,39 @@
 //! to the earlier spec in catalogue order, so the choice is deterministic. Tiles whose grid
 //! exceeds CUDA's limits are never chosen.
 //!
+//! **Tensor-core kernels** ([`Math::TensorOp`]: bf16, f16 and TF32 problems) are chosen by
+//! rules from the H100 measurements of `scripts/tc/NOTES.md`, not by the model above
+//! ([`choose_tensor_op`]): kernels with vector loads before the element-wise ones (the
+//! former need `C` a multiple of [`KernelSpec::channel_multiple`] and 16-byte aligned input
+//! and filter), a fixed geometry before the generic kernel; then the channel tile that pads
+//! `K` least; 128 channels (rather than 64) for large layers (`K` ≥ 128 and enough 128 × 128
+//! blocks to fill the GPU two or three times), and 128-byte rows (rather than 64) for large
+//! layers with long reductions and for small grids (fewer than two blocks per SM). They
+//! never split the reduction, need no workspace and launch a 1-D grid.
+//!
+//! **Alignment.** Whether the input and filter start at 16-byte aligned addresses is a
+//! property of a call, not of the problem: [`Plan::new`] and [`Plan::for_device`] assume
+//! they do (every allocation does), [`Plan::for_operands`] takes the alignment, and
+//! `Engine::conv2d` plans with its operands' alignment. A plan whose kernel needs aligned
+//! operands is refused at launch on misaligned ones ([`Error::Misaligned`]), never run.
+//!
 //! **Workspace.** A plan's workspace holds, each at a 256-byte boundary: the im2win buffer
 //! `T` (unless the transform is the identity: a 1×1 convolution with stride 1 and no padding
 //! reads its input in place), the transformed filter, and, with a split reduction, the
 //! partial sums of each split ([`Plan::workspace_bytes`], the one place that computes it).
+//! The tensor-core kernels need none.
 
-use im2win_codegen::{Catalogue, FixedGeometry, Geometry, KernelSpec};
+use im2win_codegen::{Catalogue, FixedGeometry, Geometry, KernelSpec, Math};
 
 use super::device::DeviceLimits;
 use crate::error::{Error, Result};
-use crate::layout::Layout;
+use crate::layout::{FilterLayout, Layout};
 use crate::problem::{Conv2dProblem, ProblemShape};
 use crate::workspace::WorkspaceLayout;
+
+/// The alignment, in bytes, that kernels with vector loads of the input and filter need
+/// ([`KernelSpec::needs_aligned_operands`]), and that [`Plan::for_device`] assumes.
+pub const OPERAND_ALIGNMENT: usize = 16;
 
 /// CUDA's limit on `gridDim.x`.
 const MAX_GRID_X: u64 = i32::MAX as u64;
@@ -79,16 +100,21 @@ pub struct Plan {
     layout: WorkspaceLayout,
     grid_dim: (u32, u32, u32),
     block_dim: (u32, u32, u32),
+    dynamic_shared_bytes: u32,
 }
 
 /// The workspace of `spec` on `problem` with `splits` splits: a fused kernel gathers its
-/// windows from the input, and a problem read in place needs no im2win buffer either.
+/// windows from the input, and a problem read in place needs no im2win buffer either; a
+/// tensor-core kernel needs none at all (it reads the filter in place and never splits).
 fn plan_layout(
     problem: &Conv2dProblem,
     shape: &ProblemShape,
     spec: &KernelSpec,
     splits: u32,
 ) -> Result<WorkspaceLayout> {
+    if spec.math == Math::TensorOp {
+        return Ok(WorkspaceLayout::none());
+    }
     let materialised = !spec.variant.fused && !input_in_place(problem);
     WorkspaceLayout::new(shape, spec.dtype, materialised, splits)
 }
@@ -123,49 +149,73 @@ impl Plan {
 
     /// Dispatches `problem` to the best kernel of `catalogue` for its element type and
     /// precision (see the module documentation for the rule) on a GPU with the limits
-    /// `device`. Only kernels that compute the problem's precision are candidates
-    /// ([`can_implement`]): a problem of a type or precision that the catalogue lacks is an
-    /// error, never a kernel of another precision.
+    /// `device`, for operands at 16-byte aligned addresses ([`Plan::for_operands`] with
+    /// [`OPERAND_ALIGNMENT`]). Only kernels that compute the problem's precision are
+    /// candidates ([`can_implement`]): a problem of a type or precision that the catalogue
+    /// lacks is an error, never a kernel of another precision.
     ///
     /// # Errors
     /// Any validation error of [`Conv2dProblem::shape`]; [`Error::NoKernelForType`] when the
     /// catalogue has no kernel of the problem's element type, precision and layout;
-    /// [`Error::NoKernel`] when it has neither a matching fixed kernel nor a generic one;
-    /// [`Error::TooLarge`] when every candidate's grid exceeds CUDA's limits;
-    /// [`Error::InvalidSpec`] when the chosen spec is not valid (a broken catalogue).
+    /// [`Error::RequirementUnmet`] when its kernels of them need something the problem
+    /// lacks (a KRSC filter, a channel count); [`Error::NoKernel`] when it has neither a
+    /// matching fixed kernel nor a generic one; [`Error::TooLarge`] when every candidate's
+    /// grid exceeds CUDA's limits; [`Error::InvalidSpec`] when the chosen spec is not valid
+    /// (a broken catalogue).
     pub fn for_device(
         problem: &Conv2dProblem,
         catalogue: &Catalogue,
         device: &DeviceLimits,
     ) -> Result<Plan> {
+        Plan::for_operands(problem, catalogue, device, OPERAND_ALIGNMENT)
+    }
+
+    /// [`Plan::for_device`] for a call whose input and filter both start at a multiple of
+    /// `aligned_to` bytes (e.g. the largest power of two dividing both addresses): kernels
+    /// that need [`OPERAND_ALIGNMENT`] ([`KernelSpec::needs_aligned_operands`]) are
+    /// candidates only when `aligned_to` is a multiple of it.
+    ///
+    /// # Errors
+    /// As [`Plan::for_device`].
+    pub fn for_operands(
+        problem: &Conv2dProblem,
+        catalogue: &Catalogue,
+        device: &DeviceLimits,
+        aligned_to: usize,
+    ) -> Result<Plan> {
         let shape = problem.shape()?;
         // Only complete kernels: the ablation's (a technique switched off) run when asked for.
         // `can_implement` keeps the kernels of the problem's element type and precision.
-        let fixed: Vec<&KernelSpec> = catalogue
+        let runnable: Vec<&KernelSpec> = catalogue
             .kernels
             .iter()
             .filter(|spec| {
-                spec.variant.is_complete()
-                    && matches!(spec.geometry, Geometry::Fixed(_))
+                spec.is_complete()
                     && can_implement(spec, problem)
+                    && operands_fit(spec, aligned_to)
+                    && fits_device(spec, device)
             })
             .collect();
-        let candidates = if fixed.is_empty() {
-            catalogue
-                .matching(problem.dtype, problem.layout, Geometry::Generic)
-                .filter(|spec| spec.variant.is_complete() && can_implement(spec, problem))
-                .collect::<Vec<_>>()
-        } else {
-            fixed
-        };
-        let Some(first) = candidates.first() else {
-            return Err(no_kernel(problem, catalogue));
-        };
+        if runnable.is_empty() {
+            return Err(no_kernel(problem, catalogue, aligned_to, device));
+        }
         // A catalogue's fields are public (and JSON is not validated): the estimate below
         // divides by tile sizes, so an invalid candidate is reported, not estimated.
-        for spec in &candidates {
+        for spec in &runnable {
             spec.validate()?;
         }
+        // `computes` gives one math per element type and precision: all candidates share it.
+        if runnable.iter().all(|spec| spec.math == Math::TensorOp) {
+            let spec = choose_tensor_op(&runnable, problem, &shape, device)?;
+            return Plan::for_spec(problem, *spec);
+        }
+        let fixed: Vec<&KernelSpec> = runnable
+            .iter()
+            .filter(|spec| matches!(spec.geometry, Geometry::Fixed(_)))
+            .copied()
+            .collect();
+        let candidates = if fixed.is_empty() { runnable } else { fixed };
+        let first = candidates[0];
 
         let grid = |spec: &KernelSpec| grid_blocks(spec, &shape);
         let fitting: Vec<(&KernelSpec, (u64, u64))> = candidates
@@ -189,7 +239,7 @@ impl Plan {
         }
         match best {
             Some((spec, splits, _)) => Plan::for_spec(problem, *spec)?.with_split(splits),
-            None => Err(no_kernel(problem, catalogue)),
+            None => Err(no_kernel(problem, catalogue, aligned_to, device)),
         }
     }
 
@@ -199,9 +249,10 @@ impl Plan {
     /// Any validation error of [`Conv2dProblem::shape`]; [`Error::InvalidSpec`] when `spec`
     /// is not a valid specialisation ([`KernelSpec::validate`]); [`Error::PrecisionMismatch`]
     /// when `spec` computes another element type or precision than the problem asks for;
-    /// [`Error::SpecMismatch`]
-    /// when `spec` cannot compute `problem` (see [`can_implement`]); [`Error::TooLarge`] when the
-    /// grid exceeds CUDA's limits.
+    /// [`Error::KernelRequirement`] when the problem lacks what `spec` needs
+    /// ([`unmet_requirement`]: a KRSC filter, a channel count); [`Error::SpecMismatch`]
+    /// when `spec` cannot compute `problem` otherwise (see [`can_implement`]);
+    /// [`Error::TooLarge`] when the grid exceeds CUDA's limits.
     pub fn for_spec(problem: &Conv2dProblem, spec: KernelSpec) -> Result<Plan> {
         let shape = problem.shape()?;
         // A catalogue's fields are public (and JSON is not validated), so a spec may be
@@ -215,6 +266,12 @@ impl Plan {
             });
         }
         if !can_implement(&spec, problem) {
+            if let Some(requirement) = unmet_requirement(&spec, problem) {
+                return Err(Error::KernelRequirement {
+                    kernel: spec.name(),
+                    requirement,
+                });
+            }
             return Err(Error::SpecMismatch {
                 kernel: spec.name(),
                 filter: [problem.filter[2], problem.filter[3]],
@@ -231,7 +288,9 @@ impl Plan {
             layout: plan_layout(problem, &shape, &spec, 1)?,
             // `grid_blocks` checked both against CUDA's limits, which fit in u32.
             grid_dim: (x as u32, y as u32, 1),
-            block_dim: (spec.tile.threads(), 1, 1),
+            block_dim: (spec.threads(), 1, 1),
+            // A valid spec's shared memory is at most MAX_DYNAMIC_SHARED_BYTES.
+            dynamic_shared_bytes: u32::try_from(spec.dynamic_shared_bytes()).unwrap_or(u32::MAX),
         })
     }
 
@@ -245,13 +304,21 @@ impl Plan {
     ///
     /// # Errors
     /// [`Error::TooLarge`] when `splits` is 0 or exceeds CUDA's
-    /// 65535 blocks along z, or when the partial sums would exceed the element limit.
+    /// 65535 blocks along z, or when the partial sums would exceed the element limit;
+    /// [`Error::KernelRequirement`] for `splits` > 1 with a tensor-core kernel (they have
+    /// no split reduction yet).
     pub fn with_split(mut self, splits: u32) -> Result<Plan> {
         if splits == 0 || u64::from(splits) > MAX_GRID_Z {
             return Err(Error::TooLarge {
                 what: "splits of the reduction (at least 1)",
                 value: u128::from(splits),
                 limit: u128::from(MAX_GRID_Z),
+            });
+        }
+        if splits > 1 && !splits_reduction(&self.kernel) {
+            return Err(Error::KernelRequirement {
+                kernel: self.kernel.name(),
+                requirement: "an unsplit reduction: the tensor-core kernels have no split reduction yet (gridDim.z is 1)",
             });
         }
         self.layout = plan_layout(&self.problem, &self.shape, &self.kernel, splits)?;
@@ -295,7 +362,8 @@ impl Plan {
         self.layout.im2win_offset().is_none()
     }
 
-    /// Byte offset of the transformed filter in the workspace.
+    /// Byte offset of the transformed filter in the workspace (0 when the kernel reads the
+    /// filter in place: [`Plan::transforms_filter`] is false).
     pub fn filter_offset_bytes(&self) -> usize {
         self.layout.filter_offset()
     }
@@ -310,14 +378,30 @@ impl Plan {
         self.splits
     }
 
-    /// Grid of the convolution kernel: `(ceil(N·P·Q / block_n), ceil(K / block_m), splits)`.
+    /// Grid of the convolution kernel: `(ceil(N·P·Q / block_n), ceil(K / block_m), splits)`
+    /// for a SIMT kernel; `(ceil(N·P·Q / block_n) · ceil(K / block_m), 1, 1)` for a
+    /// tensor-core kernel (a 1-D grid, the channel tile fastest).
     pub fn grid_dim(&self) -> (u32, u32, u32) {
         self.grid_dim
     }
 
-    /// Block of the convolution kernel: `(threads of the tile, 1, 1)`.
+    /// Block of the convolution kernel: `(threads of the kernel, 1, 1)`
+    /// ([`KernelSpec::threads`]).
     pub fn block_dim(&self) -> (u32, u32, u32) {
         self.block_dim
+    }
+
+    /// Bytes of dynamic shared memory the convolution kernel's launch passes
+    /// ([`KernelSpec::dynamic_shared_bytes`]): 0 for SIMT kernels, the stages of a
+    /// tensor-core kernel (48 to 96 KiB in the default catalogue).
+    pub fn dynamic_shared_bytes(&self) -> u32 {
+        self.dynamic_shared_bytes
+    }
+
+    /// Whether the filter transform runs before the convolution (every SIMT kernel); a
+    /// tensor-core kernel reads the KRSC filter in place.
+    pub fn transforms_filter(&self) -> bool {
+        self.layout.transforms_filter()
     }
 }
 
@@ -325,17 +409,70 @@ impl Plan {
 /// and the macro's specialisations ask: the element type must be the problem's and the
 /// kernel's math one that the problem's precision admits
 /// ([`KernelSpec::computes`]: strict float32 never runs on tensor cores, TF32 never on CUDA
-/// cores); the layouts must match (the window-buffer algorithm exists for NCHW only; any
-/// filter layout works, the filter transform reads it), and the geometry must: always for
-/// the generic kernel; for a fixed one, when filter size and stride match and the dilation
-/// is 1 along every axis where the filter is longer than 1. Every epilogue runs in every
-/// kernel.
+/// cores); the layouts must match (the window-buffer algorithm exists for NCHW only; a SIMT
+/// kernel takes either filter layout, the filter transform reads it); the geometry must:
+/// always for the generic kernel; for a fixed one, when filter size and stride match and
+/// the dilation is 1 along every axis where the filter is longer than 1; and the kernel's
+/// own requirements must hold ([`unmet_requirement`]: the tensor-core kernels read a KRSC
+/// filter, and with vector loads need `C` a multiple of their channel vector). Every
+/// epilogue runs in every kernel. The operands' alignment, a property of a call, is not part
+/// of it ([`Plan::for_operands`]).
 pub fn can_implement(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
     let numeric = spec.computes(problem.dtype, problem.precision);
     let layout =
         spec.layout == problem.layout && (spec.variant.fused || spec.layout == Layout::Nchw);
     let geometry = matches!(spec.geometry, Geometry::Generic) || matches_fixed(spec, problem);
-    numeric && layout && geometry
+    numeric && layout && geometry && unmet_requirement(spec, problem).is_none()
+}
+
+/// What `spec` needs of `problem` beyond its element type, precision, layout and geometry
+/// that the problem lacks, if anything: the tensor-core kernels read the filter in place,
+/// so it must be KRSC; with vector loads they copy 16 bytes of consecutive channels, so `C`
+/// must be a multiple of [`KernelSpec::channel_multiple`] (8 for bf16 and f16, 4 for TF32).
+/// The text completes "it needs ...".
+pub fn unmet_requirement(spec: &KernelSpec, problem: &Conv2dProblem) -> Option<&'static str> {
+    if spec.math == Math::TensorOp && problem.filter_layout != FilterLayout::Krsc {
+        return Some(
+            "a KRSC filter (the tensor-core kernels read the filter in place, untransformed)",
+        );
+    }
+    let multiple = spec.channel_multiple();
+    if !problem.input[1].is_multiple_of(multiple) {
+        return Some(match multiple {
+            8 => {
+                "C (input channels) a multiple of 8: its copies move 16 bytes of bf16 or f16 channels (the `_novec` kernels take any C)"
+            }
+            4 => {
+                "C (input channels) a multiple of 4: its copies move 16 bytes of float channels (the `_novec` kernels take any C)"
+            }
+            _ => "C (input channels) a multiple of its channel vector",
+        });
+    }
+    None
+}
+
+/// Whether `spec` may run on operands whose input and filter start at a multiple of
+/// `aligned_to` bytes.
+pub fn operands_fit(spec: &KernelSpec, aligned_to: usize) -> bool {
+    !spec.needs_aligned_operands() || aligned_to.is_multiple_of(OPERAND_ALIGNMENT)
+}
+
+/// The largest power of two, up to 256, that divides both device addresses: what
+/// [`Plan::for_operands`] takes for a call's input and filter.
+pub fn address_alignment(input: u64, filter: u64) -> usize {
+    let both = input | filter | 256;
+    1 << both.trailing_zeros()
+}
+
+/// Whether one block of `spec` fits the shared memory a block of `device` may have.
+pub(super) fn fits_device(spec: &KernelSpec, device: &DeviceLimits) -> bool {
+    spec.dynamic_shared_bytes() <= u64::from(device.shared_bytes_per_block_optin)
+}
+
+/// Whether `spec` can split its reduction over grid z (the SIMT kernels; not yet the
+/// tensor-core kernels).
+fn splits_reduction(spec: &KernelSpec) -> bool {
+    spec.math == Math::Simt
 }
 
 /// Whether `spec` is a fixed-geometry kernel for exactly this problem's geometry.
@@ -361,10 +498,22 @@ fn matches_fixed(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
         && (dw == 1 || s == 1)
 }
 
-/// The grid `(x, y)` of `spec` on a problem, checked against CUDA's grid limits.
+/// The grid `(x, y)` of `spec` on a problem, checked against CUDA's grid limits: pixel
+/// tiles by channel tiles, or for a tensor-core kernel both in one dimension (`y` = 1).
 fn grid_blocks(spec: &KernelSpec, shape: &ProblemShape) -> Result<(u64, u64)> {
     let x = (shape.pixels as u64).div_ceil(u64::from(spec.tile.block_n.max(1)));
     let y = (shape.output[1] as u64).div_ceil(u64::from(spec.tile.block_m.max(1)));
+    if spec.math == Math::TensorOp {
+        let blocks = u128::from(x) * u128::from(y);
+        if blocks > u128::from(MAX_GRID_X) {
+            return Err(Error::TooLarge {
+                what: "grid blocks (output pixels / block_n times output channels / block_m)",
+                value: blocks,
+                limit: u128::from(MAX_GRID_X),
+            });
+        }
+        return Ok((blocks as u64, 1));
+    }
     if x > MAX_GRID_X {
         return Err(Error::TooLarge {
             what: "grid blocks along N·P·Q (output pixels / block_n)",
@@ -383,27 +532,140 @@ fn grid_blocks(spec: &KernelSpec, shape: &ProblemShape) -> Result<(u64, u64)> {
 }
 
 /// The most splits worth considering for `spec`: [`MAX_SPLITS`], fewer when the reduction
-/// has fewer than `MIN_SPLIT_STAGES` stages per split (at least 1).
+/// has fewer than `MIN_SPLIT_STAGES` stages per split (at least 1); 1 for a kernel that
+/// cannot split (the tensor-core kernels).
 pub(super) fn max_splits(spec: &KernelSpec, shape: &ProblemShape) -> u32 {
+    if !splits_reduction(spec) {
+        return 1;
+    }
     let stages = (shape.reduction as u64).div_ceil(u64::from(spec.tile.block_k.max(1)));
     (stages / MIN_SPLIT_STAGES).clamp(1, u64::from(MAX_SPLITS)) as u32
 }
 
-/// Blocks of `spec` that run on one SM of `device` at once: its launch bounds' promise,
-/// unless the SM's shared memory (less what it reserves per block), threads, registers (at
-/// the launch bounds' per-thread cap) or block slots allow fewer.
+/// Blocks of `spec` that run on one SM of `device` at once: a SIMT kernel's launch bounds'
+/// promise, unless the SM's shared memory (less what it reserves per block), threads,
+/// registers (at the launch bounds' per-thread cap) or block slots allow fewer. A
+/// tensor-core kernel's launch bounds promise one block; what fits is bounded by the same
+/// resources (registers counted at the 255 a thread may use: 2 blocks of 128 threads, where
+/// the 128 × 64 tile with 64-byte rows fits 3 by its actual use).
 pub fn blocks_per_sm(spec: &KernelSpec, device: &DeviceLimits) -> u32 {
-    let t = spec.tile;
+    let threads = spec.threads();
     let per_block_shared = spec.shared_bytes() + u64::from(device.shared_bytes_reserved_per_block);
     let by_shared = u64::from(device.shared_bytes_per_sm) / per_block_shared.max(1);
-    let by_threads = device.threads_per_sm / t.threads().max(1);
+    let by_threads = device.threads_per_sm / threads.max(1);
     let by_registers =
-        device.registers_per_sm / t.max_registers().saturating_mul(t.threads()).max(1);
-    t.min_blocks_per_sm()
+        device.registers_per_sm / spec.max_registers().saturating_mul(threads).max(1);
+    let promise = match spec.math {
+        Math::Simt => spec.min_blocks_per_sm(),
+        Math::TensorOp => u32::MAX,
+    };
+    promise
         .min(u32::try_from(by_shared).unwrap_or(u32::MAX))
         .min(by_threads)
         .min(by_registers)
         .clamp(1, device.blocks_per_sm.max(1))
+}
+
+/// The tensor-core kernel among `candidates` (complete kernels that can run the problem of
+/// `shape`, all [`Math::TensorOp`]) that dispatch picks, by the rules of the module
+/// documentation, measured on the H100 (`scripts/tc/NOTES.md`):
+///
+/// 1. vector loads before element-wise gathering (3-10× faster where both apply), then a
+///    fixed geometry before the generic kernel;
+/// 2. the channel tile (`block_m`) that pads `K` least (96 for `K` = 96, 64 for `K` = 64);
+/// 3. among equal paddings, 128 channels when the layer is large — `K` ≥ 128 and at least
+///    three 128 × 128 blocks per SM with a reduction `C·R·S` of at least 512 (bf16, f16), or
+///    at least two such blocks per SM whatever the reduction (TF32, whose longer loop per
+///    MMA gains more from the wider tile) — else the narrowest (more blocks, up to three per
+///    SM);
+/// 4. 128-byte rows for large layers with a reduction of at least 576 (a 3 × 3 window of 64
+///    channels) and for small grids (fewer than two blocks per SM with the chosen tile) whose
+///    reduction spans at least four such rows, else 64-byte rows (less waste at the
+///    reduction's end, one more stage in flight);
+/// 5. catalogue order.
+///
+/// Against the fastest kernels that the standalone harness measured (H100,
+/// `scripts/tc/NOTES.md`), this picks the fastest one's channel tile on 21 of ResNet-50's 23
+/// distinct layers at batch 32 in bf16 and f16 and 20 in TF32 (channel tile and rows: 19, 21,
+/// 16), and on 11, 10 and 10 of the paper's 12 layers at batch 128 (11, 9, 9); the tuning
+/// table (`im2win tune`) corrects the rest.
+///
+/// Kernels whose grid exceeds CUDA's limit are left out.
+///
+/// # Errors
+/// [`Error::TooLarge`] when every candidate's grid exceeds CUDA's limit.
+pub(crate) fn choose_tensor_op<'a>(
+    candidates: &[&'a KernelSpec],
+    problem: &Conv2dProblem,
+    shape: &ProblemShape,
+    device: &DeviceLimits,
+) -> Result<&'a KernelSpec> {
+    let none = || Error::NoKernel {
+        filter: [problem.filter[2], problem.filter[3]],
+        stride: problem.stride,
+        dilation: problem.dilation,
+    };
+    let class = |spec: &KernelSpec| {
+        (
+            spec.variant.vector_loads,
+            matches!(spec.geometry, Geometry::Fixed(_)),
+        )
+    };
+    let Some(best_class) = candidates.iter().map(|spec| class(spec)).max() else {
+        return Err(none());
+    };
+    let mut pool: Vec<&KernelSpec> = candidates
+        .iter()
+        .filter(|spec| class(spec) == best_class)
+        .copied()
+        .collect();
+    let first = pool[0];
+    pool.retain(|spec| grid_blocks(spec, shape).is_ok());
+    if pool.is_empty() {
+        grid_blocks(first, shape)?;
+    }
+    let k = shape.output[1] as u64;
+    let padded = |spec: &KernelSpec| {
+        k.div_ceil(u64::from(spec.tile.block_m.max(1))) * u64::from(spec.tile.block_m)
+    };
+    if let Some(least) = pool.iter().map(|spec| padded(spec)).min() {
+        pool.retain(|spec| padded(spec) == least);
+    }
+    let sms = device.multiprocessors.max(1);
+    let npq = shape.pixels as u64;
+    let crs = shape.reduction as u64;
+    let blocks =
+        |channels: u64, pixels: u64| npq.div_ceil(pixels.max(1)) * k.div_ceil(channels.max(1));
+    let tf32 = pool
+        .first()
+        .is_some_and(|spec| spec.dtype == im2win_codegen::DType::F32);
+    let large = k >= 128
+        && if tf32 {
+            blocks(128, 128) >= 2 * sms
+        } else {
+            crs >= 512 && blocks(128, 128) >= 3 * sms
+        };
+    let channels = pool.iter().map(|spec| spec.tile.block_m);
+    let channels = if large {
+        channels.max()
+    } else {
+        channels.min()
+    };
+    pool.retain(|spec| Some(spec.tile.block_m) == channels);
+    let row_bytes =
+        |spec: &KernelSpec| u64::from(spec.tile.block_k) * spec.dtype.size_bytes() as u64;
+    let small_grid = pool
+        .first()
+        .is_some_and(|spec| blocks(spec.tile.block_m.into(), spec.tile.block_n.into()) < 2 * sms);
+    let element = pool
+        .first()
+        .map_or(2, |spec| spec.dtype.size_bytes() as u64);
+    let deep = (large && crs >= 576) || (small_grid && crs * element >= 4 * 128);
+    let rows = pool.iter().map(|spec| row_bytes(spec));
+    let rows = if deep { rows.max() } else { rows.min() };
+    pool.into_iter()
+        .find(|spec| Some(row_bytes(spec)) == rows)
+        .ok_or_else(none)
 }
 
 /// The dispatch model's time of `spec` with grid `(x, y)` and `splits` splits on a GPU with
@@ -442,7 +704,7 @@ pub fn estimate_us(
     // The fused kernel's window gathers: about 3 instructions per element, block_n·block_k
     // elements per stage over the threads, against thread_m·thread_n·block_k multiply-adds.
     let gather = if spec.variant.fused {
-        1.0 + 3.0 * f(t.block_n) / (f(t.threads()) * f(t.thread_m) * f(t.thread_n))
+        1.0 + 3.0 * f(t.block_n) / (f(spec.threads()) * f(t.thread_m) * f(t.thread_n))
     } else {
         1.0
     };
@@ -461,19 +723,51 @@ pub fn estimate_us(
     time
 }
 
-/// Why `catalogue` has no kernel for `problem`: it has kernels, but none at all of the
-/// problem's element type and precision in its layout ([`Error::NoKernelForType`]), or none
-/// of its geometry (or nothing at all: [`Error::NoKernel`]).
-fn no_kernel(problem: &Conv2dProblem, catalogue: &Catalogue) -> Error {
-    let of_type = catalogue.kernels.iter().any(|spec| {
+/// Why `catalogue` has no kernel for `problem` (with operands aligned to `aligned_to` bytes,
+/// on `device`): it has kernels, but none at all of the problem's element type and
+/// precision in its layout ([`Error::NoKernelForType`]); or those of its geometry all need
+/// something the problem lacks ([`Error::RequirementUnmet`]); or none of its geometry (or
+/// nothing at all: [`Error::NoKernel`]).
+fn no_kernel(
+    problem: &Conv2dProblem,
+    catalogue: &Catalogue,
+    aligned_to: usize,
+    device: &DeviceLimits,
+) -> Error {
+    let of_type = |spec: &&KernelSpec| {
         spec.computes(problem.dtype, problem.precision) && spec.layout == problem.layout
-    });
-    if !of_type && !catalogue.kernels.is_empty() {
+    };
+    if !catalogue.kernels.is_empty() && !catalogue.kernels.iter().any(|s| of_type(&s)) {
         return Error::NoKernelForType {
             numeric: problem.numeric_name(),
             dtype: problem.dtype,
             precision: problem.precision,
             layout: problem.layout,
+        };
+    }
+    // Kernels of the type whose geometry fits: say what the first of them lacks.
+    let geometry_fits =
+        |spec: &&KernelSpec| spec.geometry == Geometry::Generic || matches_fixed(spec, problem);
+    let unmet = catalogue
+        .kernels
+        .iter()
+        .filter(of_type)
+        .filter(geometry_fits)
+        .find_map(|spec| {
+            if let Some(requirement) = unmet_requirement(spec, problem) {
+                Some(requirement)
+            } else if !operands_fit(spec, aligned_to) {
+                Some("input and filter at 16-byte aligned addresses (their vector copies)")
+            } else if !fits_device(spec, device) {
+                Some("more shared memory per block than this GPU allows")
+            } else {
+                None
+            }
+        });
+    if let Some(requirement) = unmet {
+        return Error::RequirementUnmet {
+            numeric: problem.numeric_name(),
+            requirement,
         };
     }
     Error::NoKernel {
@@ -485,6 +779,9 @@ fn no_kernel(problem: &Conv2dProblem, catalogue: &Catalogue) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use im2win_codegen::catalogue::{
+        TENSOR_OP_128X64_R64, TENSOR_OP_128X96_R64, TENSOR_OP_128X128_R128, TensorOpTile,
+    };
     use im2win_codegen::{DEFAULT_GEOMETRIES, DType, Precision, TileConfig, Variant};
 
     use super::*;
@@ -511,11 +808,13 @@ mod tests {
     fn blocks_per_sm_follow_the_device() {
         let h200 = DeviceLimits::H200;
         for spec in &Catalogue::default_catalogue().kernels {
-            assert_eq!(
-                blocks_per_sm(spec, &h200),
-                spec.tile.min_blocks_per_sm(),
-                "{spec}"
-            );
+            // A SIMT kernel's launch bounds' promise; two 128-thread tensor-core blocks at
+            // 255 registers a thread.
+            let expected = match spec.math {
+                im2win_codegen::Math::Simt => spec.tile.min_blocks_per_sm(),
+                im2win_codegen::Math::TensorOp => 2,
+            };
+            assert_eq!(blocks_per_sm(spec, &h200), expected, "{spec}");
         }
         let spec = KernelSpec::generic(DType::F32, TileConfig::PAPER);
         assert_eq!(spec.tile.threads(), 256);
@@ -854,26 +1153,27 @@ mod tests {
         assert!(input_in_place(&in_place.with_dilation([2, 3])));
     }
 
-    /// A tensor-core tile: 16 deep, a whole number of MMAs for every type.
-    const TC: TileConfig = TileConfig {
-        block_m: 128,
-        block_n: 128,
-        block_k: 16,
-        thread_m: 8,
-        thread_n: 8,
-    };
+    /// A tensor-core kernel of the default catalogue's tiles.
+    fn tensor_op(dtype: DType, geometry: Geometry, tile: TensorOpTile, vector: bool) -> KernelSpec {
+        KernelSpec::tensor_op(dtype, geometry, tile.tile(dtype), vector)
+    }
 
-    fn tensor_op(dtype: DType, layout: Layout) -> KernelSpec {
-        KernelSpec::generic(dtype, TC)
-            .with_math(im2win_codegen::Math::TensorOp)
-            .with_variant(Variant::FUSED)
-            .with_layout(layout)
+    /// A problem for the tensor-core kernels: NHWC tensors, a KRSC filter, of `dtype` (or
+    /// float32 at TF32).
+    fn tc_problem(numeric: &str, input: [usize; 4], filter: [usize; 4]) -> Conv2dProblem {
+        let (dtype, precision) = Precision::from_numeric_name(numeric).unwrap();
+        Conv2dProblem::new(input, filter)
+            .with_dtype(dtype)
+            .with_precision(precision)
+            .with_layout(Layout::Nhwc)
+            .with_filter_layout(FilterLayout::Krsc)
     }
 
     #[test]
     fn a_type_or_precision_without_kernels_is_named_never_run_in_f32() {
         let problem = square(8, 20, 16, 3).with_padding(Padding::uniform(1));
-        let default = Catalogue::default_catalogue();
+        // Float32 kernels only: every tensor-core problem is refused by name.
+        let f32_only = Catalogue::default_f32();
         for (problem, name) in [
             (problem.with_dtype(DType::Bf16), "bf16"),
             (problem.with_dtype(DType::F16), "f16"),
@@ -885,7 +1185,7 @@ mod tests {
                 "tf32",
             ),
         ] {
-            let err = Plan::new(&problem, &default, H200_SMS).unwrap_err();
+            let err = Plan::new(&problem, &f32_only, H200_SMS).unwrap_err();
             assert!(matches!(err, Error::NoKernelForType { .. }), "{err}");
             assert!(
                 err.to_string().contains(&format!("no {name} kernel")),
@@ -907,7 +1207,7 @@ mod tests {
                 &problem
                     .with_dtype(DType::Bf16)
                     .with_precision(Precision::Tf32),
-                &default,
+                &Catalogue::default_catalogue(),
                 H200_SMS
             ),
             Err(Error::BadPrecision { .. })
@@ -915,47 +1215,232 @@ mod tests {
     }
 
     #[test]
-    fn precision_picks_the_math() {
-        let mut kernels = Catalogue::default_catalogue().kernels;
-        for dtype in DType::ALL {
-            for layout in Layout::ALL {
-                kernels.push(tensor_op(dtype, layout));
+    fn tensor_op_problems_need_nhwc_and_a_krsc_filter() {
+        let default = Catalogue::default_catalogue();
+        for numeric in ["bf16", "f16", "tf32"] {
+            let nhwc = tc_problem(numeric, [2, 16, 20, 20], [32, 16, 3, 3])
+                .with_padding(Padding::uniform(1));
+            let planned = plan(&nhwc);
+            assert_eq!(planned.kernel().math, im2win_codegen::Math::TensorOp);
+            assert_eq!(planned.kernel().numeric_name(), numeric);
+            // NCHW: no tensor-core kernel exists for it (yet), named as such.
+            let nchw = nhwc.with_layout(Layout::Nchw);
+            let err = Plan::new(&nchw, &default, H200_SMS).unwrap_err();
+            assert!(matches!(err, Error::NoKernelForType { .. }), "{err}");
+            assert!(
+                err.to_string().contains(&format!("no {numeric} kernel")),
+                "{err}"
+            );
+            assert!(!can_implement(planned.kernel(), &nchw));
+            // A KCRS filter: the kernels exist but read the filter in place.
+            let kcrs = nhwc.with_filter_layout(FilterLayout::Kcrs);
+            let err = Plan::new(&kcrs, &default, H200_SMS).unwrap_err();
+            assert!(matches!(err, Error::RequirementUnmet { .. }), "{err}");
+            assert!(err.to_string().contains("KRSC"), "{err}");
+            let err = Plan::for_spec(&kcrs, *planned.kernel()).unwrap_err();
+            assert!(matches!(err, Error::KernelRequirement { .. }), "{err}");
+            assert!(err.to_string().contains("KRSC"), "{err}");
+            // Strict float32 is never a tensor-core problem.
+            if numeric == "tf32" {
+                let strict = nhwc.with_precision(Precision::Strict);
+                assert_eq!(plan(&strict).kernel().math, im2win_codegen::Math::Simt);
             }
         }
-        let catalogue = Catalogue::new(kernels).unwrap();
-        let problem = square(8, 20, 16, 3).with_padding(Padding::uniform(1));
-        for layout in Layout::ALL {
-            let problem = problem.with_layout(layout);
-            let strict = Plan::new(&problem, &catalogue, H200_SMS).unwrap();
-            assert_eq!(strict.kernel().math, im2win_codegen::Math::Simt);
-            assert_eq!(strict.kernel().dtype, DType::F32);
-            for (problem, dtype) in [
-                (problem.with_precision(Precision::Tf32), DType::F32),
-                (problem.with_dtype(DType::Bf16), DType::Bf16),
-                (problem.with_dtype(DType::F16), DType::F16),
-            ] {
-                let plan = Plan::new(&problem, &catalogue, H200_SMS).unwrap();
-                assert_eq!(*plan.kernel(), tensor_op(dtype, layout), "{problem:?}");
-                // Its workspace is in its element type: the fused kernel's filter alone.
-                let shape = problem.shape().unwrap();
-                assert_eq!(
-                    plan.workspace_bytes(),
-                    WorkspaceLayout::filter_bytes(&shape, dtype).unwrap()
-                );
-            }
+    }
+
+    #[test]
+    fn vector_loads_need_whole_channel_vectors_and_aligned_operands() {
+        let g3 = Geometry::Fixed(FixedGeometry::square(3, 1));
+        let vec = tensor_op(DType::Bf16, g3, TENSOR_OP_128X64_R64, true);
+        let any = tensor_op(DType::Bf16, g3, TENSOR_OP_128X64_R64, false);
+        let with_c = |c| tc_problem("bf16", [1, c, 12, 12], [16, c, 3, 3]);
+        for c in [8, 16, 24, 64] {
+            assert!(can_implement(&vec, &with_c(c)), "C = {c}");
         }
-        // Only NHWC bf16 kernels: an NCHW bf16 problem has none of its type and layout.
-        let nhwc_only = Catalogue::new(vec![tensor_op(DType::Bf16, Layout::Nhwc)]).unwrap();
-        let err = Plan::new(&problem.with_dtype(DType::Bf16), &nhwc_only, H200_SMS).unwrap_err();
-        assert!(matches!(err, Error::NoKernelForType { .. }), "{err}");
-        // A bf16 fixed kernel of another geometry: the geometry is what is missing.
-        let fixed_only = Catalogue::new(vec![KernelSpec::fixed(
-            DType::Bf16,
-            FixedGeometry::square(5, 1),
-            TC,
-        )])
-        .unwrap();
-        let err = Plan::new(&problem.with_dtype(DType::Bf16), &fixed_only, H200_SMS).unwrap_err();
-        assert!(matches!(err, Error::NoKernel { .. }), "{err}");
+        for c in [1, 3, 4, 12, 20] {
+            assert!(!can_implement(&vec, &with_c(c)), "C = {c}");
+            let err = Plan::for_spec(&with_c(c), vec).unwrap_err();
+            assert!(matches!(err, Error::KernelRequirement { .. }), "{err}");
+            assert!(err.to_string().contains("multiple of 8"), "{err}");
+        }
+        for c in [1, 3, 4, 8, 12, 20] {
+            assert!(can_implement(&any, &with_c(c)), "C = {c}");
+        }
+        // TF32's pieces are 4 floats.
+        let tf32 = tensor_op(DType::F32, g3, TENSOR_OP_128X64_R64, true);
+        let tf32_c = |c| tc_problem("tf32", [1, c, 12, 12], [16, c, 3, 3]);
+        assert!(can_implement(&tf32, &tf32_c(12)));
+        assert!(!can_implement(&tf32, &tf32_c(6)));
+        // Dispatch: vector loads where the channels allow, element-wise otherwise.
+        assert!(plan(&with_c(16)).kernel().variant.vector_loads);
+        assert!(!plan(&with_c(3)).kernel().variant.vector_loads);
+        // ... and where the operands' addresses allow: misaligned input or filter (a view
+        // at an odd offset) takes the element-wise kernel.
+        let default = Catalogue::default_catalogue();
+        let h200 = DeviceLimits::H200;
+        for aligned_to in [1, 2, 4, 8] {
+            let p = Plan::for_operands(&with_c(16), &default, &h200, aligned_to).unwrap();
+            assert!(
+                !p.kernel().variant.vector_loads,
+                "{aligned_to}: {}",
+                p.kernel()
+            );
+            assert!(!operands_fit(&vec, aligned_to));
+            assert!(operands_fit(&any, aligned_to));
+        }
+        for aligned_to in [16, 32, 256] {
+            let p = Plan::for_operands(&with_c(16), &default, &h200, aligned_to).unwrap();
+            assert_eq!(p, plan(&with_c(16)));
+        }
+        // A catalogue with the vector kernel alone says what is missing.
+        let only_vec = Catalogue::new(vec![vec]).unwrap();
+        let err = Plan::new(&with_c(3), &only_vec, H200_SMS).unwrap_err();
+        assert!(matches!(err, Error::RequirementUnmet { .. }), "{err}");
+        let err = Plan::for_operands(&with_c(16), &only_vec, &h200, 2).unwrap_err();
+        assert!(err.to_string().contains("16-byte aligned"), "{err}");
+        // The alignment of two addresses.
+        assert_eq!(address_alignment(0x1000, 0x2000), 256);
+        assert_eq!(address_alignment(0x1010, 0x2000), 16);
+        assert_eq!(address_alignment(0x1002, 0x2010), 2);
+        assert_eq!(address_alignment(0x1000, 0x2001), 1);
+    }
+
+    #[test]
+    fn tensor_op_plans_launch_a_1d_grid_without_workspace() {
+        let g3 = Geometry::Fixed(FixedGeometry::square(3, 1));
+        // N·P·Q = 2·20·20 = 800 pixels: 7 tiles of 128; K = 300: 5 tiles of 64.
+        let problem = tc_problem("bf16", [2, 16, 22, 22], [300, 16, 3, 3]);
+        for (tile, channels, smem) in [
+            (TENSOR_OP_128X64_R64, 64, 48 * 1024),
+            (TENSOR_OP_128X128_R128, 128, 96 * 1024),
+            (TENSOR_OP_128X96_R64, 96, 56 * 1024),
+        ] {
+            let spec = tensor_op(DType::Bf16, g3, tile, true);
+            let p = Plan::for_spec(&problem, spec).unwrap();
+            assert_eq!(
+                p.grid_dim(),
+                (7 * 300_u32.div_ceil(channels), 1, 1),
+                "{spec}"
+            );
+            assert_eq!(p.block_dim(), (128, 1, 1));
+            assert_eq!(p.dynamic_shared_bytes(), smem);
+            assert_eq!(p.workspace_bytes(), 0);
+            assert!(!p.transforms_filter());
+            assert!(p.input_in_place());
+            assert_eq!(p.splits(), 1);
+            assert_eq!(p.partial_offset_bytes(), None);
+            // No split reduction.
+            let err = p.clone().with_split(2).unwrap_err();
+            assert!(matches!(err, Error::KernelRequirement { .. }), "{err}");
+            assert_eq!(p.clone().with_split(1).unwrap(), p);
+            assert_eq!(max_splits(&spec, p.shape()), 1);
+        }
+        // Dispatch never splits them, even for batch-1 layers with long reductions.
+        let deep = tc_problem("f16", [1, 2048, 7, 7], [512, 2048, 1, 1]);
+        assert_eq!(plan(&deep).splits(), 1);
+        // SIMT plans keep their static shared memory and workspace.
+        let simt = plan(&square(8, 20, 16, 3));
+        assert_eq!(simt.dynamic_shared_bytes(), 0);
+        assert!(simt.transforms_filter());
+        assert!(simt.workspace_bytes() > 0);
+    }
+
+    #[test]
+    fn tensor_op_dispatch_follows_the_measured_tiles() {
+        let layer = |numeric: &str, c, hw, k, rs, stride, batch| {
+            let pad = rs / 2;
+            plan(
+                &tc_problem(numeric, [batch, c, hw, hw], [k, c, rs, rs])
+                    .with_stride([stride, stride])
+                    .with_padding(Padding::uniform(pad)),
+            )
+        };
+        // (pixels, channels, row bytes, vector, fixed) of the chosen kernel.
+        let shape = |p: &Plan| {
+            let k = p.kernel();
+            let t = k.tile;
+            (
+                t.block_n,
+                t.block_m,
+                t.block_k as usize * k.dtype.size_bytes(),
+                k.variant.vector_loads,
+                matches!(k.geometry, Geometry::Fixed(_)),
+            )
+        };
+        for numeric in ["bf16", "f16", "tf32"] {
+            // Stems, C = 3: element-wise kernels of their fixed geometry, 96 channels for K = 96.
+            assert_eq!(
+                shape(&layer(numeric, 3, 227, 96, 11, 4, 8)),
+                (128, 96, 64, false, true)
+            );
+            assert_eq!(
+                shape(&layer(numeric, 3, 224, 64, 7, 2, 8)),
+                (128, 64, 64, false, true)
+            );
+            assert_eq!(
+                shape(&layer(numeric, 3, 224, 64, 3, 1, 8)),
+                (128, 64, 64, false, true)
+            );
+            // A 7×7 stride-2 layer with C = 64: the generic kernel with vector loads beats
+            // the fixed element-wise one.
+            assert_eq!(
+                shape(&layer(numeric, 64, 56, 64, 7, 2, 64)),
+                (128, 64, 64, true, false)
+            );
+            // ResNet-50, batch 32: 128 × 64 with 64-byte rows for most layers.
+            assert_eq!(
+                shape(&layer(numeric, 64, 56, 64, 3, 1, 32)),
+                (128, 64, 64, true, true)
+            );
+            // TF32 takes the wide tile sooner (two 128 × 128 blocks per SM suffice).
+            let wide = if numeric == "tf32" { 128 } else { 64 };
+            assert_eq!(
+                shape(&layer(numeric, 256, 56, 128, 1, 1, 32)),
+                (128, wide, 64, true, true)
+            );
+            // Its deep layers at 7×7: a small grid, 128-byte rows.
+            assert_eq!(
+                shape(&layer(numeric, 512, 7, 512, 3, 1, 32)),
+                (128, 64, 128, true, true)
+            );
+            // Paper conv8 (batch 128, K = 128, 3×3, C = 64): a large layer, 128 × 128 with
+            // 128-byte rows.
+            assert_eq!(
+                shape(&layer(numeric, 64, 112, 128, 3, 1, 128)),
+                (128, 128, 128, true, true)
+            );
+            // 3×3 stride 2 has fixed kernels; other strides take the generic ones.
+            assert!(layer(numeric, 128, 56, 128, 3, 2, 32).kernel().geometry != Geometry::Generic);
+            assert_eq!(
+                layer(numeric, 128, 56, 128, 3, 3, 32).kernel().geometry,
+                Geometry::Generic
+            );
+        }
+        // Dilated problems run too (generic kernels), as do odd channel counts.
+        let dilated = tc_problem("bf16", [2, 16, 20, 20], [24, 16, 3, 3]).with_dilation([2, 2]);
+        assert_eq!(plan(&dilated).kernel().geometry, Geometry::Generic);
+        let odd = tc_problem("bf16", [2, 5, 9, 9], [7, 5, 2, 4]);
+        assert!(!plan(&odd).kernel().variant.vector_loads);
+    }
+
+    #[test]
+    fn tensor_op_kernels_fit_the_device_shared_memory() {
+        let problem = tc_problem("bf16", [128, 64, 114, 114], [128, 64, 3, 3]);
+        let default = Catalogue::default_catalogue();
+        let big = plan(&problem);
+        assert_eq!(big.dynamic_shared_bytes(), 96 * 1024);
+        // A GPU that gives a block 64 KiB at most: the 96 KiB tile is no candidate.
+        let small = DeviceLimits {
+            shared_bytes_per_block_optin: 64 * 1024,
+            ..DeviceLimits::H200
+        };
+        let p = Plan::for_device(&problem, &default, &small).unwrap();
+        assert!(p.dynamic_shared_bytes() <= 64 * 1024, "{}", p.kernel());
+        let tiny = DeviceLimits {
+            shared_bytes_per_block_optin: 16 * 1024,
+            ..DeviceLimits::H200
+        };
+        let err = Plan::for_device(&problem, &default, &tiny).unwrap_err();
+        assert!(matches!(err, Error::RequirementUnmet { .. }), "{err}");
     }
 }

@@ -12,7 +12,7 @@ use im2win_codegen::catalogue::support;
 use im2win_codegen::{DType, Precision};
 
 use super::device::DeviceLimits;
-use super::dispatch::Plan;
+use super::dispatch::{OPERAND_ALIGNMENT, Plan, address_alignment, operands_fit};
 use super::modules::LoadedModules;
 use super::ordering::{StreamJoin, other_streams};
 use super::params::ConvParams;
@@ -62,6 +62,9 @@ pub struct Engine {
     /// One CUDA module per fatbin of `kernels`, loaded by `Engine::new` (or on first use, for a module added later).
     modules: LoadedModules,
     functions: Mutex<HashMap<String, CudaFunction>>,
+    /// The dynamic shared memory each kernel that uses it may have, as set on its function
+    /// (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`), by name: set once per function.
+    dynamic_shared: Mutex<HashMap<String, u32>>,
     /// Held for the whole of each call that queues work: the engine's own workspace and
     /// the events that order the call with its operands' streams.
     launch: Mutex<LaunchState>,
@@ -157,6 +160,7 @@ impl Engine {
             limits,
             modules: LoadedModules::default(),
             functions: Mutex::new(HashMap::new()),
+            dynamic_shared: Mutex::new(HashMap::new()),
             launch: Mutex::new(LaunchState {
                 workspace: None,
                 join,
@@ -179,8 +183,48 @@ impl Engine {
             self.function(name)?;
         }
         for spec in &self.kernels.catalogue().kernels {
-            self.function(&spec.name())?;
+            let function = self.function(&spec.name())?;
+            // Kernels with more dynamic shared memory than the device gives a block are never
+            // planned here (dispatch leaves them out); a forced plan fails at launch.
+            if spec.dynamic_shared_bytes() <= u64::from(self.limits.shared_bytes_per_block_optin) {
+                self.allow_dynamic_shared(&spec.name(), &function, spec.dynamic_shared_bytes())?;
+            }
         }
+        Ok(())
+    }
+
+    /// Lets `function` (the kernel `name`) launch with `bytes` of dynamic shared memory:
+    /// above CUDA's default 48 KiB a kernel must opt in
+    /// (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`). Done once per function; the
+    /// setting is remembered by name.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when the device gives a block less; [`Error::Driver`] when the
+    /// driver refuses the attribute.
+    fn allow_dynamic_shared(&self, name: &str, function: &CudaFunction, bytes: u64) -> Result<()> {
+        const DEFAULT_LIMIT: u64 = 48 * 1024;
+        if bytes <= DEFAULT_LIMIT {
+            return Ok(());
+        }
+        let limit = u64::from(self.limits.shared_bytes_per_block_optin);
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what: "dynamic shared memory of one block of the kernel, in bytes",
+                value: u128::from(bytes),
+                limit: u128::from(limit),
+            });
+        }
+        let mut set = lock(&self.dynamic_shared);
+        if set.get(name).is_some_and(|&done| u64::from(done) >= bytes) {
+            return Ok(());
+        }
+        // `bytes` is at most the device's limit, a u32.
+        let value = u32::try_from(bytes).unwrap_or(u32::MAX);
+        function.set_attribute(
+            sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            i32::try_from(value).unwrap_or(i32::MAX),
+        )?;
+        set.insert(name.to_string(), value);
         Ok(())
     }
 
@@ -246,18 +290,32 @@ impl Engine {
     /// Chooses the kernel for `problem`: the tuning table's measured choice when it has
     /// this exact problem (and its kernel is in the catalogue), else the dispatch heuristic
     /// ([`Plan::for_device`], with the limits read from this device). Never times anything.
+    /// Assumes the input and filter start at 16-byte aligned addresses (every allocation
+    /// does); [`Engine::conv2d`] plans with its operands' own alignment
+    /// ([`Engine::plan_for_operands`]).
     ///
     /// # Errors
     /// As [`Plan::new`].
     pub fn plan(&self, problem: &Conv2dProblem) -> Result<Plan> {
+        self.plan_for_operands(problem, OPERAND_ALIGNMENT)
+    }
+
+    /// [`Engine::plan`] for input and filter that both start at a multiple of `aligned_to`
+    /// bytes: a tuned or dispatched kernel that needs 16-byte aligned operands
+    /// ([`im2win_codegen::KernelSpec::needs_aligned_operands`], the tensor-core kernels with
+    /// vector loads) is chosen only when they are ([`Plan::for_operands`]).
+    ///
+    /// # Errors
+    /// As [`Plan::new`].
+    pub fn plan_for_operands(&self, problem: &Conv2dProblem, aligned_to: usize) -> Result<Plan> {
         let tuned = self
             .tuning
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .plan(problem, self.kernels.catalogue());
         match tuned {
-            Some(plan) => Ok(plan),
-            None => self.heuristic_plan(problem),
+            Some(plan) if operands_fit(plan.kernel(), aligned_to) => Ok(plan),
+            _ => Plan::for_operands(problem, self.kernels.catalogue(), &self.limits, aligned_to),
         }
     }
 
@@ -323,6 +381,11 @@ impl Engine {
     /// [`Engine::plan`] picks for the problem's element type and precision. See
     /// [`Engine::conv2d_with`] for the buffers and errors.
     ///
+    /// Dispatch sees the operands: when the input or the filter does not start at a 16-byte
+    /// aligned address (a view at an odd offset), kernels that copy them 16 bytes at a time
+    /// (the tensor-core kernels with vector loads) are not among the candidates
+    /// ([`Engine::plan_for_operands`]), and the element-wise kernel of the same family runs.
+    ///
     /// # Errors
     /// As [`Engine::plan`] (among them [`Error::NoKernelForType`] when the engine's kernels
     /// include none of the problem's element type and precision) and
@@ -340,7 +403,14 @@ impl Engine {
         problem.shape()?;
         check_dtype::<T>(problem)?;
         let plan = self.plan(problem)?;
-        self.conv2d_with(&plan, input, filter, bias, output, workspace)
+        let replan = |aligned_to| self.plan_for_operands(problem, aligned_to);
+        let operands = Operands {
+            input,
+            filter,
+            bias,
+            residual: None,
+        };
+        self.launch_plan(&plan, Some(&replan), operands, output, workspace)
     }
 
     /// Runs `plan`: the im2win input transform (unless [`Plan::input_in_place`]), the filter
@@ -364,12 +434,16 @@ impl Engine {
     /// each buffer's stream waits for the launches, so the buffers can be read, written or
     /// dropped on their own streams right after the call (docs/RELIABILITY.md).
     ///
-    /// Every buffer is checked before anything is launched.
+    /// Every buffer is checked before anything is launched. A plan whose kernel copies the
+    /// input and filter 16 bytes at a time ([`im2win_codegen::KernelSpec::needs_aligned_operands`])
+    /// needs both at 16-byte aligned addresses ([`Engine::conv2d`] chooses another kernel
+    /// instead).
     ///
     /// # Errors
     /// [`Error::DTypeMismatch`] for buffers of another element type than the problem's,
     /// [`Error::BufferLength`] for a buffer of the wrong length, [`Error::ForeignBuffer`]
-    /// for one of another CUDA context, [`Error::WorkspaceTooSmall`] / [`Error::Misaligned`]
+    /// for one of another CUDA context, [`Error::Misaligned`] for an input or filter that
+    /// the kernel cannot read, [`Error::WorkspaceTooSmall`] / [`Error::Misaligned`]
     /// for an unusable workspace, [`Error::KernelsNotBuilt`] / [`Error::KernelMissing`] when
     /// the fatbin lacks a kernel, [`Error::OutOfMemory`] when the engine's own workspace
     /// cannot be allocated (the engine stays usable), [`Error::Driver`] when a launch or an
@@ -406,27 +480,60 @@ impl Engine {
         output: &mut dyn DevicePtrMut<T>,
         workspace: Option<&mut dyn DevicePtrMut<u8>>,
     ) -> Result<()> {
+        let operands = Operands {
+            input,
+            filter,
+            bias,
+            residual,
+        };
+        self.launch_plan(plan, None, operands, output, workspace)
+    }
+
+    /// Checks the buffers and runs `plan` (see [`Engine::conv2d_with_residual`]). When the
+    /// plan's kernel cannot read the operands at their addresses (vector loads of a
+    /// misaligned input or filter), `replan` (given the addresses' alignment) chooses the
+    /// plan that runs instead; without it that is [`Error::Misaligned`].
+    pub(crate) fn launch_plan<T: Element>(
+        &self,
+        plan: &Plan,
+        replan: Option<&dyn Fn(usize) -> Result<Plan>>,
+        operands: Operands<'_, T>,
+        output: &mut dyn DevicePtrMut<T>,
+        workspace: Option<&mut dyn DevicePtrMut<u8>>,
+    ) -> Result<()> {
+        let Operands {
+            input,
+            filter,
+            bias,
+            residual,
+        } = operands;
         let problem = plan.problem();
         let shape = plan.shape();
         self.check_operands(problem, input, filter, bias)?;
         self.check_residual(problem, shape, residual)?;
         self.check_buffer("output", shape.output_len, output.len(), output.stream())?;
-        let needed = plan.workspace_bytes();
         if let Some(ws) = &workspace {
             self.check_context("workspace", ws.stream())?;
-            if ws.num_bytes() < needed {
+            if ws.num_bytes() < plan.workspace_bytes() {
                 return Err(Error::WorkspaceTooSmall {
-                    expected: needed,
+                    expected: plan.workspace_bytes(),
                     actual: ws.num_bytes(),
                 });
             }
         }
         let params = ConvParams::from_shape(problem, shape, bias.is_some())?;
-        let conv = self.function(&plan.kernel().name())?;
-        let reduce = match plan.splits() {
-            1 => None,
-            _ => Some(self.function(support::split_reduce(plan.kernel().dtype))?),
+        // The kernels of the plan, loaded before any ordering (a module may load here).
+        let kernels = |plan: &Plan| -> Result<(CudaFunction, Option<CudaFunction>)> {
+            let spec = plan.kernel();
+            let conv = self.function(&spec.name())?;
+            self.allow_dynamic_shared(&spec.name(), &conv, spec.dynamic_shared_bytes())?;
+            let reduce = match plan.splits() {
+                1 => None,
+                _ => Some(self.function(support::split_reduce(spec.dtype))?),
+            };
+            Ok((conv, reduce))
         };
+        let planned = kernels(plan)?;
         let streams: Vec<Arc<CudaStream>> = [Some(input.stream()), Some(filter.stream())]
             .into_iter()
             .chain([bias.map(|b| b.stream()), residual.map(|r| r.stream())])
@@ -439,9 +546,45 @@ impl Engine {
             .collect();
 
         self.ordered(&streams, |state| {
-            let workspace: &mut dyn DevicePtrMut<u8> = match workspace {
-                Some(ws) => ws,
-                None => match &mut state.workspace {
+            let stream: &CudaStream = &self.stream;
+            let (x, _x_sync) = input.device_ptr(stream);
+            let (f, _f_sync) = filter.device_ptr(stream);
+            // The operands' addresses are known only now: a kernel that cannot read them
+            // gives way to the one dispatch chooses for them, or the call fails.
+            let aligned_to = address_alignment(x, f);
+            let replanned;
+            let (plan, (conv, reduce)) = if operands_fit(plan.kernel(), aligned_to) {
+                (plan, planned)
+            } else {
+                replanned = match replan {
+                    Some(replan) => replan(aligned_to)?,
+                    None => plan.clone(),
+                };
+                if !operands_fit(replanned.kernel(), aligned_to) {
+                    let buffer = if x % OPERAND_ALIGNMENT as u64 == 0 {
+                        "filter"
+                    } else {
+                        "input"
+                    };
+                    return Err(Error::Misaligned {
+                        buffer,
+                        alignment: OPERAND_ALIGNMENT,
+                    });
+                }
+                (&replanned, kernels(&replanned)?)
+            };
+            let needed = plan.workspace_bytes();
+            let workspace: Option<&mut dyn DevicePtrMut<u8>> = match workspace {
+                Some(ws) if ws.num_bytes() < needed => {
+                    return Err(Error::WorkspaceTooSmall {
+                        expected: needed,
+                        actual: ws.num_bytes(),
+                    });
+                }
+                Some(ws) => Some(ws),
+                // Nothing to allocate for a kernel without workspace (tensor cores).
+                None if needed == 0 => None,
+                None => Some(match &mut state.workspace {
                     Some(ws) if ws.len() >= needed => ws,
                     slot => {
                         // Free the old buffer before allocating its successor.
@@ -449,15 +592,18 @@ impl Engine {
                         let ws = self.stream.alloc_zeros::<u8>(needed);
                         slot.insert(ws.map_err(|err| allocation_error(err, "workspace", needed))?)
                     }
-                },
+                }),
             };
-            let stream: &CudaStream = &self.stream;
-            let (x, _x_sync) = input.device_ptr(stream);
-            let (f, _f_sync) = filter.device_ptr(stream);
             let (b, _b_sync) = bias_ptr(bias, stream);
             let (res, _res_sync) = bias_ptr(residual, stream);
             let (y, _y_sync) = output.device_ptr_mut(stream);
-            let (ws, _ws_sync) = workspace.device_ptr_mut(stream);
+            let (ws, _ws_sync) = match workspace {
+                Some(workspace) => {
+                    let (ws, sync) = workspace.device_ptr_mut(stream);
+                    (ws, Some(sync))
+                }
+                None => (0, None),
+            };
             if ws % WORKSPACE_ALIGNMENT != 0 {
                 return Err(Error::Misaligned {
                     buffer: "workspace",
@@ -468,7 +614,12 @@ impl Engine {
             // a failed one in the context: launch nothing unordered.
             self.ctx.check_err()?;
             let t = self.launch_transforms(plan, &params, x, f, ws)?;
-            let ft = ws + plan.filter_offset_bytes() as u64;
+            // The transformed filter, or the filter itself for a kernel that reads it in place.
+            let ft = if plan.transforms_filter() {
+                ws + plan.filter_offset_bytes() as u64
+            } else {
+                f
+            };
             // A split reduction's kernel writes its partial sums, and the reduction writes Y.
             let partial = plan.partial_offset_bytes().map(|offset| ws + offset as u64);
 
@@ -484,15 +635,20 @@ impl Engine {
             let config = LaunchConfig {
                 grid_dim: plan.grid_dim(),
                 block_dim: plan.block_dim(),
-                shared_mem_bytes: 0,
+                shared_mem_bytes: plan.dynamic_shared_bytes(),
             };
-            // SAFETY: `(const float* t, const float* ft, const float* bias, const float*
-            // residual, float* y, ConvParams p)`; the plan's spec can implement this problem
-            // (`Plan::for_spec`), `t` holds `im2win_len` floats (the workspace's, or the input
-            // in place), `ft` the transformed filter, `bias` K floats or null with has_bias ==
-            // 0, `residual` `output_len` floats or null with has_residual == 0, and `conv_out`
-            // `output_len` floats (`y`), or `splits · output_len` (the partial sums, when
-            // grid_dim.z = splits > 1).
+            // SAFETY: `(const T* t, const T* ft, const T* bias, const T* residual, T* y,
+            // ConvParams p)` with T the plan's element type, which `check_operands` checked
+            // the buffers against; the plan's spec can implement this problem
+            // (`Plan::for_spec`), `t` holds `im2win_len` elements (the workspace's, or the
+            // input in place), `ft` the transformed filter (or, for a tensor-core kernel,
+            // the KRSC filter itself, `filter_len` elements, read in place; with vector
+            // loads both `t` and `ft` are 16-byte aligned, checked above), `bias` K elements
+            // or null with has_bias == 0, `residual` `output_len` elements or null with
+            // has_residual == 0, and `conv_out` `output_len` elements (`y`), or
+            // `splits · output_len` floats (the partial sums, when grid_dim.z = splits > 1).
+            // The dynamic shared memory is what the kernel was rendered for
+            // (`KernelSpec::dynamic_shared_bytes`), allowed on its function above.
             unsafe { launch.launch(config) }?;
 
             if let (Some(reduce), Some(partial)) = (&reduce, partial) {
@@ -519,7 +675,9 @@ impl Engine {
 
     /// Runs the layout transforms of `plan` alone, exactly as [`Engine::conv2d_with`] does
     /// before its convolution (for timing them): the input transform into the workspace
-    /// (none when [`Plan::input_in_place`]) and the filter transform. Same buffers, checks,
+    /// (none when [`Plan::input_in_place`]) and the filter transform (none when the kernel
+    /// reads the filter in place, [`Plan::transforms_filter`]: a tensor-core plan has no
+    /// transform at all). Same buffers, checks,
     /// ordering and errors as [`Engine::conv2d_with`], except that the workspace is
     /// required.
     ///
@@ -612,6 +770,10 @@ impl Engine {
     ) -> Result<u64> {
         let shape = plan.shape();
         let stream: &CudaStream = &self.stream;
+        // The tensor-core kernels read the input and the filter in place: no transform.
+        if !plan.transforms_filter() {
+            return Ok(x);
+        }
         let ft = ws + plan.filter_offset_bytes() as u64;
         let dtype = plan.kernel().dtype;
         let t = if plan.input_in_place() {
@@ -801,6 +963,15 @@ impl Engine {
             Err(Error::ForeignBuffer { buffer })
         }
     }
+}
+
+/// The operands of one convolution call: input and filter, and the optional bias and
+/// residual.
+pub(crate) struct Operands<'a, T> {
+    pub(crate) input: &'a dyn DevicePtr<T>,
+    pub(crate) filter: &'a dyn DevicePtr<T>,
+    pub(crate) bias: Option<&'a dyn DevicePtr<T>>,
+    pub(crate) residual: Option<&'a dyn DevicePtr<T>>,
 }
 
 /// [`Error::OutOfMemory`] for an allocation of `bytes` for `what` that the device could not

@@ -15,7 +15,10 @@ mod params;
 mod tuning;
 
 pub use device::DeviceLimits;
-pub use dispatch::{Plan, can_implement};
+pub use dispatch::{
+    OPERAND_ALIGNMENT, Plan, address_alignment, can_implement, operands_fit, unmet_requirement,
+};
 pub use engine::Engine;
+pub(crate) use engine::Operands;
 pub use params::ConvParams;
 pub use tuning::{TUNING_FORMAT, TuningEntry, TuningTable};

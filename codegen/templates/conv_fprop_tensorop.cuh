@@ -1,0 +1,117 @@
+// im2win: the tensor-core forward convolution (NHWC input and output, KRSC filter), composed
+// from its building blocks:
+//   tile shape      tile_tensorop.cuh: block, warp and stage sizes; swizzled shared rows;
+//   tile loaders    tile_gather_tensorop.cuh: the window gather from X (A) and the filter rows
+//                   (B): where a stage's data is;
+//   main loop       mainloop_multistage.cuh: when it moves (STAGES deep, cp.async groups);
+//   MMA             mma_tensorop.cuh: how it is multiplied (ldmatrix + mma.sync, FP32 sums);
+//   epilogue        epilogue_tensorop.cuh: what is written.
+//
+// Implicit GEMM over output pixels x output channels (tile_tensorop.cuh):
+//   Y[j][k] = epilogue(sum over kk of Act[j][kk] * F[k][kk]),
+// the window of pixel j gathered straight from the NHWC input: no im2win buffer, no filter
+// transform. Element types come from Config::Types (a Conv2dTypes, numeric.cuh): BF16 or FP16
+// operands and outputs with FP32 sums, or float everywhere, multiplied as TF32.
+//
+// Launch: block (Tile::THREADS, 1, 1); grid (ceil(N*P*Q / BM) * ceil(K / BN), 1, 1), the
+// channel tile fastest (so blocks that share a pixel tile, which read the same windows, run
+// together); dynamic shared memory Tile::SMEM_BYTES, which needs
+// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) above 48 KiB. No split reduction yet:
+// gridDim.z must be 1.
+// Requirements: ConvParams::layout NHWC, filter_layout KRSC. VECTOR = true additionally needs
+// C % Tile::CHUNK_ELEMENTS == 0 (8 for two-byte types, 4 for float) and X and F aligned to 16
+// bytes; VECTOR = false runs any C.
+#pragma once
+
+#include "common.cuh"
+#include "epilogue_tensorop.cuh"
+#include "geometry.cuh"
+#include "mainloop_multistage.cuh"
+#include "mma_tensorop.cuh"
+#include "tile_gather_tensorop.cuh"
+#include "tile_tensorop.cuh"
+
+namespace im2win {
+
+// One member of the family: every compile-time choice.
+template <class Tile_, class Geometry_, bool VECTOR_>
+struct Conv2dFpropTensorOp {
+    using Tile = Tile_;
+    using Types = typename Tile::Types;
+    using ElementX = typename Types::ElementX;
+    using ElementF = typename Types::ElementF;
+    using ElementY = typename Types::ElementY;
+    using Geometry = Geometry_;
+    static constexpr bool VECTOR = VECTOR_;
+    using ActLoader = NhwcWindowGather<Tile, Geometry, VECTOR>;
+    using FilterLoader = KrscFilterRows<Tile, VECTOR>;
+    using Mma = WarpMmaTensorOp<Tile>;
+};
+
+template <class Config>
+__device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::ElementX* __restrict__ x,
+    const typename Config::ElementF* __restrict__ f, const typename Config::ElementY* __restrict__ bias,
+    const typename Config::ElementX* __restrict__ residual, typename Config::ElementY* __restrict__ y,
+    const ConvParams& prm) {
+    using Tile = typename Config::Tile;
+    extern __shared__ __align__(128) unsigned char im2win_tensorop_smem[];
+    const unsigned int smem = (unsigned int)__cvta_generic_to_shared(im2win_tensorop_smem);
+
+    const int tid = threadIdx.x;
+    const int lane = tid % 32;
+    const int warp = tid / 32;
+    const int warp_m = warp % Tile::WARPS_M;
+    const int warp_n = warp / Tile::WARPS_M;
+    const int tiles_n = (prm.k + Tile::BN - 1) / Tile::BN;
+    const int tile_n = (int)(blockIdx.x % (unsigned int)tiles_n);
+    const long long tile_m = blockIdx.x / (unsigned int)tiles_n;
+    const long long j0 = tile_m * Tile::BM;   // first output pixel of the block
+    const int n0 = tile_n * Tile::BN;          // first output channel
+
+    typename Config::ActLoader act(x, prm, j0, tid);
+    typename Config::FilterLoader filter(f, prm, n0, tid);
+    typename Config::Mma mma(warp_m, warp_n, lane);
+
+    // The reduction, BK indices a stage; the last stage's excess is zero-filled by the loaders.
+    const int stages = (int)((prm.crs + Tile::BK - 1) / Tile::BK);
+    auto a_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES; };
+    auto b_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES + Tile::A_STAGE_BYTES; };
+    // A stage's copies: A_PASSES rows of the window tile, then B_PASSES of the filter tile;
+    // copy t of them goes with k-step t * KSTEPS / COPIES of the multiply (all with the first
+    // k-step when they are loads into registers, whose latency the whole stage then covers).
+    constexpr int A_COPIES = Tile::A_PASSES;
+    constexpr int COPIES = A_COPIES + Tile::B_PASSES;
+    constexpr int KSTEPS = Config::Mma::KSTEPS;
+    auto copies = [&](int stage, int buf, int ks, bool all) {
+        if (all || ks == 0) {
+            const unsigned int k0 = (unsigned int)stage * Tile::BK;
+            act.prepare(k0);
+            filter.prepare(k0);
+        }
+#pragma unroll
+        for (int t = 0; t < COPIES; ++t) {
+            const bool now = all || (Config::VECTOR ? t * KSTEPS / COPIES == ks : ks == 0);
+            if (now) {
+                if (t < A_COPIES) {
+                    act.copy(t, a_at(buf));
+                } else {
+                    filter.copy(t - A_COPIES, b_at(buf));
+                }
+            }
+        }
+    };
+    MultistageMainloop<Tile::STAGES>::run(
+        stages,
+        [&](int stage, int buf) { copies(stage, buf, 0, true); },
+        [&](int read, int stage, int write) {
+            mma.multiply(a_at(read), b_at(read), [&](int ks) { copies(stage, write, ks, false); });
+        },
+        [&](int buf) {
+            act.complete(a_at(buf));
+            filter.complete(b_at(buf));
+        });
+
+    write_outputs_tensorop<Tile>(mma, y, bias, residual, prm, j0, n0, warp_m, warp_n, lane);
+}
+
+}  // namespace im2win

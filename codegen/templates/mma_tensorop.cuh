@@ -1,0 +1,173 @@
+// im2win: the tensor-core MMA policy. How a warp multiplies its WM x WN tile of one stage out of
+// shared memory: ldmatrix fragments of both operands, then mma.sync into FP32 accumulators.
+//
+// The instruction depends on the operand type only (TensorOpInstruction<Element>):
+//   BF16, FP16   mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32
+//   float        mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, each operand rounded to
+//                TF32 first (cvt.rna.tf32.f32: to nearest, ties away from zero), since the
+//                tensor cores would otherwise just drop the low 13 mantissa bits.
+// Either way one k-step of an instruction spans 32 bytes of the reduction (16 two-byte
+// elements, 8 floats): two 16-byte pieces of a shared row, so the fragment addressing below is
+// the same for every type, in bytes.
+//
+// Fragments (PTX ISA, "Matrix fragments for mma.m16n8k16 / m16n8k8"; g = lane / 4, t = lane % 4):
+//   A, 16 x (one k-step), four 32-bit registers: rows g / g + 8 of the first / second
+//      16-byte piece: a0 (g, piece 0), a1 (g + 8, piece 0), a2 (g, piece 1), a3 (g + 8, piece 1);
+//   B, (one k-step) x 8, two registers: b0 column g of piece 0, b1 column g of piece 1;
+//   C, 16 x 8 floats: c0, c1 row g, columns 2t, 2t + 1; c2, c3 row g + 8, the same columns.
+// In each register, the 32 bits are elements 2t, 2t+1 of the piece (two-byte types) or element
+// t (floats): exactly what ldmatrix delivers (tile_tensorop.cuh).
+#pragma once
+
+#include "numeric.cuh"
+#include "tile_tensorop.cuh"
+
+namespace im2win {
+
+template <class Element>
+struct TensorOpInstruction;
+
+template <>
+struct TensorOpInstruction<__nv_bfloat16> {
+    static constexpr int K = 16;
+    static __device__ __forceinline__ void prepare(unsigned int&) {}
+    static __device__ __forceinline__ void mma(float (&d)[4], const unsigned int (&a)[4], const unsigned int (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+            "{%0, %1, %2, %3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+    }
+};
+
+template <>
+struct TensorOpInstruction<__half> {
+    static constexpr int K = 16;
+    static __device__ __forceinline__ void prepare(unsigned int&) {}
+    static __device__ __forceinline__ void mma(float (&d)[4], const unsigned int (&a)[4], const unsigned int (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+            "{%0, %1, %2, %3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+    }
+};
+
+// TF32: float tensors, operands rounded to TF32 in registers.
+template <>
+struct TensorOpInstruction<float> {
+    static constexpr int K = 8;
+    static __device__ __forceinline__ void prepare(unsigned int& x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(x) : "f"(__uint_as_float(x)));
+#endif
+    }
+    static __device__ __forceinline__ void mma(float (&d)[4], const unsigned int (&a)[4], const unsigned int (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm volatile(
+            "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+            "{%0, %1, %2, %3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+    }
+};
+
+// The warp-level MMA of one warp tile: MT x NT instructions of 16 x 8 per k-step, FP32
+// accumulators held as acc[mt][nt][0..3] (the C fragment above).
+template <class Tile>
+struct WarpMmaTensorOp {
+    using Element = typename Tile::ElementX;
+    using Instruction = TensorOpInstruction<Element>;
+    using Rows = SwizzledRows<Tile::ROW_BYTES>;
+    static constexpr int MT = Tile::WM / 16;   // 16-pixel m-tiles per warp
+    static constexpr int NT = Tile::WN / 8;    // 8-channel n-tiles per warp
+    static constexpr int KSTEP_BYTES = Instruction::K * (int)sizeof(Element);
+    static_assert(KSTEP_BYTES == 2 * TENSOROP_CHUNK_BYTES, "a k-step is two 16-byte pieces");
+    static constexpr int KSTEPS = Tile::ROW_BYTES / KSTEP_BYTES;   // per stage
+
+    float acc[MT][NT][4];
+    // Byte offsets, within a stage's A (B) operand, of this lane's ldmatrix row for m-tile 0
+    // (n-tile pair 0) at k-step ks. The other tiles are a constant number of rows further;
+    // the swizzle depends only on the row modulo 8 (tile starts are multiples of 8), so it is
+    // the same for all of them.
+    int a_offset[KSTEPS];
+    int b_offset[KSTEPS];
+
+    __device__ __forceinline__ WarpMmaTensorOp(int warp_m, int warp_n, int lane) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    acc[mt][nt][e] = 0.0f;
+                }
+            }
+        }
+        // A, ldmatrix.x4 per m-tile: lanes 0-15 address rows 0-15 of piece 0 of the k-step
+        // (matrices a0, a1), lanes 16-31 the same rows of piece 1 (a2, a3).
+        const int a_row = warp_m * Tile::WM + lane % 16;
+        // B, ldmatrix.x4 per pair of n-tiles: lanes 0-7 rows (channels) 0-7 of piece 0 (b0 of
+        // n-tile 0), 8-15 the same rows of piece 1 (b1), 16-23 and 24-31 rows 8-15 (n-tile 1).
+        const int b_row = warp_n * Tile::WN + lane % 8 + 8 * (lane / 16);
+#pragma unroll
+        for (int ks = 0; ks < KSTEPS; ++ks) {
+            a_offset[ks] = Rows::offset(a_row, 2 * ks + lane / 16);
+            b_offset[ks] = Rows::offset(b_row, 2 * ks + (lane / 8) % 2);
+        }
+    }
+
+    // Multiplies one stage: `a` and `b` are the shared addresses of the stage's A and B rows.
+    // between(ks) runs after the fragments of k-step ks are requested and before its MMAs are
+    // issued: the main loop puts a share of the next stage's copies there, so that their
+    // address arithmetic fills the issue slots beside the MMAs and the ldmatrix latency,
+    // rather than standing alone between the barrier and the first MMA.
+    template <class Between>
+    __device__ __forceinline__ void multiply(unsigned int a, unsigned int b, Between&& between) {
+#pragma unroll
+        for (int ks = 0; ks < KSTEPS; ++ks) {
+            unsigned int af[MT][4];
+            unsigned int bf[NT][2];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                ldmatrix_x4(af[mt], a + a_offset[ks] + mt * 16 * Tile::ROW_BYTES);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    Instruction::prepare(af[mt][e]);
+                }
+            }
+#pragma unroll
+            for (int np = 0; np < NT / 2; ++np) {
+                unsigned int q[4];
+                ldmatrix_x4(q, b + b_offset[ks] + np * 16 * Tile::ROW_BYTES);
+                bf[2 * np][0] = q[0];
+                bf[2 * np][1] = q[1];
+                bf[2 * np + 1][0] = q[2];
+                bf[2 * np + 1][1] = q[3];
+            }
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                Instruction::prepare(bf[nt][0]);
+                Instruction::prepare(bf[nt][1]);
+            }
+            between(ks);
+            // Serpentine order over the n-tiles: consecutive instructions share an A or B
+            // fragment.
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    const int nt = mt % 2 == 0 ? n : NT - 1 - n;
+                    Instruction::mma(acc[mt][nt], af[mt], bf[nt]);
+                }
+            }
+        }
+    }
+};
+
+}  // namespace im2win
