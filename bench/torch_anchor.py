@@ -208,6 +208,16 @@ def total(layers, method):
     }
 
 
+def merge_total(report, method):
+    """Replaces `method`'s result in the report's "total" layer by the recomputed sum."""
+    for layer in report["layers"]:
+        if layer["name"] == "total":
+            t = total(report["layers"], method)
+            layer["results"] = [r for r in layer["results"] if r["method"] != method]
+            if t:
+                layer["results"].append(t)
+
+
 def output_shape(problem):
     """[N, K, P, Q] of a report's problem (PyTorch's sizes)."""
     n, _, h, w = problem["input"]
@@ -349,12 +359,7 @@ def main_cuda(args, report):
         vs = f", cudnn-best {best['median_ms'] / median:.2f}x" if best else ""
         print(f"{layer['name']}: {method} {median:.4f} ms {result['tflops']:.2f} TFLOP/s, "
               f"rel_err {err:.2e}, {extra / 2**20:.2f} MiB extra{vs}", file=sys.stderr)
-    for layer in report["layers"]:
-        if layer["name"] == "total":
-            t = total(report["layers"], method)
-            layer["results"] = [r for r in layer["results"] if r["method"] != method]
-            if t:
-                layer["results"].append(t)
+    merge_total(report, method)
     report.setdefault("software", {})["torch"] = torch.__version__
     report["software"]["torch cudnn"] = str(torch.backends.cudnn.version())
     with open(args.report, "w") as f:
@@ -419,12 +424,7 @@ def main():
         print(f"{layer['name']}: {method} {median:.3f} ms {result['tflops'] * 1e3:.1f} GFLOP/s, "
               f"{result['extra_bytes'] / 2**20:.2f} MiB extra{ratio}", file=sys.stderr)
 
-    for layer in report["layers"]:
-        if layer["name"] == "total":
-            t = total(report["layers"], method)
-            layer["results"] = [r for r in layer["results"] if r["method"] != method]
-            if t:
-                layer["results"].append(t)
+    merge_total(report, method)
     report.setdefault("software", {})["torch"] = torch.__version__
     report["software"]["torch load average after"] = " ".join(
         open("/proc/loadavg").read().split()[:3])
