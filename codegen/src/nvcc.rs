@@ -6,7 +6,8 @@
 //! 1. The whole catalogue is one translation unit (`im2win.cu`, which includes the rendered
 //!    files: the support kernels, the benchmark's baselines when the catalogue asks for them,
 //!    the convolutions; see `render.rs`). It is compiled once per target, the targets in
-//!    parallel: `--cubin -arch=sm_XX` for each SASS target (with `-Xptxas -v`, so that ptxas
+//!    parallel: `--cubin -gencode=arch=compute_XX,code=sm_XX` for each SASS target (sm_90 as
+//!    sm_90a: [`sass_architecture`]) (with `-Xptxas -v`, so that ptxas
 //!    reports each kernel's registers, shared memory and spills) and `--ptx -arch=compute_XX`
 //!    for each PTX target.
 //! 2. `fatbinary` (next to nvcc) packs the cubins and the PTX, uncompressed, into one fatbin,
@@ -248,6 +249,19 @@ impl fmt::Display for CudaTargets {
     }
 }
 
+/// The architecture the SASS for compute capability `arch` (× 10) is built for: `90a` for 90,
+/// the sm_90 features beyond the portable set (`wgmma`, `setmaxnreg`) that the warpgroup
+/// kernels use and that every compute-capability-9.0 GPU (H100, H200) has; the number itself
+/// for every other. The image still serves `sm_90` in the fatbin (its architecture field is
+/// 90), and the driver loads it on exactly those GPUs, as it would plain sm_90 SASS.
+pub fn sass_architecture(arch: u32) -> String {
+    if arch == 90 {
+        "90a".to_string()
+    } else {
+        arch.to_string()
+    }
+}
+
 /// What a compile produced.
 #[derive(Debug, Clone)]
 pub struct CompileOutput {
@@ -353,16 +367,17 @@ impl Nvcc {
         let mut images = Vec::new();
         for arch in &targets.sass {
             let cubin = work_dir.join(format!("im2win.sm_{arch}.cubin"));
+            let real = sass_architecture(*arch);
             let mut command = self.nvcc_command(work_dir);
             command
                 .arg("--cubin")
-                .arg(format!("-arch=sm_{arch}"))
+                .arg(format!("-gencode=arch=compute_{real},code=sm_{real}"))
                 .args(["-Xptxas", "-v", "-o"])
                 .arg(&cubin)
                 .arg(&unit);
             compiles.push(command);
             images.push(format!(
-                "--image3=kind=elf,sm={arch},file={}",
+                "--image3=kind=elf,sm={real},file={}",
                 cubin.display()
             ));
         }

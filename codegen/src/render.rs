@@ -35,7 +35,7 @@ pub const HEADER_FILE: &str = "common.cuh";
 
 /// Every header of `codegen/templates` (file name, text), [`COMMON_HEADER`] first: the
 /// kernels' building blocks (docs/DESIGN.md). Copied verbatim next to the rendered files.
-pub const HEADERS: [(&str, &str); 18] = [
+pub const HEADERS: [(&str, &str); 19] = [
     (HEADER_FILE, COMMON_HEADER),
     ("numeric.cuh", include_str!("../templates/numeric.cuh")),
     ("copy.cuh", include_str!("../templates/copy.cuh")),
@@ -70,6 +70,10 @@ pub const HEADERS: [(&str, &str); 18] = [
     (
         "mma_tensorop.cuh",
         include_str!("../templates/mma_tensorop.cuh"),
+    ),
+    (
+        "mma_warpgroup.cuh",
+        include_str!("../templates/mma_warpgroup.cuh"),
     ),
     (
         "tile_gather_tensorop.cuh",
@@ -270,6 +274,8 @@ struct TensorOpContext {
     /// The loader's vector copies (`Variant::vector_loads`).
     vector: bool,
     channel_multiple: usize,
+    /// The warpgroup MMA (`Variant::warpgroup`: wgmma, sm_90a) rather than the warp MMA.
+    warpgroup: bool,
     /// The MMA instruction, for the banner comment.
     instruction: &'static str,
     element_x: &'static str,
@@ -330,12 +336,19 @@ impl TensorOpContext {
             max_registers: spec.max_registers(),
             vector: spec.variant.vector_loads,
             channel_multiple: TENSOR_OP_CHUNK_BYTES as usize / spec.dtype.size_bytes(),
-            instruction: match spec.dtype {
-                DType::F32 => {
-                    "mma.sync.m16n8k8 TF32 (float operands rounded with cvt.rna.tf32.f32)"
+            warpgroup: spec.variant.warpgroup,
+            instruction: match (spec.dtype, spec.variant.warpgroup) {
+                (DType::F32, _) => {
+                    "mma.sync.m16n8k8 TF32 (float operands rounded with cvt.rna.tf32.f32), fragments by ldmatrix"
                 }
-                DType::Bf16 => "mma.sync.m16n8k16 BF16",
-                DType::F16 => "mma.sync.m16n8k16 FP16",
+                (DType::Bf16, false) => "mma.sync.m16n8k16 BF16, fragments by ldmatrix",
+                (DType::F16, false) => "mma.sync.m16n8k16 FP16, fragments by ldmatrix",
+                (DType::Bf16, true) => {
+                    "wgmma.mma_async m64nNk16 BF16 (sm_90a), both operands read from shared memory"
+                }
+                (DType::F16, true) => {
+                    "wgmma.mma_async m64nNk16 FP16 (sm_90a), both operands read from shared memory"
+                }
             },
             element_x: elements.input.cuda_type(),
             element_f: elements.filter.cuda_type(),

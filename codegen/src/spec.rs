@@ -701,6 +701,14 @@ pub struct Variant {
     /// Two shared-memory stages, the next one's copies in flight while the current one is
     /// multiplied; off: one stage, copied and then multiplied.
     pub double_buffering: bool,
+    /// Tensor-core kernels only: the warpgroup MMA (`wgmma.mma_async`, sm_90a: H100, H200),
+    /// whose tensor cores read both operands from shared memory, instead of the warp MMA
+    /// (`ldmatrix` + `mma.sync`, sm_80 and later). Name suffix `_wgmma`. Such a kernel is
+    /// a stub that traps in every image but the sm_90a SASS, so dispatch only picks it on a
+    /// GPU of compute capability 9.0 (`codegen/templates/mma_warpgroup.cuh`). Absent from
+    /// JSON written before it existed: off.
+    #[serde(default)]
+    pub warpgroup: bool,
 }
 
 impl Variant {
@@ -710,6 +718,7 @@ impl Variant {
         micro_kernel: true,
         vector_loads: true,
         double_buffering: true,
+        warpgroup: false,
     };
     /// The full kernel that gathers its windows from the NCHW input.
     pub const FUSED: Variant = Variant {
@@ -724,13 +733,15 @@ impl Variant {
     }
 
     /// The name suffixes of this variant, in name order: `_fused`, `_nomicro` (no register
-    /// micro-kernel), `_novec` (no vector loads), `_nodb` (no double buffering).
+    /// micro-kernel), `_novec` (no vector loads), `_nodb` (no double buffering), `_wgmma`
+    /// (the warpgroup MMA).
     fn suffixes(&self) -> impl Iterator<Item = &'static str> {
         [
             (self.fused, "_fused"),
             (!self.micro_kernel, "_nomicro"),
             (!self.vector_loads, "_novec"),
             (!self.double_buffering, "_nodb"),
+            (self.warpgroup, "_wgmma"),
         ]
         .into_iter()
         .filter_map(|(on, suffix)| on.then_some(suffix))
@@ -898,6 +909,26 @@ impl KernelSpec {
         }
     }
 
+    /// A tensor-core kernel of `dtype` (bf16 or f16) with the warpgroup MMA (`_wgmma`,
+    /// sm_90a) and vector loads: `tile` is a warpgroup tile, its "warp tile" `thread_m` =
+    /// `block_m` (every channel of the block) × `thread_n` = `block_n` / warps (each warp
+    /// holds that many pixels' sums), e.g. 128 pixels × 128 channels with one warpgroup is
+    /// `b128x128x64_w128x32` (`TensorOpTileShape<.., BM = 128, BN = 128, WM = 32, WN = 128>`).
+    pub const fn tensor_op_warpgroup(dtype: DType, geometry: Geometry, tile: TileConfig) -> Self {
+        KernelSpec {
+            dtype,
+            geometry,
+            tile,
+            variant: Variant {
+                vector_loads: true,
+                warpgroup: true,
+                ..Variant::FUSED
+            },
+            layout: Layout::Nhwc,
+            math: Math::TensorOp,
+        }
+    }
+
     const fn new(dtype: DType, geometry: Geometry, tile: TileConfig) -> Self {
         match Math::default_for(dtype) {
             Math::Simt => KernelSpec {
@@ -1002,6 +1033,11 @@ impl KernelSpec {
         if self.math == Math::TensorOp {
             return self.validate_tensor_op();
         }
+        if self.variant.warpgroup {
+            return Err(SpecError::Unsupported(
+                "the warpgroup MMA (`_wgmma`) is a tensor-core MMA: SIMT kernels multiply on CUDA cores",
+            ));
+        }
         self.tile.validate_for(self.dtype)?;
         self.validate_geometry()?;
         if self.dtype != DType::F32 {
@@ -1077,7 +1113,42 @@ impl KernelSpec {
             ));
         }
         self.tile.validate_tensor_op(self.dtype)?;
+        if v.warpgroup {
+            self.validate_warpgroup()?;
+        }
         self.validate_geometry()
+    }
+
+    /// The warpgroup MMA's rules (`WarpgroupMmaTensorOp`, `mma_warpgroup.cuh`): bf16 or f16
+    /// with vector loads; whole warpgroups that split the block's pixels in 64-row slices,
+    /// each warp holding all `block_m` channels (`thread_m` = `block_m` of 64, 128 or 256);
+    /// 64- or 128-byte rows (the hardware's swizzles).
+    fn validate_warpgroup(&self) -> Result<(), SpecError> {
+        let t = self.tile;
+        let bad = |why: &str| Err(SpecError::InvalidTile(t, why.to_string()));
+        if !matches!(self.dtype, DType::Bf16 | DType::F16) || !self.variant.vector_loads {
+            return Err(SpecError::Unsupported(
+                "the warpgroup MMA (wgmma) kernels take bf16 or f16 with vector loads",
+            ));
+        }
+        if !matches!(t.block_m, 64 | 128 | 256) || t.thread_m != t.block_m {
+            return bad(
+                "a warpgroup tile has 64, 128 or 256 channels and each warp holds all of them (thread_m = block_m)",
+            );
+        }
+        let warps = t.block_n / t.thread_n;
+        if !warps.is_multiple_of(4) || !t.block_n.is_multiple_of(64 * (warps / 4)) {
+            return bad(
+                "a warpgroup tile is whole warpgroups (warps a multiple of 4), each taking whole 64-pixel slices of block_n",
+            );
+        }
+        if !matches!(
+            u64::from(t.block_k) * self.dtype.size_bytes() as u64,
+            64 | 128
+        ) {
+            return bad("a warpgroup tile's rows are 64 or 128 bytes (the wgmma swizzles)");
+        }
+        Ok(())
     }
 
     /// Whether dispatch may pick this kernel: a SIMT kernel with every technique on
@@ -1131,12 +1202,30 @@ impl KernelSpec {
 
     /// Blocks that the kernel's launch bounds ask to fit on one multiprocessor at once (the
     /// second argument of `__launch_bounds__`): [`TileConfig::min_blocks_per_sm`] for SIMT
-    /// kernels, 1 for tensor-core kernels (whose fragments and accumulators need up to 255
-    /// registers; 2 or 3 blocks fit by their actual use).
+    /// kernels; for tensor-core kernels 3 for the warp-MMA tiles with at most 64 sums per
+    /// thread in at most 48 KiB of shared memory (128 × 64 with 64-byte rows: the launch
+    /// bounds must say so, or ptxas spends the registers that the third block needs), else 1
+    /// (fragments and accumulators need up to 255 registers; 2 blocks fit by their use).
     pub const fn min_blocks_per_sm(&self) -> u32 {
         match self.math {
             Math::Simt => self.tile.min_blocks_per_sm(),
-            Math::TensorOp => 1,
+            Math::TensorOp => {
+                let threads = if self.threads() == 0 {
+                    1
+                } else {
+                    self.threads()
+                };
+                let sums = self.tile.block_m as u64 * self.tile.block_n as u64 / threads as u64;
+                if self.variant.vector_loads
+                    && !self.variant.warpgroup
+                    && sums <= 64
+                    && tensor_op_shared_bytes(&self.tile, self.dtype) <= 48 * 1024
+                {
+                    3
+                } else {
+                    1
+                }
+            }
         }
     }
 
@@ -1146,7 +1235,9 @@ impl KernelSpec {
         match self.math {
             Math::Simt => self.tile.max_registers(),
             Math::TensorOp => {
-                let registers = match 65_536_u32.checked_div(self.threads()) {
+                let registers = match 65_536_u32
+                    .checked_div(self.threads().saturating_mul(self.min_blocks_per_sm()))
+                {
                     Some(registers) => registers,
                     None => 255,
                 };
@@ -1283,6 +1374,7 @@ impl FromStr for KernelSpec {
                 "nomicro" => variant.micro_kernel = false,
                 "novec" => variant.vector_loads = false,
                 "nodb" => variant.double_buffering = false,
+                "wgmma" => variant.warpgroup = true,
                 _ => break,
             }
             parts.pop();

@@ -4,8 +4,9 @@
 //   tile loaders    tile_gather_tensorop.cuh: the window gather from X (A) and the filter rows
 //                   (B): where a stage's data is;
 //   main loop       mainloop_multistage.cuh: when it moves (STAGES deep, cp.async groups);
-//   MMA             mma_tensorop.cuh: how it is multiplied (ldmatrix + mma.sync, FP32 sums);
-//   epilogue        epilogue_tensorop.cuh: what is written.
+//   MMA             how it is multiplied, FP32 sums: mma_tensorop.cuh (ldmatrix + mma.sync,
+//                   sm_80 and later) or mma_warpgroup.cuh (wgmma from shared memory, sm_90a);
+//   epilogue        epilogue_tensorop.cuh: what is written (staged through shared memory).
 //
 // Implicit GEMM over output pixels x output channels (tile_tensorop.cuh):
 //   Y[j][k] = epilogue(sum over kk of Act[j][kk] * F[k][kk]),
@@ -28,13 +29,15 @@
 #include "geometry.cuh"
 #include "mainloop_multistage.cuh"
 #include "mma_tensorop.cuh"
+#include "mma_warpgroup.cuh"
 #include "tile_gather_tensorop.cuh"
 #include "tile_tensorop.cuh"
 
 namespace im2win {
 
 // One member of the family: every compile-time choice.
-template <class Tile_, class Geometry_, bool VECTOR_>
+// Mma: WarpMmaTensorOp (mma.sync, sm_80 and later) or WarpgroupMmaTensorOp (wgmma, sm_90a).
+template <class Tile_, class Geometry_, bool VECTOR_, template <class> class Mma_ = WarpMmaTensorOp>
 struct Conv2dFpropTensorOp {
     using Tile = Tile_;
     using Types = typename Tile::Types;
@@ -45,7 +48,7 @@ struct Conv2dFpropTensorOp {
     static constexpr bool VECTOR = VECTOR_;
     using ActLoader = NhwcWindowGather<Tile, Geometry, VECTOR>;
     using FilterLoader = KrscFilterRows<Tile, VECTOR>;
-    using Mma = WarpMmaTensorOp<Tile>;
+    using Mma = Mma_<Tile>;
 };
 
 template <class Config>
@@ -54,14 +57,14 @@ __device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::Ele
     const typename Config::ElementX* __restrict__ residual, typename Config::ElementY* __restrict__ y,
     const ConvParams& prm) {
     using Tile = typename Config::Tile;
-    extern __shared__ __align__(128) unsigned char im2win_tensorop_smem[];
+    // 1024-byte alignment: a whole 128-byte swizzle pattern (8 rows) for the warpgroup MMA's
+    // descriptors (mma_warpgroup.cuh); every stage and operand size is a multiple of it.
+    extern __shared__ __align__(1024) unsigned char im2win_tensorop_smem[];
     const unsigned int smem = (unsigned int)__cvta_generic_to_shared(im2win_tensorop_smem);
 
     const int tid = threadIdx.x;
     const int lane = tid % 32;
     const int warp = tid / 32;
-    const int warp_m = warp % Tile::WARPS_M;
-    const int warp_n = warp / Tile::WARPS_M;
     const int tiles_n = (prm.k + Tile::BN - 1) / Tile::BN;
     const int tile_n = (int)(blockIdx.x % (unsigned int)tiles_n);
     const long long tile_m = blockIdx.x / (unsigned int)tiles_n;
@@ -70,7 +73,7 @@ __device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::Ele
 
     typename Config::ActLoader act(x, prm, j0, tid);
     typename Config::FilterLoader filter(f, prm, n0, tid);
-    typename Config::Mma mma(warp_m, warp_n, lane);
+    typename Config::Mma mma(warp, lane);
 
     // The reduction, BK indices a stage; the last stage's excess is zero-filled by the loaders.
     const int stages = (int)((prm.crs + Tile::BK - 1) / Tile::BK);
@@ -100,7 +103,7 @@ __device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::Ele
             }
         }
     };
-    MultistageMainloop<Tile::STAGES>::run(
+    MultistageMainloop<Tile::STAGES, Config::Mma::ASYNC_PROXY_FENCE>::run(
         stages,
         [&](int stage, int buf) { copies(stage, buf, 0, true); },
         [&](int read, int stage, int write) {
@@ -111,7 +114,7 @@ __device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::Ele
             filter.complete(b_at(buf));
         });
 
-    write_outputs_tensorop<Tile>(mma, y, bias, residual, prm, j0, n0, warp_m, warp_n, lane);
+    write_outputs_tensorop<Tile>(mma, im2win_tensorop_smem, y, bias, residual, prm, j0, n0);
 }
 
 }  // namespace im2win

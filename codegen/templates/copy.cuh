@@ -132,4 +132,12 @@ __device__ __forceinline__ void im2win_cp_async_16(unsigned int dst_shared, cons
     (void)valid;
 #endif
 }
+// This thread's landed shared-memory writes (cp.async, st.shared: the generic proxy) made
+// visible to the async proxy (wgmma, the bulk copy engine), which reads them next: run by each
+// writing thread before the barrier that publishes them.
+__device__ __forceinline__ void fence_proxy_async_shared() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
 // ---- end of cp.async groups ------------------------------------------------------------------

@@ -24,7 +24,9 @@
 
 namespace im2win {
 
-template <int STAGES>
+// ASYNC_PROXY_FENCE: the stage is read by the async proxy (wgmma, mma_warpgroup.cuh), so each
+// thread fences its landed writes into it before the barrier that publishes them.
+template <int STAGES, bool ASYNC_PROXY_FENCE = false>
 struct MultistageMainloop {
     static_assert(STAGES >= 2, "at least one stage in flight while one is multiplied");
     template <class Issue, class Step, class Complete>
@@ -41,6 +43,9 @@ struct MultistageMainloop {
         int write = STAGES - 1;    // buffer of stage it + STAGES - 1
         for (int it = 0; it < stages; ++it) {
             im2win_cp_async_wait_group<STAGES - 2>();
+            if constexpr (ASYNC_PROXY_FENCE) {
+                fence_proxy_async_shared();
+            }
             __syncthreads();
             step(read, it + STAGES - 1, write);
             complete(write);

@@ -90,7 +90,13 @@ struct WarpMmaTensorOp {
     static_assert(KSTEP_BYTES == 2 * TENSOROP_CHUNK_BYTES, "a k-step is two 16-byte pieces");
     static constexpr int KSTEPS = Tile::ROW_BYTES / KSTEP_BYTES;   // per stage
 
+    static constexpr int MT_ROWS = 16;   // rows from one m-tile's fragment to the next
+    // Fragments move through registers (ldmatrix): no async-proxy fence before the barrier.
+    static constexpr bool ASYNC_PROXY_FENCE = false;
+
     float acc[MT][NT][4];
+    int row0;   // block-relative pixel of this lane's fragment row g in m-tile 0
+    int col0;   // block-relative channel of this lane's first column (2t) in n-tile 0
     // Byte offsets, within a stage's A (B) operand, of this lane's ldmatrix row for m-tile 0
     // (n-tile pair 0) at k-step ks. The other tiles are a constant number of rows further;
     // the swizzle depends only on the row modulo 8 (tile starts are multiples of 8), so it is
@@ -98,7 +104,12 @@ struct WarpMmaTensorOp {
     int a_offset[KSTEPS];
     int b_offset[KSTEPS];
 
-    __device__ __forceinline__ WarpMmaTensorOp(int warp_m, int warp_n, int lane) {
+    // Warp `warp` of the block takes warp tile (warp % WARPS_M, warp / WARPS_M).
+    __device__ __forceinline__ WarpMmaTensorOp(int warp, int lane) {
+        const int warp_m = warp % Tile::WARPS_M;
+        const int warp_n = warp / Tile::WARPS_M;
+        row0 = warp_m * Tile::WM + lane / 4;
+        col0 = warp_n * Tile::WN + 2 * (lane % 4);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll

@@ -424,7 +424,8 @@ fn tensor_op_kernels_count_what_the_template_declares() {
     // Threads, stages and shared memory as `TensorOpTileShape` counts them
     // (scripts/tc/NOTES.md's table), for each element type.
     use im2win_codegen::catalogue::{
-        TENSOR_OP_128X64_R128, TENSOR_OP_128X96_R64, TENSOR_OP_128X128_R64, TENSOR_OP_128X128_R128,
+        TENSOR_OP_128X64_R64, TENSOR_OP_128X64_R128, TENSOR_OP_128X96_R64, TENSOR_OP_128X128_R64,
+        TENSOR_OP_128X128_R128,
     };
     let table = [
         (TENSOR_OP_128X128_R64, 4, 64 * 1024),
@@ -441,8 +442,18 @@ fn tensor_op_kernels_count_what_the_template_declares() {
             assert_eq!(spec.stages(), stages, "{spec}");
             assert_eq!(spec.shared_bytes(), bytes, "{spec}");
             assert_eq!(spec.dynamic_shared_bytes(), bytes, "{spec}");
-            assert_eq!(spec.min_blocks_per_sm(), 1, "{spec}");
-            assert_eq!(spec.max_registers(), 255, "{spec}");
+            // The 128 x 64 tile with 64-byte rows asks for three blocks per SM (168 registers).
+            let three = tile == TENSOR_OP_128X64_R64;
+            assert_eq!(
+                spec.min_blocks_per_sm(),
+                if three { 3 } else { 1 },
+                "{spec}"
+            );
+            assert_eq!(
+                spec.max_registers(),
+                if three { 170 } else { 255 },
+                "{spec}"
+            );
             assert_eq!(spec.channel_multiple(), 16 / dtype.size_bytes(), "{spec}");
             assert!(spec.needs_aligned_operands(), "{spec}");
             let any = KernelSpec::tensor_op(dtype, Geometry::Generic, tile.tile(dtype), false);
@@ -465,17 +476,27 @@ fn tensor_op_kernels_count_what_the_template_declares() {
 
 #[test]
 fn the_default_tensor_op_kernels() {
-    use im2win_codegen::catalogue::{TENSOR_OP_KERNELS, TENSOR_OP_TYPES};
+    use im2win_codegen::catalogue::{
+        TENSOR_OP_KERNELS, TENSOR_OP_TYPES, TENSOR_OP_WARPGROUP_KERNELS,
+    };
     let catalogue = Catalogue::default_catalogue();
     let tensor_op: Vec<&KernelSpec> = catalogue
         .kernels
         .iter()
         .filter(|k| k.math == Math::TensorOp)
         .collect();
-    assert_eq!(tensor_op.len(), 3 * TENSOR_OP_KERNELS.len());
+    // Warp-MMA kernels for every type, warpgroup-MMA ones for bf16 and f16.
+    let warpgroup = TENSOR_OP_WARPGROUP_KERNELS.len();
+    assert_eq!(tensor_op.len(), 3 * TENSOR_OP_KERNELS.len() + 2 * warpgroup);
     for dtype in TENSOR_OP_TYPES {
         let of_type: Vec<&&KernelSpec> = tensor_op.iter().filter(|k| k.dtype == dtype).collect();
-        assert_eq!(of_type.len(), TENSOR_OP_KERNELS.len(), "{dtype}");
+        let wgmma = if dtype == DType::F32 { 0 } else { warpgroup };
+        assert_eq!(of_type.len(), TENSOR_OP_KERNELS.len() + wgmma, "{dtype}");
+        assert_eq!(
+            of_type.iter().filter(|k| k.variant.warpgroup).count(),
+            wgmma,
+            "{dtype}"
+        );
         // Every problem has a kernel: a generic one of each loader.
         for vector in [true, false] {
             assert!(
@@ -499,7 +520,7 @@ fn the_default_tensor_op_kernels() {
     let bf16_only = Catalogue::default_for(&[DType::Bf16, DType::Bf16]);
     assert_eq!(
         bf16_only.kernels.len(),
-        Catalogue::default_f32().kernels.len() + TENSOR_OP_KERNELS.len()
+        Catalogue::default_f32().kernels.len() + TENSOR_OP_KERNELS.len() + warpgroup
     );
     assert!(
         bf16_only

@@ -128,8 +128,8 @@ fn every_catalogue_spec_renders() -> Result<(), RenderError> {
 }
 
 /// A tensor-core kernel's source names every compile-time choice of its spec, in the
-/// template's terms (pixels before channels), and asks for 128-register-hungry launch bounds
-/// of one block.
+/// template's terms (pixels before channels), its MMA policy, and the launch bounds of its
+/// spec (one block, or three for the 128 x 64 tile with 64-byte rows).
 fn check_tensor_op_source(spec: &KernelSpec, source: &str) {
     let name = spec.name();
     let t = spec.tile;
@@ -152,9 +152,19 @@ fn check_tensor_op_source(spec: &KernelSpec, source: &str) {
         e.accumulator.cuda_type()
     );
     assert!(source.contains(&types), "{name} lacks `{types}`");
-    let vector = format!("/*VECTOR=*/{}>;", spec.variant.vector_loads);
+    let vector = format!("/*VECTOR=*/{},", spec.variant.vector_loads);
     assert!(source.contains(&vector), "{name} lacks `{vector}`");
-    let bounds = format!("__launch_bounds__({}, 1)", spec.threads());
+    let mma = if spec.variant.warpgroup {
+        "im2win::WarpgroupMmaTensorOp>;"
+    } else {
+        "im2win::WarpMmaTensorOp>;"
+    };
+    assert!(source.contains(mma), "{name} lacks `{mma}`");
+    let bounds = format!(
+        "__launch_bounds__({}, {})",
+        spec.threads(),
+        spec.min_blocks_per_sm()
+    );
     assert!(source.contains(&bounds), "{name} lacks `{bounds}`");
     let geometry = match spec.geometry {
         im2win_codegen::Geometry::Fixed(g) => format!(

@@ -7,6 +7,14 @@
 // The signature is the library's kernel signature (conv.cu.tera).
 #include "conv_fprop_tensorop.cuh"
 
+// Blocks per SM the launch bounds ask for: 3 for vector kernels whose threads hold at most 64 sums
+// in 48 KiB of shared memory (the 128x64 tiles with 64-byte rows: 168 registers), else 1 (up to 255).
+#define TC_MIN_BLOCKS(Config)                                                                            \
+    ((Config::VECTOR && Config::Tile::BM * Config::Tile::BN / Config::Tile::THREADS <= 64 &&               \
+         Config::Tile::SMEM_BYTES <= 48 * 1024)                                                            \
+            ? 3                                                                                          \
+            : 1)
+
 // Strips the parentheses that protect a template's commas inside a macro argument.
 #define IM2WIN_UNPAREN_(...) __VA_ARGS__
 #define IM2WIN_UNPAREN IM2WIN_UNPAREN_
@@ -15,10 +23,10 @@ using tc_bf16 = im2win::Conv2dTypes<__nv_bfloat16, __nv_bfloat16, __nv_bfloat16,
 using tc_f16 = im2win::Conv2dTypes<__half, __half, __half, float>;
 using tc_tf32 = im2win::Conv2dTypes<float, float, float, float>;
 
-#define TC_KERNEL(NAME, TYPES, BM, BN, WM, WN, STAGES, ROW_BYTES, GEOMETRY, VECTOR)                          \
+#define TC_KERNEL(NAME, TYPES, BM, BN, WM, WN, STAGES, ROW_BYTES, GEOMETRY, VECTOR, MMA)                     \
     using NAME##_config = im2win::Conv2dFpropTensorOp<                                                     \
-        im2win::TensorOpTileShape<TYPES, BM, BN, WM, WN, STAGES, ROW_BYTES>, IM2WIN_UNPAREN GEOMETRY, VECTOR>; \
-    extern "C" __global__ void __launch_bounds__(NAME##_config::Tile::THREADS, 1)                          \
+        im2win::TensorOpTileShape<TYPES, BM, BN, WM, WN, STAGES, ROW_BYTES>, IM2WIN_UNPAREN GEOMETRY, VECTOR, MMA>; \
+    extern "C" __global__ void __launch_bounds__(NAME##_config::Tile::THREADS, TC_MIN_BLOCKS(NAME##_config)) \
     NAME(const NAME##_config::ElementX* __restrict__ x, const NAME##_config::ElementF* __restrict__ f,    \
         const NAME##_config::ElementY* __restrict__ bias, const NAME##_config::ElementX* __restrict__ res, \
         NAME##_config::ElementY* __restrict__ y, const ConvParams prm) {                                   \
@@ -33,7 +41,32 @@ using tc_tf32 = im2win::Conv2dTypes<float, float, float, float>;
 // everywhere in the first measurement, scripts/tc/NOTES.md.)
 #define TC_TILE(T, BM, BN, WM, WN, S, RB, GNAME, GEOMETRY, VNAME, VECTOR)                                \
     TC_KERNEL(tc_##T##_##BM##x##BN##_w##WM##x##WN##_s##S##_r##RB##_##GNAME##_##VNAME, tc_##T, BM, BN, WM, WN, \
-        S, RB, GEOMETRY, VECTOR)
+        S, RB, GEOMETRY, VECTOR, im2win::WarpMmaTensorOp)
+// The warpgroup (wgmma, sm_90a) kernels: "g<WM>x<WN>" (WM = BM / 4, WN = BN: one warpgroup).
+#define TC_WG_TILE(T, BM, BN, WM, S, RB, GNAME, GEOMETRY)                                                \
+    TC_KERNEL(tc_##T##_##BM##x##BN##_g##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec, tc_##T, BM, BN, WM, BN, S, RB, \
+        GEOMETRY, true, im2win::WarpgroupMmaTensorOp)
+#define TC_WG_GEOMETRIES(T, BM, BN, WM, S, RB)                                                          \
+    TC_WG_TILE(T, BM, BN, WM, S, RB, gen, (im2win::GenericGeometry))                                   \
+    TC_WG_TILE(T, BM, BN, WM, S, RB, f1x1s1x1, (im2win::FixedGeometry<1, 1, 1, 1>))                   \
+    TC_WG_TILE(T, BM, BN, WM, S, RB, f3x3s1x1, (im2win::FixedGeometry<3, 3, 1, 1>))
+// Warpgroup tiles (two-byte types), one warpgroup (WM = BM / 4): 128x128 with 128-byte rows 3
+// stages deep (96 KiB: 2 blocks per SM) and 64-byte rows 4 deep; 128x64 and 64x128 with
+// 128-byte rows 4 deep; 64x256 (one m64n256 instruction per k-step) with 64-byte rows 4 deep.
+// Two warpgroups (WM = BM / 8) sharing the B tile: 128x256 with 128-byte rows 4 and 3 deep
+// (192 / 144 KiB) and 64-byte rows 4 deep; 128x128 with 128-byte rows 3 deep; 256x128 with
+// 64-byte rows 4 deep.
+#define TC_WG_TYPE(T)                                                                                    \
+    TC_WG_GEOMETRIES(T, 128, 128, 32, 3, 128)                                                            \
+    TC_WG_GEOMETRIES(T, 128, 128, 32, 4, 64)                                                             \
+    TC_WG_GEOMETRIES(T, 128, 64, 32, 4, 128)                                                             \
+    TC_WG_GEOMETRIES(T, 64, 128, 16, 4, 128)                                                             \
+    TC_WG_GEOMETRIES(T, 64, 256, 16, 4, 64)                                                              \
+    TC_WG_GEOMETRIES(T, 128, 256, 16, 4, 128)                                                            \
+    TC_WG_GEOMETRIES(T, 128, 256, 16, 3, 128)                                                            \
+    TC_WG_GEOMETRIES(T, 128, 256, 16, 4, 64)                                                             \
+    TC_WG_GEOMETRIES(T, 128, 128, 16, 3, 128)                                                            \
+    TC_WG_GEOMETRIES(T, 256, 128, 32, 4, 64)
 #define TC_VEC_GEOMETRIES(T, BM, BN, WM, WN, S, RB)                                                     \
     TC_TILE(T, BM, BN, WM, WN, S, RB, gen, (im2win::GenericGeometry), vec, true)                       \
     TC_TILE(T, BM, BN, WM, WN, S, RB, f1x1s1x1, (im2win::FixedGeometry<1, 1, 1, 1>), vec, true)       \
@@ -55,4 +88,8 @@ TC_TYPE(TC_ONLY)
 TC_TYPE(bf16)
 TC_TYPE(f16)
 TC_TYPE(tf32)
+#endif
+// TC_WGMMA=<type> (build.sh sets it for bf16 and f16 on sm_90a).
+#if defined(TC_WGMMA)
+TC_WG_TYPE(TC_WGMMA)
 #endif

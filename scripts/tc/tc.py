@@ -54,12 +54,17 @@ assert ctypes.sizeof(ConvParams) == 112 and ConvParams.crs.offset == 96
 
 
 class Kernel:
-    def __init__(self, module, name):
+    def __init__(self, module, name, prefix="tc"):
+        # A baseline cubin (<prefix>_<type>.cubin) may hold kernels of the same names: its
+        # kernels are labelled <prefix>_<name>.
         self.name = name
-        parts = name.split("_")   # tc (or a baseline's prefix), type, BMxBN, wWMxWN, sS, rRB, geometry, vec|any
-        self.prefix = parts[0]
+        self.label = name if prefix == "tc" else f"{prefix}_{name}"
+        parts = name.split("_")   # tc, type, BMxBN, wWMxWN, sS, rRB, geometry, vec|any
+        self.prefix = prefix
         self.dtype = parts[1]
         self.bm, self.bn = map(int, parts[2].split("x"))
+        # w<WM>x<WN>: warps of mma.sync; g<WM>x<WN>: warpgroups of wgmma (WM = BM / warps, WN = BN).
+        self.warpgroup = parts[3].startswith("g")
         self.wm, self.wn = map(int, parts[3][1:].split("x"))
         self.stages = int(parts[4][1:])
         self.row_bytes = int(parts[5][1:])
@@ -68,7 +73,7 @@ class Kernel:
             rs, st = parts[6][1:].split("s")
             self.geometry = tuple(map(int, rs.split("x"))) + tuple(map(int, st.split("x")))
         self.vector = parts[7] == "vec"
-        self.threads = 32 * (self.bm // self.wm) * (self.bn // self.wn)
+        self.threads = 32 * (self.bm // self.wm) * (self.bn // self.wn)   # g: WN = BN, warps = BM / WM
         self.smem = self.stages * (self.bm + self.bn) * self.row_bytes
         self.chunk = 16 // (2 if self.dtype in ("bf16", "f16") else 4)
         self.fn = ctypes.c_void_p()
@@ -122,7 +127,7 @@ def load_kernels(dtype, baselines=False):
     for prefix in prefixes:
         module = load_module(os.path.join(HERE, f"{prefix}_{dtype}.cubin"))
         names = [l.strip() for l in open(os.path.join(HERE, f"{prefix}_{dtype}.names")) if l.strip()]
-        kernels += [Kernel(module, n) for n in names]
+        kernels += [Kernel(module, n, prefix) for n in names]
     return kernels
 
 
@@ -316,14 +321,14 @@ def check(dtype_name, count):
                     print("   first bad (n,p,q,k):", idx[:8].tolist(), "count", idx.shape[0], flush=True)
             else:
                 worst = max(worst, e)
-            row["kernels"][kern.name] = dict(err=e, guard_ok=guard_ok, unwritten=unwritten, ok=ok)
+            row["kernels"][kern.label] = dict(err=e, guard_ok=guard_ok, unwritten=unwritten, ok=ok)
         if e_cudnn == e_cudnn:
             worst_cudnn = max(worst_cudnn, e_cudnn)
         results.append(row)
     summary = dict(dtype=dtype_name, problems=len(problems), kernel_runs=runs, failures=failures,
                    worst_err=worst, worst_cudnn_err=worst_cudnn, limit=limit, seconds=time.time() - t_start,
                    device=torch.cuda.get_device_name(),
-                   kernels={k.name: dict(regs=k.regs, local=k.local, smem=k.smem, blocks_per_sm=k.blocks_per_sm)
+                   kernels={k.label: dict(regs=k.regs, local=k.local, smem=k.smem, blocks_per_sm=k.blocks_per_sm)
                             for k in kernels})
     # Our error against cuDNN's, problem by problem (the issue asks for at most 1.5x cuDNN's).
     ratios = [v["err"] / r["cudnn"] for r in results for v in r["kernels"].values()
@@ -406,7 +411,7 @@ def timed_kernels(kernels, pb):
         if k.prefix != "tc" and (k.bm, k.bn, k.wm, k.wn, k.stages, k.row_bytes, k.vector, k.geometry) not in current:
             continue
         if k.applies(pb):
-            tile = (k.prefix, k.bm, k.bn, k.wm, k.wn, k.stages, k.row_bytes, k.vector)
+            tile = (k.prefix, k.bm, k.bn, k.wm, k.wn, k.warpgroup, k.stages, k.row_bytes, k.vector)
             if tile not in best or (best[tile].geometry is None and k.geometry is not None):
                 best[tile] = k
     # A vector kernel beats the element-wise one of the same tile: keep only vector ones when any.
@@ -446,7 +451,7 @@ def bench(dtype_name, suite_name, batch, deadline, only=None):
                 x, f = data[i % sets]
                 kern.launch(x, f, None, None, ys[i % sets], prm, stream_of())
             med, lo, hi = time_graph(body, launches)
-            row["ours"][kern.name] = dict(ms=med, min=lo, max=hi, tflops=flops / med / 1e9)
+            row["ours"][kern.label] = dict(ms=med, min=lo, max=hi, tflops=flops / med / 1e9)
         # torch / cuDNN, channels_last views of the same NHWC data.
         xs = [(x.permute(0, 3, 1, 2), f.permute(0, 3, 1, 2)) for x, f in data]
         outs = [None] * sets
@@ -460,6 +465,12 @@ def bench(dtype_name, suite_name, batch, deadline, only=None):
         base = [v["ms"] for n, v in row["ours"].items() if not n.startswith("tc_")]
         row["baseline_ms"] = min(base) if base else None
         row["best"] = best[0]
+        # The best of each MMA (mma.sync warps "_w", the wgmma warpgroup "_g").
+        for tag in ("_w", "_g"):
+            kinds = [(n, v["ms"]) for n, v in row["ours"].items() if n.startswith("tc_") and n.split("_")[3][0] == tag[1]]
+            if kinds:
+                n, ms = min(kinds, key=lambda kv: kv[1])
+                row["best" + tag] = dict(name=n, ms=ms)
         row["ratio"] = row["torch"]["ms"] / best[1]["ms"]   # > 1: ours faster
         # Same answer as cuDNN on the timed data (a sanity check of the timed path).
         torch.cuda.synchronize()
@@ -469,7 +480,8 @@ def bench(dtype_name, suite_name, batch, deadline, only=None):
         print(f"  {lname:24s} {pb['n']:4d} ours {best[1]['ms']:8.4f} ms {best[1]['tflops']:7.1f} TF/s "
               f"({best[0].split('_', 2)[2]})  torch {row['torch']['ms']:8.4f} ms "
               f"{row['torch']['tflops']:7.1f} TF/s  x{row['ratio']:.2f}  err {row['check_err']:.2g}"
-              + (f"  baseline {row['baseline_ms']:.4f} ms" if row["baseline_ms"] else ""), flush=True)
+              + (f"  baseline {row['baseline_ms']:.4f} ms" if row["baseline_ms"] else "")
+              + "".join(f"  best{t} {row['best' + t]['ms']:.4f}" for t in ("_w", "_g") if "best" + t in row), flush=True)
         rows.append(row)
         del data, ys, xs, outs
         torch.cuda.empty_cache()

@@ -26,6 +26,9 @@ pub struct DeviceLimits {
     pub blocks_per_sm: u32,
     /// 32-bit registers per multiprocessor.
     pub registers_per_sm: u32,
+    /// Compute capability, major × 10 + minor (90 for the H100 and H200). Dispatch picks the
+    /// warpgroup-MMA kernels (`_wgmma`, built for sm_90a) only where it is 90.
+    pub compute_capability: u32,
 }
 
 impl DeviceLimits {
@@ -38,6 +41,7 @@ impl DeviceLimits {
         threads_per_sm: 2048,
         blocks_per_sm: 32,
         registers_per_sm: 65_536,
+        compute_capability: 90,
     };
 
     /// The limits of the device of `ctx`, from the driver's attributes.
@@ -63,7 +67,15 @@ impl DeviceLimits {
             threads_per_sm: read(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)?,
             blocks_per_sm: read(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR)?,
             registers_per_sm: read(A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR)?,
+            compute_capability: 10 * read(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?
+                + read(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
         })
+    }
+
+    /// Whether the device runs the sm_90a SASS of the warpgroup-MMA kernels (compute
+    /// capability 9.0).
+    pub const fn runs_warpgroup_mma(&self) -> bool {
+        self.compute_capability == 90
     }
 
     /// The same limits per multiprocessor with `multiprocessors` of them (at least 1).

@@ -464,9 +464,11 @@ pub fn address_alignment(input: u64, filter: u64) -> usize {
     1 << both.trailing_zeros()
 }
 
-/// Whether one block of `spec` fits the shared memory a block of `device` may have.
+/// Whether one block of `spec` fits the shared memory a block of `device` may have, and a
+/// warpgroup-MMA kernel (sm_90a SASS; a trap elsewhere) has a compute-capability-9.0 device.
 pub(super) fn fits_device(spec: &KernelSpec, device: &DeviceLimits) -> bool {
     spec.dynamic_shared_bytes() <= u64::from(device.shared_bytes_per_block_optin)
+        && (!spec.variant.warpgroup || device.runs_warpgroup_mma())
 }
 
 /// Whether `spec` can split its reduction over grid z (the SIMT kernels; not yet the
@@ -608,6 +610,7 @@ pub(crate) fn choose_tensor_op<'a>(
     let class = |spec: &KernelSpec| {
         (
             spec.variant.vector_loads,
+            spec.variant.warpgroup,
             matches!(spec.geometry, Geometry::Fixed(_)),
         )
     };
@@ -630,6 +633,9 @@ pub(crate) fn choose_tensor_op<'a>(
     };
     if let Some(least) = pool.iter().map(|spec| padded(spec)).min() {
         pool.retain(|spec| padded(spec) == least);
+    }
+    if best_class.1 {
+        return choose_warpgroup(&pool, shape, device).ok_or_else(none);
     }
     let sms = device.multiprocessors.max(1);
     let npq = shape.pixels as u64;
@@ -666,6 +672,41 @@ pub(crate) fn choose_tensor_op<'a>(
     pool.into_iter()
         .find(|spec| Some(row_bytes(spec)) == rows)
         .ok_or_else(none)
+}
+
+/// The warpgroup-MMA kernel among `pool` (same class, least padding of `K`): the largest
+/// tile (pixels × channels) that still fills every SM once (blocks ≥ SMs × blocks per SM);
+/// if none does, the one that keeps the most of them busy, the larger on a tie; then
+/// catalogue order. Measured in `scripts/tc` (H100, BF16): the 128 × 128 and 128 × 256 tiles
+/// win the paper's batch-128 layers, the 64-pixel and 64-channel ones the small grids of
+/// ResNet-50's deep layers.
+fn choose_warpgroup<'a>(
+    pool: &[&'a KernelSpec],
+    shape: &ProblemShape,
+    device: &DeviceLimits,
+) -> Option<&'a KernelSpec> {
+    let sms = device.multiprocessors.max(1) as f64;
+    let npq = shape.pixels as u64;
+    let k = shape.output[1] as u64;
+    let area = |spec: &KernelSpec| u64::from(spec.tile.block_m) * u64::from(spec.tile.block_n);
+    let fill = |spec: &KernelSpec| {
+        let blocks = npq.div_ceil(u64::from(spec.tile.block_n.max(1)))
+            * k.div_ceil(u64::from(spec.tile.block_m.max(1)));
+        blocks as f64 / (sms * f64::from(blocks_per_sm(spec, device)))
+    };
+    let full = pool.iter().filter(|spec| fill(spec) >= 1.0);
+    // `max_by_key` keeps the last of equal keys: reversed, the first in catalogue order.
+    if let Some(spec) = full.rev().max_by_key(|spec| area(spec)) {
+        return Some(spec);
+    }
+    pool.iter()
+        .rev()
+        .max_by(|a, b| {
+            fill(a)
+                .total_cmp(&fill(b))
+                .then_with(|| area(a).cmp(&area(b)))
+        })
+        .copied()
 }
 
 /// The dispatch model's time of `spec` with grid `(x, y)` and `splits` splits on a GPU with
@@ -809,10 +850,12 @@ mod tests {
         let h200 = DeviceLimits::H200;
         for spec in &Catalogue::default_catalogue().kernels {
             // A SIMT kernel's launch bounds' promise; two 128-thread tensor-core blocks at
-            // 255 registers a thread.
+            // 255 registers a thread, three of the 128 x 64 tile at 170, one of the
+            // 256-thread warpgroup tile (144 KiB).
             let expected = match spec.math {
                 im2win_codegen::Math::Simt => spec.tile.min_blocks_per_sm(),
-                im2win_codegen::Math::TensorOp => 2,
+                im2win_codegen::Math::TensorOp if spec.threads() == 256 => 1,
+                im2win_codegen::Math::TensorOp => 2.max(spec.min_blocks_per_sm()),
             };
             assert_eq!(blocks_per_sm(spec, &h200), expected, "{spec}");
         }
@@ -1345,8 +1388,17 @@ mod tests {
         assert!(simt.workspace_bytes() > 0);
     }
 
+    /// The warp-MMA rules, on a GPU without the warpgroup MMA (an H200's limits with compute
+    /// capability 8.0, where the `_wgmma` kernels are no candidates).
     #[test]
     fn tensor_op_dispatch_follows_the_measured_tiles() {
+        let sm80 = DeviceLimits {
+            compute_capability: 80,
+            ..DeviceLimits::H200
+        };
+        let plan = |problem: &Conv2dProblem| {
+            Plan::for_device(problem, &Catalogue::default_catalogue(), &sm80).unwrap()
+        };
         let layer = |numeric: &str, c, hw, k, rs, stride, batch| {
             let pad = rs / 2;
             plan(
@@ -1403,11 +1455,11 @@ mod tests {
                 shape(&layer(numeric, 512, 7, 512, 3, 1, 32)),
                 (128, 64, 128, true, true)
             );
-            // Paper conv8 (batch 128, K = 128, 3×3, C = 64): a large layer, 128 × 128 with
-            // 128-byte rows.
+            // Paper conv8 (batch 128, K = 128, 3×3, C = 64): a large layer, 128 × 128 (with
+            // 64-byte rows: the fixed 3×3 kernel of 128-byte rows is not in the catalogue).
             assert_eq!(
                 shape(&layer(numeric, 64, 112, 128, 3, 1, 128)),
-                (128, 128, 128, true, true)
+                (128, 128, 64, true, true)
             );
             // 3×3 stride 2 has fixed kernels; other strides take the generic ones.
             assert!(layer(numeric, 128, 56, 128, 3, 2, 32).kernel().geometry != Geometry::Generic);
@@ -1421,6 +1473,51 @@ mod tests {
         assert_eq!(plan(&dilated).kernel().geometry, Geometry::Generic);
         let odd = tc_problem("bf16", [2, 5, 9, 9], [7, 5, 2, 4]);
         assert!(!plan(&odd).kernel().variant.vector_loads);
+    }
+
+    /// On a compute-capability-9.0 GPU, bf16 and f16 problems with vector loads take the
+    /// warpgroup MMA: the largest tile that fills every SM once, else the most parallel one;
+    /// TF32 and the C = 3 stems keep the warp MMA.
+    #[test]
+    fn warpgroup_dispatch_on_sm90() {
+        let layer = |numeric: &str, c, hw, k, rs, batch| {
+            plan(
+                &tc_problem(numeric, [batch, c, hw, hw], [k, c, rs, rs])
+                    .with_padding(Padding::uniform(rs / 2)),
+            )
+        };
+        let tile = |p: &Plan| {
+            let k = p.kernel();
+            (k.variant.warpgroup, k.tile.block_n, k.tile.block_m)
+        };
+        for numeric in ["bf16", "f16"] {
+            // Paper conv5-like (batch 128, 256 channels): the 128 x 256 two-warpgroup tile.
+            assert_eq!(
+                tile(&layer(numeric, 256, 56, 256, 3, 128)),
+                (true, 128, 256)
+            );
+            // K = 64: the 64-channel tile.
+            assert_eq!(tile(&layer(numeric, 64, 56, 64, 3, 32)), (true, 128, 64));
+            // ResNet-50's 1024x14->256 1x1 at batch 32: no tile fills the GPU; the most
+            // parallel (64 pixels x 128 channels and 128 x 64 tie: catalogue order).
+            assert_eq!(tile(&layer(numeric, 1024, 14, 256, 1, 32)), (true, 64, 128));
+            // The stems keep the element-wise warp-MMA kernels.
+            assert!(!layer(numeric, 3, 224, 64, 7, 8).kernel().variant.warpgroup);
+        }
+        assert!(
+            !layer("tf32", 256, 56, 256, 3, 128)
+                .kernel()
+                .variant
+                .warpgroup
+        );
+        // The same problem on an sm_80 GPU: warp MMA.
+        let sm80 = DeviceLimits {
+            compute_capability: 80,
+            ..DeviceLimits::H200
+        };
+        let problem = tc_problem("bf16", [128, 256, 56, 56], [256, 256, 3, 3]);
+        let p = Plan::for_device(&problem, &Catalogue::default_catalogue(), &sm80).unwrap();
+        assert!(!p.kernel().variant.warpgroup);
     }
 
     #[test]
