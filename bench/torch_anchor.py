@@ -88,6 +88,21 @@ def operands(torch, problem, seed, device):
     return x.to(device), w.to(device)
 
 
+def cpu_operands(torch, problem, seed, layout):
+    """The CPU operands in the report's layout: NHWC as channels_last input and weight
+    (oneDNN then runs its NHWC kernels, as PyTorch does for a channels_last model)."""
+    x, w = operands(torch, problem, seed, "cpu")
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = w.contiguous(memory_format=torch.channels_last)
+    return x, w
+
+
+def report_layout(problem, report):
+    """"nchw" or "nhwc": the layer's layout, else the report's."""
+    return problem.get("layout", report.get("layout") or "nchw")
+
+
 def make_conv(torch, problem):
     import torch.nn.functional as F
     explicit, kwargs = conv_args(problem)
@@ -159,7 +174,7 @@ def memory_child(args):
     import torch
     torch.set_num_threads(args.threads)
     problem = json.loads(args.memory_child)
-    x, w = operands(torch, problem, args.seed, "cpu")
+    x, w = cpu_operands(torch, problem, args.seed, report_layout(problem, {}))
     conv = make_conv(torch, problem)
     for _ in range(2):  # kernels generated, thread pool started, allocator warm
         conv(x, w)
@@ -393,7 +408,10 @@ def main():
         old = next((r for r in layer["results"] if r["method"] == method), None)
         if args.only_noisy and not was_noisy(old):
             continue
-        x, w = operands(torch, problem, args.seed * 1_000_003 + index, args.device)
+        layout = report_layout(problem, report)
+        if layout == "nhwc" and "layout" not in problem:
+            problem = dict(problem, layout="nhwc")  # for the memory child
+        x, w = cpu_operands(torch, problem, args.seed * 1_000_003 + index, layout)
         conv = make_conv(torch, problem)
         err = rel_err(torch, conv, x, w)
         for attempt in range(args.retries):
@@ -416,6 +434,7 @@ def main():
             "min_ms": min(samples),
             "max_ms": max(samples),
             "detail": f"torch {torch.__version__}, {threads} threads, "
+                      f"{'channels_last' if layout == 'nhwc' else 'contiguous'}, "
                       f"other processes {foreign:.2f} cores",
         }
         layer["results"] = [r for r in layer["results"] if r["method"] != method] + [result]

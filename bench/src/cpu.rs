@@ -43,10 +43,16 @@ pub fn run(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let load_before = load_average();
-    let peak = crate::peak::measure(&pool);
+    let peaks = crate::peak::measure_each(&pool);
+    let peak = crate::peak::best(&peaks);
+    let each: Vec<String> = peaks
+        .iter()
+        .map(|(level, g)| format!("{level} {g:.1}"))
+        .collect();
     eprintln!(
-        "{}: {threads} threads, micro-kernel {isa}, FMA peak {peak:.1} GFLOP/s, load average {load_before}",
-        cpu_name()
+        "{}: {threads} threads, micro-kernel {isa}, FMA peak {peak:.1} GFLOP/s ({}), load average {load_before}",
+        cpu_name(),
+        each.join(", ")
     );
     let mut report = Report {
         device: cpu_name(),
@@ -66,8 +72,9 @@ pub fn run(
             ("im2win".to_string(), env!("CARGO_PKG_VERSION").to_string()),
             ("im2win-cpu isa".to_string(), isa.name().to_string()),
             ("load average before".to_string(), load_before),
+            ("peak GFLOP/s per vector width".to_string(), each.join(", ")),
         ]),
-        layout: Some("nchw".into()),
+        layout: Some(config.suite.layout.to_string()),
         threads: Some(threads),
         peak_gflops: Some(peak),
     };

@@ -156,7 +156,8 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
     output: &mut [T],
 ) -> Result<()> {
     let shape = check_buffers(problem, input, filter, bias, residual, output)?;
-    let kernel = MicroKernel::for_isa(isa).ok_or_else(|| Error::IsaUnavailable {
+    let step = problem.stride[1] * problem.filter[2];
+    let kernel = MicroKernel::for_isa_and_step(isa, step).ok_or_else(|| Error::IsaUnavailable {
         isa: isa.name().to_string(),
     })?;
     let tf32 = rounds_to_tf32(problem);
@@ -752,9 +753,15 @@ impl Job<'_> {
             let pixels = count * self.q;
             let out_base = first * self.q;
             // Tiles of equal size (25 pixels with NR = 6: five of 5, not four of 6 and a
-            // lone pixel that would reload the whole filter block for one output).
-            let tiles = pixels.div_ceil(nr);
-            let per_tile = pixels.div_ceil(tiles);
+            // lone pixel that would reload the whole filter block for one output), over
+            // the strip's pixels, or over each output row for row kernels (whose pixels
+            // lie in one row).
+            let span = if self.kernel.row_step.is_some() {
+                self.q
+            } else {
+                pixels
+            };
+            let per_tile = span.div_ceil(span.div_ceil(nr));
             for local in (0..channels).step_by(mr) {
                 let k_block = k0 + local;
                 for kk0 in (0..self.crs).step_by(pass_len) {
@@ -772,8 +779,13 @@ impl Job<'_> {
                     // Window starts walk the pixels in order: no division per pixel (a
                     // 64-bit division costs about as much as the tile's epilogue).
                     let mut cursor = self.geometry.first_pixel();
-                    for j0 in (0..pixels).step_by(per_tile) {
-                        let t = per_tile.min(pixels - j0);
+                    let tiles = (0..pixels).step_by(span).flat_map(|row| {
+                        let end = (row + span).min(pixels);
+                        (row..end)
+                            .step_by(per_tile)
+                            .map(move |j0| (j0, per_tile.min(end - j0)))
+                    });
+                    for (j0, t) in tiles {
                         for start in &mut starts[..t] {
                             *start = cursor.next_start();
                         }
