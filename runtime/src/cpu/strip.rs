@@ -17,7 +17,7 @@
 
 use super::zeros;
 use crate::error::Result;
-use crate::layout::Layout;
+use crate::layout::{FilterLayout, Layout};
 use crate::problem::{Conv2dProblem, ProblemShape};
 
 /// The sizes of a strip for one problem.
@@ -35,6 +35,9 @@ pub(super) struct StripGeometry {
     left: usize,
     /// The memory order of the image the strips are built from.
     layout: Layout,
+    /// The filter's memory order, which is the order of the reduction (see
+    /// [`StripGeometry::offsets`]).
+    filter_layout: FilterLayout,
     /// Output columns `Q`.
     q: usize,
     /// One row of `T`: `Wt·R`.
@@ -69,6 +72,7 @@ impl StripGeometry {
             top: problem.padding.top,
             left: problem.padding.left,
             layout: problem.layout,
+            filter_layout: problem.filter_layout,
             q: shape.output[3],
             row_len,
             col_step: problem.stride[1] * r,
@@ -100,15 +104,23 @@ impl StripGeometry {
     /// The offsets table (one entry per reduction index, in the packed filter's order) and
     /// its reach, `1 + max offset`.
     ///
+    /// The reduction runs in the filter's own memory order: `kk = (c·R + r)·S + s` for a
+    /// KCRS filter, `(r·S + s)·C + c` for KRSC. Any order gives the same products (the
+    /// table says where each weight's window value lies); this one makes the packed
+    /// filter a plain transpose of `MR` filter rows ([`super::pack`]), which is what a
+    /// layer with a large filter and few pixels spends its time on.
+    ///
     /// # Errors
     /// [`crate::Error::OutOfMemory`] when the table cannot be allocated.
     pub fn offsets(&self) -> Result<(Vec<usize>, usize)> {
-        let mut offsets = zeros::<usize>("offsets table", self.c * self.s * self.r)?;
-        let per_channel = self.s * self.r;
+        let (c, r, s) = (self.c, self.r, self.s);
+        let mut offsets = zeros::<usize>("offsets table", c * s * r)?;
         for (kk, off) in offsets.iter_mut().enumerate() {
-            let (c, sr) = (kk / per_channel, kk % per_channel);
-            let (fx, fy) = (sr / self.r, sr % self.r);
-            *off = c * self.channel_stride() + fx * self.dil_w * self.r + fy;
+            let (ci, fy, fx) = match self.filter_layout {
+                FilterLayout::Kcrs => (kk / (r * s), kk / s % r, kk % s),
+                FilterLayout::Krsc => (kk % c, kk / (s * c), kk / c % s),
+            };
+            *off = ci * self.channel_stride() + fx * self.dil_w * r + fy;
         }
         let reach = offsets.iter().max().map_or(0, |&m| m + 1);
         Ok((offsets, reach))
