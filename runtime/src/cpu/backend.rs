@@ -32,6 +32,7 @@ use super::isa::Isa;
 use super::microkernel::{MAX_TILE, MicroKernel, Operands};
 use super::pack::{pack_filter, pack_panel};
 use super::strip::StripGeometry;
+use super::transpose::Transpose8;
 use super::{check_len, check_operands, check_residual, workspace, zeros};
 use crate::element::{Element, f32_values, rounds_to_tf32};
 use crate::epilogue::{Activation, Epilogue};
@@ -258,6 +259,7 @@ fn run_f32(
     };
     let job = Job {
         kernel,
+        transpose: Transpose8::detect(),
         geometry: &geometry,
         packed: (!single_use).then_some(&packed[..]),
         problem,
@@ -542,9 +544,18 @@ fn pass_len(crs: usize, mr: usize) -> usize {
     crs.div_ceil(passes)
 }
 
+/// Pixels of a tile rounded up to whole 8 × 8 transposes: 16 for the 12 of AVX-512.
+const TILE_PIXELS: usize = 16;
+/// Floats of a tile buffer: the largest `MR` (32) × [`TILE_PIXELS`]; at least
+/// [`MAX_TILE`], as the micro-kernels write.
+const TILE_BUFFER: usize = 32 * TILE_PIXELS;
+const _: () = assert!(TILE_BUFFER >= MAX_TILE);
+
 /// What every job shares.
 struct Job<'a> {
     kernel: MicroKernel,
+    /// The AVX transpose of a tile's sums for the NCHW store, where the CPU has AVX.
+    transpose: Option<Transpose8>,
     geometry: &'a StripGeometry,
     /// The packed filter, or `None` when every job packs its own panels (from `filter`).
     packed: Option<&'a [f32]>,
@@ -758,7 +769,8 @@ impl Job<'_> {
             Outputs::Band(_) => self.k,
             Outputs::Pixels(pixels) => pixels.first().map_or(0, |run| run.len()),
         };
-        let mut tile = [0.0_f32; MAX_TILE];
+        let mut tile = [0.0_f32; TILE_BUFFER];
+        let mut by_channel = [0.0_f32; TILE_BUFFER];
         let mut starts = [0_usize; MAX_TILE];
         let step = self.geometry.max_rows;
         let pass_len = self.pass_len;
@@ -820,7 +832,7 @@ impl Job<'_> {
                             local,
                             valid: mr.min(channels - local),
                         };
-                        self.store(out, image, p0, &to, &tile);
+                        self.store(out, image, p0, &to, &tile, &mut by_channel);
                     }
                 }
             }
@@ -830,7 +842,15 @@ impl Job<'_> {
     /// The epilogue: stores one tile's sums (`tile[j·MR + m]`, pixel `j`, channel `m`) in
     /// the output's layout, through the problem's epilogue on the last pass. The only code
     /// that knows the output's layout and the epilogue: the micro-kernel returns raw sums.
-    fn store(&self, out: &mut Outputs<'_, '_>, image: usize, p0: usize, to: &TileAt, tile: &[f32]) {
+    fn store(
+        &self,
+        out: &mut Outputs<'_, '_>,
+        image: usize,
+        p0: usize,
+        to: &TileAt,
+        tile: &[f32],
+        by_channel: &mut [f32],
+    ) {
         let mr = self.kernel.mr;
         let plane = self.p * self.q;
         // The tile's first pixel in its image.
@@ -840,15 +860,25 @@ impl Job<'_> {
         match out {
             // NCHW: one run of `t` pixels per channel.
             Outputs::Planes(planes) => {
+                // The tile is pixel-major (`tile[j·MR + m]`); a channel's run of pixels is
+                // contiguous once it is transposed, 8 × 8 at a time (for short reductions,
+                // storing tile after tile is most of the time otherwise: measured 57% of
+                // conv7's, C = 3 and 3 × 3).
+                let transposed = self.transpose_tile(tile, to.t, by_channel);
                 let channels = &mut planes[to.local..][..to.valid];
                 for (m, row) in channels.iter_mut().enumerate() {
                     let channel = to.k + m;
                     let dst = &mut row[to.at..][..to.t];
-                    let sums = tile[m..].iter().step_by(mr).copied();
                     let res =
                         residual.map(|r| &r[(image * self.k + channel) * plane + pixel..][..to.t]);
-                    self.epilogue
-                        .run(to.pass, dst, sums, repeat(self.bias[channel]), res);
+                    let bias = repeat(self.bias[channel]);
+                    if transposed {
+                        let sums = by_channel[m * TILE_PIXELS..][..to.t].iter().copied();
+                        self.epilogue.run(to.pass, dst, sums, bias, res);
+                    } else {
+                        let sums = tile[m..].iter().step_by(mr).copied();
+                        self.epilogue.run(to.pass, dst, sums, bias, res);
+                    }
                 }
             }
             // NHWC: one run of `valid` channels per pixel.
@@ -864,6 +894,25 @@ impl Job<'_> {
                 self.store_pixels(image, pixel, to, tile, residual, pixels);
             }
         }
+    }
+
+    /// Transposes the sums of a tile of `t` pixels (`tile[j·MR + m]`) into `by_channel`
+    /// (`[m][TILE_PIXELS]`) where the CPU has AVX; `false` (nothing done) elsewhere.
+    /// Pixels past `t`, up to the next multiple of 8, transpose whatever the tile buffer
+    /// holds there and are never read.
+    fn transpose_tile(&self, tile: &[f32], t: usize, by_channel: &mut [f32]) -> bool {
+        let mr = self.kernel.mr;
+        let Some(transpose) = self.transpose.filter(|_| mr % 8 == 0) else {
+            return false;
+        };
+        for j0 in (0..t).step_by(8) {
+            let rows: [&[f32]; 8] = std::array::from_fn(|i| &tile[(j0 + i) * mr..][..mr]);
+            for m0 in (0..mr).step_by(8) {
+                let dst = &mut by_channel[m0 * TILE_PIXELS + j0..];
+                transpose.run(&rows, m0, dst, TILE_PIXELS);
+            }
+        }
+        true
     }
 
     /// The NHWC store of a tile: for each of its pixels (`runs`, each starting at the

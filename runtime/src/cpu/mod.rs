@@ -32,6 +32,7 @@ mod microkernel;
 mod oracle;
 mod pack;
 mod strip;
+mod transpose;
 mod workspace;
 
 pub use backend::{conv2d, conv2d_with_isa, conv2d_with_isa_and_residual, conv2d_with_residual};

@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use super::transpose::Transpose8;
 use crate::error::Result;
 use crate::problem::Conv2dProblem;
 
@@ -56,13 +57,11 @@ pub(super) fn pack_panel(
     // 8 × 8 tiles: 8 rows' runs of 8 floats become 8 groups' runs of 8 channels.
     let (full_rows, full_len) = (channels / 8 * 8, len / 8 * 8);
     let mut done_rows = 0;
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx") {
+    if let Some(transpose) = Transpose8::detect() {
         for m0 in (0..full_rows).step_by(8) {
             let rows: [&[f32]; 8] = std::array::from_fn(|i| row(m0 + i));
             for l0 in (0..full_len).step_by(8) {
-                // SAFETY: AVX was detected on this CPU just above.
-                unsafe { x86::transpose8(&rows, l0, &mut panel[l0 * mr + m0..], mr) };
+                transpose.run(&rows, l0, &mut panel[l0 * mr + m0..], mr);
             }
         }
         done_rows = full_rows;
@@ -78,54 +77,6 @@ pub(super) fn pack_panel(
     }
     for group in panel.chunks_exact_mut(mr) {
         group[channels..].fill(0.0);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    /// `dst[l·stride + i] = rows[i][l0 + l]` for `i, l < 8`: the classic 8 × 8 transpose
-    /// (unpack pairs, then quads, then swap 128-bit halves), 24 shuffles for 64 floats.
-    ///
-    /// # Panics
-    /// When a row has fewer than `l0 + 8` floats or `dst` fewer than `7·stride + 8`.
-    #[target_feature(enable = "avx")]
-    pub fn transpose8(rows: &[&[f32]; 8], l0: usize, dst: &mut [f32], stride: usize) {
-        let load = |i: usize| {
-            let src: &[f32; 8] = rows[i][l0..][..8].try_into().expect("8 floats");
-            // SAFETY: `src` is 8 floats, what an unaligned load reads.
-            unsafe { _mm256_loadu_ps(src.as_ptr()) }
-        };
-        let (a0, a1, a2, a3) = (load(0), load(1), load(2), load(3));
-        let (a4, a5, a6, a7) = (load(4), load(5), load(6), load(7));
-        let (b0, b1) = (_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
-        let (b2, b3) = (_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
-        let (b4, b5) = (_mm256_unpacklo_ps(a4, a5), _mm256_unpackhi_ps(a4, a5));
-        let (b6, b7) = (_mm256_unpacklo_ps(a6, a7), _mm256_unpackhi_ps(a6, a7));
-        let c0 = _mm256_shuffle_ps::<0x44>(b0, b2);
-        let c1 = _mm256_shuffle_ps::<0xEE>(b0, b2);
-        let c2 = _mm256_shuffle_ps::<0x44>(b1, b3);
-        let c3 = _mm256_shuffle_ps::<0xEE>(b1, b3);
-        let c4 = _mm256_shuffle_ps::<0x44>(b4, b6);
-        let c5 = _mm256_shuffle_ps::<0xEE>(b4, b6);
-        let c6 = _mm256_shuffle_ps::<0x44>(b5, b7);
-        let c7 = _mm256_shuffle_ps::<0xEE>(b5, b7);
-        let out = [
-            _mm256_permute2f128_ps::<0x20>(c0, c4),
-            _mm256_permute2f128_ps::<0x20>(c1, c5),
-            _mm256_permute2f128_ps::<0x20>(c2, c6),
-            _mm256_permute2f128_ps::<0x20>(c3, c7),
-            _mm256_permute2f128_ps::<0x31>(c0, c4),
-            _mm256_permute2f128_ps::<0x31>(c1, c5),
-            _mm256_permute2f128_ps::<0x31>(c2, c6),
-            _mm256_permute2f128_ps::<0x31>(c3, c7),
-        ];
-        for (l, v) in out.into_iter().enumerate() {
-            let d: &mut [f32; 8] = (&mut dst[l * stride..][..8]).try_into().expect("8 floats");
-            // SAFETY: `d` is 8 floats, what an unaligned store writes.
-            unsafe { _mm256_storeu_ps(d.as_mut_ptr(), v) };
-        }
     }
 }
 
