@@ -4,7 +4,8 @@
 //! Each layer: random operands from the seed, one checked run (image 0 against the float64
 //! CPU oracle), `warmup` untimed runs, then `reps` runs timed one by one with the wall
 //! clock; the median is reported. The extra bytes are the most heap memory the call had in
-//! use beyond its operands (a counting allocator). `torch-cpu` is added to the same JSON
+//! use beyond its operands (a counting allocator), measured on a call that starts with the
+//! backend's cached working buffers freed, so that they count. `torch-cpu` is added to the same JSON
 //! by `bench/torch_anchor.py --device cpu`, timed the same way.
 
 use std::collections::BTreeMap;
@@ -142,6 +143,9 @@ fn bench_layer(layer: &Layer, config: &BenchConfig, isa: Isa, seed: u64) -> Resu
     for _ in 0..config.timing.warmup {
         conv(&mut output)?;
     }
+    // The backend keeps its working buffers between calls (`workspace_bytes`): freed
+    // first, so that this call allocates, and the counting allocator sees, all it uses.
+    im2win::cpu::release_workspace();
     let (result, extra) = extra_bytes(|| conv(&mut output));
     result?;
     // The machine may be shared: time again (a few times at most) while other processes
