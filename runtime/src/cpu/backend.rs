@@ -48,8 +48,8 @@ const JOBS_PER_THREAD: usize = 8;
 const GROUP_JOBS_PER_THREAD: usize = 2;
 /// Fewest output pixels a band of rows should have: the micro-kernel reuses each filter
 /// block it loads on every pixel of a strip, and a filter block of a layer with many
-/// channels is hundreds of KiB.
-const MIN_BAND_PIXELS: usize = 96;
+/// channels is hundreds of KiB (read from L2 once per band).
+const MIN_BAND_PIXELS: usize = 48;
 /// Bytes of one channel block's packed filter that one pass over a strip's pixels uses at
 /// most: the L2 cache of Zen 4 (1 MiB), so that a pass reloads its weights from L2, not
 /// from memory, for every tile of pixels. A row of 12 pixels makes 24 FMAs (24 cycles on
@@ -942,6 +942,70 @@ impl Job<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::{reference_conv2d_with_residual, relative_error};
+    use crate::layout::FilterLayout;
+    use crate::problem::Padding;
+
+    /// The whole backend on a few small problems, every level this CPU runs, against the
+    /// float64 oracle: small enough for Miri (`scripts/miri-cpu.sh`), which so checks the
+    /// jobs' output slices, the stores and the workspace on 2 threads.
+    #[test]
+    fn small_problems_match_the_oracle_on_every_level() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let base = Conv2dProblem::new([2, 3, 7, 9], [37, 3, 3, 2])
+            .with_stride([1, 2])
+            .with_padding(Padding {
+                top: 1,
+                bottom: 0,
+                left: 2,
+                right: 1,
+            });
+        let problems = [
+            base,
+            base.with_layout(Layout::Nhwc)
+                .with_filter_layout(FilterLayout::Krsc)
+                .with_epilogue(Epilogue::activation(Activation::Relu).with_residual(0.5)),
+            // One band of one image: the jobs pack their own filter panels.
+            Conv2dProblem::new([1, 5, 3, 3], [20, 5, 3, 3]).with_padding(Padding {
+                top: 1,
+                bottom: 1,
+                left: 1,
+                right: 1,
+            }),
+        ];
+        for problem in problems {
+            let shape = problem.shape().unwrap();
+            let value = |i: usize, salt: usize| ((i * 7919 + salt) % 997) as f32 / 498.5 - 1.0;
+            let input: Vec<f32> = (0..shape.input_len).map(|i| value(i, 1)).collect();
+            let filter: Vec<f32> = (0..shape.filter_len).map(|i| value(i, 2)).collect();
+            let bias: Vec<f32> = (0..problem.filter[0]).map(|i| value(i, 3)).collect();
+            let residual: Vec<f32> = (0..shape.output_len).map(|i| value(i, 4)).collect();
+            let residual = problem.epilogue.residual.then_some(&residual[..]);
+            let want =
+                reference_conv2d_with_residual(&problem, &input, &filter, Some(&bias), residual)
+                    .unwrap();
+            for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
+                let mut out = vec![f32::NAN; shape.output_len];
+                pool.install(|| {
+                    conv2d_with_isa_and_residual(
+                        isa,
+                        &problem,
+                        &input,
+                        &filter,
+                        Some(&bias),
+                        residual,
+                        &mut out,
+                    )
+                })
+                .unwrap();
+                let err = relative_error(&out, &want);
+                assert!(err < 1e-5, "{isa}, {problem:?}: relative error {err}");
+            }
+        }
+    }
 
     #[test]
     fn splits_cover_every_row_once() {

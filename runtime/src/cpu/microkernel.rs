@@ -459,9 +459,14 @@ mod tests {
     use super::*;
 
     /// A strip of distinct values, offsets with gaps (like a dilated window), and sums
-    /// computed by hand in float64.
+    /// computed by hand in float64; pixel `j`'s window starts at `j·7 + 1`.
     fn check(mr: usize, t: usize, run: impl Fn(&Operands<'_>, &mut [f32])) {
-        let strip: Vec<f32> = (0..200)
+        check_with_step(mr, t, 7, run);
+    }
+
+    /// [`check`] with pixel `j`'s window at `j·step + 1`.
+    fn check_with_step(mr: usize, t: usize, step: usize, run: impl Fn(&Operands<'_>, &mut [f32])) {
+        let strip: Vec<f32> = (0..600)
             .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
             .collect();
         let offsets: Vec<usize> = (0..9).map(|i| i * 3 + i / 4).collect();
@@ -469,7 +474,7 @@ mod tests {
         let filter: Vec<f32> = (0..offsets.len() * mr)
             .map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0)
             .collect();
-        let starts: Vec<usize> = (0..t).map(|j| j * 7 + 1).collect();
+        let starts: Vec<usize> = (0..t).map(|j| j * step + 1).collect();
         let ops = Operands {
             strip: &strip,
             offsets: &offsets,
@@ -509,6 +514,39 @@ mod tests {
                 check(kernel.mr, t, |ops, out| kernel.run(ops, out));
             }
         }
+    }
+
+    /// Every row kernel (every level that has them, every window step, every pixel count)
+    /// against float64 sums, and a step without row kernels falls back to the general ones.
+    #[test]
+    fn every_available_row_kernel() {
+        for isa in Isa::ALL {
+            for step in 1..=44 {
+                let Some(kernel) = MicroKernel::for_isa_and_step(isa, step) else {
+                    continue;
+                };
+                assert!(kernel.mr * kernel.nr <= MAX_TILE);
+                if kernel.row_step.is_none() {
+                    let general = MicroKernel::for_isa(isa).unwrap();
+                    assert_eq!((kernel.mr, kernel.nr), (general.mr, general.nr));
+                }
+                for t in 1..=kernel.nr {
+                    check_with_step(kernel.mr, t, step, |ops, out| kernel.run(ops, out));
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "floats apart")]
+    fn a_row_kernel_refuses_pixels_of_another_step() {
+        let Some(kernel) = [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find_map(|isa| MicroKernel::for_isa_and_step(isa, 3).filter(|k| k.row_step.is_some()))
+        else {
+            panic!("no row kernels on this CPU: floats apart (nothing to check)");
+        };
+        check_with_step(kernel.mr, 2, 4, |ops, out| kernel.run(ops, out));
     }
 
     #[test]
