@@ -48,8 +48,10 @@ const JOBS_PER_THREAD: usize = 8;
 const GROUP_JOBS_PER_THREAD: usize = 2;
 /// Fewest output pixels a band of rows should have: the micro-kernel reuses each filter
 /// block it loads on every pixel of a strip, and a filter block of a layer with many
-/// channels is hundreds of KiB (read from L2 once per band).
-const MIN_BAND_PIXELS: usize = 48;
+/// channels is hundreds of KiB. Measured on Zen 4 at batch 1: 48 instead of 96 made the
+/// layers with MiB filters slower (96 → 256 channels at 24 × 24, 5 × 5: 3.4 against 3.0
+/// ms; 256 → 512 at 12 × 12: 2.4 against 1.4 ms) and the others no faster.
+const MIN_BAND_PIXELS: usize = 96;
 /// Bytes of one channel block's packed filter that one pass over a strip's pixels uses at
 /// most: the L2 cache of Zen 4 (1 MiB), so that a pass reloads its weights from L2, not
 /// from memory, for every tile of pixels. A row of 12 pixels makes 24 FMAs (24 cycles on
@@ -729,6 +731,20 @@ fn finish(
     }
 }
 
+/// [`Store::Plain`] on one contiguous run: `dst[i] = sums[i] + bias` on the last pass (the
+/// same rounding as [`Store::run`]), without its iterators, for the NCHW store whose runs
+/// are a tile's 12 pixels: for short reductions the store is a large part of the time.
+#[inline(always)]
+fn store_plain(pass: Pass, dst: &mut [f32], sums: &[f32], bias: f32) {
+    let pairs = dst.iter_mut().zip(sums);
+    match pass {
+        Pass::First => pairs.for_each(|(y, &s)| *y = s),
+        Pass::Middle => pairs.for_each(|(y, &s)| *y += s),
+        Pass::Last { after: false } => pairs.for_each(|(y, &s)| *y = s + bias),
+        Pass::Last { after: true } => pairs.for_each(|(y, &s)| *y = (*y + s) + bias),
+    }
+}
+
 /// Where one tile's sums go: `t` pixels from pixel `at` of the job's band, `valid`
 /// channels from `k` (the `local`-th of the job's own).
 #[derive(Debug, Clone, Copy)]
@@ -866,6 +882,14 @@ impl Job<'_> {
                 // conv7's, C = 3 and 3 × 3).
                 let transposed = self.transpose_tile(tile, to.t, by_channel);
                 let channels = &mut planes[to.local..][..to.valid];
+                if transposed && residual.is_none() && matches!(self.epilogue, Store::Plain) {
+                    let sums = by_channel.chunks_exact(TILE_PIXELS);
+                    let bias = &self.bias[to.k..][..to.valid];
+                    for ((row, sums), &b) in channels.iter_mut().zip(sums).zip(bias) {
+                        store_plain(to.pass, &mut row[to.at..][..to.t], &sums[..to.t], b);
+                    }
+                    return;
+                }
                 for (m, row) in channels.iter_mut().enumerate() {
                     let channel = to.k + m;
                     let dst = &mut row[to.at..][..to.t];
@@ -902,7 +926,7 @@ impl Job<'_> {
     /// holds there and are never read.
     fn transpose_tile(&self, tile: &[f32], t: usize, by_channel: &mut [f32]) -> bool {
         let mr = self.kernel.mr;
-        let Some(transpose) = self.transpose.filter(|_| mr % 8 == 0) else {
+        let Some(transpose) = self.transpose.filter(|_| mr.is_multiple_of(8)) else {
             return false;
         };
         for j0 in (0..t).step_by(8) {

@@ -161,6 +161,20 @@ impl StripGeometry {
                 let written = (left * r).min(row.len())..((left + w) * r).min(row.len());
                 row[..written.start].fill(0.0);
                 row[written.end..].fill(0.0);
+                // The input row of each filter row, unless one is padding.
+                let at = |fy| self.input_row(p0 + i, fy).map(|iy| &plane[iy * w..][..w]);
+                let dst = &mut row[written.clone()];
+                let done = match r {
+                    1 => interleave::<1>(dst, rows_of(at)),
+                    3 => interleave::<3>(dst, rows_of(at)),
+                    5 => interleave::<5>(dst, rows_of(at)),
+                    7 => interleave::<7>(dst, rows_of(at)),
+                    11 => interleave::<11>(dst, rows_of(at)),
+                    _ => false,
+                };
+                if done {
+                    continue;
+                }
                 for fy in 0..r {
                     let Some(iy) = self.input_row(p0 + i, fy) else {
                         for d in row[written.clone()].iter_mut().skip(fy).step_by(r) {
@@ -223,6 +237,34 @@ impl StripGeometry {
             }
         }
     }
+}
+
+/// `dst[ix·R + fy] = rows[fy][ix]`: `R` input rows interleaved into a strip row, written
+/// front to back (the compiler turns it into vector shuffles, where the general loop
+/// writes every `R`-th float, one pass per filter row: measured, 15% of a 64-channel
+/// 3 × 3 layer's time at batch 1 went to the strips that way). `false` (nothing written)
+/// when `rows` is `None`: a filter row reads padding, and the general loop zeros it.
+fn interleave<const R: usize>(dst: &mut [f32], rows: Option<[&[f32]; R]>) -> bool {
+    let Some(rows) = rows else {
+        return false;
+    };
+    let columns = dst.len() / R;
+    let rows: [&[f32]; R] = std::array::from_fn(|fy| &rows[fy][..columns]);
+    for (ix, d) in dst.chunks_exact_mut(R).enumerate() {
+        for fy in 0..R {
+            d[fy] = rows[fy][ix];
+        }
+    }
+    true
+}
+
+/// `[at(0), .., at(R − 1)]`, or `None` if one is `None`.
+fn rows_of<'a, const R: usize>(at: impl Fn(usize) -> Option<&'a [f32]>) -> Option<[&'a [f32]; R]> {
+    let mut rows = [&[][..]; R];
+    for (fy, row) in rows.iter_mut().enumerate() {
+        *row = at(fy)?;
+    }
+    Some(rows)
 }
 
 /// Channels an NHWC strip build scatters at once: one 64-byte cache line of a pixel's
