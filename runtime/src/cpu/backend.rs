@@ -11,16 +11,20 @@
 //! `docs/cpu-kernels.md`.
 //!
 //! Layouts: the strip builder reads an NCHW or an NHWC input, the packer a KCRS or a KRSC
-//! filter; the strip, the packed filter and the micro-kernel are the same for all of them.
-//! Only the store differs: an NCHW job owns rows of its channels' output planes, an NHWC
-//! job the run of its channels in each pixel of its band.
+//! filter; the strip and the micro-kernel are the same for all of them, and the reduction
+//! runs in the filter's memory order (the offsets table follows it), so that packing is a
+//! transpose either way. The store differs: an NCHW job owns rows of its channels' output
+//! planes (each tile transposed into per-channel runs first), an NHWC job the run of its
+//! channels in each pixel of its band.
 //!
 //! Memory: the packed filter, the offsets table, one strip per thread, and a table of the
 //! output slices the jobs write: NCHW `N × bands × K` rows of planes; NHWC none (a band is
 //! one run of the output), or, when the channels are split into groups, one slice per
 //! pixel and group plus a list of the (fewer than 4 per thread) jobs. The tables are
-//! bounded by the output's element count, whatever the shape. Nothing is allocated per
-//! job, and every allocation is fallible, made before any output is written.
+//! bounded by the output's element count, whatever the shape. The packed filter, the strips
+//! and the filter panels come from the buffers kept between calls ([`super::workspace`]),
+//! so a call of a size seen before allocates none of them. Nothing is allocated per job,
+//! and every allocation is fallible, made before any output is written.
 
 use std::iter::repeat;
 use std::sync::Mutex;

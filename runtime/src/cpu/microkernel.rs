@@ -1,8 +1,8 @@
 //! The register-blocked micro-kernels: `MR` output channels × `t ≤ NR` output pixels, the
 //! whole reduction accumulated in vector registers.
 //!
-//! Every level computes the same thing. For reduction index `kk` (in the im2win order
-//! `c·S·R + s·R + r`) it loads the `MR` weights `filter[kk][0..MR]` (packed by
+//! Every level computes the same thing. For reduction index `kk` (in the filter's memory
+//! order, [`super::strip::StripGeometry::offsets`]) it loads the `MR` weights `filter[kk][0..MR]` (packed by
 //! [`super::pack`], so they are one or two vectors) and, for each of the `t` pixels, the one
 //! window value `strip[start[j] + offsets[kk]]`, broadcast to a vector; then `MR·t`
 //! multiply-adds. Each weight loaded serves `t` pixels and each window value `MR` channels,

@@ -6,9 +6,9 @@
 //! channel stride `max_rows·Wt·R`. The whole `T` is never built: the extra memory of a call
 //! is one strip per thread instead of `R/sh` times the input.
 //!
-//! The offsets table says where reduction index `kk = c·S·R + s·R + r` lies relative to the
-//! window of output pixel `(i, q)`, which starts at `i·Wt·R + q·sw·R`:
-//! `c·channel_stride + s·dw·R + r`. Padding, stride and dilation all live in the strip
+//! The offsets table says where reduction index `kk` (weight `(c, r, s)`, numbered in the
+//! filter's memory order) lies relative to the window of output pixel `(i, q)`, which
+//! starts at `i·Wt·R + q·sw·R`: `c·channel_stride + s·dw·R + r`. Padding, stride and dilation all live in the strip
 //! and the table; the micro-kernel knows none of them.
 //!
 //! The strip is the same whatever the input's [`Layout`]: only the builder reads the image
