@@ -166,7 +166,7 @@ impl BenchArgs {
         }
         let cpu_threads = (self.device == Device::Cpu).then(|| cpu_threads(self.threads));
         let out = self.out.clone().unwrap_or_else(|| match cpu_threads {
-            Some(_) => default_cpu_json_path(&suite.name, suite.batch),
+            Some(_) => default_cpu_json_path(&suite.name, suite.layout, suite.batch),
             None => default_json_path(
                 &suite.name,
                 suite.batch,

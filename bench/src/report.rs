@@ -275,11 +275,16 @@ pub fn default_json_path(
         .join(format!("{suite}-{numeric}{layout}-n{batch}{epilogue}.json"))
 }
 
-/// The default JSON path of a CPU run: `bench/results/cpu-<suite>-f32-nchw-n<batch>.json`.
-pub fn default_cpu_json_path(suite: &str, batch: usize) -> std::path::PathBuf {
+/// The default JSON path of a CPU run:
+/// `bench/results/cpu-<suite>-f32-<layout>-n<batch>.json`.
+pub fn default_cpu_json_path(
+    suite: &str,
+    layout: im2win::Layout,
+    batch: usize,
+) -> std::path::PathBuf {
     std::path::Path::new("bench")
         .join("results")
-        .join(format!("cpu-{suite}-f32-nchw-n{batch}.json"))
+        .join(format!("cpu-{suite}-f32-{layout}-n{batch}.json"))
 }
 
 /// A small report for the tests of the JSON, the table and the chart.

@@ -11,16 +11,20 @@
 //! `docs/cpu-kernels.md`.
 //!
 //! Layouts: the strip builder reads an NCHW or an NHWC input, the packer a KCRS or a KRSC
-//! filter; the strip, the packed filter and the micro-kernel are the same for all of them.
-//! Only the store differs: an NCHW job owns rows of its channels' output planes, an NHWC
-//! job the run of its channels in each pixel of its band.
+//! filter; the strip and the micro-kernel are the same for all of them, and the reduction
+//! runs in the filter's memory order (the offsets table follows it), so that packing is a
+//! transpose either way. The store differs: an NCHW job owns rows of its channels' output
+//! planes (each tile transposed into per-channel runs first), an NHWC job the run of its
+//! channels in each pixel of its band.
 //!
 //! Memory: the packed filter, the offsets table, one strip per thread, and a table of the
 //! output slices the jobs write: NCHW `N × bands × K` rows of planes; NHWC none (a band is
 //! one run of the output), or, when the channels are split into groups, one slice per
 //! pixel and group plus a list of the (fewer than 4 per thread) jobs. The tables are
-//! bounded by the output's element count, whatever the shape. Nothing is allocated per
-//! job, and every allocation is fallible, made before any output is written.
+//! bounded by the output's element count, whatever the shape. The packed filter, the strips
+//! and the filter panels come from the buffers kept between calls ([`super::workspace`]),
+//! so a call of a size seen before allocates none of them. Nothing is allocated per job,
+//! and every allocation is fallible, made before any output is written.
 
 use std::iter::repeat;
 use std::sync::Mutex;
@@ -32,7 +36,8 @@ use super::isa::Isa;
 use super::microkernel::{MAX_TILE, MicroKernel, Operands};
 use super::pack::{pack_filter, pack_panel};
 use super::strip::StripGeometry;
-use super::{check_len, check_operands, check_residual, zeros};
+use super::transpose::Transpose8;
+use super::{check_len, check_operands, check_residual, workspace, zeros};
 use crate::element::{Element, f32_values, rounds_to_tf32};
 use crate::epilogue::{Activation, Epilogue};
 use crate::error::{Error, Result};
@@ -47,12 +52,18 @@ const JOBS_PER_THREAD: usize = 8;
 const GROUP_JOBS_PER_THREAD: usize = 2;
 /// Fewest output pixels a band of rows should have: the micro-kernel reuses each filter
 /// block it loads on every pixel of a strip, and a filter block of a layer with many
-/// channels is hundreds of KiB.
+/// channels is hundreds of KiB. Measured on Zen 4 at batch 1: 48 instead of 96 made the
+/// layers with MiB filters slower (96 → 256 channels at 24 × 24, 5 × 5: 3.4 against 3.0
+/// ms; 256 → 512 at 12 × 12: 2.4 against 1.4 ms) and the others no faster.
 const MIN_BAND_PIXELS: usize = 96;
-/// Bytes of one channel block's packed filter that one pass over a strip's pixels uses:
-/// the L1 data cache of Zen (32 KiB), so that the pass reloads its weights from L1 or L2,
-/// not from memory, for every tile of pixels.
-const REDUCTION_BYTES: usize = 32 * 1024;
+/// Bytes of one channel block's packed filter that one pass over a strip's pixels uses at
+/// most: the L2 cache of Zen 4 (1 MiB), so that a pass reloads its weights from L2, not
+/// from memory, for every tile of pixels. A row of 12 pixels makes 24 FMAs (24 cycles on
+/// Zen 4) of each 128 bytes of weights, which L2 delivers with room to spare; every pass
+/// after the first reads and adds the stored sums again, so fewer passes are faster:
+/// measured on Zen 4, 32 KiB passes (one L1) left conv8 at 68% of the peak, and 1 MiB
+/// (one pass for the paper's layers but conv12) 75%.
+const REDUCTION_BYTES: usize = 1024 * 1024;
 
 /// The convolution of `input` (`N×C×H×W`) with `filter` (`K×C×R×S`) plus the optional
 /// `bias` (`K`), through the problem's [`Epilogue`], on the CPU with the im2win method,
@@ -156,7 +167,8 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
     output: &mut [T],
 ) -> Result<()> {
     let shape = check_buffers(problem, input, filter, bias, residual, output)?;
-    let kernel = MicroKernel::for_isa(isa).ok_or_else(|| Error::IsaUnavailable {
+    let step = problem.stride[1] * problem.filter[2];
+    let kernel = MicroKernel::for_isa_and_step(isa, step).ok_or_else(|| Error::IsaUnavailable {
         isa: isa.name().to_string(),
     })?;
     let tf32 = rounds_to_tf32(problem);
@@ -237,8 +249,8 @@ fn run_f32(
         .map_err(|_| oom("strips", threads, size_of::<Mutex<Scratch>>()))?;
     for _ in 0..threads {
         scratch.push(Mutex::new(Scratch {
-            strip: zeros::<f32>("strip", geometry.len())?,
-            panel: zeros::<f32>(
+            strip: workspace::take("strip", geometry.len())?,
+            panel: workspace::take(
                 "filter panel",
                 if single_use { pass_len * kernel.mr } else { 0 },
             )?,
@@ -253,6 +265,7 @@ fn run_f32(
     };
     let job = Job {
         kernel,
+        transpose: Transpose8::detect(),
         geometry: &geometry,
         packed: (!single_use).then_some(&packed[..]),
         problem,
@@ -324,6 +337,13 @@ fn run_f32(
             });
         }
     }
+    // The buffers serve the next call (`super::workspace`).
+    for slot in scratch {
+        let Scratch { strip, panel } = slot.into_inner().unwrap_or_else(|e| e.into_inner());
+        workspace::give_back(strip);
+        workspace::give_back(panel);
+    }
+    workspace::give_back(packed);
     Ok(())
 }
 
@@ -522,13 +542,26 @@ struct Scratch {
 /// Reduction indices per pass over a strip: passes of equal length (576 = 2 × 288, not
 /// 512 + 64), each of at most [`REDUCTION_BYTES`] of a channel block's filter.
 fn pass_len(crs: usize, mr: usize) -> usize {
-    let passes = crs.div_ceil((REDUCTION_BYTES / (mr * size_of::<f32>())).max(1));
+    let rb = std::env::var("IM2WIN_RB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(REDUCTION_BYTES);
+    let passes = crs.div_ceil((rb / (mr * size_of::<f32>())).max(1));
     crs.div_ceil(passes)
 }
+
+/// Pixels of a tile rounded up to whole 8 × 8 transposes: 16 for the 12 of AVX-512.
+const TILE_PIXELS: usize = 16;
+/// Floats of a tile buffer: the largest `MR` (32) × [`TILE_PIXELS`]; at least
+/// [`MAX_TILE`], as the micro-kernels write.
+const TILE_BUFFER: usize = 32 * TILE_PIXELS;
+const _: () = assert!(TILE_BUFFER >= MAX_TILE);
 
 /// What every job shares.
 struct Job<'a> {
     kernel: MicroKernel,
+    /// The AVX transpose of a tile's sums for the NCHW store, where the CPU has AVX.
+    transpose: Option<Transpose8>,
     geometry: &'a StripGeometry,
     /// The packed filter, or `None` when every job packs its own panels (from `filter`).
     packed: Option<&'a [f32]>,
@@ -702,6 +735,20 @@ fn finish(
     }
 }
 
+/// [`Store::Plain`] on one contiguous run: `dst[i] = sums[i] + bias` on the last pass (the
+/// same rounding as [`Store::run`]), without its iterators, for the NCHW store whose runs
+/// are a tile's 12 pixels: for short reductions the store is a large part of the time.
+#[inline(always)]
+fn store_plain(pass: Pass, dst: &mut [f32], sums: &[f32], bias: f32) {
+    let pairs = dst.iter_mut().zip(sums);
+    match pass {
+        Pass::First => pairs.for_each(|(y, &s)| *y = s),
+        Pass::Middle => pairs.for_each(|(y, &s)| *y += s),
+        Pass::Last { after: false } => pairs.for_each(|(y, &s)| *y = s + bias),
+        Pass::Last { after: true } => pairs.for_each(|(y, &s)| *y = (*y + s) + bias),
+    }
+}
+
 /// Where one tile's sums go: `t` pixels from pixel `at` of the job's band, `valid`
 /// channels from `k` (the `local`-th of the job's own).
 #[derive(Debug, Clone, Copy)]
@@ -742,7 +789,8 @@ impl Job<'_> {
             Outputs::Band(_) => self.k,
             Outputs::Pixels(pixels) => pixels.first().map_or(0, |run| run.len()),
         };
-        let mut tile = [0.0_f32; MAX_TILE];
+        let mut tile = [0.0_f32; TILE_BUFFER];
+        let mut by_channel = [0.0_f32; TILE_BUFFER];
         let mut starts = [0_usize; MAX_TILE];
         let step = self.geometry.max_rows;
         let pass_len = self.pass_len;
@@ -752,9 +800,15 @@ impl Job<'_> {
             let pixels = count * self.q;
             let out_base = first * self.q;
             // Tiles of equal size (25 pixels with NR = 6: five of 5, not four of 6 and a
-            // lone pixel that would reload the whole filter block for one output).
-            let tiles = pixels.div_ceil(nr);
-            let per_tile = pixels.div_ceil(tiles);
+            // lone pixel that would reload the whole filter block for one output), over
+            // the strip's pixels, or over each output row for row kernels (whose pixels
+            // lie in one row).
+            let span = if self.kernel.row_step.is_some() {
+                self.q
+            } else {
+                pixels
+            };
+            let per_tile = span.div_ceil(span.div_ceil(nr));
             for local in (0..channels).step_by(mr) {
                 let k_block = k0 + local;
                 for kk0 in (0..self.crs).step_by(pass_len) {
@@ -772,8 +826,13 @@ impl Job<'_> {
                     // Window starts walk the pixels in order: no division per pixel (a
                     // 64-bit division costs about as much as the tile's epilogue).
                     let mut cursor = self.geometry.first_pixel();
-                    for j0 in (0..pixels).step_by(per_tile) {
-                        let t = per_tile.min(pixels - j0);
+                    let tiles = (0..pixels).step_by(span).flat_map(|row| {
+                        let end = (row + span).min(pixels);
+                        (row..end)
+                            .step_by(per_tile)
+                            .map(move |j0| (j0, per_tile.min(end - j0)))
+                    });
+                    for (j0, t) in tiles {
                         for start in &mut starts[..t] {
                             *start = cursor.next_start();
                         }
@@ -793,7 +852,7 @@ impl Job<'_> {
                             local,
                             valid: mr.min(channels - local),
                         };
-                        self.store(out, image, p0, &to, &tile);
+                        self.store(out, image, p0, &to, &tile, &mut by_channel);
                     }
                 }
             }
@@ -803,7 +862,15 @@ impl Job<'_> {
     /// The epilogue: stores one tile's sums (`tile[j·MR + m]`, pixel `j`, channel `m`) in
     /// the output's layout, through the problem's epilogue on the last pass. The only code
     /// that knows the output's layout and the epilogue: the micro-kernel returns raw sums.
-    fn store(&self, out: &mut Outputs<'_, '_>, image: usize, p0: usize, to: &TileAt, tile: &[f32]) {
+    fn store(
+        &self,
+        out: &mut Outputs<'_, '_>,
+        image: usize,
+        p0: usize,
+        to: &TileAt,
+        tile: &[f32],
+        by_channel: &mut [f32],
+    ) {
         let mr = self.kernel.mr;
         let plane = self.p * self.q;
         // The tile's first pixel in its image.
@@ -813,15 +880,33 @@ impl Job<'_> {
         match out {
             // NCHW: one run of `t` pixels per channel.
             Outputs::Planes(planes) => {
+                // The tile is pixel-major (`tile[j·MR + m]`); a channel's run of pixels is
+                // contiguous once it is transposed, 8 × 8 at a time (for short reductions,
+                // storing tile after tile is most of the time otherwise: measured 57% of
+                // conv7's, C = 3 and 3 × 3).
+                let transposed = self.transpose_tile(tile, to.t, by_channel);
                 let channels = &mut planes[to.local..][..to.valid];
+                if transposed && residual.is_none() && matches!(self.epilogue, Store::Plain) {
+                    let sums = by_channel.chunks_exact(TILE_PIXELS);
+                    let bias = &self.bias[to.k..][..to.valid];
+                    for ((row, sums), &b) in channels.iter_mut().zip(sums).zip(bias) {
+                        store_plain(to.pass, &mut row[to.at..][..to.t], &sums[..to.t], b);
+                    }
+                    return;
+                }
                 for (m, row) in channels.iter_mut().enumerate() {
                     let channel = to.k + m;
                     let dst = &mut row[to.at..][..to.t];
-                    let sums = tile[m..].iter().step_by(mr).copied();
                     let res =
                         residual.map(|r| &r[(image * self.k + channel) * plane + pixel..][..to.t]);
-                    self.epilogue
-                        .run(to.pass, dst, sums, repeat(self.bias[channel]), res);
+                    let bias = repeat(self.bias[channel]);
+                    if transposed {
+                        let sums = by_channel[m * TILE_PIXELS..][..to.t].iter().copied();
+                        self.epilogue.run(to.pass, dst, sums, bias, res);
+                    } else {
+                        let sums = tile[m..].iter().step_by(mr).copied();
+                        self.epilogue.run(to.pass, dst, sums, bias, res);
+                    }
                 }
             }
             // NHWC: one run of `valid` channels per pixel.
@@ -837,6 +922,25 @@ impl Job<'_> {
                 self.store_pixels(image, pixel, to, tile, residual, pixels);
             }
         }
+    }
+
+    /// Transposes the sums of a tile of `t` pixels (`tile[j·MR + m]`) into `by_channel`
+    /// (`[m][TILE_PIXELS]`) where the CPU has AVX; `false` (nothing done) elsewhere.
+    /// Pixels past `t`, up to the next multiple of 8, transpose whatever the tile buffer
+    /// holds there and are never read.
+    fn transpose_tile(&self, tile: &[f32], t: usize, by_channel: &mut [f32]) -> bool {
+        let mr = self.kernel.mr;
+        let Some(transpose) = self.transpose.filter(|_| mr.is_multiple_of(8)) else {
+            return false;
+        };
+        for j0 in (0..t).step_by(8) {
+            let rows: [&[f32]; 8] = std::array::from_fn(|i| &tile[(j0 + i) * mr..][..mr]);
+            for m0 in (0..mr).step_by(8) {
+                let dst = &mut by_channel[m0 * TILE_PIXELS + j0..];
+                transpose.run(&rows, m0, dst, TILE_PIXELS);
+            }
+        }
+        true
     }
 
     /// The NHWC store of a tile: for each of its pixels (`runs`, each starting at the
@@ -866,6 +970,70 @@ impl Job<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::{reference_conv2d_with_residual, relative_error};
+    use crate::layout::FilterLayout;
+    use crate::problem::Padding;
+
+    /// The whole backend on a few small problems, every level this CPU runs, against the
+    /// float64 oracle: small enough for Miri (`scripts/miri-cpu.sh`), which so checks the
+    /// jobs' output slices, the stores and the workspace on 2 threads.
+    #[test]
+    fn small_problems_match_the_oracle_on_every_level() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let base = Conv2dProblem::new([2, 3, 7, 9], [37, 3, 3, 2])
+            .with_stride([1, 2])
+            .with_padding(Padding {
+                top: 1,
+                bottom: 0,
+                left: 2,
+                right: 1,
+            });
+        let problems = [
+            base,
+            base.with_layout(Layout::Nhwc)
+                .with_filter_layout(FilterLayout::Krsc)
+                .with_epilogue(Epilogue::activation(Activation::Relu).with_residual(0.5)),
+            // One band of one image: the jobs pack their own filter panels.
+            Conv2dProblem::new([1, 5, 3, 3], [20, 5, 3, 3]).with_padding(Padding {
+                top: 1,
+                bottom: 1,
+                left: 1,
+                right: 1,
+            }),
+        ];
+        for problem in problems {
+            let shape = problem.shape().unwrap();
+            let value = |i: usize, salt: usize| ((i * 7919 + salt) % 997) as f32 / 498.5 - 1.0;
+            let input: Vec<f32> = (0..shape.input_len).map(|i| value(i, 1)).collect();
+            let filter: Vec<f32> = (0..shape.filter_len).map(|i| value(i, 2)).collect();
+            let bias: Vec<f32> = (0..problem.filter[0]).map(|i| value(i, 3)).collect();
+            let residual: Vec<f32> = (0..shape.output_len).map(|i| value(i, 4)).collect();
+            let residual = problem.epilogue.residual.then_some(&residual[..]);
+            let want =
+                reference_conv2d_with_residual(&problem, &input, &filter, Some(&bias), residual)
+                    .unwrap();
+            for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
+                let mut out = vec![f32::NAN; shape.output_len];
+                pool.install(|| {
+                    conv2d_with_isa_and_residual(
+                        isa,
+                        &problem,
+                        &input,
+                        &filter,
+                        Some(&bias),
+                        residual,
+                        &mut out,
+                    )
+                })
+                .unwrap();
+                let err = relative_error(&out, &want);
+                assert!(err < 1e-5, "{isa}, {problem:?}: relative error {err}");
+            }
+        }
+    }
 
     #[test]
     fn splits_cover_every_row_once() {

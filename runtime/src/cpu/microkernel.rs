@@ -1,8 +1,8 @@
 //! The register-blocked micro-kernels: `MR` output channels × `t ≤ NR` output pixels, the
 //! whole reduction accumulated in vector registers.
 //!
-//! Every level computes the same thing. For reduction index `kk` (in the im2win order
-//! `c·S·R + s·R + r`) it loads the `MR` weights `filter[kk][0..MR]` (packed by
+//! Every level computes the same thing. For reduction index `kk` (in the filter's memory
+//! order, [`super::strip::StripGeometry::offsets`]) it loads the `MR` weights `filter[kk][0..MR]` (packed by
 //! [`super::pack`], so they are one or two vectors) and, for each of the `t` pixels, the one
 //! window value `strip[start[j] + offsets[kk]]`, broadcast to a vector; then `MR·t`
 //! multiply-adds. Each weight loaded serves `t` pixels and each window value `MR` channels,
@@ -50,6 +50,9 @@ pub(super) struct MicroKernel {
     pub nr: usize,
     /// `kernels[t − 1]` computes `t` pixels (a partial last tile costs only its pixels).
     kernels: &'static [KernelFn],
+    /// `Some(step)` when the kernels are row kernels: every tile's pixels are neighbours in
+    /// one output row, their windows `step` floats apart (`starts[j] = starts[0] + j·step`).
+    pub row_step: Option<usize>,
 }
 
 /// The largest `MR·NR` of any level: the size of the caller's tile buffer.
@@ -76,6 +79,35 @@ impl MicroKernel {
             mr,
             nr: kernels.len(),
             kernels,
+            row_step: None,
+        })
+    }
+
+    /// The row kernels of `isa` for windows `step` floats apart (`sw·R`, the strip's
+    /// distance between neighbouring output columns), when the level has them for that
+    /// step; else [`MicroKernel::for_isa`]'s kernels, which take any pixels.
+    ///
+    /// A row kernel addresses all its pixels' windows from one pointer with constant
+    /// displacements (`j·step` is known at compile time), where the general kernel keeps a
+    /// pointer per pixel: 12 pixels' pointers do not fit x86-64's 16 general registers
+    /// beside the loop's own, and the spills cost a third of the rate (measured on Zen 4).
+    pub fn for_isa_and_step(isa: Isa, step: usize) -> Option<MicroKernel> {
+        let general = MicroKernel::for_isa(isa)?;
+        let row = match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::avx512_rows(step),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::avx2_rows(step),
+            _ => None,
+        };
+        Some(match row {
+            Some(kernels) => MicroKernel {
+                nr: kernels.len(),
+                kernels,
+                row_step: Some(step),
+                ..general
+            },
+            None => general,
         })
     }
 
@@ -91,6 +123,16 @@ impl MicroKernel {
         assert!(ops.filter.len() >= ops.offsets.len() * self.mr);
         assert!(out.len() >= t * self.mr);
         assert!(ops.starts.iter().all(|&s| s + ops.reach <= ops.strip.len()));
+        if let Some(step) = self.row_step {
+            let first = ops.starts[0];
+            assert!(
+                ops.starts
+                    .iter()
+                    .enumerate()
+                    .all(|(j, &s)| s == first + j * step),
+                "a row kernel's pixels are {step} floats apart"
+            );
+        }
         (self.kernels[t - 1])(ops, out);
     }
 }
@@ -104,6 +146,23 @@ impl MicroKernel {
 #[inline(always)]
 fn windows<'a, const T: usize>(ops: &Operands<'a>) -> ([&'a [f32]; T], usize) {
     let w: [&[f32]; T] = std::array::from_fn(|j| &ops.strip[ops.starts[j]..][..ops.reach]);
+    let last = ops.reach.saturating_sub(1);
+    for window in &w {
+        assert!(window.len() > last);
+    }
+    (w, last)
+}
+
+/// [`windows`] of a row tile: pixel `j`'s window starts `j·STEP` after the first one's.
+/// Every window is a constant distance from the first, so the compiler addresses them all
+/// from one register (`[base + off·4 + j·STEP·4]`).
+#[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn row_windows<'a, const T: usize, const STEP: usize>(
+    ops: &Operands<'a>,
+) -> ([&'a [f32]; T], usize) {
+    let row = &ops.strip[ops.starts[0]..][..(T - 1) * STEP + ops.reach];
+    let w: [&[f32]; T] = std::array::from_fn(|j| &row[j * STEP..][..ops.reach]);
     let last = ops.reach.saturating_sub(1);
     for window in &w {
         assert!(window.len() > last);
@@ -183,41 +242,131 @@ mod neon {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{KernelFn, Operands, windows};
+    use super::{KernelFn, Operands, row_windows, windows};
 
     /// AVX2: 16 channels (2 vectors) × 6 pixels = 12 accumulators, 2 weight vectors and a
     /// broadcast: 15 of the 16 registers. 12 independent FMA chains cover the FMA latency
-    /// (5 cycles on Zen, 4 on Skylake) at 1–2 FMAs per cycle.
+    /// (5 cycles on Zen 1, 4 on Skylake and Zen 4) at 1–2 FMAs per cycle.
     pub const AVX2_MR: usize = 16;
     const AVX2_V: usize = AVX2_MR / 8;
 
     /// AVX-512: 32 channels (2 vectors) × 12 pixels = 24 accumulators of the 32 registers.
+    /// Each pair of weight vectors loaded serves 12 pixels and each broadcast 2 FMAs, so
+    /// the 14 loads of a reduction index fit in the 24 cycles of its FMAs on Zen 4 (one
+    /// 512-bit FMA per cycle).
     pub const AVX512_MR: usize = 32;
     const AVX512_V: usize = AVX512_MR / 16;
 
-    pub static AVX2_KERNELS: [KernelFn; 6] = [
-        avx2::<1>, avx2::<2>, avx2::<3>, avx2::<4>, avx2::<5>, avx2::<6>,
-    ];
+    /// The window steps (`sw·R`) that have row kernels: those of the paper's, ResNet-50's
+    /// and VGG-16's layers (1×1, 3×3, 5×5, 7×7 and 11×11 filters at strides 1, 2 and 4)
+    /// and a few more small ones; another step takes the general kernels.
+    const ROW_STEPS: [usize; 14] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 22, 44];
 
-    pub static AVX512_KERNELS: [KernelFn; 12] = [
-        avx512::<1>,
-        avx512::<2>,
-        avx512::<3>,
-        avx512::<4>,
-        avx512::<5>,
-        avx512::<6>,
-        avx512::<7>,
-        avx512::<8>,
-        avx512::<9>,
-        avx512::<10>,
-        avx512::<11>,
-        avx512::<12>,
-    ];
+    /// The loop of both widths: `$v` vectors of `$lanes` floats per reduction index, `T`
+    /// pixels whose windows are `$w` (`$last` the last in-bounds offset of each).
+    macro_rules! body {
+        ($ops:ident, $out:ident, $w:ident, $last:ident, $v:expr, $lanes:literal,
+         $zero:ident, $load:ident, $set1:ident, $fmadd:ident, $store:ident) => {{
+            let mut acc = [[$zero(); $v]; T];
+            let (filter, _) = $ops.filter.as_chunks::<$lanes>();
+            for (&off, f) in $ops.offsets.iter().zip(filter.chunks_exact($v)) {
+                // A no-op that proves the window reads in bounds (see `windows`).
+                let off = off.min($last);
+                let mut fv = [$zero(); $v];
+                for v in 0..$v {
+                    // SAFETY: `f[v]` is an array of `$lanes` floats, what an unaligned
+                    // load reads.
+                    fv[v] = unsafe { $load(f[v].as_ptr()) };
+                }
+                for j in 0..T {
+                    let x = $set1($w[j][off]);
+                    for v in 0..$v {
+                        acc[j][v] = $fmadd(fv[v], x, acc[j][v]);
+                    }
+                }
+            }
+            let (out, _) = $out.as_chunks_mut::<$lanes>();
+            for (dst, src) in out.chunks_exact_mut($v).zip(&acc) {
+                for v in 0..$v {
+                    // SAFETY: `dst[v]` is an array of `$lanes` floats, what an unaligned
+                    // store writes.
+                    unsafe { $store(dst[v].as_mut_ptr(), src[v]) };
+                }
+            }
+        }};
+    }
+
+    /// The kernels of 1 to 6 pixels (`$f::<T>`, or `$f::<T, STEP>` for a row kernel).
+    macro_rules! six {
+        ($f:ident $(, $step:literal)?) => {
+            [
+                $f::<1 $(, $step)?>, $f::<2 $(, $step)?>, $f::<3 $(, $step)?>,
+                $f::<4 $(, $step)?>, $f::<5 $(, $step)?>, $f::<6 $(, $step)?>,
+            ]
+        };
+    }
+
+    /// The kernels of 1 to 12 pixels.
+    macro_rules! twelve {
+        ($f:ident $(, $step:literal)?) => {
+            [
+                $f::<1 $(, $step)?>, $f::<2 $(, $step)?>, $f::<3 $(, $step)?>,
+                $f::<4 $(, $step)?>, $f::<5 $(, $step)?>, $f::<6 $(, $step)?>,
+                $f::<7 $(, $step)?>, $f::<8 $(, $step)?>, $f::<9 $(, $step)?>,
+                $f::<10 $(, $step)?>, $f::<11 $(, $step)?>, $f::<12 $(, $step)?>,
+            ]
+        };
+    }
+
+    /// One table (`$n!($f, step)`) per step of [`ROW_STEPS`], in its order.
+    macro_rules! row_tables {
+        ($n:ident, $f:ident) => {
+            [
+                $n!($f, 1),
+                $n!($f, 2),
+                $n!($f, 3),
+                $n!($f, 4),
+                $n!($f, 5),
+                $n!($f, 6),
+                $n!($f, 7),
+                $n!($f, 8),
+                $n!($f, 9),
+                $n!($f, 10),
+                $n!($f, 11),
+                $n!($f, 14),
+                $n!($f, 22),
+                $n!($f, 44),
+            ]
+        };
+    }
+
+    pub static AVX2_KERNELS: [KernelFn; 6] = six!(avx2);
+    pub static AVX512_KERNELS: [KernelFn; 12] = twelve!(avx512);
+    static AVX2_ROWS: [[KernelFn; 6]; ROW_STEPS.len()] = row_tables!(six, avx2_row);
+    static AVX512_ROWS: [[KernelFn; 12]; ROW_STEPS.len()] = row_tables!(twelve, avx512_row);
+
+    /// The AVX2 row kernels for windows `step` floats apart, if there are some.
+    pub fn avx2_rows(step: usize) -> Option<&'static [KernelFn]> {
+        let at = ROW_STEPS.iter().position(|&s| s == step)?;
+        Some(&AVX2_ROWS[at])
+    }
+
+    /// The AVX-512 row kernels for windows `step` floats apart, if there are some.
+    pub fn avx512_rows(step: usize) -> Option<&'static [KernelFn]> {
+        let at = ROW_STEPS.iter().position(|&s| s == step)?;
+        Some(&AVX512_ROWS[at])
+    }
 
     fn avx2<const T: usize>(ops: &Operands<'_>, out: &mut [f32]) {
         // SAFETY: `MicroKernel::for_isa` hands out AVX2_KERNELS only when AVX2 and FMA were
         // detected on this CPU.
         unsafe { avx2_body::<T>(ops, out) }
+    }
+
+    fn avx2_row<const T: usize, const STEP: usize>(ops: &Operands<'_>, out: &mut [f32]) {
+        // SAFETY: `MicroKernel::for_isa_and_step` hands out AVX2_ROWS only when AVX2 and
+        // FMA were detected on this CPU.
+        unsafe { avx2_row_body::<T, STEP>(ops, out) }
     }
 
     fn avx512<const T: usize>(ops: &Operands<'_>, out: &mut [f32]) {
@@ -226,62 +375,82 @@ mod x86 {
         unsafe { avx512_body::<T>(ops, out) }
     }
 
+    fn avx512_row<const T: usize, const STEP: usize>(ops: &Operands<'_>, out: &mut [f32]) {
+        // SAFETY: `MicroKernel::for_isa_and_step` hands out AVX512_ROWS only when AVX-512F
+        // was detected on this CPU.
+        unsafe { avx512_row_body::<T, STEP>(ops, out) }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     fn avx2_body<const T: usize>(ops: &Operands<'_>, out: &mut [f32]) {
         let (w, last) = windows::<T>(ops);
-        let mut acc = [[_mm256_setzero_ps(); AVX2_V]; T];
-        let (filter, _) = ops.filter.as_chunks::<8>();
-        for (&off, f) in ops.offsets.iter().zip(filter.chunks_exact(AVX2_V)) {
-            // A no-op that proves the window reads in bounds (see `windows`).
-            let off = off.min(last);
-            let mut fv = [_mm256_setzero_ps(); AVX2_V];
-            for v in 0..AVX2_V {
-                // SAFETY: `f[v]` is an array of 8 floats, what an unaligned load reads.
-                fv[v] = unsafe { _mm256_loadu_ps(f[v].as_ptr()) };
-            }
-            for j in 0..T {
-                let x = _mm256_set1_ps(w[j][off]);
-                for v in 0..AVX2_V {
-                    acc[j][v] = _mm256_fmadd_ps(fv[v], x, acc[j][v]);
-                }
-            }
-        }
-        let (out, _) = out.as_chunks_mut::<8>();
-        for (dst, src) in out.chunks_exact_mut(AVX2_V).zip(&acc) {
-            for v in 0..AVX2_V {
-                // SAFETY: `dst[v]` is an array of 8 floats, what an unaligned store writes.
-                unsafe { _mm256_storeu_ps(dst[v].as_mut_ptr(), src[v]) };
-            }
-        }
+        body!(
+            ops,
+            out,
+            w,
+            last,
+            AVX2_V,
+            8,
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_set1_ps,
+            _mm256_fmadd_ps,
+            _mm256_storeu_ps
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn avx2_row_body<const T: usize, const STEP: usize>(ops: &Operands<'_>, out: &mut [f32]) {
+        let (w, last) = row_windows::<T, STEP>(ops);
+        body!(
+            ops,
+            out,
+            w,
+            last,
+            AVX2_V,
+            8,
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_set1_ps,
+            _mm256_fmadd_ps,
+            _mm256_storeu_ps
+        )
     }
 
     #[target_feature(enable = "avx512f")]
     fn avx512_body<const T: usize>(ops: &Operands<'_>, out: &mut [f32]) {
         let (w, last) = windows::<T>(ops);
-        let mut acc = [[_mm512_setzero_ps(); AVX512_V]; T];
-        let (filter, _) = ops.filter.as_chunks::<16>();
-        for (&off, f) in ops.offsets.iter().zip(filter.chunks_exact(AVX512_V)) {
-            // A no-op that proves the window reads in bounds (see `windows`).
-            let off = off.min(last);
-            let mut fv = [_mm512_setzero_ps(); AVX512_V];
-            for v in 0..AVX512_V {
-                // SAFETY: `f[v]` is an array of 16 floats, what an unaligned load reads.
-                fv[v] = unsafe { _mm512_loadu_ps(f[v].as_ptr()) };
-            }
-            for j in 0..T {
-                let x = _mm512_set1_ps(w[j][off]);
-                for v in 0..AVX512_V {
-                    acc[j][v] = _mm512_fmadd_ps(fv[v], x, acc[j][v]);
-                }
-            }
-        }
-        let (out, _) = out.as_chunks_mut::<16>();
-        for (dst, src) in out.chunks_exact_mut(AVX512_V).zip(&acc) {
-            for v in 0..AVX512_V {
-                // SAFETY: `dst[v]` is an array of 16 floats, what an unaligned store writes.
-                unsafe { _mm512_storeu_ps(dst[v].as_mut_ptr(), src[v]) };
-            }
-        }
+        body!(
+            ops,
+            out,
+            w,
+            last,
+            AVX512_V,
+            16,
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_set1_ps,
+            _mm512_fmadd_ps,
+            _mm512_storeu_ps
+        )
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn avx512_row_body<const T: usize, const STEP: usize>(ops: &Operands<'_>, out: &mut [f32]) {
+        let (w, last) = row_windows::<T, STEP>(ops);
+        body!(
+            ops,
+            out,
+            w,
+            last,
+            AVX512_V,
+            16,
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_set1_ps,
+            _mm512_fmadd_ps,
+            _mm512_storeu_ps
+        )
     }
 }
 
@@ -290,9 +459,14 @@ mod tests {
     use super::*;
 
     /// A strip of distinct values, offsets with gaps (like a dilated window), and sums
-    /// computed by hand in float64.
+    /// computed by hand in float64; pixel `j`'s window starts at `j·7 + 1`.
     fn check(mr: usize, t: usize, run: impl Fn(&Operands<'_>, &mut [f32])) {
-        let strip: Vec<f32> = (0..200)
+        check_with_step(mr, t, 7, run);
+    }
+
+    /// [`check`] with pixel `j`'s window at `j·step + 1`.
+    fn check_with_step(mr: usize, t: usize, step: usize, run: impl Fn(&Operands<'_>, &mut [f32])) {
+        let strip: Vec<f32> = (0..600)
             .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
             .collect();
         let offsets: Vec<usize> = (0..9).map(|i| i * 3 + i / 4).collect();
@@ -300,7 +474,7 @@ mod tests {
         let filter: Vec<f32> = (0..offsets.len() * mr)
             .map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0)
             .collect();
-        let starts: Vec<usize> = (0..t).map(|j| j * 7 + 1).collect();
+        let starts: Vec<usize> = (0..t).map(|j| j * step + 1).collect();
         let ops = Operands {
             strip: &strip,
             offsets: &offsets,
@@ -340,6 +514,39 @@ mod tests {
                 check(kernel.mr, t, |ops, out| kernel.run(ops, out));
             }
         }
+    }
+
+    /// Every row kernel (every level that has them, every window step, every pixel count)
+    /// against float64 sums, and a step without row kernels falls back to the general ones.
+    #[test]
+    fn every_available_row_kernel() {
+        for isa in Isa::ALL {
+            for step in 1..=44 {
+                let Some(kernel) = MicroKernel::for_isa_and_step(isa, step) else {
+                    continue;
+                };
+                assert!(kernel.mr * kernel.nr <= MAX_TILE);
+                if kernel.row_step.is_none() {
+                    let general = MicroKernel::for_isa(isa).unwrap();
+                    assert_eq!((kernel.mr, kernel.nr), (general.mr, general.nr));
+                }
+                for t in 1..=kernel.nr {
+                    check_with_step(kernel.mr, t, step, |ops, out| kernel.run(ops, out));
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "floats apart")]
+    fn a_row_kernel_refuses_pixels_of_another_step() {
+        let Some(kernel) = [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find_map(|isa| MicroKernel::for_isa_and_step(isa, 3).filter(|k| k.row_step.is_some()))
+        else {
+            panic!("no row kernels on this CPU: floats apart (nothing to check)");
+        };
+        check_with_step(kernel.mr, 2, 4, |ops, out| kernel.run(ops, out));
     }
 
     #[test]

@@ -32,11 +32,14 @@ mod microkernel;
 mod oracle;
 mod pack;
 mod strip;
+mod transpose;
+mod workspace;
 
 pub use backend::{conv2d, conv2d_with_isa, conv2d_with_isa_and_residual, conv2d_with_residual};
 pub use im2win::{im2win_filter, im2win_input};
 pub use isa::{ISA_ENV, Isa};
 pub use oracle::{reference_conv2d, reference_conv2d_with_residual, relative_error};
+pub use workspace::{release_workspace, workspace_bytes};
 
 use crate::element::{Element, check_dtype};
 use crate::error::{Error, Result};
