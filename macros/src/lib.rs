@@ -675,7 +675,7 @@ mod tests {
         let out = expand_str("tf32, filter = 3, layout = nhwc, tile = 64x128x16/32x64").unwrap();
         assert!(out.contains("block_m : 64"), "{out}");
         assert!(out.contains("thread_n : 64"), "{out}");
-        let out = expand_str("f16, filter = 3, layout = nhwc, tile = b128x128x64_w64x64").unwrap();
+        let out = expand_str("f16, generic, layout = nhwc, tile = b128x128x64_w64x64").unwrap();
         assert!(out.contains("block_k : 64"), "{out}");
         // NCHW: never a tensor-core kernel, and the error says what to ask for.
         let err = expand_str("bf16, filter = 3x3, stride = 1").unwrap_err();
