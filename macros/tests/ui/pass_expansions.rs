@@ -12,7 +12,7 @@ const GENERIC: Specialization = im2win::conv2d!(f32, generic);
 // Tensor-core kernels: NHWC, bf16 / f16 tensors or float32 at TF32.
 const BF16_3X3: Specialization = im2win::conv2d!(bf16, filter = 3x3, layout = nhwc);
 const TF32_TILE: Specialization =
-    im2win::conv2d!(tf32, filter = 1, layout = nhwc, tile = b128x128x32_w64x64);
+    im2win::conv2d!(tf32, filter = 1, layout = nhwc, tile = b128x128x16_w64x64);
 
 fn main() {
     assert_eq!(CONV3X3, SQUARE);
@@ -32,7 +32,7 @@ fn main() {
     assert_eq!(BF16_3X3.to_string(), "im2win_bf16_r3s3_s1x1_*_nhwc");
     assert_eq!(
         TF32_TILE.spec().map(|spec| spec.name()).as_deref(),
-        Some("im2win_tf32_r1s1_s1x1_b128x128x32_w64x64_fused_nhwc")
+        Some("im2win_tf32_r1s1_s1x1_b128x128x16_w64x64_fused_nhwc")
     );
 
     // In expression position too, and the handle checks problems.
