@@ -110,16 +110,7 @@ struct WarpMmaTensorOp {
         const int warp_n = warp / Tile::WARPS_M;
         row0 = warp_m * Tile::WM + lane / 4;
         col0 = warp_n * Tile::WN + 2 * (lane % 4);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    acc[mt][nt][e] = 0.0f;
-                }
-            }
-        }
+        for_each_sum(acc, [](float& sum) { sum = 0.0f; });
         // A, ldmatrix.x4 per m-tile: lanes 0-15 address rows 0-15 of piece 0 of the k-step
         // (matrices a0, a1), lanes 16-31 the same rows of piece 1 (a2, a3).
         const int a_row = warp_m * Tile::WM + lane % 16;

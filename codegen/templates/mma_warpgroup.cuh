@@ -194,16 +194,7 @@ struct WarpgroupMmaTensorOp {
     int a_rows;   // byte offset of this warpgroup's first A row in a stage
 
     __device__ __forceinline__ WarpgroupMmaTensorOp(int warp, int lane) {
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    acc[mt][nt][e] = 0.0f;
-                }
-            }
-        }
+        for_each_sum(acc, [](float& sum) { sum = 0.0f; });
         const int first_row = (warp / 4) * MT * 64;
         a_rows = first_row * Tile::ROW_BYTES;
         row0 = first_row + 16 * (warp % 4) + lane / 4;
@@ -211,16 +202,7 @@ struct WarpgroupMmaTensorOp {
     }
 
     __device__ __forceinline__ void fence_accumulators() {
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    warpgroup_fence_operand(acc[mt][nt][e]);
-                }
-            }
-        }
+        for_each_sum(acc, [](float& sum) { warpgroup_fence_operand(sum); });
     }
 
     // Multiplies one stage (`a`, `b`: shared addresses of its A and B rows): every wgmma of the

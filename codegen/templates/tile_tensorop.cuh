@@ -91,6 +91,23 @@ struct SwizzledRows {
     }
 };
 
+// Runs f on every float sum of a thread's MMA accumulators acc[MT][NT][4] (the layout of both
+// MMA policies: one C fragment of 4 sums per 16 x 8 piece), fully unrolled so that every index
+// is a compile-time constant and the sums stay in registers.
+template <int MT, int NT, class F>
+__device__ __forceinline__ void for_each_sum(float (&acc)[MT][NT][4], F&& f) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                f(acc[mt][nt][e]);
+            }
+        }
+    }
+}
+
 // ldmatrix.x4: four 8x8 matrices of 16-bit elements; lanes 8i .. 8i+7 give the row addresses
 // of matrix i (16 bytes each, in shared memory), and each lane receives one 32-bit register
 // per matrix: of matrix i, row lane / 4, elements 2 (lane % 4) and 2 (lane % 4) + 1. Read as
