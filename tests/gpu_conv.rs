@@ -260,8 +260,11 @@ fn every_catalogue_kernel_matches_the_cpu_oracle() {
 /// What [`tensor_op_kernels_match_the_oracle`] ran.
 #[derive(Default)]
 struct TensorOpTally {
-    /// Problems per numeric type (`bf16`, `f16`, `tf32`), and kernels.
+    /// Problems per numeric type (`bf16`, `f16`, `tf32`) with NHWC tensors, with NCHW
+    /// tensors (through the NHWC copy of the input), with a KCRS filter; and kernels.
     problems: [usize; 3],
+    nchw: [usize; 3],
+    kcrs: usize,
     kernels: usize,
     /// Runs: forced plans, the engine's own dispatch, misaligned operands.
     forced: usize,
@@ -291,9 +294,14 @@ impl TensorOpTally {
             // Built without tensor-core kernels (features off): nothing to check.
             return;
         }
-        for (numeric, &count) in NUMERICS.iter().zip(&self.problems) {
-            assert!(count >= 300, "only {count} {numeric} problems");
+        for (i, numeric) in NUMERICS.iter().enumerate() {
+            let (nchw, nhwc) = (self.nchw[i], self.problems[i] - self.nchw[i]);
+            assert!(
+                nhwc >= 300 && nchw >= 300,
+                "only {nhwc} NHWC and {nchw} NCHW {numeric} problems"
+            );
         }
+        assert!(self.kcrs > 0, "no KCRS filter drawn");
         assert!(
             self.misaligned > 0
                 && self.epilogues > 0
@@ -308,14 +316,19 @@ impl fmt::Display for TensorOpTally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "tensor-core kernels: {} kernels, problems bf16 {} f16 {} tf32 {} ({} with an \
-             epilogue, {} with a residual, {} with C not a multiple of 8); runs: {} forced, {} \
-             dispatched, {} on misaligned operands; worst relative error bf16 {:.2e} (limit \
-             8e-3), f16 {:.2e} (1e-3), tf32 {:.2e} (1e-3)",
+            "tensor-core kernels: {} kernels, problems bf16 {} ({} NCHW) f16 {} ({} NCHW) tf32 \
+             {} ({} NCHW) ({} with a KCRS filter, {} with an epilogue, {} with a residual, {} \
+             with C not a multiple of 8); runs: {} forced, {} dispatched, {} on misaligned \
+             operands; worst relative error bf16 {:.2e} (limit 8e-3), f16 {:.2e} (1e-3), tf32 \
+             {:.2e} (1e-3)",
             self.kernels,
             self.problems[0],
+            self.nchw[0],
             self.problems[1],
+            self.nchw[1],
             self.problems[2],
+            self.nchw[2],
+            self.kcrs,
             self.epilogues,
             self.residuals,
             self.odd_channels,
@@ -330,10 +343,17 @@ impl fmt::Display for TensorOpTally {
 }
 
 /// A random problem for the tensor-core kernel `spec`: of its geometry (fixed or random), its
-/// element type and precision, NHWC with a KRSC filter, `C` a multiple of the kernel's
-/// channel vector (vector loads), a random epilogue. Every fourth one is deep: 64 to 160
-/// channels (several stages of 128-byte rows) and up to 300 output channels.
-fn tensor_op_problem(rng: &mut StdRng, spec: &KernelSpec, deep: bool) -> Conv2dProblem {
+/// element type and precision, tensors in `layout` (NCHW runs on an NHWC copy of the input
+/// and writes NCHW itself), a KRSC filter or (one in three) a KCRS one (a KRSC copy), `C` a
+/// multiple of the kernel's channel vector (vector loads), a random epilogue. Every fourth
+/// one is deep: 64 to 160 channels (several stages of 128-byte rows) and up to 300 output
+/// channels.
+fn tensor_op_problem(
+    rng: &mut StdRng,
+    spec: &KernelSpec,
+    deep: bool,
+    layout: im2win::Layout,
+) -> Conv2dProblem {
     let limits = gpu_limits();
     let mut problem = match spec.geometry {
         Geometry::Fixed(g) => fixed_problem(rng, g, &limits),
@@ -369,11 +389,16 @@ fn tensor_op_problem(rng: &mut StdRng, spec: &KernelSpec, deep: bool) -> Conv2dP
     } else {
         im2win::Precision::Strict
     };
+    let filter_layout = if rng.random_range(0..3) == 0 {
+        FilterLayout::Kcrs
+    } else {
+        FilterLayout::Krsc
+    };
     problem
         .with_dtype(spec.dtype)
         .with_precision(precision)
-        .with_layout(im2win::Layout::Nhwc)
-        .with_filter_layout(FilterLayout::Krsc)
+        .with_layout(layout)
+        .with_filter_layout(filter_layout)
         .with_epilogue(random_epilogue(rng))
 }
 
@@ -390,7 +415,13 @@ fn tensor_op_kernels_match_the_oracle(
     rng: &mut StdRng,
     failures: &mut common::Failures,
 ) -> TensorOpTally {
-    let per_kernel = if small() { 2 } else { 17 };
+    // At least 300 problems per type and layout: 24 per kernel for the 26 bf16 and f16
+    // kernels, 36 for the 17 TF32 ones; the layouts alternate.
+    let per_kernel = |dtype: DType| match (small(), dtype) {
+        (true, _) => 2,
+        (false, DType::F32) => 36,
+        (false, _) => 24,
+    };
     let mut tally = TensorOpTally::default();
     let specs: Vec<KernelSpec> = catalogue
         .kernels
@@ -400,8 +431,9 @@ fn tensor_op_kernels_match_the_oracle(
         .collect();
     tally.kernels = specs.len();
     for spec in &specs {
-        for i in 0..per_kernel {
-            let problem = tensor_op_problem(rng, spec, i % 4 == 3);
+        for i in 0..per_kernel(spec.dtype) {
+            let layout = im2win::Layout::ALL[(i / 4) % 2];
+            let problem = tensor_op_problem(rng, spec, i % 4 == 3, layout);
             let with_bias = rng.random_bool(0.5);
             match spec.dtype {
                 DType::Bf16 => run_tensor_op::<bf16>(
@@ -435,6 +467,8 @@ fn run_tensor_op<T: Element>(
     let tolerance = tensor_op_tolerance(spec.dtype);
     let index = TensorOpTally::index(spec.dtype);
     tally.problems[index] += 1;
+    tally.nchw[index] += usize::from(problem.layout == im2win::Layout::Nchw);
+    tally.kcrs += usize::from(problem.filter_layout == FilterLayout::Kcrs);
     tally.epilogues += usize::from(problem.epilogue != im2win::Epilogue::IDENTITY);
     tally.residuals += usize::from(problem.epilogue.residual);
     tally.odd_channels += usize::from(!problem.input[1].is_multiple_of(8));
@@ -480,7 +514,14 @@ fn run_tensor_op<T: Element>(
     if spec.needs_aligned_operands()
         && let Ok(plan) = &forced
     {
-        let outcome = refuses_misaligned(engine, plan, &case).map(|()| 0.0);
+        // A kernel that reads only the channels-last copies (NCHW input, KCRS filter) runs
+        // on any operands; otherwise a misaligned one is refused untouched.
+        let outcome =
+            if im2win::gpu::read_alignment(spec, &problem, 1) >= im2win::gpu::OPERAND_ALIGNMENT {
+                run_typed_case(engine, Run::Plan(plan), &case, &odd, tolerance)
+            } else {
+                refuses_misaligned(engine, plan, &case).map(|()| 0.0)
+            };
         record(
             format!("{spec} on misaligned operands of {}", describe(&problem)),
             outcome,
@@ -792,7 +833,7 @@ fn tensor_op_cases_are_valid_and_the_limits_hold_on_the_cpu() {
         .filter(|s| s.math == Math::TensorOp)
     {
         for i in 0..2 {
-            let problem = tensor_op_problem(&mut rng, spec, i == 1);
+            let problem = tensor_op_problem(&mut rng, spec, i == 1, im2win::Layout::ALL[i]);
             Plan::for_spec(&problem, *spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
             assert_eq!(problem.dtype, spec.dtype);
             let tolerance = tensor_op_tolerance(spec.dtype);

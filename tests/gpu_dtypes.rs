@@ -100,24 +100,15 @@ fn tensor_op_problems_run_on_the_tensor_cores() {
     // Vector loads where C and the addresses allow, element-wise otherwise.
     assert!(chosen.iter().any(|k| !k.contains("_novec")), "{chosen:?}");
     assert!(chosen.iter().any(|k| k.contains("_novec")), "{chosen:?}");
-    // A KCRS filter is refused before anything runs.
-    let stream = engine.stream();
-    let problem = tensor_op_problem("bf16", 16).with_filter_layout(FilterLayout::Kcrs);
-    let shape = problem.shape().unwrap();
-    let x = stream
-        .clone_htod(&vec![bf16::from_f32(0.5); shape.input_len])
-        .unwrap();
-    let f = stream
-        .clone_htod(&vec![bf16::from_f32(0.25); shape.filter_len])
-        .unwrap();
-    let mut y = stream
-        .clone_htod(&vec![bf16::NAN; shape.output_len])
-        .unwrap();
-    let err = engine
-        .conv2d(&problem, &x, &f, None, &mut y, None)
-        .unwrap_err();
-    assert!(matches!(err, Error::RequirementUnmet { .. }), "{err}");
-    assert!(stream.clone_dtoh(&y).unwrap().iter().all(|v| v.is_nan()));
+    // NCHW tensors and KCRS filters: the same kernels, on channels-last copies.
+    for c in [16, 3] {
+        let nchw = tensor_op_problem("bf16", c)
+            .with_layout(Layout::Nchw)
+            .with_filter_layout(FilterLayout::Kcrs);
+        chosen.extend(through_the_engine::<bf16>(&engine, nchw));
+        let nchw = tensor_op_problem("tf32", c).with_layout(Layout::Nchw);
+        chosen.extend(through_the_engine::<f32>(&engine, nchw));
+    }
     common::summary(TEST, &format!("kernels chosen: {chosen:?}"));
 }
 
@@ -137,26 +128,25 @@ fn missing_types_and_precisions_are_errors_not_float32() {
         .clone_htod(&vec![bf16::NAN; shape.output_len])
         .unwrap();
     let bf16_problem = problem().with_dtype(DType::Bf16);
-    let err = engine
-        .conv2d(&bf16_problem, &x16, &f16, None, &mut y16, None)
-        .unwrap_err();
+    // A catalogue without kernels of the problem's type refuses it by name: never a kernel
+    // of another type or precision.
+    let strict_only = im2win::codegen::Catalogue::default_f32();
+    let err = im2win::Plan::new(&bf16_problem, &strict_only, 132).unwrap_err();
     assert!(matches!(err, Error::NoKernelForType { .. }), "{err}");
     assert!(err.to_string().contains("no bf16 kernel"), "{err}");
-    let y = stream.clone_dtoh(&y16).unwrap();
-    assert!(y.iter().all(|v| v.is_nan()), "the output was written");
-
-    // TF32 on NCHW float32 buffers: no NCHW TF32 kernels, so nothing runs (strict kernels
-    // would).
+    let tf32 = problem().with_precision(Precision::Tf32);
+    let err = im2win::Plan::new(&tf32, &strict_only, 132).unwrap_err();
+    assert!(err.to_string().contains("no tf32 kernel"), "{err}");
+    // The engine's catalogue has them, for NCHW too: TF32 runs on tensor cores, and only
+    // there (no strict kernel takes a TF32 problem).
+    let tf32_plan = engine.plan(&tf32).unwrap();
+    assert_eq!(tf32_plan.kernel().math, im2win::codegen::Math::TensorOp);
+    assert!(tf32_plan.transposes_input());
     let x = stream.clone_htod(&vec![0.5_f32; shape.input_len]).unwrap();
     let f = stream
         .clone_htod(&vec![0.25_f32; shape.filter_len])
         .unwrap();
     let mut y = stream.clone_htod(&vec![POISON; shape.output_len]).unwrap();
-    let tf32 = problem().with_precision(Precision::Tf32);
-    let err = engine
-        .conv2d(&tf32, &x, &f, None, &mut y, None)
-        .unwrap_err();
-    assert!(err.to_string().contains("no tf32 kernel"), "{err}");
     // Buffers of the wrong type, before anything else.
     let err = engine
         .conv2d(&bf16_problem, &x, &f, None, &mut y, None)
@@ -173,12 +163,19 @@ fn missing_types_and_precisions_are_errors_not_float32() {
     );
     let host = stream.clone_dtoh(&y).unwrap();
     assert!(host.iter().all(|v| v.to_bits() == POISON.to_bits()));
-    // The strict float32 problem still runs.
+    // The strict float32 problem still runs, and the bf16 one with bf16 buffers (NCHW, C = 3:
+    // the element-wise tensor-core kernel on an NHWC copy), the interior 27 · 0.5 · 0.25.
     engine
         .conv2d(&problem(), &x, &f, None, &mut y, None)
         .unwrap();
     let host = stream.clone_dtoh(&y).unwrap();
     assert!(host.iter().all(|v| v.is_finite()));
+    engine
+        .conv2d(&bf16_problem, &x16, &f16, None, &mut y16, None)
+        .unwrap();
+    let host = stream.clone_dtoh(&y16).unwrap();
+    assert!(host.iter().all(|v| v.is_finite()));
+    assert!(host.contains(&bf16::from_f32(3.375)));
 }
 
 #[test]

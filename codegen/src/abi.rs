@@ -113,6 +113,26 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
         ],
     ),
     (
+        KernelKind::Support(support::CHANNELS_LAST_B16),
+        &[
+            "const unsigned short*",
+            "unsigned short*",
+            "long long",
+            "int",
+            "long long",
+        ],
+    ),
+    (
+        KernelKind::Support(support::CHANNELS_LAST_B32),
+        &[
+            "const unsigned int*",
+            "unsigned int*",
+            "long long",
+            "int",
+            "long long",
+        ],
+    ),
+    (
         KernelKind::Baseline(baselines::DIRECT_F32),
         &[
             "const float*",

@@ -281,14 +281,31 @@ pub mod support {
     pub const DIRECT_F64: &str = "im2win_direct_reference_f64";
     /// Sums the partial results of a split reduction and adds the bias, float32.
     pub const SPLIT_REDUCE_F32: &str = "im2win_split_reduce_f32";
+    /// The channels-last transpose of 2-byte elements (bf16, f16):
+    /// `dst[b][i][c] = src[b][c][i]`, an NCHW input to NHWC or a KCRS filter to KRSC, for
+    /// the tensor-core kernels, which read NHWC windows and KRSC filter rows.
+    pub const CHANNELS_LAST_B16: &str = "im2win_channels_last_b16";
+    /// The channels-last transpose of 4-byte elements (float32, for the TF32 kernels).
+    pub const CHANNELS_LAST_B32: &str = "im2win_channels_last_b32";
     /// Every support kernel, for checks that a fatbin is complete.
-    pub const ALL: [&str; 5] = [
+    pub const ALL: [&str; 7] = [
         INPUT_TRANSFORM_F32,
         FILTER_TRANSFORM_F32,
         FILTER_TRANSFORM_FUSED_F32,
         SPLIT_REDUCE_F32,
         DIRECT_F64,
+        CHANNELS_LAST_B16,
+        CHANNELS_LAST_B32,
     ];
+
+    /// The channels-last transpose of elements of `dtype` ([`CHANNELS_LAST_B16`] or
+    /// [`CHANNELS_LAST_B32`]: it moves their bits).
+    pub const fn channels_last(dtype: DType) -> &'static str {
+        match dtype.size_bytes() {
+            2 => CHANNELS_LAST_B16,
+            _ => CHANNELS_LAST_B32,
+        }
+    }
 
     use crate::spec::DType;
 

@@ -9,7 +9,7 @@
 // its pieces lie: rows row0 + mt * MT_ROWS (+ 8), columns col0 + 8 nt, relative to the block's
 // first pixel and channel. Stored straight from there, a warp would write 4 bytes (one channel
 // pair) per thread spread over 8 pixels; so the sums are staged through shared memory first
-// (below), and written in whole runs of an NHWC row. (Measured on the H100, BF16 ResNet-50
+// (below), and written in whole runs of the output, NHWC or NCHW. (Measured on the H100, BF16 ResNet-50
 // batch 32: 1.575 ms against 1.645 ms with the fragment stores, the 1 x 1 layers that write 256
 // to 2048 channels 10-20% faster; the paper's layers within 1%.)
 #pragma once
@@ -22,136 +22,265 @@ namespace im2win {
 
 // ---- The staged epilogue --------------------------------------------------------------------
 // The sums of the block tile go through shared memory first (the operand stages are free once
-// the main loop is over), so that the output, and the residual, move in whole rows: each
-// thread then takes 4 consecutive channels of one pixel at a time, 4 floats read from shared
-// memory in one access, 4 residual elements loaded and 4 outputs stored in one access each
-// (8 bytes of BF16 / FP16, 16 of float), consecutive threads on consecutive channels, so a
-// warp writes one contiguous run of an NHWC output row, where the fragment stores wrote 4 bytes
-// (a pair) per thread, spread over 8 pixels.
+// the main loop is over), so that the output, and the residual, move in whole runs: each
+// thread then takes 4 sums at a time, 4 floats read from shared memory in one access, 4
+// residual elements loaded and 4 outputs stored in one access each where they are contiguous
+// and aligned (8 bytes of BF16 / FP16, 16 of float), consecutive threads on consecutive
+// elements, so that a warp writes one contiguous run of the output, where the fragment stores
+// wrote 4 bytes (a channel pair) per thread, spread over 8 pixels.
 //
-// Shared layout: BM rows of BN floats, 16-byte pieces XORed with 2 * (row % 4) within each
-// group of 8 pieces. Why: a fragment store (8 bytes, half a warp per 128-byte phase) writes
-// rows g = 0..3, pieces 2 nt + {0, 1} each, which the XOR spreads over the 8 pieces of one
-// 128-byte line; a walk read (16 bytes, 8 lanes a phase) reads 8 consecutive pieces of one row,
-// which the XOR only permutes. Both are free of bank conflicts (BN a multiple of 32).
-//
-// Where the operand stages hold fewer bytes than the block's sums (a 128x256 tile with 64-byte
-// rows: 96 KiB of stages, 128 KiB of sums), the tile goes through in ROUNDS rounds of ROWS rows.
-template <class Tile>
-struct TensorOpStagedSums {
-    static constexpr int ROW_BYTES = Tile::BN * 4;
-    static constexpr int rows_per_round() {
-        int rows = Tile::BM;
-        while (rows * ROW_BYTES > Tile::SMEM_BYTES && rows % 2 == 0) {
-            rows /= 2;
-        }
-        return rows;
+// Which 4 sums depends on the output's layout (ConvParams::layout, a run-time choice: the same
+// kernel serves both, since the main loop always reads NHWC windows, from the input itself or
+// from its NHWC copy):
+//   NHWC  4 consecutive channels of one pixel (StagedRowsNhwc): a pixel's channels are
+//         contiguous;
+//   NCHW  4 consecutive pixels of one channel (StagedColumnsNchw): the block's BM pixels are
+//         consecutive output pixels, so within one image they are contiguous in a channel's
+//         P x Q plane.
+// Each staging order has its shared layout, chosen so that both the fragment stores and the
+// walk's reads are free of bank conflicts, and goes through in ROUNDS rounds when the operand
+// stages hold fewer bytes than the block's sums (e.g. a 128x256 tile with 64-byte rows: 96 KiB
+// of stages, 128 KiB of sums).
+
+// The largest count of `units` (halving from `total`) whose `unit_bytes` each fit in `bytes`.
+__host__ __device__ constexpr int im2win_units_per_round(int total, int unit_bytes, int bytes) {
+    int units = total;
+    while (units * unit_bytes > bytes && units % 2 == 0) {
+        units /= 2;
     }
-    static constexpr int ROWS = rows_per_round();
+    return units;
+}
+
+// NHWC: BM rows (pixels) of BN floats, 16-byte pieces XORed with 2 * (row % 4) within each
+// group of 8 pieces; rounds of ROWS rows. Why: a fragment store (8 bytes, half a warp per
+// 128-byte phase) writes rows g = 0..3, pieces 2 nt + {0, 1} each, which the XOR spreads over
+// the 8 pieces of one 128-byte line; a walk read (16 bytes, 8 lanes a phase) reads 8
+// consecutive pieces of one row, which the XOR only permutes (BN a multiple of 32).
+template <class Tile>
+struct StagedRowsNhwc {
+    static constexpr int ROW_BYTES = Tile::BN * 4;
+    static constexpr int ROWS = im2win_units_per_round(Tile::BM, ROW_BYTES, Tile::SMEM_BYTES);
     static constexpr int ROUNDS = Tile::BM / ROWS;
+    static constexpr int SECOND_COLUMN_FLOATS = 1;   // column col + 1 (col even): the next float
     static_assert(Tile::BN % 32 == 0, "rows of whole 128-byte lines");
     static_assert(ROWS * ROW_BYTES <= Tile::SMEM_BYTES, "a round's sums fit in the operand stages' shared memory");
-    static __device__ __forceinline__ int offset(int row, int col) {
+    // Whether the sum of tile row `row`, column `col` is staged in round `round`.
+    static __device__ __forceinline__ bool holds(int round, int row, int) {
+        return ROUNDS == 1 || row / ROWS == round;
+    }
+    static __device__ __forceinline__ int offset(int round, int row, int col) {
+        row -= round * ROWS;
         const int piece = (col / 4) ^ (2 * (row % 4));
         return row * ROW_BYTES + piece * 16 + (col % 4) * 4;
     }
 };
 
-template <class Tile, class Mma>
-__device__ __forceinline__ void write_outputs_tensorop(const Mma& mma, unsigned char* shared,
-    typename Tile::ElementY* __restrict__ y, const typename Tile::ElementY* __restrict__ bias,
-    const typename Tile::ElementX* __restrict__ residual, const ConvParams& prm, long long j0, int n0) {
+// NCHW: BN columns (channels) of BM + 4 floats; rounds of COLS columns. A fragment store's
+// 32 lanes write columns 2t + {0, 1} (t = lane % 4) at rows g (lane / 4): with columns
+// BM + 4 floats apart (BM a multiple of 32), 2t columns are 8t banks apart, and rows g add
+// g: 32 distinct banks. A walk read takes 4 consecutive rows of one column, consecutive
+// lanes the next 4: one contiguous run (BM + 4 keeps every column 16-byte aligned).
+template <class Tile>
+struct StagedColumnsNchw {
+    static constexpr int COLUMN_BYTES = (Tile::BM + 4) * 4;
+    static constexpr int COLS = im2win_units_per_round(Tile::BN, COLUMN_BYTES, Tile::SMEM_BYTES);
+    static constexpr int ROUNDS = Tile::BN / COLS;
+    static constexpr int SECOND_COLUMN_FLOATS = COLUMN_BYTES / 4;   // column col + 1: the next column
+    static_assert(Tile::BM % 32 == 0, "columns of whole 128-byte lines");
+    static_assert(COLS % 8 == 0, "a round holds whole 8-channel MMA pieces");
+    static_assert(COLS * COLUMN_BYTES <= Tile::SMEM_BYTES, "a round's sums fit in the operand stages' shared memory");
+    static __device__ __forceinline__ bool holds(int round, int, int col) {
+        return ROUNDS == 1 || col / COLS == round;
+    }
+    static __device__ __forceinline__ int offset(int round, int row, int col) {
+        return (col - round * COLS) * COLUMN_BYTES + row * 4;
+    }
+};
+
+// What the walks share: the epilogue's scalars and the bias.
+template <class Tile>
+struct TensorOpEpilogueArgs {
     using Types = typename Tile::Types;
-    using ElementY = typename Tile::ElementY;
+    static constexpr int V = 4;   // sums a thread moves per access
+    typename Tile::ElementY* __restrict__ y;
+    const typename Tile::ElementY* __restrict__ bias;
+    const typename Tile::ElementX* __restrict__ residual;
+    float alpha;
+    float beta;
+    int act;
+    bool add_residual;
+
+    __device__ __forceinline__ float bias_of(const ConvParams& prm, int k) const {
+        return prm.has_bias && k < prm.k ? Types::to_accumulator(bias[k]) : 0.0f;
+    }
+
+    // act(alpha * sum + bias + beta * residual) of V sums, residual r (ignored without one),
+    // converted to the output type.
+    __device__ __forceinline__ void finish(const float (&sum)[V], const float (&b)[V],
+        const typename Tile::ElementX (&r)[V], typename Tile::ElementY (&o)[V]) const {
+        float v[V];
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+            v[e] = fmaf(alpha, sum[e], b[e]);
+            if (add_residual) {
+                v[e] = fmaf(beta, Types::to_accumulator(r[e]), v[e]);
+            }
+        }
+        activate_all<V>(act, v);
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+            o[e] = Types::template from_accumulator<typename Tile::ElementY>(v[e]);
+        }
+    }
+};
+
+// NHWC walk of one round: 4 channels of one pixel per item.
+// (The bias is read here, once the sums have left the registers, not while they are live.)
+template <class Tile>
+__device__ __forceinline__ void walk_nhwc(const TensorOpEpilogueArgs<Tile>& ep, const unsigned char* shared,
+    const ConvParams& prm, long long j0, int n0, int round) {
+    using Staged = StagedRowsNhwc<Tile>;
     using ElementX = typename Tile::ElementX;
-    using Staged = TensorOpStagedSums<Tile>;
-    static_assert(epilogue_supports<Types>, "the epilogue computes in float");
-    constexpr int V = 4;                        // channels a thread moves per access
+    using ElementY = typename Tile::ElementY;
+    constexpr int V = TensorOpEpilogueArgs<Tile>::V;
     constexpr int PER_ROW = Tile::BN / V;       // threads across one row of the tile
     constexpr int ITEMS = Staged::ROWS * PER_ROW / Tile::THREADS;   // per thread and round
     static_assert(Staged::ROWS * PER_ROW % Tile::THREADS == 0, "the walk covers a round in whole passes");
     constexpr bool FIXED_COLUMN = Tile::THREADS % PER_ROW == 0;   // a thread keeps its channels
-
     const int K = prm.k;
-    const bool add_residual = prm.has_residual != 0;
-    const bool vectors = K % V == 0 && im2win_aligned<V>(y) && (!add_residual || im2win_aligned<V>(residual));
-    const float alpha = prm.alpha;
-    const float beta = prm.beta;
-    const int act = prm.activation;
-    auto bias_of = [&](int k, float (&b)[V]) {
+    const bool vectors = K % V == 0 && im2win_aligned<V>(ep.y) && (!ep.add_residual || im2win_aligned<V>(ep.residual));
+    const int tid = threadIdx.x;
+    float b[V];
+    auto load_bias = [&](int k) {
 #pragma unroll
         for (int e = 0; e < V; ++e) {
-            b[e] = prm.has_bias && k + e < K ? Types::to_accumulator(bias[k + e]) : 0.0f;
+            b[e] = ep.bias_of(prm, k + e);
         }
     };
-    const int tid = threadIdx.x;
-
-    // One round's rows: 4 channels of one pixel per item, from shared memory to the output.
-    // (The bias is read here, once the sums have left the registers, not while they are live.)
-    auto walk = [&](int first) {
-        float b[V];
-        if constexpr (FIXED_COLUMN) {
-            bias_of(n0 + (tid % PER_ROW) * V, b);
-        }
+    if constexpr (FIXED_COLUMN) {
+        load_bias(n0 + (tid % PER_ROW) * V);
+    }
 #pragma unroll 1
-        for (int i = 0; i < ITEMS; ++i) {
-            const int item = tid + i * Tile::THREADS;
-            const int row = item / PER_ROW;   // of the round
-            const int col = (item % PER_ROW) * V;
-            const long long j = j0 + first + row;
-            const int k = n0 + col;
-            if (j >= prm.npq || k >= K) {
-                continue;
-            }
-            if constexpr (!FIXED_COLUMN) {
-                bias_of(k, b);
-            }
-            const float4 sum = *reinterpret_cast<const float4*>(shared + Staged::offset(row, col));
-            float v[V] = {fmaf(alpha, sum.x, b[0]), fmaf(alpha, sum.y, b[1]), fmaf(alpha, sum.z, b[2]),
-                fmaf(alpha, sum.w, b[3])};
-            const long long at = j * K + k;
-            const bool whole = vectors && k + V <= K;
-            if (add_residual) {
-                ElementX r[V];
-                if (whole) {
-                    im2win_load<V>(residual + at, r);
-                } else {
-#pragma unroll
-                    for (int e = 0; e < V; ++e) {
-                        r[e] = k + e < K ? residual[at + e] : ElementX(0.0f);
-                    }
-                }
-#pragma unroll
-                for (int e = 0; e < V; ++e) {
-                    v[e] = fmaf(beta, Types::to_accumulator(r[e]), v[e]);
-                }
-            }
-            activate_all<V>(act, v);
-            ElementY o[V];
-#pragma unroll
-            for (int e = 0; e < V; ++e) {
-                o[e] = Types::template from_accumulator<ElementY>(v[e]);
-            }
+    for (int i = 0; i < ITEMS; ++i) {
+        const int item = tid + i * Tile::THREADS;
+        const int row = round * Staged::ROWS + item / PER_ROW;   // of the tile
+        const int col = (item % PER_ROW) * V;
+        const long long j = j0 + row;
+        const int k = n0 + col;
+        if (j >= prm.npq || k >= K) {
+            continue;
+        }
+        if constexpr (!FIXED_COLUMN) {
+            load_bias(k);
+        }
+        const float4 s4 = *reinterpret_cast<const float4*>(shared + Staged::offset(round, row, col));
+        const float sum[V] = {s4.x, s4.y, s4.z, s4.w};
+        const long long at = j * K + k;
+        const bool whole = vectors && k + V <= K;
+        ElementX r[V];
+        if (ep.add_residual) {
             if (whole) {
-                im2win_store<V>(y + at, o);
+                im2win_load<V>(ep.residual + at, r);
             } else {
 #pragma unroll
                 for (int e = 0; e < V; ++e) {
-                    if (k + e < K) {
-                        y[at + e] = o[e];
-                    }
+                    r[e] = k + e < K ? ep.residual[at + e] : ElementX(0.0f);
                 }
             }
         }
-    };
+        ElementY o[V];
+        ep.finish(sum, b, r, o);
+        if (whole) {
+            im2win_store<V>(ep.y + at, o);
+        } else {
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+                if (k + e < K) {
+                    ep.y[at + e] = o[e];
+                }
+            }
+        }
+    }
+}
 
-    // Every copy into the stages has landed (the last ones are zero fills of stages past the
-    // reduction) and every warp is done reading them: the stages become the staging area.
-    im2win_cp_async_wait_group<0>();
-    __syncthreads();
+// NCHW walk of one round: 4 consecutive pixels of one channel per item. Pixel j = n * PQ + pq
+// sits at Y[(n * K + k) * PQ + pq]: the 4 pixels are one run when they lie in one image, and
+// one access when that run is also aligned; else they go one by one.
+template <class Tile>
+__device__ __forceinline__ void walk_nchw(const TensorOpEpilogueArgs<Tile>& ep, const unsigned char* shared,
+    const ConvParams& prm, long long j0, int n0, int round) {
+    using Staged = StagedColumnsNchw<Tile>;
+    using ElementX = typename Tile::ElementX;
+    using ElementY = typename Tile::ElementY;
+    constexpr int V = TensorOpEpilogueArgs<Tile>::V;
+    constexpr int PER_COLUMN = Tile::BM / V;    // threads down one column of the tile
+    constexpr int ITEMS = Staged::COLS * PER_COLUMN / Tile::THREADS;   // per thread and round
+    static_assert(Staged::COLS * PER_COLUMN % Tile::THREADS == 0, "the walk covers a round in whole passes");
+    const int K = prm.k;
+    const long long pq = (long long)prm.p * prm.q;
+    const Divider div_pq(pq);
+    const int tid = threadIdx.x;
+#pragma unroll 1
+    for (int i = 0; i < ITEMS; ++i) {
+        const int item = tid + i * Tile::THREADS;
+        const int col = round * Staged::COLS + item / PER_COLUMN;   // of the tile
+        const int row = (item % PER_COLUMN) * V;
+        const long long j = j0 + row;
+        const int k = n0 + col;
+        if (j >= prm.npq || k >= K) {
+            continue;
+        }
+        const float4 s4 = *reinterpret_cast<const float4*>(shared + Staged::offset(round, row, col));
+        const float sum[V] = {s4.x, s4.y, s4.z, s4.w};
+        const float bk = ep.bias_of(prm, k);
+        const float b[V] = {bk, bk, bk, bk};
+        const long long n = div_pq.div(j);
+        const long long p0 = j - n * pq;
+        const long long at = (n * K + k) * pq + p0;
+        // One run: all 4 pixels exist and lie in image n.
+        const bool run = p0 + V <= pq && j + V <= prm.npq;
+        const bool whole = run && im2win_aligned<V>(ep.y + at) && (!ep.add_residual || im2win_aligned<V>(ep.residual + at));
+        // Where pixel j + e lies, for the pixels that do not form a run.
+        auto place = [&](int e) {
+            long long p = p0 + e;
+            long long m = n;
+            while (p >= pq) {   // pq may be smaller than V
+                p -= pq;
+                ++m;
+            }
+            return (m * K + k) * pq + p;
+        };
+        ElementX r[V];
+        if (ep.add_residual) {
+            if (whole) {
+                im2win_load<V>(ep.residual + at, r);
+            } else {
+#pragma unroll
+                for (int e = 0; e < V; ++e) {
+                    r[e] = j + e < prm.npq ? ep.residual[place(e)] : ElementX(0.0f);
+                }
+            }
+        }
+        ElementY o[V];
+        ep.finish(sum, b, r, o);
+        if (whole) {
+            im2win_store<V>(ep.y + at, o);
+        } else {
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+                if (j + e < prm.npq) {
+                    ep.y[run ? at + e : place(e)] = o[e];
+                }
+            }
+        }
+    }
+}
+
+// Stages the MMA's sums in `Staged` order, one round at a time, and walks each round.
+template <class Staged, class Mma, class Walk>
+__device__ __forceinline__ void stage_and_walk(const Mma& mma, unsigned char* shared, Walk&& walk) {
 #pragma unroll 1
     for (int round = 0; round < Staged::ROUNDS; ++round) {
-        const int first = round * Staged::ROWS;   // the round's first row of the tile
         if (round > 0) {
             __syncthreads();   // the walk of the round before has read its sums
         }
@@ -159,19 +288,39 @@ __device__ __forceinline__ void write_outputs_tensorop(const Mma& mma, unsigned 
         for (int mt = 0; mt < Mma::MT; ++mt) {
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
-                const int row = mma.row0 + mt * Mma::MT_ROWS + 8 * half - first;
-                if (Staged::ROUNDS == 1 || (row >= 0 && row < Staged::ROWS)) {
+                const int row = mma.row0 + mt * Mma::MT_ROWS + 8 * half;
 #pragma unroll
-                    for (int nt = 0; nt < Mma::NT; ++nt) {
-                        float* at = reinterpret_cast<float*>(shared + Staged::offset(row, mma.col0 + 8 * nt));
+                for (int nt = 0; nt < Mma::NT; ++nt) {
+                    const int col = mma.col0 + 8 * nt;
+                    if (Staged::holds(round, row, col)) {
+                        float* at = reinterpret_cast<float*>(shared + Staged::offset(round, row, col));
                         at[0] = mma.acc[mt][nt][2 * half];
-                        at[1] = mma.acc[mt][nt][2 * half + 1];
+                        // Column col + 1: the next float in a row (NHWC), the next column (NCHW).
+                        at[Staged::SECOND_COLUMN_FLOATS] = mma.acc[mt][nt][2 * half + 1];
                     }
                 }
             }
         }
         __syncthreads();
-        walk(first);
+        walk(round);
+    }
+}
+
+template <class Tile, class Mma>
+__device__ __forceinline__ void write_outputs_tensorop(const Mma& mma, unsigned char* shared,
+    typename Tile::ElementY* __restrict__ y, const typename Tile::ElementY* __restrict__ bias,
+    const typename Tile::ElementX* __restrict__ residual, const ConvParams& prm, long long j0, int n0) {
+    static_assert(epilogue_supports<typename Tile::Types>, "the epilogue computes in float");
+    const TensorOpEpilogueArgs<Tile> ep{y, bias, residual, prm.alpha, prm.beta, prm.activation, prm.has_residual != 0};
+
+    // Every copy into the stages has landed (the last ones are zero fills of stages past the
+    // reduction) and every warp is done reading them: the stages become the staging area.
+    im2win_cp_async_wait_group<0>();
+    __syncthreads();
+    if (prm.layout == IM2WIN_NCHW) {
+        stage_and_walk<StagedColumnsNchw<Tile>>(mma, shared, [&](int round) { walk_nchw<Tile>(ep, shared, prm, j0, n0, round); });
+    } else {
+        stage_and_walk<StagedRowsNhwc<Tile>>(mma, shared, [&](int round) { walk_nhwc<Tile>(ep, shared, prm, j0, n0, round); });
     }
 }
 

@@ -412,8 +412,15 @@ fn justified(err: &Error, violations: &[Violation]) -> bool {
 /// always; a fixed one when filter size and stride are its own and the dilation is 1 along
 /// every axis where the filter is longer than 1.
 fn model_supports(spec: &KernelSpec, p: &Conv2dProblem) -> bool {
-    // The layouts: the kernel's must be the problem's, and the window buffer is NCHW only.
-    if spec.layout != p.layout || (spec.layout == im2win::Layout::Nhwc && !spec.variant.fused) {
+    // The layouts: a SIMT kernel's must be the problem's, and the window buffer is NCHW
+    // only; a tensor-core kernel (NHWC) takes both (NCHW through an NHWC copy of the input).
+    let layout_ok = match spec.math {
+        im2win::codegen::Math::TensorOp => spec.layout == im2win::Layout::Nhwc,
+        im2win::codegen::Math::Simt => {
+            spec.layout == p.layout && (spec.layout == im2win::Layout::Nchw || spec.variant.fused)
+        }
+    };
+    if !layout_ok {
         return false;
     }
     match spec.geometry {

@@ -42,8 +42,9 @@ use syn::{Ident, LitStr, Token};
 ///   (and loader) is chosen per problem among those compiled for the geometry.
 /// * `layout = nchw` (the default) or `layout = nhwc`: the memory order of input and output
 ///   the kernels take (NHWC kernels gather their windows; any filter layout works for
-///   `f32`). The tensor-core kernels (`tf32`, `bf16`, `f16`) exist for NHWC with a KRSC
-///   filter only: ask for `layout = nhwc`. The epilogue (bias, residual, activation) is the
+///   `f32`). The tensor-core kernels (`tf32`, `bf16`, `f16`) are NHWC kernels that take
+///   both layouts and either filter layout (an NCHW input or a KCRS filter through a
+///   channels-last copy in the workspace). The epilogue (bias, residual, activation) is the
 ///   problem's and runs in every kernel.
 /// * `catalogue = "path/to/im2win.toml"` (relative to the crate's root, `CARGO_MANIFEST_DIR`)
 ///   also accepts the kernels of that manifest, which the crate's build.rs compiles with
@@ -260,17 +261,13 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
         Some(value) => value.text.parse().map_err(|e| value.error(e))?,
         None => Layout::Nchw,
     };
-    // No catalogue can hold an NCHW tensor-core kernel (`KernelSpec::validate`): say why.
-    if math == Math::TensorOp && layout == Layout::Nchw {
-        let message = format!(
-            "im2win: the tensor-core kernels ({}) read NHWC tensors with a KRSC filter: add `layout = nhwc`",
-            numeric_name(dtype, math)
-        );
-        return Err(match &request.layout {
-            Some(value) => value.error(message),
-            None => syn::Error::new(request.dtype.span(), message),
-        });
-    }
+    // The tensor-core kernels are NHWC kernels, which take NCHW tensors too (through an
+    // NHWC copy of the input, writing the NCHW output themselves): the kernels to find are
+    // NHWC whatever the tensors' layout (`Specialization::kernel_layout`).
+    let kernel_layout = match math {
+        Math::TensorOp => Layout::Nhwc,
+        Math::Simt => layout,
+    };
     // A tile names the kernel `Specialization::spec` builds: the window-buffer kernel for
     // NCHW SIMT kernels, the window-gather one for NHWC and for tensor cores.
     let tile_variant = match (layout, math) {
@@ -309,7 +306,7 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
             k.dtype == dtype
                 && k.math == math
                 && k.geometry == geometry
-                && k.layout == layout
+                && k.layout == kernel_layout
                 && tile.is_none_or(|t| t == k.tile && k.variant == tile_variant)
         })
     });
@@ -677,11 +674,11 @@ mod tests {
         assert!(out.contains("thread_n : 64"), "{out}");
         let out = expand_str("f16, generic, layout = nhwc, tile = b128x128x64_w64x64").unwrap();
         assert!(out.contains("block_k : 64"), "{out}");
-        // NCHW: never a tensor-core kernel, and the error says what to ask for.
-        let err = expand_str("bf16, filter = 3x3, stride = 1").unwrap_err();
-        assert!(err.contains("add `layout = nhwc`"), "{err}");
-        let err = expand_str("f16, generic, layout = nchw").unwrap_err();
-        assert!(err.contains("add `layout = nhwc`"), "{err}");
+        // NCHW tensors: the same NHWC kernels (the specialisation keeps the layout).
+        let out = expand_str("bf16, filter = 3x3, stride = 1").unwrap();
+        assert!(out.contains("Layout :: Nchw"), "{out}");
+        let out = expand_str("f16, generic, layout = nchw").unwrap();
+        assert!(out.contains("Math :: TensorOp"), "{out}");
         // A geometry the default catalogue lacks: a compile error naming the type, and the
         // manifest entry that would generate it.
         let err = expand_str("bf16, filter = 5x5, layout = nhwc").unwrap_err();

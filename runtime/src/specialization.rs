@@ -59,7 +59,8 @@ impl Specialization {
     /// ([`Error::SpecNotLoaded`]).
     ///
     /// The layout is NCHW for float32, NHWC for bf16 and f16 (whose kernels are tensor-core
-    /// kernels, NHWC only); [`Specialization::with_layout`] sets another.
+    /// kernels: NHWC kernels, which take NCHW tensors too); [`Specialization::with_layout`]
+    /// sets another.
     pub const fn new(
         dtype: DType,
         geometry: Geometry,
@@ -135,6 +136,16 @@ impl Specialization {
         }
     }
 
+    /// The layout of its kernels: the specialisation's for SIMT kernels; NHWC for
+    /// tensor-core kernels, which also take NCHW tensors (through an NHWC copy of the input,
+    /// writing the NCHW output themselves).
+    const fn kernel_layout(&self) -> Layout {
+        match self.math {
+            Math::TensorOp => Layout::Nhwc,
+            Math::Simt => self.layout,
+        }
+    }
+
     /// The spec of the fields this specialisation fixes, with `tile`.
     const fn spec_with_tile(&self, tile: TileConfig) -> KernelSpec {
         let variant = match (self.layout, self.math) {
@@ -146,7 +157,7 @@ impl Specialization {
             geometry: self.geometry,
             tile,
             variant,
-            layout: self.layout,
+            layout: self.kernel_layout(),
             math: self.math,
         }
     }
@@ -154,8 +165,8 @@ impl Specialization {
     /// Whether its kernels compute `problem`: the problem's element type and precision
     /// ([`KernelSpec::computes`]), the same layout, filter size and stride, and dilation 1
     /// along every axis where the filter is longer than 1 (always, for the generic kernel),
-    /// and the kernels' own requirements ([`unmet_requirement`]: for tensor-core kernels a
-    /// KRSC filter, and with a fixed tile `C` a multiple of its channel vector).
+    /// and the kernels' own requirements ([`unmet_requirement`]: for tensor-core kernels
+    /// with a fixed tile, `C` a multiple of its channel vector).
     pub fn supports(&self, problem: &Conv2dProblem) -> bool {
         can_implement(&self.probe(), problem)
     }
@@ -180,8 +191,8 @@ impl Specialization {
     ///
     /// # Errors
     /// [`Error::PrecisionMismatch`] for a problem of another element type or precision,
-    /// [`Error::KernelRequirement`] for one that lacks what the kernels need (a KRSC filter
-    /// for tensor-core kernels), [`Error::SpecMismatch`] naming the kernel and the
+    /// [`Error::KernelRequirement`] for one that lacks what the kernels need (a channel
+    /// count for tensor-core kernels with vector loads), [`Error::SpecMismatch`] naming the kernel and the
     /// problem's geometry.
     pub fn check(&self, problem: &Conv2dProblem) -> Result<()> {
         if self.supports(problem) {
@@ -265,7 +276,7 @@ impl Specialization {
                     k.dtype == self.dtype
                         && k.math == self.math
                         && k.geometry == self.geometry
-                        && k.layout == self.layout
+                        && k.layout == self.kernel_layout()
                 }
             })
             .copied()
@@ -303,7 +314,7 @@ impl fmt::Display for Specialization {
             "{}_*",
             KernelSpec::name_stem(self.dtype, self.math, self.geometry)
         )?;
-        match self.layout {
+        match self.kernel_layout() {
             Layout::Nchw => Ok(()),
             Layout::Nhwc => f.write_str("_nhwc"),
         }
@@ -550,12 +561,12 @@ mod tests {
         fixed.check(&tf32_problem).unwrap();
         let bf16_problem = problem.with_dtype(DType::Bf16);
         bf16.check(&bf16_problem).unwrap();
-        // What the kernels need: a KRSC filter; with a fixed tile (vector loads) C a
-        // multiple of 4 floats; without one any C (the element-wise kernels).
-        let err = bf16
-            .check(&bf16_problem.with_filter_layout(FilterLayout::Kcrs))
-            .unwrap_err();
-        assert!(matches!(err, Error::KernelRequirement { .. }), "{err}");
+        // What the kernels need: with a fixed tile (vector loads) C a multiple of 4 floats;
+        // without one any C (the element-wise kernels). A KCRS filter or NCHW tensors they
+        // read through channels-last copies.
+        bf16.check(&bf16_problem.with_filter_layout(FilterLayout::Kcrs))
+            .unwrap();
+        bf16.check(&bf16_problem.with_layout(Layout::Nchw)).unwrap();
         let three = Conv2dProblem::new([1, 3, 20, 20], [8, 3, 3, 3])
             .with_layout(Layout::Nhwc)
             .with_filter_layout(FilterLayout::Krsc);
@@ -569,15 +580,17 @@ mod tests {
         assert_eq!(*planned.kernel(), spec);
         let open = bf16.plan(&three.with_dtype(DType::Bf16), &catalogue(), H200_SMS);
         assert!(!open.unwrap().kernel().variant.vector_loads);
-        // Not for NCHW.
+        // For NCHW tensors, the same NHWC kernels (on a copy of the input).
         let nchw = bf16.with_layout(Layout::Nchw);
-        let err = nchw
+        assert_eq!(nchw.to_string(), bf16.to_string());
+        let planned = nchw
             .plan(
                 &bf16_problem.with_layout(Layout::Nchw),
                 &catalogue(),
                 H200_SMS,
             )
-            .unwrap_err();
-        assert!(matches!(err, Error::SpecNotLoaded { .. }), "{err}");
+            .unwrap();
+        assert_eq!(planned.kernel().layout, Layout::Nhwc);
+        assert!(planned.transposes_input());
     }
 }

@@ -9,13 +9,19 @@ use crate::error::{Error, Result};
 use crate::problem::{Conv2dProblem, MAX_ELEMENTS, ProblemShape};
 
 /// Where the parts of a workspace lie, in bytes from its start, which must be
-/// [`WorkspaceLayout::ALIGNMENT`]-aligned: the im2win buffer `T` (when the kernel reads one),
-/// then the transformed filter, then the partial sums of a split reduction, each at an
-/// aligned offset so that the kernels' vector accesses stay aligned.
+/// [`WorkspaceLayout::ALIGNMENT`]-aligned, each at an aligned offset so that the kernels'
+/// vector accesses stay aligned. For the SIMT kernels: the im2win buffer `T` (when the
+/// kernel reads one), then the transformed filter, then the partial sums of a split
+/// reduction. For the tensor-core kernels ([`WorkspaceLayout::tensor_op`]), which read NHWC
+/// windows and KRSC filter rows: an NHWC copy of an NCHW input, then a KRSC copy of a KCRS
+/// filter, each only when needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkspaceLayout {
     im2win: Option<usize>,
-    /// `None` for a kernel that reads the filter in place (the tensor-core kernels).
+    /// The NHWC copy of an NCHW input (tensor-core kernels only).
+    channels_last_input: Option<usize>,
+    /// `None` for a kernel that reads the filter in place (a tensor-core kernel given a
+    /// KRSC filter).
     filter: Option<usize>,
     partial: Option<usize>,
     bytes: usize,
@@ -77,6 +83,7 @@ impl WorkspaceLayout {
         };
         Ok(WorkspaceLayout {
             im2win,
+            channels_last_input: None,
             filter: Some(filter),
             partial,
             bytes: end,
@@ -84,14 +91,46 @@ impl WorkspaceLayout {
     }
 
     /// The layout of a kernel that needs no workspace at all: it gathers its windows from
-    /// the input, reads the filter in place and does not split its reduction (the
-    /// tensor-core kernels). 0 bytes.
+    /// the input, reads the filter in place and does not split its reduction (a tensor-core
+    /// kernel on an NHWC problem with a KRSC filter). 0 bytes.
     pub const fn none() -> Self {
         WorkspaceLayout {
             im2win: None,
+            channels_last_input: None,
             filter: None,
             partial: None,
             bytes: 0,
+        }
+    }
+
+    /// The layout of a tensor-core kernel, which gathers NHWC windows and reads KRSC filter
+    /// rows: an NHWC copy of the input when `nchw_input` (the kernel's epilogue still writes
+    /// the NCHW output itself), then a KRSC copy of the filter when `kcrs_filter`, in
+    /// elements of `dtype`. 0 bytes when neither.
+    pub fn tensor_op(
+        shape: &ProblemShape,
+        dtype: DType,
+        nchw_input: bool,
+        kcrs_filter: bool,
+    ) -> Self {
+        let align = |bytes: usize| bytes.div_ceil(Self::ALIGNMENT) * Self::ALIGNMENT;
+        let mut end = 0;
+        // Both are as long as the operands they copy, which validation bounds.
+        let channels_last_input = nchw_input.then(|| {
+            end = align(shape.input_len * dtype.size_bytes());
+            0
+        });
+        let filter = kcrs_filter.then(|| {
+            let start = end;
+            end = start + shape.filter_len * dtype.size_bytes();
+            start
+        });
+        WorkspaceLayout {
+            im2win: None,
+            channels_last_input,
+            filter,
+            partial: None,
+            bytes: end,
         }
     }
 
@@ -147,14 +186,21 @@ impl WorkspaceLayout {
         self.im2win
     }
 
-    /// Offset of the transformed filter (0 when there is none: [`Self::transforms_filter`]).
+    /// Offset of the NHWC copy of an NCHW input that a tensor-core kernel reads, or `None`
+    /// when it reads the input in place.
+    pub fn channels_last_input_offset(&self) -> Option<usize> {
+        self.channels_last_input
+    }
+
+    /// Offset of the transformed filter (0 when there is none: [`Self::transforms_filter`]):
+    /// the im2win order for a SIMT kernel, the KRSC copy for a tensor-core kernel.
     pub fn filter_offset(&self) -> usize {
         self.filter.unwrap_or(0)
     }
 
     /// Whether the workspace holds a transformed filter, i.e. the filter transform runs
-    /// before the convolution (every SIMT kernel); false for kernels that read the filter
-    /// in place.
+    /// before the convolution (every SIMT kernel, and a tensor-core kernel given a KCRS
+    /// filter); false for kernels that read the filter in place.
     pub fn transforms_filter(&self) -> bool {
         self.filter.is_some()
     }
@@ -223,5 +269,31 @@ mod tests {
         assert_eq!(WorkspaceLayout::filter_columns_for(9, DType::F32), 12);
         assert_eq!(WorkspaceLayout::filter_columns_for(9, DType::Bf16), 16);
         assert_eq!(WorkspaceLayout::filter_column_multiple(DType::F16), 8);
+    }
+
+    #[test]
+    fn tensor_op_layouts_copy_only_what_the_kernel_cannot_read() {
+        // 2×3×9×8 input (432 elements), 5×3×3×3 filter (135 elements).
+        let shape = Conv2dProblem::new([2, 3, 9, 8], [5, 3, 3, 3])
+            .shape()
+            .unwrap();
+        assert_eq!(
+            WorkspaceLayout::tensor_op(&shape, DType::Bf16, false, false),
+            WorkspaceLayout::none()
+        );
+        let both = WorkspaceLayout::tensor_op(&shape, DType::Bf16, true, true);
+        assert_eq!(both.channels_last_input_offset(), Some(0));
+        assert!(both.transforms_filter());
+        assert_eq!(both.filter_offset(), 1024); // 864 bytes, aligned up
+        assert_eq!(both.bytes(), 1024 + 135 * 2);
+        assert_eq!(both.im2win_offset(), None);
+        assert_eq!(both.partial_offset(), None);
+        let filter_only = WorkspaceLayout::tensor_op(&shape, DType::F32, false, true);
+        assert_eq!(filter_only.channels_last_input_offset(), None);
+        assert_eq!(filter_only.filter_offset(), 0);
+        assert_eq!(filter_only.bytes(), 135 * 4);
+        let input_only = WorkspaceLayout::tensor_op(&shape, DType::F32, true, false);
+        assert!(!input_only.transforms_filter());
+        assert_eq!(input_only.bytes(), 1792); // 1728 bytes, aligned up
     }
 }

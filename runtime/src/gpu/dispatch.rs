@@ -46,7 +46,11 @@
 //! `K` least; 128 channels (rather than 64) for large layers (`K` ≥ 128 and enough 128 × 128
 //! blocks to fill the GPU two or three times), and 128-byte rows (rather than 64) for large
 //! layers with long reductions and for small grids (fewer than two blocks per SM). They
-//! never split the reduction, need no workspace and launch a 1-D grid.
+//! never split the reduction and launch a 1-D grid. They read NHWC windows and KRSC filter
+//! rows: an NCHW problem runs on an NHWC copy of its input, a KCRS filter on a KRSC copy,
+//! both made in the workspace by the channels-last transpose (and counted in the
+//! convolution's time), while the epilogue writes an NCHW output (and reads an NCHW
+//! residual) in place.
 //!
 //! **Alignment.** Whether the input and filter start at 16-byte aligned addresses is a
 //! property of a call, not of the problem: [`Plan::new`] and [`Plan::for_device`] assume
@@ -58,7 +62,8 @@
 //! `T` (unless the transform is the identity: a 1×1 convolution with stride 1 and no padding
 //! reads its input in place), the transformed filter, and, with a split reduction, the
 //! partial sums of each split ([`Plan::workspace_bytes`], the one place that computes it).
-//! The tensor-core kernels need none.
+//! A tensor-core plan holds only the channels-last copies it needs (none for an NHWC problem
+//! with a KRSC filter).
 
 use im2win_codegen::{Catalogue, FixedGeometry, Geometry, KernelSpec, Math};
 
@@ -105,7 +110,8 @@ pub struct Plan {
 
 /// The workspace of `spec` on `problem` with `splits` splits: a fused kernel gathers its
 /// windows from the input, and a problem read in place needs no im2win buffer either; a
-/// tensor-core kernel needs none at all (it reads the filter in place and never splits).
+/// tensor-core kernel (which never splits) needs only the channels-last copies of what it
+/// cannot read in place: an NCHW input, a KCRS filter.
 fn plan_layout(
     problem: &Conv2dProblem,
     shape: &ProblemShape,
@@ -113,7 +119,16 @@ fn plan_layout(
     splits: u32,
 ) -> Result<WorkspaceLayout> {
     if spec.math == Math::TensorOp {
-        return Ok(WorkspaceLayout::none());
+        // With one pixel per image (H·W = 1) NCHW is NHWC, and with a 1 × 1 filter KCRS is
+        // KRSC: no copy.
+        let [_, _, h, w] = problem.input;
+        let [_, _, r, s] = problem.filter;
+        return Ok(WorkspaceLayout::tensor_op(
+            shape,
+            spec.dtype,
+            problem.layout == Layout::Nchw && h * w > 1,
+            problem.filter_layout == FilterLayout::Kcrs && r * s > 1,
+        ));
     }
     let materialised = !spec.variant.fused && !input_in_place(problem);
     WorkspaceLayout::new(shape, spec.dtype, materialised, splits)
@@ -192,7 +207,7 @@ impl Plan {
             .filter(|spec| {
                 spec.is_complete()
                     && can_implement(spec, problem)
-                    && operands_fit(spec, aligned_to)
+                    && operands_fit(spec, read_alignment(spec, problem, aligned_to))
                     && fits_device(spec, device)
             })
             .collect();
@@ -356,10 +371,12 @@ impl Plan {
 
     /// Whether the kernel reads the input itself instead of an im2win buffer: a fused kernel
     /// ([`im2win_codegen::Variant::fused`]) or a problem whose im2win buffer is its input (a
-    /// 1×1 filter with unit stride and no padding, whose windows are the input's own rows);
-    /// then there is no input transform to run.
+    /// 1×1 filter with unit stride and no padding, whose windows are the input's own rows),
+    /// or a tensor-core kernel on an NHWC problem; then there is no input transform to run
+    /// (neither the im2win transform nor the channels-last transpose,
+    /// [`Plan::transposes_input`]).
     pub fn input_in_place(&self) -> bool {
-        self.layout.im2win_offset().is_none()
+        self.layout.im2win_offset().is_none() && !self.transposes_input()
     }
 
     /// Byte offset of the transformed filter in the workspace (0 when the kernel reads the
@@ -398,10 +415,17 @@ impl Plan {
         self.dynamic_shared_bytes
     }
 
-    /// Whether the filter transform runs before the convolution (every SIMT kernel); a
-    /// tensor-core kernel reads the KRSC filter in place.
+    /// Whether the filter transform runs before the convolution: every SIMT kernel, and a
+    /// tensor-core kernel given a KCRS filter (which it reads as a KRSC copy); a tensor-core
+    /// kernel reads a KRSC filter in place.
     pub fn transforms_filter(&self) -> bool {
         self.layout.transforms_filter()
+    }
+
+    /// Whether the channels-last transpose copies the (NCHW) input to NHWC before the
+    /// convolution: a tensor-core kernel on an NCHW problem.
+    pub fn transposes_input(&self) -> bool {
+        self.layout.channels_last_input_offset().is_some()
     }
 }
 
@@ -409,33 +433,41 @@ impl Plan {
 /// and the macro's specialisations ask: the element type must be the problem's and the
 /// kernel's math one that the problem's precision admits
 /// ([`KernelSpec::computes`]: strict float32 never runs on tensor cores, TF32 never on CUDA
-/// cores); the layouts must match (the window-buffer algorithm exists for NCHW only; a SIMT
-/// kernel takes either filter layout, the filter transform reads it); the geometry must:
+/// cores); the layouts must match for a SIMT kernel (the window-buffer algorithm exists for
+/// NCHW only; it takes either filter layout, the filter transform reads it), while a
+/// tensor-core kernel takes NHWC and NCHW problems and either filter layout (it reads NHWC
+/// and KRSC copies, made in its workspace, of what is not); the geometry must:
 /// always for the generic kernel; for a fixed one, when filter size and stride match and
 /// the dilation is 1 along every axis where the filter is longer than 1; and the kernel's
-/// own requirements must hold ([`unmet_requirement`]: the tensor-core kernels read a KRSC
-/// filter, and with vector loads need `C` a multiple of their channel vector). Every
+/// own requirements must hold ([`unmet_requirement`]: with vector loads the tensor-core
+/// kernels need `C` a multiple of their channel vector). Every
 /// epilogue runs in every kernel. The operands' alignment, a property of a call, is not part
 /// of it ([`Plan::for_operands`]).
 pub fn can_implement(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
     let numeric = spec.computes(problem.dtype, problem.precision);
-    let layout =
-        spec.layout == problem.layout && (spec.variant.fused || spec.layout == Layout::Nchw);
+    let layout = layout_fits(spec, problem);
     let geometry = matches!(spec.geometry, Geometry::Generic) || matches_fixed(spec, problem);
     numeric && layout && geometry && unmet_requirement(spec, problem).is_none()
 }
 
-/// What `spec` needs of `problem` beyond its element type, precision, layout and geometry
-/// that the problem lacks, if anything: the tensor-core kernels read the filter in place,
-/// so it must be KRSC; with vector loads they copy 16 bytes of consecutive channels, so `C`
-/// must be a multiple of [`KernelSpec::channel_multiple`] (8 for bf16 and f16, 4 for TF32).
-/// The text completes "it needs ...".
-pub fn unmet_requirement(spec: &KernelSpec, problem: &Conv2dProblem) -> Option<&'static str> {
-    if spec.math == Math::TensorOp && problem.filter_layout != FilterLayout::Krsc {
-        return Some(
-            "a KRSC filter (the tensor-core kernels read the filter in place, untransformed)",
-        );
+/// Whether `spec` takes tensors in `problem`'s layout: a SIMT kernel its own layout (the
+/// window-buffer algorithm NCHW only); a tensor-core kernel (NHWC) either, since it runs an
+/// NCHW problem on an NHWC copy of the input and writes the NCHW output itself.
+fn layout_fits(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
+    match spec.math {
+        Math::TensorOp => spec.layout == Layout::Nhwc,
+        Math::Simt => {
+            spec.layout == problem.layout && (spec.variant.fused || spec.layout == Layout::Nchw)
+        }
     }
+}
+
+/// What `spec` needs of `problem` beyond its element type, precision, layout and geometry
+/// that the problem lacks, if anything: with vector loads the tensor-core kernels copy 16
+/// bytes of consecutive channels, so `C` must be a multiple of
+/// [`KernelSpec::channel_multiple`] (8 for bf16 and f16, 4 for TF32). The text completes
+/// "it needs ...".
+pub fn unmet_requirement(spec: &KernelSpec, problem: &Conv2dProblem) -> Option<&'static str> {
     let multiple = spec.channel_multiple();
     if !problem.input[1].is_multiple_of(multiple) {
         return Some(match multiple {
@@ -455,6 +487,27 @@ pub fn unmet_requirement(spec: &KernelSpec, problem: &Conv2dProblem) -> Option<&
 /// `aligned_to` bytes.
 pub fn operands_fit(spec: &KernelSpec, aligned_to: usize) -> bool {
     !spec.needs_aligned_operands() || aligned_to.is_multiple_of(OPERAND_ALIGNMENT)
+}
+
+/// The alignment of what `spec` reads of `problem` when the operands' addresses are
+/// `aligned_to`-aligned: a tensor-core kernel on an NCHW problem with a KCRS filter (more
+/// than one pixel, a filter larger than 1 × 1) reads only the channels-last copies in its
+/// workspace (every part of which is
+/// [`WorkspaceLayout::ALIGNMENT`]-aligned), whatever the operands' addresses; any other
+/// kernel reads at least one operand in place.
+pub fn read_alignment(spec: &KernelSpec, problem: &Conv2dProblem, aligned_to: usize) -> usize {
+    let [_, _, h, w] = problem.input;
+    let [_, _, r, s] = problem.filter;
+    let copies_both = spec.math == Math::TensorOp
+        && problem.layout == Layout::Nchw
+        && h * w > 1
+        && problem.filter_layout == FilterLayout::Kcrs
+        && r * s > 1;
+    if copies_both {
+        WorkspaceLayout::ALIGNMENT
+    } else {
+        aligned_to
+    }
 }
 
 /// The largest power of two, up to 256, that divides both device addresses: what
@@ -776,7 +829,7 @@ fn no_kernel(
     device: &DeviceLimits,
 ) -> Error {
     let of_type = |spec: &&KernelSpec| {
-        spec.computes(problem.dtype, problem.precision) && spec.layout == problem.layout
+        spec.computes(problem.dtype, problem.precision) && layout_fits(spec, problem)
     };
     if !catalogue.kernels.is_empty() && !catalogue.kernels.iter().any(|s| of_type(&s)) {
         return Error::NoKernelForType {
@@ -797,7 +850,7 @@ fn no_kernel(
         .find_map(|spec| {
             if let Some(requirement) = unmet_requirement(spec, problem) {
                 Some(requirement)
-            } else if !operands_fit(spec, aligned_to) {
+            } else if !operands_fit(spec, read_alignment(spec, problem, aligned_to)) {
                 Some("input and filter at 16-byte aligned addresses (their vector copies)")
             } else if !fits_device(spec, device) {
                 Some("more shared memory per block than this GPU allows")
@@ -1258,31 +1311,37 @@ mod tests {
     }
 
     #[test]
-    fn tensor_op_problems_need_nhwc_and_a_krsc_filter() {
-        let default = Catalogue::default_catalogue();
+    fn tensor_op_kernels_take_nchw_and_kcrs_through_channels_last_copies() {
         for numeric in ["bf16", "f16", "tf32"] {
             let nhwc = tc_problem(numeric, [2, 16, 20, 20], [32, 16, 3, 3])
                 .with_padding(Padding::uniform(1));
             let planned = plan(&nhwc);
             assert_eq!(planned.kernel().math, im2win_codegen::Math::TensorOp);
             assert_eq!(planned.kernel().numeric_name(), numeric);
-            // NCHW: no tensor-core kernel exists for it (yet), named as such.
+            assert_eq!(planned.workspace_bytes(), 0);
+            assert!(planned.input_in_place() && !planned.transforms_filter());
+            let size = planned.kernel().dtype.size_bytes();
+            // NCHW: the same kernel, on an NHWC copy of the input (2·16·20·20 elements).
             let nchw = nhwc.with_layout(Layout::Nchw);
-            let err = Plan::new(&nchw, &default, H200_SMS).unwrap_err();
-            assert!(matches!(err, Error::NoKernelForType { .. }), "{err}");
-            assert!(
-                err.to_string().contains(&format!("no {numeric} kernel")),
-                "{err}"
-            );
-            assert!(!can_implement(planned.kernel(), &nchw));
-            // A KCRS filter: the kernels exist but read the filter in place.
+            assert!(can_implement(planned.kernel(), &nchw));
+            let p = plan(&nchw);
+            assert_eq!(p.kernel(), planned.kernel());
+            assert!(p.transposes_input() && !p.input_in_place() && !p.transforms_filter());
+            assert_eq!(p.workspace_bytes(), 2 * 16 * 20 * 20 * size);
+            // A KCRS filter: on a KRSC copy (32·16·3·3 elements).
             let kcrs = nhwc.with_filter_layout(FilterLayout::Kcrs);
-            let err = Plan::new(&kcrs, &default, H200_SMS).unwrap_err();
-            assert!(matches!(err, Error::RequirementUnmet { .. }), "{err}");
-            assert!(err.to_string().contains("KRSC"), "{err}");
-            let err = Plan::for_spec(&kcrs, *planned.kernel()).unwrap_err();
-            assert!(matches!(err, Error::KernelRequirement { .. }), "{err}");
-            assert!(err.to_string().contains("KRSC"), "{err}");
+            let p = plan(&kcrs);
+            assert_eq!(p.kernel(), planned.kernel());
+            assert!(p.transforms_filter() && p.input_in_place());
+            assert_eq!(p.workspace_bytes(), 32 * 16 * 9 * size);
+            // Both: input copy, then the filter copy at an aligned offset.
+            let both = plan(&nchw.with_filter_layout(FilterLayout::Kcrs));
+            let input_bytes = (2 * 16 * 20 * 20 * size).div_ceil(256) * 256;
+            assert_eq!(both.filter_offset_bytes(), input_bytes);
+            assert_eq!(both.workspace_bytes(), input_bytes + 32 * 16 * 9 * size);
+            // ... which are aligned whatever the operands' addresses.
+            assert_eq!(read_alignment(both.kernel(), both.problem(), 2), 256);
+            assert_eq!(read_alignment(p.kernel(), p.problem(), 2), 2);
             // Strict float32 is never a tensor-core problem.
             if numeric == "tf32" {
                 let strict = nhwc.with_precision(Precision::Strict);

@@ -9,10 +9,10 @@ use cudarc::driver::{
     LaunchConfig, PushKernelArg, SyncOnDrop, sys,
 };
 use im2win_codegen::catalogue::support;
-use im2win_codegen::{DType, Precision};
+use im2win_codegen::{DType, Math, Precision};
 
 use super::device::DeviceLimits;
-use super::dispatch::{OPERAND_ALIGNMENT, Plan, address_alignment, operands_fit};
+use super::dispatch::{OPERAND_ALIGNMENT, Plan, address_alignment, operands_fit, read_alignment};
 use super::modules::LoadedModules;
 use super::ordering::{StreamJoin, other_streams};
 use super::params::ConvParams;
@@ -551,7 +551,8 @@ impl Engine {
             let (f, _f_sync) = filter.device_ptr(stream);
             // The operands' addresses are known only now: a kernel that cannot read them
             // gives way to the one dispatch chooses for them, or the call fails.
-            let aligned_to = address_alignment(x, f);
+            // (What the kernel reads: a tensor-core plan may read copies in the workspace.)
+            let aligned_to = read_alignment(plan.kernel(), problem, address_alignment(x, f));
             let replanned;
             let (plan, (conv, reduce)) = if operands_fit(plan.kernel(), aligned_to) {
                 (plan, planned)
@@ -770,9 +771,8 @@ impl Engine {
     ) -> Result<u64> {
         let shape = plan.shape();
         let stream: &CudaStream = &self.stream;
-        // The tensor-core kernels read the input and the filter in place: no transform.
-        if !plan.transforms_filter() {
-            return Ok(x);
+        if plan.kernel().math == Math::TensorOp {
+            return self.launch_channels_last(plan, x, f, ws);
         }
         let ft = ws + plan.filter_offset_bytes() as u64;
         let dtype = plan.kernel().dtype;
@@ -815,6 +815,57 @@ impl Engine {
         // transformed filter (`Conv2dProblem::transformed_filter_bytes`), for any grid.
         unsafe { launch.launch(config) }?;
         Ok(t)
+    }
+
+    /// Launches the channels-last copies of a tensor-core `plan` (its kernel reads NHWC
+    /// windows and KRSC filter rows): an NCHW input `x` to NHWC and a KCRS filter `f` to
+    /// KRSC, each into its part of the workspace `ws`, when the problem has them. Returns
+    /// the input the kernel reads: the copy, or `x`.
+    fn launch_channels_last(&self, plan: &Plan, x: u64, f: u64, ws: u64) -> Result<u64> {
+        let problem = plan.problem();
+        let layout = plan.workspace_layout();
+        let transpose = self.function(support::channels_last(plan.kernel().dtype))?;
+        // `dst[b][i][c] = src[b][c][i]`, b < batches, c < channels, i < spatial.
+        let launch = |src: u64, dst: u64, batches: usize, channels: usize, spatial: usize| {
+            // Grid-stride over 32 × 32 tiles (256 threads each) or, below 32 pixels, over
+            // elements (one each): the kernel's two ways.
+            let threads = if spatial >= 32 {
+                batches * channels.div_ceil(32) * spatial.div_ceil(32) * 256
+            } else {
+                batches * channels * spatial
+            };
+            // Validated dimensions: each fits an int, their products a long long.
+            let (batches, channels, spatial) = (batches as i64, channels as i32, spatial as i64);
+            let mut builder = self.stream.launch_builder(&transpose);
+            builder
+                .arg(&src)
+                .arg(&dst)
+                .arg(&batches)
+                .arg(&channels)
+                .arg(&spatial);
+            // SAFETY: `im2win_channels_last_b16/_b32(const T* src, T* dst, long long batches,
+            // int channels, long long spatial)` with T the bits of the plan's element type;
+            // `src` holds `batches · channels · spatial` elements (the operand, checked by the
+            // caller) and `dst` as many (its part of the workspace, which the plan's layout
+            // sized so, checked by the caller); the kernel stays inside both for any 1-D grid
+            // of 256-thread blocks.
+            unsafe { builder.launch(self.grid_stride_config(threads)) }?;
+            Ok::<(), Error>(())
+        };
+        let [n, c, h, w] = problem.input;
+        let [k, _, r, s] = problem.filter;
+        let input = match layout.channels_last_input_offset() {
+            Some(offset) => {
+                let copy = ws + offset as u64;
+                launch(x, copy, n, c, h * w)?;
+                copy
+            }
+            None => x,
+        };
+        if layout.transforms_filter() {
+            launch(f, ws + layout.filter_offset() as u64, k, c, r * s)?;
+        }
+        Ok(input)
     }
 
     /// The GPU oracle: `output = conv2d(input, filter) + bias` computed directly from `X`

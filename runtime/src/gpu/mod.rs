@@ -16,7 +16,8 @@ mod tuning;
 
 pub use device::DeviceLimits;
 pub use dispatch::{
-    OPERAND_ALIGNMENT, Plan, address_alignment, can_implement, operands_fit, unmet_requirement,
+    OPERAND_ALIGNMENT, Plan, address_alignment, can_implement, operands_fit, read_alignment,
+    unmet_requirement,
 };
 pub use engine::Engine;
 pub(crate) use engine::Operands;
