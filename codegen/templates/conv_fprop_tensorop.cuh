@@ -114,6 +114,7 @@ __device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::Ele
             filter.complete(b_at(buf));
         });
 
+    mma.finish();
     write_outputs_tensorop<Tile>(mma, im2win_tensorop_smem, y, bias, residual, prm, j0, n0);
 }
 

@@ -124,6 +124,9 @@ struct WarpMmaTensorOp {
         }
     }
 
+    // Nothing is in flight after a multiply (mma.sync is synchronous): nothing to wait for.
+    __device__ __forceinline__ void finish() {}
+
     // Multiplies one stage: `a` and `b` are the shared addresses of the stage's A and B rows.
     // between(ks) runs after the fragments of k-step ks are requested and before its MMAs are
     // issued: the main loop puts a share of the next stage's copies there, so that their

@@ -31,9 +31,9 @@
 // by cp.async and st.shared, the generic proxy, and read by wgmma through the async proxy, so
 // every writing thread runs fence.proxy.async.shared::cta after its writes have landed and
 // before the barrier that publishes them (the main loop's ASYNC_PROXY_FENCE); wgmma.fence
-// orders the accumulator registers' earlier uses before the first wgmma; the multiply waits for
-// its own wgmma group before it returns, so that when the next barrier has passed, no wgmma
-// reads a buffer that the copies after it overwrite.
+// orders the accumulator registers' earlier uses before the first wgmma; no wgmma may still read
+// a buffer when copies overwrite it: the multiply waits for the group that read it before it
+// issues them (WarpgroupMmaTensorOp::PENDING), and finish() for all before the epilogue.
 #pragma once
 
 #include "copy.cuh"
@@ -205,9 +205,19 @@ struct WarpgroupMmaTensorOp {
         for_each_sum(acc, [](float& sum) { warpgroup_fence_operand(sum); });
     }
 
+    // wgmma groups left in flight when multiply returns. With one warpgroup, 1: the stage's
+    // group keeps the tensor cores busy across the main loop's next wait and barrier, and the
+    // next multiply waits for it (wait_group 1 there) before its copies overwrite its buffer:
+    // the copies of iteration `it` go into the buffer that stage it - 1 was read from
+    // (mainloop_multistage.cuh), whose group is then the older of the two. With two
+    // warpgroups, 0: a warpgroup's copies also overwrite the B tile that the other one's group
+    // reads, which only the barrier after both waited orders.
+    static constexpr int PENDING = WARPGROUPS == 1 ? 1 : 0;
+
     // Multiplies one stage (`a`, `b`: shared addresses of its A and B rows): every wgmma of the
-    // stage is issued as one group, then between(ks) for every k-step (the next stage's copies,
-    // which run while the tensor cores work), then the group is waited for.
+    // stage is issued as one group, then, once the previous stage's group is done, between(ks)
+    // for every k-step (the next stage's copies, which run while the tensor cores work); this
+    // stage's group completes in the background (PENDING) or before returning.
     template <class Between>
     __device__ __forceinline__ void multiply(unsigned int a, unsigned int b, Between&& between) {
         const unsigned long long a_desc = warpgroup_descriptor<Tile::ROW_BYTES>(a + a_rows);
@@ -225,10 +235,17 @@ struct WarpgroupMmaTensorOp {
         }
         warpgroup_commit();
         fence_accumulators();
+        warpgroup_wait<PENDING>();
 #pragma unroll
         for (int ks = 0; ks < KSTEPS; ++ks) {
             between(ks);
         }
+        fence_accumulators();
+    }
+
+    // After the last multiply: waits for every group, so that the sums are final and the
+    // stages free for the epilogue.
+    __device__ __forceinline__ void finish() {
         warpgroup_wait<0>();
         fence_accumulators();
     }
