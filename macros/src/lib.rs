@@ -261,7 +261,7 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
         None => Layout::Nchw,
     };
     // No catalogue can hold an NCHW tensor-core kernel (`KernelSpec::validate`): say why.
-    if math == Math::TensorOp && layout == Layout::Nchw {
+    if math.is_tensor_op() && layout == Layout::Nchw {
         let message = format!(
             "im2win: the tensor-core kernels ({}) read NHWC tensors with a KRSC filter: add `layout = nhwc`",
             numeric_name(dtype, math)
@@ -335,6 +335,7 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
     let math_tokens = match math {
         Math::Simt => quote!(::im2win::codegen::Math::Simt),
         Math::TensorOp => quote!(::im2win::codegen::Math::TensorOp),
+        Math::TensorOpFastF32 => quote!(::im2win::codegen::Math::TensorOpFastF32),
     };
     let geometry_tokens = match geometry {
         Geometry::Fixed(g) => {
@@ -425,7 +426,7 @@ fn not_found(
                 // The kernels a tile names: materialised SIMT ones, fused tensor-core ones.
                 let named = match math {
                     Math::Simt => Variant::MATERIALISED,
-                    Math::TensorOp => Variant::FUSED,
+                    Math::TensorOp | Math::TensorOpFastF32 => Variant::FUSED,
                 };
                 k.geometry == geometry && k.variant == named
             })

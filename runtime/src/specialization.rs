@@ -74,7 +74,7 @@ impl Specialization {
             tile,
             layout: match math {
                 Math::Simt => Layout::Nchw,
-                Math::TensorOp => Layout::Nhwc,
+                Math::TensorOp | Math::TensorOpFastF32 => Layout::Nhwc,
             },
             catalogue,
         }
@@ -168,7 +168,7 @@ impl Specialization {
             Some(spec) => spec,
             None => {
                 let mut spec = self.spec_with_tile(TileConfig::PAPER);
-                if spec.math == Math::TensorOp {
+                if spec.math.is_tensor_op() {
                     spec.variant.vector_loads = false;
                 }
                 spec
