@@ -297,20 +297,26 @@ fn special_problem(rng: &mut StdRng, i: usize) -> Conv2dProblem {
     Conv2dProblem::new([2, c, 10, 10], [k, c, rs, rs]).with_padding(Padding::uniform(rs / 2))
 }
 
-/// Runs `data_for` over a few special problems with every kernel that dispatch's F32x3
-/// choice and the generic 3xTF32 kernels give, and returns the errors
-/// `(3xTF32, strict)`, each `(relative, of magnitude)`.
-fn special_runs(
-    engine: &Engine,
-    specs: &[KernelSpec],
+/// Runs `data_for`'s operands over a few special problems with every 3xTF32 kernel that
+/// can run each, beside the strict kernel on the same data; fails the test `test` where
+/// `within(3xTF32 errors, strict errors)` is false, after a summary of both distributions
+/// (relative and of the magnitude).
+fn special_test(
+    test: &str,
     seed: u64,
     mut data_for: impl FnMut(&mut StdRng, &Conv2dProblem) -> (Vec<f32>, Vec<f32>),
-    failures: &mut Vec<String>,
-) -> Vec<(Errors, Errors)> {
+    within: impl Fn(Errors, Errors) -> bool,
+) {
+    let Some(engine) = engine(test) else { return };
+    let specs = fast_kernels(&engine, test);
     let mut rng = StdRng::seed_from_u64(test_seed(seed));
     let problems = if small() { 2 } else { 8 };
-    let mut out = Vec::new();
+    let mut failures = Vec::new();
+    let mut runs: Vec<(Errors, Errors)> = Vec::new();
     for i in 0..problems {
+        if specs.is_empty() {
+            return;
+        }
         let problem = as_precision(special_problem(&mut rng, i), Precision::F32x3);
         let (input, filter) = data_for(&mut rng, &problem);
         let data = Data::new(&problem, input, filter, None);
@@ -318,23 +324,43 @@ fn special_runs(
             .iter()
             .filter(|s| im2win::gpu::can_implement(s, &problem))
         {
-            match compare(engine, spec, problem, &data) {
-                Ok(errors) => out.push(errors),
+            match compare(&engine, spec, problem, &data) {
+                Ok((fast, strict)) if within(fast, strict) => runs.push((fast, strict)),
+                Ok((fast, strict)) => {
+                    runs.push((fast, strict));
+                    failures.push(format!(
+                        "{spec} on {}: 3xTF32 error {:.3e} ({:.3e} of the magnitude), strict {:.3e} ({:.3e})",
+                        describe(&problem),
+                        fast.0,
+                        fast.1,
+                        strict.0,
+                        strict.1
+                    ));
+                }
                 Err(why) => failures.push(format!("{spec} on {}: {why}", describe(&problem))),
             }
         }
     }
-    out
+    let column =
+        |f: fn(&(Errors, Errors)) -> f64| distribution(&runs.iter().map(f).collect::<Vec<f64>>());
+    if !runs.is_empty() {
+        summary(
+            test,
+            &format!(
+                "{} runs; relative: 3xTF32 {}; strict {}; of the magnitude: 3xTF32 {}; strict {}",
+                runs.len(),
+                column(|r| r.0.0),
+                column(|r| r.1.0),
+                column(|r| r.0.1),
+                column(|r| r.1.1)
+            ),
+        );
+    }
+    assert!(failures.is_empty(), "{test}:\n{}", failures.join("\n"));
 }
 
 #[test]
 fn f32x3_wide_dynamic_range() {
-    const TEST: &str = "f32x3_wide_dynamic_range";
-    let Some(engine) = engine(TEST) else { return };
-    let specs = fast_kernels(&engine, TEST);
-    if specs.is_empty() {
-        return;
-    }
     // Sign, a mantissa in [1, 2) and an exponent in [−20, 20]: values spanning 2^±20.
     let wide = |rng: &mut StdRng, len: usize| -> Vec<f32> {
         (0..len)
@@ -345,49 +371,22 @@ fn f32x3_wide_dynamic_range() {
             })
             .collect()
     };
-    let mut failures = Vec::new();
-    let runs = special_runs(
-        &engine,
-        &specs,
+    special_test(
+        "f32x3_wide_dynamic_range",
         0x3_31DE,
         |rng, problem| {
             let shape = problem.shape().unwrap();
             (wide(rng, shape.input_len), wide(rng, shape.filter_len))
         },
-        &mut failures,
-    );
-    let fast: Vec<f64> = runs.iter().map(|r| r.0.0).collect();
-    let strict: Vec<f64> = runs.iter().map(|r| r.1.0).collect();
-    for ((f, _), (s, _)) in &runs {
         // The sums are dominated by their largest products; both kernels round each sum a
         // few times at its magnitude. 3xTF32 also drops small·small (2⁻²² of a product)
         // and the tensor cores align products before adding them.
-        if *f > 1e-5 || *f > 4.0 * s + 4.0 * ULP {
-            failures.push(format!("3xTF32 error {f:.3e}, strict {s:.3e}"));
-        }
-    }
-    if !runs.is_empty() {
-        summary(
-            TEST,
-            &format!(
-                "{} runs; 3xTF32 error {}; strict {}",
-                runs.len(),
-                distribution(&fast),
-                distribution(&strict)
-            ),
-        );
-    }
-    assert!(failures.is_empty(), "{TEST}:\n{}", failures.join("\n"));
+        |(fast, _), (strict, _)| fast <= 1e-5 && fast <= 4.0 * strict + 4.0 * ULP,
+    );
 }
 
 #[test]
 fn f32x3_cancellation() {
-    const TEST: &str = "f32x3_cancellation";
-    let Some(engine) = engine(TEST) else { return };
-    let specs = fast_kernels(&engine, TEST);
-    if specs.is_empty() {
-        return;
-    }
     // The second half of the channels repeats the first half's input (times 1 + 1e-4·noise)
     // with the filter negated: every output is the sum of ± pairs that cancel to about 1e-4
     // of its magnitude.
@@ -413,34 +412,13 @@ fn f32x3_cancellation() {
         }
         (input, filter)
     };
-    let mut failures = Vec::new();
-    let runs = special_runs(&engine, &specs, 0x3_CA7C, cancelling, &mut failures);
-    let fast: Vec<f64> = runs.iter().map(|r| r.0.1).collect();
-    let strict: Vec<f64> = runs.iter().map(|r| r.1.1).collect();
-    let fast_rel: Vec<f64> = runs.iter().map(|r| r.0.0).collect();
-    let strict_rel: Vec<f64> = runs.iter().map(|r| r.1.0).collect();
-    for ((_, f), (_, s)) in &runs {
-        // Against the magnitude (the scale of every rounding), as accurate as strict FP32.
-        if *f > 1e-6 || *f > 2.0 * s + ULP {
-            failures.push(format!(
-                "3xTF32 error {f:.3e} of the magnitude, strict {s:.3e}"
-            ));
-        }
-    }
-    if !runs.is_empty() {
-        summary(
-            TEST,
-            &format!(
-                "{} runs; of the magnitude: 3xTF32 {}; strict {}; relative: 3xTF32 {}; strict {}",
-                runs.len(),
-                distribution(&fast),
-                distribution(&strict),
-                distribution(&fast_rel),
-                distribution(&strict_rel)
-            ),
-        );
-    }
-    assert!(failures.is_empty(), "{TEST}:\n{}", failures.join("\n"));
+    special_test(
+        "f32x3_cancellation",
+        0x3_CA7C,
+        cancelling,
+        // Against the magnitude (the scale of every rounding): as accurate as strict FP32.
+        |(_, fast), (_, strict)| fast <= 1e-6 && fast <= 2.0 * strict + ULP,
+    );
 }
 
 #[test]
