@@ -22,7 +22,7 @@ mmap'ed pages, so that memory reused from earlier calls cannot hide). --threads 
 (torch.set_num_threads); PyTorch's CPU convolution is oneDNN's.
 
 --device cuda: method "torch", on GPU 0, at the report's precision ("dtype": f32, tf32, bf16
-or f16) and layout ("layout": nchw, or nhwc as channels_last tensors and weights), with
+or f16; f32x3 and f32acc, im2win's FP32-accurate runs, as strict f32) and layout ("layout": nchw, or nhwc as channels_last tensors and weights), with
 `torch.backends.cudnn.benchmark = True` (PyTorch picks among cuDNN's engines, its newer
 Hopper kernels included, once per shape, during the warm-up). f32 is strict (cuDNN's TF32
 off: `allow_tf32 = False`), tf32 is float32 tensors with TF32 allowed, bf16 and f16 are
@@ -273,7 +273,15 @@ def set_precision(torch, dtype):
         torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
 
 
-TORCH_DTYPES = {"f32": "float32", "tf32": "float32", "bf16": "bfloat16", "f16": "float16"}
+# f32x3 and f32acc (im2win's FP32-accurate runs) are anchored on PyTorch's strict float32.
+TORCH_DTYPES = {
+    "f32": "float32",
+    "tf32": "float32",
+    "f32x3": "float32",
+    "f32acc": "float32",
+    "bf16": "bfloat16",
+    "f16": "float16",
+}
 
 
 def cuda_layer(torch, problem, dtype, layout, seed, warmup, reps):

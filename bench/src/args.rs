@@ -41,10 +41,11 @@ fn parse_device(text: &str) -> std::result::Result<Device, String> {
         .map_err(|_| format!("`{text}` is neither `cpu` nor a CUDA device ordinal"))
 }
 
-/// `f32`, `tf32`, `bf16` or `f16`: an element type and precision.
+/// `f32`, `tf32`, `f32x3`, `f32acc`, `bf16` or `f16`: an element type and precision.
 fn parse_numeric(text: &str) -> std::result::Result<(im2win::DType, im2win::Precision), String> {
-    im2win::Precision::from_numeric_name(text)
-        .ok_or_else(|| format!("`{text}` is not one of `f32`, `tf32`, `bf16`, `f16`"))
+    im2win::Precision::from_numeric_name(text).ok_or_else(|| {
+        format!("`{text}` is not one of `f32`, `tf32`, `f32x3`, `f32acc`, `bf16`, `f16`")
+    })
 }
 
 /// The threads of a CPU run: `--threads`, else `RAYON_NUM_THREADS`, else every core.
@@ -116,10 +117,13 @@ pub struct BenchArgs {
     pub layout: im2win::Layout,
     /// Element type and precision of every layer: `f32` (strict float32 on CUDA cores: no
     /// TF32 anywhere), `tf32` (float32 tensors, TF32 tensor cores allowed: cuDNN's default
-    /// math, cuBLAS's FAST_TF32 compute type), `bf16` or `f16` (16-bit tensors, float32
-    /// accumulation, tensor-op math). Non-f32 results go to
-    /// `<suite>-<dtype>-<layout>-n<batch>.json` and are checked against the float64
-    /// convolution of the same rounded inputs, flagged above 1e-3 (tf32, f16) or 8e-3 (bf16).
+    /// math, cuBLAS's FAST_TF32 compute type), `f32x3` (float32 at FP32 accuracy: im2win's
+    /// 3xTF32 kernels only, against cuDNN's and cuBLAS's strict float32), `f32acc` (FP32
+    /// accuracy, im2win's dispatch choosing strict or 3xTF32 per layer; baselines strict),
+    /// `bf16` or `f16` (16-bit tensors, float32 accumulation, tensor-op math). Non-f32
+    /// results go to `<suite>-<dtype>-<layout>-n<batch>.json` and are checked against the
+    /// float64 convolution of the same rounded inputs, flagged above 1e-4 (f32x3, f32acc),
+    /// 1e-3 (tf32, f16) or 8e-3 (bf16).
     #[arg(long, default_value = "f32", value_parser = parse_numeric)]
     pub dtype: (im2win::DType, im2win::Precision),
     /// The epilogue measured: `none` (plain convolution, every method), `bias-relu`, or

@@ -82,7 +82,7 @@ pub fn reference_output<T: Element>(
     drop((device, input, filter, bias, residual));
     // What the oracles convolved, when not the stored float32 values.
     let of = match (problem.dtype, problem.precision) {
-        (DType::F32, Precision::Strict) => String::new(),
+        (DType::F32, Precision::Strict | Precision::F32x3 | Precision::Accurate) => String::new(),
         (DType::F32, Precision::Tf32) => " (of the TF32-rounded input and filter)".into(),
         (dtype, _) => format!(" (of the {dtype} values)"),
     };

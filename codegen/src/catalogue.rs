@@ -210,6 +210,34 @@ pub const TENSOR_OP_KERNELS: [(Geometry, TensorOpTile, bool); 17] = {
     ]
 };
 
+/// The default catalogue's 3xTF32 kernels ([`crate::Math::TensorOpFastF32`], names
+/// `im2win_f32x3_..`: float32 at FP32 accuracy on tensor cores), NHWC with a KRSC filter:
+/// `(geometry, tile, vector loads)`. Seven, all on the 128 × 64 tile (2 × 2 warps of 64
+/// pixels × 32 channels), because the big and small fragments of the 64 × 64 warp tile do
+/// not fit beside its 128 sums in 255 registers (the TF32 kernels of 128 × 128 already use
+/// 245-254):
+///
+/// * with vector loads (`C` a multiple of 4): 1×1 stride 1, 3×3 stride 1 and the generic
+///   kernel, each with 64- and 128-byte rows (dispatch's choice of rows as for TF32);
+/// * element by element (any `C`, the C = 3 stems): the generic kernel, 64-byte rows.
+///
+/// Each kernel adds about as much compile time as a TF32 kernel; every other geometry takes
+/// the generic kernels.
+pub const TENSOR_OP_FAST_F32_KERNELS: [(Geometry, TensorOpTile, bool); 7] = {
+    const G1: Geometry = Geometry::Fixed(FixedGeometry::square(1, 1));
+    const G3: Geometry = Geometry::Fixed(FixedGeometry::square(3, 1));
+    const GEN: Geometry = Geometry::Generic;
+    [
+        (G1, TENSOR_OP_128X64_R64, true),
+        (G1, TENSOR_OP_128X64_R128, true),
+        (G3, TENSOR_OP_128X64_R64, true),
+        (G3, TENSOR_OP_128X64_R128, true),
+        (GEN, TENSOR_OP_128X64_R64, true),
+        (GEN, TENSOR_OP_128X64_R128, true),
+        (GEN, TENSOR_OP_128X64_R64, false),
+    ]
+};
+
 /// A warpgroup tile (the `_wgmma` kernels, [`KernelSpec::tensor_op_warpgroup`]): one
 /// warpgroup of 4 warps, each holding 32 (or 16) pixels' sums of every channel.
 const fn warpgroup_tile(pixels: u32, channels: u32, warps: u32, row_bytes: u32) -> TensorOpTile {
@@ -398,15 +426,16 @@ impl Catalogue {
     }
 
     /// The catalogue that im2win compiles by default: the strict float32 kernels
-    /// ([`Catalogue::default_f32`]), then the tensor-core kernels of bf16, f16 and TF32
-    /// ([`Catalogue::tensor_op_kernels`]).
+    /// ([`Catalogue::default_f32`]), then the tensor-core kernels of bf16, f16 and float32
+    /// (TF32 and 3xTF32: [`Catalogue::tensor_op_kernels`], [`Catalogue::fast_f32_kernels`]).
     pub fn default_catalogue() -> Self {
         Catalogue::default_for(&TENSOR_OP_TYPES)
     }
 
     /// The default catalogue with the tensor-core kernels of the element types `tensor_op`
-    /// only (`DType::F32` meaning TF32), in that order: what the im2win crate compiles
-    /// with some of its `tc-bf16`, `tc-f16`, `tc-tf32` features off. Duplicates are ignored.
+    /// only (`DType::F32` meaning float32 on tensor cores: the TF32 kernels, then the 3xTF32
+    /// ones), in that order: what the im2win crate compiles with some of its `tc-bf16`,
+    /// `tc-f16`, `tc-tf32` features off. Duplicates are ignored.
     pub fn default_for(tensor_op: &[DType]) -> Self {
         let mut catalogue = Catalogue::default_f32();
         let mut seen = Vec::new();
@@ -416,6 +445,9 @@ impl Catalogue {
                 catalogue
                     .kernels
                     .extend(Catalogue::tensor_op_kernels(dtype));
+                if dtype == DType::F32 {
+                    catalogue.kernels.extend(Catalogue::fast_f32_kernels());
+                }
             }
         }
         catalogue
@@ -435,6 +467,17 @@ impl Catalogue {
                 KernelSpec::tensor_op_warpgroup(dtype, geometry, tile.tile(dtype))
             });
         warp.chain(warpgroup).collect()
+    }
+
+    /// The 3xTF32 kernels of the default catalogue ([`crate::Math::TensorOpFastF32`]), in
+    /// [`TENSOR_OP_FAST_F32_KERNELS`] order.
+    pub fn fast_f32_kernels() -> Vec<KernelSpec> {
+        TENSOR_OP_FAST_F32_KERNELS
+            .iter()
+            .map(|&(geometry, tile, vector)| {
+                KernelSpec::tensor_op_fast_f32(geometry, tile.tile(DType::F32), vector)
+            })
+            .collect()
     }
 
     /// The strict float32 kernels of the default catalogue: for NCHW, every geometry of

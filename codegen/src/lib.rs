@@ -31,8 +31,8 @@ pub mod spec;
 #[cfg(feature = "generate")]
 pub use builder::{BuildError, Builder, Output};
 pub use catalogue::{
-    Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES, FUSED_TILES, NHWC_TILES, TENSOR_OP_KERNELS,
-    TENSOR_OP_TILES, TENSOR_OP_TYPES, TensorOpTile,
+    Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES, FUSED_TILES, NHWC_TILES,
+    TENSOR_OP_FAST_F32_KERNELS, TENSOR_OP_KERNELS, TENSOR_OP_TILES, TENSOR_OP_TYPES, TensorOpTile,
 };
 pub use layout::{FilterLayout, Layout};
 #[cfg(feature = "manifest")]

@@ -26,11 +26,12 @@
 //! ```
 //!
 //! `dtype = "f32"` (strict float32 on CUDA cores) is the default; `dtype = "tf32"` (float32
-//! tensors on tensor cores), `"bf16"` and `"f16"` name tensor-core kernels, which gather their
+//! tensors on tensor cores), `"f32x3"` (3xTF32), `"bf16"` and `"f16"` name tensor-core kernels, which gather their
 //! windows from NHWC tensors with a KRSC filter (the fused variant). Their `tile` is a
 //! tensor-core tile (`"64x128x32/32x64"`: 64 channels × 128 pixels per block, 32 reduction
 //! elements a stage's row, a 32 × 64 warp tile; see `TileConfig`), by default every tile of
-//! `TENSOR_OP_TILES`; `vector = false` makes the element-wise kernel of each tile (any
+//! `TENSOR_OP_TILES` (for `dtype = "f32x3"`, float32 at FP32 accuracy as 3xTF32, the two
+//! 128 × 64 tiles of `TENSOR_OP_FAST_F32_KERNELS`); `vector = false` makes the element-wise kernel of each tile (any
 //! channel count) instead of the one with 16-byte vector copies (`C` a multiple of 8, or 4
 //! for TF32):
 //!
@@ -50,7 +51,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::catalogue::{Catalogue, DEFAULT_TILES, TENSOR_OP_TILES};
+use crate::catalogue::{
+    Catalogue, DEFAULT_TILES, TENSOR_OP_128X64_R64, TENSOR_OP_128X64_R128, TENSOR_OP_TILES,
+};
 use crate::spec::{
     DType, FixedGeometry, Geometry, KernelSpec, Math, Precision, SpecError, TileConfig, parse_pair,
 };
@@ -204,7 +207,7 @@ impl Manifest {
 
 impl RawKernel {
     fn specs(&self) -> Result<Vec<KernelSpec>, String> {
-        // The element type and math as kernel names spell them: f32, tf32, bf16, f16.
+        // The element type and math as kernel names spell them: f32, tf32, f32x3, bf16, f16.
         let (dtype, math) = match &self.dtype {
             Some(text) => Precision::from_numeric_name(text)
                 .and_then(|(dtype, precision)| Some((dtype, precision.math(dtype)?)))
@@ -213,7 +216,7 @@ impl RawKernel {
         };
         if math == Math::Simt && self.vector.is_some() {
             return Err(
-                "`vector` chooses the loader of tensor-core kernels (dtype tf32, bf16 or f16)"
+                "`vector` chooses the loader of tensor-core kernels (dtype tf32, f32x3, bf16 or f16)"
                     .to_string(),
             );
         }
@@ -224,12 +227,19 @@ impl RawKernel {
                 Geometry::Fixed(g) => KernelSpec::fixed(dtype, g, tile),
                 Geometry::Generic => KernelSpec::generic(dtype, tile),
             },
-            Math::TensorOp => KernelSpec::tensor_op(dtype, geometry, tile, vector),
+            Math::TensorOp | Math::TensorOpFastF32 => {
+                KernelSpec::tensor_op(dtype, geometry, tile, vector).with_math(math)
+            }
         };
         let tiles: Vec<TileConfig> = match &self.tile {
             None if math == Math::TensorOp => {
                 TENSOR_OP_TILES.iter().map(|t| t.tile(dtype)).collect()
             }
+            // 3xTF32: the 128 × 64 tiles of its default kernels (TENSOR_OP_FAST_F32_KERNELS).
+            None if math == Math::TensorOpFastF32 => [TENSOR_OP_128X64_R64, TENSOR_OP_128X64_R128]
+                .iter()
+                .map(|t| t.tile(dtype))
+                .collect(),
             None => DEFAULT_TILES.to_vec(),
             Some(Tiles::One(text)) => vec![text.parse().map_err(|e: SpecError| e.to_string())?],
             Some(Tiles::Many(list)) => list

@@ -10,7 +10,8 @@
 //!   module): the benchmark's baselines ([`crate::catalogue::baselines`],
 //!   `codegen/templates/baselines.cu.tera`);
 //! * `im2win_conv.cu`: the convolution kernels, one per [`KernelSpec`]: SIMT kernels from
-//!   `conv.cu.tera`, tensor-core kernels ([`Math::TensorOp`]) from `conv_tensorop.cu.tera`.
+//!   `conv.cu.tera`, tensor-core kernels ([`Math::TensorOp`], [`Math::TensorOpFastF32`])
+//!   from `conv_tensorop.cu.tera`.
 //!
 //! and `im2win.cu` ([`RenderedSources::translation_unit`]), which includes them all and is
 //! what nvcc compiles (see `nvcc.rs` for why one translation unit). The generated code is meant
@@ -276,6 +277,9 @@ struct TensorOpContext {
     channel_multiple: usize,
     /// The warpgroup MMA (`Variant::warpgroup`: wgmma, sm_90a) rather than the warp MMA.
     warpgroup: bool,
+    /// The MMA policy (`mma_tensorop.cuh`, `mma_warpgroup.cuh`): `WarpMmaTensorOp`,
+    /// `WarpMmaTensorOpFastF32` (3xTF32) or `WarpgroupMmaTensorOp`.
+    mma: &'static str,
     /// The MMA instruction, for the banner comment.
     instruction: &'static str,
     element_x: &'static str,
@@ -337,7 +341,15 @@ impl TensorOpContext {
             vector: spec.variant.vector_loads,
             channel_multiple: TENSOR_OP_CHUNK_BYTES as usize / spec.dtype.size_bytes(),
             warpgroup: spec.variant.warpgroup,
+            mma: match (spec.math, spec.variant.warpgroup) {
+                (_, true) => "WarpgroupMmaTensorOp",
+                (Math::TensorOpFastF32, false) => "WarpMmaTensorOpFastF32",
+                (_, false) => "WarpMmaTensorOp",
+            },
             instruction: match (spec.dtype, spec.variant.warpgroup) {
+                (DType::F32, _) if spec.math == Math::TensorOpFastF32 => {
+                    "3xTF32: mma.sync.m16n8k8 TF32, each float operand split into big = tf32(x) and small = tf32(x - big),\n//              small*big + big*small + big*big accumulated in FP32 (OpMultiplyAddFastF32), fragments by ldmatrix"
+                }
                 (DType::F32, _) => {
                     "mma.sync.m16n8k8 TF32 (float operands rounded with cvt.rna.tf32.f32), fragments by ldmatrix"
                 }
@@ -448,7 +460,7 @@ impl Renderer {
                 CONV_TEMPLATE,
                 Context::from_serialize(&ConvContext::new(spec)),
             ),
-            Math::TensorOp => (
+            Math::TensorOp | Math::TensorOpFastF32 => (
                 CONV_TENSOROP_TEMPLATE,
                 Context::from_serialize(&TensorOpContext::new(spec)),
             ),
@@ -500,7 +512,7 @@ impl Renderer {
         // emulation of the SIMT kernels, codegen/tests/emulate, compiles the others).
         let mut headers = vec!["conv_fprop.cuh"];
         let mut templates = CONV_TEMPLATE.to_string();
-        if catalogue.kernels.iter().any(|k| k.math == Math::TensorOp) {
+        if catalogue.kernels.iter().any(|k| k.math.is_tensor_op()) {
             headers.push("conv_fprop_tensorop.cuh");
             templates = format!("{CONV_TEMPLATE} and templates/{CONV_TENSOROP_TEMPLATE}");
         }

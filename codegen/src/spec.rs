@@ -16,7 +16,8 @@ use crate::layout::Layout;
 ///
 /// The 16-bit types are accumulated in float32 ([`DType::accumulator`]) and multiply on
 /// tensor cores ([`Math::TensorOp`]); float32 multiplies on CUDA cores ([`Math::Simt`],
-/// strict FP32) unless TF32 is asked for ([`Precision::Tf32`]).
+/// strict FP32) unless TF32 ([`Precision::Tf32`]) or 3xTF32 ([`Precision::F32x3`],
+/// [`Precision::Accurate`]) is asked for.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
 )]
@@ -96,10 +97,12 @@ impl FromStr for DType {
 /// multiplied. Part of the problem (`Conv2dProblem::precision` in the runtime), never a
 /// global switch: float32 stays strict unless TF32 is asked for.
 ///
-/// Every precision accumulates in float32. Issue 14 adds a third choice for float32
-/// tensors (FP32 accuracy from three TF32 products, spelled `f32x3`), which dispatch will
-/// serve with [`Math::Simt`] or a 3xTF32 tensor-core kernel; [`Precision::admits`] is the
-/// one place that maps a precision to the kernel maths that honour it.
+/// Every precision accumulates in float32. Float32 tensors have four choices: strict FP32
+/// on CUDA cores (the default), TF32, and FP32 accuracy on tensor cores (3xTF32: each operand
+/// split into a TF32 big and small part, three TF32 products) either forced
+/// ([`Precision::F32x3`]) or as dispatch's choice between it and strict FP32
+/// ([`Precision::Accurate`]). [`Precision::admits`] is the one place that maps a precision
+/// to the kernel maths that honour it.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
 )]
@@ -114,70 +117,114 @@ pub enum Precision {
     /// nearest, ties away from zero, as PTX's `cvt.rna.tf32.f32`) and multiplied on tensor
     /// cores; float32 accumulation and output. For float32 tensors only.
     Tf32,
+    /// FP32 accuracy on tensor cores, always: 3xTF32 kernels only
+    /// ([`Math::TensorOpFastF32`]; each float32 operand `x` split into `big = tf32(x)` and
+    /// `small = tf32(x − big)`, the products `small·big + big·small + big·big` accumulated in
+    /// float32). Its error is that of strict FP32 (the dropped `small·small` is below 2⁻²²
+    /// of a product). For float32 tensors only; named `f32x3`.
+    #[serde(rename = "f32x3")]
+    F32x3,
+    /// FP32 accuracy, computed by whichever of strict FP32 ([`Math::Simt`]) and 3xTF32
+    /// ([`Math::TensorOpFastF32`]) dispatch (or the tuning table) finds faster for the
+    /// problem. For float32 tensors only; named `accurate` (its numeric name is `f32acc`).
+    /// Not the default: a float32 problem is [`Precision::Strict`] unless it asks.
+    Accurate,
 }
 
 impl Precision {
     /// Every precision, strict first.
-    pub const ALL: [Precision; 2] = [Precision::Strict, Precision::Tf32];
+    pub const ALL: [Precision; 4] = [
+        Precision::Strict,
+        Precision::Tf32,
+        Precision::F32x3,
+        Precision::Accurate,
+    ];
 
-    /// The precision's name: `strict` or `tf32`.
+    /// The precision's name: `strict`, `tf32`, `f32x3` or `accurate`.
     pub const fn name(self) -> &'static str {
         match self {
             Precision::Strict => "strict",
             Precision::Tf32 => "tf32",
+            Precision::F32x3 => "f32x3",
+            Precision::Accurate => "accurate",
         }
     }
 
     /// Whether tensors of `dtype` can be computed at this precision: strict for every
-    /// type, TF32 for float32 only.
+    /// type, the others for float32 only.
     pub const fn applies_to(self, dtype: DType) -> bool {
         match self {
             Precision::Strict => true,
-            Precision::Tf32 => matches!(dtype, DType::F32),
+            Precision::Tf32 | Precision::F32x3 | Precision::Accurate => {
+                matches!(dtype, DType::F32)
+            }
         }
     }
 
     /// Whether a kernel of element type `dtype` multiplying with `math` computes a problem
     /// of element type `dtype` at this precision: strict float32 only on CUDA cores
-    /// ([`Math::Simt`]), TF32 only on tensor cores ([`Math::TensorOp`]), bf16 and f16 with
-    /// either (their products are exact in float32 both ways).
+    /// ([`Math::Simt`]), TF32 only on tensor cores ([`Math::TensorOp`]), `f32x3` only with
+    /// 3xTF32 ([`Math::TensorOpFastF32`]), `accurate` with either strict FP32 or 3xTF32;
+    /// bf16 and f16 with the SIMT or the plain tensor-core math (their products are exact
+    /// in float32 both ways).
     pub const fn admits(self, dtype: DType, math: Math) -> bool {
         matches!(
             (self, dtype, math),
             (Precision::Strict, DType::F32, Math::Simt)
-                | (Precision::Strict, DType::Bf16 | DType::F16, _)
+                | (
+                    Precision::Strict,
+                    DType::Bf16 | DType::F16,
+                    Math::Simt | Math::TensorOp
+                )
                 | (Precision::Tf32, DType::F32, Math::TensorOp)
+                | (Precision::F32x3, DType::F32, Math::TensorOpFastF32)
+                | (
+                    Precision::Accurate,
+                    DType::F32,
+                    Math::Simt | Math::TensorOpFastF32
+                )
         )
     }
 
     /// The kernel math that computes `dtype` at this precision, or `None` when the
-    /// precision does not apply to the type: the inverse of [`Precision::admits`], with
-    /// [`Math::TensorOp`] for bf16 and f16 (the only math their kernels have).
+    /// precision does not apply to the type or leaves the math to dispatch
+    /// ([`Precision::Accurate`]: strict FP32 or 3xTF32): the inverse of
+    /// [`Precision::admits`] where it is one math, with [`Math::TensorOp`] for bf16 and f16
+    /// (the only math their kernels have).
     pub const fn math(self, dtype: DType) -> Option<Math> {
         match (self, dtype) {
             (Precision::Strict, DType::F32) => Some(Math::Simt),
             (Precision::Strict, DType::Bf16 | DType::F16) => Some(Math::TensorOp),
             (Precision::Tf32, DType::F32) => Some(Math::TensorOp),
-            (Precision::Tf32, DType::Bf16 | DType::F16) => None,
+            (Precision::F32x3, DType::F32) => Some(Math::TensorOpFastF32),
+            (Precision::Tf32 | Precision::F32x3 | Precision::Accurate, _) => None,
         }
     }
 
     /// The name of `dtype` computed at this precision, as the benchmark, result files and
-    /// error messages spell it: `f32` (strict), `tf32`, `bf16`, `f16`; a precision that does
-    /// not apply to the type gives e.g. `bf16+tf32`.
+    /// error messages spell it: `f32` (strict), `tf32`, `f32x3`, `f32acc` (accurate), `bf16`,
+    /// `f16`; a precision that does not apply to the type gives e.g. `bf16+tf32`.
     pub const fn numeric_name(self, dtype: DType) -> &'static str {
-        match self.math(dtype) {
-            Some(math) => numeric_name(dtype, math),
-            None => match dtype {
-                DType::F32 => "f32+tf32",
-                DType::Bf16 => "bf16+tf32",
-                DType::F16 => "f16+tf32",
+        match (self, dtype) {
+            (Precision::Accurate, DType::F32) => "f32acc",
+            _ => match self.math(dtype) {
+                Some(math) => numeric_name(dtype, math),
+                None => match (self, dtype) {
+                    (Precision::Tf32, DType::Bf16) => "bf16+tf32",
+                    (Precision::Tf32, DType::F16) => "f16+tf32",
+                    (Precision::F32x3, DType::Bf16) => "bf16+f32x3",
+                    (Precision::F32x3, DType::F16) => "f16+f32x3",
+                    (Precision::Accurate, DType::Bf16) => "bf16+accurate",
+                    (Precision::Accurate, DType::F16) => "f16+accurate",
+                    // Every float32 precision has a name above.
+                    _ => "f32+?",
+                },
             },
         }
     }
 
     /// The element type and precision that [`Precision::numeric_name`] spells `name`
-    /// (`f32`, `tf32`, `bf16` or `f16`), e.g. for a `--dtype` flag.
+    /// (`f32`, `tf32`, `f32x3`, `f32acc`, `bf16` or `f16`), e.g. for a `--dtype` flag.
     pub fn from_numeric_name(name: &str) -> Option<(DType, Precision)> {
         DType::ALL.into_iter().find_map(|dtype| {
             Precision::ALL
@@ -197,7 +244,7 @@ impl fmt::Display for Precision {
 impl FromStr for Precision {
     type Err = SpecError;
 
-    /// `strict` or `tf32`.
+    /// `strict`, `tf32`, `f32x3` or `accurate`.
     fn from_str(s: &str) -> Result<Self, SpecError> {
         Precision::ALL
             .into_iter()
@@ -205,7 +252,7 @@ impl FromStr for Precision {
             .ok_or_else(|| SpecError::BadSyntax {
                 what: "precision",
                 text: s.to_string(),
-                expected: "`strict` or `tf32`",
+                expected: "`strict`, `tf32`, `f32x3` or `accurate`",
             })
     }
 }
@@ -219,18 +266,22 @@ impl FromStr for Precision {
 /// | f32 | [`Math::TensorOp`] | `tf32` |
 /// | bf16 | [`Math::TensorOp`] | `bf16` |
 /// | f16 | [`Math::TensorOp`] | `f16` |
+/// | f32 | [`Math::TensorOpFastF32`] | `f32x3` (3xTF32) |
 /// | bf16 / f16 | [`Math::Simt`] | `bf16simt` / `f16simt` (not a valid spec today) |
+/// | bf16 / f16 | [`Math::TensorOpFastF32`] | `bf16x3` / `f16x3` (not a valid spec) |
 ///
-/// Issue 14's 3xTF32 math on float32 would be `f32x3`. [`parse_numeric_name`] is the
-/// inverse.
+/// [`parse_numeric_name`] is the inverse.
 pub const fn numeric_name(dtype: DType, math: Math) -> &'static str {
     match (dtype, math) {
         (DType::F32, Math::Simt) => "f32",
         (DType::F32, Math::TensorOp) => "tf32",
+        (DType::F32, Math::TensorOpFastF32) => "f32x3",
         (DType::Bf16, Math::TensorOp) => "bf16",
         (DType::F16, Math::TensorOp) => "f16",
         (DType::Bf16, Math::Simt) => "bf16simt",
         (DType::F16, Math::Simt) => "f16simt",
+        (DType::Bf16, Math::TensorOpFastF32) => "bf16x3",
+        (DType::F16, Math::TensorOpFastF32) => "f16x3",
     }
 }
 
@@ -569,7 +620,7 @@ impl TileConfig {
         let t = self;
         let level = match math {
             Math::Simt => 't',
-            Math::TensorOp => 'w',
+            Math::TensorOp | Math::TensorOpFastF32 => 'w',
         };
         format!(
             "b{}x{}x{}_{level}{}x{}",
@@ -775,9 +826,10 @@ pub enum Algorithm {
 /// How a kernel multiplies: its MMA policy (`codegen/templates/mma_simt.cuh` for
 /// [`Math::Simt`]; the tensor-core policies for [`Math::TensorOp`]).
 ///
-/// Which math honours which problem is [`Precision::admits`]. Issue 14's 3xTF32 (float32
-/// operands split into a TF32 big and small part, three tensor-core products) slots in as a
-/// third variant, with its own [`numeric_name`] token (`f32x3`) and [`Precision`].
+/// Which math honours which problem is [`Precision::admits`]. The two tensor-core maths
+/// share everything but their math operator (`OpMultiplyAdd` or `OpMultiplyAddFastF32` in
+/// `codegen/templates/mma_tensorop.cuh`): tiles, loaders, main loop and epilogue, and every
+/// rule of [`KernelSpec`] that [`Math::is_tensor_op`] selects.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
 )]
@@ -791,11 +843,24 @@ pub enum Math {
     /// Tensor-core MMAs with float32 accumulation: bf16 and f16 operands as stored, float32
     /// operands rounded to TF32 (`cvt.rna.tf32.f32`).
     TensorOp,
+    /// 3xTF32 (CUTLASS's `OpMultiplyAddFastF32`): float32 operands only, each split into a
+    /// TF32 big part and a TF32 small part (the rounded remainder), multiplied as
+    /// `small·big + big·small + big·big` with `mma.sync.m16n8k8` TF32 into float32
+    /// accumulators: FP32 accuracy on tensor cores, three MMAs per product. The same tiles,
+    /// loaders and epilogue as [`Math::TensorOp`] (the warp MMA only; kernel names `f32x3`).
+    #[serde(rename = "tensor_op_fast_f32")]
+    TensorOpFastF32,
 }
 
 impl Math {
     /// Every math, SIMT first.
-    pub const ALL: [Math; 2] = [Math::Simt, Math::TensorOp];
+    pub const ALL: [Math; 3] = [Math::Simt, Math::TensorOp, Math::TensorOpFastF32];
+
+    /// Whether kernels of this math multiply on tensor cores ([`Math::TensorOp`] and
+    /// [`Math::TensorOpFastF32`]): the tensor-core family's tiles, templates and rules.
+    pub const fn is_tensor_op(self) -> bool {
+        matches!(self, Math::TensorOp | Math::TensorOpFastF32)
+    }
 
     /// The math of `dtype`'s kernels unless asked otherwise: [`Math::Simt`] for float32
     /// (strict), [`Math::TensorOp`] for bf16 and f16 (the only math they have).
@@ -807,12 +872,12 @@ impl Math {
     }
 
     /// The reduction depth of one tensor-core MMA for operands of `dtype`: 16 for bf16 and
-    /// f16 (`mma.sync.m16n8k16`), 8 for TF32 (`m16n8k8`); 1 for SIMT (any depth).
+    /// f16 (`mma.sync.m16n8k16`), 8 for TF32 and 3xTF32 (`m16n8k8`); 1 for SIMT (any depth).
     pub const fn k_step(self, dtype: DType) -> u32 {
         match (self, dtype) {
             (Math::Simt, _) => 1,
-            (Math::TensorOp, DType::F32) => 8,
-            (Math::TensorOp, DType::Bf16 | DType::F16) => 16,
+            (Math::TensorOp | Math::TensorOpFastF32, DType::F32) => 8,
+            (Math::TensorOp | Math::TensorOpFastF32, DType::Bf16 | DType::F16) => 16,
         }
     }
 }
@@ -909,6 +974,13 @@ impl KernelSpec {
         }
     }
 
+    /// A 3xTF32 kernel ([`Math::TensorOpFastF32`]: float32 tensors at FP32 accuracy on
+    /// tensor cores) of `geometry` and `tile`, otherwise as [`KernelSpec::tensor_op`] of
+    /// float32: NHWC, the fused variant, vector loads when `vector`. Named `im2win_f32x3_..`.
+    pub const fn tensor_op_fast_f32(geometry: Geometry, tile: TileConfig, vector: bool) -> Self {
+        KernelSpec::tensor_op(DType::F32, geometry, tile, vector).with_math(Math::TensorOpFastF32)
+    }
+
     /// A tensor-core kernel of `dtype` (bf16 or f16) with the warpgroup MMA (`_wgmma`,
     /// sm_90a) and vector loads: `tile` is a warpgroup tile, its "warp tile" `thread_m` =
     /// `block_m` (every channel of the block) × `thread_n` = `block_n` / warps (each warp
@@ -939,7 +1011,9 @@ impl KernelSpec {
                 layout: Layout::Nchw,
                 math: Math::Simt,
             },
-            Math::TensorOp => KernelSpec::tensor_op(dtype, geometry, tile, true),
+            Math::TensorOp | Math::TensorOpFastF32 => {
+                KernelSpec::tensor_op(dtype, geometry, tile, true)
+            }
         }
     }
 
@@ -1013,7 +1087,8 @@ impl KernelSpec {
     /// `_nhwc` (`..._fused_nhwc`), NCHW is the default and not spelled. The part after
     /// `im2win_` names the element type and the math ([`numeric_name`]): `f32` for strict
     /// float32 on CUDA cores (every kernel named before tensor cores, unchanged), `tf32` for
-    /// float32 on tensor cores, `bf16` and `f16` (tensor cores). Tensor-core kernels spell
+    /// float32 on tensor cores, `f32x3` for float32 at FP32 accuracy on tensor cores
+    /// (3xTF32), `bf16` and `f16` (tensor cores). Tensor-core kernels spell
     /// their warp tile with `w` ([`TileConfig::name_for`]) and end in `_novec` when they
     /// gather element by element (any `C`), e.g.
     /// `im2win_bf16_r3s3_s1x1_b64x128x32_w32x64_fused_nhwc` (128 pixels × 64 channels per
@@ -1030,7 +1105,7 @@ impl KernelSpec {
     /// ([`TileConfig::validate_tensor_op`]: `block_k` a whole number of the MMA's depth,
     /// [`Math::k_step`], among others).
     pub fn validate(&self) -> Result<(), SpecError> {
-        if self.math == Math::TensorOp {
+        if self.math.is_tensor_op() {
             return self.validate_tensor_op();
         }
         if self.variant.warpgroup {
@@ -1102,6 +1177,11 @@ impl KernelSpec {
                 "the tensor-core kernels read NHWC input and write NHWC output (NCHW is not implemented yet)",
             ));
         }
+        if self.math == Math::TensorOpFastF32 && (self.dtype != DType::F32 || v.warpgroup) {
+            return Err(SpecError::Unsupported(
+                "3xTF32 (Math::TensorOpFastF32) splits float32 operands for the warp MMA: float32 only, without `_wgmma`",
+            ));
+        }
         let step = self.math.k_step(self.dtype);
         if !self.tile.block_k.is_multiple_of(step) {
             return Err(SpecError::InvalidTile(
@@ -1158,7 +1238,9 @@ impl KernelSpec {
         let v = self.variant;
         match self.math {
             Math::Simt => v.is_complete(),
-            Math::TensorOp => v.fused && v.micro_kernel && v.double_buffering,
+            Math::TensorOp | Math::TensorOpFastF32 => {
+                v.fused && v.micro_kernel && v.double_buffering
+            }
         }
     }
 
@@ -1174,7 +1256,7 @@ impl KernelSpec {
                 (Some(m), Some(n)) => m.saturating_mul(n),
                 _ => 0,
             },
-            Math::TensorOp => self.tile.warps().saturating_mul(32),
+            Math::TensorOp | Math::TensorOpFastF32 => self.tile.warps().saturating_mul(32),
         }
     }
 
@@ -1185,7 +1267,7 @@ impl KernelSpec {
         match self.math {
             Math::Simt if self.variant.double_buffering => 2,
             Math::Simt => 1,
-            Math::TensorOp => tensor_op_stages(&self.tile, self.dtype),
+            Math::TensorOp | Math::TensorOpFastF32 => tensor_op_stages(&self.tile, self.dtype),
         }
     }
 
@@ -1196,7 +1278,7 @@ impl KernelSpec {
     pub fn dynamic_shared_bytes(&self) -> u64 {
         match self.math {
             Math::Simt => 0,
-            Math::TensorOp => self.shared_bytes(),
+            Math::TensorOp | Math::TensorOpFastF32 => self.shared_bytes(),
         }
     }
 
@@ -1206,9 +1288,12 @@ impl KernelSpec {
     /// thread in at most 48 KiB of shared memory (128 × 64 with 64-byte rows: the launch
     /// bounds must say so, or ptxas spends the registers that the third block needs), else 1
     /// (fragments and accumulators need up to 255 registers; 2 blocks fit by their use).
+    /// 3xTF32 kernels ([`Math::TensorOpFastF32`]) always 1: their big and small fragments
+    /// need more than the 170 registers that three blocks leave.
     pub const fn min_blocks_per_sm(&self) -> u32 {
         match self.math {
             Math::Simt => self.tile.min_blocks_per_sm(),
+            Math::TensorOpFastF32 => 1,
             Math::TensorOp => {
                 let threads = if self.threads() == 0 {
                     1
@@ -1234,7 +1319,7 @@ impl KernelSpec {
     pub const fn max_registers(&self) -> u32 {
         match self.math {
             Math::Simt => self.tile.max_registers(),
-            Math::TensorOp => {
+            Math::TensorOp | Math::TensorOpFastF32 => {
                 let registers = match 65_536_u32
                     .checked_div(self.threads().saturating_mul(self.min_blocks_per_sm()))
                 {
@@ -1252,7 +1337,9 @@ impl KernelSpec {
     /// for every other kernel.
     pub const fn channel_multiple(&self) -> usize {
         match (self.math, self.variant.vector_loads) {
-            (Math::TensorOp, true) => TENSOR_OP_CHUNK_BYTES as usize / self.dtype.size_bytes(),
+            (Math::TensorOp | Math::TensorOpFastF32, true) => {
+                TENSOR_OP_CHUNK_BYTES as usize / self.dtype.size_bytes()
+            }
             _ => 1,
         }
     }
@@ -1262,7 +1349,7 @@ impl KernelSpec {
     /// other kernel checks the alignment of what it reads itself. A call-time property:
     /// the runtime's `Engine::conv2d` plans with the operands' alignment.
     pub const fn needs_aligned_operands(&self) -> bool {
-        matches!(self.math, Math::TensorOp) && self.variant.vector_loads
+        self.math.is_tensor_op() && self.variant.vector_loads
     }
 
     /// Shared memory of one block in bytes.
@@ -1283,7 +1370,7 @@ impl KernelSpec {
     ///
     /// (u64: an invalid tile may be huge.)
     pub fn shared_bytes(&self) -> u64 {
-        if self.math == Math::TensorOp {
+        if self.math.is_tensor_op() {
             return tensor_op_shared_bytes(&self.tile, self.dtype);
         }
         let t = self.tile;
@@ -1457,7 +1544,7 @@ fn dims<const N: usize>(text: &str) -> Option<[u32; N]> {
 pub enum SpecError {
     /// The data type is not one im2win generates kernels for.
     #[error(
-        "unknown data type `{0}`: im2win knows `f32`, `bf16` and `f16` (kernel names also `tf32`: float32 on tensor cores)"
+        "unknown data type `{0}`: im2win knows `f32`, `bf16` and `f16` (kernel names also `tf32`: float32 on tensor cores, and `f32x3`: float32 as 3xTF32)"
     )]
     UnknownDType(String),
     /// The text is not a kernel name of the form `im2win_f32_r3s3_s1x1_b128x128x8_t8x8`.

@@ -17,6 +17,18 @@
 //   C, 16 x 8 floats: c0, c1 row g, columns 2t, 2t + 1; c2, c3 row g + 8, the same columns.
 // In each register, the 32 bits are elements 2t, 2t+1 of the piece (two-byte types) or element
 // t (floats): exactly what ldmatrix delivers (tile_tensorop.cuh).
+//
+// The math operator (CUTLASS's OpMultiplyAdd / OpMultiplyAddFastF32) says what the MMAs make of
+// those fragments, and is the one difference between the warp MMA's two uses:
+//   OpMultiplyAdd<Element>   one MMA per tile and k-step on the operands as the instruction takes
+//                            them (BF16, FP16 as stored; float rounded to TF32);
+//   OpMultiplyAddFastF32     3xTF32, FP32 accuracy on TF32 tensor cores: each float x is split
+//                            into big = tf32(x) and small = tf32(x - big) (x - big is exact), and
+//                            a*b is computed as a_small*b_big + a_big*b_small + a_big*b_big,
+//                            smallest first, into the same FP32 accumulators. The dropped
+//                            a_small*b_small is below 2^-22 of a*b; each part carries 11
+//                            significant bits, so big + small holds x to about 2^-22 (float:
+//                            2^-24). Three MMAs and twice the fragment registers per k-step.
 #pragma once
 
 #include "numeric.cuh"
@@ -61,11 +73,16 @@ struct TensorOpInstruction<__half> {
 template <>
 struct TensorOpInstruction<float> {
     static constexpr int K = 8;
-    static __device__ __forceinline__ void prepare(unsigned int& x) {
+    // x rounded to TF32 (to nearest, ties away from zero), as the bits of a float whose low
+    // 13 mantissa bits are zero.
+    static __device__ __forceinline__ unsigned int round(float x) {
+        unsigned int t = __float_as_uint(x);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-        asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(x) : "f"(__uint_as_float(x)));
+        asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(t) : "f"(x));
 #endif
+        return t;
     }
+    static __device__ __forceinline__ void prepare(unsigned int& x) { x = round(__uint_as_float(x)); }
     static __device__ __forceinline__ void mma(float (&d)[4], const unsigned int (&a)[4], const unsigned int (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
         asm volatile(
@@ -77,12 +94,50 @@ struct TensorOpInstruction<float> {
     }
 };
 
-// The warp-level MMA of one warp tile: MT x NT instructions of 16 x 8 per k-step, FP32
-// accumulators held as acc[mt][nt][0..3] (the C fragment above).
-template <class Tile>
-struct WarpMmaTensorOp {
-    using Element = typename Tile::ElementX;
+// The plain math operator: one MMA per m-tile, n-tile and k-step on the operands as the
+// instruction takes them. An operator turns each fragment register into PARTS registers
+// (split), and its PASSES passes over the warp tile each multiply part a_part(pass) of the A
+// fragments by part b_part(pass) of the B fragments.
+template <class Element>
+struct OpMultiplyAdd {
     using Instruction = TensorOpInstruction<Element>;
+    static constexpr int PARTS = 1;
+    static constexpr int PASSES = 1;
+    static __device__ __forceinline__ void split(unsigned int x, unsigned int (&parts)[PARTS]) {
+        Instruction::prepare(x);
+        parts[0] = x;
+    }
+    static __device__ __forceinline__ constexpr int a_part(int) { return 0; }
+    static __device__ __forceinline__ constexpr int b_part(int) { return 0; }
+};
+
+// 3xTF32 on float operands (see the top of this file). Parts: 0 big, 1 small. The passes run
+// small*big, big*small, big*big: the small products reach the accumulators before the big one
+// (CUTLASS's order), and each pass is MT x NT independent MMAs, so the three products of one
+// tile never wait on each other's accumulator.
+struct OpMultiplyAddFastF32 {
+    using Instruction = TensorOpInstruction<float>;
+    static constexpr int PARTS = 2;
+    static constexpr int PASSES = 3;
+    static __device__ __forceinline__ void split(unsigned int x, unsigned int (&parts)[PARTS]) {
+        const float value = __uint_as_float(x);
+        parts[0] = Instruction::round(value);
+        // Exact: big is value rounded to 11 significant bits, so the difference is a multiple
+        // of value's last place no larger than half of big's.
+        parts[1] = Instruction::round(value - __uint_as_float(parts[0]));
+    }
+    static __device__ __forceinline__ constexpr int a_part(int pass) { return pass == 0 ? 1 : 0; }
+    static __device__ __forceinline__ constexpr int b_part(int pass) { return pass == 1 ? 1 : 0; }
+};
+
+// The warp-level MMA of one warp tile: MT x NT instructions of 16 x 8 per k-step and operator
+// pass, FP32 accumulators held as acc[mt][nt][0..3] (the C fragment above). The kernels name it
+// through the one-parameter aliases below (WarpMmaTensorOp, WarpMmaTensorOpFastF32), the form a
+// kernel's Conv2dFpropTensorOp takes its MMA policy in.
+template <class Tile, class Operator>
+struct WarpMmaSync {
+    using Element = typename Tile::ElementX;
+    using Instruction = typename Operator::Instruction;
     using Rows = SwizzledRows<Tile::ROW_BYTES>;
     static constexpr int MT = Tile::WM / 16;   // 16-pixel m-tiles per warp
     static constexpr int NT = Tile::WN / 8;    // 8-channel n-tiles per warp
@@ -105,7 +160,7 @@ struct WarpMmaTensorOp {
     int b_offset[KSTEPS];
 
     // Warp `warp` of the block takes warp tile (warp % WARPS_M, warp / WARPS_M).
-    __device__ __forceinline__ WarpMmaTensorOp(int warp, int lane) {
+    __device__ __forceinline__ WarpMmaSync(int warp, int lane) {
         const int warp_m = warp % Tile::WARPS_M;
         const int warp_n = warp / Tile::WARPS_M;
         row0 = warp_m * Tile::WM + lane / 4;
@@ -136,43 +191,62 @@ struct WarpMmaTensorOp {
     __device__ __forceinline__ void multiply(unsigned int a, unsigned int b, Between&& between) {
 #pragma unroll
         for (int ks = 0; ks < KSTEPS; ++ks) {
-            unsigned int af[MT][4];
-            unsigned int bf[NT][2];
+            // Each fragment register as the operator's parts (one, or big and small).
+            unsigned int af[MT][Operator::PARTS][4];
+            unsigned int bf[NT][Operator::PARTS][2];
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
-                ldmatrix_x4(af[mt], a + a_offset[ks] + mt * 16 * Tile::ROW_BYTES);
+                unsigned int q[4];
+                ldmatrix_x4(q, a + a_offset[ks] + mt * 16 * Tile::ROW_BYTES);
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    Instruction::prepare(af[mt][e]);
+                    unsigned int parts[Operator::PARTS];
+                    Operator::split(q[e], parts);
+#pragma unroll
+                    for (int p = 0; p < Operator::PARTS; ++p) {
+                        af[mt][p][e] = parts[p];
+                    }
                 }
             }
 #pragma unroll
             for (int np = 0; np < NT / 2; ++np) {
                 unsigned int q[4];
                 ldmatrix_x4(q, b + b_offset[ks] + np * 16 * Tile::ROW_BYTES);
-                bf[2 * np][0] = q[0];
-                bf[2 * np][1] = q[1];
-                bf[2 * np + 1][0] = q[2];
-                bf[2 * np + 1][1] = q[3];
-            }
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                Instruction::prepare(bf[nt][0]);
-                Instruction::prepare(bf[nt][1]);
+                for (int e = 0; e < 4; ++e) {
+                    // q holds b0, b1 of n-tile 2np, then b0, b1 of n-tile 2np + 1.
+                    unsigned int parts[Operator::PARTS];
+                    Operator::split(q[e], parts);
+#pragma unroll
+                    for (int p = 0; p < Operator::PARTS; ++p) {
+                        bf[2 * np + e / 2][p][e % 2] = parts[p];
+                    }
+                }
             }
             between(ks);
             // Serpentine order over the n-tiles: consecutive instructions share an A or B
             // fragment.
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
+            for (int pass = 0; pass < Operator::PASSES; ++pass) {
 #pragma unroll
-                for (int n = 0; n < NT; ++n) {
-                    const int nt = mt % 2 == 0 ? n : NT - 1 - n;
-                    Instruction::mma(acc[mt][nt], af[mt], bf[nt]);
+                for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+                    for (int n = 0; n < NT; ++n) {
+                        const int nt = mt % 2 == 0 ? n : NT - 1 - n;
+                        Instruction::mma(acc[mt][nt], af[mt][Operator::a_part(pass)], bf[nt][Operator::b_part(pass)]);
+                    }
                 }
             }
         }
     }
 };
+
+// The warp MMA of the BF16, FP16 and TF32 kernels.
+template <class Tile>
+using WarpMmaTensorOp = WarpMmaSync<Tile, OpMultiplyAdd<typename Tile::ElementX>>;
+
+// The warp MMA of the 3xTF32 kernels (float tensors computed to FP32 accuracy, Math::TensorOpFastF32).
+template <class Tile>
+using WarpMmaTensorOpFastF32 = WarpMmaSync<Tile, OpMultiplyAddFastF32>;
 
 }  // namespace im2win

@@ -78,6 +78,7 @@ fn numeric_names_are_a_bijection() {
     assert_eq!(numeric_name(DType::F32, Math::TensorOp), "tf32");
     assert_eq!(numeric_name(DType::Bf16, Math::TensorOp), "bf16");
     assert_eq!(numeric_name(DType::F16, Math::TensorOp), "f16");
+    assert_eq!(numeric_name(DType::F32, Math::TensorOpFastF32), "f32x3");
     assert_eq!(parse_numeric_name("f64"), None);
 }
 
@@ -108,6 +109,55 @@ fn precisions_map_to_the_maths_that_honour_them() {
         let math = precision.math(dtype).unwrap();
         assert!(precision.admits(dtype, math));
         assert_eq!(numeric_name(dtype, math), name);
+    }
+    // FP32 accuracy: forced 3xTF32 (`f32x3`) and dispatch's choice (`f32acc`, no one math).
+    assert_eq!(Precision::F32x3.numeric_name(DType::F32), "f32x3");
+    assert_eq!(
+        Precision::from_numeric_name("f32x3"),
+        Some((DType::F32, Precision::F32x3))
+    );
+    assert_eq!(
+        Precision::F32x3.math(DType::F32),
+        Some(Math::TensorOpFastF32)
+    );
+    assert_eq!(Precision::Accurate.numeric_name(DType::F32), "f32acc");
+    assert_eq!(
+        Precision::from_numeric_name("f32acc"),
+        Some((DType::F32, Precision::Accurate))
+    );
+    assert_eq!(Precision::Accurate.math(DType::F32), None);
+    assert!(Precision::Accurate.admits(DType::F32, Math::Simt));
+    assert!(Precision::Accurate.admits(DType::F32, Math::TensorOpFastF32));
+    assert!(!Precision::Accurate.admits(DType::F32, Math::TensorOp));
+    assert!(!Precision::F32x3.admits(DType::F32, Math::Simt));
+    assert!(!Precision::Strict.admits(DType::F32, Math::TensorOpFastF32));
+    for dtype in [DType::Bf16, DType::F16] {
+        for precision in [Precision::F32x3, Precision::Accurate] {
+            assert!(!precision.applies_to(dtype));
+            assert!(Math::ALL.iter().all(|&m| !precision.admits(dtype, m)));
+        }
+        assert!(!Precision::Strict.admits(dtype, Math::TensorOpFastF32));
+    }
+    assert_eq!(Precision::F32x3.numeric_name(DType::Bf16), "bf16+f32x3");
+    assert_eq!("f32x3".parse::<Precision>(), Ok(Precision::F32x3));
+    assert_eq!("accurate".parse::<Precision>(), Ok(Precision::Accurate));
+    assert_eq!(
+        serde_json::to_string(&Precision::F32x3).unwrap(),
+        "\"f32x3\""
+    );
+    assert_eq!(
+        serde_json::to_string(&Precision::Accurate).unwrap(),
+        "\"accurate\""
+    );
+    // Every precision's numeric name is distinct.
+    let mut names = std::collections::HashSet::new();
+    for dtype in DType::ALL {
+        for precision in Precision::ALL {
+            assert!(
+                names.insert(precision.numeric_name(dtype)),
+                "{precision} {dtype}"
+            );
+        }
     }
     assert_eq!(Precision::Tf32.numeric_name(DType::Bf16), "bf16+tf32");
     assert_eq!(Precision::from_numeric_name("bf16+tf32"), None);
@@ -147,7 +197,93 @@ fn existing_names_are_unchanged() {
     assert!(
         default.kernels[f32_len..]
             .iter()
-            .all(|k| k.math == Math::TensorOp)
+            .all(|k| k.math.is_tensor_op())
+    );
+}
+
+/// The 3xTF32 kernels (issue 14): their name, precisions, validation and catalogue.
+#[test]
+fn f32x3_kernels_are_named_checked_and_catalogued() {
+    let tile = tc_tile(DType::F32);
+    let spec = KernelSpec::tensor_op_fast_f32(Geometry::Generic, tile, true);
+    assert_eq!(spec.math, Math::TensorOpFastF32);
+    assert!(spec.math.is_tensor_op());
+    assert_eq!(spec.numeric_name(), "f32x3");
+    assert_eq!(
+        spec.name(),
+        "im2win_f32x3_generic_b64x128x16_w32x64_fused_nhwc"
+    );
+    assert_eq!(spec.name().parse::<KernelSpec>(), Ok(spec));
+    let novec =
+        KernelSpec::tensor_op_fast_f32(Geometry::Fixed(FixedGeometry::square(3, 1)), tile, false);
+    assert_eq!(
+        novec.name(),
+        "im2win_f32x3_r3s3_s1x1_b64x128x16_w32x64_fused_novec_nhwc"
+    );
+    assert_eq!(novec.name().parse::<KernelSpec>(), Ok(novec));
+    // The same as the TF32 kernel in everything but the math operator.
+    let tf32 = KernelSpec::tensor_op(DType::F32, Geometry::Generic, tile, true);
+    assert_eq!(spec.with_math(Math::TensorOp), tf32);
+    assert_eq!(
+        (spec.threads(), spec.stages(), spec.shared_bytes()),
+        (tf32.threads(), tf32.stages(), tf32.shared_bytes())
+    );
+    assert_eq!(spec.channel_multiple(), 4);
+    assert!(spec.needs_aligned_operands() && spec.is_complete());
+    // One block per SM promised (two fit by use): the fragments need up to 255 registers.
+    assert_eq!(spec.min_blocks_per_sm(), 1);
+    assert_eq!(tf32.min_blocks_per_sm(), 3);
+    // Which problems it computes: f32x3 and FP32 accuracy, never strict or TF32.
+    assert!(spec.computes(DType::F32, Precision::F32x3));
+    assert!(spec.computes(DType::F32, Precision::Accurate));
+    assert!(!spec.computes(DType::F32, Precision::Strict));
+    assert!(!spec.computes(DType::F32, Precision::Tf32));
+    assert!(!tf32.computes(DType::F32, Precision::F32x3));
+    assert!(!tf32.computes(DType::F32, Precision::Accurate));
+    let strict = KernelSpec::generic(DType::F32, TileConfig::PAPER);
+    assert!(strict.computes(DType::F32, Precision::Accurate));
+    assert!(!strict.computes(DType::F32, Precision::F32x3));
+    // Float32 and the warp MMA only.
+    for wrong in [
+        KernelSpec::tensor_op(DType::Bf16, Geometry::Generic, tc_tile(DType::Bf16), true)
+            .with_math(Math::TensorOpFastF32),
+        KernelSpec::tensor_op_warpgroup(
+            DType::F32,
+            Geometry::Generic,
+            im2win_codegen::catalogue::WARPGROUP_128X128_R128.tile(DType::F32),
+        )
+        .with_math(Math::TensorOpFastF32),
+        spec.with_variant(Variant::MATERIALISED),
+    ] {
+        assert!(
+            matches!(wrong.validate(), Err(SpecError::Unsupported(_))),
+            "{wrong} was accepted"
+        );
+    }
+    // JSON: the math has its own name; older JSON without `math` still reads as SIMT.
+    let json = serde_json::to_value(spec).unwrap();
+    assert_eq!(json["math"], "tensor_op_fast_f32");
+    assert_eq!(serde_json::from_value::<KernelSpec>(json).unwrap(), spec);
+    // The default catalogue: the seven kernels of TENSOR_OP_FAST_F32_KERNELS after the TF32
+    // ones, all valid, on the 128 x 64 tile, generic, 1x1 and 3x3 stride 1.
+    let fast = Catalogue::fast_f32_kernels();
+    assert_eq!(fast.len(), 7);
+    let default = Catalogue::default_catalogue();
+    for spec in &fast {
+        spec.validate().unwrap_or_else(|e| panic!("{spec}: {e}"));
+        assert!(default.kernels.contains(spec), "{spec}");
+        assert_eq!((spec.tile.block_m, spec.tile.block_n), (64, 128), "{spec}");
+        assert!(spec.name().starts_with("im2win_f32x3_"), "{spec}");
+    }
+    assert!(fast.iter().any(|s| !s.variant.vector_loads));
+    assert!(fast.iter().any(|s| s.geometry == Geometry::Generic));
+    // Without the float32 tensor-core family, no 3xTF32 kernels either.
+    let without = Catalogue::default_for(&[DType::Bf16]);
+    assert!(
+        without
+            .kernels
+            .iter()
+            .all(|k| k.math != Math::TensorOpFastF32)
     );
 }
 

@@ -74,7 +74,7 @@ fn every_catalogue_spec_renders() -> Result<(), RenderError> {
         let source = renderer.kernel(spec)?;
         assert!(defines(&source, &name), "{name} is not defined");
         assert_no_template_syntax(&name, &source);
-        if spec.math == Math::TensorOp {
+        if spec.math.is_tensor_op() {
             check_tensor_op_source(spec, &source);
             continue;
         }
@@ -154,10 +154,10 @@ fn check_tensor_op_source(spec: &KernelSpec, source: &str) {
     assert!(source.contains(&types), "{name} lacks `{types}`");
     let vector = format!("/*VECTOR=*/{},", spec.variant.vector_loads);
     assert!(source.contains(&vector), "{name} lacks `{vector}`");
-    let mma = if spec.variant.warpgroup {
-        "im2win::WarpgroupMmaTensorOp>;"
-    } else {
-        "im2win::WarpMmaTensorOp>;"
+    let mma = match (spec.variant.warpgroup, spec.math) {
+        (true, _) => "im2win::WarpgroupMmaTensorOp>;",
+        (false, Math::TensorOpFastF32) => "im2win::WarpMmaTensorOpFastF32>;",
+        (false, _) => "im2win::WarpMmaTensorOp>;",
     };
     assert!(source.contains(mma), "{name} lacks `{mma}`");
     let bounds = format!(

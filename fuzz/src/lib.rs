@@ -414,11 +414,10 @@ fn justified(err: &Error, violations: &[Violation]) -> bool {
 fn model_supports(spec: &KernelSpec, p: &Conv2dProblem) -> bool {
     // The layouts: a SIMT kernel's must be the problem's, and the window buffer is NCHW
     // only; a tensor-core kernel (NHWC) takes both (NCHW through an NHWC copy of the input).
-    let layout_ok = match spec.math {
-        im2win::codegen::Math::TensorOp => spec.layout == im2win::Layout::Nhwc,
-        im2win::codegen::Math::Simt => {
-            spec.layout == p.layout && (spec.layout == im2win::Layout::Nchw || spec.variant.fused)
-        }
+    let layout_ok = if spec.math.is_tensor_op() {
+        spec.layout == im2win::Layout::Nhwc
+    } else {
+        spec.layout == p.layout && (spec.layout == im2win::Layout::Nchw || spec.variant.fused)
     };
     if !layout_ok {
         return false;
@@ -496,6 +495,14 @@ fn model_spec_valid(spec: &KernelSpec) -> bool {
                     && spec.variant.fused
                     && model_tensor_op_tile_valid(&spec.tile, spec.dtype.size_bytes() as u128)
             }
+            // 3xTF32: the tensor-core rules, float32 operands, the warp MMA only.
+            im2win::codegen::Math::TensorOpFastF32 => {
+                spec.dtype == DType::F32
+                    && !spec.variant.warpgroup
+                    && spec.layout == im2win::Layout::Nhwc
+                    && spec.variant.fused
+                    && model_tensor_op_tile_valid(&spec.tile, spec.dtype.size_bytes() as u128)
+            }
         };
         assert!(
             geometry_ok && tile_ok,
@@ -507,15 +514,26 @@ fn model_spec_valid(spec: &KernelSpec) -> bool {
 
 /// Whether a kernel of `spec`'s element type and math computes `p`'s element type at its
 /// precision (the table of docs/DESIGN.md): strict float32 on CUDA cores only, TF32 on
-/// tensor cores only, bf16 and f16 as stored.
+/// tensor cores only, f32x3 on 3xTF32 only, FP32 accuracy on either strict or 3xTF32, bf16
+/// and f16 as stored.
 fn model_computes(spec: &KernelSpec, p: &Conv2dProblem) -> bool {
     use im2win::codegen::{Math, Precision};
     spec.dtype == p.dtype
         && matches!(
             (p.precision, spec.dtype, spec.math),
             (Precision::Strict, DType::F32, Math::Simt)
-                | (Precision::Strict, DType::Bf16 | DType::F16, _)
+                | (
+                    Precision::Strict,
+                    DType::Bf16 | DType::F16,
+                    Math::Simt | Math::TensorOp
+                )
                 | (Precision::Tf32, DType::F32, Math::TensorOp)
+                | (Precision::F32x3, DType::F32, Math::TensorOpFastF32)
+                | (
+                    Precision::Accurate,
+                    DType::F32,
+                    Math::Simt | Math::TensorOpFastF32
+                )
         )
 }
 

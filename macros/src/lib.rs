@@ -265,8 +265,8 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
     // NHWC copy of the input, writing the NCHW output themselves): the kernels to find are
     // NHWC whatever the tensors' layout (`Specialization::kernel_layout`).
     let kernel_layout = match math {
-        Math::TensorOp => Layout::Nhwc,
-        Math::Simt => layout,
+        _ if math.is_tensor_op() => Layout::Nhwc,
+        _ => layout,
     };
     // A tile names the kernel `Specialization::spec` builds: the window-buffer kernel for
     // NCHW SIMT kernels, the window-gather one for NHWC and for tensor cores.
@@ -332,6 +332,7 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
     let math_tokens = match math {
         Math::Simt => quote!(::im2win::codegen::Math::Simt),
         Math::TensorOp => quote!(::im2win::codegen::Math::TensorOp),
+        Math::TensorOpFastF32 => quote!(::im2win::codegen::Math::TensorOpFastF32),
     };
     let geometry_tokens = match geometry {
         Geometry::Fixed(g) => {
@@ -422,7 +423,7 @@ fn not_found(
                 // The kernels a tile names: materialised SIMT ones, fused tensor-core ones.
                 let named = match math {
                     Math::Simt => Variant::MATERIALISED,
-                    Math::TensorOp => Variant::FUSED,
+                    Math::TensorOp | Math::TensorOpFastF32 => Variant::FUSED,
                 };
                 k.geometry == geometry && k.variant == named
             })

@@ -143,6 +143,18 @@ pub fn round_to_tf32(value: f32) -> f32 {
     f32::from_bits((value.to_bits() + half_unit) & mask)
 }
 
+/// The 3xTF32 split of `value` ([`Precision::F32x3`], `OpMultiplyAddFastF32` in
+/// `codegen/templates/mma_tensorop.cuh`): `(big, small)` with `big = round_to_tf32(value)`
+/// and `small = round_to_tf32(value − big)` (the difference is exact in float32). The
+/// kernels multiply `a·b` as `a_small·b_big + a_big·b_small + a_big·b_big`; `big + small`
+/// is `value` to within 2⁻²² of it relatively (each part carries 11 significant bits), and
+/// the dropped `a_small·b_small` is below 2⁻²² of `|a·b|`. For finite values whose `big`
+/// does not overflow (`|value|` < 2¹²⁸·(1 − 2⁻¹²)); beyond, `small` is not finite.
+pub fn split_to_tf32(value: f32) -> (f32, f32) {
+    let big = round_to_tf32(value);
+    (big, round_to_tf32(value - big))
+}
+
 /// The value of element `x` that a convolution multiplies: the stored value as float32,
 /// rounded to TF32 when `tf32` ([`Precision::Tf32`]).
 pub(crate) fn operand_value<T: Element>(x: T, tf32: bool) -> f32 {
@@ -270,6 +282,88 @@ mod tests {
         assert_eq!(
             operand_value(1.0_f32 + 2.0_f32.powi(-12), false),
             1.0 + 2.0_f32.powi(-12)
+        );
+    }
+
+    /// The 3xTF32 split reproduces a float to about 2⁻²² of it, and the three products
+    /// reproduce a product (and a dot product) to about FP32 accuracy, where TF32 alone is
+    /// off by 2⁻¹¹.
+    #[test]
+    fn the_3xtf32_split_keeps_fp32_accuracy() {
+        let mut worst_split = 0.0_f64;
+        let mut worst_product = 0.0_f64;
+        let mut state = 0x1234_5678_u64;
+        let mut next = || {
+            // xorshift64: deterministic values over many exponents and mantissas.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let bits = next();
+            let mantissa = (bits & 0x7f_ffff) as u32;
+            let exponent = 127 - 40 + ((bits >> 23) % 80) as u32;
+            let sign = ((bits >> 40) & 1) as u32;
+            let x = f32::from_bits(sign << 31 | exponent << 23 | mantissa);
+            let (big, small) = split_to_tf32(x);
+            // Both parts are TF32 values.
+            assert_eq!(big.to_bits() & 0x1fff, 0, "{x:e}");
+            assert_eq!(small.to_bits() & 0x1fff, 0, "{x:e}");
+            let rel = (f64::from(big) + f64::from(small) - f64::from(x)).abs() / f64::from(x).abs();
+            worst_split = worst_split.max(rel);
+            // A product of two such values, the three products summed in float64 (the
+            // tensor cores' products are exact): only small·small is missing.
+            let y = f32::from_bits(((next() as u32) & 0x007f_ffff) | 0x3f80_0000);
+            let (ybig, ysmall) = split_to_tf32(y);
+            let three = f64::from(small) * f64::from(ybig)
+                + f64::from(big) * f64::from(ysmall)
+                + f64::from(big) * f64::from(ybig);
+            let exact = f64::from(x) * f64::from(y);
+            worst_product = worst_product.max((three - exact).abs() / exact.abs());
+        }
+        assert!(worst_split <= 2.0_f64.powi(-22), "split: {worst_split:e}");
+        assert!(
+            worst_product <= 2.0_f64.powi(-21),
+            "product: {worst_product:e}"
+        );
+        // TF32 alone loses 11 bits: the split is what makes FP32 accuracy.
+        let x = 1.0_f32 + 2.0_f32.powi(-12) + 2.0_f32.powi(-20);
+        assert_eq!(round_to_tf32(x), 1.0);
+        let (big, small) = split_to_tf32(x);
+        assert_eq!((big, small), (1.0, 2.0_f32.powi(-12) + 2.0_f32.powi(-20)));
+        // A dot product of 4096 terms in [-1, 1]: the three products accumulated in float32
+        // are as close to the float64 sum as the strict float32 sum is (a few float32 ulps
+        // of the terms' magnitude), TF32 some hundred times further.
+        let mut strict = 0.0_f32;
+        let mut three = 0.0_f32;
+        let mut tf32 = 0.0_f32;
+        let mut exact = 0.0_f64;
+        let mut scale = 0.0_f64;
+        let mut uniform = || (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+        for _ in 0..4096 {
+            let (a, b) = (uniform(), uniform());
+            let ((ab, as_), (bb, bs)) = (split_to_tf32(a), split_to_tf32(b));
+            strict = a.mul_add(b, strict);
+            three += as_ * bb;
+            three += ab * bs;
+            three += ab * bb;
+            tf32 += round_to_tf32(a) * round_to_tf32(b);
+            exact += f64::from(a) * f64::from(b);
+            scale += (f64::from(a) * f64::from(b)).abs();
+        }
+        let err = |v: f32| (f64::from(v) - exact).abs() / scale;
+        assert!(
+            err(three) <= 4.0 * err(strict).max(2.0_f64.powi(-24)),
+            "{} {}",
+            err(three),
+            err(strict)
+        );
+        assert!(
+            err(tf32) > 10.0 * err(three),
+            "{} {}",
+            err(tf32),
+            err(three)
         );
     }
 

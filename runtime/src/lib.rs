@@ -12,7 +12,7 @@ pub mod problem;
 pub mod specialization;
 pub mod workspace;
 
-pub use element::{Element, round_to_tf32};
+pub use element::{Element, round_to_tf32, split_to_tf32};
 pub use epilogue::{Activation, Epilogue};
 pub use error::{Error, Result};
 pub use gpu::{ConvParams, DeviceLimits, Engine, Plan, TUNING_FORMAT, TuningEntry, TuningTable};

@@ -75,7 +75,7 @@ impl Specialization {
             tile,
             layout: match math {
                 Math::Simt => Layout::Nchw,
-                Math::TensorOp => Layout::Nhwc,
+                Math::TensorOp | Math::TensorOpFastF32 => Layout::Nhwc,
             },
             catalogue,
         }
@@ -141,7 +141,7 @@ impl Specialization {
     /// writing the NCHW output themselves).
     const fn kernel_layout(&self) -> Layout {
         match self.math {
-            Math::TensorOp => Layout::Nhwc,
+            Math::TensorOp | Math::TensorOpFastF32 => Layout::Nhwc,
             Math::Simt => self.layout,
         }
     }
@@ -179,7 +179,7 @@ impl Specialization {
             Some(spec) => spec,
             None => {
                 let mut spec = self.spec_with_tile(TileConfig::PAPER);
-                if spec.math == Math::TensorOp {
+                if spec.math.is_tensor_op() {
                     spec.variant.vector_loads = false;
                 }
                 spec

@@ -42,7 +42,11 @@ pub fn sys_algo(algo: CudnnAlgo) -> cudnnConvolutionFwdAlgo_t {
 /// cuDNN's math type for a layer of `dtype` at `precision` (see the module documentation).
 pub fn math_type(dtype: DType, precision: Precision) -> cudnnMathType_t {
     match (dtype, precision) {
-        (DType::F32, Precision::Strict) => cudnnMathType_t::CUDNN_FMA_MATH,
+        // FP32 accuracy (f32x3, f32acc) is compared with cuDNN's strict float32: the
+        // accuracy asked for, by whatever algorithm (FFT and Winograd included) is fastest.
+        (DType::F32, Precision::Strict | Precision::F32x3 | Precision::Accurate) => {
+            cudnnMathType_t::CUDNN_FMA_MATH
+        }
         (DType::F32, Precision::Tf32) => cudnnMathType_t::CUDNN_DEFAULT_MATH,
         (DType::Bf16 | DType::F16, _) => cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
     }
@@ -244,6 +248,8 @@ mod tests {
         use cudnnMathType_t::*;
         assert_eq!(math_type(DType::F32, Precision::Strict), CUDNN_FMA_MATH);
         assert_eq!(math_type(DType::F32, Precision::Tf32), CUDNN_DEFAULT_MATH);
+        assert_eq!(math_type(DType::F32, Precision::F32x3), CUDNN_FMA_MATH);
+        assert_eq!(math_type(DType::F32, Precision::Accurate), CUDNN_FMA_MATH);
         assert_eq!(
             math_type(DType::Bf16, Precision::Strict),
             CUDNN_TENSOR_OP_MATH

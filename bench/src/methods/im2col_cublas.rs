@@ -80,7 +80,10 @@ impl GemmKind {
     /// The GEMM of a layer of `dtype` at `precision`.
     pub fn of(dtype: DType, precision: Precision) -> GemmKind {
         match (dtype, precision) {
-            (DType::F32, Precision::Strict) => GemmKind::Sgemm,
+            // FP32 accuracy (f32x3, f32acc): the strict SGEMM.
+            (DType::F32, Precision::Strict | Precision::F32x3 | Precision::Accurate) => {
+                GemmKind::Sgemm
+            }
             (DType::F32, Precision::Tf32) => GemmKind::Ex {
                 data: cudaDataType::CUDA_R_32F,
                 compute: cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,

@@ -38,7 +38,8 @@
 //! to the earlier spec in catalogue order, so the choice is deterministic. Tiles whose grid
 //! exceeds CUDA's limits are never chosen.
 //!
-//! **Tensor-core kernels** ([`Math::TensorOp`]: bf16, f16 and TF32 problems) are chosen by
+//! **Tensor-core kernels** ([`Math::TensorOp`]: bf16, f16 and TF32 problems;
+//! [`Math::TensorOpFastF32`]: 3xTF32, float32 at FP32 accuracy) are chosen by
 //! rules from the H100 measurements of `scripts/tc/NOTES.md`, not by the model above
 //! ([`choose_tensor_op`]): kernels with vector loads before the element-wise ones (the
 //! former need `C` a multiple of [`KernelSpec::channel_multiple`] and 16-byte aligned input
@@ -51,6 +52,14 @@
 //! both made in the workspace by the channels-last transpose (and counted in the
 //! convolution's time), while the epilogue writes an NCHW output (and reads an NCHW
 //! residual) in place.
+//!
+//! **FP32 accuracy** ([`Precision::Accurate`]): strict FP32 (SIMT) and 3xTF32 kernels both
+//! compute such a problem; dispatch first picks the math ([`prefers_fast_f32`]: 3xTF32 when
+//! it has a kernel with vector loads for the problem and the problem is large enough to fill
+//! the GPU with its 128 × 64 tiles, `K` ≥ 64 and `C·R·S` ≥ 256; else strict), then the kernel
+//! among that math's candidates by the rules above. A rule without GPU measurements yet:
+//! the tuning table, which times both, overrides it per problem.
+//! [`Precision::F32x3`] takes 3xTF32 kernels only, [`Precision::Strict`] SIMT only.
 //!
 //! **Alignment.** Whether the input and filter start at 16-byte aligned addresses is a
 //! property of a call, not of the problem: [`Plan::new`] and [`Plan::for_device`] assume
@@ -65,7 +74,7 @@
 //! A tensor-core plan holds only the channels-last copies it needs (none for an NHWC problem
 //! with a KRSC filter).
 
-use im2win_codegen::{Catalogue, FixedGeometry, Geometry, KernelSpec, Math};
+use im2win_codegen::{Catalogue, FixedGeometry, Geometry, KernelSpec, Math, Precision};
 
 use super::device::DeviceLimits;
 use crate::error::{Error, Result};
@@ -118,7 +127,7 @@ fn plan_layout(
     spec: &KernelSpec,
     splits: u32,
 ) -> Result<WorkspaceLayout> {
-    if spec.math == Math::TensorOp {
+    if spec.math.is_tensor_op() {
         // With one pixel per image (H·W = 1) NCHW is NHWC, and with a 1 × 1 filter KCRS is
         // KRSC: no copy.
         let [_, _, h, w] = problem.input;
@@ -173,7 +182,7 @@ impl Plan {
     /// Any validation error of [`Conv2dProblem::shape`]; [`Error::NoKernelForType`] when the
     /// catalogue has no kernel of the problem's element type, precision and layout;
     /// [`Error::RequirementUnmet`] when its kernels of them need something the problem
-    /// lacks (a KRSC filter, a channel count); [`Error::NoKernel`] when it has neither a
+    /// lacks (a channel count); [`Error::NoKernel`] when it has neither a
     /// matching fixed kernel nor a generic one; [`Error::TooLarge`] when every candidate's
     /// grid exceeds CUDA's limits; [`Error::InvalidSpec`] when the chosen spec is not valid
     /// (a broken catalogue).
@@ -219,8 +228,15 @@ impl Plan {
         for spec in &runnable {
             spec.validate()?;
         }
-        // `computes` gives one math per element type and precision: all candidates share it.
-        if runnable.iter().all(|spec| spec.math == Math::TensorOp) {
+        // `computes` gives one math per element type and precision, but for FP32 accuracy,
+        // whose two maths (strict FP32, 3xTF32) are chosen between first: then all the
+        // candidates share one.
+        let runnable = if problem.precision == Precision::Accurate {
+            accurate_candidates(runnable, &shape, device)
+        } else {
+            runnable
+        };
+        if runnable.iter().all(|spec| spec.math.is_tensor_op()) {
             let spec = choose_tensor_op(&runnable, problem, &shape, device)?;
             return Plan::for_spec(problem, *spec);
         }
@@ -265,7 +281,7 @@ impl Plan {
     /// is not a valid specialisation ([`KernelSpec::validate`]); [`Error::PrecisionMismatch`]
     /// when `spec` computes another element type or precision than the problem asks for;
     /// [`Error::KernelRequirement`] when the problem lacks what `spec` needs
-    /// ([`unmet_requirement`]: a KRSC filter, a channel count); [`Error::SpecMismatch`]
+    /// ([`unmet_requirement`]: a channel count); [`Error::SpecMismatch`]
     /// when `spec` cannot compute `problem` otherwise (see [`can_implement`]);
     /// [`Error::TooLarge`] when the grid exceeds CUDA's limits.
     pub fn for_spec(problem: &Conv2dProblem, spec: KernelSpec) -> Result<Plan> {
@@ -454,11 +470,10 @@ pub fn can_implement(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
 /// window-buffer algorithm NCHW only); a tensor-core kernel (NHWC) either, since it runs an
 /// NCHW problem on an NHWC copy of the input and writes the NCHW output itself.
 fn layout_fits(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
-    match spec.math {
-        Math::TensorOp => spec.layout == Layout::Nhwc,
-        Math::Simt => {
-            spec.layout == problem.layout && (spec.variant.fused || spec.layout == Layout::Nchw)
-        }
+    if spec.math.is_tensor_op() {
+        spec.layout == Layout::Nhwc
+    } else {
+        spec.layout == problem.layout && (spec.variant.fused || spec.layout == Layout::Nchw)
     }
 }
 
@@ -498,7 +513,7 @@ pub fn operands_fit(spec: &KernelSpec, aligned_to: usize) -> bool {
 pub fn read_alignment(spec: &KernelSpec, problem: &Conv2dProblem, aligned_to: usize) -> usize {
     let [_, _, h, w] = problem.input;
     let [_, _, r, s] = problem.filter;
-    let copies_both = spec.math == Math::TensorOp
+    let copies_both = spec.math.is_tensor_op()
         && problem.layout == Layout::Nchw
         && h * w > 1
         && problem.filter_layout == FilterLayout::Kcrs
@@ -558,7 +573,7 @@ fn matches_fixed(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
 fn grid_blocks(spec: &KernelSpec, shape: &ProblemShape) -> Result<(u64, u64)> {
     let x = (shape.pixels as u64).div_ceil(u64::from(spec.tile.block_n.max(1)));
     let y = (shape.output[1] as u64).div_ceil(u64::from(spec.tile.block_m.max(1)));
-    if spec.math == Math::TensorOp {
+    if spec.math.is_tensor_op() {
         let blocks = u128::from(x) * u128::from(y);
         if blocks > u128::from(MAX_GRID_X) {
             return Err(Error::TooLarge {
@@ -612,7 +627,7 @@ pub fn blocks_per_sm(spec: &KernelSpec, device: &DeviceLimits) -> u32 {
         device.registers_per_sm / spec.max_registers().saturating_mul(threads).max(1);
     let promise = match spec.math {
         Math::Simt => spec.min_blocks_per_sm(),
-        Math::TensorOp => u32::MAX,
+        Math::TensorOp | Math::TensorOpFastF32 => u32::MAX,
     };
     promise
         .min(u32::try_from(by_shared).unwrap_or(u32::MAX))
@@ -621,8 +636,51 @@ pub fn blocks_per_sm(spec: &KernelSpec, device: &DeviceLimits) -> u32 {
         .clamp(1, device.blocks_per_sm.max(1))
 }
 
+/// For a [`Precision::Accurate`] problem, the candidates of the math that dispatch runs it
+/// with: the 3xTF32 ones ([`Math::TensorOpFastF32`]) when [`prefers_fast_f32`] says so, else
+/// the strict SIMT ones; the other math's when one has none.
+fn accurate_candidates<'a>(
+    runnable: Vec<&'a KernelSpec>,
+    shape: &ProblemShape,
+    device: &DeviceLimits,
+) -> Vec<&'a KernelSpec> {
+    let (fast, strict): (Vec<&KernelSpec>, Vec<&KernelSpec>) = runnable
+        .into_iter()
+        .partition(|spec| spec.math.is_tensor_op());
+    if strict.is_empty() || (!fast.is_empty() && prefers_fast_f32(&fast, shape, device)) {
+        fast
+    } else {
+        strict
+    }
+}
+
+/// Whether an FP32-accurate problem ([`Precision::Accurate`]) of `shape` runs on the 3xTF32
+/// kernels `fast` (runnable, not empty) rather than on strict FP32 SIMT kernels. A rule to
+/// be tuned from GPU measurements (until then the tuning table, which times both, decides
+/// per problem): 3xTF32 does three TF32 MMAs per product, about 2.5× the CUDA cores' FP32
+/// rate at best on H100 / H200, and its kernels have vector loads only for `C` a multiple
+/// of 4 (element-wise gathering is several times slower). So 3xTF32 when:
+///
+/// * one of `fast` has vector loads (`C` a multiple of 4, aligned operands);
+/// * `K` ≥ 64 (a whole 64-channel tile) and `C·R·S` ≥ 256 (a reduction long enough for the
+///   multistage pipeline to reach its rate);
+/// * the 128-pixel × 64-channel tiles fill every SM at least once.
+pub(crate) fn prefers_fast_f32(
+    fast: &[&KernelSpec],
+    shape: &ProblemShape,
+    device: &DeviceLimits,
+) -> bool {
+    let k = shape.output[1] as u64;
+    let crs = shape.reduction as u64;
+    let blocks = (shape.pixels as u64).div_ceil(128) * k.div_ceil(64);
+    fast.iter().any(|spec| spec.variant.vector_loads)
+        && k >= 64
+        && crs >= 256
+        && blocks >= device.multiprocessors.max(1)
+}
+
 /// The tensor-core kernel among `candidates` (complete kernels that can run the problem of
-/// `shape`, all [`Math::TensorOp`]) that dispatch picks, by the rules of the module
+/// `shape`, all [`Math::TensorOp`] or all [`Math::TensorOpFastF32`]) that dispatch picks, by the rules of the module
 /// documentation, measured on the H100 (`scripts/tc/NOTES.md`):
 ///
 /// 1. vector loads before element-wise gathering (3-10× faster where both apply), then a
@@ -904,11 +962,12 @@ mod tests {
         for spec in &Catalogue::default_catalogue().kernels {
             // A SIMT kernel's launch bounds' promise; two 128-thread tensor-core blocks at
             // 255 registers a thread, three of the 128 x 64 tile at 170, one of the
-            // 256-thread warpgroup tile (144 KiB).
+            // 256-thread warpgroup tile (144 KiB); two of every 3xTF32 kernel (one promised).
             let expected = match spec.math {
                 im2win_codegen::Math::Simt => spec.tile.min_blocks_per_sm(),
                 im2win_codegen::Math::TensorOp if spec.threads() == 256 => 1,
                 im2win_codegen::Math::TensorOp => 2.max(spec.min_blocks_per_sm()),
+                im2win_codegen::Math::TensorOpFastF32 => 2,
             };
             assert_eq!(blocks_per_sm(spec, &h200), expected, "{spec}");
         }
@@ -1263,6 +1322,74 @@ mod tests {
             .with_precision(precision)
             .with_layout(Layout::Nhwc)
             .with_filter_layout(FilterLayout::Krsc)
+    }
+
+    /// `f32x3` runs 3xTF32 kernels only; FP32 accuracy (`f32acc`) takes them for large
+    /// layers with `C` a multiple of 4 and strict SIMT kernels otherwise; strict never
+    /// takes them; and a catalogue without them serves `f32acc` strictly, `f32x3` not at all.
+    #[test]
+    fn fp32_accuracy_picks_3xtf32_or_strict() {
+        use im2win_codegen::Math;
+        let catalogue = Catalogue::default_catalogue();
+        let sms = H200_SMS;
+        // A paper-like deep layer: C = K = 256, 3x3, 28x28, batch 32.
+        let big = [32, 256, 28, 28];
+        let filter = [256, 256, 3, 3];
+        let layer =
+            |numeric: &str| tc_problem(numeric, big, filter).with_padding(Padding::uniform(1));
+        let fast = Plan::new(&layer("f32x3"), &catalogue, sms).unwrap();
+        assert_eq!(fast.kernel().math, Math::TensorOpFastF32);
+        assert_eq!(
+            fast.kernel().geometry,
+            Geometry::Fixed(FixedGeometry::square(3, 1))
+        );
+        assert_eq!(fast.workspace_bytes(), 0);
+        assert_eq!(fast.splits(), 1);
+        let accurate = Plan::new(&layer("f32acc"), &catalogue, sms).unwrap();
+        assert_eq!(accurate.kernel(), fast.kernel());
+        let strict = layer("f32");
+        assert_eq!(
+            Plan::new(&strict, &catalogue, sms).unwrap().kernel().math,
+            Math::Simt
+        );
+        // Forcing a 3xTF32 kernel on a strict or TF32 problem is refused.
+        for numeric in ["f32", "tf32"] {
+            let err = Plan::for_spec(&layer(numeric), *fast.kernel()).unwrap_err();
+            assert!(matches!(err, Error::PrecisionMismatch { .. }), "{err}");
+        }
+        // Small layers, short reductions and C = 3 stay strict under FP32 accuracy; f32x3
+        // still runs them on 3xTF32 (C = 3: the element-wise kernel).
+        for (input, filter) in [
+            ([1, 64, 14, 14], [64, 64, 3, 3]),
+            ([32, 16, 56, 56], [64, 16, 1, 1]),
+            ([32, 3, 224, 224], [64, 3, 3, 3]),
+            ([32, 64, 56, 56], [32, 64, 1, 1]),
+        ] {
+            let problem = |numeric: &str| tc_problem(numeric, input, filter);
+            let plan = Plan::new(&problem("f32acc"), &catalogue, sms).unwrap();
+            assert_eq!(plan.kernel().math, Math::Simt, "{input:?} {filter:?}");
+            let forced = Plan::new(&problem("f32x3"), &catalogue, sms).unwrap();
+            assert_eq!(forced.kernel().math, Math::TensorOpFastF32);
+            assert_eq!(forced.kernel().variant.vector_loads, input[1] % 4 == 0);
+        }
+        // A KCRS filter and NCHW tensors: the same 3xTF32 kernels, on channels-last copies.
+        for nchw in [
+            layer("f32acc").with_filter_layout(FilterLayout::Kcrs),
+            layer("f32x3")
+                .with_filter_layout(FilterLayout::Kcrs)
+                .with_layout(Layout::Nchw),
+        ] {
+            let plan = Plan::new(&nchw, &catalogue, sms).unwrap();
+            assert_eq!(plan.kernel().math, Math::TensorOpFastF32);
+            assert!(plan.transforms_filter());
+        }
+        // Without the 3xTF32 kernels: f32acc is strict, f32x3 is refused by name.
+        let f32_only = Catalogue::default_f32();
+        let plan = Plan::new(&layer("f32acc"), &f32_only, sms).unwrap();
+        assert_eq!(plan.kernel().math, Math::Simt);
+        let err = Plan::new(&layer("f32x3"), &f32_only, sms).unwrap_err();
+        assert!(matches!(err, Error::NoKernelForType { .. }), "{err}");
+        assert!(err.to_string().contains("no f32x3 kernel"), "{err}");
     }
 
     #[test]

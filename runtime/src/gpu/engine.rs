@@ -9,7 +9,7 @@ use cudarc::driver::{
     LaunchConfig, PushKernelArg, SyncOnDrop, sys,
 };
 use im2win_codegen::catalogue::support;
-use im2win_codegen::{DType, Math, Precision};
+use im2win_codegen::{DType, Precision};
 
 use super::device::DeviceLimits;
 use super::dispatch::{OPERAND_ALIGNMENT, Plan, address_alignment, operands_fit, read_alignment};
@@ -771,7 +771,7 @@ impl Engine {
     ) -> Result<u64> {
         let shape = plan.shape();
         let stream: &CudaStream = &self.stream;
-        if plan.kernel().math == Math::TensorOp {
+        if plan.kernel().math.is_tensor_op() {
             return self.launch_channels_last(plan, x, f, ws);
         }
         let ft = ws + plan.filter_offset_bytes() as u64;
