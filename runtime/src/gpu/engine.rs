@@ -827,10 +827,10 @@ impl Engine {
         let transpose = self.function(support::channels_last(plan.kernel().dtype))?;
         // `dst[b][i][c] = src[b][c][i]`, b < batches, c < channels, i < spatial.
         let launch = |src: u64, dst: u64, batches: usize, channels: usize, spatial: usize| {
-            // Grid-stride over 32 × 32 tiles (256 threads each) or, below 32 pixels, over
+            // Grid-stride over 64 × 64 tiles (256 threads each) or, below 32 pixels, over
             // elements (one each): the kernel's two ways.
             let threads = if spatial >= 32 {
-                batches * channels.div_ceil(32) * spatial.div_ceil(32) * 256
+                batches * channels.div_ceil(64) * spatial.div_ceil(64) * 256
             } else {
                 batches * channels * spatial
             };
