@@ -531,7 +531,7 @@ fn fuzz_corpus_replays_cleanly() {
 /// element-wise when the operands are not aligned; the launch shape and workspace of the
 /// design (a 1-D grid of pixel tiles × channel tiles, 128 threads, the stages in dynamic
 /// shared memory, no split, no workspace); the same plan when asked twice. The same problem
-/// in NCHW or with a KCRS filter is refused by name.
+/// in NCHW with a KCRS filter runs the same family on channels-last copies.
 #[test]
 fn tensor_op_dispatch_on_random_problems() {
     use im2win::codegen::Math;
@@ -589,18 +589,30 @@ fn tensor_op_dispatch_on_random_problems() {
         prop_assert!(!plan.transforms_filter());
         let again = Plan::for_operands(&problem, &catalogue, &device, aligned_to).unwrap();
         prop_assert_eq!(&again, &plan);
-        // NCHW and a KCRS filter: refused, never another kernel.
-        for refused in [
-            problem.with_layout(Layout::Nchw),
-            problem.with_filter_layout(FilterLayout::Kcrs),
-        ] {
-            let err = Plan::for_operands(&refused, &catalogue, &device, aligned_to).unwrap_err();
-            prop_assert!(
-                matches!(
-                    err,
-                    Error::NoKernelForType { .. } | Error::RequirementUnmet { .. }
-                ),
-                "{err}"
+        // NCHW and a KCRS filter: the same kernel, on channels-last copies in the workspace
+        // (none where the layouts coincide: one pixel, a 1 × 1 filter), whatever the
+        // operands' alignment when both are copied.
+        let [_, c, h, w] = problem.input;
+        let [k, _, r, s] = problem.filter;
+        let elem = dtype.size_bytes();
+        let input_copy = (h * w > 1).then(|| (shape.input_len * elem).div_ceil(256) * 256);
+        let filter_copy = (r * s > 1).then(|| k * c * r * s * elem);
+        let nchw = problem
+            .with_layout(Layout::Nchw)
+            .with_filter_layout(FilterLayout::Kcrs);
+        let copied = Plan::for_operands(&nchw, &catalogue, &device, aligned_to).unwrap();
+        prop_assert_eq!(copied.kernel().math, Math::TensorOp);
+        prop_assert_eq!(copied.transposes_input(), input_copy.is_some());
+        prop_assert_eq!(copied.transforms_filter(), filter_copy.is_some());
+        prop_assert_eq!(
+            copied.workspace_bytes(),
+            input_copy.unwrap_or(0) + filter_copy.unwrap_or(0)
+        );
+        if input_copy.is_some() && filter_copy.is_some() {
+            let multiple = 16 / elem;
+            prop_assert_eq!(
+                copied.kernel().variant.vector_loads,
+                c.is_multiple_of(multiple)
             );
         }
         tally.add(if vector { "vector" } else { "element-wise" });
