@@ -4,7 +4,8 @@
 //! The rendered CUDA is compiled as C++20 by the host compiler against `emulate/cuda_host.h`
 //! (threads for CUDA threads, a barrier for `__syncthreads`), with AddressSanitizer and
 //! UndefinedBehaviorSanitizer when available. `emulate/driver.cpp` runs every convolution
-//! kernel of the default catalogue and of some unusual specs, the transforms, the float64
+//! kernel of the default catalogue and of some unusual specs, the transforms (also the
+//! tensor-core kernels' channels-last transposes, both element sizes), the float64
 //! oracle and the benchmark's direct baseline on random problems, against a float64 CPU
 //! convolution. The baselines are not in the default catalogue's fatbin (only im2win-bench's
 //! module holds them), so the emulated catalogue asks for them (`Catalogue::with_baselines`).

@@ -167,6 +167,36 @@ int main(int argc, char** argv) {
                    p.q, worst);
         }
     }
+    // The channels-last transposes (dst[b][i][c] = src[b][c][i]) of both element sizes: below
+    // 32 pixels element-wise, from 32 on in 64 x 64 tiles; sizes that leave partial tiles, and
+    // odd grids (grid-stride loops).
+    const int shapes[][3] = {{2, 5, 9}, {3, 70, 1}, {1, 3, 49}, {2, 67, 100}, {1, 130, 33}, {2, 64, 64}};
+    for (const auto& shape : shapes) {
+        const long long batches = shape[0], spatial = shape[2];
+        const int channels = shape[1];
+        const size_t len = (size_t)(batches * channels * spatial);
+        std::vector<unsigned short> s16(len), d16(len, 0xFFFF);
+        std::vector<unsigned int> s32(len), d32(len, 0xFFFFFFFFu);
+        for (size_t e = 0; e < len; ++e) {
+            s16[e] = (unsigned short)(rng() & 0x7FFF);
+            s32[e] = (unsigned int)(rng() & 0x7FFFFFFF);
+        }
+        for (unsigned grid : {1u, 3u}) {
+            launch({grid}, 256, [&] { im2win_channels_last_b16(s16.data(), d16.data(), batches, channels, spatial); });
+            launch({grid}, 256, [&] { im2win_channels_last_b32(s32.data(), d32.data(), batches, channels, spatial); });
+            long long bad = 0;
+            for (long long b = 0; b < batches; ++b)
+                for (long long c = 0; c < channels; ++c)
+                    for (long long i = 0; i < spatial; ++i) {
+                        const size_t from = (size_t)((b * channels + c) * spatial + i);
+                        const size_t to = (size_t)((b * spatial + i) * channels + c);
+                        bad += d16[to] != s16[from] || d32[to] != s32[from];
+                    }
+            failures += bad != 0;
+            printf("%s im2win_channels_last_b16/_b32 batches %lld channels %d spatial %lld grid %u: %lld wrong\n",
+                   bad ? "FAIL" : "ok  ", batches, channels, spatial, grid, bad);
+        }
+    }
     printf("%d failure(s)\n", failures);
     return failures != 0;
 }
