@@ -636,6 +636,14 @@ pub fn blocks_per_sm(spec: &KernelSpec, device: &DeviceLimits) -> u32 {
         .clamp(1, device.blocks_per_sm.max(1))
 }
 
+/// Whether the 3xTF32 kernels reach FP32 accuracy, so that [`Precision::Accurate`] may run
+/// on them. Not yet: measured on the H100 (2026-12-06), their error is 5-60× strict FP32's
+/// (paper layers up to 3.2e-5 relative, random problems up to 1.6e-4, growing with the
+/// reduction's length), most likely from the tensor cores' truncating FP32 accumulation
+/// inside each MMA. Until that is fixed, FP32 accuracy means the strict SIMT kernels, and
+/// the 3xTF32 kernels run only when asked for ([`Precision::F32x3`]).
+const FAST_F32_IS_FP32_ACCURATE: bool = false;
+
 /// For a [`Precision::Accurate`] problem, the candidates of the math that dispatch runs it
 /// with: the 3xTF32 ones ([`Math::TensorOpFastF32`]) when [`prefers_fast_f32`] says so, else
 /// the strict SIMT ones; the other math's when one has none.
@@ -670,6 +678,9 @@ pub(crate) fn prefers_fast_f32(
     shape: &ProblemShape,
     device: &DeviceLimits,
 ) -> bool {
+    if !FAST_F32_IS_FP32_ACCURATE {
+        return false;
+    }
     let k = shape.output[1] as u64;
     let crs = shape.reduction as u64;
     let blocks = (shape.pixels as u64).div_ceil(128) * k.div_ceil(64);
@@ -1345,8 +1356,14 @@ mod tests {
         );
         assert_eq!(fast.workspace_bytes(), 0);
         assert_eq!(fast.splits(), 1);
+        // FP32 accuracy stays strict while 3xTF32 is not FP32-accurate
+        // (FAST_F32_IS_FP32_ACCURATE), and takes 3xTF32 where the rule says so once it is.
         let accurate = Plan::new(&layer("f32acc"), &catalogue, sms).unwrap();
-        assert_eq!(accurate.kernel(), fast.kernel());
+        if FAST_F32_IS_FP32_ACCURATE {
+            assert_eq!(accurate.kernel(), fast.kernel());
+        } else {
+            assert_eq!(accurate.kernel().math, Math::Simt);
+        }
         let strict = layer("f32");
         assert_eq!(
             Plan::new(&strict, &catalogue, sms).unwrap().kernel().math,
@@ -1374,7 +1391,7 @@ mod tests {
         }
         // A KCRS filter and NCHW tensors: the same 3xTF32 kernels, on channels-last copies.
         for nchw in [
-            layer("f32acc").with_filter_layout(FilterLayout::Kcrs),
+            layer("f32x3").with_filter_layout(FilterLayout::Kcrs),
             layer("f32x3")
                 .with_filter_layout(FilterLayout::Kcrs)
                 .with_layout(Layout::Nchw),
