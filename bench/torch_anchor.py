@@ -21,7 +21,7 @@ one call, beyond the output tensor it returns (large allocations are forced onto
 mmap'ed pages, so that memory reused from earlier calls cannot hide). --threads threads
 (torch.set_num_threads); PyTorch's CPU convolution is oneDNN's.
 
---device cuda: method "torch", on GPU 0, at the report's precision ("dtype": f32, tf32, bf16
+--device cuda: method "torch" (with --as-dtype D, "torch-D" at precision D), on GPU 0, at the report's precision ("dtype": f32, tf32, bf16
 or f16; f32x3 and f32acc, im2win's FP32-accurate runs, as strict f32) and layout ("layout": nchw, or nhwc as channels_last tensors and weights), with
 `torch.backends.cudnn.benchmark = True` (PyTorch picks among cuDNN's engines, its newer
 Hopper kernels included, once per shape, during the warm-up). f32 is strict (cuDNN's TF32
@@ -57,6 +57,9 @@ def parse_args(argv=None):
                    help="timed runs [default: the report's settings.reps]")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--as-dtype", choices=["f32", "tf32", "bf16", "f16"], default=None,
+                   help="--device cuda: time PyTorch at this precision instead of the report's, "
+                        "as the method torch-<dtype> (e.g. tf32 beside an f32x3 report)")
     p.add_argument("--only-noisy", action="store_true",
                    help="time again only the layers whose torch result was taken while other "
                         "processes used the machine (its detail says so), keep the others")
@@ -352,8 +355,12 @@ def main_cuda(args, report):
         sys.exit(f"torch_anchor: the report's dtype {dtype!r} is not one of {list(TORCH_DTYPES)}")
     reps = args.reps or report["settings"]["reps"]
     limit = report["settings"]["rel_err_limit"]
-    set_precision(torch, dtype)
     method = "torch"
+    if args.as_dtype:
+        # Another precision beside the report's (e.g. cuDNN's TF32 beside im2win's 3xTF32): its
+        # own method, its error against the reference of its own rounded inputs.
+        method, dtype = f"torch-{args.as_dtype}", args.as_dtype
+    set_precision(torch, dtype)
     name = torch.cuda.get_device_name(0)
     print(f"torch {torch.__version__} on {name}, cuDNN {torch.backends.cudnn.version()}, "
           f"{dtype}, cudnn.benchmark", file=sys.stderr)

@@ -212,30 +212,49 @@ pub const TENSOR_OP_KERNELS: [(Geometry, TensorOpTile, bool); 17] = {
 
 /// The default catalogue's 3xTF32 kernels ([`crate::Math::TensorOpFastF32`], names
 /// `im2win_f32x3_..`: float32 at FP32 accuracy on tensor cores), NHWC with a KRSC filter:
-/// `(geometry, tile, vector loads)`. Seven, all on the 128 × 64 tile (2 × 2 warps of 64
-/// pixels × 32 channels), because the big and small fragments of the 64 × 64 warp tile do
-/// not fit beside its 128 sums in 255 registers (the TF32 kernels of 128 × 128 already use
-/// 245-254):
+/// `(geometry, tile, vector loads)`. Six, all on the 128 × 64 tile of 8 warps of 32 × 32
+/// ([`TENSOR_OP_128X64_W32_R64`], [`TENSOR_OP_128X64_W32_R128`]): the big and small fragments,
+/// each tile's per-k-step sum and the block sums (`mma_tensorop.cuh`) do not fit beside
+/// larger warp tiles' sums in 255 registers:
 ///
-/// * with vector loads (`C` a multiple of 4): 1×1 stride 1, 3×3 stride 1 and the generic
-///   kernel, each with 64- and 128-byte rows (dispatch's choice of rows as for TF32);
+/// * with vector loads (`C` a multiple of 4): 1×1 stride 1 and 3×3 stride 1, each with 64-
+///   and 128-byte rows (dispatch's choice of rows as for TF32), and the generic kernel with
+///   64-byte rows (with 128-byte rows it needs 255 registers and spills on sm_80);
 /// * element by element (any `C`, the C = 3 stems): the generic kernel, 64-byte rows.
 ///
 /// Each kernel adds about as much compile time as a TF32 kernel; every other geometry takes
 /// the generic kernels.
-pub const TENSOR_OP_FAST_F32_KERNELS: [(Geometry, TensorOpTile, bool); 7] = {
+pub const TENSOR_OP_FAST_F32_KERNELS: [(Geometry, TensorOpTile, bool); 6] = {
     const G1: Geometry = Geometry::Fixed(FixedGeometry::square(1, 1));
     const G3: Geometry = Geometry::Fixed(FixedGeometry::square(3, 1));
     const GEN: Geometry = Geometry::Generic;
     [
-        (G1, TENSOR_OP_128X64_R64, true),
-        (G1, TENSOR_OP_128X64_R128, true),
-        (G3, TENSOR_OP_128X64_R64, true),
-        (G3, TENSOR_OP_128X64_R128, true),
-        (GEN, TENSOR_OP_128X64_R64, true),
-        (GEN, TENSOR_OP_128X64_R128, true),
-        (GEN, TENSOR_OP_128X64_R64, false),
+        (G1, TENSOR_OP_128X64_W32_R64, true),
+        (G1, TENSOR_OP_128X64_W32_R128, true),
+        (G3, TENSOR_OP_128X64_W32_R64, true),
+        (G3, TENSOR_OP_128X64_W32_R128, true),
+        (GEN, TENSOR_OP_128X64_W32_R64, true),
+        (GEN, TENSOR_OP_128X64_W32_R64, false),
     ]
+};
+
+/// 128 pixels × 64 channels, 4 × 2 warps of 32 × 32 (256 threads), 64-byte rows (4 stages,
+/// 48 KiB): the 3xTF32 tile. Its warps hold 32 sums each, so that every tile's per-k-step
+/// sum (the three MMAs start from zero and are added to the sums on the CUDA cores, see
+/// `mma_tensorop.cuh`) fits beside the big and small fragments: with the 64 × 32 warp tiles
+/// of [`TENSOR_OP_128X64_R64`] ptxas interleaves all 16 tiles' MMAs and spills at 255
+/// registers; with 32 × 32 it needs 166-226 and none.
+pub const TENSOR_OP_128X64_W32_R64: TensorOpTile = TensorOpTile {
+    pixels: 128,
+    channels: 64,
+    warp_pixels: 32,
+    warp_channels: 32,
+    row_bytes: 64,
+};
+/// [`TENSOR_OP_128X64_W32_R64`] with 128-byte rows (3 stages, 72 KiB).
+pub const TENSOR_OP_128X64_W32_R128: TensorOpTile = TensorOpTile {
+    row_bytes: 128,
+    ..TENSOR_OP_128X64_W32_R64
 };
 
 /// A warpgroup tile (the `_wgmma` kernels, [`KernelSpec::tensor_op_warpgroup`]): one

@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::catalogue::{
-    Catalogue, DEFAULT_TILES, TENSOR_OP_128X64_R64, TENSOR_OP_128X64_R128, TENSOR_OP_TILES,
+    Catalogue, DEFAULT_TILES, TENSOR_OP_128X64_W32_R64, TENSOR_OP_128X64_W32_R128, TENSOR_OP_TILES,
 };
 use crate::spec::{
     DType, FixedGeometry, Geometry, KernelSpec, Math, Precision, SpecError, TileConfig, parse_pair,
@@ -236,10 +236,12 @@ impl RawKernel {
                 TENSOR_OP_TILES.iter().map(|t| t.tile(dtype)).collect()
             }
             // 3xTF32: the 128 × 64 tiles of its default kernels (TENSOR_OP_FAST_F32_KERNELS).
-            None if math == Math::TensorOpFastF32 => [TENSOR_OP_128X64_R64, TENSOR_OP_128X64_R128]
-                .iter()
-                .map(|t| t.tile(dtype))
-                .collect(),
+            None if math == Math::TensorOpFastF32 => {
+                [TENSOR_OP_128X64_W32_R64, TENSOR_OP_128X64_W32_R128]
+                    .iter()
+                    .map(|t| t.tile(dtype))
+                    .collect()
+            }
             None => DEFAULT_TILES.to_vec(),
             Some(Tiles::One(text)) => vec![text.parse().map_err(|e: SpecError| e.to_string())?],
             Some(Tiles::Many(list)) => list

@@ -21,14 +21,31 @@
 // The math operator (CUTLASS's OpMultiplyAdd / OpMultiplyAddFastF32) says what the MMAs make of
 // those fragments, and is the one difference between the warp MMA's two uses:
 //   OpMultiplyAdd<Element>   one MMA per tile and k-step on the operands as the instruction takes
-//                            them (BF16, FP16 as stored; float rounded to TF32);
+//                            them (BF16, FP16 as stored; float rounded to TF32), accumulating in
+//                            the tensor cores;
 //   OpMultiplyAddFastF32     3xTF32, FP32 accuracy on TF32 tensor cores: each float x is split
 //                            into big = tf32(x) and small = tf32(x - big) (x - big is exact), and
-//                            a*b is computed as a_small*b_big + a_big*b_small + a_big*b_big,
-//                            smallest first, into the same FP32 accumulators. The dropped
-//                            a_small*b_small is below 2^-22 of a*b; each part carries 11
+//                            a*b is computed as a_small*b_big + a_big*b_small + a_big*b_big. The
+//                            dropped a_small*b_small is below 2^-22 of a*b; each part carries 11
 //                            significant bits, so big + small holds x to about 2^-22 (float:
 //                            2^-24). Three MMAs and twice the fragment registers per k-step.
+//
+// Why 3xTF32 does not accumulate in the tensor cores: their FP32 addition aligns the addends
+// to the largest one and truncates (round toward zero), so an accumulator carried through every
+// MMA loses up to an ulp of itself, always toward zero, at each of the C*R*S/8 k-steps: an error
+// that grows linearly with the reduction. Measured on the H100 with the sums in the tensor
+// cores: 5-60x strict FP32's error, 1.7e-6 of the magnitude where strict has 5e-8. So each
+// k-step's three MMAs start from zero (their truncation is then relative to that k-step's eight
+// products, not to the whole sum), and the k-step's sum is added on the CUDA cores, rounding to
+// nearest: four FADDs per three MMAs (Ootomo & Yokota, 2022, make the same observation for FP16
+// tensor cores). That alone measured 2-2.5x strict FP32's error on reductions of 3,000-24,000
+// terms, where the strict kernels split the reduction: a chain of C*R*S/8 roundings. So the
+// k-step sums go into a block sum of BLOCK_KSTEPS k-steps (128 products), which is added to the
+// sums the epilogue reads once per block: two-level (blocked) summation, whose rounding error
+// grows with the number of blocks plus the block length rather than with the k-steps. A model
+// of the tensor cores' arithmetic (exact products, addends aligned to the largest and
+// truncated with 3 guard bits, the sum truncated to 24 bits) reproduced both measurements (1.0e-6
+// in the chain, 2e-4 in the tensor cores at 24,200 terms) and gives the blocked sum 2.8e-7.
 #pragma once
 
 #include "numeric.cuh"
@@ -83,6 +100,17 @@ struct TensorOpInstruction<float> {
         return t;
     }
     static __device__ __forceinline__ void prepare(unsigned int& x) { x = round(__uint_as_float(x)); }
+    // d = a * b, with C = 0 (ptxas reads it from the zero register).
+    static __device__ __forceinline__ void mma_from_zero(float (&d)[4], const unsigned int (&a)[4],
+                                                         const unsigned int (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm volatile(
+            "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+            "{%10, %10, %10, %10};\n"
+            : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(0.0f));
+#endif
+    }
     static __device__ __forceinline__ void mma(float (&d)[4], const unsigned int (&a)[4], const unsigned int (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
         asm volatile(
@@ -95,30 +123,33 @@ struct TensorOpInstruction<float> {
 };
 
 // The plain math operator: one MMA per m-tile, n-tile and k-step on the operands as the
-// instruction takes them. An operator turns each fragment register into PARTS registers
-// (split), and its PASSES passes over the warp tile each multiply part a_part(pass) of the A
-// fragments by part b_part(pass) of the B fragments.
+// instruction takes them, accumulating in the tensor cores. An operator turns each fragment
+// register into PARTS registers (split) and multiplies one 16 x 8 tile of a k-step from them
+// (multiply_tile), adding into the sums, or into a block sum of BLOCK_KSTEPS k-steps (> 0).
 template <class Element>
 struct OpMultiplyAdd {
     using Instruction = TensorOpInstruction<Element>;
     static constexpr int PARTS = 1;
-    static constexpr int PASSES = 1;
+    // No block sums: the tensor cores accumulate (multiply_tile adds into the sums themselves).
+    static constexpr int BLOCK_KSTEPS = 0;
     static __device__ __forceinline__ void split(unsigned int x, unsigned int (&parts)[PARTS]) {
         Instruction::prepare(x);
         parts[0] = x;
     }
-    static __device__ __forceinline__ constexpr int a_part(int) { return 0; }
-    static __device__ __forceinline__ constexpr int b_part(int) { return 0; }
+    static __device__ __forceinline__ void multiply_tile(float (&acc)[4], const unsigned int (&a)[PARTS][4],
+                                                         const unsigned int (&b)[PARTS][2]) {
+        Instruction::mma(acc, a[0], b[0]);
+    }
 };
 
-// 3xTF32 on float operands (see the top of this file). Parts: 0 big, 1 small. The passes run
-// small*big, big*small, big*big: the small products reach the accumulators before the big one
-// (CUTLASS's order), and each pass is MT x NT independent MMAs, so the three products of one
-// tile never wait on each other's accumulator.
+// 3xTF32 on float operands (see the top of this file). Parts: 0 big, 1 small. Per tile and
+// k-step: small*big, big*small, big*big into a sum that starts at zero (the small products
+// first, CUTLASS's order), then that sum into the FP32 accumulator, rounded to nearest.
 struct OpMultiplyAddFastF32 {
     using Instruction = TensorOpInstruction<float>;
     static constexpr int PARTS = 2;
-    static constexpr int PASSES = 3;
+    // k-steps per block sum (multiply_tile adds into the block sum; see the top of this file).
+    static constexpr int BLOCK_KSTEPS = 16;
     static __device__ __forceinline__ void split(unsigned int x, unsigned int (&parts)[PARTS]) {
         const float value = __uint_as_float(x);
         parts[0] = Instruction::round(value);
@@ -126,12 +157,21 @@ struct OpMultiplyAddFastF32 {
         // of value's last place no larger than half of big's.
         parts[1] = Instruction::round(value - __uint_as_float(parts[0]));
     }
-    static __device__ __forceinline__ constexpr int a_part(int pass) { return pass == 0 ? 1 : 0; }
-    static __device__ __forceinline__ constexpr int b_part(int pass) { return pass == 1 ? 1 : 0; }
+    static __device__ __forceinline__ void multiply_tile(float (&acc)[4], const unsigned int (&a)[PARTS][4],
+                                                         const unsigned int (&b)[PARTS][2]) {
+        float step[4];
+        Instruction::mma_from_zero(step, a[1], b[0]);
+        Instruction::mma(step, a[0], b[1]);
+        Instruction::mma(step, a[0], b[0]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            acc[i] += step[i];
+        }
+    }
 };
 
-// The warp-level MMA of one warp tile: MT x NT instructions of 16 x 8 per k-step and operator
-// pass, FP32 accumulators held as acc[mt][nt][0..3] (the C fragment above). The kernels name it
+// The warp-level MMA of one warp tile: MT x NT tiles of 16 x 8 per k-step (each one MMA, or
+// three for 3xTF32), FP32 accumulators held as acc[mt][nt][0..3] (the C fragment above). The kernels name it
 // through the one-parameter aliases below (WarpMmaTensorOp, WarpMmaTensorOpFastF32), the form a
 // kernel's Conv2dFpropTensorOp takes its MMA policy in.
 template <class Tile, class Operator>
@@ -149,7 +189,14 @@ struct WarpMmaSync {
     // Fragments move through registers (ldmatrix): no async-proxy fence before the barrier.
     static constexpr bool ASYNC_PROXY_FENCE = false;
 
-    float acc[MT][NT][4];
+    // Blocked summation (3xTF32): the sums of the current block of k-steps, added into acc
+    // every BLOCK_STAGES stages and by finish(). One element, unused, without it.
+    static constexpr bool BLOCKED = Operator::BLOCK_KSTEPS > 0;
+    static constexpr int BLOCK_STAGES = BLOCKED && Operator::BLOCK_KSTEPS > KSTEPS ? Operator::BLOCK_KSTEPS / KSTEPS : 1;
+
+    float acc[MT][NT][4];   // the sums the epilogue reads
+    float block[BLOCKED ? MT : 1][BLOCKED ? NT : 1][4];
+    int block_stages;       // stages summed in block so far
     int row0;   // block-relative pixel of this lane's fragment row g in m-tile 0
     int col0;   // block-relative channel of this lane's first column (2t) in n-tile 0
     // Byte offsets, within a stage's A (B) operand, of this lane's ldmatrix row for m-tile 0
@@ -166,6 +213,8 @@ struct WarpMmaSync {
         row0 = warp_m * Tile::WM + lane / 4;
         col0 = warp_n * Tile::WN + 2 * (lane % 4);
         for_each_sum(acc, [](float& sum) { sum = 0.0f; });
+        for_each_sum(block, [](float& sum) { sum = 0.0f; });
+        block_stages = 0;
         // A, ldmatrix.x4 per m-tile: lanes 0-15 address rows 0-15 of piece 0 of the k-step
         // (matrices a0, a1), lanes 16-31 the same rows of piece 1 (a2, a3).
         const int a_row = warp_m * Tile::WM + lane % 16;
@@ -179,8 +228,21 @@ struct WarpMmaSync {
         }
     }
 
-    // Nothing is in flight after a multiply (mma.sync is synchronous): nothing to wait for.
-    __device__ __forceinline__ void finish() {}
+    // Nothing is in flight after a multiply (mma.sync is synchronous): nothing to wait for;
+    // the last block sum goes into the sums.
+    __device__ __forceinline__ void finish() {
+        if constexpr (BLOCKED) {
+            add_block();
+        }
+    }
+
+    // acc += block; block = 0.
+    __device__ __forceinline__ void add_block() {
+        for_each_sum_pair(acc, block, [](float& sum, float& part) {
+            sum += part;
+            part = 0.0f;
+        });
+    }
 
     // Multiplies one stage: `a` and `b` are the shared addresses of the stage's A and B rows.
     // between(ks) runs after the fragments of k-step ks are requested and before its MMAs are
@@ -224,18 +286,24 @@ struct WarpMmaSync {
                 }
             }
             between(ks);
-            // Serpentine order over the n-tiles: consecutive instructions share an A or B
-            // fragment.
+            // Serpentine order over the n-tiles: consecutive tiles share an A or B fragment.
 #pragma unroll
-            for (int pass = 0; pass < Operator::PASSES; ++pass) {
+            for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-                    for (int n = 0; n < NT; ++n) {
-                        const int nt = mt % 2 == 0 ? n : NT - 1 - n;
-                        Instruction::mma(acc[mt][nt], af[mt][Operator::a_part(pass)], bf[nt][Operator::b_part(pass)]);
+                for (int n = 0; n < NT; ++n) {
+                    const int nt = mt % 2 == 0 ? n : NT - 1 - n;
+                    if constexpr (BLOCKED) {
+                        Operator::multiply_tile(block[mt][nt], af[mt], bf[nt]);
+                    } else {
+                        Operator::multiply_tile(acc[mt][nt], af[mt], bf[nt]);
                     }
                 }
+            }
+        }
+        if constexpr (BLOCKED) {
+            if (++block_stages == BLOCK_STAGES) {
+                add_block();
+                block_stages = 0;
             }
         }
     }

@@ -91,21 +91,27 @@ struct SwizzledRows {
     }
 };
 
-// Runs f on every float sum of a thread's MMA accumulators acc[MT][NT][4] (the layout of both
-// MMA policies: one C fragment of 4 sums per 16 x 8 piece), fully unrolled so that every index
-// is a compile-time constant and the sums stay in registers.
+// Runs f on every pair of float sums at one index of two accumulator arrays [MT][NT][4] (the
+// layout of both MMA policies: one C fragment of 4 sums per 16 x 8 piece), fully unrolled so
+// that every index is a compile-time constant and the sums stay in registers.
 template <int MT, int NT, class F>
-__device__ __forceinline__ void for_each_sum(float (&acc)[MT][NT][4], F&& f) {
+__device__ __forceinline__ void for_each_sum_pair(float (&a)[MT][NT][4], float (&b)[MT][NT][4], F&& f) {
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                f(acc[mt][nt][e]);
+                f(a[mt][nt][e], b[mt][nt][e]);
             }
         }
     }
+}
+
+// Runs f on every float sum of a thread's MMA accumulators acc[MT][NT][4].
+template <int MT, int NT, class F>
+__device__ __forceinline__ void for_each_sum(float (&acc)[MT][NT][4], F&& f) {
+    for_each_sum_pair(acc, acc, [&](float& sum, float&) { f(sum); });
 }
 
 // ldmatrix.x4: four 8x8 matrices of 16-bit elements; lanes 8i .. 8i+7 give the row addresses

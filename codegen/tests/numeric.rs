@@ -264,10 +264,10 @@ fn f32x3_kernels_are_named_checked_and_catalogued() {
     let json = serde_json::to_value(spec).unwrap();
     assert_eq!(json["math"], "tensor_op_fast_f32");
     assert_eq!(serde_json::from_value::<KernelSpec>(json).unwrap(), spec);
-    // The default catalogue: the seven kernels of TENSOR_OP_FAST_F32_KERNELS after the TF32
+    // The default catalogue: the six kernels of TENSOR_OP_FAST_F32_KERNELS after the TF32
     // ones, all valid, on the 128 x 64 tile, generic, 1x1 and 3x3 stride 1.
     let fast = Catalogue::fast_f32_kernels();
-    assert_eq!(fast.len(), 7);
+    assert_eq!(fast.len(), 6);
     let default = Catalogue::default_catalogue();
     for spec in &fast {
         spec.validate().unwrap_or_else(|e| panic!("{spec}: {e}"));

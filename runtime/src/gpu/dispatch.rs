@@ -54,11 +54,10 @@
 //! residual) in place.
 //!
 //! **FP32 accuracy** ([`Precision::Accurate`]): strict FP32 (SIMT) and 3xTF32 kernels both
-//! compute such a problem; dispatch first picks the math ([`prefers_fast_f32`]: 3xTF32 when
-//! it has a kernel with vector loads for the problem and the problem is large enough to fill
-//! the GPU with its 128 × 64 tiles, `K` ≥ 64 and `C·R·S` ≥ 256; else strict), then the kernel
-//! among that math's candidates by the rules above. A rule without GPU measurements yet:
-//! the tuning table, which times both, overrides it per problem.
+//! compute such a problem at FP32 accuracy; dispatch runs it on the strict kernels (3xTF32
+//! on `mma.sync` measured faster on only 3 of 35 layers, by 3-7%: [`accurate_candidates`]),
+//! on the 3xTF32 ones only where no strict kernel applies, and the tuning table, which
+//! times both, picks 3xTF32 per problem where it is faster.
 //! [`Precision::F32x3`] takes 3xTF32 kernels only, [`Precision::Strict`] SIMT only.
 //!
 //! **Alignment.** Whether the input and filter start at 16-byte aligned addresses is a
@@ -232,7 +231,7 @@ impl Plan {
         // whose two maths (strict FP32, 3xTF32) are chosen between first: then all the
         // candidates share one.
         let runnable = if problem.precision == Precision::Accurate {
-            accurate_candidates(runnable, &shape, device)
+            accurate_candidates(runnable)
         } else {
             runnable
         };
@@ -636,58 +635,25 @@ pub fn blocks_per_sm(spec: &KernelSpec, device: &DeviceLimits) -> u32 {
         .clamp(1, device.blocks_per_sm.max(1))
 }
 
-/// Whether the 3xTF32 kernels reach FP32 accuracy, so that [`Precision::Accurate`] may run
-/// on them. Not yet: measured on the H100 (2026-12-06), their error is 5-60× strict FP32's
-/// (paper layers up to 3.2e-5 relative, random problems up to 1.6e-4, growing with the
-/// reduction's length), most likely from the tensor cores' truncating FP32 accumulation
-/// inside each MMA. Until that is fixed, FP32 accuracy means the strict SIMT kernels, and
-/// the 3xTF32 kernels run only when asked for ([`Precision::F32x3`]).
-const FAST_F32_IS_FP32_ACCURATE: bool = false;
-
 /// For a [`Precision::Accurate`] problem, the candidates of the math that dispatch runs it
-/// with: the 3xTF32 ones ([`Math::TensorOpFastF32`]) when [`prefers_fast_f32`] says so, else
-/// the strict SIMT ones; the other math's when one has none.
-fn accurate_candidates<'a>(
-    runnable: Vec<&'a KernelSpec>,
-    shape: &ProblemShape,
-    device: &DeviceLimits,
-) -> Vec<&'a KernelSpec> {
+/// with: the strict SIMT ones, or the 3xTF32 ones ([`Math::TensorOpFastF32`]) when the
+/// catalogue has no strict kernel for it. Both are FP32-accurate: since the 3xTF32 kernels sum
+/// outside the tensor cores (blocked summation, `mma_tensorop.cuh`), their error measured at
+/// or below strict FP32's on the H100 (2026-12-06, `tests/gpu_f32x3.rs`: 300 random problems,
+/// median 9.1e-8 against 1.2e-7; the first kernels, which accumulated in the tensor cores,
+/// measured 5-60× strict's). But on `mma.sync` (three TF32 MMAs per product, the operand
+/// splits and the sums on the CUDA cores) they are faster than the strict kernels on only 3
+/// of the 35 paper and ResNet-50 layers measured on the H100 in one run (paper conv6, 10, 11
+/// at batch 128, by 3-7%), up to 1.2× slower on the long reductions and 2-3× on the short
+/// ones and the C = 3 stems: no rule of shape picks them reliably. So dispatch runs FP32
+/// accuracy on the strict kernels, and the tuning table (`im2win tune`), which times every
+/// kernel that a problem's precision admits, both maths for [`Precision::Accurate`], picks
+/// 3xTF32 per problem where it measured faster.
+fn accurate_candidates(runnable: Vec<&KernelSpec>) -> Vec<&KernelSpec> {
     let (fast, strict): (Vec<&KernelSpec>, Vec<&KernelSpec>) = runnable
         .into_iter()
         .partition(|spec| spec.math.is_tensor_op());
-    if strict.is_empty() || (!fast.is_empty() && prefers_fast_f32(&fast, shape, device)) {
-        fast
-    } else {
-        strict
-    }
-}
-
-/// Whether an FP32-accurate problem ([`Precision::Accurate`]) of `shape` runs on the 3xTF32
-/// kernels `fast` (runnable, not empty) rather than on strict FP32 SIMT kernels. A rule to
-/// be tuned from GPU measurements (until then the tuning table, which times both, decides
-/// per problem): 3xTF32 does three TF32 MMAs per product, about 2.5× the CUDA cores' FP32
-/// rate at best on H100 / H200, and its kernels have vector loads only for `C` a multiple
-/// of 4 (element-wise gathering is several times slower). So 3xTF32 when:
-///
-/// * one of `fast` has vector loads (`C` a multiple of 4, aligned operands);
-/// * `K` ≥ 64 (a whole 64-channel tile) and `C·R·S` ≥ 256 (a reduction long enough for the
-///   multistage pipeline to reach its rate);
-/// * the 128-pixel × 64-channel tiles fill every SM at least once.
-pub(crate) fn prefers_fast_f32(
-    fast: &[&KernelSpec],
-    shape: &ProblemShape,
-    device: &DeviceLimits,
-) -> bool {
-    if !FAST_F32_IS_FP32_ACCURATE {
-        return false;
-    }
-    let k = shape.output[1] as u64;
-    let crs = shape.reduction as u64;
-    let blocks = (shape.pixels as u64).div_ceil(128) * k.div_ceil(64);
-    fast.iter().any(|spec| spec.variant.vector_loads)
-        && k >= 64
-        && crs >= 256
-        && blocks >= device.multiprocessors.max(1)
+    if strict.is_empty() { fast } else { strict }
 }
 
 /// The tensor-core kernel among `candidates` (complete kernels that can run the problem of
@@ -973,12 +939,13 @@ mod tests {
         for spec in &Catalogue::default_catalogue().kernels {
             // A SIMT kernel's launch bounds' promise; two 128-thread tensor-core blocks at
             // 255 registers a thread, three of the 128 x 64 tile at 170, one of the
-            // 256-thread warpgroup tile (144 KiB); two of every 3xTF32 kernel (one promised).
+            // 256-thread warpgroup tile (144 KiB); one of every 3xTF32 kernel (8 warps at up
+            // to 255 registers).
             let expected = match spec.math {
                 im2win_codegen::Math::Simt => spec.tile.min_blocks_per_sm(),
                 im2win_codegen::Math::TensorOp if spec.threads() == 256 => 1,
                 im2win_codegen::Math::TensorOp => 2.max(spec.min_blocks_per_sm()),
-                im2win_codegen::Math::TensorOpFastF32 => 2,
+                im2win_codegen::Math::TensorOpFastF32 => 1,
             };
             assert_eq!(blocks_per_sm(spec, &h200), expected, "{spec}");
         }
@@ -1335,9 +1302,9 @@ mod tests {
             .with_filter_layout(FilterLayout::Krsc)
     }
 
-    /// `f32x3` runs 3xTF32 kernels only; FP32 accuracy (`f32acc`) takes them for large
-    /// layers with `C` a multiple of 4 and strict SIMT kernels otherwise; strict never
-    /// takes them; and a catalogue without them serves `f32acc` strictly, `f32x3` not at all.
+    /// `f32x3` runs 3xTF32 kernels only; FP32 accuracy (`f32acc`) the strict SIMT kernels,
+    /// or the 3xTF32 ones where a catalogue has only those; strict never takes them; and a
+    /// catalogue without them serves `f32acc` strictly, `f32x3` not at all.
     #[test]
     fn fp32_accuracy_picks_3xtf32_or_strict() {
         use im2win_codegen::Math;
@@ -1356,14 +1323,9 @@ mod tests {
         );
         assert_eq!(fast.workspace_bytes(), 0);
         assert_eq!(fast.splits(), 1);
-        // FP32 accuracy stays strict while 3xTF32 is not FP32-accurate
-        // (FAST_F32_IS_FP32_ACCURATE), and takes 3xTF32 where the rule says so once it is.
+        // FP32 accuracy runs on the strict kernels (3xTF32 only through the tuning table).
         let accurate = Plan::new(&layer("f32acc"), &catalogue, sms).unwrap();
-        if FAST_F32_IS_FP32_ACCURATE {
-            assert_eq!(accurate.kernel(), fast.kernel());
-        } else {
-            assert_eq!(accurate.kernel().math, Math::Simt);
-        }
+        assert_eq!(accurate.kernel().math, Math::Simt);
         let strict = layer("f32");
         assert_eq!(
             Plan::new(&strict, &catalogue, sms).unwrap().kernel().math,
@@ -1381,6 +1343,7 @@ mod tests {
             ([32, 16, 56, 56], [64, 16, 1, 1]),
             ([32, 3, 224, 224], [64, 3, 3, 3]),
             ([32, 64, 56, 56], [32, 64, 1, 1]),
+            ([32, 128, 28, 28], [128, 128, 3, 3]),
         ] {
             let problem = |numeric: &str| tc_problem(numeric, input, filter);
             let plan = Plan::new(&problem("f32acc"), &catalogue, sms).unwrap();
@@ -1407,6 +1370,12 @@ mod tests {
         let err = Plan::new(&layer("f32x3"), &f32_only, sms).unwrap_err();
         assert!(matches!(err, Error::NoKernelForType { .. }), "{err}");
         assert!(err.to_string().contains("no f32x3 kernel"), "{err}");
+        // With the 3xTF32 kernels only: f32acc takes them, strict f32 is refused by name.
+        let fast_only = Catalogue::new(Catalogue::fast_f32_kernels()).unwrap();
+        let plan = Plan::new(&layer("f32acc"), &fast_only, sms).unwrap();
+        assert_eq!(plan.kernel().math, Math::TensorOpFastF32);
+        let err = Plan::new(&layer("f32"), &fast_only, sms).unwrap_err();
+        assert!(matches!(err, Error::NoKernelForType { .. }), "{err}");
     }
 
     #[test]
