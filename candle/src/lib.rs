@@ -268,9 +268,10 @@ pub fn conv2d_no_bias(
     candle_nn::conv2d_no_bias(in_channels, out_channels, kernel_size, cfg, vb).map(Conv2d::from)
 }
 
-/// Whether this build runs CUDA tensors through im2win (the crate's `cuda` feature) and
-/// im2win's GPU kernels were compiled into it (nvcc at build time). Without either, a
-/// convolution of CUDA tensors fails with an error saying which is missing.
+/// Whether this build can convolve CUDA tensors: the crate's `cuda` feature is on (without
+/// it candle has no CUDA device at all) and im2win's GPU kernels were compiled into it (nvcc
+/// at build time; without them a convolution of CUDA tensors fails with im2win's "kernels
+/// not built" error). Says nothing about whether a GPU is present.
 pub fn gpu_kernels_available() -> bool {
     cfg!(feature = "cuda") && im2win::kernels().is_built()
 }
