@@ -31,8 +31,9 @@
 //!   read where candle keeps them (no copy); the only allocation per call is the output, made
 //!   by candle's device like any of its ops' outputs, plus im2win's workspace, which the
 //!   engine keeps and grows between calls; nothing synchronises. One im2win
-//!   [`Engine`](im2win::Engine) is made per candle CUDA device (on the device's first
-//!   convolution) and kept for the life of the program.
+//!   [`Engine`](im2win::Engine) is made per candle CUDA device on the device's first
+//!   convolution (loading im2win's kernels, which waits for the stream once) and kept for the
+//!   life of the program.
 //! - **CPU tensors**: im2win's multi-threaded CPU backend ([`im2win::cpu::conv2d`]).
 //!
 //! Element types: F32 (strict FP32 by default; TF32 or the other precisions of
@@ -58,6 +59,15 @@
 //! - Forward only: a backward pass through the layer fails with candle's
 //!   `BackwardNotSupported`.
 //! - `Conv2dConfig::cudnn_fwd_algo` is ignored (it picks a cuDNN algorithm).
+//!
+//! # Features
+//! - `cuda` (off by default): candle's CUDA backend (`candle-core/cuda`, `candle-nn/cuda`)
+//!   and the GPU path. Building it compiles candle's own CUDA kernels with nvcc for
+//!   `CUDA_COMPUTE_CAP` (e.g. `90`; no GPU needed) and links libcuda, cuBLAS, cuRAND and NVRTC
+//!   at build time, as candle does; it turns on im2win's `dynamic-linking` feature to match
+//!   (cudarc cannot both link and load libcuda). im2win's own kernels need nvcc too (`NVCC`).
+//!   `candle/scripts/gpu-build.sh` in the repository builds the GPU tests that way on a
+//!   machine without CUDA.
 //!
 //! # Errors
 //! Every failure is a [`candle_core::Error`]; im2win's own errors keep their messages

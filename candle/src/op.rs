@@ -27,12 +27,18 @@ pub(crate) fn check_groups(
     kernel_size: usize,
     cfg: &Conv2dConfig,
 ) -> Result<()> {
+    if cfg.groups == 0 {
+        // candle_nn would divide by it.
+        return Err(candle_core::Error::msg(
+            "im2win-candle Conv2d: groups must be at least 1",
+        ));
+    }
     let extent = cfg.dilation.saturating_mul(kernel_size.saturating_sub(1)) + 1;
     let probe = Conv2dProblem::new(
         [1, in_channels, extent, extent],
         [
             out_channels,
-            in_channels / cfg.groups.max(1),
+            in_channels / cfg.groups,
             kernel_size,
             kernel_size,
         ],
@@ -98,7 +104,9 @@ impl ConvOp {
                     tensor.dtype()
                 )));
             }
-            if !tensor.device().same_device(x.device()) {
+            // Where, as candle's own ops check it: two candle devices of one GPU are one
+            // place (the engine orders their streams).
+            if tensor.device().location() != x.device().location() {
                 return Err(candle_core::Error::msg(format!(
                     "im2win-candle Conv2d: the {name} is on {:?} but the input is on {:?}",
                     tensor.device().location(),

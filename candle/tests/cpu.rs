@@ -394,6 +394,9 @@ fn groups_are_refused_clearly() -> Result<()> {
         .unwrap_err()
         .to_string();
     assert!(err.contains("groups"), "{err}");
+    let zero = Conv2dConfig { groups: 0, ..cfg };
+    let err = conv2d(4, 8, 3, zero, vb.pp("z")).unwrap_err().to_string();
+    assert!(err.contains("groups must be at least 1"), "{err}");
 
     let layer = Conv2d::new(Tensor::ones((8, 2, 3, 3), DType::F32, &device)?, None, cfg);
     let x = Tensor::ones((1, 4, 5, 5), DType::F32, &device)?;

@@ -32,15 +32,14 @@ fn require_gpu() -> bool {
     std::env::var("IM2WIN_REQUIRE_GPU").is_ok_and(|v| v == "1")
 }
 
-/// CUDA device 0 (with its own stream when `own_stream`), or `None` (after a `SKIPPED` line)
-/// without a GPU or without im2win's kernels; a panic then under `IM2WIN_REQUIRE_GPU=1`.
-fn gpu(test: &str, own_stream: bool) -> Option<Device> {
-    let device = if !im2win::kernels().is_built() {
-        Err("im2win's GPU kernels were not built (no nvcc at build time)".to_string())
-    } else if own_stream {
-        Device::new_cuda_with_stream(0).map_err(|e| e.to_string())
-    } else {
+/// CUDA device 0 as `Device::new_cuda` makes it (candle's default: the per-thread stream), or
+/// `None` (after a `SKIPPED` line) without a GPU or without im2win's kernels; a panic then
+/// under `IM2WIN_REQUIRE_GPU=1`.
+fn gpu(test: &str) -> Option<Device> {
+    let device = if im2win::kernels().is_built() {
         Device::new_cuda(0).map_err(|e| e.to_string())
+    } else {
+        Err("im2win's GPU kernels were not built (no nvcc at build time)".to_string())
     };
     match device {
         Ok(device) => Some(device),
@@ -97,7 +96,7 @@ fn check(
 /// Random layers of every dtype (and float32 at TF32) on CUDA tensors.
 #[test]
 fn random_layers_match_candle_nn_and_the_oracle() -> Result<()> {
-    let Some(device) = gpu("random_layers_match_candle_nn_and_the_oracle", false) else {
+    let Some(device) = gpu("random_layers_match_candle_nn_and_the_oracle") else {
         return Ok(());
     };
     let mut rng = rng(29);
@@ -131,7 +130,7 @@ fn random_layers_match_candle_nn_and_the_oracle() -> Result<()> {
 /// ResNet-50's kinds of layer (stem, 3×3, strided 1×1) at batch 2, every dtype.
 #[test]
 fn resnet_layers_match_candle_nn_and_the_oracle() -> Result<()> {
-    let Some(device) = gpu("resnet_layers_match_candle_nn_and_the_oracle", false) else {
+    let Some(device) = gpu("resnet_layers_match_candle_nn_and_the_oracle") else {
         return Ok(());
     };
     let mut rng = rng(31);
@@ -172,12 +171,12 @@ fn resnet_layers_match_candle_nn_and_the_oracle() -> Result<()> {
     Ok(())
 }
 
-/// Fused activation and residual, on views at offsets (a narrowed batch: contiguous, not at
-/// the start of its allocation, at odd element offsets that leave the operands misaligned
-/// for the vector loads) and on strided views.
+/// Fused activation and residual, on views at offsets (contiguous, not at the start of their
+/// allocation; odd element offsets leave the operands misaligned for the vector loads, and
+/// the engine must choose kernels that read them element by element) and on strided views.
 #[test]
 fn epilogues_and_views() -> Result<()> {
-    let Some(device) = gpu("epilogues_and_views", false) else {
+    let Some(device) = gpu("epilogues_and_views") else {
         return Ok(());
     };
     let mut rng = rng(37);
@@ -186,13 +185,19 @@ fn epilogues_and_views() -> Result<()> {
         // shapes at aligned addresses.
         let case = Case::padded([2, 16, 13, 11], [24, 16, 3, 3], 1);
         let reference = case.candle_layer(&mut rng, dtype, &device)?;
-        // Images 1..3 of 3 (offset 16·13·11 elements, odd) and 0..2 (offset 0).
-        let whole = random(&mut rng, &[3, 16, 13, 11], dtype, &device)?;
-        let residual_whole = random(&mut rng, &[3, 24, 13, 11], dtype, &device)?;
-        for start in [0, 1] {
-            let x = whole.narrow(0, start, 2)?;
-            let residual = residual_whole.narrow(0, start, 2)?;
+        // Views into flat tensors at element offsets 0, 1 and 4: contiguous, the input and
+        // the residual at addresses aligned to 16, 2 or 4 (bf16, f16) or 4 or 16 (f32) bytes.
+        let (x_len, y_len) = (2 * 16 * 13 * 11, 2 * 24 * 13 * 11);
+        let x_whole = random(&mut rng, &[x_len + 4], dtype, &device)?;
+        let residual_whole = random(&mut rng, &[y_len + 4], dtype, &device)?;
+        for start in [0, 1, 4] {
+            let x = x_whole.narrow(0, start, x_len)?.reshape((2, 16, 13, 11))?;
+            let residual = residual_whole
+                .narrow(0, start, y_len)?
+                .reshape((2, 24, 13, 11))?;
             assert!(x.is_contiguous() && residual.is_contiguous());
+            assert_eq!(x.layout().start_offset(), start);
+            assert_eq!(residual.layout().start_offset(), start);
             for activation in [Activation::Identity, Activation::Relu, Activation::Silu] {
                 let layer = Conv2d::from(reference.clone()).with_activation(activation);
                 let what = format!("{dtype:?} {activation} start {start}");
@@ -221,7 +226,7 @@ fn epilogues_and_views() -> Result<()> {
 /// Groups are refused on CUDA tensors too, and operands on different devices are an error.
 #[test]
 fn refusals_on_cuda() -> Result<()> {
-    let Some(device) = gpu("refusals_on_cuda", false) else {
+    let Some(device) = gpu("refusals_on_cuda") else {
         return Ok(());
     };
     let grouped = Conv2d::new(
@@ -251,7 +256,7 @@ fn refusals_on_cuda() -> Result<()> {
 /// call would wait for the products.
 #[test]
 fn forward_does_not_synchronise() -> Result<()> {
-    let Some(device) = gpu("forward_does_not_synchronise", false) else {
+    let Some(device) = gpu("forward_does_not_synchronise") else {
         return Ok(());
     };
     let mut rng = rng(41);
@@ -296,7 +301,7 @@ fn forward_does_not_synchronise() -> Result<()> {
 /// graph's replay computes candle_nn's result.
 #[test]
 fn forward_captures_into_a_cuda_graph() -> Result<()> {
-    let Some(device) = gpu("forward_captures_into_a_cuda_graph", true) else {
+    let Some(device) = gpu("forward_captures_into_a_cuda_graph") else {
         return Ok(());
     };
     let mut rng = rng(43);
