@@ -36,37 +36,20 @@ CUDA_HOME=$("$root/candle/scripts/cuda-link-stubs.sh" "$NVCC" | tail -n 1)
 export CUDA_HOME
 echo "gpu-build: NVCC=$NVCC CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP CUDA_HOME=$CUDA_HOME" >&2
 
-json=$(mktemp)
-trap 'rm -f "$json"' EXIT
-cargo test -p im2win-candle --features cuda --release --no-run \
-  --message-format=json-render-diagnostics >"$json"
-cargo build -p im2win-candle --features cuda --release --example basic_block \
-  --message-format=json-render-diagnostics >>"$json"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# `--no-run` names each test binary on a line `Executable tests/NAME.rs (PATH)`.
+cargo test -p im2win-candle --features cuda --release --no-run 2>&1 | tee "$log" >&2
+cargo build -p im2win-candle --features cuda --release --example basic_block
 
 rm -rf "$dest"
 mkdir -p "$dest/bin"
-python3 - "$json" "$dest/bin" <<'PY'
-import json, shutil, sys
-
-json_path, dest = sys.argv[1:3]
-wanted = {("test", "gpu"), ("test", "cpu"), ("example", "basic_block")}
-found = set()
-with open(json_path) as f:
-    for line in f:
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
-            continue
-        key = (msg["target"]["kind"][0], msg["target"]["name"])
-        if key in wanted:
-            shutil.copy2(msg["executable"], f"{dest}/{key[1]}")
-            found.add(key)
-missing = wanted - found
-if missing:
-    sys.exit(f"gpu-build: not built: {sorted(missing)}")
-PY
+for test in gpu cpu; do
+  path=$(sed -n "s|^ *Executable tests/$test\.rs (\(.*\))\$|\1|p" "$log")
+  [ -n "$path" ] || { echo "gpu-build: no test binary $test" >&2; exit 1; }
+  cp "$path" "$dest/bin/$test"
+done
+cp "${CARGO_TARGET_DIR:-$root/target}/release/examples/basic_block" "$dest/bin/"
 # Symbols and debug info are not needed there (and make the binaries larger).
 strip --strip-all "$dest/bin"/*
 tar -C "$dest/bin" -cf - . | xz -9 -T2 >"$dest/candle-gpu.tar.xz"
