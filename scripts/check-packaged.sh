@@ -60,7 +60,7 @@ path = "src/main.rs"
 
 [dependencies]
 im2win = { path = "../crates/im2win-0.1.0" }
-cudarc = { version = "0.19.10", default-features = false, features = ["std", "driver", "nvrtc", "cuda-13000", "dynamic-loading"] }
+cudarc = { version = "0.19.10", default-features = false, features = ["std", "driver", "nvrtc", "cuda-13000", "fallback-dynamic-loading"] }
 rand = "0.9"
 
 [build-dependencies]
