@@ -32,6 +32,8 @@ struct Coverage {
     filter_11: usize,
     one_out_row: usize,
     one_out_col: usize,
+    /// At least 2 output rows of at most 6 columns: AVX-512 tiles of two rows.
+    two_row_tiles: usize,
     unread_columns: usize,
     bias: usize,
     no_bias: usize,
@@ -63,6 +65,7 @@ impl Coverage {
         tally(r == 11 || s == 11, &mut self.filter_11);
         tally(p == 1, &mut self.one_out_row);
         tally(q == 1, &mut self.one_out_col);
+        tally(p >= 2 && q <= 6, &mut self.two_row_tiles);
         tally(shape.win_width < w + left + right, &mut self.unread_columns);
         tally(has_bias, &mut self.bias);
         tally(!has_bias, &mut self.no_bias);
@@ -83,6 +86,7 @@ impl Coverage {
             filter_11,
             one_out_row,
             one_out_col,
+            two_row_tiles,
             unread_columns,
             bias,
             no_bias,
@@ -100,6 +104,7 @@ impl Coverage {
             filter_11,
             one_out_row,
             one_out_col,
+            two_row_tiles,
             unread_columns,
             bias,
             no_bias,

@@ -802,11 +802,14 @@ impl Job<'_> {
             // Tiles of equal size (25 pixels with NR = 6: five of 5, not four of 6 and a
             // lone pixel that would reload the whole filter block for one output), over
             // the strip's pixels, or over each output row for row kernels (whose pixels
-            // lie in one row).
-            let span = if self.kernel.row_step.is_some() {
-                self.q
-            } else {
-                pixels
+            // lie in one row), or over each pair of output rows where the level has
+            // kernels of two rows that wide (narrow outputs: a 5 × 5 image in tiles of 10
+            // pixels, not 5, so each weight loaded serves twice the pixels).
+            let pairs = self.kernel.row_step.is_some() && self.q <= self.kernel.pair_width();
+            let span = match (self.kernel.row_step, pairs) {
+                (Some(_), true) => 2 * self.q,
+                (Some(_), false) => self.q,
+                (None, _) => pixels,
             };
             let per_tile = span.div_ceil(span.div_ceil(nr));
             for local in (0..channels).step_by(mr) {
@@ -843,7 +846,11 @@ impl Job<'_> {
                             filter,
                             starts: &starts[..t],
                         };
-                        self.kernel.run(&ops, &mut tile);
+                        if pairs && t == span {
+                            self.kernel.run_pair(&ops, &mut tile);
+                        } else {
+                            self.kernel.run(&ops, &mut tile);
+                        }
                         let to = TileAt {
                             pass: Pass::of(kk0, kk1, self.crs),
                             at: out_base + j0,

@@ -53,6 +53,11 @@ pub(super) struct MicroKernel {
     /// `Some(step)` when the kernels are row kernels: every tile's pixels are neighbours in
     /// one output row, their windows `step` floats apart (`starts[j] = starts[0] + j·step`).
     pub row_step: Option<usize>,
+    /// Row kernels for tiles of two rows (with `row_step`): `pairs[h − 1]` computes `h`
+    /// neighbouring pixels of one row and the `h` below them (`2h` pixels, two runs
+    /// `step` floats apart from `starts[0]` and from `starts[h]`); empty where the level
+    /// has none.
+    pairs: &'static [KernelFn],
 }
 
 /// The largest `MR·NR` of any level: the size of the caller's tile buffer.
@@ -80,6 +85,7 @@ impl MicroKernel {
             nr: kernels.len(),
             kernels,
             row_step: None,
+            pairs: &[],
         })
     }
 
@@ -95,16 +101,17 @@ impl MicroKernel {
         let general = MicroKernel::for_isa(isa)?;
         let row = match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => x86::avx512_rows(step),
+            Isa::Avx512 => x86::avx512_rows(step).zip(x86::avx512_pairs(step)),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::avx2_rows(step),
+            Isa::Avx2 => x86::avx2_rows(step).map(|rows| (rows, &[][..])),
             _ => None,
         };
         Some(match row {
-            Some(kernels) => MicroKernel {
+            Some((kernels, pairs)) => MicroKernel {
                 nr: kernels.len(),
                 kernels,
                 row_step: Some(step),
+                pairs,
                 ..general
             },
             None => general,
@@ -135,6 +142,41 @@ impl MicroKernel {
         }
         (self.kernels[t - 1])(ops, out);
     }
+
+    /// The most pixels per row of a tile of two rows ([`MicroKernel::run_pair`]); 0 where
+    /// there are no such kernels.
+    pub fn pair_width(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// The sums of a tile of two rows of `h` pixels each (`ops.starts`: `2h` of them, the
+    /// first row's from `starts[0]`, the second's from `starts[h]`, each row's `step`
+    /// floats apart) into `out[j·mr + m]`: twice the pixels per weight loaded of a one-row
+    /// tile, for outputs of at most [`MicroKernel::pair_width`] columns.
+    ///
+    /// # Panics
+    /// When the tile is not two such rows of 1 to `pair_width` pixels, or an operand is
+    /// shorter than the call needs (a bug of the caller; no memory is read out of bounds
+    /// then).
+    pub fn run_pair(&self, ops: &Operands<'_>, out: &mut [f32]) {
+        let t = ops.starts.len();
+        let h = t / 2;
+        assert!(
+            t.is_multiple_of(2) && (1..=self.pairs.len()).contains(&h),
+            "tile of two rows of {t} pixels"
+        );
+        assert!(ops.filter.len() >= ops.offsets.len() * self.mr);
+        assert!(out.len() >= t * self.mr);
+        assert!(ops.starts.iter().all(|&s| s + ops.reach <= ops.strip.len()));
+        let step = self.row_step.unwrap_or(0);
+        for row in ops.starts.chunks_exact(h) {
+            assert!(
+                row.iter().enumerate().all(|(j, &s)| s == row[0] + j * step),
+                "a row kernel's pixels are {step} floats apart"
+            );
+        }
+        (self.pairs[h - 1])(ops, out);
+    }
 }
 
 /// The window of each pixel, `reach` values from its start, and `reach − 1`.
@@ -163,6 +205,27 @@ fn row_windows<'a, const T: usize, const STEP: usize>(
 ) -> ([&'a [f32]; T], usize) {
     let row = &ops.strip[ops.starts[0]..][..(T - 1) * STEP + ops.reach];
     let w: [&[f32]; T] = std::array::from_fn(|j| &row[j * STEP..][..ops.reach]);
+    let last = ops.reach.saturating_sub(1);
+    for window in &w {
+        assert!(window.len() > last);
+    }
+    (w, last)
+}
+
+/// [`row_windows`] of a tile of two rows of `H` pixels (`T = 2H`): pixel `j < H` at
+/// `starts[0] + j·STEP`, pixel `H + j` at `starts[H] + j·STEP`. Two base registers, each
+/// window a constant distance from one of them.
+#[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn pair_windows<'a, const T: usize, const H: usize, const STEP: usize>(
+    ops: &Operands<'a>,
+) -> ([&'a [f32]; T], usize) {
+    let len = (H - 1) * STEP + ops.reach;
+    let rows = [
+        &ops.strip[ops.starts[0]..][..len],
+        &ops.strip[ops.starts[H]..][..len],
+    ];
+    let w: [&[f32]; T] = std::array::from_fn(|j| &rows[j / H][(j % H) * STEP..][..ops.reach]);
     let last = ops.reach.saturating_sub(1);
     for window in &w {
         assert!(window.len() > last);
@@ -242,7 +305,7 @@ mod neon {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{KernelFn, Operands, row_windows, windows};
+    use super::{KernelFn, Operands, pair_windows, row_windows, windows};
 
     /// AVX2: 16 channels (2 vectors) × 6 pixels = 12 accumulators, 2 weight vectors and a
     /// broadcast: 15 of the 16 registers. 12 independent FMA chains cover the FMA latency
@@ -296,6 +359,44 @@ mod x86 {
         }};
     }
 
+    /// [`body!`] with AVX2's vectors (2 of 8 floats per reduction index).
+    macro_rules! avx2_loop {
+        ($ops:ident, $out:ident, $w:ident, $last:ident) => {
+            body!(
+                $ops,
+                $out,
+                $w,
+                $last,
+                AVX2_V,
+                8,
+                _mm256_setzero_ps,
+                _mm256_loadu_ps,
+                _mm256_set1_ps,
+                _mm256_fmadd_ps,
+                _mm256_storeu_ps
+            )
+        };
+    }
+
+    /// [`body!`] with AVX-512's vectors (2 of 16 floats per reduction index).
+    macro_rules! avx512_loop {
+        ($ops:ident, $out:ident, $w:ident, $last:ident) => {
+            body!(
+                $ops,
+                $out,
+                $w,
+                $last,
+                AVX512_V,
+                16,
+                _mm512_setzero_ps,
+                _mm512_loadu_ps,
+                _mm512_set1_ps,
+                _mm512_fmadd_ps,
+                _mm512_storeu_ps
+            )
+        };
+    }
+
     /// The kernels of 1 to 6 pixels (`$f::<T>`, or `$f::<T, STEP>` for a row kernel).
     macro_rules! six {
         ($f:ident $(, $step:literal)?) => {
@@ -340,10 +441,25 @@ mod x86 {
         };
     }
 
+    /// The kernels of two rows of 1 to 6 pixels (`$f::<2h, h, STEP>`).
+    macro_rules! pairs {
+        ($f:ident, $step:literal) => {
+            [
+                $f::<2, 1, $step>,
+                $f::<4, 2, $step>,
+                $f::<6, 3, $step>,
+                $f::<8, 4, $step>,
+                $f::<10, 5, $step>,
+                $f::<12, 6, $step>,
+            ]
+        };
+    }
+
     pub static AVX2_KERNELS: [KernelFn; 6] = six!(avx2);
     pub static AVX512_KERNELS: [KernelFn; 12] = twelve!(avx512);
     static AVX2_ROWS: [[KernelFn; 6]; ROW_STEPS.len()] = row_tables!(six, avx2_row);
     static AVX512_ROWS: [[KernelFn; 12]; ROW_STEPS.len()] = row_tables!(twelve, avx512_row);
+    static AVX512_PAIRS: [[KernelFn; 6]; ROW_STEPS.len()] = row_tables!(pairs, avx512_pair);
 
     /// The AVX2 row kernels for windows `step` floats apart, if there are some.
     pub fn avx2_rows(step: usize) -> Option<&'static [KernelFn]> {
@@ -355,6 +471,12 @@ mod x86 {
     pub fn avx512_rows(step: usize) -> Option<&'static [KernelFn]> {
         let at = ROW_STEPS.iter().position(|&s| s == step)?;
         Some(&AVX512_ROWS[at])
+    }
+
+    /// The AVX-512 kernels of two rows for windows `step` floats apart, if there are some.
+    pub fn avx512_pairs(step: usize) -> Option<&'static [KernelFn]> {
+        let at = ROW_STEPS.iter().position(|&s| s == step)?;
+        Some(&AVX512_PAIRS[at])
     }
 
     fn avx2<const T: usize>(ops: &Operands<'_>, out: &mut [f32]) {
@@ -381,76 +503,46 @@ mod x86 {
         unsafe { avx512_row_body::<T, STEP>(ops, out) }
     }
 
+    fn avx512_pair<const T: usize, const H: usize, const STEP: usize>(
+        ops: &Operands<'_>,
+        out: &mut [f32],
+    ) {
+        // SAFETY: `MicroKernel::for_isa_and_step` hands out AVX512_PAIRS only when AVX-512F
+        // was detected on this CPU.
+        unsafe { avx512_pair_body::<T, H, STEP>(ops, out) }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     fn avx2_body<const T: usize>(ops: &Operands<'_>, out: &mut [f32]) {
         let (w, last) = windows::<T>(ops);
-        body!(
-            ops,
-            out,
-            w,
-            last,
-            AVX2_V,
-            8,
-            _mm256_setzero_ps,
-            _mm256_loadu_ps,
-            _mm256_set1_ps,
-            _mm256_fmadd_ps,
-            _mm256_storeu_ps
-        )
+        avx2_loop!(ops, out, w, last)
     }
 
     #[target_feature(enable = "avx2,fma")]
     fn avx2_row_body<const T: usize, const STEP: usize>(ops: &Operands<'_>, out: &mut [f32]) {
         let (w, last) = row_windows::<T, STEP>(ops);
-        body!(
-            ops,
-            out,
-            w,
-            last,
-            AVX2_V,
-            8,
-            _mm256_setzero_ps,
-            _mm256_loadu_ps,
-            _mm256_set1_ps,
-            _mm256_fmadd_ps,
-            _mm256_storeu_ps
-        )
+        avx2_loop!(ops, out, w, last)
     }
 
     #[target_feature(enable = "avx512f")]
     fn avx512_body<const T: usize>(ops: &Operands<'_>, out: &mut [f32]) {
         let (w, last) = windows::<T>(ops);
-        body!(
-            ops,
-            out,
-            w,
-            last,
-            AVX512_V,
-            16,
-            _mm512_setzero_ps,
-            _mm512_loadu_ps,
-            _mm512_set1_ps,
-            _mm512_fmadd_ps,
-            _mm512_storeu_ps
-        )
+        avx512_loop!(ops, out, w, last)
     }
 
     #[target_feature(enable = "avx512f")]
     fn avx512_row_body<const T: usize, const STEP: usize>(ops: &Operands<'_>, out: &mut [f32]) {
         let (w, last) = row_windows::<T, STEP>(ops);
-        body!(
-            ops,
-            out,
-            w,
-            last,
-            AVX512_V,
-            16,
-            _mm512_setzero_ps,
-            _mm512_loadu_ps,
-            _mm512_set1_ps,
-            _mm512_fmadd_ps,
-            _mm512_storeu_ps
-        )
+        avx512_loop!(ops, out, w, last)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn avx512_pair_body<const T: usize, const H: usize, const STEP: usize>(
+        ops: &Operands<'_>,
+        out: &mut [f32],
+    ) {
+        let (w, last) = pair_windows::<T, H, STEP>(ops);
+        avx512_loop!(ops, out, w, last)
     }
 }
 
@@ -466,6 +558,13 @@ mod tests {
 
     /// [`check`] with pixel `j`'s window at `j·step + 1`.
     fn check_with_step(mr: usize, t: usize, step: usize, run: impl Fn(&Operands<'_>, &mut [f32])) {
+        let starts: Vec<usize> = (0..t).map(|j| j * step + 1).collect();
+        check_starts(mr, &starts, run);
+    }
+
+    /// [`check`] with pixel `j`'s window at `starts[j]`.
+    fn check_starts(mr: usize, starts: &[usize], run: impl Fn(&Operands<'_>, &mut [f32])) {
+        let t = starts.len();
         let strip: Vec<f32> = (0..600)
             .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
             .collect();
@@ -474,13 +573,12 @@ mod tests {
         let filter: Vec<f32> = (0..offsets.len() * mr)
             .map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0)
             .collect();
-        let starts: Vec<usize> = (0..t).map(|j| j * step + 1).collect();
         let ops = Operands {
             strip: &strip,
             offsets: &offsets,
             reach,
             filter: &filter,
-            starts: &starts,
+            starts,
         };
         let mut out = vec![f32::NAN; MAX_TILE];
         run(&ops, &mut out);
@@ -535,6 +633,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every kernel of two rows (every step, every row length) against float64 sums, the
+    /// second row at a distance that is no multiple of the step.
+    #[test]
+    fn every_available_pair_kernel() {
+        for isa in Isa::ALL {
+            for step in 1..=44 {
+                let Some(kernel) = MicroKernel::for_isa_and_step(isa, step) else {
+                    continue;
+                };
+                assert!(kernel.pair_width() == 0 || kernel.row_step.is_some());
+                assert!(2 * kernel.pair_width() <= kernel.nr);
+                for h in 1..=kernel.pair_width() {
+                    let starts: Vec<usize> = (0..2 * h)
+                        .map(|j| 1 + (j / h) * (h * step + 5) + (j % h) * step)
+                        .collect();
+                    check_starts(kernel.mr, &starts, |ops, out| kernel.run_pair(ops, out));
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "floats apart")]
+    fn a_pair_kernel_refuses_rows_of_another_step() {
+        let Some(kernel) = [Isa::Avx512]
+            .into_iter()
+            .find_map(|isa| MicroKernel::for_isa_and_step(isa, 3).filter(|k| k.pair_width() > 0))
+        else {
+            panic!("no pair kernels on this CPU: floats apart (nothing to check)");
+        };
+        check_starts(kernel.mr, &[1, 4, 20, 24], |ops, out| {
+            kernel.run_pair(ops, out)
+        });
     }
 
     #[test]
