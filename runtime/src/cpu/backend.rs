@@ -542,11 +542,7 @@ struct Scratch {
 /// Reduction indices per pass over a strip: passes of equal length (576 = 2 × 288, not
 /// 512 + 64), each of at most [`REDUCTION_BYTES`] of a channel block's filter.
 fn pass_len(crs: usize, mr: usize) -> usize {
-    let rb = std::env::var("IM2WIN_RB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(REDUCTION_BYTES);
-    let passes = crs.div_ceil((rb / (mr * size_of::<f32>())).max(1));
+    let passes = crs.div_ceil((REDUCTION_BYTES / (mr * size_of::<f32>())).max(1));
     crs.div_ceil(passes)
 }
 
