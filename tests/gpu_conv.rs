@@ -16,6 +16,7 @@ use common::{
     random_problem, refuses_misaligned, run_case, run_case_output, run_typed_case, small, summary,
     tensor_op_tolerance, test_seed,
 };
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 use im2win::half::{bf16, f16};
 use im2win::{Conv2dProblem, Element, Engine, FilterLayout, Padding, Plan};
 use im2win_codegen::{DType, FixedGeometry, Geometry, KernelSpec, Math};
@@ -266,8 +267,11 @@ struct TensorOpTally {
     nchw: [usize; 3],
     kcrs: usize,
     kernels: usize,
-    /// Runs: forced plans, the engine's own dispatch, misaligned operands.
+    /// Runs: forced plans (of them, with a split reduction; the engine's own dispatch
+    /// (of them, split by dispatch), misaligned operands.
     forced: usize,
+    forced_split: usize,
+    dispatched_split: usize,
     dispatched: usize,
     misaligned: usize,
     /// Worst relative error per numeric type.
@@ -303,7 +307,8 @@ impl TensorOpTally {
         }
         assert!(self.kcrs > 0, "no KCRS filter drawn");
         assert!(
-            self.misaligned > 0
+            self.forced_split > 0
+                && self.misaligned > 0
                 && self.epilogues > 0
                 && self.residuals > 0
                 && self.odd_channels > 0,
@@ -318,8 +323,8 @@ impl fmt::Display for TensorOpTally {
             f,
             "tensor-core kernels: {} kernels, problems bf16 {} ({} NCHW) f16 {} ({} NCHW) tf32 \
              {} ({} NCHW) ({} with a KCRS filter, {} with an epilogue, {} with a residual, {} \
-             with C not a multiple of 8); runs: {} forced, {} dispatched, {} on misaligned \
-             operands; worst relative error bf16 {:.2e} (limit 8e-3), f16 {:.2e} (1e-3), tf32 \
+             with C not a multiple of 8); runs: {} forced ({} split), {} dispatched ({} split \
+             by dispatch), {} on misaligned operands; worst relative error bf16 {:.2e} (limit 8e-3), f16 {:.2e} (1e-3), tf32 \
              {:.2e} (1e-3)",
             self.kernels,
             self.problems[0],
@@ -333,7 +338,9 @@ impl fmt::Display for TensorOpTally {
             self.residuals,
             self.odd_channels,
             self.forced,
+            self.forced_split,
             self.dispatched,
+            self.dispatched_split,
             self.misaligned,
             self.worst[0],
             self.worst[1],
@@ -482,17 +489,46 @@ fn run_tensor_op<T: Element>(
         offset: ALIGNED[i % ALIGNED.len()],
         ..Layout::varied(i)
     };
-    let forced = Plan::for_spec(&problem, *spec).map_err(|e| e.to_string());
+    // One forced plan in three unsplit, one split 2 to 4 ways, one split up to 2 more ways
+    // than the reduction has stages (uneven and empty shares).
+    let stages = problem.shape().map_or(1, |shape| {
+        shape.reduction.div_ceil(spec.tile.block_k as usize) as u32
+    });
+    // (A kernel that does not split, `KernelSpec::splits_reduction`, must refuse.)
+    let splits = match i % 3 {
+        0 => 1,
+        1 => rng.random_range(2..=4),
+        _ => rng.random_range(2..=stages + 2),
+    };
+    if splits > 1 && !spec.splits_reduction() {
+        let refused = Plan::for_spec(&problem, *spec).and_then(|plan| plan.with_split(splits));
+        if !matches!(refused, Err(im2win::Error::KernelRequirement { .. })) {
+            failures.push(format!("{spec} accepted {splits} splits: {refused:?}"));
+        }
+        return;
+    }
+    let forced = Plan::for_spec(&problem, *spec)
+        .and_then(|plan| plan.with_split(splits))
+        .map_err(|e| e.to_string());
     let outcome = forced
         .as_ref()
         .map_err(Clone::clone)
         .and_then(|plan| run_typed_case(engine, Run::Plan(plan), &case, &aligned, tolerance));
     record(
-        format!("{spec} on {} ({aligned:?})", describe(&problem)),
+        format!(
+            "{spec} split {splits} on {} ({aligned:?})",
+            describe(&problem)
+        ),
         outcome,
         tally,
     );
     tally.forced += 1;
+    tally.forced_split += usize::from(splits > 1);
+    tally.dispatched_split += usize::from(
+        engine
+            .plan_for_operands(&problem, im2win::gpu::OPERAND_ALIGNMENT)
+            .is_ok_and(|plan| plan.splits() > 1),
+    );
     if problem.epilogue.residual {
         return;
     }
@@ -650,7 +686,7 @@ fn split_reductions_match_the_cpu_oracle() {
         runs += 1;
         usize::from(with_bias)
     };
-    // The tensor-core kernels do not split their reduction (`Plan::with_split` refuses).
+    // The tensor-core kernels' splits: `tensor_op_kernels_match_the_oracle`.
     for spec in catalogue.kernels.iter().filter(|s| s.math == Math::Simt) {
         for i in 0..per_kernel {
             let problem = match spec.geometry {
@@ -876,4 +912,213 @@ fn cpu_error<T: Element>(rng: &mut StdRng, problem: Conv2dProblem) -> f64 {
     )
     .unwrap();
     im2win::cpu::relative_error(&out, &case.reference)
+}
+
+/// Prepared filters (`Engine::prepare_filter`, `Engine::conv2d_prepared`): on problems that
+/// dispatch runs with each filter form (the fused and the materialised SIMT transforms, a
+/// tensor-core kernel's KRSC copy of a KRSC filter and KRSC transpose of a KCRS one, split
+/// and unsplit), the prepared call writes exactly the output of the unprepared one (the same
+/// kernel reading the same bits), with the original filter freed before it runs; its plan
+/// needs no more workspace (none for the filter); another batch size with the same filter
+/// reuses it when its plan reads the same form and is refused
+/// (`Error::PreparedFilterMismatch`) otherwise; a problem with another filter is refused.
+#[test]
+fn prepared_filters_match_the_unprepared_call() {
+    const TEST: &str = "prepared_filters_match_the_unprepared_call";
+    let Some(engine) = engine(TEST) else { return };
+    let seed = test_seed(8_008);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut failures = Failures::default();
+    let nchw = |input, filter| Conv2dProblem::new(input, filter);
+    let tc = |dtype: DType, input, filter, layout: im2win::Layout, filter_layout| {
+        let precision = if dtype == DType::F32 {
+            im2win::Precision::Tf32
+        } else {
+            im2win::Precision::Strict
+        };
+        Conv2dProblem::new(input, filter)
+            .with_dtype(dtype)
+            .with_precision(precision)
+            .with_layout(layout)
+            .with_filter_layout(filter_layout)
+    };
+    let problems = [
+        nchw([2, 16, 20, 20], [24, 16, 3, 3]).with_padding(Padding::uniform(1)),
+        nchw([1, 64, 14, 14], [96, 64, 1, 1]).with_stride([2, 2]),
+        nchw([1, 256, 7, 7], [64, 256, 3, 3]).with_padding(Padding::uniform(1)),
+        tc(
+            DType::Bf16,
+            [2, 32, 12, 12],
+            [40, 32, 3, 3],
+            im2win::Layout::Nhwc,
+            FilterLayout::Krsc,
+        ),
+        tc(
+            DType::Bf16,
+            [1, 64, 9, 9],
+            [72, 64, 3, 3],
+            im2win::Layout::Nchw,
+            FilterLayout::Kcrs,
+        ),
+        tc(
+            DType::F16,
+            [1, 512, 7, 7],
+            [64, 512, 1, 1],
+            im2win::Layout::Nhwc,
+            FilterLayout::Kcrs,
+        ),
+        tc(
+            DType::F32,
+            [2, 24, 10, 10],
+            [32, 24, 3, 3],
+            im2win::Layout::Nchw,
+            FilterLayout::Krsc,
+        )
+        .with_padding(Padding::uniform(1)),
+    ];
+    let mut formats = Vec::new();
+    let mut reused = 0;
+    let mut refused = 0;
+    for problem in problems {
+        let problem = problem.with_epilogue(random_epilogue(&mut rng));
+        let outcome = match problem.dtype {
+            DType::Bf16 => prepared_case::<bf16>(&engine, problem, &mut rng),
+            DType::F16 => prepared_case::<f16>(&engine, problem, &mut rng),
+            DType::F32 => prepared_case::<f32>(&engine, problem, &mut rng),
+        };
+        match outcome {
+            Ok((format, reuse)) => {
+                formats.push(format);
+                reused += usize::from(reuse);
+                refused += usize::from(!reuse);
+            }
+            Err(why) => failures.push(format!("{}: {why}", describe(&problem))),
+        }
+    }
+    let kinds: std::collections::HashSet<_> = formats.iter().collect();
+    if kinds.len() < 3 {
+        failures.push(format!("only the filter forms {formats:?} were prepared"));
+    }
+    summary(
+        TEST,
+        &format!(
+            "{} problems, forms {formats:?}; another batch reused the prepared filter {reused} \
+             times and was refused {refused} times (another form) (seed {seed})",
+            formats.len()
+        ),
+    );
+    failures.assert_none(TEST);
+}
+
+/// One problem of [`prepared_filters_match_the_unprepared_call`]: the form prepared, and
+/// whether batch N + 1 reused it.
+fn prepared_case<T: Element>(
+    engine: &Engine,
+    problem: Conv2dProblem,
+    rng: &mut StdRng,
+) -> Result<(im2win::FilterFormat, bool), String> {
+    let e = |err: im2win::Error| err.to_string();
+    let d = |err: cudarc::driver::DriverError| err.to_string();
+    let stream = engine.stream();
+    let shape = problem.shape().map_err(e)?;
+    let data = |rng: &mut StdRng, len: usize| -> Vec<T> {
+        (0..len)
+            .map(|_| T::from_f32(rng.random_range(-1.0..1.0)))
+            .collect()
+    };
+    let x = stream.clone_htod(&data(rng, shape.input_len)).map_err(d)?;
+    let host_filter = data(rng, shape.filter_len);
+    let f = stream.clone_htod(&host_filter).map_err(d)?;
+    let b = stream.clone_htod(&data(rng, shape.output[1])).map_err(d)?;
+    let residual = stream.clone_htod(&data(rng, shape.output_len)).map_err(d)?;
+    let res = problem
+        .epilogue
+        .residual
+        .then_some(&residual as &dyn DevicePtr<T>);
+    let plan = engine.plan(&problem).map_err(e)?;
+    let mut expected = stream.alloc_zeros::<T>(shape.output_len).map_err(d)?;
+    engine
+        .conv2d_with_residual(&plan, &x, &f, Some(&b), res, &mut expected, None)
+        .map_err(e)?;
+    let prepared = engine.prepare_filter(&problem, &f).map_err(e)?;
+    drop(f);
+    let prepared_plan = plan.clone().with_prepared_filter().map_err(e)?;
+    if prepared_plan.workspace_bytes() > plan.workspace_bytes()
+        || prepared_plan.transforms_filter()
+        || prepared.plan() != &prepared_plan
+    {
+        return Err(format!("prepared plan {prepared_plan:?} against {plan:?}"));
+    }
+    // A caller's workspace of exactly the prepared plan's size (none when it is 0).
+    let mut ws = stream
+        .alloc_zeros::<u8>(prepared_plan.workspace_bytes().max(256))
+        .map_err(d)?;
+    let mut got = stream
+        .clone_htod(&vec![T::from_f32(f32::NAN); shape.output_len])
+        .map_err(d)?;
+    let workspace =
+        (prepared_plan.workspace_bytes() > 0).then_some(&mut ws as &mut dyn DevicePtrMut<u8>);
+    engine
+        .conv2d_prepared(&problem, &x, &prepared, Some(&b), res, &mut got, workspace)
+        .map_err(e)?;
+    let (want, have) = (
+        stream.clone_dtoh(&expected).map_err(d)?,
+        stream.clone_dtoh(&got).map_err(d)?,
+    );
+    let bits = |v: &[T]| v.iter().map(|x| x.to_f32().to_bits()).collect::<Vec<_>>();
+    if bits(&want) != bits(&have) {
+        return Err(format!(
+            "prepared output differs from the unprepared one ({})",
+            plan.kernel()
+        ));
+    }
+    // Batch N + 1, the same filter: reused when its plan reads the same form.
+    let mut more = problem;
+    more.input[0] += 1;
+    let more_shape = more.shape().map_err(e)?;
+    let x2 = stream
+        .clone_htod(&data(rng, more_shape.input_len))
+        .map_err(d)?;
+    let r2 = stream
+        .clone_htod(&data(rng, more_shape.output_len))
+        .map_err(d)?;
+    let res2 = more.epilogue.residual.then_some(&r2 as &dyn DevicePtr<T>);
+    let mut y2 = stream.alloc_zeros::<T>(more_shape.output_len).map_err(d)?;
+    let same_form = engine.plan(&more).map_err(e)?.filter_format() == prepared.format();
+    match engine.conv2d_prepared(&more, &x2, &prepared, Some(&b), res2, &mut y2, None) {
+        Ok(()) if same_form => {
+            let f_again = stream.clone_htod(&host_filter).map_err(d)?;
+            let mut y3 = stream.alloc_zeros::<T>(more_shape.output_len).map_err(d)?;
+            let plan2 = engine.plan(&more).map_err(e)?;
+            engine
+                .conv2d_with_residual(&plan2, &x2, &f_again, Some(&b), res2, &mut y3, None)
+                .map_err(e)?;
+            let (a, b) = (
+                stream.clone_dtoh(&y2).map_err(d)?,
+                stream.clone_dtoh(&y3).map_err(d)?,
+            );
+            if bits(&a) != bits(&b) {
+                return Err("batch N + 1 with the prepared filter differs".into());
+            }
+        }
+        Err(im2win::Error::PreparedFilterMismatch { .. }) if !same_form => {}
+        other => return Err(format!("batch N + 1 (same form: {same_form}): {other:?}")),
+    }
+    // Another filter (one more output channel) is refused.
+    let mut other = problem;
+    other.filter[0] += 1;
+    let other_shape = other.shape().map_err(e)?;
+    let mut y4 = stream.alloc_zeros::<T>(other_shape.output_len).map_err(d)?;
+    let r4 = stream
+        .clone_htod(&data(rng, other_shape.output_len))
+        .map_err(d)?;
+    let res4 = other.epilogue.residual.then_some(&r4 as &dyn DevicePtr<T>);
+    let b4 = stream
+        .clone_htod(&data(rng, other_shape.output[1]))
+        .map_err(d)?;
+    match engine.conv2d_prepared(&other, &x, &prepared, Some(&b4), res4, &mut y4, None) {
+        Err(im2win::Error::PreparedFilterMismatch { .. }) => {}
+        other => return Err(format!("another filter: {other:?}")),
+    }
+    Ok((prepared.format(), same_form))
 }

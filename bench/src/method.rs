@@ -74,6 +74,10 @@ pub enum Method {
     /// im2win's plain convolution, then the epilogue as a separate elementwise kernel:
     /// `im2win-unfused` (runs with `--epilogue` only).
     Im2winUnfused,
+    /// im2win's dispatch with the filter prepared once, outside the timed region
+    /// (`Engine::prepare_filter`, then `Engine::conv2d_prepared`: inference with prepared
+    /// weights): `im2win-prepared`.
+    Im2winPrepared,
     /// One im2win kernel, forced, without a split reduction, transforms included:
     /// `im2win:<kernel name>` (the ablation's methods).
     Kernel(KernelSpec),
@@ -92,6 +96,7 @@ impl fmt::Display for Method {
         match self {
             Method::Im2win => f.write_str("im2win"),
             Method::Im2winUnfused => f.write_str("im2win-unfused"),
+            Method::Im2winPrepared => f.write_str("im2win-prepared"),
             Method::Kernel(spec) => write!(f, "im2win:{spec}"),
             Method::CudnnBest => f.write_str("cudnn-best"),
             Method::Cudnn(algo) => write!(f, "cudnn:{}", algo.name()),
@@ -108,6 +113,8 @@ pub struct Selection {
     pub im2win: bool,
     /// Run and report `im2win-unfused` (with an epilogue only).
     pub im2win_unfused: bool,
+    /// Run and report `im2win-prepared`.
+    pub im2win_prepared: bool,
     /// im2win kernels run one by one (`im2win:<kernel>`, `ablation`).
     pub kernels: Vec<KernelSpec>,
     /// Report `cudnn-best` (which needs every cuDNN algorithm timed).
@@ -122,7 +129,8 @@ pub struct Selection {
 
 /// What `--methods` accepts, for error messages and `--help`.
 pub const METHODS_HELP: &str = "comma-separated: all, im2win, im2win-unfused (with --epilogue: the \
-plain convolution, then a separate elementwise epilogue kernel), cudnn (every algorithm and cudnn-best), \
+plain convolution, then a separate elementwise epilogue kernel), im2win-prepared (the filter prepared \
+once, outside the timed region: no filter transform), cudnn (every algorithm and cudnn-best), \
 cudnn-best, cudnn:<ALGO> (IMPLICIT_GEMM, IMPLICIT_PRECOMP_GEMM, GEMM, DIRECT, FFT, FFT_TILING, \
 WINOGRAD, WINOGRAD_NONFUSED), im2col-cublas, direct, im2win:<KERNEL> (one kernel by name, e.g. \
 im2win:im2win_f32_generic_b128x128x8_t8x8), ablation (im2win and the ablation's kernels)";
@@ -144,6 +152,7 @@ impl Selection {
         Selection {
             im2win: true,
             im2win_unfused: true,
+            im2win_prepared: true,
             kernels: Vec::new(),
             cudnn_best: true,
             cudnn_algos: CudnnAlgo::ALL.to_vec(),
@@ -160,6 +169,7 @@ impl Selection {
         let mut sel = Selection {
             im2win: false,
             im2win_unfused: false,
+            im2win_prepared: false,
             kernels: Vec::new(),
             cudnn_best: false,
             cudnn_algos: Vec::new(),
@@ -171,6 +181,7 @@ impl Selection {
                 "all" => sel = Selection::all(),
                 "im2win" => sel.im2win = true,
                 "im2win-unfused" => sel.im2win_unfused = true,
+                "im2win-prepared" => sel.im2win_prepared = true,
                 "cudnn" | "cudnn:all" => {
                     sel.cudnn_best = true;
                     sel.cudnn_algos = CudnnAlgo::ALL.to_vec();
@@ -227,6 +238,7 @@ impl Selection {
     pub fn is_empty(&self) -> bool {
         !(self.im2win
             || self.im2win_unfused
+            || self.im2win_prepared
             || self.cudnn_best
             || self.im2col_cublas
             || self.direct)
@@ -254,6 +266,7 @@ impl Selection {
     pub fn steps_per_layer(&self) -> usize {
         usize::from(self.im2win)
             + usize::from(self.im2win_unfused)
+            + usize::from(self.im2win_prepared)
             + self.kernels.len()
             + usize::from(self.im2col_cublas)
             + usize::from(self.direct)
@@ -287,7 +300,7 @@ mod tests {
     #[test]
     fn selection_parsing() {
         assert_eq!(Selection::parse("all").unwrap(), Selection::all());
-        assert_eq!(Selection::all().steps_per_layer(), 12);
+        assert_eq!(Selection::all().steps_per_layer(), 13);
 
         let s = Selection::parse("im2win, cudnn-best").unwrap();
         assert!(s.im2win && s.cudnn_best && !s.direct && !s.im2col_cublas);

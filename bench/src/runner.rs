@@ -296,6 +296,11 @@ fn bench_layer<T: BenchElement>(
             })?);
         }
     }
+    if selection.im2win_prepared {
+        im2win.extend(steps.step(Method::Im2winPrepared, || {
+            im2win_conv::run_prepared(layer_run)
+        })?);
+    }
     for &spec in &selection.kernels {
         let method = Method::Kernel(spec);
         im2win.extend(steps.step(method, || im2win_conv::run_kernel(layer_run, spec))?);

@@ -1,5 +1,6 @@
 //! CUDA tensors: im2win's engine on candle's own stream, one per candle CUDA device.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -7,7 +8,7 @@ use candle_core::cuda_backend::cudarc::driver::{CudaView, DevicePtr, DeviceRepr}
 use candle_core::cuda_backend::{CudaDType, CudaDevice, DeviceId};
 use candle_core::{CudaStorage, Layout, Result, Shape, Storage, Tensor};
 use im2win::half::{bf16, f16};
-use im2win::{Element, Engine};
+use im2win::{Element, Engine, PreparedFilter};
 
 use crate::op::{ConvOp, contiguous_range, im2win_error, misplaced_bias};
 
@@ -29,6 +30,49 @@ pub(crate) fn engine(device: &CudaDevice) -> Result<Arc<Engine>> {
     let engine = Arc::new(engine);
     engines.insert(device.id(), engine.clone());
     Ok(engine)
+}
+
+/// A layer's prepared filters (`Engine::prepare_filter`): one per device, element type and
+/// form that a kernel running the layer reads, made on the first forward that needs it.
+#[derive(Default)]
+pub(crate) struct PreparedFilters {
+    /// `(device, PreparedFilter<T>)`, the element type `T` behind `Any`.
+    filters: Mutex<Vec<(DeviceId, Arc<dyn Any + Send + Sync>)>>,
+}
+
+impl std::fmt::Debug for PreparedFilters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.filters.lock().map_or(0, |filters| filters.len());
+        write!(f, "PreparedFilters({count})")
+    }
+}
+
+impl PreparedFilters {
+    /// The prepared filter of `filter` that `plan` reads on `device`, made now if there is
+    /// none yet.
+    fn get<T: Element + DeviceRepr>(
+        &self,
+        engine: &Engine,
+        device: DeviceId,
+        plan: &im2win::Plan,
+        filter: &dyn DevicePtr<T>,
+    ) -> Result<Arc<PreparedFilter<T>>> {
+        let mut filters = self.filters.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = filters.iter().find_map(|(id, any)| {
+            let prepared = any.clone().downcast::<PreparedFilter<T>>().ok()?;
+            (*id == device && prepared.suits(plan)).then_some(prepared)
+        });
+        if let Some(prepared) = found {
+            return Ok(prepared);
+        }
+        let prepared = Arc::new(
+            engine
+                .prepare_filter_for(plan, filter)
+                .map_err(im2win_error)?,
+        );
+        filters.push((device, prepared.clone()));
+        Ok(prepared)
+    }
 }
 
 type Operand<'a> = (&'a CudaStorage, &'a Layout);
@@ -73,6 +117,24 @@ fn typed<T: Element + CudaDType + DeviceRepr>(
     // which writes every element of it, was queued; on an error it is dropped unread.
     let mut output = unsafe { device.alloc::<T>(shape.output_len) }?;
     let bias = bias.as_ref().map(|b| b as &dyn DevicePtr<T>);
+    if let Some(prepared) = &op.prepared {
+        // The plan that reads a prepared filter (no transform), and that filter.
+        let plan = engine.plan_prepared(&op.problem).map_err(im2win_error)?;
+        let filter = prepared.get::<T>(&engine, device.id(), &plan, &filter)?;
+        let residual = residual.as_ref().map(|r| r as &dyn DevicePtr<T>);
+        engine
+            .conv2d_prepared(
+                &op.problem,
+                &input,
+                &filter,
+                bias,
+                residual,
+                &mut output,
+                None,
+            )
+            .map_err(im2win_error)?;
+        return Ok(CudaStorage::wrap_cuda_slice(output, device.clone()));
+    }
     match &residual {
         None => engine.conv2d(&op.problem, &input, &filter, bias, &mut output, None),
         Some(residual) => {

@@ -102,6 +102,11 @@ pub struct Conv2d {
     alpha: f32,
     beta: f32,
     precision: Precision,
+    /// Whether the GPU path prepares the filter once (see [`Conv2d::with_prepared_filter`]).
+    prepare: bool,
+    /// The filters prepared so far, shared by the layer's clones (`cuda` feature).
+    #[cfg(feature = "cuda")]
+    prepared: std::sync::Arc<cuda::PreparedFilters>,
 }
 
 impl Conv2d {
@@ -120,7 +125,24 @@ impl Conv2d {
             alpha: 1.0,
             beta: 1.0,
             precision: Precision::Strict,
+            prepare: false,
+            #[cfg(feature = "cuda")]
+            prepared: Default::default(),
         }
+    }
+
+    /// Whether a forward on a CUDA tensor puts the filter, once, into the form im2win's
+    /// kernel reads and keeps it (`Engine::prepare_filter`), so that later forwards launch
+    /// no filter transform (ResNet-50's filters are 98 MB of float32: moving them each
+    /// forward costs more than the batch-1 convolutions themselves). It costs the prepared
+    /// copy's memory, once per device, element type and kernel family that runs the layer.
+    /// A weight that is a candle `Var` (training) is never prepared: it may change between
+    /// forwards. Off by default for now: the prepared path has not yet run on a GPU (its
+    /// test, `prepared_filters_and_variables` in `candle/tests/gpu.rs`, is written); off,
+    /// every forward transforms the filter again.
+    pub fn with_prepared_filter(mut self, prepare: bool) -> Self {
+        self.prepare = prepare;
+        self
     }
 
     /// The same layer with `activation` applied to each output, in the convolution's
@@ -190,6 +212,9 @@ impl Conv2d {
         Ok(Conv2d {
             weight: folded.weight().clone(),
             bias: folded.bias().cloned(),
+            // New weights: nothing prepared yet.
+            #[cfg(feature = "cuda")]
+            prepared: Default::default(),
             ..self.clone()
         })
     }

@@ -70,6 +70,9 @@ fn element_type(dtype: DType) -> Result<im2win::DType> {
 pub(crate) struct ConvOp {
     pub(crate) problem: Conv2dProblem,
     pub(crate) bias: Option<Tensor>,
+    /// Where the GPU path keeps the layer's prepared filters, when it prepares them.
+    #[cfg(feature = "cuda")]
+    pub(crate) prepared: Option<std::sync::Arc<crate::cuda::PreparedFilters>>,
 }
 
 impl ConvOp {
@@ -152,6 +155,9 @@ impl ConvOp {
         Ok(ConvOp {
             problem,
             bias: layer.bias.clone(),
+            #[cfg(feature = "cuda")]
+            prepared: (layer.prepare && !layer.weight.is_variable())
+                .then(|| layer.prepared.clone()),
         })
     }
 

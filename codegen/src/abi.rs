@@ -102,6 +102,28 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
         ],
     ),
     (
+        KernelKind::Support(support::SPLIT_REDUCE_BF16),
+        &[
+            "const float*",
+            "const __nv_bfloat16*",
+            "const __nv_bfloat16*",
+            "__nv_bfloat16*",
+            "ConvParams",
+            "int",
+        ],
+    ),
+    (
+        KernelKind::Support(support::SPLIT_REDUCE_F16),
+        &[
+            "const float*",
+            "const __half*",
+            "const __half*",
+            "__half*",
+            "ConvParams",
+            "int",
+        ],
+    ),
+    (
         KernelKind::Support(support::DIRECT_F64),
         &[
             "const float*",

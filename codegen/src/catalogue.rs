@@ -326,8 +326,13 @@ pub mod support {
     pub const FILTER_TRANSFORM_FUSED_F32: &str = "im2win_filter_transform_fused_f32";
     /// Direct convolution of float32 data accumulated in float64 (the GPU oracle).
     pub const DIRECT_F64: &str = "im2win_direct_reference_f64";
-    /// Sums the partial results of a split reduction and adds the bias, float32.
+    /// Sums the partial results of a split reduction and applies the epilogue, float32.
     pub const SPLIT_REDUCE_F32: &str = "im2win_split_reduce_f32";
+    /// The same for bf16 output, bias and residual (float32 partial sums): the tensor-core
+    /// kernels' split reduction.
+    pub const SPLIT_REDUCE_BF16: &str = "im2win_split_reduce_bf16";
+    /// The same for f16 output, bias and residual (float32 partial sums).
+    pub const SPLIT_REDUCE_F16: &str = "im2win_split_reduce_f16";
     /// The channels-last transpose of 2-byte elements (bf16, f16):
     /// `dst[b][i][c] = src[b][c][i]`, an NCHW input to NHWC or a KCRS filter to KRSC, for
     /// the tensor-core kernels, which read NHWC windows and KRSC filter rows.
@@ -335,11 +340,13 @@ pub mod support {
     /// The channels-last transpose of 4-byte elements (float32, for the TF32 kernels).
     pub const CHANNELS_LAST_B32: &str = "im2win_channels_last_b32";
     /// Every support kernel, for checks that a fatbin is complete.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 9] = [
         INPUT_TRANSFORM_F32,
         FILTER_TRANSFORM_F32,
         FILTER_TRANSFORM_FUSED_F32,
         SPLIT_REDUCE_F32,
+        SPLIT_REDUCE_BF16,
+        SPLIT_REDUCE_F16,
         DIRECT_F64,
         CHANNELS_LAST_B16,
         CHANNELS_LAST_B32,
@@ -372,15 +379,13 @@ pub mod support {
     }
 
     /// The split reduction of the kernels of element type `dtype` (float32 partial sums,
-    /// output and bias of `dtype`): [`SPLIT_REDUCE_F32`] for float32, the names
-    /// `im2win_split_reduce_bf16` / `_f16` for the 16-bit types (not in [`ALL`], as
-    /// [`filter_transform`]: the tensor-core kernels do not split their reduction yet, so
-    /// nothing launches them).
+    /// output, bias and residual of `dtype`): [`SPLIT_REDUCE_F32`], [`SPLIT_REDUCE_BF16`]
+    /// or [`SPLIT_REDUCE_F16`].
     pub const fn split_reduce(dtype: DType) -> &'static str {
         match dtype {
             DType::F32 => SPLIT_REDUCE_F32,
-            DType::Bf16 => "im2win_split_reduce_bf16",
-            DType::F16 => "im2win_split_reduce_f16",
+            DType::Bf16 => SPLIT_REDUCE_BF16,
+            DType::F16 => SPLIT_REDUCE_F16,
         }
     }
 }

@@ -43,7 +43,7 @@ pub use nvcc::{CompileOutput, CudaTargets, Nvcc, NvccError};
 pub use render::{RenderError, RenderedSources, Renderer, SourceFile};
 pub use resources::{KernelReport, KernelResources};
 pub use spec::{
-    Algorithm, DType, ElementTypes, EpilogueKind, FixedGeometry, Geometry, KernelSpec, Math,
-    Operation, Precision, SpecError, TileConfig, Variant, numeric_name, parse_numeric_name,
-    parse_pair,
+    Algorithm, DType, ElementTypes, EpilogueKind, FixedGeometry, Geometry, KernelSpec,
+    MAX_SPLIT_SUMS_PER_THREAD, Math, Operation, Precision, SpecError, TileConfig, Variant,
+    numeric_name, parse_numeric_name, parse_pair,
 };

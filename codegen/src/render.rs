@@ -277,6 +277,8 @@ struct TensorOpContext {
     channel_multiple: usize,
     /// The warpgroup MMA (`Variant::warpgroup`: wgmma, sm_90a) rather than the warp MMA.
     warpgroup: bool,
+    /// Whether the kernel splits its reduction over `gridDim.z` (`KernelSpec::splits_reduction`).
+    splits: bool,
     /// The MMA policy (`mma_tensorop.cuh`, `mma_warpgroup.cuh`): `WarpMmaTensorOp`,
     /// `WarpMmaTensorOpFastF32` (3xTF32) or `WarpgroupMmaTensorOp`.
     mma: &'static str,
@@ -341,6 +343,7 @@ impl TensorOpContext {
             vector: spec.variant.vector_loads,
             channel_multiple: TENSOR_OP_CHUNK_BYTES as usize / spec.dtype.size_bytes(),
             warpgroup: spec.variant.warpgroup,
+            splits: spec.splits_reduction(),
             mma: match (spec.math, spec.variant.warpgroup) {
                 (_, true) => "WarpgroupMmaTensorOp",
                 (Math::TensorOpFastF32, false) => "WarpMmaTensorOpFastF32",

@@ -367,6 +367,10 @@ pub struct TileConfig {
     pub thread_n: u32,
 }
 
+/// The most output sums a thread of a tensor-core kernel may hold for the kernel to split its
+/// reduction ([`KernelSpec::splits_reduction`]).
+pub const MAX_SPLIT_SUMS_PER_THREAD: u64 = 64;
+
 /// CUDA's limit on the static shared memory of one block, in bytes.
 pub const MAX_STATIC_SHARED_BYTES: u32 = 48 * 1024;
 
@@ -1311,6 +1315,32 @@ impl KernelSpec {
                     1
                 }
             }
+        }
+    }
+
+    /// Output sums a thread holds: `block_m · block_n / threads` (a SIMT thread's tile, a
+    /// tensor-core warp tile over its 32 lanes).
+    pub const fn sums_per_thread(&self) -> u64 {
+        match (self.tile.block_m as u64 * self.tile.block_n as u64)
+            .checked_div(self.threads() as u64)
+        {
+            Some(sums) => sums,
+            None => 0,
+        }
+    }
+
+    /// Whether the kernel can split its reduction over `gridDim.z` (partial sums in the
+    /// workspace, then the split reduction): every SIMT kernel, and the tensor-core
+    /// ([`Math::TensorOp`]) kernels of at most [`MAX_SPLIT_SUMS_PER_THREAD`] sums a thread.
+    /// Not the warp tiles of 128 sums a thread, which sit at 252-255 registers on sm_80 and
+    /// spilled with the split's code (its share of the stages, the partial-sum stores); they
+    /// serve large layers, whose grids fill the GPU unsplit. Not the 3xTF32 kernels
+    /// ([`Math::TensorOpFastF32`]: their block sums already take up to 252 registers).
+    pub const fn splits_reduction(&self) -> bool {
+        match self.math {
+            Math::Simt => true,
+            Math::TensorOp => self.sums_per_thread() <= MAX_SPLIT_SUMS_PER_THREAD,
+            Math::TensorOpFastF32 => false,
         }
     }
 

@@ -17,8 +17,14 @@
 // Launch: block (Tile::THREADS, 1, 1); grid (ceil(N*P*Q / BM) * ceil(K / BN), 1, 1), the
 // channel tile fastest (so blocks that share a pixel tile, which read the same windows, run
 // together); dynamic shared memory Tile::SMEM_BYTES, which needs
-// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) above 48 KiB. No split reduction yet:
-// gridDim.z must be 1.
+// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) above 48 KiB.
+// Split reduction (SPLITS kernels only; the others take gridDim.z = 1): with gridDim.z = Z > 1,
+// block z takes a contiguous share of the stages and
+// writes alpha times its partial sums (float), without the rest of the epilogue, to slice
+// z * N*K*P*Q of the partial buffer that `y` then points to, each at its output's index in
+// ConvParams::layout; the split reduction (support.cu.tera) adds the slices and applies the
+// epilogue. Why: a small grid (batch 1, deep layers: 4-16 blocks on 132 SMs) otherwise runs
+// its whole reduction on a few SMs, latency-bound stage after stage.
 // Requirements: ConvParams::layout NHWC, filter_layout KRSC. VECTOR = true additionally needs
 // C % Tile::CHUNK_ELEMENTS == 0 (8 for two-byte types, 4 for float) and X and F aligned to 16
 // bytes; VECTOR = false runs any C.
@@ -37,7 +43,10 @@ namespace im2win {
 
 // One member of the family: every compile-time choice.
 // Mma: WarpMmaTensorOp (mma.sync, sm_80 and later) or WarpgroupMmaTensorOp (wgmma, sm_90a).
-template <class Tile_, class Geometry_, bool VECTOR_, template <class> class Mma_ = WarpMmaTensorOp>
+// SPLITS: whether the kernel can split its reduction over gridDim.z (KernelSpec::splits_reduction:
+// not the warp tiles of 128 sums a thread, where the split's code costs spills on sm_80).
+template <class Tile_, class Geometry_, bool VECTOR_, template <class> class Mma_ = WarpMmaTensorOp,
+    bool SPLITS_ = false>
 struct Conv2dFpropTensorOp {
     using Tile = Tile_;
     using Types = typename Tile::Types;
@@ -49,6 +58,7 @@ struct Conv2dFpropTensorOp {
     using ActLoader = NhwcWindowGather<Tile, Geometry, VECTOR>;
     using FilterLoader = KrscFilterRows<Tile, VECTOR>;
     using Mma = Mma_<Tile>;
+    static constexpr bool SPLITS = SPLITS_;
 };
 
 template <class Config>
@@ -76,7 +86,17 @@ __device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::Ele
     typename Config::Mma mma(warp, lane);
 
     // The reduction, BK indices a stage; the last stage's excess is zero-filled by the loaders.
+    // This block's share: stages [first, last), equal shares but for the last (a share may be
+    // empty when Z exceeds the stage count: the block then writes zeros, so that the reduction
+    // still sees a complete slice).
     const int stages = (int)((prm.crs + Tile::BK - 1) / Tile::BK);
+    int first = 0;
+    int last = stages;
+    if constexpr (Config::SPLITS) {
+        const int per_split = (stages + (int)gridDim.z - 1) / (int)gridDim.z;
+        first = min(stages, (int)blockIdx.z * per_split);
+        last = min(stages, first + per_split);
+    }
     auto a_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES; };
     auto b_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES + Tile::A_STAGE_BYTES; };
     // A stage's copies: A_PASSES rows of the window tile, then B_PASSES of the filter tile;
@@ -104,7 +124,7 @@ __device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::Ele
         }
     };
     MultistageMainloop<Tile::STAGES, Config::Mma::ASYNC_PROXY_FENCE>::run(
-        stages,
+        first, last,
         [&](int stage, int buf) { copies(stage, buf, 0, true); },
         [&](int read, int stage, int write) {
             mma.multiply(a_at(read), b_at(read), [&](int ks) { copies(stage, write, ks, false); });
@@ -115,7 +135,7 @@ __device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::Ele
         });
 
     mma.finish();
-    write_outputs_tensorop<Tile>(mma, im2win_tensorop_smem, y, bias, residual, prm, j0, n0);
+    write_outputs_tensorop<Tile, Config::SPLITS>(mma, im2win_tensorop_smem, y, bias, residual, prm, j0, n0);
 }
 
 }  // namespace im2win

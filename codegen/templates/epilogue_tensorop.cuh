@@ -97,28 +97,36 @@ struct StagedColumnsNchw {
     }
 };
 
-// What the walks share: the epilogue's scalars and the bias.
-template <class Tile>
+// What the walks share: where they write, the epilogue's scalars and the bias. The output
+// `y`, or, for a split block, `part`, its slice of the partial sums (float): then the block
+// writes alpha * sum alone (no bias, residual or activation: the split reduction applies them
+// to the complete sums). Both go through the same staging and walks, the destination chosen
+// only at each store, so that the kernel keeps one register allocation (fragment stores of
+// the partial sums, a second way out of the main loop, cost the 64 x 64 warp tiles 28 bytes of
+// spills on sm_80; a second instantiation of the walks for float outputs, 40). SPLITS: whether
+// the kernel splits at all (Conv2dFpropTensorOp); without, `part` is never read.
+template <class Tile, bool SPLITS>
 struct TensorOpEpilogueArgs {
     using Types = typename Tile::Types;
+    using ElementY = typename Tile::ElementY;
     static constexpr int V = 4;   // sums a thread moves per access
-    typename Tile::ElementY* __restrict__ y;
+    ElementY* __restrict__ y;
+    float* __restrict__ part;     // null unless the block writes partial sums
     const typename Tile::ElementY* __restrict__ bias;
     const typename Tile::ElementX* __restrict__ residual;
     float alpha;
     float beta;
     int act;
     bool add_residual;
+    bool add_bias;
 
     __device__ __forceinline__ float bias_of(const ConvParams& prm, int k) const {
-        return prm.has_bias && k < prm.k ? Types::to_accumulator(bias[k]) : 0.0f;
+        return add_bias && k < prm.k ? Types::to_accumulator(bias[k]) : 0.0f;
     }
 
-    // act(alpha * sum + bias + beta * residual) of V sums, residual r (ignored without one),
-    // converted to the output type.
+    // act(alpha * sum + bias + beta * residual) of V sums, residual r (ignored without one).
     __device__ __forceinline__ void finish(const float (&sum)[V], const float (&b)[V],
-        const typename Tile::ElementX (&r)[V], typename Tile::ElementY (&o)[V]) const {
-        float v[V];
+        const typename Tile::ElementX (&r)[V], float (&v)[V]) const {
 #pragma unroll
         for (int e = 0; e < V; ++e) {
             v[e] = fmaf(alpha, sum[e], b[e]);
@@ -127,28 +135,61 @@ struct TensorOpEpilogueArgs {
             }
         }
         activate_all<V>(act, v);
+    }
+
+    // Whether the block writes partial sums.
+    __device__ __forceinline__ bool partial() const {
+        if constexpr (SPLITS) {
+            return part != nullptr;
+        } else {
+            return false;
+        }
+    }
+
+    // Whether output index `at` of the destination starts a V-aligned vector.
+    __device__ __forceinline__ bool aligned(long long at) const {
+        return partial() ? im2win_aligned<V>(part + at) : im2win_aligned<V>(y + at);
+    }
+
+    // V results at `at`, one vector access (aligned: the caller checked), converted to the
+    // output type unless they are partial sums.
+    __device__ __forceinline__ void store_vector(long long at, const float (&v)[V]) const {
+        if (partial()) {
+            im2win_store<V>(part + at, v);
+            return;
+        }
+        ElementY o[V];
 #pragma unroll
         for (int e = 0; e < V; ++e) {
-            o[e] = Types::template from_accumulator<typename Tile::ElementY>(v[e]);
+            o[e] = Types::template from_accumulator<ElementY>(v[e]);
+        }
+        im2win_store<V>(y + at, o);
+    }
+
+    // One result at `at`.
+    __device__ __forceinline__ void store_one(long long at, float v) const {
+        if (partial()) {
+            part[at] = v;
+        } else {
+            y[at] = Types::template from_accumulator<ElementY>(v);
         }
     }
 };
 
 // NHWC walk of one round: 4 channels of one pixel per item.
 // (The bias is read here, once the sums have left the registers, not while they are live.)
-template <class Tile>
-__device__ __forceinline__ void walk_nhwc(const TensorOpEpilogueArgs<Tile>& ep, const unsigned char* shared,
+template <class Tile, class Ep>
+__device__ __forceinline__ void walk_nhwc(const Ep& ep, const unsigned char* shared,
     const ConvParams& prm, long long j0, int n0, int round) {
     using Staged = StagedRowsNhwc<Tile>;
     using ElementX = typename Tile::ElementX;
-    using ElementY = typename Tile::ElementY;
-    constexpr int V = TensorOpEpilogueArgs<Tile>::V;
+    constexpr int V = Ep::V;
     constexpr int PER_ROW = Tile::BN / V;       // threads across one row of the tile
     constexpr int ITEMS = Staged::ROWS * PER_ROW / Tile::THREADS;   // per thread and round
     static_assert(Staged::ROWS * PER_ROW % Tile::THREADS == 0, "the walk covers a round in whole passes");
     constexpr bool FIXED_COLUMN = Tile::THREADS % PER_ROW == 0;   // a thread keeps its channels
     const int K = prm.k;
-    const bool vectors = K % V == 0 && im2win_aligned<V>(ep.y) && (!ep.add_residual || im2win_aligned<V>(ep.residual));
+    const bool vectors = K % V == 0 && ep.aligned(0) && (!ep.add_residual || im2win_aligned<V>(ep.residual));
     const int tid = threadIdx.x;
     float b[V];
     auto load_bias = [&](int k) {
@@ -188,15 +229,15 @@ __device__ __forceinline__ void walk_nhwc(const TensorOpEpilogueArgs<Tile>& ep, 
                 }
             }
         }
-        ElementY o[V];
-        ep.finish(sum, b, r, o);
+        float v[V];
+        ep.finish(sum, b, r, v);
         if (whole) {
-            im2win_store<V>(ep.y + at, o);
+            ep.store_vector(at, v);
         } else {
 #pragma unroll
             for (int e = 0; e < V; ++e) {
                 if (k + e < K) {
-                    ep.y[at + e] = o[e];
+                    ep.store_one(at + e, v[e]);
                 }
             }
         }
@@ -206,13 +247,12 @@ __device__ __forceinline__ void walk_nhwc(const TensorOpEpilogueArgs<Tile>& ep, 
 // NCHW walk of one round: 4 consecutive pixels of one channel per item. Pixel j = n * PQ + pq
 // sits at Y[(n * K + k) * PQ + pq]: the 4 pixels are one run when they lie in one image, and
 // one access when that run is also aligned; else they go one by one.
-template <class Tile>
-__device__ __forceinline__ void walk_nchw(const TensorOpEpilogueArgs<Tile>& ep, const unsigned char* shared,
+template <class Tile, class Ep>
+__device__ __forceinline__ void walk_nchw(const Ep& ep, const unsigned char* shared,
     const ConvParams& prm, long long j0, int n0, int round) {
     using Staged = StagedColumnsNchw<Tile>;
     using ElementX = typename Tile::ElementX;
-    using ElementY = typename Tile::ElementY;
-    constexpr int V = TensorOpEpilogueArgs<Tile>::V;
+    constexpr int V = Ep::V;
     constexpr int PER_COLUMN = Tile::BM / V;    // threads down one column of the tile
     constexpr int ITEMS = Staged::COLS * PER_COLUMN / Tile::THREADS;   // per thread and round
     static_assert(Staged::COLS * PER_COLUMN % Tile::THREADS == 0, "the walk covers a round in whole passes");
@@ -239,7 +279,7 @@ __device__ __forceinline__ void walk_nchw(const TensorOpEpilogueArgs<Tile>& ep, 
         const long long at = (n * K + k) * pq + p0;
         // One run: all 4 pixels exist and lie in image n.
         const bool run = p0 + V <= pq && j + V <= prm.npq;
-        const bool whole = run && im2win_aligned<V>(ep.y + at) && (!ep.add_residual || im2win_aligned<V>(ep.residual + at));
+        const bool whole = run && ep.aligned(at) && (!ep.add_residual || im2win_aligned<V>(ep.residual + at));
         // Where pixel j + e lies, for the pixels that do not form a run.
         auto place = [&](int e) {
             long long p = p0 + e;
@@ -261,15 +301,15 @@ __device__ __forceinline__ void walk_nchw(const TensorOpEpilogueArgs<Tile>& ep, 
                 }
             }
         }
-        ElementY o[V];
-        ep.finish(sum, b, r, o);
+        float v[V];
+        ep.finish(sum, b, r, v);
         if (whole) {
-            im2win_store<V>(ep.y + at, o);
+            ep.store_vector(at, v);
         } else {
 #pragma unroll
             for (int e = 0; e < V; ++e) {
                 if (j + e < prm.npq) {
-                    ep.y[run ? at + e : place(e)] = o[e];
+                    ep.store_one(run ? at + e : place(e), v[e]);
                 }
             }
         }
@@ -306,15 +346,22 @@ __device__ __forceinline__ void stage_and_walk(const Mma& mma, unsigned char* sh
     }
 }
 
-template <class Tile, class Mma>
+// The block's outputs, or, in a kernel that SPLITS, with gridDim.z > 1 its split's partial sums
+// (alpha * sum, float) at their outputs' indices in slice blockIdx.z of the partial buffer
+// that `y` then points to.
+template <class Tile, bool SPLITS, class Mma>
 __device__ __forceinline__ void write_outputs_tensorop(const Mma& mma, unsigned char* shared,
     typename Tile::ElementY* __restrict__ y, const typename Tile::ElementY* __restrict__ bias,
     const typename Tile::ElementX* __restrict__ residual, const ConvParams& prm, long long j0, int n0) {
     static_assert(epilogue_supports<typename Tile::Types>, "the epilogue computes in float");
-    const TensorOpEpilogueArgs<Tile> ep{y, bias, residual, prm.alpha, prm.beta, prm.activation, prm.has_residual != 0};
+    const bool split = SPLITS && gridDim.z > 1;
+    float* part = split ? reinterpret_cast<float*>(y) + (long long)blockIdx.z * prm.npq * prm.k : nullptr;
+    const TensorOpEpilogueArgs<Tile, SPLITS> ep{y, part, bias, residual, prm.alpha, prm.beta,
+        split ? int(IM2WIN_IDENTITY) : prm.activation, !split && prm.has_residual != 0, !split && prm.has_bias != 0};
 
     // Every copy into the stages has landed (the last ones are zero fills of stages past the
-    // reduction) and every warp is done reading them: the stages become the staging area.
+    // reduction, or the next share's) and every warp is done reading them: the stages become
+    // the staging area.
     im2win_cp_async_wait_group<0>();
     __syncthreads();
     if (prm.layout == IM2WIN_NCHW) {

@@ -155,11 +155,12 @@ fn check_tensor_op_source(spec: &KernelSpec, source: &str) {
     let vector = format!("/*VECTOR=*/{},", spec.variant.vector_loads);
     assert!(source.contains(&vector), "{name} lacks `{vector}`");
     let mma = match (spec.variant.warpgroup, spec.math) {
-        (true, _) => "im2win::WarpgroupMmaTensorOp>;",
-        (false, Math::TensorOpFastF32) => "im2win::WarpMmaTensorOpFastF32>;",
-        (false, _) => "im2win::WarpMmaTensorOp>;",
+        (true, _) => "im2win::WarpgroupMmaTensorOp",
+        (false, Math::TensorOpFastF32) => "im2win::WarpMmaTensorOpFastF32",
+        (false, _) => "im2win::WarpMmaTensorOp",
     };
-    assert!(source.contains(mma), "{name} lacks `{mma}`");
+    let mma = format!("{mma}, /*SPLITS=*/{}>;", spec.splits_reduction());
+    assert!(source.contains(&mma), "{name} lacks `{mma}`");
     let bounds = format!(
         "__launch_bounds__({}, {})",
         spec.threads(),

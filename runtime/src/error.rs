@@ -80,6 +80,26 @@ pub enum Error {
         /// The length given.
         actual: usize,
     },
+    /// No kernel of the catalogue runs the problem within the workspace limit
+    /// (`Engine::with_workspace_limit`, [`crate::gpu::PlanOptions::workspace_limit`]).
+    #[error(
+        "no kernel runs this problem within the workspace limit of {limit} bytes; the least any needs is {least}"
+    )]
+    WorkspaceLimit {
+        /// The limit, in bytes.
+        limit: usize,
+        /// The smallest workspace among the kernels that can run the problem, in bytes.
+        least: usize,
+    },
+    /// A prepared filter given to a problem whose plan reads another form of the filter, or
+    /// another filter ([`crate::gpu::PreparedFilter::suits`]).
+    #[error("the prepared filter holds {prepared}, but this problem's plan reads {needed}")]
+    PreparedFilterMismatch {
+        /// The prepared form and filter sizes.
+        prepared: String,
+        /// What the problem's plan reads.
+        needed: String,
+    },
     /// The caller's workspace is smaller than the plan needs.
     #[error("workspace has {actual} bytes, but this problem needs {expected}")]
     WorkspaceTooSmall {

@@ -15,7 +15,10 @@ pub mod workspace;
 pub use element::{Element, round_to_tf32, split_to_tf32};
 pub use epilogue::{Activation, Epilogue};
 pub use error::{Error, Result};
-pub use gpu::{ConvParams, DeviceLimits, Engine, Plan, TUNING_FORMAT, TuningEntry, TuningTable};
+pub use gpu::{
+    ConvParams, DeviceLimits, Engine, FilterFormat, Plan, PreparedFilter, TUNING_FORMAT,
+    TuningEntry, TuningTable,
+};
 /// The `half` crate, whose [`half::bf16`] and [`half::f16`] are the 16-bit [`Element`]s.
 pub use half;
 pub use im2win_codegen::{DType, Precision};

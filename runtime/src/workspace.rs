@@ -66,21 +66,7 @@ impl WorkspaceLayout {
         });
         let filter = end;
         end = filter + Self::filter_bytes(shape, dtype)?;
-        let partial = if splits > 1 {
-            let elements = u128::from(splits) * shape.output_len as u128;
-            if elements > MAX_ELEMENTS as u128 {
-                return Err(Error::TooLarge {
-                    what: "partial sums of the split reduction (splits · N·K·P·Q)",
-                    value: elements,
-                    limit: MAX_ELEMENTS as u128,
-                });
-            }
-            let start = align(end);
-            end = start + elements as usize * dtype.accumulator().size_bytes();
-            Some(start)
-        } else {
-            None
-        };
+        let partial = Self::partial_sums(shape, dtype, splits, &mut end)?;
         Ok(WorkspaceLayout {
             im2win,
             channels_last_input: None,
@@ -106,13 +92,18 @@ impl WorkspaceLayout {
     /// The layout of a tensor-core kernel, which gathers NHWC windows and reads KRSC filter
     /// rows: an NHWC copy of the input when `nchw_input` (the kernel's epilogue still writes
     /// the NCHW output itself), then a KRSC copy of the filter when `kcrs_filter`, in
-    /// elements of `dtype`. 0 bytes when neither.
+    /// elements of `dtype`, then the float32 partial sums of `splits` > 1 splits of the
+    /// reduction. 0 bytes when none of them.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when the partial sums would exceed [`MAX_ELEMENTS`].
     pub fn tensor_op(
         shape: &ProblemShape,
         dtype: DType,
         nchw_input: bool,
         kcrs_filter: bool,
-    ) -> Self {
+        splits: u32,
+    ) -> Result<Self> {
         let align = |bytes: usize| bytes.div_ceil(Self::ALIGNMENT) * Self::ALIGNMENT;
         let mut end = 0;
         // Both are as long as the operands they copy, which validation bounds.
@@ -125,12 +116,57 @@ impl WorkspaceLayout {
             end = start + shape.filter_len * dtype.size_bytes();
             start
         });
-        WorkspaceLayout {
+        let partial = Self::partial_sums(shape, dtype, splits, &mut end)?;
+        Ok(WorkspaceLayout {
             im2win: None,
             channels_last_input,
             filter,
-            partial: None,
+            partial,
             bytes: end,
+        })
+    }
+
+    /// Places the partial sums of `splits` splits (none for 1) at the first aligned offset
+    /// from `end`, and moves `end` past them.
+    fn partial_sums(
+        shape: &ProblemShape,
+        dtype: DType,
+        splits: u32,
+        end: &mut usize,
+    ) -> Result<Option<usize>> {
+        if splits <= 1 {
+            return Ok(None);
+        }
+        let elements = u128::from(splits) * shape.output_len as u128;
+        if elements > MAX_ELEMENTS as u128 {
+            return Err(Error::TooLarge {
+                what: "partial sums of the split reduction (splits · N·K·P·Q)",
+                value: elements,
+                limit: MAX_ELEMENTS as u128,
+            });
+        }
+        let start = end.div_ceil(Self::ALIGNMENT) * Self::ALIGNMENT;
+        *end = start + elements as usize * dtype.accumulator().size_bytes();
+        Ok(Some(start))
+    }
+
+    /// The same layout without the transformed filter (the convolution reads a prepared
+    /// filter instead, `crate::gpu::PreparedFilter`): the partial sums, if any, move down to
+    /// where the filter began.
+    pub fn without_filter(self) -> Self {
+        let Some(filter) = self.filter else {
+            return self;
+        };
+        // The filter starts at an aligned offset, right after the parts before it.
+        let (partial, bytes) = match self.partial {
+            Some(start) => (Some(filter), filter + (self.bytes - start)),
+            None => (None, filter),
+        };
+        WorkspaceLayout {
+            filter: None,
+            partial,
+            bytes,
+            ..self
         }
     }
 
@@ -278,22 +314,36 @@ mod tests {
             .shape()
             .unwrap();
         assert_eq!(
-            WorkspaceLayout::tensor_op(&shape, DType::Bf16, false, false),
+            WorkspaceLayout::tensor_op(&shape, DType::Bf16, false, false, 1).unwrap(),
             WorkspaceLayout::none()
         );
-        let both = WorkspaceLayout::tensor_op(&shape, DType::Bf16, true, true);
+        let both = WorkspaceLayout::tensor_op(&shape, DType::Bf16, true, true, 1).unwrap();
         assert_eq!(both.channels_last_input_offset(), Some(0));
         assert!(both.transforms_filter());
         assert_eq!(both.filter_offset(), 1024); // 864 bytes, aligned up
         assert_eq!(both.bytes(), 1024 + 135 * 2);
         assert_eq!(both.im2win_offset(), None);
         assert_eq!(both.partial_offset(), None);
-        let filter_only = WorkspaceLayout::tensor_op(&shape, DType::F32, false, true);
+        let filter_only = WorkspaceLayout::tensor_op(&shape, DType::F32, false, true, 1).unwrap();
         assert_eq!(filter_only.channels_last_input_offset(), None);
         assert_eq!(filter_only.filter_offset(), 0);
         assert_eq!(filter_only.bytes(), 135 * 4);
-        let input_only = WorkspaceLayout::tensor_op(&shape, DType::F32, true, false);
+        let input_only = WorkspaceLayout::tensor_op(&shape, DType::F32, true, false, 1).unwrap();
         assert!(!input_only.transforms_filter());
         assert_eq!(input_only.bytes(), 1792); // 1728 bytes, aligned up
+        // Split 3 ways: float32 partial sums (5 × 2 × 7 × 6 outputs, 420) after the copies.
+        let split = WorkspaceLayout::tensor_op(&shape, DType::Bf16, true, true, 3).unwrap();
+        assert_eq!(split.partial_offset(), Some(1536)); // 1024 + 270 bytes, aligned up
+        assert_eq!(split.bytes(), 1536 + 3 * 420 * 4);
+        let alone = WorkspaceLayout::tensor_op(&shape, DType::Bf16, false, false, 2).unwrap();
+        assert_eq!(alone.partial_offset(), Some(0));
+        assert_eq!(alone.bytes(), 2 * 420 * 4);
+        // Without the filter (a prepared one): the partial sums move down.
+        let prepared = split.without_filter();
+        assert!(!prepared.transforms_filter());
+        assert_eq!(prepared.channels_last_input_offset(), Some(0));
+        assert_eq!(prepared.partial_offset(), Some(1024));
+        assert_eq!(prepared.bytes(), 1024 + 3 * 420 * 4);
+        assert_eq!(alone.without_filter(), alone);
     }
 }

@@ -60,11 +60,7 @@ fn run_plan<T: Element>(
     let engine = &layer.gpu.engine;
     let stream = engine.stream().clone();
     let workspace_bytes = plan.workspace_bytes();
-    // At least one byte: the driver allocates nothing of size 0, and the tensor-core kernels
-    // need no workspace.
-    let mut workspace = stream
-        .alloc_zeros::<u8>(workspace_bytes.max(1))
-        .with_context(|| format!("allocating the im2win workspace ({workspace_bytes} bytes)"))?;
+    let mut workspace = workspace_for(&stream, plan)?;
 
     let (times, rel_err) = check_and_time(
         &stream,
@@ -100,10 +96,87 @@ fn run_plan<T: Element>(
         rel_err,
     );
     result.transform_ms = transforms;
-    result.detail = Some(match plan.splits() {
+    result.detail = Some(kernel_detail(plan));
+    Ok(result)
+}
+
+/// The kernel of `plan` and its split, for a result's detail.
+fn kernel_detail(plan: &Plan) -> String {
+    match plan.splits() {
         1 => plan.kernel().name(),
         splits => format!("{} split {splits}", plan.kernel().name()),
-    });
+    }
+}
+
+/// A workspace for `plan` on `stream`: at least one byte (the driver allocates nothing of
+/// size 0, and many plans need no workspace).
+fn workspace_for(
+    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    plan: &Plan,
+) -> Result<cudarc::driver::CudaSlice<u8>> {
+    let bytes = plan.workspace_bytes();
+    stream
+        .alloc_zeros::<u8>(bytes.max(1))
+        .with_context(|| format!("allocating the im2win workspace ({bytes} bytes)"))
+}
+
+/// Checks and times `im2win-prepared`: dispatch's plan for the layer reading each buffer
+/// set's filter prepared once beforehand (`Engine::prepare_filter`, not timed), run by
+/// `Engine::conv2d_prepared` with a preallocated workspace of the prepared plan's size (no
+/// filter part). The extra bytes are that workspace; the prepared filters' bytes (which an
+/// inference engine holds instead of the weights) are in the detail.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_prepared<T: Element>(layer: &mut LayerRun<'_, T>) -> Result<MethodResult> {
+    let engine = &layer.gpu.engine;
+    let stream = engine.stream().clone();
+    let problem = layer.problem;
+    let prepared = layer
+        .sets
+        .filters
+        .iter()
+        .map(|filter| engine.prepare_filter(&problem, filter))
+        .collect::<im2win::Result<Vec<_>>>()
+        .context("preparing the filters")?;
+    let plan = prepared
+        .first()
+        .map(|p| p.plan().clone())
+        .ok_or_else(|| BenchError::new("no buffer set"))?;
+    let workspace_bytes = plan.workspace_bytes();
+    let mut workspace = workspace_for(&stream, &plan)?;
+    let (times, rel_err) = check_and_time(
+        &stream,
+        &mut layer.sets,
+        &layer.reference,
+        layer.timing,
+        |sets, i| {
+            engine
+                .conv2d_prepared(
+                    &problem,
+                    &sets.inputs[i],
+                    &prepared[i],
+                    sets.biases.get(i).map(|b| b as _),
+                    sets.residuals.get(i).map(|r| r as _),
+                    &mut sets.outputs[i],
+                    Some(&mut workspace),
+                )
+                .context("im2win conv2d_prepared")
+        },
+    )?;
+    let mut result = MethodResult::new(
+        Method::Im2winPrepared.to_string(),
+        layer.gflop,
+        times,
+        workspace_bytes as u64,
+        rel_err,
+    );
+    result.detail = Some(format!(
+        "{}, prepared filter {:?} of {} bytes",
+        kernel_detail(&plan),
+        plan.filter_format(),
+        prepared[0].bytes()
+    ));
     Ok(result)
 }
 
@@ -130,9 +203,7 @@ pub fn run_unfused<T: Element>(layer: &mut LayerRun<'_, T>) -> Result<MethodResu
         .plan(&problem.without_epilogue())
         .context("planning the im2win convolution")?;
     let workspace_bytes = plan.workspace_bytes();
-    let mut workspace = stream
-        .alloc_zeros::<u8>(workspace_bytes.max(1))
-        .with_context(|| format!("allocating the im2win workspace ({workspace_bytes} bytes)"))?;
+    let mut workspace = workspace_for(&stream, &plan)?;
     let mut scratch = stream
         .alloc_zeros::<T>(layer.shape.output_len)
         .context("allocating the convolution's own output")?;

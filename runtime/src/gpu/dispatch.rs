@@ -47,7 +47,10 @@
 //! `K` least; 128 channels (rather than 64) for large layers (`K` ≥ 128 and enough 128 × 128
 //! blocks to fill the GPU two or three times), and 128-byte rows (rather than 64) for large
 //! layers with long reductions and for small grids (fewer than two blocks per SM). They
-//! never split the reduction and launch a 1-D grid. They read NHWC windows and KRSC filter
+//! launch a 1-D grid, split over z when it is less than one wave ([`tensor_op_splits`]: a
+//! batch-1 layer of ResNet-50 has 4 to 16 blocks for 132 SMs, each walking a reduction of
+//! up to 72 stages at about half a microsecond a stage) once [`TENSOR_OP_SPLITS_BY_DISPATCH`]
+//! is on (off until the split path has run on a GPU). They read NHWC windows and KRSC filter
 //! rows: an NCHW problem runs on an NHWC copy of its input, a KCRS filter on a KRSC copy,
 //! both made in the workspace by the channels-last transpose (and counted in the
 //! convolution's time), while the epilogue writes an NCHW output (and reads an NCHW
@@ -110,6 +113,8 @@ pub struct Plan {
     shape: ProblemShape,
     kernel: KernelSpec,
     splits: u32,
+    /// Whether the kernel reads a prepared filter ([`Plan::with_prepared_filter`]).
+    prepared_filter: bool,
     layout: WorkspaceLayout,
     grid_dim: (u32, u32, u32),
     block_dim: (u32, u32, u32),
@@ -118,8 +123,8 @@ pub struct Plan {
 
 /// The workspace of `spec` on `problem` with `splits` splits: a fused kernel gathers its
 /// windows from the input, and a problem read in place needs no im2win buffer either; a
-/// tensor-core kernel (which never splits) needs only the channels-last copies of what it
-/// cannot read in place: an NCHW input, a KCRS filter.
+/// tensor-core kernel needs only the channels-last copies of what it cannot read in place (an
+/// NCHW input, a KCRS filter) and its partial sums when split.
 fn plan_layout(
     problem: &Conv2dProblem,
     shape: &ProblemShape,
@@ -131,12 +136,13 @@ fn plan_layout(
         // KRSC: no copy.
         let [_, _, h, w] = problem.input;
         let [_, _, r, s] = problem.filter;
-        return Ok(WorkspaceLayout::tensor_op(
+        return WorkspaceLayout::tensor_op(
             shape,
             spec.dtype,
             problem.layout == Layout::Nchw && h * w > 1,
             problem.filter_layout == FilterLayout::Kcrs && r * s > 1,
-        ));
+            splits,
+        );
     }
     let materialised = !spec.variant.fused && !input_in_place(problem);
     WorkspaceLayout::new(shape, spec.dtype, materialised, splits)
@@ -206,6 +212,30 @@ impl Plan {
         device: &DeviceLimits,
         aligned_to: usize,
     ) -> Result<Plan> {
+        let options = PlanOptions {
+            aligned_to,
+            ..PlanOptions::default()
+        };
+        Plan::with_options(problem, catalogue, device, &options)
+    }
+
+    /// Dispatch with [`PlanOptions`]: the operands' alignment, a workspace limit, and whether
+    /// the kernel will read a prepared filter (then its workspace has no filter part, and the
+    /// plan [`Plan::reads_prepared_filter`]). Among the kernels whose workspace fits the
+    /// limit, the choice is dispatch's as without one: the model's fastest (tile, splits)
+    /// pair for the SIMT kernels, the rules' tile and then the most splits up to the
+    /// model's choice that fit for the tensor-core kernels.
+    ///
+    /// # Errors
+    /// As [`Plan::for_device`], and [`Error::WorkspaceLimit`] when every kernel that can run
+    /// the problem needs more workspace than the limit.
+    pub fn with_options(
+        problem: &Conv2dProblem,
+        catalogue: &Catalogue,
+        device: &DeviceLimits,
+        options: &PlanOptions,
+    ) -> Result<Plan> {
+        let aligned_to = options.aligned_to;
         let shape = problem.shape()?;
         // Only complete kernels: the ablation's (a technique switched off) run when asked for.
         // `can_implement` keeps the kernels of the problem's element type and precision.
@@ -235,13 +265,58 @@ impl Plan {
         } else {
             runnable
         };
+        // The workspace of `spec` with `splits` splits, as this call would run it.
+        let workspace = |spec: &KernelSpec, splits: u32| -> Result<usize> {
+            let layout = plan_layout(problem, &shape, spec, splits)?;
+            Ok(if options.prepared_filter {
+                layout.without_filter()
+            } else {
+                layout
+            }
+            .bytes())
+        };
+        let fits = |spec: &KernelSpec, splits: u32| {
+            workspace(spec, splits).is_ok_and(|bytes| options.fits(bytes))
+        };
+        let over_limit = |runnable: &[&KernelSpec]| Error::WorkspaceLimit {
+            limit: options.workspace_limit.unwrap_or(usize::MAX),
+            least: runnable
+                .iter()
+                .filter_map(|spec| workspace(spec, 1).ok())
+                .min()
+                .unwrap_or(0),
+        };
+        let finish = |plan: Plan| {
+            if options.prepared_filter {
+                plan.with_prepared_filter()
+            } else {
+                Ok(plan)
+            }
+        };
         if runnable.iter().all(|spec| spec.math.is_tensor_op()) {
-            let spec = choose_tensor_op(&runnable, problem, &shape, device)?;
-            return Plan::for_spec(problem, *spec);
+            let fitting: Vec<&KernelSpec> = runnable
+                .iter()
+                .filter(|spec| fits(spec, 1))
+                .copied()
+                .collect();
+            if fitting.is_empty() {
+                return Err(over_limit(&runnable));
+            }
+            let spec = choose_tensor_op(&fitting, problem, &shape, device)?;
+            let mut splits = if TENSOR_OP_SPLITS_BY_DISPATCH {
+                tensor_op_splits(spec, &shape, device)
+            } else {
+                1
+            };
+            while splits > 1 && !fits(spec, splits) {
+                splits -= 1;
+            }
+            return finish(Plan::for_spec(problem, *spec)?.with_split(splits)?);
         }
+        // The fixed geometry's kernels, unless none fits the workspace limit unsplit.
         let fixed: Vec<&KernelSpec> = runnable
             .iter()
-            .filter(|spec| matches!(spec.geometry, Geometry::Fixed(_)))
+            .filter(|spec| matches!(spec.geometry, Geometry::Fixed(_)) && fits(spec, 1))
             .copied()
             .collect();
         let candidates = if fixed.is_empty() { runnable } else { fixed };
@@ -256,11 +331,14 @@ impl Plan {
             // Report the first candidate's limit: every candidate exceeds one.
             grid(first)?;
         }
-        // Every (tile, splits) pair, estimated; `min_by` keeps the first of equal estimates,
-        // so fewer splits and then catalogue order break ties.
+        // Every (tile, splits) pair within the workspace limit, estimated; `min_by` keeps the
+        // first of equal estimates, so fewer splits and then catalogue order break ties.
         let mut best: Option<(&KernelSpec, u32, f64)> = None;
         for (spec, (x, y)) in &fitting {
             for splits in 1..=max_splits(spec, &shape) {
+                if !fits(spec, splits) {
+                    continue;
+                }
                 let time = estimate_us(spec, problem, &shape, (*x, *y), splits, device);
                 if best.is_none_or(|(_, _, t)| time < t) {
                     best = Some((spec, splits, time));
@@ -268,7 +346,8 @@ impl Plan {
             }
         }
         match best {
-            Some((spec, splits, _)) => Plan::for_spec(problem, *spec)?.with_split(splits),
+            Some((spec, splits, _)) => finish(Plan::for_spec(problem, *spec)?.with_split(splits)?),
+            None if options.workspace_limit.is_some() => Err(over_limit(&candidates)),
             None => Err(no_kernel(problem, catalogue, aligned_to, device)),
         }
     }
@@ -315,6 +394,7 @@ impl Plan {
             shape,
             kernel: spec,
             splits: 1,
+            prepared_filter: false,
             layout: plan_layout(problem, &shape, &spec, 1)?,
             // `grid_blocks` checked both against CUDA's limits, which fit in u32.
             grid_dim: (x as u32, y as u32, 1),
@@ -329,14 +409,15 @@ impl Plan {
     /// Split z of the `grid_dim().2 = splits` blocks of each output tile reduces a contiguous
     /// share of the `ceil(C·R·S / block_k)` stages (equal shares but for the last) and writes
     /// its partial sums into the workspace; a reduction kernel then adds them, in order, and
-    /// the bias. More splits than stages leave some shares empty: correct, but wasted
-    /// ([`Plan::new`] never does that).
+    /// applies the epilogue. More splits than stages leave some shares empty: correct, but
+    /// wasted ([`Plan::new`] never does that).
     ///
     /// # Errors
     /// [`Error::TooLarge`] when `splits` is 0 or exceeds CUDA's
     /// 65535 blocks along z, or when the partial sums would exceed the element limit;
-    /// [`Error::KernelRequirement`] for `splits` > 1 with a tensor-core kernel (they have
-    /// no split reduction yet).
+    /// [`Error::KernelRequirement`] for `splits` > 1 with a kernel that does not split
+    /// ([`KernelSpec::splits_reduction`]: the tensor-core warp tiles of 128 sums a thread,
+    /// the 3xTF32 kernels).
     pub fn with_split(mut self, splits: u32) -> Result<Plan> {
         if splits == 0 || u64::from(splits) > MAX_GRID_Z {
             return Err(Error::TooLarge {
@@ -345,16 +426,63 @@ impl Plan {
                 limit: u128::from(MAX_GRID_Z),
             });
         }
-        if splits > 1 && !splits_reduction(&self.kernel) {
+        if splits > 1 && !self.kernel.splits_reduction() {
             return Err(Error::KernelRequirement {
                 kernel: self.kernel.name(),
-                requirement: "an unsplit reduction: the tensor-core kernels have no split reduction yet (gridDim.z is 1)",
+                requirement: "an unsplit reduction (gridDim.z = 1): KernelSpec::splits_reduction is false for this kernel",
             });
         }
         self.layout = plan_layout(&self.problem, &self.shape, &self.kernel, splits)?;
+        if self.prepared_filter {
+            self.layout = self.layout.without_filter();
+        }
         self.splits = splits;
         self.grid_dim.2 = splits;
         Ok(self)
+    }
+
+    /// The same plan reading a prepared filter (`Engine::prepare_filter`): no filter
+    /// transform, and no workspace for one.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when the prepared filter would exceed the element limit.
+    pub fn with_prepared_filter(mut self) -> Result<Plan> {
+        self.prepared_filter_len()?;
+        self.prepared_filter = true;
+        self.layout = self.layout.without_filter();
+        Ok(self)
+    }
+
+    /// Whether the kernel reads a prepared filter instead of the problem's.
+    pub fn reads_prepared_filter(&self) -> bool {
+        self.prepared_filter
+    }
+
+    /// The form of the filter the kernel reads.
+    pub fn filter_format(&self) -> FilterFormat {
+        if self.kernel.math.is_tensor_op() {
+            FilterFormat::Krsc
+        } else if self.kernel.variant.fused {
+            FilterFormat::ChannelsFastest
+        } else {
+            FilterFormat::Window
+        }
+    }
+
+    /// Elements of the filter in the form the kernel reads ([`Plan::filter_format`]): the
+    /// filter's for [`FilterFormat::Krsc`], `C·R·S` rows of `K` rounded up to
+    /// [`WorkspaceLayout::filter_column_multiple`] for the transformed ones.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when the transformed filter would exceed the element limit.
+    pub fn prepared_filter_len(&self) -> Result<usize> {
+        match self.filter_format() {
+            FilterFormat::Krsc => Ok(self.shape.filter_len),
+            FilterFormat::Window | FilterFormat::ChannelsFastest => {
+                let bytes = WorkspaceLayout::filter_bytes(&self.shape, self.kernel.dtype)?;
+                Ok(bytes / self.kernel.dtype.size_bytes())
+            }
+        }
     }
 
     /// The problem this plan computes.
@@ -411,8 +539,8 @@ impl Plan {
     }
 
     /// Grid of the convolution kernel: `(ceil(N·P·Q / block_n), ceil(K / block_m), splits)`
-    /// for a SIMT kernel; `(ceil(N·P·Q / block_n) · ceil(K / block_m), 1, 1)` for a
-    /// tensor-core kernel (a 1-D grid, the channel tile fastest).
+    /// for a SIMT kernel; `(ceil(N·P·Q / block_n) · ceil(K / block_m), 1, splits)` for a
+    /// tensor-core kernel (the tiles along x, the channel tile fastest).
     pub fn grid_dim(&self) -> (u32, u32, u32) {
         self.grid_dim
     }
@@ -432,7 +560,8 @@ impl Plan {
 
     /// Whether the filter transform runs before the convolution: every SIMT kernel, and a
     /// tensor-core kernel given a KCRS filter (which it reads as a KRSC copy); a tensor-core
-    /// kernel reads a KRSC filter in place.
+    /// kernel reads a KRSC filter in place, and a plan with a prepared filter
+    /// ([`Plan::with_prepared_filter`]) reads that.
     pub fn transforms_filter(&self) -> bool {
         self.layout.transforms_filter()
     }
@@ -442,6 +571,53 @@ impl Plan {
     pub fn transposes_input(&self) -> bool {
         self.layout.channels_last_input_offset().is_some()
     }
+}
+
+/// How [`Plan::with_options`] chooses: for operands aligned to `aligned_to` bytes, within a
+/// workspace limit, for a prepared filter or the problem's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PlanOptions {
+    /// The largest power of two both the input's and the filter's addresses are multiples
+    /// of ([`OPERAND_ALIGNMENT`] or more: every allocation).
+    pub aligned_to: usize,
+    /// The most workspace the plan may need, in bytes ([`Plan::workspace_bytes`]); `None`:
+    /// no limit.
+    pub workspace_limit: Option<usize>,
+    /// Whether the kernel reads a prepared filter (`Engine::prepare_filter`): no filter
+    /// transform, and no workspace for one.
+    pub prepared_filter: bool,
+}
+
+impl Default for PlanOptions {
+    /// Aligned operands, no limit, the problem's own filter.
+    fn default() -> Self {
+        PlanOptions {
+            aligned_to: OPERAND_ALIGNMENT,
+            workspace_limit: None,
+            prepared_filter: false,
+        }
+    }
+}
+
+impl PlanOptions {
+    /// Whether a workspace of `bytes` is within the limit.
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.workspace_limit.is_none_or(|limit| bytes <= limit)
+    }
+}
+
+/// The form in which a kernel reads its filter: what a prepared filter holds
+/// (`Engine::prepare_filter`), and what the filter transforms make in the workspace otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FilterFormat {
+    /// The KRSC filter itself (the tensor-core kernels; a KCRS filter as a KRSC copy).
+    Krsc,
+    /// The materialised SIMT kernels' transformed filter: row `c·S·R + s·R + r` (the im2win
+    /// window's order) of `K` columns rounded up, scaled by the epilogue's alpha.
+    Window,
+    /// The fused SIMT kernels' transformed filter: row `(r·S + s)·C + c` (channels fastest),
+    /// scaled by alpha.
+    ChannelsFastest,
 }
 
 /// Whether the kernel `spec` computes `problem` correctly, the one question dispatch, tuning
@@ -538,12 +714,6 @@ pub(super) fn fits_device(spec: &KernelSpec, device: &DeviceLimits) -> bool {
         && (!spec.variant.warpgroup || device.runs_warpgroup_mma())
 }
 
-/// Whether `spec` can split its reduction over grid z (the SIMT kernels; not yet the
-/// tensor-core kernels).
-fn splits_reduction(spec: &KernelSpec) -> bool {
-    spec.math == Math::Simt
-}
-
 /// Whether `spec` is a fixed-geometry kernel for exactly this problem's geometry.
 fn matches_fixed(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
     let Geometry::Fixed(g) = spec.geometry else {
@@ -601,10 +771,10 @@ fn grid_blocks(spec: &KernelSpec, shape: &ProblemShape) -> Result<(u64, u64)> {
 }
 
 /// The most splits worth considering for `spec`: [`MAX_SPLITS`], fewer when the reduction
-/// has fewer than `MIN_SPLIT_STAGES` stages per split (at least 1); 1 for a kernel that
-/// cannot split (the tensor-core kernels).
+/// has fewer than `MIN_SPLIT_STAGES` stages per split (at least 1); 1 for a kernel that does
+/// not split ([`KernelSpec::splits_reduction`]).
 pub(super) fn max_splits(spec: &KernelSpec, shape: &ProblemShape) -> u32 {
-    if !splits_reduction(spec) {
+    if !spec.splits_reduction() {
         return 1;
     }
     let stages = (shape.reduction as u64).div_ceil(u64::from(spec.tile.block_k.max(1)));
@@ -760,6 +930,58 @@ pub(crate) fn choose_tensor_op<'a>(
     pool.into_iter()
         .find(|spec| Some(row_bytes(spec)) == rows)
         .ok_or_else(none)
+}
+
+/// Whether dispatch splits the reduction of tensor-core kernels ([`tensor_op_splits`]) on its
+/// own. Off: the split path of these kernels (`KernelSpec::splits_reduction`, partial sums
+/// through the epilogue, the bf16 / f16 split reductions) is written and compiles without
+/// spills, but it has not yet run on a GPU (2026-12-06: no device time was left). Forced
+/// splits (`Plan::with_split`) run it, and `tests/gpu_conv.rs` checks them against the oracle;
+/// once they pass and the batch-1 benchmarks are measured, this turns on.
+pub const TENSOR_OP_SPLITS_BY_DISPATCH: bool = false;
+
+/// How many ways the tensor-core kernel `spec` splits the reduction of a problem of `shape`:
+/// 1 when its grid fills every SM's block slots at least once; else the split count (up to
+/// [`max_splits`]) with the least estimated time, `waves · (stages per split · STAGE_US +
+/// BLOCK_US)` plus, when split, the reduction's launch and its partial sums' traffic. A block
+/// of a small grid is latency-bound, about half a microsecond a stage whatever its tile and
+/// type (H100, BF16, ResNet-50 at batch 1: the 3 × 3 layer of 512 channels at 7 × 7, 4 blocks
+/// of 72 stages, took 40.9 µs), so splitting trades stages for blocks nearly one for one
+/// until the slots are full. Ties go to fewer splits.
+fn tensor_op_splits(spec: &KernelSpec, shape: &ProblemShape, device: &DeviceLimits) -> u32 {
+    const STAGE_US: f64 = 0.5;
+    const BLOCK_US: f64 = 3.0;
+    const REDUCE_US: f64 = 3.0;
+    const BYTES_PER_US: f64 = 3.0e6;
+    let Ok((blocks, _)) = grid_blocks(spec, shape) else {
+        return 1;
+    };
+    let slots = device
+        .multiprocessors
+        .max(1)
+        .saturating_mul(u64::from(blocks_per_sm(spec, device)));
+    if blocks >= slots {
+        return 1;
+    }
+    let stages = (shape.reduction as u64).div_ceil(u64::from(spec.tile.block_k.max(1)));
+    let time = |splits: u32| {
+        let s = u64::from(splits);
+        let waves = (blocks * s).div_ceil(slots) as f64;
+        let mut time = waves * (stages.div_ceil(s) as f64 * STAGE_US + BLOCK_US);
+        if splits > 1 {
+            let bytes = (2.0 * f64::from(splits) + 1.0) * shape.output_len as f64 * 4.0;
+            time += REDUCE_US + bytes / BYTES_PER_US;
+        }
+        time
+    };
+    let mut best = (1, time(1));
+    for splits in 2..=max_splits(spec, shape) {
+        let t = time(splits);
+        if t < best.1 {
+            best = (splits, t);
+        }
+    }
+    best.0
 }
 
 /// The warpgroup-MMA kernel among `pool` (same class, least padding of `K`): the largest
@@ -1521,7 +1743,7 @@ mod tests {
     }
 
     #[test]
-    fn tensor_op_plans_launch_a_1d_grid_without_workspace() {
+    fn tensor_op_plans_launch_a_1d_grid_split_over_z() {
         let g3 = Geometry::Fixed(FixedGeometry::square(3, 1));
         // N·P·Q = 2·20·20 = 800 pixels: 7 tiles of 128; K = 300: 5 tiles of 64.
         let problem = tc_problem("bf16", [2, 16, 22, 22], [300, 16, 3, 3]);
@@ -1544,20 +1766,166 @@ mod tests {
             assert!(p.input_in_place());
             assert_eq!(p.splits(), 1);
             assert_eq!(p.partial_offset_bytes(), None);
-            // No split reduction.
-            let err = p.clone().with_split(2).unwrap_err();
-            assert!(matches!(err, Error::KernelRequirement { .. }), "{err}");
-            assert_eq!(p.clone().with_split(1).unwrap(), p);
-            assert_eq!(max_splits(&spec, p.shape()), 1);
+            // Split over z, the float32 partial sums in the workspace: the tiles of at most
+            // 64 sums a thread; the others refuse.
+            if spec.sums_per_thread() <= 64 {
+                assert!(spec.splits_reduction());
+                let split = p.clone().with_split(2).unwrap();
+                assert_eq!(split.grid_dim(), (p.grid_dim().0, 1, 2));
+                assert_eq!(split.partial_offset_bytes(), Some(0));
+                assert_eq!(split.workspace_bytes(), 2 * 4 * 800 * 300);
+                assert_eq!(split.with_split(1).unwrap(), p);
+            } else {
+                assert!(!spec.splits_reduction());
+                let err = p.clone().with_split(2).unwrap_err();
+                assert!(matches!(err, Error::KernelRequirement { .. }), "{err}");
+                assert_eq!(max_splits(&spec, p.shape()), 1);
+            }
         }
-        // Dispatch never splits them, even for batch-1 layers with long reductions.
+        // The split model splits the small grids of batch-1 layers with long reductions (2 × 8
+        // blocks of 64 × 64 or 4 of 128 × 128, 32 stages of 64 channels), and not full grids;
+        // dispatch applies it when TENSOR_OP_SPLITS_BY_DISPATCH is on.
         let deep = tc_problem("f16", [1, 2048, 7, 7], [512, 2048, 1, 1]);
-        assert_eq!(plan(&deep).splits(), 1);
+        let dispatched = plan(&deep);
+        let (spec, shape) = (*dispatched.kernel(), *dispatched.shape());
+        let splits = tensor_op_splits(&spec, &shape, &DeviceLimits::H200);
+        assert!(splits > 1, "{dispatched:?}");
+        let expected = if TENSOR_OP_SPLITS_BY_DISPATCH {
+            splits
+        } else {
+            1
+        };
+        assert_eq!(dispatched.splits(), expected);
+        let split = dispatched.with_split(splits).unwrap();
+        assert_eq!(split.grid_dim().2, splits);
+        assert!(split.workspace_bytes() >= splits as usize * 49 * 512 * 4);
+        let wide = plan(&tc_problem("f16", [32, 256, 56, 56], [256, 256, 3, 3]));
+        assert_eq!(
+            tensor_op_splits(wide.kernel(), wide.shape(), &DeviceLimits::H200),
+            1
+        );
         // SIMT plans keep their static shared memory and workspace.
         let simt = plan(&square(8, 20, 16, 3));
         assert_eq!(simt.dynamic_shared_bytes(), 0);
         assert!(simt.transforms_filter());
         assert!(simt.workspace_bytes() > 0);
+    }
+
+    /// A plan reading a prepared filter: the same kernel, grid and splits, no filter part in
+    /// its workspace (the partial sums move down), and the form and length of what it reads.
+    #[test]
+    fn prepared_filter_plans_drop_the_filter_transform() {
+        // SIMT, materialised (1 × 1, stride 2: the window order) and fused, split.
+        let strided = Conv2dProblem::new([1, 64, 14, 14], [96, 64, 1, 1]).with_stride([2, 2]);
+        let deep = square(256, 7, 64, 3).with_padding(Padding::uniform(1));
+        for problem in [strided, deep, square(16, 20, 24, 3)] {
+            let p = plan(&problem);
+            let q = p.clone().with_prepared_filter().unwrap();
+            assert!(p.transforms_filter() && !q.transforms_filter(), "{p:?}");
+            assert!(q.reads_prepared_filter() && !p.reads_prepared_filter());
+            let shape = p.shape();
+            let filter_bytes = WorkspaceLayout::filter_bytes(shape, DType::F32).unwrap();
+            assert_eq!(q.prepared_filter_len().unwrap() * 4, filter_bytes);
+            assert!(q.workspace_bytes() + filter_bytes <= p.workspace_bytes() + 256);
+            assert_eq!(
+                q.partial_offset_bytes().is_some(),
+                p.partial_offset_bytes().is_some()
+            );
+            let format = if p.kernel().variant.fused {
+                FilterFormat::ChannelsFastest
+            } else {
+                FilterFormat::Window
+            };
+            assert_eq!(q.filter_format(), format);
+            assert_eq!((q.kernel(), q.grid_dim()), (p.kernel(), p.grid_dim()));
+            // Splitting keeps the filter out.
+            let split = q.clone().with_split(3).unwrap();
+            assert!(!split.transforms_filter());
+            assert_eq!(
+                split.workspace_bytes(),
+                p.clone().with_split(3).unwrap().workspace_bytes()
+                    - filter_bytes.div_ceil(256) * 256
+            );
+        }
+        // Tensor cores: a KCRS filter's KRSC copy leaves the workspace; an NHWC problem with
+        // a KRSC filter had none.
+        for (layout, filter_layout) in [
+            (Layout::Nhwc, FilterLayout::Kcrs),
+            (Layout::Nchw, FilterLayout::Kcrs),
+            (Layout::Nhwc, FilterLayout::Krsc),
+        ] {
+            let problem = tc_problem("bf16", [2, 32, 12, 12], [40, 32, 3, 3])
+                .with_layout(layout)
+                .with_filter_layout(filter_layout);
+            let p = plan(&problem);
+            let q = p.clone().with_prepared_filter().unwrap();
+            assert_eq!(q.filter_format(), FilterFormat::Krsc);
+            assert_eq!(q.prepared_filter_len().unwrap(), 40 * 32 * 9);
+            assert!(!q.transforms_filter());
+            let input_copy = if layout == Layout::Nchw {
+                (2 * 32 * 144 * 2_usize).div_ceil(256) * 256
+            } else {
+                0
+            };
+            assert_eq!(
+                q.workspace_bytes(),
+                input_copy,
+                "{layout:?} {filter_layout:?}"
+            );
+        }
+    }
+
+    /// A workspace limit: the fastest plan that fits, the most splits that fit, and a clear
+    /// error when nothing does.
+    #[test]
+    fn workspace_limits_choose_plans_that_fit() {
+        let catalogue = Catalogue::default_catalogue();
+        let within = |problem: &Conv2dProblem, limit: usize, prepared_filter: bool| {
+            let options = PlanOptions {
+                workspace_limit: Some(limit),
+                prepared_filter,
+                ..PlanOptions::default()
+            };
+            Plan::with_options(problem, &catalogue, &DeviceLimits::H200, &options)
+        };
+        // The paper's first layer (C = 3, 11 × 11 / 4) runs on the im2win buffer unlimited;
+        // with no workspace and a prepared filter, on a fused kernel, unsplit.
+        let alexnet = Conv2dProblem::new([8, 3, 227, 227], [96, 3, 11, 11]).with_stride([4, 4]);
+        let free = plan(&alexnet);
+        assert!(free.workspace_bytes() > 0);
+        let none = within(&alexnet, 0, true).unwrap();
+        assert_eq!(none.workspace_bytes(), 0);
+        assert!(none.kernel().variant.fused && none.reads_prepared_filter());
+        assert_eq!(none.splits(), 1);
+        // Without a prepared filter every SIMT kernel needs its transformed filter.
+        match within(&alexnet, 0, false) {
+            Err(Error::WorkspaceLimit { limit: 0, least }) => {
+                assert!(least >= 96 * 3 * 121 * 4, "{least}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A batch-1 layer that dispatch splits keeps fewer splits under a tighter limit.
+        let deep = square(512, 7, 512, 3).with_padding(Padding::uniform(1));
+        let deep = Conv2dProblem {
+            input: [1, 512, 7, 7],
+            ..deep
+        };
+        let split = plan(&deep);
+        assert!(split.splits() > 1, "{split:?}");
+        let limit = split.workspace_bytes() - 1;
+        let fewer = within(&deep, limit, false).unwrap();
+        assert!(fewer.workspace_bytes() <= limit);
+        // Tensor cores: NHWC with a KRSC filter needs nothing (then unsplit); NCHW needs the
+        // input's NHWC copy.
+        let tc =
+            tc_problem("bf16", [1, 512, 7, 7], [512, 512, 3, 3]).with_padding(Padding::uniform(1));
+        let unsplit = within(&tc, 0, false).unwrap();
+        assert_eq!((unsplit.splits(), unsplit.workspace_bytes()), (1, 0));
+        let nchw = tc.with_layout(Layout::Nchw);
+        assert!(matches!(
+            within(&nchw, 0, true),
+            Err(Error::WorkspaceLimit { limit: 0, least }) if least >= 512 * 49 * 2
+        ));
     }
 
     /// The warp-MMA rules, on a GPU without the warpgroup MMA (an H200's limits with compute

@@ -12,7 +12,10 @@ use im2win_codegen::catalogue::support;
 use im2win_codegen::{DType, Precision};
 
 use super::device::DeviceLimits;
-use super::dispatch::{OPERAND_ALIGNMENT, Plan, address_alignment, operands_fit, read_alignment};
+use super::dispatch::{
+    FilterFormat, OPERAND_ALIGNMENT, Plan, PlanOptions, address_alignment, operands_fit,
+    read_alignment,
+};
 use super::modules::LoadedModules;
 use super::ordering::{StreamJoin, other_streams};
 use super::params::ConvParams;
@@ -20,6 +23,7 @@ use super::tuning::{TuningEntry, TuningTable};
 use crate::element::{Element, check_dtype};
 use crate::error::{Error, Result};
 use crate::kernels::KernelModule;
+use crate::layout::FilterLayout;
 use crate::problem::Conv2dProblem;
 use crate::workspace::WorkspaceLayout;
 
@@ -70,10 +74,20 @@ pub struct Engine {
     launch: Mutex<LaunchState>,
     /// Measured choices for this GPU ([`Engine::with_tuning`], [`Engine::autotune`]).
     tuning: RwLock<TuningTable>,
+    /// The most workspace a plan of this engine may need ([`Engine::with_workspace_limit`]).
+    workspace_limit: Option<usize>,
+    /// The plans made so far, by problem and options: a framework calls the same layers
+    /// over and over, and dispatch (estimating every kernel of the catalogue) costs
+    /// microseconds a call, a batch-1 convolution's own order of time. Cleared when the
+    /// tuning table changes.
+    plans: Mutex<HashMap<(Conv2dProblem, PlanOptions), Plan>>,
 }
 
+/// Plans kept at most; the cache starts over beyond (a program that sweeps shapes).
+const PLAN_CACHE_ENTRIES: usize = 4096;
+
 /// What a call that queues work needs to itself.
-struct LaunchState {
+pub(super) struct LaunchState {
     /// The engine's own workspace, grown as needed.
     workspace: Option<CudaSlice<u8>>,
     /// Orders the call with the streams of its operands.
@@ -168,6 +182,8 @@ impl Engine {
                 join,
             }),
             tuning,
+            workspace_limit: None,
+            plans: Mutex::new(HashMap::new()),
         };
         engine.preload()?;
         Ok(engine)
@@ -235,6 +251,7 @@ impl Engine {
     /// and dispatch stays with the heuristic. Entries recorded earlier are kept unless
     /// `table` has the same problem.
     pub fn with_tuning(self, table: TuningTable) -> Self {
+        lock(&self.plans).clear();
         {
             let mut tuning = self.tuning.write().unwrap_or_else(PoisonError::into_inner);
             if table.device == tuning.device {
@@ -257,6 +274,7 @@ impl Engine {
 
     /// Records a measured choice ([`Engine::autotune`]).
     pub(super) fn record_tuning(&self, entry: TuningEntry) {
+        lock(&self.plans).clear();
         self.tuning
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -310,15 +328,75 @@ impl Engine {
     /// # Errors
     /// As [`Plan::new`].
     pub fn plan_for_operands(&self, problem: &Conv2dProblem, aligned_to: usize) -> Result<Plan> {
+        self.plan_with(
+            problem,
+            &PlanOptions {
+                aligned_to,
+                workspace_limit: self.workspace_limit,
+                prepared_filter: false,
+            },
+        )
+    }
+
+    /// The plan for `problem` under `options` (alignment, workspace limit, prepared filter):
+    /// the tuning table's entry when it fits them, else dispatch ([`Plan::with_options`]).
+    /// The engine's own workspace limit ([`Engine::with_workspace_limit`]) is not applied
+    /// here: `options` says what this call allows.
+    ///
+    /// # Errors
+    /// As [`Plan::with_options`].
+    pub fn plan_with(&self, problem: &Conv2dProblem, options: &PlanOptions) -> Result<Plan> {
+        let key = (*problem, *options);
+        if let Some(plan) = lock(&self.plans).get(&key) {
+            return Ok(plan.clone());
+        }
+        let plan = self.plan_uncached(problem, options)?;
+        let mut plans = lock(&self.plans);
+        if plans.len() >= PLAN_CACHE_ENTRIES {
+            plans.clear();
+        }
+        plans.insert(key, plan.clone());
+        Ok(plan)
+    }
+
+    /// [`Engine::plan_with`] without the cache.
+    fn plan_uncached(&self, problem: &Conv2dProblem, options: &PlanOptions) -> Result<Plan> {
         let tuned = self
             .tuning
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .plan(problem, self.kernels.catalogue());
+        let tuned = tuned.and_then(|plan| {
+            let plan = if options.prepared_filter {
+                plan.with_prepared_filter().ok()?
+            } else {
+                plan
+            };
+            (operands_fit(plan.kernel(), options.aligned_to)
+                && options.fits(plan.workspace_bytes()))
+            .then_some(plan)
+        });
         match tuned {
-            Some(plan) if operands_fit(plan.kernel(), aligned_to) => Ok(plan),
-            _ => Plan::for_operands(problem, self.kernels.catalogue(), &self.limits, aligned_to),
+            Some(plan) => Ok(plan),
+            None => Plan::with_options(problem, self.kernels.catalogue(), &self.limits, options),
         }
+    }
+
+    /// The same engine with a workspace limit: every plan it makes ([`Engine::plan`],
+    /// [`Engine::conv2d`], [`Engine::prepare_filter`]) is the fastest whose workspace is at
+    /// most `bytes` ([`Plan::workspace_bytes`]), or [`Error::WorkspaceLimit`] when none fits
+    /// (a tensor-core kernel on NCHW tensors always needs the input's NHWC copy). `None`
+    /// (the default): no limit. A call with a plan ([`Engine::conv2d_with`]) runs that plan
+    /// whatever its workspace; [`Engine::plan_with`] takes a limit per call.
+    pub fn with_workspace_limit(mut self, bytes: Option<usize>) -> Self {
+        lock(&self.plans).clear();
+        self.workspace_limit = bytes;
+        self
+    }
+
+    /// The engine's workspace limit ([`Engine::with_workspace_limit`]).
+    pub fn workspace_limit(&self) -> Option<usize> {
+        self.workspace_limit
     }
 
     /// The dispatch heuristic's plan for `problem`, ignoring the tuning table.
@@ -511,7 +589,13 @@ impl Engine {
         } = operands;
         let problem = plan.problem();
         let shape = plan.shape();
-        self.check_operands(problem, input, filter, bias)?;
+        // A prepared filter is read in its own form and length.
+        let filter_len = if plan.reads_prepared_filter() {
+            plan.prepared_filter_len()?
+        } else {
+            shape.filter_len
+        };
+        self.check_operands(problem, input, (filter, filter_len), bias)?;
         self.check_residual(problem, shape, residual)?;
         self.check_buffer("output", shape.output_len, output.len(), output.stream())?;
         if let Some(ws) = &workspace {
@@ -664,11 +748,12 @@ impl Engine {
                     .arg(&y)
                     .arg(&params)
                     .arg(&splits);
-                // SAFETY: `im2win_split_reduce_f32(const float* part, const float* bias,
-                // const float* residual, float* y, ConvParams p, int splits)`, grid-stride
-                // over `output_len`; `partial` holds `splits · output_len` floats (the plan's
-                // layout), `y` and `residual` (or null with has_residual == 0) `output_len`,
-                // `bias` K floats or null with has_bias == 0.
+                // SAFETY: `im2win_split_reduce_<T>(const float* part, const T* bias,
+                // const T* residual, T* y, ConvParams p, int splits)` with T the plan's
+                // element type (`support::split_reduce`), grid-stride over `output_len`;
+                // `partial` holds `splits · output_len` floats (the plan's layout), `y` and
+                // `residual` (or null with has_residual == 0) `output_len` elements, `bias` K
+                // elements or null with has_bias == 0.
                 unsafe { launch.launch(self.grid_stride_config(shape.output_len)) }?;
             }
             // The `_sync` guards drop here and record the launches in the buffers' events.
@@ -694,7 +779,7 @@ impl Engine {
         workspace: &mut dyn DevicePtrMut<u8>,
     ) -> Result<()> {
         let problem = plan.problem();
-        self.check_operands(problem, input, filter, None)?;
+        self.check_operands(problem, input, (filter, plan.shape().filter_len), None)?;
         self.check_context("workspace", workspace.stream())?;
         if workspace.num_bytes() < plan.workspace_bytes() {
             return Err(Error::WorkspaceTooSmall {
@@ -732,7 +817,7 @@ impl Engine {
     /// and waits inside `device_ptr` and its guards) are reported by the call that caused
     /// them: those recorded before the call, by other code sharing the context object, are
     /// set aside and put back afterwards, neither reported nor hidden.
-    fn ordered<T>(
+    pub(super) fn ordered<T>(
         &self,
         streams: &[Arc<CudaStream>],
         queue: impl FnOnce(&mut LaunchState) -> Result<T>,
@@ -800,74 +885,127 @@ impl Engine {
             unsafe { launch.launch(config) }?;
             ws
         };
+        if plan.transforms_filter() {
+            self.launch_filter_form(plan, params, f, ft)?;
+        }
+        Ok(t)
+    }
+
+    /// Launches what puts the filter `f` (the problem's, checked by the caller) into the
+    /// form the plan's kernel reads ([`Plan::filter_format`]) at `dst` (the workspace's
+    /// filter part, or a prepared filter's buffer, [`Plan::prepared_filter_len`] elements):
+    /// the filter transform of the SIMT kernels, the KRSC transpose of a KCRS filter, or a
+    /// copy of a KRSC one.
+    pub(super) fn launch_filter_form(
+        &self,
+        plan: &Plan,
+        params: &ConvParams,
+        f: u64,
+        dst: u64,
+    ) -> Result<()> {
+        let problem = plan.problem();
+        let shape = plan.shape();
+        let dtype = plan.kernel().dtype;
+        if plan.filter_format() == FilterFormat::Krsc {
+            let [k, c, r, s] = problem.filter;
+            if problem.filter_layout == FilterLayout::Kcrs && r * s > 1 {
+                return self.launch_channels_last_copy(dtype, f, dst, k, c, r * s);
+            }
+            let bytes = shape.filter_len * dtype.size_bytes();
+            // SAFETY: both hold `filter_len` elements of the plan's type (the filter, checked
+            // by the caller; `dst`, sized by the caller from the plan).
+            unsafe {
+                cudarc::driver::result::memcpy_dtod_async(dst, f, bytes, self.stream.cu_stream())
+            }?;
+            return Ok(());
+        }
         // Each variant walks the reduction in its own order (docs/DESIGN.md), and each
         // element type has its transform (TF32 kernels read the float32 one).
         let filter_transform = self.function(support::filter_transform(
             dtype,
             plan.kernel().variant.fused,
         ))?;
-        let mut launch = stream.launch_builder(&filter_transform);
-        launch.arg(&f).arg(&ft).arg(params);
+        let mut launch = self.stream.launch_builder(&filter_transform);
+        launch.arg(&f).arg(&dst).arg(params);
         // One block per 32 × 32 tile of (C·R·S, K rounded up to 4), grid-stride beyond.
         let columns = WorkspaceLayout::filter_columns_for(shape.output[1], dtype);
         let tiles = shape.reduction.div_ceil(32) * columns.div_ceil(32);
         let config = self.grid_stride_config(tiles * GRID_STRIDE_THREADS as usize);
         // SAFETY: `im2win_filter_transform[_fused]_f32(const float* f, float* a, ConvParams p)`;
-        // `f` holds `filter_len` floats and the workspace from `ft` on the C·R·S × K4
-        // transformed filter (`Conv2dProblem::transformed_filter_bytes`), for any grid.
+        // `f` holds `filter_len` floats and `dst` the C·R·S × K4 transformed filter
+        // (`Plan::prepared_filter_len`), for any grid.
         unsafe { launch.launch(config) }?;
-        Ok(t)
+        Ok(())
     }
 
     /// Launches the channels-last copies of a tensor-core `plan` (its kernel reads NHWC
     /// windows and KRSC filter rows): an NCHW input `x` to NHWC and a KCRS filter `f` to
-    /// KRSC, each into its part of the workspace `ws`, when the problem has them. Returns
-    /// the input the kernel reads: the copy, or `x`.
+    /// KRSC, each into its part of the workspace `ws`, when the problem has them (the filter
+    /// not when the plan reads a prepared one). Returns the input the kernel reads: the
+    /// copy, or `x`.
     fn launch_channels_last(&self, plan: &Plan, x: u64, f: u64, ws: u64) -> Result<u64> {
         let problem = plan.problem();
         let layout = plan.workspace_layout();
-        let transpose = self.function(support::channels_last(plan.kernel().dtype))?;
-        // `dst[b][i][c] = src[b][c][i]`, b < batches, c < channels, i < spatial.
-        let launch = |src: u64, dst: u64, batches: usize, channels: usize, spatial: usize| {
-            // Grid-stride over 64 × 64 tiles (256 threads each) or, below 32 pixels, over
-            // elements (one each): the kernel's two ways.
-            let threads = if spatial >= 32 {
-                batches * channels.div_ceil(64) * spatial.div_ceil(64) * 256
-            } else {
-                batches * channels * spatial
-            };
-            // Validated dimensions: each fits an int, their products a long long.
-            let (batches, channels, spatial) = (batches as i64, channels as i32, spatial as i64);
-            let mut builder = self.stream.launch_builder(&transpose);
-            builder
-                .arg(&src)
-                .arg(&dst)
-                .arg(&batches)
-                .arg(&channels)
-                .arg(&spatial);
-            // SAFETY: `im2win_channels_last_b16/_b32(const T* src, T* dst, long long batches,
-            // int channels, long long spatial)` with T the bits of the plan's element type;
-            // `src` holds `batches · channels · spatial` elements (the operand, checked by the
-            // caller) and `dst` as many (its part of the workspace, which the plan's layout
-            // sized so, checked by the caller); the kernel stays inside both for any 1-D grid
-            // of 256-thread blocks.
-            unsafe { builder.launch(self.grid_stride_config(threads)) }?;
-            Ok::<(), Error>(())
-        };
+        let dtype = plan.kernel().dtype;
         let [n, c, h, w] = problem.input;
         let [k, _, r, s] = problem.filter;
         let input = match layout.channels_last_input_offset() {
             Some(offset) => {
                 let copy = ws + offset as u64;
-                launch(x, copy, n, c, h * w)?;
+                self.launch_channels_last_copy(dtype, x, copy, n, c, h * w)?;
                 copy
             }
             None => x,
         };
         if layout.transforms_filter() {
-            launch(f, ws + layout.filter_offset() as u64, k, c, r * s)?;
+            self.launch_channels_last_copy(
+                dtype,
+                f,
+                ws + layout.filter_offset() as u64,
+                k,
+                c,
+                r * s,
+            )?;
         }
         Ok(input)
+    }
+
+    /// `dst[b][i][c] = src[b][c][i]`, b < batches, c < channels, i < spatial, in elements of
+    /// `dtype` (the channels-last transpose of an NCHW input or a KCRS filter).
+    fn launch_channels_last_copy(
+        &self,
+        dtype: DType,
+        src: u64,
+        dst: u64,
+        batches: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        let transpose = self.function(support::channels_last(dtype))?;
+        // Grid-stride over 64 × 64 tiles (256 threads each) or, below 32 pixels, over
+        // elements (one each): the kernel's two ways.
+        let threads = if spatial >= 32 {
+            batches * channels.div_ceil(64) * spatial.div_ceil(64) * 256
+        } else {
+            batches * channels * spatial
+        };
+        // Validated dimensions: each fits an int, their products a long long.
+        let (batches, channels, spatial) = (batches as i64, channels as i32, spatial as i64);
+        let mut builder = self.stream.launch_builder(&transpose);
+        builder
+            .arg(&src)
+            .arg(&dst)
+            .arg(&batches)
+            .arg(&channels)
+            .arg(&spatial);
+        // SAFETY: `im2win_channels_last_b16/_b32(const T* src, T* dst, long long batches,
+        // int channels, long long spatial)` with T the bits of `dtype`; `src` holds
+        // `batches · channels · spatial` elements (an operand, checked by the caller) and
+        // `dst` as many (its part of the workspace, or a prepared filter's buffer, sized so
+        // from the plan by the caller); the kernel stays inside both for any 1-D grid of
+        // 256-thread blocks.
+        unsafe { builder.launch(self.grid_stride_config(threads)) }?;
+        Ok(())
     }
 
     /// The GPU oracle: `output = conv2d(input, filter) + bias` computed directly from `X`
@@ -918,7 +1056,8 @@ impl Engine {
             .with_precision(Precision::Strict);
         problem.shape()?;
         let problem = &values;
-        let shape = self.check_operands(problem, input, filter, bias)?;
+        let shape = problem.shape()?;
+        self.check_operands(problem, input, (filter, shape.filter_len), bias)?;
         self.check_residual(problem, &shape, residual)?;
         self.check_buffer("output", shape.output_len, output.len(), output.stream())?;
         let params = ConvParams::from_shape(problem, &shape, bias.is_some())?;
@@ -961,13 +1100,13 @@ impl Engine {
         &self,
         problem: &Conv2dProblem,
         input: &dyn DevicePtr<T>,
-        filter: &dyn DevicePtr<T>,
+        (filter, filter_len): (&dyn DevicePtr<T>, usize),
         bias: Option<&dyn DevicePtr<T>>,
     ) -> Result<crate::problem::ProblemShape> {
         let shape = problem.shape()?;
         check_dtype::<T>(problem)?;
         self.check_buffer("input", shape.input_len, input.len(), input.stream())?;
-        self.check_buffer("filter", shape.filter_len, filter.len(), filter.stream())?;
+        self.check_buffer("filter", filter_len, filter.len(), filter.stream())?;
         if let Some(bias) = bias {
             self.check_buffer("bias", shape.output[1], bias.len(), bias.stream())?;
         }
@@ -989,7 +1128,7 @@ impl Engine {
         }
     }
 
-    fn check_buffer(
+    pub(super) fn check_buffer(
         &self,
         buffer: &'static str,
         expected: usize,

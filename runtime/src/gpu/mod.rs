@@ -12,14 +12,16 @@ mod engine;
 mod modules;
 mod ordering;
 mod params;
+mod prepared;
 mod tuning;
 
 pub use device::DeviceLimits;
 pub use dispatch::{
-    OPERAND_ALIGNMENT, Plan, address_alignment, can_implement, operands_fit, read_alignment,
-    unmet_requirement,
+    OPERAND_ALIGNMENT, Plan, PlanOptions, address_alignment, can_implement, operands_fit,
+    read_alignment, unmet_requirement,
 };
 pub use engine::Engine;
 pub(crate) use engine::Operands;
 pub use params::ConvParams;
+pub use prepared::{FilterFormat, PreparedFilter};
 pub use tuning::{TUNING_FORMAT, TuningEntry, TuningTable};
