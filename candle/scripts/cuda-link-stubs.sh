@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes link-time stand-ins for the CUDA libraries that candle's CUDA backend links (cudarc's
-# `dynamic-linking`: libcuda, libnvrtc, libcurand, libcublas, libcublasLt), so that
+# `dynamic-linking`: libcuda, libnvrtc, libcurand, libcublas, libcublasLt; libcudnn with the
+# crate's `cudnn` feature), so that
 # `cargo build -p im2win-candle --features cuda` links on a machine without a CUDA install
 # (this one). Each stub is a shared library with the real library's SONAME that defines every
 # function of cudarc's bindings for it as an empty function; a binary linked against it
@@ -40,6 +41,8 @@ stub libnvrtc libnvrtc.so.13 nvrtc
 stub libcurand libcurand.so.10 curand
 stub libcublas libcublas.so.13 cublas
 stub libcublasLt libcublasLt.so.13 cublaslt
+# Only the `cudnn` feature's build links it (the real one: nvidia/cudnn/lib of the cuDNN wheel).
+stub libcudnn libcudnn.so.9 cudnn
 
 cudart=$(cd "$(dirname "$nvcc")/../lib" && pwd)/libcudart.so.13
 [ -f "$cudart" ] || { echo "cuda-link-stubs: no $cudart" >&2; exit 1; }

@@ -1,0 +1,419 @@
+//! Whole networks in candle with random weights (nothing downloaded), BatchNorm folded into
+//! the convolutions' biases: ResNet-50 and MobileNetV2 at 224×224 and the YOLOv8s backbone at
+//! 640×640. Each is built with the same weights for every method of `--methods`:
+//!
+//! - `im2win-candle`: `im2win_candle::Conv2d` (activations and, where the network adds one
+//!   before the activation, residuals fused into the convolutions);
+//! - `candle`: `candle_nn::Conv2d` (candle's own conv2d); in a build with this crate's `cudnn`
+//!   feature (candle's conv2d through cuDNN) the method is reported as `candle-cudnn`.
+//!
+//! Each method's forward is timed as a user would: the wall clock of `reps` forwards followed
+//! by one device synchronisation, the median (min, max) per forward over the rounds, after two
+//! warm-up forwards; the same for every method. Every method's output is checked against the
+//! `candle` method's (relative error in the 2-norm), or against `--ref` (the `candle` output
+//! another run saved with `--save-ref`). `bench/torch_networks.py` builds the same networks
+//! (the same generator, hence the same weights and input) in PyTorch; `bench/merge_networks.py`
+//! joins the files into `bench/results/candle-<network>-<dtype>-n<batch>.json`.
+//!
+//! ```sh
+//! cargo run --release -p im2win-candle --example networks -- --network resnet50 --size 64
+//! cargo run --release -p im2win-candle --features cuda --example networks -- \
+//!     --network yolov8s --dtype bf16 --batch 32 --out yolo.json
+//! ```
+//!
+//! A method that cannot run the network (im2win-candle on MobileNetV2's depthwise layers
+//! while im2win refuses `groups != 1`) is reported under `skipped` with its error; the others
+//! are still timed.
+
+mod common;
+mod mobilenetv2;
+mod resnet50;
+mod yolov8;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Result, Tensor};
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+
+use common::{Builder, Method};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Network {
+    Resnet50,
+    Mobilenetv2,
+    Yolov8s,
+}
+
+impl Network {
+    fn name(self) -> &'static str {
+        match self {
+            Network::Resnet50 => "resnet50",
+            Network::Mobilenetv2 => "mobilenetv2",
+            Network::Yolov8s => "yolov8s",
+        }
+    }
+
+    fn default_size(self) -> usize {
+        match self {
+            Network::Yolov8s => 640,
+            _ => 224,
+        }
+    }
+}
+
+/// One network built for one method.
+enum Model {
+    Resnet50(resnet50::ResNet50),
+    Mobilenetv2(mobilenetv2::MobileNetV2),
+    Yolov8s(Box<yolov8::Yolov8Backbone>),
+}
+
+impl Model {
+    fn new(network: Network, b: &mut Builder) -> Result<Model> {
+        Ok(match network {
+            Network::Resnet50 => Model::Resnet50(resnet50::ResNet50::new(b)?),
+            Network::Mobilenetv2 => Model::Mobilenetv2(mobilenetv2::MobileNetV2::new(b)?),
+            Network::Yolov8s => Model::Yolov8s(Box::new(yolov8::Yolov8Backbone::new(b)?)),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Model::Resnet50(m) => m.forward(x),
+            Model::Mobilenetv2(m) => m.forward(x),
+            Model::Yolov8s(m) => m.forward(x),
+        }
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Time ResNet-50, MobileNetV2 and the YOLOv8s backbone in candle")]
+struct Args {
+    /// The network.
+    #[arg(long, value_enum)]
+    network: Network,
+    /// Element type: f32 (strict FP32: im2win's strict kernels; candle's default), bf16, f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Tensor layout (candle's is NCHW; the only one).
+    #[arg(long, default_value = "nchw")]
+    layout: String,
+    /// Methods, comma-separated: im2win-candle, candle (candle-cudnn in a `cudnn` build).
+    #[arg(long, value_delimiter = ',', default_value = "im2win-candle,candle")]
+    methods: Vec<String>,
+    /// Input resolution (default 224, YOLOv8s 640); smaller for quick CPU checks.
+    #[arg(long)]
+    size: Option<usize>,
+    /// Run on the CPU even when a GPU is there.
+    #[arg(long)]
+    cpu: bool,
+    /// Timing rounds (fewer for slow methods, at least 3: see --budget).
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// Seconds per round: the forwards per round are as many as fill it (1 to 200).
+    #[arg(long, default_value_t = 0.1)]
+    round_s: f64,
+    /// Seconds of timing per method at most (rounds reduced, to no fewer than 3).
+    #[arg(long, default_value_t = 3.0)]
+    budget: f64,
+    /// Write the report here (the project's bench schema; layer `total`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Save the `candle` method's output (float32 .npy, outputs flattened and concatenated)
+    /// here, for another build's `--ref` and for bench/torch_networks.py.
+    #[arg(long)]
+    save_ref: Option<PathBuf>,
+    /// Check every method against this output (saved by `--save-ref`) instead of against the
+    /// `candle` method of this run.
+    #[arg(long = "ref")]
+    reference: Option<PathBuf>,
+    /// Fail if a method's relative error exceeds this (default: 1e-4 for f32, 3e-2 for
+    /// bf16 and f16).
+    #[arg(long)]
+    tolerance: Option<f64>,
+}
+
+/// One method's result.
+struct Timed {
+    label: String,
+    method: Method,
+    median_ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    reps: usize,
+    rounds: usize,
+    output: Tensor,
+}
+
+/// The outputs flattened per image and concatenated, as float32: `[batch, elements]`.
+fn flatten(outputs: &[Tensor]) -> Result<Tensor> {
+    let flat = outputs
+        .iter()
+        .map(|t| t.flatten_from(1)?.to_dtype(DType::F32))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&flat, 1)
+}
+
+/// ‖a − b‖ / ‖b‖.
+fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let diff = (a - b)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    let norm = b.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    Ok((diff / norm).sqrt())
+}
+
+fn rms(a: &Tensor) -> Result<f64> {
+    Ok((a.sqr()?.mean_all()?.to_scalar::<f32>()? as f64).sqrt())
+}
+
+/// Builds the network for `method` and times its forward on `x`.
+fn run_method(
+    args: &Args,
+    builder: &mut Builder,
+    label: &str,
+    method: Method,
+    x: &Tensor,
+) -> Result<Timed> {
+    let device = builder.device().clone();
+    builder.set_method(method);
+    let model = Model::new(args.network, builder)?;
+    // Warm-up: the first forward plans and loads kernels; the second estimates the time.
+    let output = flatten(&model.forward(x)?)?;
+    device.synchronize()?;
+    let start = Instant::now();
+    drop(model.forward(x)?);
+    device.synchronize()?;
+    let estimate = start.elapsed().as_secs_f64();
+    let reps = ((args.round_s / estimate).ceil() as usize).clamp(1, 200);
+    let rounds = ((args.budget / (estimate * reps as f64)) as usize).clamp(3, args.rounds.max(3));
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..reps {
+            drop(model.forward(x)?);
+        }
+        device.synchronize()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3 / reps as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(Timed {
+        label: label.to_string(),
+        method,
+        median_ms: times[times.len() / 2],
+        min_ms: times[0],
+        max_ms: times[times.len() - 1],
+        reps,
+        rounds,
+        output,
+    })
+}
+
+/// An error's message without the backtrace candle attaches when `RUST_BACKTRACE` is set.
+fn message(err: &candle_core::Error) -> String {
+    match err {
+        candle_core::Error::WithBacktrace { inner, .. } => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn device_name(device: &Device) -> String {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => d
+            .cuda_stream()
+            .context()
+            .name()
+            .unwrap_or_else(|_| "CUDA device".to_string()),
+        Device::Cpu => format!(
+            "CPU ({} threads)",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let dtype = match args.dtype.as_str() {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        other => candle_core::bail!("--dtype {other}: f32, bf16 or f16"),
+    };
+    if args.layout != "nchw" {
+        candle_core::bail!("--layout {}: candle's tensors are NCHW", args.layout);
+    }
+    let device = if args.cpu {
+        Device::Cpu
+    } else {
+        match Device::new_cuda(0) {
+            Ok(device) if im2win_candle::gpu_kernels_available() => device,
+            _ => Device::Cpu,
+        }
+    };
+    // candle's own conv2d, as this build computes it.
+    let candle_label = if cfg!(feature = "cudnn") && device.is_cuda() {
+        "candle-cudnn"
+    } else {
+        "candle"
+    };
+    let mut methods = Vec::new();
+    for m in &args.methods {
+        let method = match m.as_str() {
+            "im2win-candle" => Method::Im2win,
+            "candle" | "candle-cudnn" if m == candle_label || m == "candle" => Method::Candle,
+            _ => candle_core::bail!("--methods {m}: im2win-candle or {candle_label} in this build"),
+        };
+        let label = if method == Method::Candle {
+            candle_label
+        } else {
+            "im2win-candle"
+        };
+        methods.push((label, method));
+    }
+    let size = args.size.unwrap_or(args.network.default_size());
+    let name = device_name(&device);
+    println!(
+        "{} {} batch {} {size}x{size} on {name}",
+        args.network.name(),
+        args.dtype,
+        args.batch
+    );
+
+    let x = common::input(args.batch, size, dtype, &device)?;
+    let mut builder = Builder::new(&device, dtype);
+    let mut timed = Vec::new();
+    let mut skipped = Vec::new();
+    for (label, method) in methods {
+        match run_method(&args, &mut builder, label, method, &x) {
+            Ok(t) => {
+                println!(
+                    "  {label:14} {:9.3} ms (min {:.3}, max {:.3}; {} x {})",
+                    t.median_ms, t.min_ms, t.max_ms, t.rounds, t.reps
+                );
+                timed.push(t);
+            }
+            Err(err) => {
+                let reason = message(&err);
+                println!("  {label:14} skipped: {reason}");
+                skipped.push(json!({"method": label, "reason": reason}));
+            }
+        }
+    }
+
+    let reference = match &args.reference {
+        Some(path) => Some(Tensor::read_npy(path)?.to_device(&device)?),
+        None => timed
+            .iter()
+            .find(|t| t.method == Method::Candle)
+            .map(|t| t.output.clone()),
+    };
+    if let (Some(path), Some(t)) = (
+        &args.save_ref,
+        timed.iter().find(|t| t.method == Method::Candle),
+    ) {
+        t.output.write_npy(path)?;
+    }
+    let tolerance = args
+        .tolerance
+        .unwrap_or(if dtype == DType::F32 { 1e-4 } else { 3e-2 });
+    let mut results = Vec::new();
+    let mut worst: f64 = 0.0;
+    let mut output_rms = None;
+    for t in &timed {
+        let err = match &reference {
+            Some(r) if r.dims() == t.output.dims() => Some(rel_err(&t.output, r)?),
+            Some(r) => candle_core::bail!(
+                "{}: output {:?} but the reference is {:?}",
+                t.label,
+                t.output.dims(),
+                r.dims()
+            ),
+            None => None,
+        };
+        let out_rms = rms(&t.output)?;
+        output_rms.get_or_insert(out_rms);
+        if let Some(e) = err {
+            worst = worst.max(e);
+            println!("  {:14} rel_err {e:.2e}, output rms {out_rms:.3}", t.label);
+        }
+        let detail = match t.method {
+            Method::Im2win => format!(
+                "im2win-candle {} (fused activation and residual), {} rounds x {} forwards",
+                env!("CARGO_PKG_VERSION"),
+                t.rounds,
+                t.reps
+            ),
+            Method::Candle => format!(
+                "candle-core 0.11 conv2d ({}), {} rounds x {} forwards",
+                if t.label == "candle-cudnn" {
+                    "cuDNN"
+                } else if device.is_cuda() {
+                    "im2col + cuBLAS"
+                } else {
+                    "CPU"
+                },
+                t.rounds,
+                t.reps
+            ),
+        };
+        results.push(json!({
+            "method": t.label,
+            "median_ms": t.median_ms,
+            "min_ms": t.min_ms,
+            "max_ms": t.max_ms,
+            "rel_err": err,
+            "output_rms": out_rms,
+            "detail": detail,
+        }));
+    }
+    if let Some(path) = &args.out {
+        let report = json!({
+            "device": name,
+            "suite": args.network.name(),
+            "dtype": args.dtype,
+            "batch": args.batch,
+            "layout": args.layout,
+            "layers": [{
+                "name": "total",
+                "count": 1,
+                "problem": {"input": [args.batch, 3, size, size]},
+                "results": results,
+                "skipped": skipped,
+            }],
+            "settings": {
+                "timing": "wall clock of `reps` forwards then one synchronize, per forward; \
+                           median (min, max) over the rounds, after 2 warm-up forwards",
+                "rounds": args.rounds,
+                "round_s": args.round_s,
+                "budget_s": args.budget,
+                "warmup": 2,
+                "size": size,
+                "weights": "uniform splitmix64 generator by tensor name (bench/torch_networks.py \
+                            has the same), BatchNorm folded",
+                "output_rms": output_rms,
+                "reference": args.reference.as_ref().map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "the candle method of this run".to_string()),
+            },
+            "software": {
+                "im2win": env!("CARGO_PKG_VERSION"),
+                "candle-core": "0.11.1",
+                "build": if cfg!(feature = "cudnn") { "cuda+cudnn" }
+                         else if cfg!(feature = "cuda") { "cuda" } else { "cpu" },
+            },
+        });
+        let text = serde_json::to_string_pretty(&report).map_err(candle_core::Error::wrap)?;
+        std::fs::write(path, text + "\n")?;
+        println!("wrote {}", path.display());
+    }
+    if worst > tolerance {
+        candle_core::bail!(
+            "a method's output differs from the reference: {worst:.2e} > {tolerance:.0e}"
+        );
+    }
+    Ok(())
+}
