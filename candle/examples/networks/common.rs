@@ -14,6 +14,9 @@ pub enum Method {
     /// `im2win_candle::Conv2d`, activation (and residual where the network adds one before
     /// the activation) fused into the convolution.
     Im2win,
+    /// The same with each filter prepared once for its kernel
+    /// (`Conv2d::with_prepared_filter(true)`: no filter transform in later forwards).
+    Im2winPrepared,
     /// `candle_nn::Conv2d` (candle's own conv2d: im2col + cuBLAS, or cuDNN in a build with
     /// candle's `cudnn` feature), the activation and residual as separate candle ops.
     Candle,
@@ -219,8 +222,10 @@ impl Builder {
         }
         let (weight, bias) = self.params[name].clone();
         Ok(match self.method {
-            Method::Im2win => Conv::Im2win(
-                im2win_candle::Conv2d::new(weight, bias, config).with_activation(act.fused()),
+            Method::Im2win | Method::Im2winPrepared => Conv::Im2win(
+                im2win_candle::Conv2d::new(weight, bias, config)
+                    .with_activation(act.fused())
+                    .with_prepared_filter(self.method == Method::Im2winPrepared),
                 act,
             ),
             Method::Candle => Conv::Candle(candle_nn::Conv2d::new(weight, bias, config), act),

@@ -103,7 +103,8 @@ struct Args {
     /// Tensor layout (candle's is NCHW; the only one).
     #[arg(long, default_value = "nchw")]
     layout: String,
-    /// Methods, comma-separated: im2win-candle, candle (candle-cudnn in a `cudnn` build).
+    /// Methods, comma-separated: im2win-candle, im2win-candle-prepared (filters prepared once),
+    /// candle (candle-cudnn in a `cudnn` build).
     #[arg(long, value_delimiter = ',', default_value = "im2win-candle,candle")]
     methods: Vec<String>,
     /// Input resolution (default 224, YOLOv8s 640); smaller for quick CPU checks.
@@ -265,13 +266,16 @@ fn main() -> Result<()> {
     for m in &args.methods {
         let method = match m.as_str() {
             "im2win-candle" => Method::Im2win,
+            "im2win-candle-prepared" => Method::Im2winPrepared,
             "candle" | "candle-cudnn" if m == candle_label || m == "candle" => Method::Candle,
-            _ => candle_core::bail!("--methods {m}: im2win-candle or {candle_label} in this build"),
+            _ => candle_core::bail!(
+                "--methods {m}: im2win-candle, im2win-candle-prepared or {candle_label} in this build"
+            ),
         };
-        let label = if method == Method::Candle {
-            candle_label
-        } else {
-            "im2win-candle"
+        let label = match method {
+            Method::Candle => candle_label,
+            Method::Im2win => "im2win-candle",
+            Method::Im2winPrepared => "im2win-candle-prepared",
         };
         methods.push((label, method));
     }
@@ -342,8 +346,9 @@ fn main() -> Result<()> {
             println!("  {:14} rel_err {e:.2e}, output rms {out_rms:.3}", t.label);
         }
         let detail = match t.method {
-            Method::Im2win => format!(
-                "im2win-candle {} (fused activation and residual), {} rounds x {} forwards",
+            Method::Im2win | Method::Im2winPrepared => format!(
+                "{} {} (fused activation and residual), {} rounds x {} forwards",
+                t.label,
                 env!("CARGO_PKG_VERSION"),
                 t.rounds,
                 t.reps
