@@ -142,12 +142,13 @@ fn every_catalogue_kernel_matches_the_cpu_oracle() {
     let limits = gpu_limits();
     let (per_fixed, generic_only) = if small() { (3, 8) } else { (26, 120) };
     let full = engine.kernels().catalogue().clone();
-    // The strict float32 kernels here; the tensor-core kernels below, with data of their type.
+    // The strict float32 kernels here (dense: the grouped family has tests/gpu_groups.rs);
+    // the tensor-core kernels below, with data of their type.
     let catalogue = im2win::codegen::Catalogue {
         kernels: full
             .kernels
             .iter()
-            .filter(|spec| spec.math == Math::Simt)
+            .filter(|spec| spec.math == Math::Simt && !spec.is_grouped())
             .copied()
             .collect(),
         ..full.clone()
@@ -651,7 +652,11 @@ fn split_reductions_match_the_cpu_oracle() {
         usize::from(with_bias)
     };
     // The tensor-core kernels do not split their reduction (`Plan::with_split` refuses).
-    for spec in catalogue.kernels.iter().filter(|s| s.math == Math::Simt) {
+    for spec in catalogue
+        .kernels
+        .iter()
+        .filter(|s| s.math == Math::Simt && !s.is_grouped())
+    {
         for i in 0..per_kernel {
             let problem = match spec.geometry {
                 Geometry::Fixed(g) => fixed_problem(&mut rng, g, &limits),
@@ -743,7 +748,7 @@ fn layouts_and_epilogues_match_the_cpu_oracle() {
     let simt: Vec<_> = catalogue
         .kernels
         .iter()
-        .filter(|s| s.math == Math::Simt)
+        .filter(|s| s.math == Math::Simt && !s.is_grouped())
         .collect();
     let simt_count = simt.len();
     // At least 300 problems over them (issue 11), whatever their number.

@@ -12,6 +12,10 @@
 //! What it cannot see: anything GPU-specific (timing, the memory model, bank conflicts,
 //! 2^31-element problems).
 //!
+//! The grouped family (`conv_grouped.cuh`) is left out too (bf16 and f16 members, and a
+//! driver that runs dense problems); `compile.rs` compiles it and `tests/gpu_groups.rs`
+//! checks it against the oracle.
+//!
 //! The tensor-core kernels ([`Math::TensorOp`]) are left out, explicitly: their MMA is
 //! `mma.sync` on fragments that `ldmatrix` spreads over a warp's lanes, their copies are
 //! `cp.async` groups and their operands `__nv_bfloat16` / `__half`, none of which a host
@@ -131,7 +135,11 @@ fn kernels_compute_the_convolution() {
     catalogue.kernels.extend(unusual_specs());
     // The tensor-core kernels need nvcc (see the top of this file).
     let before = catalogue.kernels.len();
-    catalogue.kernels.retain(|spec| spec.math == Math::Simt);
+    // The grouped kernels too: their bf16 and f16 members need nvcc's types, and the driver
+    // runs dense problems (the GPU tests, tests/gpu_groups.rs, check them).
+    catalogue
+        .kernels
+        .retain(|spec| spec.math == Math::Simt && !spec.is_grouped());
     assert!(
         catalogue.kernels.len() < before,
         "the default catalogue has tensor-core kernels: this test says it leaves them out"

@@ -773,6 +773,10 @@ impl Engine {
     ) -> Result<u64> {
         let shape = plan.shape();
         let stream: &CudaStream = &self.stream;
+        if plan.kernel().is_grouped() {
+            // The grouped kernels read input and filter in place: nothing to transform.
+            return Ok(x);
+        }
         if plan.kernel().math.is_tensor_op() {
             return self.launch_channels_last(plan, x, f, ws);
         }
