@@ -143,12 +143,13 @@ fn every_catalogue_kernel_matches_the_cpu_oracle() {
     let limits = gpu_limits();
     let (per_fixed, generic_only) = if small() { (3, 8) } else { (26, 120) };
     let full = engine.kernels().catalogue().clone();
-    // The strict float32 kernels here; the tensor-core kernels below, with data of their type.
+    // The strict float32 kernels here (dense: the grouped family has tests/gpu_groups.rs);
+    // the tensor-core kernels below, with data of their type.
     let catalogue = im2win::codegen::Catalogue {
         kernels: full
             .kernels
             .iter()
-            .filter(|spec| spec.math == Math::Simt)
+            .filter(|spec| spec.math == Math::Simt && !spec.is_grouped())
             .copied()
             .collect(),
         ..full.clone()
@@ -686,8 +687,13 @@ fn split_reductions_match_the_cpu_oracle() {
         runs += 1;
         usize::from(with_bias)
     };
-    // The tensor-core kernels' splits: `tensor_op_kernels_match_the_oracle`.
-    for spec in catalogue.kernels.iter().filter(|s| s.math == Math::Simt) {
+    // The tensor-core kernels' splits: `tensor_op_kernels_match_the_oracle`; the grouped
+    // kernels do not split.
+    for spec in catalogue
+        .kernels
+        .iter()
+        .filter(|s| s.math == Math::Simt && !s.is_grouped())
+    {
         for i in 0..per_kernel {
             let problem = match spec.geometry {
                 Geometry::Fixed(g) => fixed_problem(&mut rng, g, &limits),
@@ -779,7 +785,7 @@ fn layouts_and_epilogues_match_the_cpu_oracle() {
     let simt: Vec<_> = catalogue
         .kernels
         .iter()
-        .filter(|s| s.math == Math::Simt)
+        .filter(|s| s.math == Math::Simt && !s.is_grouped())
         .collect();
     let simt_count = simt.len();
     // At least 300 problems over them (issue 11), whatever their number.

@@ -55,6 +55,7 @@ fn kind(err: &Error) -> &'static str {
         Error::ZeroSize { .. } => "ZeroSize",
         Error::TooLarge { .. } => "TooLarge",
         Error::GroupsUnsupported { .. } => "GroupsUnsupported",
+        Error::BadGroups { .. } => "BadGroups",
         Error::ChannelMismatch { .. } => "ChannelMismatch",
         Error::FilterLargerThanInput { .. } => "FilterLargerThanInput",
         Error::BufferLength { .. } => "BufferLength",

@@ -20,6 +20,9 @@ pub enum SuiteName {
     Resnet50,
     /// VGG-16: 9 distinct layers weighted by count, plus the network total.
     Vgg16,
+    /// MobileNetV2 at 224×224: its 10 distinct depthwise 3×3 layers (17 in all) weighted by
+    /// count, plus the total. Memory-bound: compare the bandwidth (`GB/s` in the report).
+    Mobilenetv2,
 }
 
 /// Where a benchmark runs.
@@ -148,6 +151,7 @@ impl BenchArgs {
                     SuiteName::Paper => Suite::paper(batch),
                     SuiteName::Resnet50 => Suite::resnet50(batch),
                     SuiteName::Vgg16 => Suite::vgg16(batch),
+                    SuiteName::Mobilenetv2 => Suite::mobilenetv2(batch),
                 }
             }
         };

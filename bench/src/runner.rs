@@ -306,9 +306,13 @@ fn bench_layer<T: BenchElement>(
         im2win.extend(steps.step(method, || im2win_conv::run_kernel(layer_run, spec))?);
     }
     let nchw = layer.problem.layout == im2win::Layout::Nchw;
+    // The im2col + GEMM and direct baselines compute dense convolutions only.
+    let dense = layer.problem.groups == 1;
     let skip = |steps: &mut Steps<'_>, method: String, count: usize| {
         steps.progress.inc(count as u64);
-        let why = if plain {
+        let why = if !dense {
+            "dense convolutions only (groups = 1)"
+        } else if plain {
             "NCHW only (an im2col + GEMM and a direct kernel of their own)"
         } else {
             "measures the plain convolution; with --epilogue only im2win runs"
@@ -325,7 +329,7 @@ fn bench_layer<T: BenchElement>(
         }
         (None, Vec::new())
     };
-    let im2col = if selection.im2col_cublas && plain && nchw {
+    let im2col = if selection.im2col_cublas && plain && nchw && dense {
         im2col_step(&mut steps, layer_run)?
     } else {
         if selection.im2col_cublas {
@@ -333,10 +337,10 @@ fn bench_layer<T: BenchElement>(
         }
         None
     };
-    let direct = if selection.direct && plain && nchw && strict_f32 {
+    let direct = if selection.direct && plain && nchw && strict_f32 && dense {
         steps.step(Method::Direct, || direct::run(layer_run))?
     } else {
-        if selection.direct && !strict_f32 {
+        if selection.direct && !strict_f32 && dense {
             steps.progress.inc(1);
             steps.skip(
                 Method::Direct.to_string(),

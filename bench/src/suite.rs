@@ -142,6 +142,23 @@ const VGG16: [(usize, usize, usize, usize); 9] = [
     (512, 14, 512, 3),
 ];
 
+/// MobileNetV2's (1.0, 224×224) depthwise 3×3 convolutions, distinct shapes:
+/// `(C, H=W of the input, stride, count)`; K = C, groups = C, padding 1. 17 in all: the
+/// first of each bottleneck stage strides (t, c, n, s = 1,16,1,1; 6,24,2,2; 6,32,3,2;
+/// 6,64,4,2; 6,96,3,1; 6,160,3,2; 6,320,1,1), the others keep the size.
+const MOBILENETV2_DEPTHWISE: [(usize, usize, usize, usize); 10] = [
+    (32, 112, 1, 1),
+    (96, 112, 2, 1),
+    (144, 56, 1, 1),
+    (144, 56, 2, 1),
+    (192, 28, 1, 2),
+    (192, 28, 2, 1),
+    (384, 14, 1, 4),
+    (576, 14, 1, 2),
+    (576, 14, 2, 1),
+    (960, 7, 1, 3),
+];
+
 /// A square layer: `C×H×H` input, `K×C×R×R` filter, the same stride and padding on both axes.
 fn square(
     batch: usize,
@@ -192,6 +209,9 @@ pub fn layer_name(problem: &Conv2dProblem) -> String {
             "_d{}",
             pair(problem.dilation[0], problem.dilation[1])
         ));
+    }
+    if problem.groups != 1 {
+        name.push_str(&format!("_g{}", problem.groups));
     }
     name
 }
@@ -308,6 +328,40 @@ impl Suite {
             .collect();
         Suite {
             name: "vgg16".into(),
+            batch,
+            layers,
+            has_total: true,
+            layout: Layout::Nchw,
+            epilogue: EpilogueMode::None,
+            dtype: DType::F32,
+            precision: Precision::Strict,
+        }
+    }
+
+    /// MobileNetV2's 10 distinct depthwise 3×3 convolutions (17 in all) at 224×224 and
+    /// batch `batch` (groups = C = K, padding 1, stride 1 or 2), named as
+    /// [`layer_name`] does (`c32_h112_k32_r3_s1_p1_g32`). Memory-bound layers: the report's
+    /// bandwidth (bytes of input, filter and output per second) is the figure of merit.
+    /// The pointwise (1×1) layers are dense convolutions of the other suites' kind and are
+    /// not included.
+    pub fn mobilenetv2(batch: usize) -> Suite {
+        let layers = MOBILENETV2_DEPTHWISE
+            .iter()
+            .map(|&(c, h, stride, count)| {
+                let problem = Conv2dProblem::new([batch, c, h, h], [c, 1, 3, 3])
+                    .with_groups(c)
+                    .with_stride([stride, stride])
+                    .with_padding(Padding::uniform(1));
+                Layer {
+                    name: layer_name(&problem),
+                    problem,
+                    count,
+                    bias: false,
+                }
+            })
+            .collect();
+        Suite {
+            name: "mobilenetv2".into(),
             batch,
             layers,
             has_total: true,
@@ -475,6 +529,42 @@ mod tests {
         );
         let names: std::collections::HashSet<_> = suite.layers.iter().map(|l| &l.name).collect();
         assert_eq!(names.len(), 23, "layer names must be distinct");
+    }
+
+    #[test]
+    fn mobilenetv2_has_17_depthwise_convolutions() {
+        let suite = Suite::mobilenetv2(32);
+        assert!(suite.has_total);
+        assert_eq!(suite.layers.len(), 10);
+        assert_eq!(suite.layers.iter().map(|l| l.count).sum::<usize>(), 17);
+        for layer in &suite.layers {
+            let p = &layer.problem;
+            assert_eq!(p.groups, p.input[1]);
+            assert_eq!(p.filter, [p.input[1], 1, 3, 3]);
+            let [_, _, out, _] = p.output_shape().unwrap();
+            assert_eq!(out, p.input[2] / p.stride[0], "{}", layer.name);
+            assert!(
+                layer.name.ends_with(&format!("_g{}", p.groups)),
+                "{}",
+                layer.name
+            );
+        }
+        // The stage outputs: 112, 56, 28, 14, 14, 7, 7 (strides 1, 2, 2, 2, 1, 2, 1).
+        let strided: Vec<usize> = suite
+            .layers
+            .iter()
+            .filter(|l| l.problem.stride == [2, 2])
+            .map(|l| l.problem.input[1])
+            .collect();
+        assert_eq!(strided, [96, 144, 192, 576]);
+        // 9 MACs per output: 2 · 9 · N·K·P·Q.
+        let gflop = total_gflop(&suite);
+        let outputs: usize = suite
+            .layers
+            .iter()
+            .map(|l| l.count * l.problem.shape().unwrap().output_len)
+            .sum();
+        assert!((gflop - 18.0 * outputs as f64 / 1e9).abs() < 1e-9);
     }
 
     #[test]

@@ -51,11 +51,12 @@
 //! tensor ([`Conv2d::forward_with_residual`], e.g. ResNet's skip connection), so that
 //! `y = act(alpha · conv(x, w) + bias + beta · residual)` is computed in one pass.
 //!
+//! Grouped and depthwise layers (`groups` dividing both channel counts) run in one launch on
+//! im2win's grouped kernels (the CPU backend's grouped loop on the CPU); a group count that
+//! does not divide them is refused when the layer is made ([`conv2d`], [`conv2d_no_bias`]) or
+//! run ([`Conv2d::forward`]).
+//!
 //! # Limitations
-//! - `groups` must be 1: im2win does not compute grouped or depthwise convolutions yet. Such a
-//!   layer is refused with an error naming the limitation ([`conv2d`], [`conv2d_no_bias`] when
-//!   the layer is made, [`Conv2d::forward`] otherwise); it never falls back to candle's own
-//!   convolution.
 //! - Forward only: a backward pass through the layer fails with candle's
 //!   `BackwardNotSupported`.
 //! - `Conv2dConfig::cudnn_fwd_algo` is ignored (it picks a cuDNN algorithm).
@@ -115,7 +116,7 @@ impl Conv2d {
     /// strict FP32 for float32 tensors.
     ///
     /// Nothing is checked here (as in candle_nn); [`Conv2d::forward`] reports a bad shape,
-    /// an unsupported type or `groups != 1`.
+    /// an unsupported type or a group count that does not divide the channels.
     pub fn new(weight: Tensor, bias: Option<Tensor>, config: Conv2dConfig) -> Self {
         Conv2d {
             weight,
@@ -253,7 +254,8 @@ impl Module for Conv2d {
     ///
     /// # Errors
     /// An input that is not 4-D, channel counts that do not match the filter, tensors of
-    /// different dtypes or devices, a dtype other than F32, BF16 and F16, `groups != 1`,
+    /// different dtypes or devices, a dtype other than F32, BF16 and F16, a group count that
+    /// does not divide the channels,
     /// a filter larger than the padded input, and whatever im2win reports (on the GPU: kernels
     /// not built, out of memory, a driver error), as a [`candle_core::Error`].
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -274,8 +276,8 @@ impl From<candle_nn::Conv2d> for Conv2d {
 /// `[out_channels]`, with candle_nn's initialisations when `vb` creates them.
 ///
 /// # Errors
-/// Those of the VarBuilder (a missing or misshapen weight), and `groups != 1` in `cfg`:
-/// im2win does not compute grouped convolutions yet.
+/// Those of the VarBuilder (a missing or misshapen weight), and a group count in `cfg` that
+/// is 0 or does not divide `in_channels` and `out_channels`.
 pub fn conv2d(
     in_channels: usize,
     out_channels: usize,

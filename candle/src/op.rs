@@ -11,16 +11,13 @@ pub(crate) fn im2win_error(err: im2win::Error) -> candle_core::Error {
     candle_core::Error::msg(format!("im2win: {err}"))
 }
 
-/// The error for `groups != 1`.
+/// The error for a group count im2win refuses (0, or not dividing the channels).
 fn groups_error(groups: usize, why: &im2win::Error) -> candle_core::Error {
-    candle_core::Error::msg(format!(
-        "im2win-candle Conv2d: groups = {groups} is not supported (im2win computes only \
-         groups = 1 for now: {why}); use candle_nn::Conv2d for grouped or depthwise layers"
-    ))
+    candle_core::Error::msg(format!("im2win-candle Conv2d: groups = {groups}: {why}"))
 }
 
-/// The problem of a layer of `in_channels` → `out_channels` with `kernel_size` filters on the
-/// smallest input it accepts: what `conv2d` checks before reading any weight.
+/// Checks the group count of a layer of `in_channels` → `out_channels` with `kernel_size`
+/// filters, before any weight is read: at least 1, dividing both channel counts.
 pub(crate) fn check_groups(
     in_channels: usize,
     out_channels: usize,
@@ -48,7 +45,7 @@ pub(crate) fn check_groups(
     .with_groups(cfg.groups);
     // Only the group count is judged here; any other problem shows when the layer runs.
     match probe.validate() {
-        Err(err @ im2win::Error::GroupsUnsupported { .. }) => Err(groups_error(cfg.groups, &err)),
+        Err(err @ im2win::Error::BadGroups { .. }) => Err(groups_error(cfg.groups, &err)),
         _ => Ok(()),
     }
 }
@@ -88,13 +85,10 @@ impl ConvOp {
         } = layer.config;
         let (n, c, h, w) = x.dims4()?;
         let (k, fc, r, s) = layer.weight.dims4()?;
-        if groups != 1 {
-            let problem = Conv2dProblem::new([n, c, h, w], [k, fc, r, s]).with_groups(groups);
-            let err = problem
-                .validate()
-                .err()
-                .unwrap_or(im2win::Error::GroupsUnsupported { groups });
-            return Err(groups_error(groups, &err));
+        if groups == 0 {
+            return Err(candle_core::Error::msg(
+                "im2win-candle Conv2d: groups must be at least 1",
+            ));
         }
         let dtype = x.dtype();
         let mut tensors = vec![("weight", &layer.weight)];
@@ -128,13 +122,17 @@ impl ConvOp {
             epilogue = epilogue.with_residual(layer.beta);
         }
         let problem = Conv2dProblem::new([n, c, h, w], [k, fc, r, s])
+            .with_groups(groups)
             .with_stride([stride; 2])
             .with_padding(Padding::uniform(padding))
             .with_dilation([dilation; 2])
             .with_dtype(element)
             .with_precision(precision)
             .with_epilogue(epilogue);
-        let shape = problem.shape().map_err(im2win_error)?;
+        let shape = problem.shape().map_err(|err| match err {
+            im2win::Error::BadGroups { .. } => groups_error(groups, &err),
+            err => im2win_error(err),
+        })?;
         if let Some(bias) = &layer.bias {
             let len = bias.dims1()?;
             if len != k {

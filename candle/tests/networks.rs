@@ -41,23 +41,16 @@ fn yolov8s_backbone_im2win_matches_candle() -> Result<()> {
 }
 
 #[test]
-fn mobilenetv2_im2win_matches_candle_or_refuses_groups() -> Result<()> {
+fn mobilenetv2_im2win_matches_candle() -> Result<()> {
     let device = Device::Cpu;
     let x = common::input(1, 32, DType::F32, &device)?;
     let mut b = Builder::new(&device, DType::F32);
     let theirs = mobilenetv2::MobileNetV2::new(&mut b)?.forward(&x)?;
     assert_eq!(theirs[0].dims(), [1, 1000]);
     b.set_method(Method::Im2win);
-    match mobilenetv2::MobileNetV2::new(&mut b)?.forward(&x) {
-        Ok(ours) => {
-            let err = rel_err(&ours, &theirs)?;
-            assert!(err < 1e-5, "relative error {err:.2e}");
-        }
-        // Until im2win computes grouped convolutions: the depthwise layers are refused.
-        Err(err) => assert!(
-            err.to_string().contains("groups = 32 is not supported"),
-            "{err}"
-        ),
-    }
+    // The depthwise layers run on im2win's grouped convolution.
+    let ours = mobilenetv2::MobileNetV2::new(&mut b)?.forward(&x)?;
+    let err = rel_err(&ours, &theirs)?;
+    assert!(err < 1e-5, "relative error {err:.2e}");
     Ok(())
 }

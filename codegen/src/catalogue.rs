@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::layout::Layout;
-use crate::spec::{DType, FixedGeometry, Geometry, KernelSpec, SpecError, TileConfig, Variant};
+use crate::spec::{
+    DType, FixedGeometry, Geometry, Grouping, KernelSpec, SpecError, TileConfig, Variant,
+};
 
 /// The filter/stride pairs of the paper's 12 layers, ResNet-50 and VGG-16.
 pub const DEFAULT_GEOMETRIES: [FixedGeometry; 7] = [
@@ -20,6 +22,12 @@ pub const DEFAULT_GEOMETRIES: [FixedGeometry; 7] = [
     FixedGeometry::square(7, 2),
     FixedGeometry::square(11, 4),
 ];
+
+/// The fixed geometries of the default catalogue's depthwise kernels (3×3, stride 1 and 2:
+/// MobileNet's and EfficientNet's); other depthwise geometries take the generic depthwise
+/// kernel ([`Catalogue::grouped_kernels`]).
+pub const DEPTHWISE_GEOMETRIES: [FixedGeometry; 2] =
+    [FixedGeometry::square(3, 1), FixedGeometry::square(3, 2)];
 
 /// The tiles every default geometry (and the generic kernel) is compiled with. Dispatch picks
 /// among them per problem (runtime `dispatch.rs`); `im2win tune` times them.
@@ -462,6 +470,9 @@ impl Catalogue {
     /// `tc-f16`, `tc-tf32` features off. Duplicates are ignored.
     pub fn default_for(tensor_op: &[DType]) -> Self {
         let mut catalogue = Catalogue::default_f32();
+        catalogue
+            .kernels
+            .extend(Catalogue::grouped_kernels(DType::F32));
         let mut seen = Vec::new();
         for &dtype in tensor_op {
             if !seen.contains(&dtype) {
@@ -471,10 +482,42 @@ impl Catalogue {
                     .extend(Catalogue::tensor_op_kernels(dtype));
                 if dtype == DType::F32 {
                     catalogue.kernels.extend(Catalogue::fast_f32_kernels());
+                } else {
+                    catalogue.kernels.extend(Catalogue::grouped_kernels(dtype));
                 }
             }
         }
         catalogue
+    }
+
+    /// The grouped family of `dtype` (`codegen/templates/conv_grouped.cuh`), per layout
+    /// (NCHW, NHWC): the depthwise kernels of [`DEPTHWISE_GEOMETRIES`] and the generic
+    /// depthwise kernel, then the direct grouped kernel (any group count, generic geometry).
+    /// Four kernels per layout; in the default catalogue for float32 always, for bf16 and
+    /// f16 with their tensor-core family (the cargo features `tc-bf16`, `tc-f16`).
+    pub fn grouped_kernels(dtype: DType) -> Vec<KernelSpec> {
+        let mut kernels = Vec::new();
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            let geometries = DEPTHWISE_GEOMETRIES
+                .iter()
+                .map(|&g| Geometry::Fixed(g))
+                .chain([Geometry::Generic]);
+            for geometry in geometries {
+                kernels.extend(KernelSpec::grouped(
+                    dtype,
+                    Grouping::Depthwise,
+                    geometry,
+                    layout,
+                ));
+            }
+            kernels.extend(KernelSpec::grouped(
+                dtype,
+                Grouping::Grouped,
+                Geometry::Generic,
+                layout,
+            ));
+        }
+        kernels
     }
 
     /// The tensor-core kernels of the default catalogue for element type `dtype` (float32:
@@ -571,17 +614,20 @@ impl Catalogue {
         }
     }
 
-    /// The specs for one geometry (fixed or generic), data type and layout, in catalogue
-    /// order.
+    /// The dense specs (groups = 1: [`Grouping::Dense`]) for one geometry (fixed or
+    /// generic), data type and layout, in catalogue order.
     pub fn matching(
         &self,
         dtype: DType,
         layout: Layout,
         geometry: Geometry,
     ) -> impl Iterator<Item = &KernelSpec> {
-        self.kernels
-            .iter()
-            .filter(move |k| k.dtype == dtype && k.layout == layout && k.geometry == geometry)
+        self.kernels.iter().filter(move |k| {
+            k.dtype == dtype
+                && k.layout == layout
+                && k.geometry == geometry
+                && k.grouping == Grouping::Dense
+        })
     }
 
     /// The spec with this kernel name, if the catalogue holds it.

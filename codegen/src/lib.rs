@@ -31,7 +31,7 @@ pub mod spec;
 #[cfg(feature = "generate")]
 pub use builder::{BuildError, Builder, Output};
 pub use catalogue::{
-    Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES, FUSED_TILES, NHWC_TILES,
+    Catalogue, DEFAULT_GEOMETRIES, DEFAULT_TILES, DEPTHWISE_GEOMETRIES, FUSED_TILES, NHWC_TILES,
     TENSOR_OP_FAST_F32_KERNELS, TENSOR_OP_KERNELS, TENSOR_OP_TILES, TENSOR_OP_TYPES, TensorOpTile,
 };
 pub use layout::{FilterLayout, Layout};
@@ -43,7 +43,7 @@ pub use nvcc::{CompileOutput, CudaTargets, Nvcc, NvccError};
 pub use render::{RenderError, RenderedSources, Renderer, SourceFile};
 pub use resources::{KernelReport, KernelResources};
 pub use spec::{
-    Algorithm, DType, ElementTypes, EpilogueKind, FixedGeometry, Geometry, KernelSpec,
-    MAX_SPLIT_SUMS_PER_THREAD, Math, Operation, Precision, SpecError, TileConfig, Variant,
-    numeric_name, parse_numeric_name, parse_pair,
+    Algorithm, DType, ElementTypes, EpilogueKind, FixedGeometry, GROUPED_THREADS, Geometry,
+    Grouping, KernelSpec, MAX_SPLIT_SUMS_PER_THREAD, Math, Operation, Precision, SpecError,
+    TileConfig, Variant, numeric_name, parse_numeric_name, parse_pair,
 };

@@ -25,7 +25,7 @@ use tera::{Context, Tera};
 
 use crate::catalogue::{Catalogue, baselines, support};
 use crate::layout::Layout;
-use crate::spec::{DType, Geometry, KernelSpec, Math, SpecError, TENSOR_OP_CHUNK_BYTES};
+use crate::spec::{DType, Geometry, Grouping, KernelSpec, Math, SpecError, TENSOR_OP_CHUNK_BYTES};
 
 /// The header every source file includes: `ConvParams` and the division helpers.
 /// Copied verbatim (it is not a template).
@@ -36,7 +36,7 @@ pub const HEADER_FILE: &str = "common.cuh";
 
 /// Every header of `codegen/templates` (file name, text), [`COMMON_HEADER`] first: the
 /// kernels' building blocks (docs/DESIGN.md). Copied verbatim next to the rendered files.
-pub const HEADERS: [(&str, &str); 19] = [
+pub const HEADERS: [(&str, &str); 20] = [
     (HEADER_FILE, COMMON_HEADER),
     ("numeric.cuh", include_str!("../templates/numeric.cuh")),
     ("copy.cuh", include_str!("../templates/copy.cuh")),
@@ -92,6 +92,10 @@ pub const HEADERS: [(&str, &str); 19] = [
         "conv_fprop_tensorop.cuh",
         include_str!("../templates/conv_fprop_tensorop.cuh"),
     ),
+    (
+        "conv_grouped.cuh",
+        include_str!("../templates/conv_grouped.cuh"),
+    ),
 ];
 
 /// File name of [`RenderedSources::translation_unit`].
@@ -99,11 +103,16 @@ pub const TRANSLATION_UNIT_FILE: &str = "im2win.cu";
 
 const CONV_TEMPLATE: &str = "conv.cu.tera";
 const CONV_TENSOROP_TEMPLATE: &str = "conv_tensorop.cu.tera";
+const CONV_GROUPED_TEMPLATE: &str = "conv_grouped.cu.tera";
 const SUPPORT_TEMPLATE: &str = "support.cu.tera";
 const BASELINES_TEMPLATE: &str = "baselines.cu.tera";
 
 /// The embedded templates, by name.
-const TEMPLATES: [(&str, &str); 4] = [
+const TEMPLATES: [(&str, &str); 5] = [
+    (
+        CONV_GROUPED_TEMPLATE,
+        include_str!("../templates/conv_grouped.cu.tera"),
+    ),
     (CONV_TEMPLATE, include_str!("../templates/conv.cu.tera")),
     (
         CONV_TENSOROP_TEMPLATE,
@@ -290,6 +299,86 @@ struct TensorOpContext {
     element_acc: &'static str,
 }
 
+/// The template context of one grouped kernel (`conv_grouped.cu.tera`): the body
+/// (`conv_grouped.cuh`) and its template arguments after types, geometry and threads.
+#[derive(Serialize)]
+struct GroupedContext {
+    name: String,
+    geometry: String,
+    fixed: bool,
+    r: u32,
+    s: u32,
+    sh: u32,
+    sw: u32,
+    /// Channels and outputs along a row per thread ([`Grouping::tile`]).
+    tm: u32,
+    tn: u32,
+    threads: u32,
+    /// The launch bounds' blocks per SM ([`KernelSpec::min_blocks_per_sm`]).
+    min_blocks: u32,
+    /// `DepthwiseNchw`, `DepthwiseNhwc` or `GroupedDirect`.
+    body: &'static str,
+    /// What the family is, for the banner comment.
+    family_doc: &'static str,
+    /// The body's last template arguments.
+    params: String,
+    layout_name: &'static str,
+    element_x: &'static str,
+    element_f: &'static str,
+    element_y: &'static str,
+    element_acc: &'static str,
+}
+
+impl GroupedContext {
+    fn new(spec: &KernelSpec) -> Self {
+        let t = spec.tile;
+        let (fixed, r, s, sh, sw, geometry) = geometry_context(spec.geometry);
+        let elements = spec.elements();
+        let layout_name = match spec.layout {
+            Layout::Nchw => "NCHW",
+            Layout::Nhwc => "NHWC",
+        };
+        let (body, family_doc, params) = match (spec.grouping, spec.layout) {
+            (Grouping::Depthwise, Layout::Nchw) => (
+                "DepthwiseNchw",
+                "depthwise (groups = C): outputs along a row per thread, input rows read coalesced",
+                format!("/*VQ=*/{}", t.thread_n),
+            ),
+            (Grouping::Depthwise, Layout::Nhwc) => (
+                "DepthwiseNhwc",
+                "depthwise (groups = C): a vector of consecutive channels per thread",
+                format!("/*VC=*/{}, /*VQ=*/{}", t.thread_m, t.thread_n),
+            ),
+            _ => (
+                "GroupedDirect",
+                "grouped, any group count: the direct convolution, one output per thread",
+                format!("IM2WIN_{layout_name}"),
+            ),
+        };
+        GroupedContext {
+            name: spec.name(),
+            geometry,
+            fixed,
+            r,
+            s,
+            sh,
+            sw,
+            tm: t.thread_m,
+            tn: t.thread_n,
+            threads: spec.threads(),
+            min_blocks: spec.min_blocks_per_sm(),
+            body,
+            family_doc,
+            params,
+            layout_name,
+            element_x: elements.input.cuda_type(),
+            element_f: elements.filter.cuda_type(),
+            element_y: elements.output.cuda_type(),
+            element_acc: elements.accumulator.cuda_type(),
+        }
+    }
+}
+
 /// `(fixed, r, s, sh, sw, description)` of a geometry, for the templates.
 fn geometry_context(geometry: Geometry) -> (bool, u32, u32, u32, u32, String) {
     match geometry {
@@ -459,6 +548,10 @@ impl Renderer {
     pub fn kernel(&self, spec: &KernelSpec) -> Result<String, RenderError> {
         spec.validate()?;
         let (template, context) = match spec.math {
+            _ if spec.is_grouped() => (
+                CONV_GROUPED_TEMPLATE,
+                Context::from_serialize(&GroupedContext::new(spec)),
+            ),
             Math::Simt => (
                 CONV_TEMPLATE,
                 Context::from_serialize(&ConvContext::new(spec)),
@@ -518,6 +611,11 @@ impl Renderer {
         if catalogue.kernels.iter().any(|k| k.math.is_tensor_op()) {
             headers.push("conv_fprop_tensorop.cuh");
             templates = format!("{CONV_TEMPLATE} and templates/{CONV_TENSOROP_TEMPLATE}");
+        }
+        // Likewise the grouped family (its bf16 and f16 kernels need nvcc's types).
+        if catalogue.kernels.iter().any(KernelSpec::is_grouped) {
+            headers.push("conv_grouped.cuh");
+            templates = format!("{templates} and templates/{CONV_GROUPED_TEMPLATE}");
         }
         let conv = source_file("im2win_conv.cu", &templates, &headers, &bodies, &names);
         let mut files = vec![self.support_file()?];

@@ -825,7 +825,83 @@ pub enum Algorithm {
     WindowBuffer,
     /// Windows gathered from the input inside the kernel: no im2win buffer.
     WindowGather,
+    /// Depthwise convolution (groups = C, each output channel reads one input channel):
+    /// direct loads, no shared-memory stages (`codegen/templates/conv_grouped.cuh`).
+    Depthwise,
+    /// Grouped convolution of any group count: the direct convolution over the group's
+    /// channels, one output per thread (`conv_grouped.cuh`).
+    GroupedDirect,
 }
+
+/// Which input channels an output channel reads: all of them (a dense convolution, every
+/// kernel family but the grouped one), or those of its group
+/// (`codegen/templates/conv_grouped.cuh`). A problem with `groups` > 1 runs only on grouped
+/// kernels and one with `groups` = 1 never does (`dispatch::can_implement`).
+///
+/// Grouped kernels compute in FP32 on CUDA cores ([`Math::Simt`]) for every element type
+/// (bf16 and f16 converted as they are loaded): they are memory-bound.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Grouping {
+    /// One group: the im2win and tensor-core families. The default (and every kernel
+    /// written before the field existed).
+    #[default]
+    Dense,
+    /// groups = C and K a multiple of C (each output channel reads input channel
+    /// `k / (K / C)`): the dedicated depthwise kernels, name token `dw`.
+    Depthwise,
+    /// Any group count that divides C and K: the direct grouped kernel, name token
+    /// `grouped`. Also runs depthwise problems (at a lower rate).
+    Grouped,
+}
+
+impl Grouping {
+    /// The token after the numeric name in a kernel's name: `dw`, `grouped`; none for
+    /// [`Grouping::Dense`].
+    pub const fn token(self) -> Option<&'static str> {
+        match self {
+            Grouping::Dense => None,
+            Grouping::Depthwise => Some("dw"),
+            Grouping::Grouped => Some("grouped"),
+        }
+    }
+
+    /// The one tile of a grouped kernel of `layout` and `dtype` (the template's work per
+    /// thread, read as [`TileConfig`] says for grouped kernels): 256 threads; depthwise NCHW
+    /// 4 outputs along a row per thread (`b1x1024x1_t1x4`), depthwise NHWC one 16-byte
+    /// vector of channels (4 floats, 8 bf16 or f16) of 4 (float) or 2 (bf16, f16) adjacent
+    /// pixels per thread (`b4x1024x1_t4x4`, `b8x512x1_t8x2`), the direct grouped kernel one
+    /// output per thread
+    /// (`b1x256x1_t1x1`). `None` for [`Grouping::Dense`].
+    pub const fn tile(self, layout: Layout, dtype: DType) -> Option<TileConfig> {
+        let (channels, outputs) = match (self, layout) {
+            (Grouping::Dense, _) => return None,
+            (Grouping::Depthwise, Layout::Nchw) => (1, 4),
+            // 4 float pixels, 2 of 16-bit types (8 channels: 4 spilled at 128 registers).
+            (Grouping::Depthwise, Layout::Nhwc) => {
+                let channels = 16 / dtype.size_bytes() as u32;
+                (channels, 16 / channels)
+            }
+            (Grouping::Grouped, _) => (1, 1),
+        };
+        Some(TileConfig {
+            block_m: channels,
+            block_n: GROUPED_THREADS * outputs,
+            block_k: 1,
+            thread_m: channels,
+            thread_n: outputs,
+        })
+    }
+}
+
+/// Threads of a block of every grouped kernel ([`Grouping::tile`]).
+pub const GROUPED_THREADS: u32 = 256;
+
+/// Blocks per SM that a grouped kernel's launch bounds ask for
+/// ([`KernelSpec::min_blocks_per_sm`]).
+const GROUPED_MIN_BLOCKS: u32 = 2;
 
 /// How a kernel multiplies: its MMA policy (`codegen/templates/mma_simt.cuh` for
 /// [`Math::Simt`]; the tensor-core policies for [`Math::TensorOp`]).
@@ -936,6 +1012,11 @@ pub struct KernelSpec {
     /// from the NHWC input ([`Variant::FUSED`]).
     #[serde(default)]
     pub math: Math,
+    /// Which input channels an output reads ([`Grouping::Dense`] when absent from JSON):
+    /// grouped and depthwise kernels ([`KernelSpec::grouped`]) run only problems with
+    /// groups > 1, dense ones only groups = 1.
+    #[serde(default)]
+    pub grouping: Grouping,
 }
 
 impl KernelSpec {
@@ -975,7 +1056,38 @@ impl KernelSpec {
             },
             layout: Layout::Nhwc,
             math: Math::TensorOp,
+            grouping: Grouping::Dense,
         }
+    }
+
+    /// A grouped kernel (`grouping` [`Grouping::Depthwise`] or [`Grouping::Grouped`]) of
+    /// element type `dtype`, `geometry` and `layout`, with its one tile ([`Grouping::tile`]):
+    /// FP32 on CUDA cores ([`Math::Simt`]) for every element type, the input and filter read
+    /// in place. `None` for [`Grouping::Dense`].
+    /// Named `im2win_f32_dw_r3s3_s1x1_b1x1024x1_t1x4`, `im2win_bf16simt_grouped_generic_b1x256x1_t1x1_nhwc`.
+    pub const fn grouped(
+        dtype: DType,
+        grouping: Grouping,
+        geometry: Geometry,
+        layout: Layout,
+    ) -> Option<Self> {
+        match grouping.tile(layout, dtype) {
+            Some(tile) => Some(KernelSpec {
+                dtype,
+                geometry,
+                tile,
+                variant: Variant::FUSED,
+                layout,
+                math: Math::Simt,
+                grouping,
+            }),
+            None => None,
+        }
+    }
+
+    /// Whether this kernel belongs to the grouped family (groups > 1).
+    pub const fn is_grouped(&self) -> bool {
+        !matches!(self.grouping, Grouping::Dense)
     }
 
     /// A 3xTF32 kernel ([`Math::TensorOpFastF32`]: float32 tensors at FP32 accuracy on
@@ -1002,6 +1114,7 @@ impl KernelSpec {
             },
             layout: Layout::Nhwc,
             math: Math::TensorOp,
+            grouping: Grouping::Dense,
         }
     }
 
@@ -1014,6 +1127,7 @@ impl KernelSpec {
                 variant: Variant::MATERIALISED,
                 layout: Layout::Nchw,
                 math: Math::Simt,
+                grouping: Grouping::Dense,
             },
             Math::TensorOp | Math::TensorOpFastF32 => {
                 KernelSpec::tensor_op(dtype, geometry, tile, true)
@@ -1045,6 +1159,11 @@ impl KernelSpec {
 
     /// Where the windows come from.
     pub const fn algorithm(&self) -> Algorithm {
+        match self.grouping {
+            Grouping::Depthwise => return Algorithm::Depthwise,
+            Grouping::Grouped => return Algorithm::GroupedDirect,
+            Grouping::Dense => {}
+        }
         if self.variant.fused {
             Algorithm::WindowGather
         } else {
@@ -1070,7 +1189,17 @@ impl KernelSpec {
 
     /// Whether this kernel computes a problem of element type `dtype` at `precision`: the
     /// same element type, and a math that the precision admits ([`Precision::admits`]).
+    /// Grouped kernels ([`KernelSpec::is_grouped`]) compute every precision that applies to
+    /// their type: a TF32, 3xTF32 or FP32-accuracy float32 problem gets strict FP32 products
+    /// (at least as accurate as asked; explicit here, so that dispatch and the tuning table
+    /// agree).
     pub fn computes(&self, dtype: DType, precision: Precision) -> bool {
+        if self.is_grouped() {
+            // Grouped kernels compute every precision that applies to their type in strict
+            // FP32 on CUDA cores: TF32 (and 3xTF32, FP32 accuracy) requests get products at
+            // least as accurate as asked (cuDNN serves depthwise TF32 the same way).
+            return self.dtype == dtype && precision.applies_to(dtype);
+        }
         self.dtype == dtype && precision.admits(self.dtype, self.math)
     }
 
@@ -1109,6 +1238,9 @@ impl KernelSpec {
     /// ([`TileConfig::validate_tensor_op`]: `block_k` a whole number of the MMA's depth,
     /// [`Math::k_step`], among others).
     pub fn validate(&self) -> Result<(), SpecError> {
+        if self.is_grouped() {
+            return self.validate_grouped();
+        }
         if self.math.is_tensor_op() {
             return self.validate_tensor_op();
         }
@@ -1153,6 +1285,29 @@ impl KernelSpec {
             ));
         }
         Ok(())
+    }
+
+    /// [`KernelSpec::validate`] of a grouped spec: FP32 math on CUDA cores, the fused
+    /// variant (the input read in place), the family's one tile ([`Grouping::tile`]), and a
+    /// generic geometry for the direct grouped kernel.
+    fn validate_grouped(&self) -> Result<(), SpecError> {
+        if self.math != Math::Simt || self.variant != Variant::FUSED {
+            return Err(SpecError::Unsupported(
+                "grouped and depthwise kernels compute in FP32 on CUDA cores (Math::Simt) and read the input in place (Variant::FUSED)",
+            ));
+        }
+        if Some(self.tile) != self.grouping.tile(self.layout, self.dtype) {
+            return Err(SpecError::InvalidTile(
+                self.tile,
+                "a grouped kernel has its family's one tile (Grouping::tile)".to_string(),
+            ));
+        }
+        if self.grouping == Grouping::Grouped && self.geometry != Geometry::Generic {
+            return Err(SpecError::Unsupported(
+                "the direct grouped kernel reads its geometry at run time (generic only)",
+            ));
+        }
+        self.validate_geometry()
     }
 
     /// A fixed geometry's filter size and stride are at least 1.
@@ -1240,6 +1395,9 @@ impl KernelSpec {
     /// without vector loads (two loaders, both complete kernels).
     pub const fn is_complete(&self) -> bool {
         let v = self.variant;
+        if self.is_grouped() {
+            return v.fused && v.micro_kernel && v.vector_loads && v.double_buffering;
+        }
         match self.math {
             Math::Simt => v.is_complete(),
             Math::TensorOp | Math::TensorOpFastF32 => {
@@ -1295,6 +1453,11 @@ impl KernelSpec {
     /// 3xTF32 kernels ([`Math::TensorOpFastF32`]) always 1: their big and small fragments
     /// need more than the 170 registers that three blocks leave.
     pub const fn min_blocks_per_sm(&self) -> u32 {
+        if self.is_grouped() {
+            // Two blocks of 256 threads at up to 128 registers (they use 32-80). Without a
+            // minimum in the launch bounds, ptxas spilled some of them at 40-48 registers.
+            return GROUPED_MIN_BLOCKS;
+        }
         match self.math {
             Math::Simt => self.tile.min_blocks_per_sm(),
             Math::TensorOpFastF32 => 1,
@@ -1330,7 +1493,8 @@ impl KernelSpec {
     }
 
     /// Whether the kernel can split its reduction over `gridDim.z` (partial sums in the
-    /// workspace, then the split reduction): every SIMT kernel, and the tensor-core
+    /// workspace, then the split reduction): every dense SIMT kernel (not the grouped ones,
+    /// [`KernelSpec::is_grouped`]: one thread per output, no split), and the tensor-core
     /// ([`Math::TensorOp`]) kernels of at most [`MAX_SPLIT_SUMS_PER_THREAD`] sums a thread.
     /// Not the warp tiles of 128 sums a thread, which sit at 252-255 registers on sm_80 and
     /// spilled with the split's code (its share of the stages, the partial-sum stores); they
@@ -1338,7 +1502,7 @@ impl KernelSpec {
     /// ([`Math::TensorOpFastF32`]: their block sums already take up to 252 registers).
     pub const fn splits_reduction(&self) -> bool {
         match self.math {
-            Math::Simt => true,
+            Math::Simt => !self.is_grouped(),
             Math::TensorOp => self.sums_per_thread() <= MAX_SPLIT_SUMS_PER_THREAD,
             Math::TensorOpFastF32 => false,
         }
@@ -1347,6 +1511,9 @@ impl KernelSpec {
     /// The register cap per thread that follows from [`KernelSpec::min_blocks_per_sm`]
     /// (at most 255).
     pub const fn max_registers(&self) -> u32 {
+        if self.is_grouped() {
+            return 65_536 / (GROUPED_THREADS * GROUPED_MIN_BLOCKS);
+        }
         match self.math {
             Math::Simt => self.tile.max_registers(),
             Math::TensorOp | Math::TensorOpFastF32 => {
@@ -1400,6 +1567,10 @@ impl KernelSpec {
     ///
     /// (u64: an invalid tile may be huge.)
     pub fn shared_bytes(&self) -> u64 {
+        if self.is_grouped() {
+            // Direct loads: no shared memory.
+            return 0;
+        }
         if self.math.is_tensor_op() {
             return tensor_op_shared_bytes(&self.tile, self.dtype);
         }
@@ -1440,8 +1611,14 @@ impl KernelSpec {
     /// tile: `im2win_f32_r3s3_s1x1`, `im2win_tf32_generic` or `im2win_bf16_r1s1_s2x2`. A
     /// [`KernelSpec::name`] is this, `_`, the tile's [`TileConfig::name`] and the variant's
     /// suffixes.
-    pub fn name_stem(dtype: DType, math: Math, geometry: Geometry) -> String {
-        let numeric = numeric_name(dtype, math);
+    /// Grouped kernels spell their family after it: `im2win_f32_dw_r3s3_s2x2`,
+    /// `im2win_f32_grouped_generic` (bf16 and f16 ones `bf16simt`, `f16simt`: FP32 math on
+    /// CUDA cores, [`numeric_name`]).
+    pub fn name_stem(dtype: DType, math: Math, grouping: Grouping, geometry: Geometry) -> String {
+        let numeric = match grouping.token() {
+            Some(token) => format!("{}_{token}", numeric_name(dtype, math)),
+            None => numeric_name(dtype, math).to_string(),
+        };
         match geometry {
             Geometry::Fixed(g) => format!(
                 "im2win_{numeric}_r{}s{}_s{}x{}",
@@ -1457,7 +1634,7 @@ impl fmt::Display for KernelSpec {
         write!(
             f,
             "{}_{}",
-            KernelSpec::name_stem(self.dtype, self.math, self.geometry),
+            KernelSpec::name_stem(self.dtype, self.math, self.grouping, self.geometry),
             self.tile.name_for(self.math)
         )?;
         self.variant
@@ -1495,6 +1672,18 @@ impl FromStr for KernelSpec {
                 _ => break,
             }
             parts.pop();
+        }
+        // A grouped family's token follows the numeric name.
+        let mut grouping = Grouping::Dense;
+        if parts.len() > 1 {
+            let token = parts[1];
+            if let Some(g) = [Grouping::Depthwise, Grouping::Grouped]
+                .into_iter()
+                .find(|g| g.token() == Some(token))
+            {
+                grouping = g;
+                parts.remove(1);
+            }
         }
         let (numeric, geometry, block, thread) = match parts.as_slice() {
             [d, "generic", b, t] => (d, Geometry::Generic, b, t),
@@ -1542,6 +1731,7 @@ impl FromStr for KernelSpec {
             variant,
             layout,
             math,
+            grouping,
         };
         // Reject spellings that parse but do not round-trip (leading zeros, "+1", ...).
         if spec.name() != name {

@@ -55,7 +55,7 @@ constexpr bool epilogue_supports = std::is_same_v<typename Types::ElementAcc, fl
 #else
 #define IM2WIN_NOINLINE   // the host emulation (__noinline__ is an attribute word there)
 #endif
-__device__ IM2WIN_NOINLINE float activate_smooth(int act, float x) {
+__device__ __forceinline__ float activate_smooth_inline(int act, float x) {
     if (act == IM2WIN_SILU) {
         return x / (1.0f + expf(-x));
     }
@@ -66,6 +66,14 @@ __device__ IM2WIN_NOINLINE float activate_smooth(int act, float x) {
     return 0.5f * x * (1.0f + tanhf(inner));
 }
 
+__device__ IM2WIN_NOINLINE float activate_smooth(int act, float x) {
+    return activate_smooth_inline(act, x);
+}
+
+// INLINE: the smooth activations inlined rather than called. For kernels without shared-memory
+// staging whose epilogue holds many live values (conv_grouped.cuh): across a call, values that
+// do not fit the ABI's callee-saved registers are spilled.
+template <bool INLINE = false>
 __device__ __forceinline__ float activate(int act, float x) {
     if (act == IM2WIN_IDENTITY) {
         return x;
@@ -73,7 +81,11 @@ __device__ __forceinline__ float activate(int act, float x) {
     if (act == IM2WIN_RELU) {
         return fmaxf(x, 0.0f);
     }
-    return activate_smooth(act, x);
+    if constexpr (INLINE) {
+        return activate_smooth_inline(act, x);
+    } else {
+        return activate_smooth(act, x);
+    }
 }
 
 // The same for every element of a register array (a uniform branch, then one pass).
@@ -98,7 +110,8 @@ __device__ __forceinline__ void activate_all(int act, float* v) {
 // One element: act(sum + bias + beta * residual), in the accumulator type, for a sum that
 // already holds alpha (the transformed filter's); `residual` is read only when the epilogue has
 // one (the split reduction's per-element form).
-template <class Types>
+// INLINE_ACTIVATION: see activate.
+template <class Types, bool INLINE_ACTIVATION = false>
 __device__ __forceinline__ typename Types::ElementAcc linear_combination(const ConvParams& prm,
     typename Types::ElementAcc sum, typename Types::ElementAcc bias, const typename Types::ElementX* residual) {
     static_assert(epilogue_supports<Types>, "the epilogue computes in float");
@@ -106,7 +119,7 @@ __device__ __forceinline__ typename Types::ElementAcc linear_combination(const C
     if (prm.has_residual) {
         v = fmaf(prm.beta, Types::to_accumulator(*residual), v);
     }
-    return activate(prm.activation, v);
+    return activate<INLINE_ACTIVATION>(prm.activation, v);
 }
 
 // ---- The output tile, staged through shared memory -----------------------------------------

@@ -103,7 +103,7 @@ fn default_catalogue_compiles_into_one_complete_fatbin() -> Result<(), NvccError
     // ptxas reported every kernel for every SASS target.
     for arch in &targets.sass {
         for kernel in &kernels {
-            let arch = format!("sm_{arch}");
+            let arch = format!("sm_{}", im2win_codegen::nvcc::sass_architecture(*arch));
             assert!(
                 output
                     .resources

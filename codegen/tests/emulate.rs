@@ -12,6 +12,11 @@
 //! What it cannot see: anything GPU-specific (timing, the memory model, bank conflicts,
 //! 2^31-element problems).
 //!
+//! The grouped family (`conv_grouped.cuh`) has a driver of its own, `emulate/grouped_driver.cpp`
+//! (its float32 members on random grouped and depthwise problems, aligned and misaligned
+//! operands: `grouped_kernels_compute_the_convolution`); its bf16 and f16 members need nvcc's
+//! types: `compile.rs` compiles them and `tests/gpu_groups.rs` checks them on the GPU.
+//!
 //! The tensor-core kernels ([`Math::TensorOp`]) are left out, explicitly: their MMA is
 //! `mma.sync` on fragments that `ldmatrix` spreads over a warp's lanes, their copies are
 //! `cp.async` groups and their operands `__nv_bfloat16` / `__half`, none of which a host
@@ -30,7 +35,7 @@ mod common;
 use common::unusual_specs;
 
 use im2win_codegen::render::Renderer;
-use im2win_codegen::{Catalogue, FixedGeometry, Geometry, Math};
+use im2win_codegen::{Catalogue, DType, FixedGeometry, Geometry, Grouping, Math};
 
 /// The driver's kernel table (`kernels.h`): includes the shim and the rendered unit, then one
 /// row per convolution kernel.
@@ -87,6 +92,12 @@ fn cxx() -> Option<PathBuf> {
 /// Compiles the driver, with sanitizers if the toolchain has them. Returns the binary, or the
 /// compiler's complaint.
 fn build_driver(cxx: &Path, work: &Path) -> Result<PathBuf, String> {
+    build(cxx, work, "driver.cpp")
+}
+
+/// Compiles `source` of `tests/emulate` against the rendered unit and table in `work` (see
+/// [`build_driver`]).
+fn build(cxx: &Path, work: &Path, source: &str) -> Result<PathBuf, String> {
     let shim_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulate");
     let binary = work.join("driver");
     let mut last_error = String::new();
@@ -104,10 +115,7 @@ fn build_driver(cxx: &Path, work: &Path) -> Result<PathBuf, String> {
                 "-fno-sanitize-recover=undefined",
             ]);
         }
-        command
-            .arg(shim_dir.join("driver.cpp"))
-            .arg("-o")
-            .arg(&binary);
+        command.arg(shim_dir.join(source)).arg("-o").arg(&binary);
         let output = command.output().map_err(|e| e.to_string())?;
         if output.status.success() {
             if !sanitizers {
@@ -131,7 +139,11 @@ fn kernels_compute_the_convolution() {
     catalogue.kernels.extend(unusual_specs());
     // The tensor-core kernels need nvcc (see the top of this file).
     let before = catalogue.kernels.len();
-    catalogue.kernels.retain(|spec| spec.math == Math::Simt);
+    // The grouped kernels too: their bf16 and f16 members need nvcc's types, and the driver
+    // runs dense problems (the GPU tests, tests/gpu_groups.rs, check them).
+    catalogue
+        .kernels
+        .retain(|spec| spec.math == Math::Simt && !spec.is_grouped());
     assert!(
         catalogue.kernels.len() < before,
         "the default catalogue has tensor-core kernels: this test says it leaves them out"
@@ -161,6 +173,82 @@ fn kernels_compute_the_convolution() {
     assert!(
         output.status.success(),
         "emulated kernels disagree with the reference:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{}", stdout.lines().last().unwrap_or_default());
+}
+
+/// The driver's table of the float32 grouped kernels (`grouped_kernels.h`).
+fn grouped_table(catalogue: &Catalogue) -> String {
+    let mut table = String::from(
+        "#include \"cuda_host.h\"\n#include \"im2win.cu\"\n\
+         struct Spec {\n    const char* name;\n    \
+         void (*fn)(const float*, const float*, const float*, const float*, float*, ConvParams);\n    \
+         int depthwise, fixed, r, s, sh, sw, layout, tm, tn;\n    unsigned threads;\n};\n\
+         static const Spec kernels[] = {\n",
+    );
+    for spec in &catalogue.kernels {
+        let (fixed, g) = match spec.geometry {
+            Geometry::Fixed(g) => (1, g),
+            Geometry::Generic => (0, FixedGeometry::square(0, 0)),
+        };
+        table.push_str(&format!(
+            "    {{\"{name}\", {name}, {}, {fixed}, {}, {}, {}, {}, {}, {}, {}, {}}},\n",
+            i32::from(spec.grouping == Grouping::Depthwise),
+            g.filter_h,
+            g.filter_w,
+            g.stride_h,
+            g.stride_w,
+            i32::from(spec.layout == im2win_codegen::Layout::Nhwc),
+            spec.tile.thread_m,
+            spec.tile.thread_n,
+            spec.threads(),
+            name = spec.name(),
+        ));
+    }
+    table.push_str("};\n");
+    table
+}
+
+/// The float32 grouped family (`conv_grouped.cuh`: depthwise NCHW and NHWC, fixed and
+/// generic, and the direct grouped kernel) on random grouped and depthwise problems
+/// (multipliers, padding, stride, dilation, both filter layouts, every epilogue), against a
+/// float64 direct convolution, under the sanitizers (`emulate/grouped_driver.cpp`). The bf16
+/// and f16 members share the code but need nvcc's types: the GPU tests check them.
+#[test]
+fn grouped_kernels_compute_the_convolution() {
+    let Some(cxx) = cxx() else {
+        eprintln!("skipped: no C++ compiler found (set CXX)");
+        return;
+    };
+    let catalogue = Catalogue {
+        kernels: Catalogue::grouped_kernels(DType::F32),
+        ..Catalogue::default()
+    };
+    assert_eq!(catalogue.kernels.len(), 8);
+    let sources = Renderer::new()
+        .and_then(|r| r.catalogue(&catalogue))
+        .expect("the catalogue renders");
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("emulate_grouped");
+    sources.write_to(&work).expect("sources written");
+    std::fs::write(work.join("grouped_kernels.h"), grouped_table(&catalogue))
+        .expect("table written");
+    let driver = match build(&cxx, &work, "grouped_driver.cpp") {
+        Ok(driver) => driver,
+        Err(error) if error.contains("barrier") => {
+            eprintln!("skipped: {} has no std::barrier:\n{error}", cxx.display());
+            return;
+        }
+        Err(error) => panic!("the rendered grouped kernels do not compile as C++:\n{error}"),
+    };
+    let output = Command::new(&driver)
+        .arg("20261313")
+        .output()
+        .expect("the driver runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "emulated grouped kernels disagree with the reference:\n{stdout}\n{stderr}"
     );
     eprintln!("{}", stdout.lines().last().unwrap_or_default());
 }

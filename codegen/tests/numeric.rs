@@ -187,7 +187,8 @@ fn existing_names_are_unchanged() {
         assert!(spec.name().starts_with("im2win_f32_"), "{spec}");
         assert!(spec.name().contains("_t"), "{spec}");
     }
-    // The default catalogue is the float32 one, then the tensor-core kernels.
+    // The default catalogue is the float32 one, then the grouped family (FP32 math on CUDA
+    // cores, every type) and the tensor-core kernels.
     let default = Catalogue::default_catalogue();
     let f32_len = Catalogue::default_f32().kernels.len();
     assert_eq!(
@@ -197,7 +198,7 @@ fn existing_names_are_unchanged() {
     assert!(
         default.kernels[f32_len..]
             .iter()
-            .all(|k| k.math.is_tensor_op())
+            .all(|k| k.math.is_tensor_op() || k.is_grouped())
     );
 }
 
@@ -654,17 +655,23 @@ fn the_default_tensor_op_kernels() {
     assert_eq!(geometries.len(), 6, "{geometries:?}");
     // Without some tensor-core types: the float32 kernels and the rest, in the order given.
     let bf16_only = Catalogue::default_for(&[DType::Bf16, DType::Bf16]);
+    let grouped = Catalogue::grouped_kernels(DType::F32).len();
     assert_eq!(
         bf16_only.kernels.len(),
-        Catalogue::default_f32().kernels.len() + TENSOR_OP_KERNELS.len() + warpgroup
+        Catalogue::default_f32().kernels.len() + TENSOR_OP_KERNELS.len() + warpgroup + 2 * grouped
     );
     assert!(
         bf16_only
             .kernels
             .iter()
-            .all(|k| k.math == Math::Simt || k.dtype == DType::Bf16)
+            .all(|k| (k.math == Math::Simt && k.dtype == DType::F32) || k.dtype == DType::Bf16)
     );
-    assert_eq!(Catalogue::default_for(&[]), Catalogue::default_f32());
+    // Without tensor-core types: the float32 kernels and the float32 grouped family.
+    let mut f32_only = Catalogue::default_f32();
+    f32_only
+        .kernels
+        .extend(Catalogue::grouped_kernels(DType::F32));
+    assert_eq!(Catalogue::default_for(&[]), f32_only);
     assert_eq!(Catalogue::default_for(&TENSOR_OP_TYPES), catalogue);
 }
 

@@ -78,6 +78,10 @@ fn every_catalogue_spec_renders() -> Result<(), RenderError> {
             check_tensor_op_source(spec, &source);
             continue;
         }
+        if spec.is_grouped() {
+            check_grouped_source(spec, &source);
+            continue;
+        }
         let t = spec.tile;
         // The instantiation names every compile-time choice of the spec.
         let shape = format!(
@@ -125,6 +129,50 @@ fn every_catalogue_spec_renders() -> Result<(), RenderError> {
         );
     }
     Ok(())
+}
+
+/// A grouped kernel's source names its body (`conv_grouped.cuh`), its element types,
+/// geometry, threads and per-thread work: the spec's, and the grid dispatch computes.
+fn check_grouped_source(spec: &KernelSpec, source: &str) {
+    use im2win_codegen::{Grouping, Layout};
+    let name = spec.name();
+    let t = spec.tile;
+    let e = spec.elements();
+    let types = format!(
+        "using {name}_types = im2win::Conv2dTypes<{}, {}, {}, {}>;",
+        e.input.cuda_type(),
+        e.filter.cuda_type(),
+        e.output.cuda_type(),
+        e.accumulator.cuda_type()
+    );
+    assert!(source.contains(&types), "{name} lacks `{types}`");
+    let body = match (spec.grouping, spec.layout) {
+        (Grouping::Depthwise, Layout::Nchw) => format!("/*VQ=*/{}>", t.thread_n),
+        (Grouping::Depthwise, Layout::Nhwc) => {
+            format!("/*VC=*/{}, /*VQ=*/{}>", t.thread_m, t.thread_n)
+        }
+        (_, Layout::Nchw) => "IM2WIN_NCHW>".to_string(),
+        (_, Layout::Nhwc) => "IM2WIN_NHWC>".to_string(),
+    };
+    let call = format!(
+        "_geometry, {}, {body}::run(x, f, bias, residual, y, prm);",
+        spec.threads()
+    );
+    assert!(source.contains(&call), "{name} lacks `{call}`");
+    let bounds = format!(
+        "__launch_bounds__({}, {})",
+        spec.threads(),
+        spec.min_blocks_per_sm()
+    );
+    assert!(source.contains(&bounds), "{name} lacks `{bounds}`");
+    let geometry = match spec.geometry {
+        im2win_codegen::Geometry::Fixed(g) => format!(
+            "im2win::FixedGeometry<{}, {}, {}, {}>",
+            g.filter_h, g.filter_w, g.stride_h, g.stride_w
+        ),
+        im2win_codegen::Geometry::Generic => "im2win::GenericGeometry".to_string(),
+    };
+    assert!(source.contains(&geometry), "{name} lacks `{geometry}`");
 }
 
 /// A tensor-core kernel's source names every compile-time choice of its spec, in the

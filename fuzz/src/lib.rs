@@ -173,6 +173,7 @@ pub fn decode(data: &[u8]) -> Input {
             },
             layout: im2win::Layout::Nchw,
             math: im2win::codegen::Math::Simt,
+            grouping: im2win::codegen::Grouping::Dense,
         },
     }
 }
@@ -293,10 +294,11 @@ pub fn model(p: &Conv2dProblem) -> Result<Model, Vec<Violation>> {
             violations.push(Violation::TooLarge(name, v as u128, dim));
         }
     }
-    if p.groups != 1 {
-        violations.push(Violation::Groups(p.groups));
+    let g = p.groups;
+    if g > 1 && (c % g != 0 || k % g != 0 || fc.saturating_mul(g) != c) {
+        violations.push(Violation::Groups(g));
     }
-    if fc != c {
+    if g <= 1 && fc != c {
         violations.push(Violation::Channels(c, fc));
     }
     if !violations.is_empty() {
@@ -341,15 +343,16 @@ pub fn model(p: &Conv2dProblem) -> Result<Model, Vec<Violation>> {
     // Five factors of up to 2^64 can overflow even u128: saturate (the library stops at the
     // first count past its limit, so a saturated value is never compared exactly).
     let product = |dims: &[u128]| dims.iter().fold(1_u128, |a, &d| a.saturating_mul(d));
-    let [n, c, k, r, s] = [n, c, k, r, s].map(u);
+    // Each output reads fc = C / groups channels.
+    let [n, c, fc, k, r, s] = [n, c, fc, k, r, s].map(u);
     let model = Model {
         output: [n, k, pp, q],
         win_width,
         input_len: product(&[n, c, u(h), u(w)]),
-        filter_len: product(&[k, c, r, s]),
+        filter_len: product(&[k, fc, r, s]),
         output_len: product(&[n, k, pp, q]),
         im2win_len: product(&[n, c, pp, win_width, r]),
-        reduction: product(&[c, r, s]),
+        reduction: product(&[fc, r, s]),
         pixels: product(&[n, pp, q]),
     };
     // The reduction is an element count, and must also fit the kernels' int.
@@ -388,7 +391,7 @@ fn justified(err: &Error, violations: &[Violation]) -> bool {
             // then only the name and the limit must agree, and the value must exceed it.
             what == w && limit == l && (value == v || (value > limit && *v > *l))
         }
-        (Error::GroupsUnsupported { groups }, Violation::Groups(g)) => groups == g,
+        (Error::BadGroups { groups, .. }, Violation::Groups(g)) => groups == g,
         (
             Error::ChannelMismatch {
                 input_channels,
@@ -412,6 +415,15 @@ fn justified(err: &Error, violations: &[Violation]) -> bool {
 /// always; a fixed one when filter size and stride are its own and the dilation is 1 along
 /// every axis where the filter is longer than 1.
 fn model_supports(spec: &KernelSpec, p: &Conv2dProblem) -> bool {
+    // Groups: dense kernels take one group, the grouped family more (depthwise: groups = C).
+    let grouping_ok = match spec.grouping {
+        im2win::codegen::Grouping::Dense => p.groups == 1,
+        im2win::codegen::Grouping::Grouped => p.groups > 1,
+        im2win::codegen::Grouping::Depthwise => p.groups > 1 && p.groups == p.input[1],
+    };
+    if !grouping_ok {
+        return false;
+    }
     // The layouts: a SIMT kernel's must be the problem's, and the window buffer is NCHW
     // only; a tensor-core kernel (NHWC) takes both (NCHW through an NHWC copy of the input).
     let layout_ok = if spec.math.is_tensor_op() {
@@ -489,6 +501,12 @@ fn model_spec_valid(spec: &KernelSpec) -> bool {
             Geometry::Fixed(g) => ![g.filter_h, g.filter_w, g.stride_h, g.stride_w].contains(&0),
         };
         let tile_ok = match spec.math {
+            // The grouped family: its one tile per layout and type, FP32 math, read in place.
+            _ if spec.is_grouped() => {
+                Some(spec.tile) == spec.grouping.tile(spec.layout, spec.dtype)
+                    && spec.math == im2win::codegen::Math::Simt
+                    && spec.variant == Variant::FUSED
+            }
             im2win::codegen::Math::Simt => model_tile_valid(&spec.tile),
             im2win::codegen::Math::TensorOp => {
                 spec.layout == im2win::Layout::Nhwc
@@ -688,6 +706,12 @@ fn dispatch_against_model(
     catalogue: &Catalogue,
     sms: usize,
 ) {
+    // The model describes the dense families' launch shapes and workspaces; grouped
+    // problems (their own 1-D grid, no workspace) are checked by `tests/gpu_groups.rs` and
+    // dispatch's unit tests.
+    if problem.groups > 1 {
+        return;
+    }
     let plan = Plan::new(problem, catalogue, sms);
     let m = match (expected, &plan) {
         (Err(_), Ok(plan)) => panic!("Plan::new accepted invalid {problem:?}: {plan:?}"),
@@ -703,10 +727,9 @@ fn dispatch_against_model(
         (Ok(m), _) => m,
     };
     // Dispatch only considers complete kernels (no technique switched off).
-    let f32_specs = catalogue
-        .kernels
-        .iter()
-        .filter(|s| s.computes(problem.dtype, problem.precision) && s.variant.is_complete());
+    let f32_specs = catalogue.kernels.iter().filter(|s| {
+        s.computes(problem.dtype, problem.precision) && s.variant.is_complete() && !s.is_grouped()
+    });
     let fixed: Vec<&KernelSpec> = f32_specs
         .clone()
         .filter(|s| matches!(s.geometry, Geometry::Fixed(_)) && model_supports(s, problem))
@@ -806,6 +829,10 @@ fn check_forced(
     expected: &Result<Model, Vec<Violation>>,
     spec: KernelSpec,
 ) {
+    // The grouped family follows its own rules (see `dispatch_against_model`).
+    if spec.is_grouped() || problem.groups > 1 {
+        return;
+    }
     let plan = Plan::for_spec(problem, spec);
     let Ok(m) = expected else {
         assert!(plan.is_err(), "for_spec accepted invalid {problem:?}");

@@ -302,8 +302,10 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
 
     let found = sources.iter().find(|source| {
         // A tile names its materialised kernel (`Specialization::spec`).
+        // Dense kernels: the macro names no grouped (depthwise) specialisation.
         source.catalogue.kernels.iter().any(|k| {
-            k.dtype == dtype
+            !k.is_grouped()
+                && k.dtype == dtype
                 && k.math == math
                 && k.geometry == geometry
                 && k.layout == kernel_layout
@@ -397,7 +399,7 @@ fn not_found(
         sources
             .iter()
             .flat_map(|s| s.catalogue.kernels.iter().map(move |k| (s, k)))
-            .filter(move |(_, k)| k.dtype == dtype && k.math == math)
+            .filter(move |(_, k)| !k.is_grouped() && k.dtype == dtype && k.math == math)
     };
     // `f32`, `tf32`, `bf16` or `f16`, as the request spells it.
     let dtype = numeric_name(dtype, math);

@@ -199,9 +199,12 @@ pub(crate) fn f32_values<'a, T: Element>(
     Ok(Cow::Owned(values))
 }
 
-/// Whether the problem's operands are rounded to TF32 before they are multiplied.
+/// Whether the problem's operands are rounded to TF32 before they are multiplied: a TF32
+/// problem without groups. A grouped TF32 problem is computed in strict FP32 everywhere
+/// (the grouped GPU kernels have no tensor-core math: `KernelSpec::computes`), so the
+/// oracle and the CPU backend do not round it either.
 pub(crate) fn rounds_to_tf32(problem: &Conv2dProblem) -> bool {
-    problem.precision == Precision::Tf32
+    problem.precision == Precision::Tf32 && problem.groups == 1
 }
 
 #[cfg(test)]

@@ -25,11 +25,28 @@ pub enum Error {
         /// Input size plus both paddings along that axis.
         padded_input: usize,
     },
-    /// Grouped convolution is not supported yet.
+    /// Grouped convolution is not supported. No longer returned by the runtime, which
+    /// computes any valid group count ([`Error::BadGroups`] for an invalid one); kept for
+    /// callers that match it (and refuse groups themselves).
     #[error("unsupported problem: groups = {groups}, but only groups = 1 is supported")]
     GroupsUnsupported {
         /// The requested group count.
         groups: usize,
+    },
+    /// The group count does not divide the input or the output channels, or the filter
+    /// does not have `C / groups` channels.
+    #[error(
+        "invalid problem: groups = {groups} with {input_channels} input and {output_channels} output channels and a filter of {filter_channels} channels: groups must divide both channel counts and the filter have C / groups channels"
+    )]
+    BadGroups {
+        /// The group count.
+        groups: usize,
+        /// `C` of the input.
+        input_channels: usize,
+        /// `K` of the filter.
+        output_channels: usize,
+        /// The filter's channels per output (`filter[1]`), which must be `C / groups`.
+        filter_channels: usize,
     },
     /// The epilogue cannot be computed (a factor that is not finite).
     #[error("invalid epilogue `{epilogue}`: {why}")]

@@ -1,6 +1,7 @@
 //! A 2-D convolution problem: shapes and parameters, validation, and the sizes that follow.
 //!
-//! Semantics are PyTorch's `conv2d` (cross-correlation): input `N×C×H×W`, filter `K×C×R×S`,
+//! Semantics are PyTorch's `conv2d` (cross-correlation, with `groups`): input `N×C×H×W`,
+//! filter `K×(C/groups)×R×S`,
 //! output `N×K×P×Q`, shapes always in that logical order; the memory order of the tensors is
 //! the problem's [`Layout`] (input and output) and [`FilterLayout`]. The [`Epilogue`] says
 //! what is done to each sum before it is written (scaling, residual, activation).
@@ -65,7 +66,11 @@ pub struct Conv2dProblem {
     pub padding: Padding,
     /// Dilation `[height, width]`.
     pub dilation: [usize; 2],
-    /// Group count; only 1 is supported for now.
+    /// Group count: the input and output channels are split into `groups` groups and each
+    /// output channel reads only the `C / groups` input channels of its group, so the
+    /// filter is `[K, C / groups, R, S]` (`filter[1]` is `C / groups`, in the problem's
+    /// [`FilterLayout`]). It must divide `C` and `K`. `groups = C` with `K` a multiple of
+    /// `C` is a depthwise convolution. PyTorch's `groups`.
     pub groups: usize,
     /// Memory order of the input and the output (and of a residual); NCHW when absent from
     /// JSON.
@@ -100,13 +105,14 @@ pub struct ProblemShape {
     pub win_width: usize,
     /// Elements of the input.
     pub input_len: usize,
-    /// Elements of the filter.
+    /// Elements of the filter, `K·(C / groups)·R·S`.
     pub filter_len: usize,
     /// Elements of the output.
     pub output_len: usize,
     /// Elements of the im2win buffer `N·C·P·Wt·R`.
     pub im2win_len: usize,
-    /// Length of the reduction `C·R·S`.
+    /// Length of the reduction of one output, `C·R·S` (`(C / groups)·R·S` for a grouped
+    /// problem).
     pub reduction: usize,
     /// Output pixels across the batch, `N·P·Q`.
     pub pixels: usize,
@@ -157,7 +163,8 @@ impl Conv2dProblem {
         self
     }
 
-    /// The same problem with `groups` groups.
+    /// The same problem with `groups` groups (the filter's shape must be
+    /// `[K, C / groups, R, S]`).
     pub const fn with_groups(mut self, groups: usize) -> Self {
         self.groups = groups;
         self
@@ -247,9 +254,15 @@ impl Conv2dProblem {
                 return Err(too_large(name, value as u128, MAX_DIM as u128));
             }
         }
-        if self.groups != 1 {
-            return Err(Error::GroupsUnsupported {
-                groups: self.groups,
+        let groups = self.groups;
+        if groups != 1
+            && (!c.is_multiple_of(groups) || !k.is_multiple_of(groups) || fc * groups != c)
+        {
+            return Err(Error::BadGroups {
+                groups,
+                input_channels: c,
+                output_channels: k,
+                filter_channels: fc,
             });
         }
         if !self.precision.applies_to(self.dtype) {
@@ -265,7 +278,7 @@ impl Conv2dProblem {
                 why: "alpha and beta must be finite",
             });
         }
-        if fc != c {
+        if groups == 1 && fc != c {
             return Err(Error::ChannelMismatch {
                 input_channels: c,
                 filter_channels: fc,
@@ -311,7 +324,8 @@ impl Conv2dProblem {
             }
             Ok(count as usize)
         };
-        let reduction = elements("reduction C·R·S", &[c, r, s])?;
+        // Each output reads its group's C / groups = fc channels.
+        let reduction = elements("reduction C·R·S", &[fc, r, s])?;
         if reduction > MAX_DIM {
             return Err(too_large(
                 "reduction C·R·S",
@@ -323,7 +337,7 @@ impl Conv2dProblem {
             output: [n, k, p, q],
             win_width,
             input_len: elements("input elements", &[n, c, h, w])?,
-            filter_len: elements("filter elements", &[k, c, r, s])?,
+            filter_len: elements("filter elements", &[k, fc, r, s])?,
             output_len: elements("output elements", &[n, k, p, q])?,
             im2win_len: elements("im2win elements", &[n, c, p, win_width, r])?,
             reduction,
@@ -368,8 +382,8 @@ impl Conv2dProblem {
             * WorkspaceLayout::ALIGNMENT
     }
 
-    /// Floating-point operations of the direct convolution, `2·N·K·P·Q·C·R·S` (bias not
-    /// counted): the figure TFLOP/s are reported against.
+    /// Floating-point operations of the direct convolution, `2·N·K·P·Q·(C / groups)·R·S`
+    /// (bias not counted): the figure TFLOP/s are reported against.
     pub fn flops(&self) -> Result<f64> {
         let shape = self.shape()?;
         Ok(2.0 * shape.output_len as f64 * shape.reduction as f64)

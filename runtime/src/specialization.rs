@@ -5,7 +5,7 @@ use std::fmt;
 use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use crate::element::Element;
-use im2win_codegen::{Catalogue, DType, Geometry, KernelSpec, Math, TileConfig, Variant};
+use im2win_codegen::{Catalogue, DType, Geometry, Grouping, KernelSpec, Math, TileConfig, Variant};
 
 use crate::error::{Error, Result};
 use crate::gpu::{
@@ -48,6 +48,7 @@ pub struct Specialization {
     geometry: Geometry,
     tile: Option<TileConfig>,
     layout: Layout,
+    grouping: Grouping,
     catalogue: &'static str,
 }
 
@@ -77,8 +78,25 @@ impl Specialization {
                 Math::Simt => Layout::Nchw,
                 Math::TensorOp | Math::TensorOpFastF32 => Layout::Nhwc,
             },
+            grouping: Grouping::Dense,
             catalogue,
         }
+    }
+
+    /// The same specialisation of the grouped family `grouping` ([`Grouping::Dense`] unless
+    /// set): its kernels compute in FP32 on CUDA cores ([`Math::Simt`]) for every element
+    /// type and take the specialisation's layout.
+    pub const fn with_grouping(mut self, grouping: Grouping) -> Self {
+        self.grouping = grouping;
+        if !matches!(grouping, Grouping::Dense) {
+            self.math = Math::Simt;
+        }
+        self
+    }
+
+    /// Which channels its kernels' outputs read ([`Grouping`]).
+    pub const fn grouping(&self) -> Grouping {
+        self.grouping
     }
 
     /// The same specialisation for tensors in `layout` (NCHW unless set). The macro's
@@ -148,8 +166,8 @@ impl Specialization {
 
     /// The spec of the fields this specialisation fixes, with `tile`.
     const fn spec_with_tile(&self, tile: TileConfig) -> KernelSpec {
-        let variant = match (self.layout, self.math) {
-            (Layout::Nchw, Math::Simt) => Variant::MATERIALISED,
+        let variant = match (self.layout, self.math, self.grouping) {
+            (Layout::Nchw, Math::Simt, Grouping::Dense) => Variant::MATERIALISED,
             _ => Variant::FUSED,
         };
         KernelSpec {
@@ -159,6 +177,7 @@ impl Specialization {
             variant,
             layout: self.kernel_layout(),
             math: self.math,
+            grouping: self.grouping,
         }
     }
 
@@ -178,7 +197,11 @@ impl Specialization {
         match self.spec() {
             Some(spec) => spec,
             None => {
-                let mut spec = self.spec_with_tile(TileConfig::PAPER);
+                let tile = self
+                    .grouping
+                    .tile(self.kernel_layout(), self.dtype)
+                    .unwrap_or(TileConfig::PAPER);
+                let mut spec = self.spec_with_tile(tile);
                 if spec.math.is_tensor_op() {
                     spec.variant.vector_loads = false;
                 }
@@ -275,6 +298,7 @@ impl Specialization {
                 None => {
                     k.dtype == self.dtype
                         && k.math == self.math
+                        && k.grouping == self.grouping
                         && k.geometry == self.geometry
                         && k.layout == self.kernel_layout()
                 }
@@ -312,7 +336,7 @@ impl fmt::Display for Specialization {
         write!(
             f,
             "{}_*",
-            KernelSpec::name_stem(self.dtype, self.math, self.geometry)
+            KernelSpec::name_stem(self.dtype, self.math, self.grouping, self.geometry)
         )?;
         match self.kernel_layout() {
             Layout::Nchw => Ok(()),
@@ -410,11 +434,35 @@ mod tests {
             variant: Variant::MATERIALISED,
             layout: Layout::Nchw,
             math: Math::Simt,
+            grouping: Grouping::Dense,
         };
         if !kernels.contains(&small) {
             kernels.push(small);
         }
         Catalogue::new(kernels).unwrap()
+    }
+
+    #[test]
+    fn a_depthwise_specialisation_plans_its_family_only() {
+        let handle = Specialization::new(DType::Bf16, geometry(3, 2), None, "im2win")
+            .with_layout(Layout::Nhwc)
+            .with_grouping(Grouping::Depthwise);
+        assert_eq!(handle.math(), Math::Simt);
+        assert_eq!(handle.to_string(), "im2win_bf16simt_dw_r3s3_s2x2_*_nhwc");
+        let problem = Conv2dProblem::new([2, 16, 15, 15], [32, 1, 3, 3])
+            .with_groups(16)
+            .with_stride([2, 2])
+            .with_layout(Layout::Nhwc)
+            .with_dtype(DType::Bf16);
+        let plan = handle.plan(&problem, &catalogue(), H200_SMS).unwrap();
+        assert_eq!(plan.kernel().grouping, Grouping::Depthwise);
+        assert_eq!(plan.kernel().geometry, geometry(3, 2));
+        // A dense problem of that geometry is not its business.
+        let dense = Conv2dProblem::new([2, 16, 15, 15], [32, 16, 3, 3])
+            .with_stride([2, 2])
+            .with_layout(Layout::Nhwc)
+            .with_dtype(DType::Bf16);
+        assert!(handle.check(&dense).is_err());
     }
 
     #[test]
@@ -453,6 +501,7 @@ mod tests {
             variant: Variant::MATERIALISED,
             layout: Layout::Nchw,
             math: Math::Simt,
+            grouping: Grouping::Dense,
         }));
         assert_eq!(plan, Plan::new(&problem, &own, H200_SMS).unwrap());
         assert_eq!(plan.kernel().geometry, geometry(3, 1));

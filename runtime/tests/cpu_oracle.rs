@@ -186,6 +186,6 @@ fn buffer_length_errors() {
     let invalid = problem.with_groups(2);
     assert!(matches!(
         reference_conv2d(&invalid, &x, &f, None),
-        Err(Error::GroupsUnsupported { groups: 2 })
+        Err(Error::BadGroups { groups: 2, .. })
     ));
 }

@@ -171,7 +171,7 @@ fn filter_larger_than_padded_input() {
 fn groups_and_channels() {
     let result = VALID.with_groups(2).shape();
     assert!(
-        matches!(result, Err(Error::GroupsUnsupported { groups: 2 })),
+        matches!(result, Err(Error::BadGroups { groups: 2, .. })),
         "{result:?}"
     );
     let result = Conv2dProblem::new([1, 3, 8, 8], [4, 2, 3, 3]).shape();

@@ -252,6 +252,7 @@ pub fn any_spec() -> impl Strategy<Value = KernelSpec> {
         variant,
         layout: im2win::Layout::Nchw,
         math: im2win::codegen::Math::Simt,
+        grouping: im2win::codegen::Grouping::Dense,
     })
 }
 

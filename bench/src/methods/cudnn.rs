@@ -87,7 +87,7 @@ impl<T: BenchElement> CudnnConv<T> {
             ));
         }
         let [n, c, h, w] = problem.input;
-        let [k, _, r, s] = problem.filter;
+        let [k, filter_c, r, s] = problem.filter;
         let [_, _, p, q] = problem.output_shape().context("invalid layer")?;
         let mut conv = cudnn
             .create_conv2d::<f32>(
@@ -103,6 +103,10 @@ impl<T: BenchElement> CudnnConv<T> {
                 cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
             )
             .context("cuDNN convolution descriptor")?;
+        // A grouped layer: cuDNN's group count, with the filter's C / groups channels
+        // (`filter[1]`) in its descriptor below.
+        conv.set_group_count(int("groups", problem.groups)?)
+            .context("cuDNN group count")?;
         let math = math_type(problem.dtype, problem.precision);
         conv.set_math_type(math)
             .with_context(|| format!("cuDNN math type {math:?}"))?;
@@ -129,7 +133,12 @@ impl<T: BenchElement> CudnnConv<T> {
         let w = cudnn
             .create_4d_filter::<T>(
                 format,
-                [int("K", k)?, int("C", c)?, int("R", r)?, int("S", s)?],
+                [
+                    int("K", k)?,
+                    int("C / groups", filter_c)?,
+                    int("R", r)?,
+                    int("S", s)?,
+                ],
             )
             .context("cuDNN filter descriptor")?;
         let y = cudnn

@@ -21,9 +21,8 @@
 //!     --network yolov8s --dtype bf16 --batch 32 --out yolo.json
 //! ```
 //!
-//! A method that cannot run the network (im2win-candle on MobileNetV2's depthwise layers
-//! while im2win refuses `groups != 1`) is reported under `skipped` with its error; the others
-//! are still timed.
+//! A method that cannot run the network (a failed launch, a refused layer) is reported under
+//! `skipped` with its error; the others are still timed.
 
 mod common;
 mod mobilenetv2;

@@ -152,6 +152,7 @@ pub fn problem(layer: &Conv2d, x: &Tensor, epilogue: Epilogue) -> Result<Conv2dP
         Precision::Strict
     };
     Ok(Conv2dProblem::new([n, c, h, w], [k, fc, r, s])
+        .with_groups(cfg.groups)
         .with_stride([cfg.stride; 2])
         .with_padding(Padding::uniform(cfg.padding))
         .with_dilation([cfg.dilation; 2])

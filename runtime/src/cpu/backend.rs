@@ -224,6 +224,9 @@ fn run_f32(
     residual: Option<&[f32]>,
     output: &mut [f32],
 ) -> Result<()> {
+    if problem.groups > 1 {
+        return super::grouped::run_f32(problem, shape, input, filter, bias, residual, output);
+    }
     let shape = *shape;
     let [n, c, h, w] = problem.input;
     let k = problem.filter[0];

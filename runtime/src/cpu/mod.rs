@@ -10,7 +10,9 @@
 //!   every layout (NCHW or NHWC input and output, KCRS or KRSC filter) and every epilogue;
 //!   [`conv2d_with_residual`] is the call for an epilogue that adds a residual tensor. Its
 //!   micro-kernel is chosen per CPU at run time ([`Isa`]); [`conv2d_with_isa`] and
-//!   [`conv2d_with_isa_and_residual`] force one.
+//!   [`conv2d_with_isa_and_residual`] force one. Grouped and depthwise problems
+//!   (`groups` > 1) take a direct loop over each output's group, parallel over the output
+//!   (`grouped.rs`): their reductions are too short for im2win strips.
 //!
 //! Element types: the oracle and the backend take buffers of the problem's element type
 //! ([`Conv2dProblem::dtype`], any [`Element`]: `f32`, `bf16`, `f16`; another type is an
@@ -26,6 +28,7 @@
 //! first, and return an [`Error`] rather than panicking.
 
 mod backend;
+mod grouped;
 mod im2win;
 mod isa;
 mod microkernel;

@@ -3,10 +3,12 @@
 //! Written straight from PyTorch's `conv2d` definition, on logical indices,
 //!
 //! ```text
-//! S[n][k][p][q] = Σ_c Σ_r Σ_s F[k][c][r][s] · X[n][c][p·sh + r·dh − top][q·sw + s·dw − left]
+//! S[n][k][p][q] = Σ_c Σ_r Σ_s F[k][c][r][s] · X[n][g·Cg + c][p·sh + r·dh − top][q·sw + s·dw − left]
 //! Y[n][k][p][q] = act(alpha · S + bias[k] + beta · residual[n][k][p][q])
 //! ```
 //!
+//! where `c` runs over the `Cg = C / groups` channels of the filter and `g = k / (K / groups)`
+//! is output channel `k`'s group (`g = 0`, `Cg = C` without groups),
 //! with out-of-range input positions reading zero, and every element found through the
 //! problem's layouts ([`Layout::offset`](crate::Layout::offset),
 //! [`FilterLayout::offset`](crate::FilterLayout::offset)). It deliberately shares nothing
@@ -85,8 +87,10 @@ pub fn reference_conv2d_with_residual<T: Element>(
         .transpose()?;
     let (input, filter) = (&input[..], &filter[..]);
     let (bias, residual) = (bias.as_deref(), residual.as_deref());
-    let [_, c, h, w] = problem.input;
-    let [k, _, r, s] = problem.filter;
+    let [_, _, h, w] = problem.input;
+    // Channels per group: what each output reads, from channel group · cg on.
+    let [k, cg, r, s] = problem.filter;
+    let k_per_group = k / problem.groups;
     let [_, _, p, q] = shape.output;
     let [sh, sw] = problem.stride;
     let [dh, dw] = problem.dilation;
@@ -98,7 +102,8 @@ pub fn reference_conv2d_with_residual<T: Element>(
     // The sum of output (n, kk, oy, ox), read through both layouts' strides.
     let sum = |n: usize, kk: usize, oy: usize, ox: usize| {
         let mut sum = 0.0_f64;
-        for ci in 0..c {
+        let first = kk / k_per_group * cg;
+        for ci in 0..cg {
             for fy in 0..r {
                 // Row in padded coordinates, minus the top padding; rows that fall in the
                 // padding contribute zero.
@@ -110,7 +115,7 @@ pub fn reference_conv2d_with_residual<T: Element>(
                     else {
                         continue;
                     };
-                    let x = input[n * xn + ci * xc + iy * xh + ix * xw];
+                    let x = input[n * xn + (first + ci) * xc + iy * xh + ix * xw];
                     let f = filter[kk * fk + ci * fc + fy * fr + fx * fs];
                     sum += f64::from(x) * f64::from(f);
                 }

@@ -56,6 +56,13 @@
 //! convolution's time), while the epilogue writes an NCHW output (and reads an NCHW
 //! residual) in place.
 //!
+//! **Grouped problems** (`groups` > 1) run only on the grouped family
+//! ([`KernelSpec::is_grouped`], `codegen/templates/conv_grouped.cuh`) and dense ones never
+//! do ([`can_implement`]): a depthwise kernel when `groups = C` (the fixed 3×3 one where its
+//! stride matches), else the direct grouped kernel ([`choose_grouped`]); a 1-D grid of one
+//! thread per work item, no split, no workspace, input and filter read in place. Every
+//! float32 precision runs on their strict FP32 kernels ([`KernelSpec::computes`]).
+//!
 //! **FP32 accuracy** ([`Precision::Accurate`]): strict FP32 (SIMT) and 3xTF32 kernels both
 //! compute such a problem at FP32 accuracy; dispatch runs it on the strict kernels (3xTF32
 //! on `mma.sync` measured faster on only 3 of 35 layers, by 3-7%: [`accurate_candidates`]),
@@ -76,7 +83,7 @@
 //! A tensor-core plan holds only the channels-last copies it needs (none for an NHWC problem
 //! with a KRSC filter).
 
-use im2win_codegen::{Catalogue, FixedGeometry, Geometry, KernelSpec, Math, Precision};
+use im2win_codegen::{Catalogue, FixedGeometry, Geometry, Grouping, KernelSpec, Math, Precision};
 
 use super::device::DeviceLimits;
 use crate::error::{Error, Result};
@@ -131,6 +138,10 @@ fn plan_layout(
     spec: &KernelSpec,
     splits: u32,
 ) -> Result<WorkspaceLayout> {
+    if spec.is_grouped() {
+        // Input and filter read in place, no split: nothing.
+        return Ok(WorkspaceLayout::none());
+    }
     if spec.math.is_tensor_op() {
         // With one pixel per image (H·W = 1) NCHW is NHWC, and with a 1 × 1 filter KCRS is
         // KRSC: no copy.
@@ -293,6 +304,11 @@ impl Plan {
                 Ok(plan)
             }
         };
+        // `can_implement` keeps only grouped kernels for a grouped problem, only dense ones
+        // otherwise. They need no workspace.
+        if problem.groups > 1 {
+            return finish(Plan::for_spec(problem, *choose_grouped(&runnable))?);
+        }
         if runnable.iter().all(|spec| spec.math.is_tensor_op()) {
             let fitting: Vec<&KernelSpec> = runnable
                 .iter()
@@ -460,7 +476,9 @@ impl Plan {
 
     /// The form of the filter the kernel reads.
     pub fn filter_format(&self) -> FilterFormat {
-        if self.kernel.math.is_tensor_op() {
+        if self.kernel.is_grouped() {
+            FilterFormat::Given
+        } else if self.kernel.math.is_tensor_op() {
             FilterFormat::Krsc
         } else if self.kernel.variant.fused {
             FilterFormat::ChannelsFastest
@@ -477,7 +495,7 @@ impl Plan {
     /// [`Error::TooLarge`] when the transformed filter would exceed the element limit.
     pub fn prepared_filter_len(&self) -> Result<usize> {
         match self.filter_format() {
-            FilterFormat::Krsc => Ok(self.shape.filter_len),
+            FilterFormat::Krsc | FilterFormat::Given => Ok(self.shape.filter_len),
             FilterFormat::Window | FilterFormat::ChannelsFastest => {
                 let bytes = WorkspaceLayout::filter_bytes(&self.shape, self.kernel.dtype)?;
                 Ok(bytes / self.kernel.dtype.size_bytes())
@@ -540,7 +558,8 @@ impl Plan {
 
     /// Grid of the convolution kernel: `(ceil(N·P·Q / block_n), ceil(K / block_m), splits)`
     /// for a SIMT kernel; `(ceil(N·P·Q / block_n) · ceil(K / block_m), 1, splits)` for a
-    /// tensor-core kernel (the tiles along x, the channel tile fastest).
+    /// tensor-core kernel (the tiles along x, the channel tile fastest); for a grouped kernel
+    /// one thread per work item, `(ceil(N·P·ceil(Q / thread_n)·ceil(K / thread_m) / threads), 1, 1)`.
     pub fn grid_dim(&self) -> (u32, u32, u32) {
         self.grid_dim
     }
@@ -618,6 +637,9 @@ pub enum FilterFormat {
     /// The fused SIMT kernels' transformed filter: row `(r·S + s)·C + c` (channels fastest),
     /// scaled by alpha.
     ChannelsFastest,
+    /// The filter as the problem gives it, in its layout (the grouped kernels read it in
+    /// place).
+    Given,
 }
 
 /// Whether the kernel `spec` computes `problem` correctly, the one question dispatch, tuning
@@ -636,15 +658,50 @@ pub enum FilterFormat {
 /// of it ([`Plan::for_operands`]).
 pub fn can_implement(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
     let numeric = spec.computes(problem.dtype, problem.precision);
-    let layout = layout_fits(spec, problem);
+    let layout = layout_fits(spec, problem) && grouping_fits(spec, problem);
     let geometry = matches!(spec.geometry, Geometry::Generic) || matches_fixed(spec, problem);
     numeric && layout && geometry && unmet_requirement(spec, problem).is_none()
+}
+
+/// Whether `spec`'s family computes `problem`'s groups: a dense kernel one group, the direct
+/// grouped kernel any number above one, a depthwise kernel groups = C (one input channel per
+/// group; `K` is then a multiple of `C`, which [`Conv2dProblem::shape`] checks).
+fn grouping_fits(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
+    match spec.grouping {
+        Grouping::Dense => problem.groups == 1,
+        Grouping::Grouped => problem.groups > 1,
+        Grouping::Depthwise => problem.groups > 1 && problem.groups == problem.input[1],
+    }
+}
+
+/// The grouped kernel among `runnable` (grouped kernels that can run the problem) that
+/// dispatch picks: a depthwise kernel before the direct grouped one (depthwise problems
+/// only), a fixed geometry before the generic kernel; then catalogue order. No model: each
+/// family has one tile, and none splits.
+fn choose_grouped<'a>(runnable: &[&'a KernelSpec]) -> &'a KernelSpec {
+    let rank = |spec: &KernelSpec| {
+        (
+            spec.grouping != Grouping::Depthwise,
+            spec.geometry == Geometry::Generic,
+        )
+    };
+    let mut best = runnable[0];
+    for &spec in runnable {
+        if rank(spec) < rank(best) {
+            best = spec;
+        }
+    }
+    best
 }
 
 /// Whether `spec` takes tensors in `problem`'s layout: a SIMT kernel its own layout (the
 /// window-buffer algorithm NCHW only); a tensor-core kernel (NHWC) either, since it runs an
 /// NCHW problem on an NHWC copy of the input and writes the NCHW output itself.
 fn layout_fits(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
+    if spec.is_grouped() {
+        // Either filter layout, read in place; the input and output in the kernel's layout.
+        return spec.layout == problem.layout;
+    }
     if spec.math.is_tensor_op() {
         spec.layout == Layout::Nhwc
     } else {
@@ -740,6 +797,9 @@ fn matches_fixed(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
 /// The grid `(x, y)` of `spec` on a problem, checked against CUDA's grid limits: pixel
 /// tiles by channel tiles, or for a tensor-core kernel both in one dimension (`y` = 1).
 fn grid_blocks(spec: &KernelSpec, shape: &ProblemShape) -> Result<(u64, u64)> {
+    if spec.is_grouped() {
+        return grouped_grid(spec, shape).map(|x| (x, 1));
+    }
     let x = (shape.pixels as u64).div_ceil(u64::from(spec.tile.block_n.max(1)));
     let y = (shape.output[1] as u64).div_ceil(u64::from(spec.tile.block_m.max(1)));
     if spec.math.is_tensor_op() {
@@ -768,6 +828,29 @@ fn grid_blocks(spec: &KernelSpec, shape: &ProblemShape) -> Result<(u64, u64)> {
         });
     }
     Ok((x, y))
+}
+
+/// The 1-D grid of a grouped kernel (`codegen/templates/conv_grouped.cuh`): one thread per
+/// work item, `N·P·ceil(Q / thread_n)·ceil(K / thread_m)` items (each `thread_n` outputs
+/// along a row and `thread_m` channels), in blocks of the kernel's threads. At most 2³² − 1
+/// items (the kernels decompose them in 32 bits): 1.7·10¹⁰ outputs or more, refused.
+fn grouped_grid(spec: &KernelSpec, shape: &ProblemShape) -> Result<u64> {
+    let [n, k, p, q] = shape.output.map(|d| d as u128);
+    let t = spec.tile;
+    let items = n
+        * p
+        * q.div_ceil(u128::from(t.thread_n.max(1)))
+        * k.div_ceil(u128::from(t.thread_m.max(1)));
+    // The kernels decompose an item with 32-bit divisions (conv_grouped.cuh says why).
+    if items > u128::from(u32::MAX) {
+        return Err(Error::TooLarge {
+            what: "grid work items of a grouped kernel (outputs / outputs per thread)",
+            value: items,
+            limit: u128::from(u32::MAX),
+        });
+    }
+    let blocks = items.div_ceil(u128::from(spec.threads().max(1))).max(1);
+    Ok(blocks as u64)
 }
 
 /// The most splits worth considering for `spec`: [`MAX_SPLITS`], fewer when the reduction
@@ -1086,7 +1169,9 @@ fn no_kernel(
     device: &DeviceLimits,
 ) -> Error {
     let of_type = |spec: &&KernelSpec| {
-        spec.computes(problem.dtype, problem.precision) && layout_fits(spec, problem)
+        spec.computes(problem.dtype, problem.precision)
+            && layout_fits(spec, problem)
+            && grouping_fits(spec, problem)
     };
     if !catalogue.kernels.is_empty() && !catalogue.kernels.iter().any(|s| of_type(&s)) {
         return Error::NoKernelForType {
@@ -1152,6 +1237,75 @@ mod tests {
         KernelSpec::generic(DType::F32, TileConfig::PAPER)
     }
 
+    /// Grouped problems go to the grouped family (a depthwise kernel when groups = C, the
+    /// fixed 3×3 one where it applies), with no workspace and a 1-D grid covering every work
+    /// item; dense problems never do; TF32 grouped problems run the FP32 kernels.
+    #[test]
+    fn grouped_dispatch() {
+        let catalogue = Catalogue::default_catalogue();
+        let plan = |p: &Conv2dProblem| Plan::new(p, &catalogue, H200_SMS).unwrap();
+        let dw = Conv2dProblem::new([32, 144, 56, 56], [144, 1, 3, 3])
+            .with_groups(144)
+            .with_padding(Padding::uniform(1));
+        for layout in Layout::ALL {
+            for (stride, fixed) in [(1, true), (2, true), (3, false)] {
+                let problem = dw.with_layout(layout).with_stride([stride, stride]);
+                let p = plan(&problem);
+                let spec = p.kernel();
+                assert_eq!(spec.grouping, Grouping::Depthwise, "{spec}");
+                assert_eq!(spec.layout, layout);
+                assert_eq!(matches!(spec.geometry, Geometry::Fixed(_)), fixed, "{spec}");
+                assert_eq!(p.workspace_bytes(), 0);
+                assert!(!p.transforms_filter() && p.input_in_place());
+                assert_eq!(p.block_dim(), (256, 1, 1));
+                let [n, k, pp, q] = p.shape().output;
+                let t = spec.tile;
+                let items =
+                    n * pp * q.div_ceil(t.thread_n as usize) * k.div_ceil(t.thread_m as usize);
+                assert_eq!(p.grid_dim(), (items.div_ceil(256) as u32, 1, 1), "{spec}");
+            }
+        }
+        // Channel multiplier 2: still depthwise; 4 groups of 36: the direct grouped kernel.
+        let multiplier = Conv2dProblem::new([2, 8, 9, 9], [16, 1, 3, 3]).with_groups(8);
+        assert_eq!(plan(&multiplier).kernel().grouping, Grouping::Depthwise);
+        let grouped = Conv2dProblem::new([2, 144, 9, 9], [72, 36, 3, 3]).with_groups(4);
+        assert_eq!(plan(&grouped).kernel().grouping, Grouping::Grouped);
+        // TF32 and FP32-accuracy requests: the float32 kernels, computed in FP32.
+        for precision in [Precision::Tf32, Precision::F32x3, Precision::Accurate] {
+            let p = plan(&grouped.with_precision(precision));
+            assert!(p.kernel().is_grouped() && p.kernel().dtype == DType::F32);
+        }
+        for dtype in [DType::Bf16, DType::F16] {
+            let p = plan(&dw.with_dtype(dtype));
+            assert_eq!(
+                (p.kernel().grouping, p.kernel().dtype),
+                (Grouping::Depthwise, dtype)
+            );
+        }
+        // Dense problems never take a grouped kernel, and no grouped kernel takes them.
+        let dense = square(16, 9, 16, 3);
+        assert!(!plan(&dense).kernel().is_grouped());
+        for spec in catalogue.kernels.iter().filter(|s| s.is_grouped()) {
+            assert!(!can_implement(spec, &dense), "{spec}");
+            assert!(Plan::for_spec(&dense, *spec).is_err());
+        }
+        // A depthwise kernel does not take a grouped problem that is not depthwise.
+        let dw_spec = KernelSpec::grouped(
+            DType::F32,
+            Grouping::Depthwise,
+            Geometry::Generic,
+            Layout::Nchw,
+        )
+        .unwrap();
+        assert!(!can_implement(&dw_spec, &grouped));
+        // A catalogue without grouped kernels says so.
+        let dense_only = Catalogue::default_f32();
+        assert!(matches!(
+            Plan::new(&grouped, &dense_only, H200_SMS),
+            Err(Error::NoKernelForType { .. })
+        ));
+    }
+
     /// Residency follows the device's limits: on an H200 every default tile keeps its
     /// launch bounds' promise, and a GPU with less shared memory, fewer threads, registers
     /// or block slots per SM fits fewer blocks.
@@ -1163,7 +1317,9 @@ mod tests {
             // 255 registers a thread, three of the 128 x 64 tile at 170, one of the
             // 256-thread warpgroup tile (144 KiB); one of every 3xTF32 kernel (8 warps at up
             // to 255 registers).
+            // The grouped kernels' launch bounds promise two blocks.
             let expected = match spec.math {
+                _ if spec.is_grouped() => 2,
                 im2win_codegen::Math::Simt => spec.tile.min_blocks_per_sm(),
                 im2win_codegen::Math::TensorOp if spec.threads() == 256 => 1,
                 im2win_codegen::Math::TensorOp => 2.max(spec.min_blocks_per_sm()),

@@ -858,6 +858,10 @@ impl Engine {
     ) -> Result<u64> {
         let shape = plan.shape();
         let stream: &CudaStream = &self.stream;
+        if plan.kernel().is_grouped() {
+            // The grouped kernels read input and filter in place: nothing to transform.
+            return Ok(x);
+        }
         if plan.kernel().math.is_tensor_op() {
             return self.launch_channels_last(plan, x, f, ws);
         }
@@ -895,7 +899,7 @@ impl Engine {
     /// form the plan's kernel reads ([`Plan::filter_format`]) at `dst` (the workspace's
     /// filter part, or a prepared filter's buffer, [`Plan::prepared_filter_len`] elements):
     /// the filter transform of the SIMT kernels, the KRSC transpose of a KCRS filter, or a
-    /// copy of a KRSC one.
+    /// copy of a KRSC one or of the filter as given (the grouped kernels).
     pub(super) fn launch_filter_form(
         &self,
         plan: &Plan,
@@ -906,9 +910,13 @@ impl Engine {
         let problem = plan.problem();
         let shape = plan.shape();
         let dtype = plan.kernel().dtype;
-        if plan.filter_format() == FilterFormat::Krsc {
+        let format = plan.filter_format();
+        if matches!(format, FilterFormat::Krsc | FilterFormat::Given) {
             let [k, c, r, s] = problem.filter;
-            if problem.filter_layout == FilterLayout::Kcrs && r * s > 1 {
+            if format == FilterFormat::Krsc
+                && problem.filter_layout == FilterLayout::Kcrs
+                && r * s > 1
+            {
                 return self.launch_channels_last_copy(dtype, f, dst, k, c, r * s);
             }
             let bytes = shape.filter_len * dtype.size_bytes();

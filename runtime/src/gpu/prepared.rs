@@ -63,14 +63,17 @@ impl<T: Element> PreparedFilter<T> {
     }
 
     /// Whether `plan` reads this prepared filter: the same filter sizes, element type and
-    /// format, and for a transformed filter (scaled by alpha) the same alpha.
+    /// format, for a transformed filter (scaled by alpha) the same alpha, and for the filter
+    /// as given ([`FilterFormat::Given`]) the same layout.
     pub fn suits(&self, plan: &Plan) -> bool {
         let (a, b) = (self.plan.problem(), plan.problem());
-        let scaled = plan.filter_format() != FilterFormat::Krsc;
+        let format = plan.filter_format();
+        let scaled = matches!(format, FilterFormat::Window | FilterFormat::ChannelsFastest);
         a.filter == b.filter
             && a.dtype == b.dtype
-            && self.format() == plan.filter_format()
+            && self.format() == format
             && (!scaled || a.epilogue.alpha.to_bits() == b.epilogue.alpha.to_bits())
+            && (format != FilterFormat::Given || a.filter_layout == b.filter_layout)
     }
 }
 

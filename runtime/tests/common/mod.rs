@@ -174,3 +174,75 @@ fn edge_or_uniform(rng: &mut impl Rng, low: usize, high: usize, p_edge: f64) -> 
         rng.random_range(low..=high)
     }
 }
+
+/// A random valid grouped problem (`groups` > 1): depthwise (`groups = C`, `K` = 1 to 3
+/// times `C`) when `depthwise`, else 2 to 6 groups of 1 to 5 input and 1 to 5 output
+/// channels each. Filters 1×1 to 7×7 (3×3 in about half the draws), strides 1 to 3,
+/// dilation 1 or 2, possibly asymmetric padding up to 3, odd and tiny sizes; channel counts
+/// that are and are not multiples of 8 (the vector paths of the NHWC depthwise kernels).
+/// Layout, filter layout and epilogue are the generator's defaults: set them. At most about
+/// `max_outputs` outputs.
+pub fn random_grouped_problem(
+    rng: &mut impl Rng,
+    depthwise: bool,
+    max_outputs: usize,
+) -> Conv2dProblem {
+    loop {
+        let (groups, c, k) = if depthwise {
+            let c = if rng.random_bool(0.5) {
+                8 * rng.random_range(1..=6)
+            } else {
+                rng.random_range(2..=41)
+            };
+            (c, c, c * rng.random_range(1..=3))
+        } else {
+            let groups = rng.random_range(2..=6);
+            (
+                groups,
+                groups * rng.random_range(1..=5),
+                groups * rng.random_range(1..=5),
+            )
+        };
+        let size = |rng: &mut dyn rand::RngCore| {
+            if rng.random_bool(0.5) {
+                3
+            } else {
+                2 * rng.random_range(0..=3) + 1
+            }
+        };
+        let (r, s) = if rng.random_bool(0.5) {
+            (3, 3)
+        } else {
+            (size(rng), size(rng))
+        };
+        let stride = [rng.random_range(1..=3), rng.random_range(1..=3)];
+        let dilation = if rng.random_bool(0.2) {
+            [rng.random_range(1..=2), rng.random_range(1..=2)]
+        } else {
+            [1, 1]
+        };
+        let padding = if rng.random_bool(0.3) {
+            Padding {
+                top: rng.random_range(0..=3),
+                bottom: rng.random_range(0..=3),
+                left: rng.random_range(0..=3),
+                right: rng.random_range(0..=3),
+            }
+        } else {
+            Padding::symmetric(r / 2, s / 2)
+        };
+        let n = rng.random_range(1..=3);
+        let h = rng.random_range(1..=33);
+        let w = rng.random_range(1..=37);
+        let problem = Conv2dProblem::new([n, c, h, w], [k, c / groups, r, s])
+            .with_groups(groups)
+            .with_stride(stride)
+            .with_dilation(dilation)
+            .with_padding(padding);
+        if let Ok(shape) = problem.shape()
+            && shape.output_len <= max_outputs
+        {
+            return problem;
+        }
+    }
+}
