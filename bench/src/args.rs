@@ -106,6 +106,11 @@ pub struct BenchArgs {
     /// needing more is skipped, im2col runs in passes of fewer images.
     #[arg(long, default_value_t = 8.0)]
     pub max_workspace_gib: f64,
+    /// Workspace limit of the im2win engine, in MiB (`Engine::with_workspace_limit`): its
+    /// plans are the fastest within it (e.g. 0 with `im2win-prepared`: no workspace but a
+    /// split's partial sums are refused too) [default: no limit].
+    #[arg(long, value_name = "MIB")]
+    pub im2win_workspace_mib: Option<f64>,
     /// Seed of the random input and filter values.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -172,6 +177,13 @@ impl BenchArgs {
                 self.max_workspace_gib
             )));
         }
+        if let Some(mib) = self.im2win_workspace_mib
+            && !(mib.is_finite() && mib >= 0.0)
+        {
+            return Err(BenchError::new(format!(
+                "--im2win-workspace-mib must be a non-negative number, not {mib}"
+            )));
+        }
         let cpu_threads = (self.device == Device::Cpu).then(|| cpu_threads(self.threads));
         let out = self.out.clone().unwrap_or_else(|| match cpu_threads {
             Some(_) => default_cpu_json_path(&suite.name, suite.layout, suite.batch),
@@ -199,6 +211,9 @@ impl BenchArgs {
             },
             cpu_threads,
             max_workspace_bytes: (self.max_workspace_gib * (1u64 << 30) as f64) as u64,
+            im2win_workspace_limit: self
+                .im2win_workspace_mib
+                .map(|mib| (mib * (1u64 << 20) as f64) as usize),
             seed: self.seed,
             tuning: match &self.tuning {
                 None => Tuning::BuiltIn,

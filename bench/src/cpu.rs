@@ -66,6 +66,7 @@ pub fn run(
             warmup: config.timing.warmup,
             rotation_bytes: 0,
             max_workspace_bytes: 0,
+            im2win_workspace_limit_bytes: None,
             rel_err_limit: REL_ERR_LIMIT,
             unix_time,
         },

@@ -33,6 +33,7 @@ impl Gpu {
         ordinal: usize,
         selection: &crate::method::Selection,
         tuning: &crate::runner::Tuning,
+        workspace_limit: Option<usize>,
     ) -> Result<Gpu> {
         let (table, table_name) = tuning.table();
         // im2win's kernels, tuning table and dispatch, exactly as `im2win::engine` sets them
@@ -42,7 +43,11 @@ impl Gpu {
         // baselines from it, the part whose catalogue has them (`KernelModule::part_of`).
         let kernels = im2win::kernels().merged(im2win::include_kernels!("bench"));
         let engine = im2win::Engine::new(ordinal, kernels)
-            .map(|engine| engine.with_tuning(table))
+            .map(|engine| {
+                engine
+                    .with_tuning(table)
+                    .with_workspace_limit(workspace_limit)
+            })
             .context("starting the im2win engine")?;
         // Every layer needs the GPU oracle: without kernels (a build without nvcc) or
         // without a loadable fatbin, stop here with the reason rather than skip every layer.

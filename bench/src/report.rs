@@ -50,6 +50,9 @@ pub struct Settings {
     pub rotation_bytes: u64,
     /// cuDNN workspaces and im2col column buffers larger than this are not used.
     pub max_workspace_bytes: u64,
+    /// The im2win engine's workspace limit (`--im2win-workspace-mib`), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub im2win_workspace_limit_bytes: Option<u64>,
     /// Results with a larger relative error are flagged.
     pub rel_err_limit: f64,
     /// Seconds since the Unix epoch when the run started.
@@ -344,6 +347,7 @@ pub(crate) mod fixtures {
                 warmup: 2,
                 rotation_bytes: 180 << 20,
                 max_workspace_bytes: 8 << 30,
+                im2win_workspace_limit_bytes: None,
                 rel_err_limit: 1e-4,
                 unix_time: 0,
             },

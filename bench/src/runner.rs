@@ -38,6 +38,8 @@ pub struct BenchConfig {
     pub cpu_threads: Option<usize>,
     /// Cap on a cuDNN workspace or the im2col column buffer, in bytes.
     pub max_workspace_bytes: u64,
+    /// The im2win engine's workspace limit, in bytes (`Engine::with_workspace_limit`).
+    pub im2win_workspace_limit: Option<usize>,
     /// Seed of the random operands.
     pub seed: u64,
     /// The tuning table dispatch uses.
@@ -100,7 +102,12 @@ pub fn run(
     let unix_time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let gpu = Gpu::open(config.device, &config.selection, &config.tuning)?;
+    let gpu = Gpu::open(
+        config.device,
+        &config.selection,
+        &config.tuning,
+        config.im2win_workspace_limit,
+    )?;
     let limit = rel_err_limit(config.suite.dtype, config.suite.precision);
     let mut report = Report {
         device: gpu.device.clone(),
@@ -113,6 +120,7 @@ pub fn run(
             warmup: config.timing.warmup,
             rotation_bytes: ROTATION_BYTES,
             max_workspace_bytes: config.max_workspace_bytes,
+            im2win_workspace_limit_bytes: config.im2win_workspace_limit.map(|b| b as u64),
             rel_err_limit: limit,
             unix_time,
         },
