@@ -17,6 +17,9 @@ pub enum Method {
     /// The same with each filter prepared once for its kernel
     /// (`Conv2d::with_prepared_filter(true)`: no filter transform in later forwards).
     Im2winPrepared,
+    /// The prepared layers' whole forward captured once into a CUDA graph, then replayed
+    /// (no host work per layer; CUDA devices only).
+    Im2winGraph,
     /// `candle_nn::Conv2d` (candle's own conv2d: im2col + cuBLAS, or cuDNN in a build with
     /// candle's `cudnn` feature), the activation and residual as separate candle ops.
     Candle,
@@ -222,10 +225,10 @@ impl Builder {
         }
         let (weight, bias) = self.params[name].clone();
         Ok(match self.method {
-            Method::Im2win | Method::Im2winPrepared => Conv::Im2win(
+            Method::Im2win | Method::Im2winPrepared | Method::Im2winGraph => Conv::Im2win(
                 im2win_candle::Conv2d::new(weight, bias, config)
                     .with_activation(act.fused())
-                    .with_prepared_filter(self.method == Method::Im2winPrepared),
+                    .with_prepared_filter(self.method != Method::Im2win),
                 act,
             ),
             Method::Candle => Conv::Candle(candle_nn::Conv2d::new(weight, bias, config), act),

@@ -103,6 +103,7 @@ struct Args {
     #[arg(long, default_value = "nchw")]
     layout: String,
     /// Methods, comma-separated: im2win-candle, im2win-candle-prepared (filters prepared once),
+    /// im2win-candle-graph (the prepared forward captured into a CUDA graph and replayed),
     /// candle (candle-cudnn in a `cudnn` build).
     #[arg(long, value_delimiter = ',', default_value = "im2win-candle,candle")]
     methods: Vec<String>,
@@ -181,11 +182,28 @@ fn run_method(
     let device = builder.device().clone();
     builder.set_method(method);
     let model = Model::new(args.network, builder)?;
-    // Warm-up: the first forward plans and loads kernels; the second estimates the time.
-    let output = flatten(&model.forward(x)?)?;
+    // Warm-up: the first forward plans, loads kernels and prepares filters; the second
+    // estimates the time.
+    let mut output = flatten(&model.forward(x)?)?;
+    device.synchronize()?;
+    // One forward: the model's, or a replay of its capture.
+    let graph = match method {
+        Method::Im2winGraph => Some(capture(&model, x, &device)?),
+        _ => None,
+    };
+    let forward = || -> Result<()> {
+        match &graph {
+            Some(graph) => graph.replay(),
+            None => model.forward(x).map(drop),
+        }
+    };
+    if let Some(graph) = &graph {
+        graph.replay()?;
+        output = flatten(&graph.outputs)?;
+    }
     device.synchronize()?;
     let start = Instant::now();
-    drop(model.forward(x)?);
+    forward()?;
     device.synchronize()?;
     let estimate = start.elapsed().as_secs_f64();
     let reps = ((args.round_s / estimate).ceil() as usize).clamp(1, 200);
@@ -194,7 +212,7 @@ fn run_method(
     for _ in 0..rounds {
         let start = Instant::now();
         for _ in 0..reps {
-            drop(model.forward(x)?);
+            forward()?;
         }
         device.synchronize()?;
         times.push(start.elapsed().as_secs_f64() * 1e3 / reps as f64);
@@ -210,6 +228,57 @@ fn run_method(
         rounds,
         output,
     })
+}
+
+/// A forward captured into a CUDA graph: replaying it writes the network's outputs into
+/// `outputs` (tensors allocated before the capture).
+struct Captured {
+    #[cfg(feature = "cuda")]
+    graph: candle_core::cuda_backend::cudarc::driver::CudaGraph,
+    outputs: Vec<Tensor>,
+}
+
+impl Captured {
+    /// One forward: the graph launched on the stream it was captured from.
+    fn replay(&self) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        return self.graph.launch().map_err(candle_core::Error::wrap);
+        #[cfg(not(feature = "cuda"))]
+        candle_core::bail!("CUDA graphs need the cuda feature")
+    }
+}
+
+/// Captures one forward of `model` on `x` (after a warm-up: plans made, filters prepared, the
+/// engine's workspace sized) into a CUDA graph on the device's stream, its outputs copied
+/// into tensors made beforehand.
+fn capture(model: &Model, x: &Tensor, device: &Device) -> Result<Captured> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let shapes = model.forward(x)?;
+        let outputs = shapes
+            .iter()
+            .map(Tensor::zeros_like)
+            .collect::<Result<Vec<_>>>()?;
+        device.synchronize()?;
+        let stream = cuda.cuda_stream();
+        stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(candle_core::Error::wrap)?;
+        let captured = model.forward(x).and_then(|ys| {
+            ys.iter()
+                .zip(&outputs)
+                .try_for_each(|(y, out)| out.slice_set(y, 0, 0))
+        });
+        let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        captured?;
+        let graph = graph
+            .map_err(candle_core::Error::wrap)?
+            .ok_or_else(|| candle_core::Error::msg("the capture recorded nothing"))?;
+        return Ok(Captured { graph, outputs });
+    }
+    let _ = (model, x);
+    candle_core::bail!("CUDA graphs need a CUDA device, not {device:?}")
 }
 
 /// An error's message without the backtrace candle attaches when `RUST_BACKTRACE` is set.
@@ -266,15 +335,17 @@ fn main() -> Result<()> {
         let method = match m.as_str() {
             "im2win-candle" => Method::Im2win,
             "im2win-candle-prepared" => Method::Im2winPrepared,
+            "im2win-candle-graph" => Method::Im2winGraph,
             "candle" | "candle-cudnn" if m == candle_label || m == "candle" => Method::Candle,
             _ => candle_core::bail!(
-                "--methods {m}: im2win-candle, im2win-candle-prepared or {candle_label} in this build"
+                "--methods {m}: im2win-candle, im2win-candle-prepared, im2win-candle-graph or {candle_label} in this build"
             ),
         };
         let label = match method {
             Method::Candle => candle_label,
             Method::Im2win => "im2win-candle",
             Method::Im2winPrepared => "im2win-candle-prepared",
+            Method::Im2winGraph => "im2win-candle-graph",
         };
         methods.push((label, method));
     }
@@ -345,7 +416,7 @@ fn main() -> Result<()> {
             println!("  {:14} rel_err {e:.2e}, output rms {out_rms:.3}", t.label);
         }
         let detail = match t.method {
-            Method::Im2win | Method::Im2winPrepared => format!(
+            Method::Im2win | Method::Im2winPrepared | Method::Im2winGraph => format!(
                 "{} {} (fused activation and residual), {} rounds x {} forwards",
                 t.label,
                 env!("CARGO_PKG_VERSION"),
