@@ -982,15 +982,37 @@ fn prepared_filters_match_the_unprepared_call() {
         )
         .with_padding(Padding::uniform(1)),
     ];
+    // Dispatch picks the fused (window-gathering) SIMT kernels for the FP32 problems above on
+    // an H200, so the materialised-buffer kernels' window form is forced on one more problem:
+    // the first non-fused FP32 NCHW kernel of the catalogue that implements it.
+    let window_problem = nchw([2, 16, 20, 20], [24, 16, 3, 3]).with_padding(Padding::uniform(1));
+    let window_kernel = engine
+        .kernels()
+        .catalogue()
+        .kernels
+        .iter()
+        .find(|spec| {
+            !spec.variant.fused
+                && spec.math == Math::Simt
+                && Plan::for_spec(&window_problem, **spec).is_ok()
+        })
+        .copied();
+    if window_kernel.is_none() {
+        failures.push("no non-fused FP32 kernel implements the window-form problem".into());
+    }
+    let cases = problems
+        .into_iter()
+        .map(|problem| (problem, None))
+        .chain(window_kernel.map(|spec| (window_problem, Some(spec))));
     let mut formats = Vec::new();
     let mut reused = 0;
     let mut refused = 0;
-    for problem in problems {
+    for (problem, spec) in cases {
         let problem = problem.with_epilogue(random_epilogue(&mut rng));
         let outcome = match problem.dtype {
-            DType::Bf16 => prepared_case::<bf16>(&engine, problem, &mut rng),
-            DType::F16 => prepared_case::<f16>(&engine, problem, &mut rng),
-            DType::F32 => prepared_case::<f32>(&engine, problem, &mut rng),
+            DType::Bf16 => prepared_case::<bf16>(&engine, problem, spec, &mut rng),
+            DType::F16 => prepared_case::<f16>(&engine, problem, spec, &mut rng),
+            DType::F32 => prepared_case::<f32>(&engine, problem, spec, &mut rng),
         };
         match outcome {
             Ok((format, reuse)) => {
@@ -1021,6 +1043,7 @@ fn prepared_filters_match_the_unprepared_call() {
 fn prepared_case<T: Element>(
     engine: &Engine,
     problem: Conv2dProblem,
+    spec: Option<KernelSpec>,
     rng: &mut StdRng,
 ) -> Result<(im2win::FilterFormat, bool), String> {
     let e = |err: im2win::Error| err.to_string();
@@ -1041,12 +1064,18 @@ fn prepared_case<T: Element>(
         .epilogue
         .residual
         .then_some(&residual as &dyn DevicePtr<T>);
-    let plan = engine.plan(&problem).map_err(e)?;
+    let plan = match spec {
+        Some(spec) => Plan::for_spec(&problem, spec).map_err(e)?,
+        None => engine.plan(&problem).map_err(e)?,
+    };
     let mut expected = stream.alloc_zeros::<T>(shape.output_len).map_err(d)?;
     engine
         .conv2d_with_residual(&plan, &x, &f, Some(&b), res, &mut expected, None)
         .map_err(e)?;
-    let prepared = engine.prepare_filter(&problem, &f).map_err(e)?;
+    let prepared = match spec {
+        Some(_) => engine.prepare_filter_for(&plan, &f).map_err(e)?,
+        None => engine.prepare_filter(&problem, &f).map_err(e)?,
+    };
     drop(f);
     let prepared_plan = plan.clone().with_prepared_filter().map_err(e)?;
     if prepared_plan.workspace_bytes() > plan.workspace_bytes()

@@ -7,7 +7,7 @@
 #   candle/scripts/run-networks.sh /tmp/candle OUT
 #
 # NETWORKS, DTYPES and BATCHES (space-separated) narrow it down, METHODS (comma-separated) the
-# default build's methods (im2win-candle, im2win-candle-prepared, im2win-candle-graph, candle); NETWORKS_ARGS is passed to
+# default build's methods (im2win-candle, im2win-candle-unprepared, im2win-candle-graph, candle); NETWORKS_ARGS is passed to
 # every run of both builds (e.g. "--budget 2"), TORCH_ARGS to every run of torch_networks.py.
 # A failing run does not stop the others: its case lacks that method. Logs in OUT/log.txt.
 set -uo pipefail
@@ -26,7 +26,7 @@ for net in ${NETWORKS:-resnet50 mobilenetv2 yolov8s}; do
       ref=$tmp/$case.npy
       # shellcheck disable=SC2086
       timeout 180 "$bin/networks" --network "$net" --dtype "$dt" --batch "$n" \
-        --methods "${METHODS:-im2win-candle,im2win-candle-prepared,im2win-candle-graph,candle}" \
+        --methods "${METHODS:-im2win-candle,im2win-candle-unprepared,im2win-candle-graph,candle}" \
         --save-ref "$ref" --out "$tmp/$case-candle.json" ${NETWORKS_ARGS:-}
       refarg=()
       [ -f "$ref" ] && refarg=(--ref "$ref")

@@ -126,7 +126,7 @@ impl Conv2d {
             alpha: 1.0,
             beta: 1.0,
             precision: Precision::Strict,
-            prepare: false,
+            prepare: true,
             #[cfg(feature = "cuda")]
             prepared: Default::default(),
         }
@@ -138,9 +138,8 @@ impl Conv2d {
     /// forward costs more than the batch-1 convolutions themselves). It costs the prepared
     /// copy's memory, once per device, element type and kernel family that runs the layer.
     /// A weight that is a candle `Var` (training) is never prepared: it may change between
-    /// forwards. Off by default for now: the prepared path has not yet run on a GPU (its
-    /// test, `prepared_filters_and_variables` in `candle/tests/gpu.rs`, is written); off,
-    /// every forward transforms the filter again.
+    /// forwards. On by default (checked on the GPU by `prepared_filters_and_variables` in
+    /// `candle/tests/gpu.rs`); off, every forward transforms the filter again.
     pub fn with_prepared_filter(mut self, prepare: bool) -> Self {
         self.prepare = prepare;
         self

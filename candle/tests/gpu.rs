@@ -289,23 +289,37 @@ fn epilogues_and_views() -> Result<()> {
     Ok(())
 }
 
-/// Groups are refused on CUDA tensors too, and operands on different devices are an error.
+/// Grouped and depthwise layers run on CUDA tensors (against candle_nn's own grouped
+/// convolution and the oracle), and operands on different devices are an error.
 #[test]
-fn refusals_on_cuda() -> Result<()> {
-    let Some(device) = gpu("refusals_on_cuda") else {
+fn groups_and_refusals_on_cuda() -> Result<()> {
+    let Some(device) = gpu("groups_and_refusals_on_cuda") else {
         return Ok(());
     };
-    let grouped = Conv2d::new(
-        Tensor::ones((8, 2, 3, 3), DType::F32, &device)?,
-        None,
-        Conv2dConfig {
-            groups: 2,
-            ..Default::default()
-        },
-    );
+    let mut rng = rng(23);
+    for (input, filter, groups) in [
+        ([2, 8, 9, 11], [12, 2, 3, 3], 4),
+        ([2, 16, 14, 14], [16, 1, 3, 3], 16),
+        ([1, 12, 10, 10], [24, 1, 3, 3], 12),
+    ] {
+        let case = Case {
+            input,
+            filter,
+            config: Conv2dConfig {
+                padding: 1,
+                groups,
+                ..Default::default()
+            },
+            bias: true,
+        };
+        for dtype in [DType::F32, DType::BF16] {
+            let reference = case.candle_layer(&mut rng, dtype, &device)?;
+            let layer = Conv2d::from(reference.clone());
+            let x = random(&mut rng, &case.input, dtype, &device)?;
+            check(&format!("{dtype:?} groups {groups}"), &layer, &reference, &x)?;
+        }
+    }
     let x = Tensor::ones((1, 4, 5, 5), DType::F32, &device)?;
-    let err = grouped.forward(&x).unwrap_err().to_string();
-    assert!(err.contains("groups = 2"), "{err}");
     let layer = Conv2d::new(
         Tensor::ones((8, 4, 3, 3), DType::F32, &device)?,
         Some(Tensor::ones(8, DType::F32, &Device::Cpu)?),

@@ -11,12 +11,13 @@ use im2win_candle::{Activation, Conv2dConfig};
 /// Which convolution the network is built with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
-    /// `im2win_candle::Conv2d`, activation (and residual where the network adds one before
-    /// the activation) fused into the convolution.
+    /// `im2win_candle::Conv2d` as it comes (each filter prepared once for its kernel: no
+    /// filter transform in later forwards), activation (and residual where the network adds
+    /// one before the activation) fused into the convolution.
     Im2win,
-    /// The same with each filter prepared once for its kernel
-    /// (`Conv2d::with_prepared_filter(true)`: no filter transform in later forwards).
-    Im2winPrepared,
+    /// The same with the filter transformed again in every forward
+    /// (`Conv2d::with_prepared_filter(false)`).
+    Im2winUnprepared,
     /// The prepared layers' whole forward captured once into a CUDA graph, then replayed
     /// (no host work per layer; CUDA devices only).
     Im2winGraph,
@@ -225,10 +226,10 @@ impl Builder {
         }
         let (weight, bias) = self.params[name].clone();
         Ok(match self.method {
-            Method::Im2win | Method::Im2winPrepared | Method::Im2winGraph => Conv::Im2win(
+            Method::Im2win | Method::Im2winUnprepared | Method::Im2winGraph => Conv::Im2win(
                 im2win_candle::Conv2d::new(weight, bias, config)
                     .with_activation(act.fused())
-                    .with_prepared_filter(self.method != Method::Im2win),
+                    .with_prepared_filter(self.method != Method::Im2winUnprepared),
                 act,
             ),
             Method::Candle => Conv::Candle(candle_nn::Conv2d::new(weight, bias, config), act),

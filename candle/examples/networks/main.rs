@@ -102,8 +102,9 @@ struct Args {
     /// Tensor layout (candle's is NCHW; the only one).
     #[arg(long, default_value = "nchw")]
     layout: String,
-    /// Methods, comma-separated: im2win-candle, im2win-candle-prepared (filters prepared once),
-    /// im2win-candle-graph (the prepared forward captured into a CUDA graph and replayed),
+    /// Methods, comma-separated: im2win-candle (filters prepared once, the layer's default),
+    /// im2win-candle-unprepared (the filter transformed in every forward), im2win-candle-graph
+    /// (the forward captured into a CUDA graph and replayed),
     /// candle (candle-cudnn in a `cudnn` build).
     #[arg(long, value_delimiter = ',', default_value = "im2win-candle,candle")]
     methods: Vec<String>,
@@ -334,17 +335,17 @@ fn main() -> Result<()> {
     for m in &args.methods {
         let method = match m.as_str() {
             "im2win-candle" => Method::Im2win,
-            "im2win-candle-prepared" => Method::Im2winPrepared,
+            "im2win-candle-unprepared" => Method::Im2winUnprepared,
             "im2win-candle-graph" => Method::Im2winGraph,
             "candle" | "candle-cudnn" if m == candle_label || m == "candle" => Method::Candle,
             _ => candle_core::bail!(
-                "--methods {m}: im2win-candle, im2win-candle-prepared, im2win-candle-graph or {candle_label} in this build"
+                "--methods {m}: im2win-candle, im2win-candle-unprepared, im2win-candle-graph or {candle_label} in this build"
             ),
         };
         let label = match method {
             Method::Candle => candle_label,
             Method::Im2win => "im2win-candle",
-            Method::Im2winPrepared => "im2win-candle-prepared",
+            Method::Im2winUnprepared => "im2win-candle-unprepared",
             Method::Im2winGraph => "im2win-candle-graph",
         };
         methods.push((label, method));
@@ -416,7 +417,7 @@ fn main() -> Result<()> {
             println!("  {:14} rel_err {e:.2e}, output rms {out_rms:.3}", t.label);
         }
         let detail = match t.method {
-            Method::Im2win | Method::Im2winPrepared | Method::Im2winGraph => format!(
+            Method::Im2win | Method::Im2winUnprepared | Method::Im2winGraph => format!(
                 "{} {} (fused activation and residual), {} rounds x {} forwards",
                 t.label,
                 env!("CARGO_PKG_VERSION"),
