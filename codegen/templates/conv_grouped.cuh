@@ -169,18 +169,41 @@ struct DepthwiseNchw {
 };
 
 // ---- Depthwise, NHWC ------------------------------------------------------------------------
-// Work item: (n, p, segment of VQ pixels along q, vector of VC output channels), the channel
-// vector fastest: a warp reads 32 consecutive vectors of a pixel's channels (or of consecutive
-// pixels' when C is small).
+// Work item: (chunk of channel vectors, n, p, segment of VQ pixels along q, vector in the chunk),
+// the vector fastest. A chunk is the largest power of two of consecutive channel vectors, at
+// most a warp's 32, that divides the vector count (no lane idles): a warp's lanes read `chunk`
+// consecutive 16-byte vectors of one pixel (one contiguous run), for 32 / chunk pixel segments.
+// Channels outermost keeps a block on one or two chunks, so the block stages their weights in
+// shared memory once, transposed to [tap][channel]: each tap's VC weights are then one 16-byte
+// shared-memory read. (Read from the filter, K x R x S, a lane's VC weights of a tap are VC
+// loads strided by R * S; a warp's load touched up to 36 cache lines, and these loads, not the
+// input's, bounded the first version of this kernel.)
+//
+// The staging holds STAGED_VECTORS channel vectors (9 KB for a 3 x 3 filter); a block whose
+// items span more (a problem with fewer pixel segments than the block has lanes per chunk)
+// reads the filter directly, as does the generic geometry (its tap count is not a constant).
+// The taps of a fixed geometry (R * S), 1 for the generic one (its taps are not a constant).
+template <class G, bool FIXED = G::FIXED>
+struct FixedTaps {
+    static constexpr int value = 1;
+};
+template <class G>
+struct FixedTaps<G, true> {
+    static constexpr int value = G::R * G::S;
+};
+
 template <class Types, class G, int THREADS, int VC, int VQ>
 struct DepthwiseNhwc {
     using X = typename Types::ElementX;
     using F = typename Types::ElementF;
     using Y = typename Types::ElementY;
     using VectorX = ElementVector<X, VC>;
+    using VectorF = ElementVector<F, VC>;
     using VectorY = ElementVector<Y, VC>;
     static_assert(sizeof(X) * VC <= MAX_ACCESS_BYTES && sizeof(Y) * VC <= MAX_ACCESS_BYTES,
         "a channel vector is one access of at most 16 bytes");
+    static constexpr int STAGED_VECTORS = 64;
+    static constexpr int STAGED_TAPS = FixedTaps<G>::value;
 
     static __device__ __forceinline__ bool aligned(const void* ptr) {
         return reinterpret_cast<unsigned long long>(ptr) % (sizeof(X) * VC) == 0;
@@ -192,18 +215,58 @@ struct DepthwiseNhwc {
         const GroupShape groups(prm);
         const int vectors = (prm.k + VC - 1) / VC;
         const int segments = (prm.q + VQ - 1) / VQ;
-        const unsigned int vectors_u = (unsigned int)vectors, segments_u = (unsigned int)segments, p_u = (unsigned int)prm.p;
+        // The chunk: vectors' lowest set bit, at most 32 (uniform; shifts, not divisions).
+        const unsigned int lowest_bit = (unsigned int)(vectors & -vectors);
+        const unsigned int chunk = lowest_bit < 32u ? lowest_bit : 32u;
+        const unsigned int chunk_shift = (unsigned int)__ffs((int)chunk) - 1;
+        const unsigned int segments_u = (unsigned int)segments, p_u = (unsigned int)prm.p;
         const long long items = (long long)prm.n * prm.p * segments * vectors;
+        // Pixel segments of the whole problem (n * P * segments, below 2^32 as items is).
+        const unsigned int pixsegs = (unsigned int)((long long)prm.n * prm.p * segments);
         // Whole vectors of consecutive input channels: multiplier 1 (k reads channel k), C a
         // multiple of VC (every vector whole, every pixel's row aligned) and aligned buffers.
         // Uniform over the launch.
         const bool vector = groups.kg == 1 && prm.c % VC == 0 && aligned(x) && aligned(y) &&
             (!prm.has_residual || aligned(residual));
+        const int taps = g.R * g.S;
+        if (items <= 0) {
+            return;   // uniform: no block of an empty launch stages anything
+        }
+
+        // The block's channels, staged (every thread takes part, also those past the items).
+        __shared__ __align__(16) F staged[STAGED_TAPS][STAGED_VECTORS * VC];
+        int staged_first = 0;   // the first staged channel (a chunk's first)
+        bool use_staged = false;
+        if constexpr (G::FIXED) {
+            const long long first_item = (long long)blockIdx.x * THREADS;
+            const long long last_item = (first_item + THREADS < items ? first_item + THREADS : items) - 1;
+            const unsigned int chunk_lo = (unsigned int)(first_item >> chunk_shift) / pixsegs;
+            const unsigned int chunk_hi = (unsigned int)(last_item >> chunk_shift) / pixsegs;
+            use_staged = (chunk_hi - chunk_lo + 1) * chunk <= (unsigned int)STAGED_VECTORS;
+            if (use_staged) {
+                staged_first = (int)(chunk_lo * chunk) * VC;
+                const int count = (int)((chunk_hi - chunk_lo + 1) * chunk) * VC;
+                // Channel fastest: conflict-free shared stores; the filter's reads stride by
+                // the tap count, their lines reused by the next taps from L1.
+                for (int i = threadIdx.x; i < STAGED_TAPS * count; i += THREADS) {
+                    const int tap = i / count;
+                    const int j = i - tap * count;
+                    const int k = staged_first + j;
+                    staged[tap][j] = k < prm.k ? f[(long long)k * STAGED_TAPS + tap]
+                                               : Types::template from_accumulator<F>(0.0f);
+                }
+            }
+            __syncthreads();
+        }
+
         for_this_item<THREADS>(items, [&](unsigned int item) {
-            const unsigned int rest = item / vectors_u;              // (n * P + p) * segments + segment
-            const int k0 = (int)(item - rest * vectors_u) * VC;
-            const unsigned int row = rest / segments_u;              // n * P + p
-            const int q0 = (int)(rest - row * segments_u) * VQ;
+            const unsigned int lane_vector = item & (chunk - 1);
+            const unsigned int rest = item >> chunk_shift;          // chunk * pixsegs + pixseg
+            const unsigned int chunk_index = rest / pixsegs;
+            const unsigned int pixseg = rest - chunk_index * pixsegs; // (n * P + p) * segments + segment
+            const int k0 = (int)(chunk_index * chunk + lane_vector) * VC;
+            const unsigned int row = pixseg / segments_u;           // n * P + p
+            const int q0 = (int)(pixseg - row * segments_u) * VQ;
             const long long n = row / p_u;
             const int p = (int)(row - (unsigned int)n * p_u);
             float acc[VQ][VC];
@@ -214,8 +277,6 @@ struct DepthwiseNhwc {
                     acc[v][e] = 0.0f;
                 }
             }
-            // Depthwise filters are [K][R][S] in either filter layout (Cg = 1).
-            const int taps = g.R * g.S;
             // The thread's VC channels of input pixel `ix` of a row (zeros in the padding): one
             // 16-byte load on the vector path, else channel by channel (the multiplier's input
             // channel k / Kg; channels past K read channel K - 1 and are never stored).
@@ -238,12 +299,22 @@ struct DepthwiseNhwc {
                     }
                 }
             };
-            // The tap's weight for each of the thread's channels, reused by its VQ pixels.
+            // The tap's weight for each of the thread's channels (depthwise filters are
+            // [K][R][S] in either filter layout: Cg = 1), reused by its VQ pixels.
             auto weights = [&](int tap, float (&w)[VC]) {
+                if (use_staged) {
+                    F in[VC];
+                    VectorF::unpack(*reinterpret_cast<const typename VectorF::type*>(&staged[tap][k0 - staged_first]), in);
 #pragma unroll
-                for (int e = 0; e < VC; ++e) {
-                    const int k = k0 + e < prm.k ? k0 + e : prm.k - 1;
-                    w[e] = Types::to_accumulator(f[(long long)k * taps + tap]);
+                    for (int e = 0; e < VC; ++e) {
+                        w[e] = Types::to_accumulator(in[e]);
+                    }
+                } else {
+#pragma unroll
+                    for (int e = 0; e < VC; ++e) {
+                        const int k = k0 + e < prm.k ? k0 + e : prm.k - 1;
+                        w[e] = Types::to_accumulator(f[(long long)k * taps + tap]);
+                    }
                 }
             };
             const int x0 = q0 * g.SW - prm.pad_left;
