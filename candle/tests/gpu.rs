@@ -316,7 +316,12 @@ fn groups_and_refusals_on_cuda() -> Result<()> {
             let reference = case.candle_layer(&mut rng, dtype, &device)?;
             let layer = Conv2d::from(reference.clone());
             let x = random(&mut rng, &case.input, dtype, &device)?;
-            check(&format!("{dtype:?} groups {groups}"), &layer, &reference, &x)?;
+            check(
+                &format!("{dtype:?} groups {groups}"),
+                &layer,
+                &reference,
+                &x,
+            )?;
         }
     }
     let x = Tensor::ones((1, 4, 5, 5), DType::F32, &device)?;
