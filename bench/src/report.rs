@@ -302,6 +302,7 @@ pub(crate) mod fixtures {
             min_ms: ms * 0.9,
             max_ms: ms * 1.1,
             samples: 25,
+            host_ms: 0.0,
         }
     }
 

@@ -28,6 +28,10 @@ pub struct Summary {
     pub max_ms: f64,
     /// How many samples.
     pub samples: usize,
+    /// The host's time to queue one call, in milliseconds (wall clock of the timed loop's
+    /// launches, before any wait, over the calls; 0 when not measured). When it reaches
+    /// `median_ms` the GPU waited for the host: the time is the call's host overhead.
+    pub host_ms: f64,
 }
 
 /// Median, minimum and maximum of `samples` (NaNs sort last), or `None` when empty.
@@ -48,6 +52,7 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
         min_ms: sorted[0],
         max_ms: sorted[n - 1],
         samples: n,
+        host_ms: 0.0,
     })
 }
 

@@ -50,12 +50,15 @@ where
     };
     let mut events = Vec::with_capacity(config.reps + 1);
     events.push(record()?);
+    let queueing = std::time::Instant::now();
     for _ in 0..config.reps {
         for set in 0..count {
             run(sets, set)?;
         }
         events.push(record()?);
     }
+    // Nothing above waits for the GPU (reading the events below does).
+    let host_ms = queueing.elapsed().as_secs_f64() * 1e3 / (config.reps * count).max(1) as f64;
     let samples = events
         .windows(2)
         .map(|pair| {
@@ -65,7 +68,9 @@ where
                 .context("reading a timing event (a launch failed asynchronously?)")
         })
         .collect::<Result<Vec<f64>>>()?;
-    summarize(&samples).ok_or_else(|| BenchError::new("no repetitions to time (--reps 0)"))
+    let summary =
+        summarize(&samples).ok_or_else(|| BenchError::new("no repetitions to time (--reps 0)"))?;
+    Ok(Summary { host_ms, ..summary })
 }
 
 /// Checks a method, then times it.

@@ -88,6 +88,7 @@ fn run_plan<T: Element>(
         None
     };
 
+    let host_ms = times.host_ms;
     let mut result = MethodResult::new(
         method.to_string(),
         layer.gflop,
@@ -96,7 +97,11 @@ fn run_plan<T: Element>(
         rel_err,
     );
     result.transform_ms = transforms;
-    result.detail = Some(kernel_detail(plan));
+    result.detail = Some(format!(
+        "{}, host {:.1} us a call",
+        kernel_detail(plan),
+        host_ms * 1e3
+    ));
     Ok(result)
 }
 
@@ -164,6 +169,7 @@ pub fn run_prepared<T: Element>(layer: &mut LayerRun<'_, T>) -> Result<MethodRes
                 .context("im2win conv2d_prepared")
         },
     )?;
+    let host_ms = times.host_ms;
     let mut result = MethodResult::new(
         Method::Im2winPrepared.to_string(),
         layer.gflop,
@@ -172,10 +178,11 @@ pub fn run_prepared<T: Element>(layer: &mut LayerRun<'_, T>) -> Result<MethodRes
         rel_err,
     );
     result.detail = Some(format!(
-        "{}, prepared filter {:?} of {} bytes",
+        "{}, prepared filter {:?} of {} bytes, host {:.1} us a call",
         kernel_detail(&plan),
         plan.filter_format(),
-        prepared[0].bytes()
+        prepared[0].bytes(),
+        host_ms * 1e3
     ));
     Ok(result)
 }
