@@ -870,7 +870,8 @@ impl Grouping {
 
     /// The one tile of a grouped kernel of `layout` and `dtype` (the template's work per
     /// thread, read as [`TileConfig`] says for grouped kernels): 256 threads; depthwise NCHW
-    /// 8 outputs along a row per thread (`b1x2048x1_t1x8`), depthwise NHWC one 16-byte
+    /// one 16-byte vector of outputs along a row per thread (4 float: `b1x1024x1_t1x4`, 8 of
+    /// 16-bit types: `b1x2048x1_t1x8`), depthwise NHWC one 16-byte
     /// vector of channels (4 floats, 8 bf16 or f16) of 4 (float) or 2 (bf16, f16) adjacent
     /// pixels per thread (`b4x1024x1_t4x4`, `b8x512x1_t8x2`), the direct grouped kernel one
     /// output per thread
@@ -878,7 +879,9 @@ impl Grouping {
     pub const fn tile(self, layout: Layout, dtype: DType) -> Option<TileConfig> {
         let (channels, outputs) = match (self, layout) {
             (Grouping::Dense, _) => return None,
-            (Grouping::Depthwise, Layout::Nchw) => (1, 8),
+            // One 16-byte vector of the input row per thread and filter row at stride 1
+            // (4 floats, 8 of 16-bit types), two at stride 2.
+            (Grouping::Depthwise, Layout::Nchw) => (1, 16 / dtype.size_bytes() as u32),
             // 4 float pixels, 2 of 16-bit types (8 channels: 4 spilled at 128 registers).
             (Grouping::Depthwise, Layout::Nhwc) => {
                 let channels = 16 / dtype.size_bytes() as u32;
@@ -1064,7 +1067,7 @@ impl KernelSpec {
     /// element type `dtype`, `geometry` and `layout`, with its one tile ([`Grouping::tile`]):
     /// FP32 on CUDA cores ([`Math::Simt`]) for every element type, the input and filter read
     /// in place. `None` for [`Grouping::Dense`].
-    /// Named `im2win_f32_dw_r3s3_s1x1_b1x2048x1_t1x8`, `im2win_bf16simt_grouped_generic_b1x256x1_t1x1_nhwc`.
+    /// Named `im2win_f32_dw_r3s3_s1x1_b1x1024x1_t1x4`, `im2win_bf16simt_grouped_generic_b1x256x1_t1x1_nhwc`.
     pub const fn grouped(
         dtype: DType,
         grouping: Grouping,

@@ -46,6 +46,22 @@ inline int __ffs(int x) { return __builtin_ffs(x); }
 inline std::barrier<>* block_barrier;
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 
+// Warp shuffles of floats: every thread of the block must call them at the same points (the
+// kernels that use them run one uniform loop); lanes are threadIdx.x % 32. A source lane
+// outside the warp returns the caller's own value, as CUDA does.
+inline std::vector<float> shuffle_slots;
+inline float shuffle_from(float v, int offset) {
+    const unsigned t = threadIdx.x;
+    shuffle_slots[t] = v;
+    __syncthreads();
+    const int lane = (int)(t % 32), source = lane + offset;
+    const float got = source >= 0 && source < 32 ? shuffle_slots[t - lane + source] : v;
+    __syncthreads();
+    return got;
+}
+inline float __shfl_up_sync(unsigned, float v, int delta) { return shuffle_from(v, -delta); }
+inline float __shfl_down_sync(unsigned, float v, int delta) { return shuffle_from(v, delta); }
+
 // kernel<<<grid, threads>>>(...), with the arguments bound in `kernel` (a lambda).
 template <class Kernel>
 void launch(dim3 grid, unsigned threads, Kernel kernel) {
@@ -53,6 +69,7 @@ void launch(dim3 grid, unsigned threads, Kernel kernel) {
     blockDim = dim3{threads, 1, 1};
     std::barrier<> barrier(threads);
     block_barrier = &barrier;
+    shuffle_slots.assign(threads, 0.0f);
     std::vector<std::thread> block;
     for (unsigned t = 0; t < threads; ++t) {
         block.emplace_back([&kernel, &barrier, grid, t] {

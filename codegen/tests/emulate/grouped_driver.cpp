@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
         if (U(0, 1)) { r = s = 3; }
         int sh = U(1, 2), sw = sh; if (U(0, 3) == 0) sw = U(1, 3);
         int dh = U(0, 4) == 0 ? 2 : 1, dw = U(0, 4) == 0 ? 2 : 1;
-        int n = U(1, 2), h = U(1, 17), w = U(1, 19);
+        int n = U(1, 2), h = U(1, 17), w = U(0, 2) == 0 ? 4 * U(1, 9) : U(1, 19);   // often a multiple of 4: the vector rows
         int pt = U(0, 2), pb = U(0, 2), pl = U(0, 2), pr = U(0, 2);
         int P = (h + pt + pb - dh * (r - 1) - 1); int Q = (w + pl + pr - dw * (s - 1) - 1);
         if (P < 0 || Q < 0) { --trial; continue; }
