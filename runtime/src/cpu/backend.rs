@@ -795,7 +795,7 @@ impl Job<'_> {
         let pass_len = self.pass_len;
         for first in (0..rows).step_by(step) {
             let count = step.min(rows - first);
-            self.geometry.build(x, p0 + first, count, strip);
+            let strip = self.geometry.build(x, p0 + first, count, strip);
             let pixels = count * self.q;
             let out_base = first * self.q;
             // Tiles of equal size (25 pixels with NR = 6: five of 5, not four of 6 and a
