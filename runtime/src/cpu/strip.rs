@@ -318,24 +318,17 @@ impl StripGeometry {
                 // With one filter row, a channel's strip row is the run of its values in
                 // the input row: 8 × 8 transposes move whole blocks of 8 pixels × 8
                 // channels (the scatter below moves one float at a time: measured, half of
-                // a 1 × 1 layer's time in NHWC). What they leave, the scatter does.
-                let (blocked_c, blocked_px) = match self.transpose.filter(|_| r == 1) {
-                    Some(transpose) => {
-                        transpose_pixels(transpose, pixels, c, columns, &mut strip[first..], stride)
-                    }
-                    None => (0, 0),
-                };
+                // a 1 × 1 layer's time in NHWC).
+                if let Some(transpose) = self.transpose.filter(|_| r == 1) {
+                    transpose_all(transpose, pixels, c, columns, &mut strip[first..], stride);
+                    continue;
+                }
                 for c0 in (0..c).step_by(NHWC_CHANNELS) {
                     let c1 = (c0 + NHWC_CHANNELS).min(c);
                     for (ix, pixel) in pixels.chunks_exact(c).take(columns).enumerate() {
                         let at = first + ix * r;
-                        let c0 = if ix < blocked_px {
-                            c0.max(blocked_c)
-                        } else {
-                            c0
-                        };
-                        for ci in c0..c1 {
-                            strip[ci * stride + at] = pixel[ci];
+                        for (ci, &v) in (c0..c1).zip(&pixel[c0..c1]) {
+                            strip[ci * stride + at] = v;
                         }
                     }
                 }
@@ -363,20 +356,19 @@ fn interleave<const R: usize>(dst: &mut [f32], rows: Option<[&[f32]; R]>) -> boo
     true
 }
 
-/// `dst[ci·stride + ix] = pixels[ix·c + ci]` for the channels and pixels of whole 8 × 8
-/// blocks (the first `columns` pixels of an NHWC input row of `c` channels to a channel-major
-/// strip row of each channel), [`NHWC_CHANNELS`] channels at a time for all the pixels
-/// (each 64-byte run of a pixel's channels used whole while it is in L1). Returns how far
-/// the blocks reach: channels below the first value for pixels below the second; the
-/// caller moves the rest.
-fn transpose_pixels(
+/// `dst[ci·stride + ix] = pixels[ix·c + ci]`: the first `columns` pixels of an NHWC input
+/// row of `c` channels to a channel-major row per channel. Whole 8 × 8 blocks go through
+/// the AVX transpose, [`NHWC_CHANNELS`] channels at a time for all the pixels (each 64-byte
+/// run of a pixel's channels used whole while it is in L1); what they leave (the last
+/// `c % 8` channels, the last `columns % 8` pixels) moves one float at a time.
+fn transpose_all(
     transpose: Transpose8,
     pixels: &[f32],
     c: usize,
     columns: usize,
     dst: &mut [f32],
     stride: usize,
-) -> (usize, usize) {
+) {
     let (blocked_c, blocked_px) = (c / 8 * 8, columns / 8 * 8);
     for c0 in (0..blocked_c).step_by(NHWC_CHANNELS) {
         let c1 = (c0 + NHWC_CHANNELS).min(blocked_c);
@@ -387,20 +379,6 @@ fn transpose_pixels(
             }
         }
     }
-    (blocked_c, blocked_px)
-}
-
-/// `dst[ci·stride + ix] = pixels[ix·c + ci]` for all `c` channels of `columns` pixels:
-/// [`transpose_pixels`], then the channels and pixels its blocks leave, one at a time.
-fn transpose_all(
-    transpose: Transpose8,
-    pixels: &[f32],
-    c: usize,
-    columns: usize,
-    dst: &mut [f32],
-    stride: usize,
-) {
-    let (blocked_c, blocked_px) = transpose_pixels(transpose, pixels, c, columns, dst, stride);
     for (ix, pixel) in pixels.chunks_exact(c).take(columns).enumerate() {
         let first = if ix < blocked_px { blocked_c } else { 0 };
         for ci in first..c {
