@@ -412,6 +412,45 @@ fn backend_matches_oracle_on_layer_like_problems() {
     }
 }
 
+/// Images read where they lie (one filter row, no padding) on every level this CPU runs,
+/// in every combination of layouts: NHWC with the channel counts that have row kernels
+/// (64, and 128 at stride 2: windows 256 floats apart, a 1 × 3 filter with dilation), one
+/// that has none (48: through strips), and NCHW; odd sizes, 2 threads.
+#[test]
+fn every_isa_reads_images_in_place() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let problems = [
+        Conv2dProblem::new([2, 64, 9, 11], [40, 64, 1, 1]),
+        Conv2dProblem::new([1, 128, 9, 13], [33, 128, 1, 3])
+            .with_stride([2, 2])
+            .with_dilation([1, 2]),
+        Conv2dProblem::new([1, 48, 5, 7], [20, 48, 1, 1]),
+    ];
+    let mut rng = StdRng::seed_from_u64(0x1_2023_0005);
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
+        for (case, problem) in problems.iter().enumerate() {
+            for layouts in 0..4 {
+                let problem = in_layouts(*problem, layouts);
+                let shape = problem.shape().unwrap();
+                let input = random_data(&mut rng, shape.input_len);
+                let filter = random_data(&mut rng, shape.filter_len);
+                let reference = reference_conv2d(&problem, &input, &filter, None).unwrap();
+                let mut out = vec![f32::NAN; shape.output_len];
+                pool.install(|| conv2d_with_isa(isa, &problem, &input, &filter, None, &mut out))
+                    .unwrap();
+                let error = relative_error(&out, &reference);
+                assert!(
+                    error < TOLERANCE,
+                    "{isa}, case {case}, {problem:?}: relative error {error:e}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn buffer_length_errors() {
     let problem = Conv2dProblem::new([2, 3, 5, 5], [4, 3, 3, 3]);

@@ -47,12 +47,18 @@ pub(super) struct StripGeometry {
     col_step: usize,
     /// Rows a strip holds at most.
     pub max_rows: usize,
-    /// Whether the image is its own strip: an NCHW image under a filter of one row
-    /// (`R = 1`: `T`'s rows are the input's rows, nothing interleaved) and no padding
-    /// (no zeros to add). Its windows are then read from the image where it lies, with
-    /// the image's plane as the channel stride, and no strip is built or stored: for a
-    /// 1 × 1 layer the strip was a copy of the input, 13% of the call in a profile
-    /// (256 → 64 at 56 × 56, batch 1).
+    /// Distance between neighbouring channels in the strip: `max_rows·Wt·R` for a built
+    /// strip, `H·W` for an NCHW image read in place, 1 for an NHWC one.
+    channel_stride: usize,
+    /// Distance between neighbouring input columns: `R` (the strip interleaves the filter
+    /// rows), `C` for an NHWC image read in place.
+    column_stride: usize,
+    /// Whether the image is its own strip ([`StripGeometry::in_place_step`]). Its windows
+    /// are then read from the image where it lies, and no strip is built or stored: for a
+    /// 1 × 1 layer the strip was a copy of the input (NCHW: 13% of the call in a profile,
+    /// 256 → 64 at 56 × 56, batch 1) or a transpose of it (NHWC: 20% even with 8 × 8 AVX
+    /// transposes, which wait on the input coming from memory; read in place, the
+    /// micro-kernel's loads do).
     direct: bool,
     /// The AVX transpose, where the CPU has it, for NHWC strips of one filter row.
     transpose: Option<Transpose8>,
@@ -63,24 +69,45 @@ pub(super) struct StripGeometry {
 const STRIP_BUDGET: usize = 64 * 1024;
 
 impl StripGeometry {
-    /// The strip geometry of a validated problem, holding at most `rows_wanted` rows (and
-    /// fewer when they would not fit the cache budget; at least one).
-    pub fn new(problem: &Conv2dProblem, shape: &ProblemShape, rows_wanted: usize) -> Self {
-        let [_, c, h, w] = problem.input;
-        let [_, _, r, s] = problem.filter;
+    /// The window step (`sw·C` for NHWC, `sw` for NCHW) of the problem's image read where
+    /// it lies, when it can be: a filter of one row (`R = 1`: `T`'s rows are the input's
+    /// rows, nothing interleaved) and no padding (no zeros to add). [`StripGeometry::new`]
+    /// reads it so when told to.
+    pub fn in_place_step(problem: &Conv2dProblem) -> Option<usize> {
         let pad = problem.padding;
         let unpadded = pad.top == 0 && pad.bottom == 0 && pad.left == 0 && pad.right == 0;
-        let direct = problem.layout == Layout::Nchw && r == 1 && unpadded;
-        // A direct strip's rows are the image's own, `sh` input rows apart.
-        let row_len = if direct {
-            problem.stride[0] * w
-        } else {
-            shape.win_width * r
+        let [_, c, _, _] = problem.input;
+        let column = match problem.layout {
+            Layout::Nchw => 1,
+            Layout::Nhwc => c,
         };
-        let max_rows = if direct {
-            rows_wanted.max(1)
-        } else {
-            (STRIP_BUDGET / (c * row_len).max(1)).clamp(1, rows_wanted.max(1))
+        (problem.filter[2] == 1 && unpadded).then_some(problem.stride[1] * column)
+    }
+
+    /// The strip geometry of a validated problem, holding at most `rows_wanted` rows (and
+    /// fewer when they would not fit the cache budget; at least one); a direct one (the
+    /// image read where it lies) when `in_place` and [`StripGeometry::in_place_step`] has
+    /// a step for the problem.
+    pub fn new(
+        problem: &Conv2dProblem,
+        shape: &ProblemShape,
+        rows_wanted: usize,
+        in_place: bool,
+    ) -> Self {
+        let [_, c, h, w] = problem.input;
+        let [_, _, r, s] = problem.filter;
+        let direct = in_place && Self::in_place_step(problem).is_some();
+        // Where channel `ci`, input column `x` and filter row `fy` of a strip row lie:
+        // `ci·channel_stride + x·column_stride + fy`. A direct strip's rows are the
+        // image's own, `sh` input rows apart.
+        let (row_len, channel_stride, column_stride, max_rows) = match (direct, problem.layout) {
+            (true, Layout::Nchw) => (problem.stride[0] * w, h * w, 1, rows_wanted.max(1)),
+            (true, Layout::Nhwc) => (problem.stride[0] * w * c, 1, c, rows_wanted.max(1)),
+            (false, _) => {
+                let row_len = shape.win_width * r;
+                let max_rows = (STRIP_BUDGET / (c * row_len).max(1)).clamp(1, rows_wanted.max(1));
+                (row_len, max_rows * row_len, r, max_rows)
+            }
         };
         StripGeometry {
             c,
@@ -97,7 +124,9 @@ impl StripGeometry {
             filter_layout: problem.filter_layout,
             q: shape.output[3],
             row_len,
-            col_step: problem.stride[1] * r,
+            col_step: problem.stride[1] * column_stride,
+            channel_stride,
+            column_stride,
             max_rows,
             direct,
             transpose: Transpose8::detect(),
@@ -111,7 +140,7 @@ impl StripGeometry {
         if self.direct {
             0
         } else {
-            self.c * self.channel_stride() + self.transposed_len()
+            self.c * self.channel_stride + self.transposed_len()
         }
     }
 
@@ -123,14 +152,6 @@ impl StripGeometry {
             self.c * self.r * self.w
         } else {
             0
-        }
-    }
-
-    fn channel_stride(&self) -> usize {
-        if self.direct {
-            self.h * self.w
-        } else {
-            self.max_rows * self.row_len
         }
     }
 
@@ -165,7 +186,7 @@ impl StripGeometry {
                 FilterLayout::Kcrs => (kk / (r * s), kk / s % r, kk % s),
                 FilterLayout::Krsc => (kk % c, kk / (s * c), kk / c % s),
             };
-            *off = ci * self.channel_stride() + fx * self.dil_w * r + fy;
+            *off = ci * self.channel_stride + fx * self.dil_w * self.column_stride + fy;
         }
         let reach = offsets.iter().max().map_or(0, |&m| m + 1);
         Ok((offsets, reach))
@@ -206,7 +227,7 @@ impl StripGeometry {
     /// [`StripGeometry::build`] of an NCHW image: each channel's plane, row by row.
     fn build_nchw(&self, x: &[f32], p0: usize, rows: usize, strip: &mut [f32]) {
         let w = self.w;
-        for (c, channel) in strip.chunks_exact_mut(self.channel_stride()).enumerate() {
+        for (c, channel) in strip.chunks_exact_mut(self.channel_stride).enumerate() {
             let plane = &x[c * self.h * w..][..self.h * w];
             for (i, row) in channel
                 .chunks_exact_mut(self.row_len)
@@ -269,7 +290,7 @@ impl StripGeometry {
     fn build_nhwc(&self, x: &[f32], p0: usize, rows: usize, strip: &mut [f32]) {
         let (c, r, w) = (self.c, self.r, self.w);
         if let Some(transpose) = self.transpose.filter(|_| self.transposed_len() > 0) {
-            let (strip, transposed) = strip.split_at_mut(c * self.channel_stride());
+            let (strip, transposed) = strip.split_at_mut(c * self.channel_stride);
             for i in 0..rows {
                 for fy in 0..r {
                     if let Some(iy) = self.input_row(p0 + i, fy) {
@@ -278,7 +299,7 @@ impl StripGeometry {
                     }
                 }
                 let transposed = &*transposed;
-                for (ci, channel) in strip.chunks_exact_mut(self.channel_stride()).enumerate() {
+                for (ci, channel) in strip.chunks_exact_mut(self.channel_stride).enumerate() {
                     let row = &mut channel[i * self.row_len..][..self.row_len];
                     let at = |fy| {
                         self.input_row(p0 + i, fy)
@@ -290,7 +311,7 @@ impl StripGeometry {
             return;
         }
         let left = self.left;
-        let (stride, row_len) = (self.channel_stride(), self.row_len);
+        let (stride, row_len) = (self.channel_stride, self.row_len);
         // Zeros only where no input lands (as `build_nchw`).
         let written = (left * r).min(row_len)..((left + w) * r).min(row_len);
         for i in 0..rows {
@@ -439,7 +460,7 @@ mod tests {
             .with_stride([1, 2])
             .with_padding(Padding::default());
         let shape = problem.shape().unwrap();
-        let geometry = StripGeometry::new(&problem, &shape, 4);
+        let geometry = StripGeometry::new(&problem, &shape, 4, false);
         let mut cursor = geometry.first_pixel();
         let starts: Vec<usize> = (0..7).map(|_| cursor.next_start()).collect();
         assert_eq!(starts, [0, 4, 8, 14, 18, 22, 28]);
@@ -473,8 +494,8 @@ mod tests {
                 }
             }
         }
-        let g_nchw = StripGeometry::new(&nchw, &shape, 2);
-        let g_nhwc = StripGeometry::new(&nhwc, &shape, 2);
+        let g_nchw = StripGeometry::new(&nchw, &shape, 2, false);
+        let g_nhwc = StripGeometry::new(&nhwc, &shape, 2, false);
         for p0 in 0..shape.output[2] - 1 {
             let mut a = vec![f32::NAN; g_nchw.len()];
             let mut b = vec![-1.0; g_nhwc.len()];
