@@ -8,12 +8,20 @@
 //!
 //! The offsets table says where reduction index `kk` (weight `(c, r, s)`, numbered in the
 //! filter's memory order) lies relative to the window of output pixel `(i, q)`, which
-//! starts at `i·Wt·R + q·sw·R`: `c·channel_stride + s·dw·R + r`. Padding, stride and dilation all live in the strip
-//! and the table; the micro-kernel knows none of them.
+//! starts at `i·Wt·R + q·sw·R`: `c·channel_stride + s·dw·R + r`. Padding, stride and
+//! dilation all live in the strip and the table; the micro-kernel knows none of them.
 //!
 //! The strip is the same whatever the input's [`Layout`]: only the builder reads the image
-//! differently (an NCHW image plane by plane, an NHWC one pixel row by pixel row), so the
-//! offsets table, the packed filter and the micro-kernel serve both layouts.
+//! differently (an NCHW image plane by plane, an NHWC one pixel row by pixel row: 8 × 8
+//! transposes to channel-major rows, then the same interleaving), so the offsets table, the
+//! packed filter and the micro-kernel serve both layouts.
+//!
+//! **Images read in place.** Under a filter of one row without padding, `T`'s rows are the
+//! input's own rows, so no strip is built: the geometry's strides are the image's
+//! (channel stride `H·W` and column stride 1 for NCHW; 1 and `C` for NHWC, whose windows
+//! are then `sw·C` floats apart, [`StripGeometry::in_place_step`]) and the micro-kernel
+//! reads the windows where they lie. The offsets table is still `c·channel_stride +
+//! s·dw·column_stride + r`.
 
 use super::transpose::Transpose8;
 use super::zeros;
