@@ -1025,6 +1025,16 @@ mod tests {
                 left: 1,
                 right: 1,
             }),
+            // Images read in place: NCHW under a 1 × 1 filter, NHWC with 64 channels
+            // (windows 64 floats apart: the row kernels of `CHANNEL_STEPS`).
+            Conv2dProblem::new([1, 6, 2, 9], [11, 6, 1, 1]),
+            Conv2dProblem::new([1, 64, 2, 9], [11, 64, 1, 1])
+                .with_layout(Layout::Nhwc)
+                .with_filter_layout(FilterLayout::Krsc),
+            // An NHWC strip through channel-major rows (8 × 8 transposes and their edges).
+            Conv2dProblem::new([1, 9, 3, 10], [7, 9, 3, 3])
+                .with_layout(Layout::Nhwc)
+                .with_padding(Padding::uniform(1)),
         ];
         for problem in problems {
             let shape = problem.shape().unwrap();
