@@ -8,7 +8,7 @@ use common::{Limits, random_data, random_problem, relative_error, test_seed};
 use im2win_runtime::cpu::{
     Isa, conv2d, conv2d_with_isa, im2win_filter, im2win_input, reference_conv2d,
 };
-use im2win_runtime::{Conv2dProblem, Error, Padding};
+use im2win_runtime::{Conv2dProblem, Error, FilterLayout, Layout, Padding};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -37,6 +37,11 @@ struct Coverage {
     unread_columns: usize,
     bias: usize,
     no_bias: usize,
+    /// NCHW, one filter row, no padding: the image is its own strip (no strip built).
+    direct_strip: usize,
+    /// NHWC, one filter row, at least 8 channels and 8 output columns: strips built by
+    /// 8 × 8 transposes.
+    nhwc_blocks: usize,
     /// Multiply-adds over all cases (reported, not checked).
     macs: usize,
 }
@@ -69,10 +74,16 @@ impl Coverage {
         tally(shape.win_width < w + left + right, &mut self.unread_columns);
         tally(has_bias, &mut self.bias);
         tally(!has_bias, &mut self.no_bias);
+        let unpadded = top + bottom + left + right == 0;
+        let nchw = problem.layout == Layout::Nchw;
+        tally(nchw && r == 1 && unpadded, &mut self.direct_strip);
+        tally(!nchw && r == 1 && c >= 8 && q >= 8, &mut self.nhwc_blocks);
         self.macs += shape.output_len * shape.reduction;
     }
 
-    fn check(&self, at_least: usize) {
+    /// Fails unless every kind came up `at_least` times; `nhwc_blocks` only where the
+    /// cases include the medium ones (`medium`): a small problem has at most 8 channels.
+    fn check(&self, at_least: usize, medium: bool) {
         let counts = format!("{self:?}");
         let Coverage {
             asymmetric_padding,
@@ -90,6 +101,8 @@ impl Coverage {
             unread_columns,
             bias,
             no_bias,
+            direct_strip,
+            nhwc_blocks,
             macs: _,
         } = *self;
         for count in [
@@ -108,6 +121,8 @@ impl Coverage {
             unread_columns,
             bias,
             no_bias,
+            direct_strip,
+            if medium { nhwc_blocks } else { at_least },
         ] {
             assert!(
                 count >= at_least,
@@ -115,6 +130,16 @@ impl Coverage {
             );
         }
     }
+}
+
+/// `problem` in case `case`'s combination of input and filter layout, each in turn: the
+/// strip builders of both layouts (and the direct strip of NCHW), the reduction in either
+/// filter order.
+fn in_layouts(problem: Conv2dProblem, case: u64) -> Conv2dProblem {
+    let case = case as usize;
+    problem
+        .with_layout([Layout::Nchw, Layout::Nhwc][case % 2])
+        .with_filter_layout([FilterLayout::Kcrs, FilterLayout::Krsc][case / 2 % 2])
 }
 
 #[test]
@@ -126,7 +151,7 @@ fn backend_matches_oracle_on_random_problems() {
         // One generator per case, so that a failing case reruns alone from its seed.
         let case_seed = seed.wrapping_add(case);
         let mut rng = StdRng::seed_from_u64(case_seed);
-        let problem = random_problem(&mut rng, &Limits::SMALL);
+        let problem = in_layouts(random_problem(&mut rng, &Limits::SMALL), case);
         let shape = problem.shape().unwrap();
         let input = random_data(&mut rng, shape.input_len);
         let filter = random_data(&mut rng, shape.filter_len);
@@ -150,7 +175,7 @@ fn backend_matches_oracle_on_random_problems() {
         "{CASES} random problems in {:?}: {coverage:?}",
         start.elapsed()
     );
-    coverage.check(10);
+    coverage.check(10, false);
 }
 
 /// Larger than [`Limits::SMALL`]: several blocks and groups of output channels (every
@@ -213,16 +238,14 @@ fn every_isa_matches_oracle_on_random_problems() {
             } else {
                 &MEDIUM
             };
-            let problem = random_problem(&mut rng, limits);
+            let problem = in_layouts(random_problem(&mut rng, limits), case);
             let shape = problem.shape().unwrap();
             let input = random_data(&mut rng, shape.input_len);
             let filter = random_data(&mut rng, shape.filter_len);
             let bias = rng
                 .random_bool(0.5)
                 .then(|| random_data(&mut rng, shape.output[1]));
-            if case < small {
-                coverage.count(&problem, bias.is_some());
-            }
+            coverage.count(&problem, bias.is_some());
             let pool = &pools[case as usize % pools.len()];
             let context = format!(
                 "{isa}, {} threads, case {case} (seed {case_seed}): {problem:?}",
@@ -240,7 +263,7 @@ fn every_isa_matches_oracle_on_random_problems() {
             let error = relative_error(&out, &reference);
             assert!(error < TOLERANCE, "{context}: relative error {error:e}");
         }
-        coverage.check(5);
+        coverage.check(5, true);
         tested.push(isa.name());
     }
     eprintln!(
@@ -386,6 +409,45 @@ fn backend_matches_oracle_on_layer_like_problems() {
         assert!(out.iter().all(|v| v.is_finite()), "{problem:?}");
         let error = relative_error(&out, &reference);
         assert!(error < TOLERANCE, "{problem:?}: relative error {error:e}");
+    }
+}
+
+/// Images read where they lie (one filter row, no padding) on every level this CPU runs,
+/// in every combination of layouts: NHWC with the channel counts that have row kernels
+/// (64, and 128 at stride 2: windows 256 floats apart, a 1 × 3 filter with dilation), one
+/// that has none (48: through strips), and NCHW; odd sizes, 2 threads.
+#[test]
+fn every_isa_reads_images_in_place() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let problems = [
+        Conv2dProblem::new([2, 64, 9, 11], [40, 64, 1, 1]),
+        Conv2dProblem::new([1, 128, 9, 13], [33, 128, 1, 3])
+            .with_stride([2, 2])
+            .with_dilation([1, 2]),
+        Conv2dProblem::new([1, 48, 5, 7], [20, 48, 1, 1]),
+    ];
+    let mut rng = StdRng::seed_from_u64(0x1_2023_0005);
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
+        for (case, problem) in problems.iter().enumerate() {
+            for layouts in 0..4 {
+                let problem = in_layouts(*problem, layouts);
+                let shape = problem.shape().unwrap();
+                let input = random_data(&mut rng, shape.input_len);
+                let filter = random_data(&mut rng, shape.filter_len);
+                let reference = reference_conv2d(&problem, &input, &filter, None).unwrap();
+                let mut out = vec![f32::NAN; shape.output_len];
+                pool.install(|| conv2d_with_isa(isa, &problem, &input, &filter, None, &mut out))
+                    .unwrap();
+                let error = relative_error(&out, &reference);
+                assert!(
+                    error < TOLERANCE,
+                    "{isa}, case {case}, {problem:?}: relative error {error:e}"
+                );
+            }
+        }
     }
 }
 

@@ -167,8 +167,7 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
     output: &mut [T],
 ) -> Result<()> {
     let shape = check_buffers(problem, input, filter, bias, residual, output)?;
-    let step = problem.stride[1] * problem.filter[2];
-    let kernel = MicroKernel::for_isa_and_step(isa, step).ok_or_else(|| Error::IsaUnavailable {
+    let kernel = kernel_and_strip(isa, problem).ok_or_else(|| Error::IsaUnavailable {
         isa: isa.name().to_string(),
     })?;
     let tf32 = rounds_to_tf32(problem);
@@ -211,11 +210,28 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
     Ok(())
 }
 
+/// The micro-kernel of `isa` for the problem's window step, and whether the image is read
+/// where it lies ([`StripGeometry::in_place_step`]) or through strips; `None` when this CPU
+/// cannot run `isa`. An NCHW image is read in place whenever it can be (its step is the
+/// strip's); an NHWC one (step `sw·C`) only where the level has row kernels for that
+/// step: the general kernels' pixel pointers spill, which costs more than the strip.
+fn kernel_and_strip(isa: Isa, problem: &Conv2dProblem) -> Option<(MicroKernel, bool)> {
+    let strip_step = problem.stride[1] * problem.filter[2];
+    if let Some(step) = StripGeometry::in_place_step(problem) {
+        let kernel = MicroKernel::for_isa_and_step(isa, step)?;
+        if problem.layout == Layout::Nchw || kernel.row_step.is_some() {
+            return Some((kernel, true));
+        }
+    }
+    Some((MicroKernel::for_isa_and_step(isa, strip_step)?, false))
+}
+
 /// The backend on float32 buffers already checked against `problem` (of `shape`), with
-/// the micro-kernel `kernel`.
+/// the micro-kernel `kernel`, reading the image in place or through strips (`in_place`,
+/// [`kernel_and_strip`]).
 #[allow(clippy::too_many_arguments)]
 fn run_f32(
-    kernel: MicroKernel,
+    (kernel, in_place): (MicroKernel, bool),
     problem: &Conv2dProblem,
     shape: &ProblemShape,
     input: &[f32],
@@ -233,7 +249,7 @@ fn run_f32(
     let [_, _, p, q] = shape.output;
 
     let split = Split::new(n, k, p, q, kernel.mr, rayon::current_num_threads());
-    let geometry = StripGeometry::new(problem, &shape, p.div_ceil(split.bands));
+    let geometry = StripGeometry::new(problem, &shape, p.div_ceil(split.bands), in_place);
     // Each filter block is read by every job of its channel group; when that is one job
     // (one band, one strip), it packs its panels itself, into L1, and the packed filter
     // is never written to memory. Otherwise the filter is packed once, up front.
@@ -795,7 +811,7 @@ impl Job<'_> {
         let pass_len = self.pass_len;
         for first in (0..rows).step_by(step) {
             let count = step.min(rows - first);
-            self.geometry.build(x, p0 + first, count, strip);
+            let strip = self.geometry.build(x, p0 + first, count, strip);
             let pixels = count * self.q;
             let out_base = first * self.q;
             // Tiles of equal size (25 pixels with NR = 6: five of 5, not four of 6 and a
@@ -1009,6 +1025,16 @@ mod tests {
                 left: 1,
                 right: 1,
             }),
+            // Images read in place: NCHW under a 1 × 1 filter, NHWC with 64 channels
+            // (windows 64 floats apart: the row kernels of `CHANNEL_STEPS`).
+            Conv2dProblem::new([1, 6, 2, 9], [11, 6, 1, 1]),
+            Conv2dProblem::new([1, 64, 2, 9], [11, 64, 1, 1])
+                .with_layout(Layout::Nhwc)
+                .with_filter_layout(FilterLayout::Krsc),
+            // An NHWC strip through channel-major rows (8 × 8 transposes and their edges).
+            Conv2dProblem::new([1, 9, 3, 10], [7, 9, 3, 3])
+                .with_layout(Layout::Nhwc)
+                .with_padding(Padding::uniform(1)),
         ];
         for problem in problems {
             let shape = problem.shape().unwrap();

@@ -101,7 +101,9 @@ impl MicroKernel {
         let general = MicroKernel::for_isa(isa)?;
         let row = match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => x86::avx512_rows(step).zip(x86::avx512_pairs(step)),
+            Isa::Avx512 => {
+                x86::avx512_rows(step).map(|rows| (rows, x86::avx512_pairs(step).unwrap_or(&[])))
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::avx2_rows(step).map(|rows| (rows, &[][..])),
             _ => None,
@@ -325,6 +327,12 @@ mod x86 {
     /// and a few more small ones; another step takes the general kernels.
     const ROW_STEPS: [usize; 14] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 22, 44];
 
+    /// The window steps of an NHWC image read where it lies (a filter of one row, no
+    /// padding: `sw·C`, `super::super::strip`): the channel counts of ResNet-50's and
+    /// VGG-16's 1 × 1 layers, at stride 1 and 2. One-row tiles only (those layers' outputs
+    /// are at least 7 columns wide); another step builds a strip.
+    const CHANNEL_STEPS: [usize; 6] = [64, 128, 256, 512, 1024, 2048];
+
     /// The loop of both widths: `$v` vectors of `$lanes` floats per reduction index, `T`
     /// pixels whose windows are `$w` (`$last` the last in-bounds offset of each).
     macro_rules! body {
@@ -419,25 +427,24 @@ mod x86 {
         };
     }
 
+    /// One table (`$n!($f, step)`) per step listed.
+    macro_rules! tables {
+        ($n:ident, $f:ident; $($step:literal),*) => {
+            [$($n!($f, $step)),*]
+        };
+    }
+
     /// One table (`$n!($f, step)`) per step of [`ROW_STEPS`], in its order.
     macro_rules! row_tables {
         ($n:ident, $f:ident) => {
-            [
-                $n!($f, 1),
-                $n!($f, 2),
-                $n!($f, 3),
-                $n!($f, 4),
-                $n!($f, 5),
-                $n!($f, 6),
-                $n!($f, 7),
-                $n!($f, 8),
-                $n!($f, 9),
-                $n!($f, 10),
-                $n!($f, 11),
-                $n!($f, 14),
-                $n!($f, 22),
-                $n!($f, 44),
-            ]
+            tables!($n, $f; 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 22, 44)
+        };
+    }
+
+    /// One table (`$n!($f, step)`) per step of [`CHANNEL_STEPS`], in its order.
+    macro_rules! channel_tables {
+        ($n:ident, $f:ident) => {
+            tables!($n, $f; 64, 128, 256, 512, 1024, 2048)
         };
     }
 
@@ -461,16 +468,34 @@ mod x86 {
     static AVX512_ROWS: [[KernelFn; 12]; ROW_STEPS.len()] = row_tables!(twelve, avx512_row);
     static AVX512_PAIRS: [[KernelFn; 6]; ROW_STEPS.len()] = row_tables!(pairs, avx512_pair);
 
+    static AVX2_CHANNEL_ROWS: [[KernelFn; 6]; CHANNEL_STEPS.len()] = channel_tables!(six, avx2_row);
+    static AVX512_CHANNEL_ROWS: [[KernelFn; 12]; CHANNEL_STEPS.len()] =
+        channel_tables!(twelve, avx512_row);
+
+    /// The table of `step` in `rows` (for [`ROW_STEPS`]) or in `channel_rows` (for
+    /// [`CHANNEL_STEPS`]), if it has one.
+    fn row_table<const N: usize>(
+        step: usize,
+        rows: &'static [[KernelFn; N]],
+        channel_rows: &'static [[KernelFn; N]],
+    ) -> Option<&'static [KernelFn]> {
+        match ROW_STEPS.iter().position(|&s| s == step) {
+            Some(at) => Some(&rows[at]),
+            None => {
+                let at = CHANNEL_STEPS.iter().position(|&s| s == step)?;
+                Some(&channel_rows[at])
+            }
+        }
+    }
+
     /// The AVX2 row kernels for windows `step` floats apart, if there are some.
     pub fn avx2_rows(step: usize) -> Option<&'static [KernelFn]> {
-        let at = ROW_STEPS.iter().position(|&s| s == step)?;
-        Some(&AVX2_ROWS[at])
+        row_table(step, &AVX2_ROWS, &AVX2_CHANNEL_ROWS)
     }
 
     /// The AVX-512 row kernels for windows `step` floats apart, if there are some.
     pub fn avx512_rows(step: usize) -> Option<&'static [KernelFn]> {
-        let at = ROW_STEPS.iter().position(|&s| s == step)?;
-        Some(&AVX512_ROWS[at])
+        row_table(step, &AVX512_ROWS, &AVX512_CHANNEL_ROWS)
     }
 
     /// The AVX-512 kernels of two rows for windows `step` floats apart, if there are some.
@@ -565,11 +590,12 @@ mod tests {
     /// [`check`] with pixel `j`'s window at `starts[j]`.
     fn check_starts(mr: usize, starts: &[usize], run: impl Fn(&Operands<'_>, &mut [f32])) {
         let t = starts.len();
-        let strip: Vec<f32> = (0..600)
-            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
-            .collect();
         let offsets: Vec<usize> = (0..9).map(|i| i * 3 + i / 4).collect();
         let reach = offsets.iter().max().unwrap() + 1;
+        let len = starts.iter().max().map_or(0, |&s| s + reach).max(600);
+        let strip: Vec<f32> = (0..len)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
         let filter: Vec<f32> = (0..offsets.len() * mr)
             .map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0)
             .collect();
@@ -616,10 +642,11 @@ mod tests {
 
     /// Every row kernel (every level that has them, every window step, every pixel count)
     /// against float64 sums, and a step without row kernels falls back to the general ones.
+    /// The steps: 1 to 44 (strips) and the channel steps of NHWC images read in place.
     #[test]
     fn every_available_row_kernel() {
         for isa in Isa::ALL {
-            for step in 1..=44 {
+            for step in (1..=44).chain([64, 128, 256, 512, 1024, 2048]) {
                 let Some(kernel) = MicroKernel::for_isa_and_step(isa, step) else {
                     continue;
                 };
