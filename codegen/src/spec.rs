@@ -870,8 +870,7 @@ impl Grouping {
 
     /// The one tile of a grouped kernel of `layout` and `dtype` (the template's work per
     /// thread, read as [`TileConfig`] says for grouped kernels): 256 threads; depthwise NCHW
-    /// one 16-byte vector of outputs along a row per thread (4 float: `b1x1024x1_t1x4`, 8 of
-    /// 16-bit types: `b1x2048x1_t1x8`), depthwise NHWC one 16-byte
+    /// 4 outputs along a row per thread (`b1x1024x1_t1x4`), depthwise NHWC one 16-byte
     /// vector of channels (4 floats, 8 bf16 or f16) of 4 (float) or 2 (bf16, f16) adjacent
     /// pixels per thread (`b4x1024x1_t4x4`, `b8x512x1_t8x2`), the direct grouped kernel one
     /// output per thread
@@ -879,9 +878,7 @@ impl Grouping {
     pub const fn tile(self, layout: Layout, dtype: DType) -> Option<TileConfig> {
         let (channels, outputs) = match (self, layout) {
             (Grouping::Dense, _) => return None,
-            // One 16-byte vector of the input row per thread and filter row at stride 1
-            // (4 floats, 8 of 16-bit types), two at stride 2.
-            (Grouping::Depthwise, Layout::Nchw) => (1, 16 / dtype.size_bytes() as u32),
+            (Grouping::Depthwise, Layout::Nchw) => (1, 4),
             // 4 float pixels, 2 of 16-bit types (8 channels: 4 spilled at 128 registers).
             (Grouping::Depthwise, Layout::Nhwc) => {
                 let channels = 16 / dtype.size_bytes() as u32;

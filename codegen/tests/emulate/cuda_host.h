@@ -1,15 +1,17 @@
 // Runs the generated CUDA kernels on the host, for tests on machines without a GPU.
 //
 // Just enough CUDA for im2win's kernels: the blocks of a grid run one after another on one
-// std::thread per CUDA thread of a block, __syncthreads is a std::barrier over those threads,
-// and __shared__ variables are function-local statics (shared by the threads of the one
-// running block).
+// std::thread per CUDA thread of a block (kept between launches: BlockThreads),
+// __syncthreads is a std::barrier over those threads, and __shared__ variables are
+// function-local statics (shared by the threads of the one running block).
 // Every buffer the test passes is an exactly sized heap allocation, so AddressSanitizer
 // reports any out-of-bounds access of a kernel.
 #pragma once
 
 #include <barrier>
 #include <cmath>
+#include <functional>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -41,53 +43,66 @@ inline unsigned __umulhi(unsigned a, unsigned b) {
     return (unsigned)(((unsigned long long)a * b) >> 32);
 }
 inline int __clz(unsigned x) { return x ? __builtin_clz(x) : 32; }
-inline int __ffs(int x) { return __builtin_ffs(x); }
 
 inline std::barrier<>* block_barrier;
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 
-// Warp shuffles of floats: every thread of the block must call them at the same points (the
-// kernels that use them run one uniform loop); lanes are threadIdx.x % 32. A source lane
-// outside the warp returns the caller's own value, as CUDA does.
-inline std::vector<float> shuffle_slots;
-inline float shuffle_from(float v, int offset) {
-    const unsigned t = threadIdx.x;
-    shuffle_slots[t] = v;
-    __syncthreads();
-    const int lane = (int)(t % 32), source = lane + offset;
-    const float got = source >= 0 && source < 32 ? shuffle_slots[t - lane + source] : v;
-    __syncthreads();
-    return got;
+// The threads of a block of `size` threads, kept for every launch of that block size: creating
+// a block's threads for each launch cost more than the kernels themselves (hundreds of
+// thousands of thread creations per run of the catalogue's driver, most of its time spent in
+// the system). Each launch hands its block loop to the pool's threads and waits for them.
+struct BlockThreads {
+    explicit BlockThreads(unsigned size) : size(size), barrier(size), start(size + 1), done(size + 1) {
+        for (unsigned t = 0; t < size; ++t) {
+            // Detached: they wait at `start` until the process ends.
+            std::thread([this, t] {
+                threadIdx = dim3{t, 0, 0};
+                for (;;) {
+                    start.arrive_and_wait();
+                    (*job)();
+                    done.arrive_and_wait();
+                }
+            }).detach();
+        }
+    }
+    unsigned size;
+    std::barrier<> barrier;       // __syncthreads of the running block
+    std::barrier<> start, done;   // the launching thread and the block's threads
+    std::function<void()>* job = nullptr;
+};
+
+// The pool of `size` threads, made at its first launch and never destroyed (its threads wait
+// on its barriers until the process exits).
+inline BlockThreads& block_threads(unsigned size) {
+    static std::map<unsigned, BlockThreads*>* pools = new std::map<unsigned, BlockThreads*>();
+    BlockThreads*& pool = (*pools)[size];
+    if (pool == nullptr) {
+        pool = new BlockThreads(size);
+    }
+    return *pool;
 }
-inline float __shfl_up_sync(unsigned, float v, int delta) { return shuffle_from(v, -delta); }
-inline float __shfl_down_sync(unsigned, float v, int delta) { return shuffle_from(v, delta); }
 
 // kernel<<<grid, threads>>>(...), with the arguments bound in `kernel` (a lambda).
 template <class Kernel>
 void launch(dim3 grid, unsigned threads, Kernel kernel) {
     gridDim = grid;
     blockDim = dim3{threads, 1, 1};
-    std::barrier<> barrier(threads);
-    block_barrier = &barrier;
-    shuffle_slots.assign(threads, 0.0f);
-    std::vector<std::thread> block;
-    for (unsigned t = 0; t < threads; ++t) {
-        block.emplace_back([&kernel, &barrier, grid, t] {
-            threadIdx = dim3{t, 0, 0};
-            for (unsigned z = 0; z < grid.z; ++z) {
-                for (unsigned y = 0; y < grid.y; ++y) {
-                    for (unsigned x = 0; x < grid.x; ++x) {
-                        blockIdx = dim3{x, y, z};
-                        kernel();
-                        // No thread may start the next block, and overwrite shared memory,
-                        // while another still works on this one.
-                        barrier.arrive_and_wait();
-                    }
+    BlockThreads& block = block_threads(threads);
+    block_barrier = &block.barrier;
+    std::function<void()> job = [&kernel, &block, grid] {
+        for (unsigned z = 0; z < grid.z; ++z) {
+            for (unsigned y = 0; y < grid.y; ++y) {
+                for (unsigned x = 0; x < grid.x; ++x) {
+                    blockIdx = dim3{x, y, z};
+                    kernel();
+                    // No thread may start the next block, and overwrite shared memory,
+                    // while another still works on this one.
+                    block.barrier.arrive_and_wait();
                 }
             }
-        });
-    }
-    for (std::thread& thread : block) {
-        thread.join();
-    }
+        }
+    };
+    block.job = &job;
+    block.start.arrive_and_wait();
+    block.done.arrive_and_wait();
 }
