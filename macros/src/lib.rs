@@ -316,6 +316,7 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
         return Err(not_found(
             &request,
             (dtype, math),
+            (kernel_layout, tile_variant),
             geometry,
             tile,
             &sources,
@@ -390,6 +391,7 @@ fn expand(input: TokenStream, base: Option<&Path>) -> syn::Result<TokenStream> {
 fn not_found(
     request: &Request,
     (dtype, math): (DType, Math),
+    (kernel_layout, tile_variant): (Layout, Variant),
     geometry: Geometry,
     tile: Option<TileConfig>,
     sources: &[Source],
@@ -422,12 +424,9 @@ fn not_found(
     if let (true, Some(tile), Some(value)) = (has_geometry, tile, &request.tile) {
         let tiles: Vec<String> = specs()
             .filter(|(_, k)| {
-                // The kernels a tile names: materialised SIMT ones, fused tensor-core ones.
-                let named = match math {
-                    Math::Simt => Variant::MATERIALISED,
-                    Math::TensorOp | Math::TensorOpFastF32 => Variant::FUSED,
-                };
-                k.geometry == geometry && k.variant == named
+                // The kernels a tile names (the lookup's rule): of the kernels' layout, the
+                // window-buffer variant for NCHW SIMT kernels, else the window gather.
+                k.geometry == geometry && k.layout == kernel_layout && k.variant == tile_variant
             })
             .map(|(_, k)| format!("`tile = {}`", k.tile))
             .collect();
