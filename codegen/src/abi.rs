@@ -83,6 +83,10 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
         &["const float*", "float*", "ConvParams"],
     ),
     (
+        KernelKind::Support(support::INPUT_TRANSFORM_NHWC_F32),
+        &["const float*", "float*", "ConvParams"],
+    ),
+    (
         KernelKind::Support(support::FILTER_TRANSFORM_F32),
         &["const float*", "float*", "ConvParams"],
     ),

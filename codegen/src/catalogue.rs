@@ -73,10 +73,49 @@ pub const FUSED_TILES: [TileConfig; 4] = [
     DEFAULT_TILES[4],
 ];
 
-/// The tiles of the NHWC kernels (fused, the one algorithm NHWC has): [`FUSED_TILES`] but
+/// The tiles of the fused NHWC kernels: [`FUSED_TILES`] but
 /// 128×128×16, whose NHWC kernels need more than the 128 registers that two blocks per SM leave
 /// (ptxas spills with the staged epilogue, `codegen/templates/epilogue.cuh`).
 pub const NHWC_TILES: [TileConfig; 3] = [FUSED_TILES[0], FUSED_TILES[2], FUSED_TILES[3]];
+
+/// The window-buffer kernels for NHWC ([`Variant::MATERIALISED`] with [`Layout::Nhwc`],
+/// [`Catalogue::nhwc_window_buffer`]; not yet in the default catalogue): the
+/// input transform builds the im2win buffer from the NHWC input (reading it channels-last),
+/// the kernel reads it as its NCHW twin does, and the epilogue writes NHWC. Where the NCHW
+/// problem runs the window buffer (the stems: C = 3, where the fused gather of NHWC windows
+/// moves 12 bytes a pixel), the NHWC one can then run at NCHW's speed; and on the large
+/// layers it competes with the NHWC gather, whose widest tile (128×128×16) spills. Geometry
+/// and tile each: the 11×11 stride-4 stems' 96×128×8, the 7×7 stride-2 and 3×3 stride-1
+/// stems' 64×128×8 (K = 64), 3×3 stride 1 and 5×5 stride 1 with 128×128 tiles for the large
+/// layers, and the generic 64×64×8 (any other geometry; the generic 64×128 and 128×128×8
+/// tiles spill 28 bytes with the NHWC epilogue, ptxas -v).
+pub const NHWC_WINDOW_BUFFER_KERNELS: [(Geometry, TileConfig); 7] = [
+    (
+        Geometry::Fixed(FixedGeometry::square(11, 4)),
+        EXTRA_TILES[0].1,
+    ),
+    (
+        Geometry::Fixed(FixedGeometry::square(7, 2)),
+        DEFAULT_TILES[2],
+    ),
+    (
+        Geometry::Fixed(FixedGeometry::square(3, 1)),
+        DEFAULT_TILES[2],
+    ),
+    (
+        Geometry::Fixed(FixedGeometry::square(3, 1)),
+        DEFAULT_TILES[0],
+    ),
+    (
+        Geometry::Fixed(FixedGeometry::square(3, 1)),
+        DEFAULT_TILES[1],
+    ),
+    (
+        Geometry::Fixed(FixedGeometry::square(5, 1)),
+        DEFAULT_TILES[0],
+    ),
+    (Geometry::Generic, DEFAULT_TILES[4]),
+];
 
 /// Tiles compiled for some geometries only, beside [`DEFAULT_TILES`]: 96×128×8 with 6×8 per
 /// thread for the 11×11 stride-4 layers (AlexNet-style, K = 96, where 128 rows waste a
@@ -324,8 +363,20 @@ pub const TENSOR_OP_TYPES: [DType; 3] = [DType::Bf16, DType::F16, DType::F32];
 /// (`Engine::direct_reference_f64`, the tests and the benchmark check against it). The
 /// runtime launches each of them.
 pub mod support {
-    /// The im2win input transform (padding and dilation inside), float32.
+    /// The im2win input transform (padding and dilation inside) from an NCHW input, float32.
     pub const INPUT_TRANSFORM_F32: &str = "im2win_input_transform_f32";
+    /// The same transform from an NHWC input, float32: through shared memory, in tiles of 32
+    /// columns by 8 channels of an output row, when `C` ≥ [`NHWC_TILED_MIN_C`] and `R` ≤
+    /// [`NHWC_TILED_MAX_R`] (where a gather would fetch a 32-byte sector of the input per
+    /// element); else the gather of [`INPUT_TRANSFORM_F32`], stepping columns `C` apart.
+    pub const INPUT_TRANSFORM_NHWC_F32: &str = "im2win_input_transform_nhwc_f32";
+    /// The tallest filter (R) of [`INPUT_TRANSFORM_NHWC_F32`]'s tiles: a tile holds
+    /// 32 columns × R rows × 9 words of shared memory (18 KiB at 16).
+    pub const NHWC_TILED_MAX_R: usize = 16;
+    /// The fewest input channels for [`INPUT_TRANSFORM_NHWC_F32`]'s tiles: below a
+    /// sector's 8 floats, neighbouring columns of one channel still share sectors and the
+    /// gather reads each about once.
+    pub const NHWC_TILED_MIN_C: usize = 8;
     /// The filter transform for the materialised kernels: `A[kk][k] = F[k][c][r][s]` with
     /// `kk = c·S·R + s·R + r` (the im2win window's order), float32.
     pub const FILTER_TRANSFORM_F32: &str = "im2win_filter_transform_f32";
@@ -348,8 +399,9 @@ pub mod support {
     /// The channels-last transpose of 4-byte elements (float32, for the TF32 kernels).
     pub const CHANNELS_LAST_B32: &str = "im2win_channels_last_b32";
     /// Every support kernel, for checks that a fatbin is complete.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         INPUT_TRANSFORM_F32,
+        INPUT_TRANSFORM_NHWC_F32,
         FILTER_TRANSFORM_F32,
         FILTER_TRANSFORM_FUSED_F32,
         SPLIT_REDUCE_F32,
@@ -369,7 +421,24 @@ pub mod support {
         }
     }
 
+    use crate::layout::Layout;
     use crate::spec::DType;
+
+    /// The input transform that builds the window buffer from an input of `layout`.
+    pub const fn input_transform(layout: Layout) -> &'static str {
+        match layout {
+            Layout::Nchw => INPUT_TRANSFORM_F32,
+            Layout::Nhwc => INPUT_TRANSFORM_NHWC_F32,
+        }
+    }
+
+    /// Whether [`INPUT_TRANSFORM_NHWC_F32`] takes its shared-memory tiles (one block per
+    /// tile of 32 columns by 8 channels of an output row: the runtime sizes the grid by
+    /// them) for an input of `channels` channels and a filter of `filter_h` rows, rather than
+    /// the gather (grid-stride over chunks of the buffer).
+    pub const fn nhwc_input_tiled(channels: usize, filter_h: usize) -> bool {
+        channels >= NHWC_TILED_MIN_C && filter_h <= NHWC_TILED_MAX_R
+    }
 
     /// The filter transform that the SIMT kernels of element type `dtype` read their filter
     /// from: [`FILTER_TRANSFORM_FUSED_F32`] or [`FILTER_TRANSFORM_F32`] for float32, and for
@@ -550,8 +619,8 @@ impl Catalogue {
     /// The strict float32 kernels of the default catalogue: for NCHW, every geometry of
     /// [`DEFAULT_GEOMETRIES`] and the generic kernel, each with every tile of
     /// [`DEFAULT_TILES`], then the [`EXTRA_TILES`], then the fused variant with every tile
-    /// of [`FUSED_TILES`]; for NHWC (where only the fused algorithm exists) the fused
-    /// variant with every tile of [`NHWC_TILES`].
+    /// of [`FUSED_TILES`]; for NHWC the fused variant with every tile of [`NHWC_TILES`].
+    /// (Not yet [`Catalogue::nhwc_window_buffer`]: see there.)
     pub fn default_f32() -> Self {
         let mut kernels = Vec::new();
         for tile in DEFAULT_TILES {
@@ -585,6 +654,29 @@ impl Catalogue {
                     .with_layout(Layout::Nhwc),
             );
         }
+        Catalogue {
+            kernels,
+            baselines: false,
+        }
+    }
+
+    /// The NHWC window-buffer kernels of [`NHWC_WINDOW_BUFFER_KERNELS`], float32. They are
+    /// checked on the CPU (the emulator runs them against the oracle) but have not yet run
+    /// on a GPU, so the default catalogue leaves them out until they have, and have been
+    /// timed against the NHWC gather; a crate's own catalogue may hold them (the runtime
+    /// dispatches, transforms and launches them like any other kernel: merge the
+    /// catalogues, `Kernels::merged`).
+    pub fn nhwc_window_buffer() -> Self {
+        let kernels = NHWC_WINDOW_BUFFER_KERNELS
+            .iter()
+            .map(|&(geometry, tile)| {
+                let spec = match geometry {
+                    Geometry::Fixed(g) => KernelSpec::fixed(DType::F32, g, tile),
+                    Geometry::Generic => KernelSpec::generic(DType::F32, tile),
+                };
+                spec.with_layout(Layout::Nhwc)
+            })
+            .collect();
         Catalogue {
             kernels,
             baselines: false,

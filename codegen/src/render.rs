@@ -571,7 +571,10 @@ impl Renderer {
     /// The support file: input and filter transforms, the split reduction and the float64
     /// oracle.
     pub fn support_file(&self) -> Result<SourceFile, RenderError> {
-        let body = self.render(SUPPORT_TEMPLATE, &Context::new())?;
+        let mut context = Context::new();
+        context.insert("nhwc_tiled_max_r", &support::NHWC_TILED_MAX_R);
+        context.insert("nhwc_tiled_min_c", &support::NHWC_TILED_MIN_C);
+        let body = self.render(SUPPORT_TEMPLATE, &context)?;
         Ok(source_file(
             "im2win_support.cu",
             SUPPORT_TEMPLATE,

@@ -1003,8 +1003,8 @@ pub struct KernelSpec {
     /// Window source and techniques ([`Variant::MATERIALISED`] when absent from JSON).
     #[serde(default)]
     pub variant: Variant,
-    /// Memory order of input and output (NCHW when absent from JSON). The window-buffer
-    /// algorithm exists for NCHW only.
+    /// Memory order of input and output (NCHW when absent from JSON). Both algorithms take
+    /// both layouts: the input transform builds the same window buffer from either.
     #[serde(default)]
     pub layout: Layout,
     /// How it multiplies ([`Math::Simt`] when absent from JSON: every kernel written before
@@ -1232,7 +1232,7 @@ impl KernelSpec {
 
     /// Checks the tile (its shared memory counted in this element type) and, for fixed
     /// kernels, that filter and stride are at least 1; and that the templates implement the
-    /// combination: the window buffer for NCHW only, bf16 and f16 on tensor cores only;
+    /// combination: the ablation's variants for NCHW only, bf16 and f16 on tensor cores only;
     /// tensor-core kernels ([`Math::TensorOp`]) as the fused variant (window gather, with or
     /// without vector loads) for NHWC tensors, their tile a tensor-core tile
     /// ([`TileConfig::validate_tensor_op`]: `block_k` a whole number of the MMA's depth,
@@ -1256,19 +1256,15 @@ impl KernelSpec {
                 "bf16 and f16 kernels multiply on tensor cores (Math::TensorOp): the SIMT MMA takes float32 only",
             ));
         }
-        if self.layout == Layout::Nhwc {
-            if !self.variant.fused {
-                return Err(SpecError::Unsupported(
-                    "the window-buffer algorithm reads NCHW inputs; NHWC kernels are fused",
-                ));
-            }
-            if !self.variant.is_complete() {
-                return Err(SpecError::Unsupported(
-                    "the ablation's variants exist for NCHW only",
-                ));
-            }
-            // The SIMT NHWC windows are interleaved by NHWC_INTERLEAVE channels: runs of
-            // whole groups.
+        if self.layout == Layout::Nhwc && !self.variant.is_complete() {
+            return Err(SpecError::Unsupported(
+                "the ablation's variants exist for NCHW only",
+            ));
+        }
+        if self.layout == Layout::Nhwc && self.variant.fused {
+            // The gathered SIMT NHWC windows are interleaved by NHWC_INTERLEAVE channels: runs
+            // of whole groups. (The window-buffer kernels read the im2win buffer, which the
+            // input transform builds alike from either layout: row-major windows.)
             let t = self.tile;
             let b_loads = t.block_n * t.block_k / t.threads();
             if !gcd(b_loads, t.block_k).is_multiple_of(NHWC_INTERLEAVE) {

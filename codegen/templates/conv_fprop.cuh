@@ -67,9 +67,7 @@ struct Conv2dFpropSimt {
     using Geometry = Geometry_;
     static constexpr int LAYOUT = LAYOUT_;
     static constexpr int STAGES = STAGES_;
-    static_assert(ALGORITHM == WINDOW_GATHER || LAYOUT == IM2WIN_NCHW,
-        "the im2win buffer is built from NCHW inputs; NHWC convolutions gather");
-    // NHWC windows arrive as groups of channels: groups of 4 (with floats, 16-byte copies) when
+    // Gathered NHWC windows arrive as groups of channels: groups of 4 (with floats, 16-byte copies) when
     // a thread's run of the stage is one such group (B_RUN = 4: the two threads that share a
     // pixel then read one whole 32-byte sector per copy instruction, and a warp touches 16
     // pixels once), else groups of 2. With runs of 8, or for 1x1 filters (whose simpler
@@ -78,8 +76,10 @@ struct Conv2dFpropSimt {
     // checks there are none).
     static constexpr bool POINTWISE = im2win_pointwise<Geometry>();
     static constexpr int NHWC_INTERLEAVE = Tile::B_RUN == 4 && !POINTWISE ? 4 : 2;
-    using Smem = std::conditional_t<LAYOUT == IM2WIN_NHWC, InterleavedWindows<Tile, NHWC_INTERLEAVE>,
-        RowMajorWindows<Tile>>;
+    // The window buffer T is the same for both layouts (the input transform reads either), so
+    // its windows are row-major whatever the layout; only the output is written NHWC.
+    using Smem = std::conditional_t<LAYOUT == IM2WIN_NHWC && ALGORITHM == WINDOW_GATHER,
+        InterleavedWindows<Tile, NHWC_INTERLEAVE>, RowMajorWindows<Tile>>;
     using Output = StagedOutput<Tile, Smem, LAYOUT>;
     // Shared memory: the main loop's STAGES stages of the filter and window tiles, which the
     // epilogue then reuses to stage a group of output rows (epilogue.cuh). The codegen's

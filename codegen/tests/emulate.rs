@@ -137,6 +137,10 @@ fn kernels_compute_the_convolution() {
     // The driver calls `im2win_direct_f32` too: render the baselines beside the kernels.
     let mut catalogue = Catalogue::default_catalogue().with_baselines();
     catalogue.kernels.extend(unusual_specs());
+    // Not in the default catalogue yet (not run on a GPU), but rendered by the same templates.
+    catalogue
+        .kernels
+        .extend(Catalogue::nhwc_window_buffer().kernels);
     // The tensor-core kernels need nvcc (see the top of this file).
     let before = catalogue.kernels.len();
     // The grouped kernels too: their bf16 and f16 members need nvcc's types, and the driver

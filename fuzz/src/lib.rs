@@ -239,7 +239,8 @@ impl Model {
 /// padding, where `T = X`).
 fn model_in_place(p: &Conv2dProblem) -> bool {
     let pad = p.padding;
-    p.filter[2] == 1
+    p.layout == im2win::Layout::Nchw
+        && p.filter[2] == 1
         && p.filter[3] == 1
         && p.stride == [1, 1]
         && [pad.top, pad.bottom, pad.left, pad.right] == [0; 4]
@@ -424,12 +425,12 @@ fn model_supports(spec: &KernelSpec, p: &Conv2dProblem) -> bool {
     if !grouping_ok {
         return false;
     }
-    // The layouts: a SIMT kernel's must be the problem's, and the window buffer is NCHW
-    // only; a tensor-core kernel (NHWC) takes both (NCHW through an NHWC copy of the input).
+    // The layouts: a SIMT kernel's must be the problem's (both algorithms take both); a
+    // tensor-core kernel (NHWC) takes both (NCHW through an NHWC copy of the input).
     let layout_ok = if spec.math.is_tensor_op() {
         spec.layout == im2win::Layout::Nhwc
     } else {
-        spec.layout == p.layout && (spec.layout == im2win::Layout::Nchw || spec.variant.fused)
+        spec.layout == p.layout
     };
     if !layout_ok {
         return false;

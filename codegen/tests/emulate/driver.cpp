@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 
 // The generated table: struct Spec { name, fn, bm, bn, bk, threads, fixed, r, s, sh, sw, fused,
@@ -63,6 +64,9 @@ int main(int argc, char** argv) {
             ConvParams p{};
             p.n = pick(1, 3);
             p.c = pick(1, 9);
+            // The NHWC input transform's two paths: the gather (C < 8) and the shared-memory tiles
+            // of 8 channels (C >= 8, with a partial last tile when C is not a multiple of 8).
+            if (!spec.fused && spec.layout == IM2WIN_NHWC && trial % 2 == 1) p.c = pick(8, 19);
             p.k = pick(1, spec.bm + 20);  // often more than one block of channels
             if (spec.fixed) {
                 p.r = spec.r, p.s = spec.s, p.stride_h = spec.sh, p.stride_w = spec.sw;
@@ -108,8 +112,28 @@ int main(int argc, char** argv) {
             const float* res = p.has_residual ? residual.data() : nullptr;
 
             // Odd grid sizes: the grid-stride loops must not depend on them.
-            if (!spec.fused) {
+            if (!spec.fused && p.layout == IM2WIN_NCHW) {
                 launch({3}, 64, [&] { im2win_input_transform_f32(x.data(), t.data(), p); });
+            } else if (!spec.fused) {
+                // The NHWC transform (its shared-memory tiles for C >= 8, its gather below) must
+                // build, bit for bit, the buffer that the NCHW transform builds from the same
+                // input in NCHW; odd grid sizes, and a block size the tiles do not divide.
+                launch({3}, 96, [&] { im2win_input_transform_nhwc_f32(x.data(), t.data(), p); });
+                std::vector<float> x_nchw(x.size()), t_nchw(t.size(), NAN);
+                for (long long n = 0; n < p.n; ++n)
+                    for (long long c = 0; c < p.c; ++c)
+                        for (long long h = 0; h < p.h; ++h)
+                            for (long long w = 0; w < p.w; ++w)
+                                x_nchw[at4(IM2WIN_NCHW, n, c, h, w, p.c, p.h, p.w)] =
+                                    x[at4(IM2WIN_NHWC, n, c, h, w, p.c, p.h, p.w)];
+                ConvParams q = p;
+                q.layout = IM2WIN_NCHW;
+                launch({2}, 64, [&] { im2win_input_transform_f32(x_nchw.data(), t_nchw.data(), q); });
+                if (std::memcmp(t_nchw.data(), t.data(), t.size() * sizeof(float)) != 0) {
+                    printf("FAIL %s: im2win_input_transform_nhwc_f32 (C %d) differs from the NCHW transform\n",
+                           spec.name, p.c);
+                    ++failures;
+                }
             }
             launch({2}, 256, [&] { im2win_filter_transform_f32(f.data(), ft.data(), p); });
             std::vector<float> ft_fused(ft.size());

@@ -160,11 +160,13 @@ fn plan_layout(
 }
 
 /// Whether the im2win buffer of `problem` equals its input, so that the kernels can read the
-/// input in place: a 1×1 filter with stride 1 and no padding (then `P = H`, `Wt = Q = W`, and
-/// `T[n][c][p][w][0] = X[n][c][p][w]`; dilation multiplies nothing).
+/// input in place: an NCHW input, a 1×1 filter with stride 1 and no padding (then `P = H`,
+/// `Wt = Q = W`, and `T[n][c][p][w][0] = X[n][c][p][w]`; dilation multiplies nothing). An
+/// NHWC input never is: the buffer is channel-major.
 pub fn input_in_place(problem: &Conv2dProblem) -> bool {
     let pad = problem.padding;
-    problem.filter[2] == 1
+    problem.layout == Layout::Nchw
+        && problem.filter[2] == 1
         && problem.filter[3] == 1
         && problem.stride == [1, 1]
         && [pad.top, pad.bottom, pad.left, pad.right] == [0; 4]
@@ -646,8 +648,8 @@ pub enum FilterFormat {
 /// and the macro's specialisations ask: the element type must be the problem's and the
 /// kernel's math one that the problem's precision admits
 /// ([`KernelSpec::computes`]: strict float32 never runs on tensor cores, TF32 never on CUDA
-/// cores); the layouts must match for a SIMT kernel (the window-buffer algorithm exists for
-/// NCHW only; it takes either filter layout, the filter transform reads it), while a
+/// cores); the layouts must match for a SIMT kernel (it takes either filter layout, the
+/// filter transform reads it), while a
 /// tensor-core kernel takes NHWC and NCHW problems and either filter layout (it reads NHWC
 /// and KRSC copies, made in its workspace, of what is not); the geometry must:
 /// always for the generic kernel; for a fixed one, when filter size and stride match and
@@ -694,9 +696,10 @@ fn choose_grouped<'a>(runnable: &[&'a KernelSpec]) -> &'a KernelSpec {
     best
 }
 
-/// Whether `spec` takes tensors in `problem`'s layout: a SIMT kernel its own layout (the
-/// window-buffer algorithm NCHW only); a tensor-core kernel (NHWC) either, since it runs an
-/// NCHW problem on an NHWC copy of the input and writes the NCHW output itself.
+/// Whether `spec` takes tensors in `problem`'s layout: a SIMT kernel its own layout (either
+/// algorithm: the input transform builds the window buffer from both); a tensor-core kernel
+/// (NHWC) either, since it runs an NCHW problem on an NHWC copy of the input and writes the
+/// NCHW output itself.
 fn layout_fits(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
     if spec.is_grouped() {
         // Either filter layout, read in place; the input and output in the kernel's layout.
@@ -705,7 +708,7 @@ fn layout_fits(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
     if spec.math.is_tensor_op() {
         spec.layout == Layout::Nhwc
     } else {
-        spec.layout == problem.layout && (spec.variant.fused || spec.layout == Layout::Nchw)
+        spec.layout == problem.layout
     }
 }
 
@@ -1662,6 +1665,32 @@ mod tests {
         }
         // Dilation multiplies nothing in a 1×1 filter.
         assert!(input_in_place(&in_place.with_dilation([2, 3])));
+    }
+
+    /// The NHWC window-buffer kernels (`Catalogue::nhwc_window_buffer`) run NHWC problems
+    /// only, through the im2win buffer, which an NHWC input never is (not even 1×1 stride 1:
+    /// the buffer is channel-major); the NCHW ones NCHW problems only.
+    #[test]
+    fn nhwc_window_buffer_kernels_build_the_buffer() {
+        let nhwc = Catalogue::nhwc_window_buffer();
+        assert!(!nhwc.kernels.is_empty());
+        assert!(
+            nhwc.kernels
+                .iter()
+                .all(|k| k.validate().is_ok() && k.layout == Layout::Nhwc && !k.variant.fused)
+        );
+        for problem in [square(8, 9, 16, 1), square(8, 9, 16, 3)] {
+            let problem = problem.with_layout(Layout::Nhwc);
+            let plan = Plan::new(&problem, &nhwc, H200_SMS).unwrap();
+            assert!(!plan.input_in_place(), "{problem:?}");
+            assert_eq!(
+                plan.filter_offset_bytes(),
+                plan.problem().filter_offset_bytes(plan.shape())
+            );
+            assert!(plan.filter_offset_bytes() >= plan.shape().im2win_len * 4);
+            // An NCHW problem finds no kernel among them.
+            assert!(Plan::new(&problem.with_layout(Layout::Nchw), &nhwc, H200_SMS).is_err());
+        }
     }
 
     /// A tensor-core kernel of the default catalogue's tiles.

@@ -23,7 +23,7 @@ use super::tuning::{TuningEntry, TuningTable};
 use crate::element::{Element, check_dtype};
 use crate::error::{Error, Result};
 use crate::kernels::KernelModule;
-use crate::layout::FilterLayout;
+use crate::layout::{FilterLayout, Layout};
 use crate::problem::Conv2dProblem;
 use crate::workspace::WorkspaceLayout;
 
@@ -877,13 +877,24 @@ impl Engine {
                     name: format!("im2win_input_transform_{dtype}"),
                 });
             }
-            let input_transform = self.function(support::INPUT_TRANSFORM_F32)?;
+            let problem = plan.problem();
+            let input_transform = self.function(support::input_transform(problem.layout))?;
             let mut launch = stream.launch_builder(&input_transform);
             launch.arg(&x).arg(&ws).arg(params);
-            let per_block = GRID_STRIDE_THREADS as usize * INPUT_TRANSFORM_ELEMENTS_PER_THREAD;
-            let config = self.grid_stride_config(shape.im2win_len.div_ceil(per_block) * 256);
-            // SAFETY: `im2win_input_transform_f32(const float* x, float* t, ConvParams p)`
-            // (DESIGN.md); `x` holds `input_len` floats and the workspace from `ws` on at
+            let [n, c, _, _] = problem.input;
+            let tiled =
+                problem.layout == Layout::Nhwc && support::nhwc_input_tiled(c, problem.filter[2]);
+            let config = if tiled {
+                // A block per tile of 32 columns by 8 channels of an output row.
+                let p = shape.output[2];
+                let tiles = n * p * c.div_ceil(8) * shape.win_width.div_ceil(32);
+                self.grid_stride_config(tiles.saturating_mul(GRID_STRIDE_THREADS as usize))
+            } else {
+                let per_block = GRID_STRIDE_THREADS as usize * INPUT_TRANSFORM_ELEMENTS_PER_THREAD;
+                self.grid_stride_config(shape.im2win_len.div_ceil(per_block) * 256)
+            };
+            // SAFETY: `im2win_input_transform_f32` / `_nhwc_f32(const float* x, float* t,
+            // ConvParams p)` (DESIGN.md); `x` holds `input_len` floats and the workspace from `ws` on at
             // least `im2win_len` (the plan's layout puts T first), and the kernel stays
             // inside them for any grid.
             unsafe { launch.launch(config) }?;
