@@ -35,6 +35,7 @@ use rayon::prelude::*;
 use super::isa::Isa;
 use super::microkernel::{MAX_TILE, MicroKernel, Operands};
 use super::pack::{pack_filter, pack_panel};
+use super::pixels;
 use super::strip::StripGeometry;
 use super::transpose::Transpose8;
 use super::{check_len, check_operands, check_residual, workspace, zeros};
@@ -167,9 +168,11 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
     output: &mut [T],
 ) -> Result<()> {
     let shape = check_buffers(problem, input, filter, bias, residual, output)?;
-    let kernel = kernel_and_strip(isa, problem).ok_or_else(|| Error::IsaUnavailable {
-        isa: isa.name().to_string(),
-    })?;
+    let (kernel, in_place) =
+        kernel_and_strip(isa, problem).ok_or_else(|| Error::IsaUnavailable {
+            isa: isa.name().to_string(),
+        })?;
+    let plan = (kernel, in_place, pixels::applies(isa, problem, &shape));
     let tf32 = rounds_to_tf32(problem);
     // Strict float32: the buffers as they are.
     if !tf32
@@ -178,7 +181,7 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
     {
         let bias = bias.and_then(T::as_f32);
         let residual = residual.and_then(T::as_f32);
-        return run_f32(kernel, problem, &shape, x, f, bias, residual, y);
+        return run_f32(plan, problem, &shape, x, f, bias, residual, y);
     }
     // Otherwise in float32 on the values the problem multiplies (widened from bf16 or f16,
     // or rounded to TF32), each output rounded to the output type as it is written back.
@@ -195,7 +198,7 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
         .with_dtype(DType::F32)
         .with_precision(Precision::Strict);
     run_f32(
-        kernel,
+        plan,
         &values,
         &shape,
         &x,
@@ -228,10 +231,11 @@ fn kernel_and_strip(isa: Isa, problem: &Conv2dProblem) -> Option<(MicroKernel, b
 
 /// The backend on float32 buffers already checked against `problem` (of `shape`), with
 /// the micro-kernel `kernel`, reading the image in place or through strips (`in_place`,
-/// [`kernel_and_strip`]).
+/// [`kernel_and_strip`]); or vectorised over output pixels (`by_pixels`,
+/// [`pixels::applies`]).
 #[allow(clippy::too_many_arguments)]
 fn run_f32(
-    (kernel, in_place): (MicroKernel, bool),
+    (kernel, in_place, by_pixels): (MicroKernel, bool, bool),
     problem: &Conv2dProblem,
     shape: &ProblemShape,
     input: &[f32],
@@ -242,6 +246,9 @@ fn run_f32(
 ) -> Result<()> {
     if problem.groups > 1 {
         return super::grouped::run_f32(problem, shape, input, filter, bias, residual, output);
+    }
+    if by_pixels {
+        return pixels::run_f32(problem, shape, input, filter, bias, residual, output);
     }
     let shape = *shape;
     let [n, c, h, w] = problem.input;
@@ -383,7 +390,7 @@ fn check_buffers<T: Element>(
 }
 
 /// [`Error::OutOfMemory`] for `count` items of `item` bytes each.
-fn oom(what: &'static str, count: usize, item: usize) -> Error {
+pub(super) fn oom(what: &'static str, count: usize, item: usize) -> Error {
     Error::OutOfMemory {
         what,
         bytes: count as u128 * item.max(1) as u128,
@@ -394,9 +401,9 @@ fn oom(what: &'static str, count: usize, item: usize) -> Error {
 /// How the output is split into jobs: `bands` bands of output rows per image, each in
 /// groups of `group` output channels (a multiple of the micro-kernel's `MR`).
 #[derive(Debug, Clone, Copy)]
-struct Split {
-    bands: usize,
-    group: usize,
+pub(super) struct Split {
+    pub bands: usize,
+    pub group: usize,
 }
 
 impl Split {
@@ -405,7 +412,7 @@ impl Split {
     /// keeps [`MIN_BAND_PIXELS`] pixels to reuse every loaded filter block on), and only
     /// then groups of output channels, just enough for [`GROUP_JOBS_PER_THREAD`] jobs per
     /// thread (each group builds the strips again).
-    fn new(n: usize, k: usize, p: usize, q: usize, mr: usize, threads: usize) -> Split {
+    pub fn new(n: usize, k: usize, p: usize, q: usize, mr: usize, threads: usize) -> Split {
         let threads = threads.max(1);
         let target = if threads > 1 {
             threads * JOBS_PER_THREAD
@@ -427,7 +434,7 @@ impl Split {
 
     /// First row and row count of band `band` of `p` rows (the first `p % bands` bands
     /// have one row more).
-    fn band(&self, band: usize, p: usize) -> (usize, usize) {
+    pub fn band(&self, band: usize, p: usize) -> (usize, usize) {
         let (base, extra) = (p / self.bands, p % self.bands);
         (
             band * base + band.min(extra),
@@ -439,7 +446,7 @@ impl Split {
 /// `output` (`N×K×P×Q`) cut into `N × bands × K` row bands, ordered (image, band,
 /// channel), so that the `K` consecutive entries of one (image, band) are the rows that
 /// one job writes: disjoint slices handed out safely, with one allocation in all.
-fn band_rows(
+pub(super) fn band_rows(
     output: &mut [f32],
     k: usize,
     plane: usize,
@@ -601,7 +608,7 @@ struct Job<'a> {
 
 /// Which pass of the reduction a tile's sums come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pass {
+pub(super) enum Pass {
     /// The first of several: the sums are stored as they are.
     First,
     /// Neither first nor last: the sums are added to the stored ones.
@@ -626,7 +633,7 @@ impl Pass {
 /// `mul_add` rounds `sum + bias` once, like the addition) without a call per output,
 /// any other through [`Epilogue::apply_f32`], the GPU kernels' rounding.
 #[derive(Debug, Clone, Copy)]
-enum Store {
+pub(super) enum Store {
     Plain,
     Full {
         epilogue: Epilogue,
@@ -638,7 +645,7 @@ enum Store {
 }
 
 impl Store {
-    fn new(epilogue: &Epilogue) -> Store {
+    pub fn new(epilogue: &Epilogue) -> Store {
         let plain = epilogue.alpha == 1.0
             && !epilogue.residual
             && epilogue.activation == Activation::Identity;
@@ -658,7 +665,7 @@ impl Store {
     /// Stores one run of outputs `dst` from this pass's `sums`, with their `bias`es and,
     /// for the residual epilogue, `residual` (as long as `dst`; `None` otherwise).
     #[inline(always)]
-    fn run(
+    pub fn run(
         self,
         pass: Pass,
         dst: &mut [f32],
@@ -754,7 +761,7 @@ fn finish(
 /// same rounding as [`Store::run`]), without its iterators, for the NCHW store whose runs
 /// are a tile's 12 pixels: for short reductions the store is a large part of the time.
 #[inline(always)]
-fn store_plain(pass: Pass, dst: &mut [f32], sums: &[f32], bias: f32) {
+pub(super) fn store_plain(pass: Pass, dst: &mut [f32], sums: &[f32], bias: f32) {
     let pairs = dst.iter_mut().zip(sums);
     match pass {
         Pass::First => pairs.for_each(|(y, &s)| *y = s),

@@ -10,7 +10,9 @@
 //!   every layout (NCHW or NHWC input and output, KCRS or KRSC filter) and every epilogue;
 //!   [`conv2d_with_residual`] is the call for an epilogue that adds a residual tensor. Its
 //!   micro-kernel is chosen per CPU at run time ([`Isa`]); [`conv2d_with_isa`] and
-//!   [`conv2d_with_isa_and_residual`] force one. Grouped and depthwise problems
+//!   [`conv2d_with_isa_and_residual`] force one. NCHW problems with short reductions (the
+//!   C = 3 stems) are vectorised over output pixels instead (`pixels.rs`), where the CPU has
+//!   AVX2 and FMA. Grouped and depthwise problems
 //!   (`groups` > 1) take a direct loop over each output's group, parallel over the output
 //!   (`grouped.rs`): their reductions are too short for im2win strips.
 //!
@@ -34,6 +36,7 @@ mod isa;
 mod microkernel;
 mod oracle;
 mod pack;
+mod pixels;
 mod strip;
 mod transpose;
 mod workspace;

@@ -1,0 +1,542 @@
+//! NCHW convolutions with short reductions, vectorised over output pixels.
+//!
+//! The main path ([`super::backend`]) vectorises over output channels: its tiles are
+//! pixel-major, so an NCHW output needs each tile transposed (8 × 8 at a time) into runs of
+//! one channel, then stored run by run into `MR` different planes. Where the reduction is
+//! short (the C = 3 stems: 27 to 363 products per output) that store is most of the call:
+//! conv7 (3 × 3, C = 3) spent 57% of its time storing. Here a tile is [`KB`] output
+//! channels × [`TILE`] consecutive pixels of one output row, each accumulator 8 neighbouring
+//! outputs of one channel: the sums leave the registers as contiguous runs of the NCHW
+//! plane, with no transpose, and each loaded vector of inputs serves `KB` channels.
+//!
+//! **The strip: one output row's input rows, by phase.** For output row `p` the strip holds
+//! the `R` (height-dilated, zero-padded) input rows its windows read, as im2win's rows do,
+//! but each split into its `sw` phases instead of interleaved:
+//!
+//! ```text
+//! strip[c][r][φ][j] = Xpad[c][p·sh + r·dh][j·sw + φ]          (0 in the padding)
+//! ```
+//!
+//! Output pixel `q` at filter column `s` reads padded column `q·sw + s·dw`, which is
+//! `(q + ⌊s·dw / sw⌋)·sw + (s·dw mod sw)`: phase `s·dw mod sw`, index `q + ⌊s·dw / sw⌋`. So
+//! neighbouring pixels read neighbouring floats of one phase row whatever the stride and
+//! dilation, and weight `(c, r, s)` lies at a fixed offset from the tile's first pixel
+//! (the offsets table, in the filter's memory order like [`super::pack`]'s packed filter).
+//!
+//! Only for CPUs with AVX2 and FMA (the `avx2` and `avx512` levels; a 512-bit variant would
+//! not be faster on Zen 4, which splits 512-bit FMAs in two). `docs/cpu-kernels.md` has
+//! the measurements behind [`MAX_REDUCTION`].
+
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use super::backend::{Pass, Split, Store, band_rows, oom, store_plain};
+use super::isa::Isa;
+use super::pack::pack_filter;
+use super::{workspace, zeros};
+use crate::error::Result;
+use crate::layout::{FilterLayout, Layout};
+use crate::problem::{Conv2dProblem, ProblemShape};
+
+/// Output channels of a tile: each weight broadcast serves [`TILE`] pixels.
+const KB: usize = 6;
+/// Vectors of 8 pixels per tile: `KB × NV` = 12 accumulators, `NV` input vectors and a
+/// broadcast weight make 15 of AVX2's 16 registers. (4 × 3 needs all 16, and the compiler
+/// then kept an accumulator on the stack: a store and a load in every FMA chain, measured
+/// 2× slower on the C = 3 stems.)
+const NV: usize = 2;
+/// Pixels of a tile: consecutive outputs of one row.
+const TILE: usize = 8 * NV;
+/// The longest reduction (`C·R·S`) this path takes: past it the main path's stores are a
+/// small part of its time and its micro-kernel is the faster one. Measured on Zen 3 (2
+/// threads, batch 1, 64 output channels): 3 × 3 with C = 3 (27) 2.1× and C = 8 (72) 1.5×
+/// faster here, 7 × 7 stride 2 with C = 3 (147) 1.1×; C = 16 (144) the same; 11 × 11
+/// stride 4 with C = 3 (363) 0.9×, 3 × 3 with C = 32 and 44 (288, 396) 0.85×.
+pub(super) const MAX_REDUCTION: usize = 150;
+/// The narrowest output this path takes: a tile computes [`TILE`] pixels even where a row
+/// has fewer.
+const MIN_COLUMNS: usize = 16;
+/// Floats of the strip that one segment of an output row reads at most: 16 KiB, half of
+/// a 32 KiB L1 data cache, the other half for the weights and the outputs.
+const SEGMENT_FLOATS: usize = 4096;
+/// The largest strip (floats) this path takes: one output row's input rows, every phase.
+const MAX_STRIP: usize = 1 << 20;
+
+/// Whether a problem (validated, `shape` its shape) takes this path at level `isa`: NCHW,
+/// one group, a reduction of at most [`MAX_REDUCTION`], at least [`MIN_COLUMNS`] output
+/// columns, and a CPU with AVX2 and FMA running the `avx2` or `avx512` level.
+pub(super) fn applies(isa: Isa, problem: &Conv2dProblem, shape: &ProblemShape) -> bool {
+    let level = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => isa.is_available() && Isa::Avx2.is_available(),
+        _ => false,
+    };
+    level
+        && problem.layout == Layout::Nchw
+        && problem.groups == 1
+        && shape.reduction <= MAX_REDUCTION
+        && shape.output[3] >= MIN_COLUMNS
+        && StripShape::new(problem, shape).len() <= MAX_STRIP
+}
+
+/// Where things lie in a strip (see the module documentation).
+#[derive(Debug, Clone, Copy)]
+struct StripShape {
+    c: usize,
+    h: usize,
+    w: usize,
+    r: usize,
+    s: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    top: usize,
+    left: usize,
+    /// Floats of one phase row: every tile's last pixel, plus the largest column shift.
+    phase_len: usize,
+}
+
+impl StripShape {
+    fn new(problem: &Conv2dProblem, shape: &ProblemShape) -> StripShape {
+        let [_, c, h, w] = problem.input;
+        let [_, _, r, s] = problem.filter;
+        let [sh, sw] = problem.stride;
+        let [dh, dw] = problem.dilation;
+        let q = shape.output[3];
+        let shift = (s - 1) * dw / sw;
+        StripShape {
+            c,
+            h,
+            w,
+            r,
+            s,
+            sh,
+            sw,
+            dh,
+            dw,
+            top: problem.padding.top,
+            left: problem.padding.left,
+            phase_len: q.div_ceil(TILE) * TILE + shift,
+        }
+    }
+
+    /// Floats of one input row in every phase.
+    fn row_len(&self) -> usize {
+        self.sw * self.phase_len
+    }
+
+    /// Floats of the whole strip.
+    fn len(&self) -> usize {
+        self.c * self.r * self.row_len()
+    }
+
+    /// Pixels of a segment of the output row (whole tiles) whose windows span at most
+    /// [`SEGMENT_FLOATS`] of the strip. The tiles of a segment run for every channel
+    /// block before the next segment's, so that the strip they read stays in L1: reading
+    /// a 43 KiB strip (11 × 11, stride 4, C = 3) block after block made its loads wait on
+    /// L2.
+    fn segment(&self) -> usize {
+        let phase_rows = self.c * self.r * self.sw;
+        let shift = (self.s - 1) * self.dw / self.sw;
+        let span = (SEGMENT_FLOATS / phase_rows.max(1)).saturating_sub(shift);
+        (span / TILE).max(1) * TILE
+    }
+
+    /// Where weight `kk` (in the filter's memory order) reads, from a tile's first pixel;
+    /// and `1 + ` the largest offset.
+    fn offsets(&self, filter_layout: FilterLayout) -> Result<(Vec<usize>, usize)> {
+        let (c, r, s) = (self.c, self.r, self.s);
+        let mut offsets = zeros::<usize>("offsets table", c * r * s)?;
+        for (kk, off) in offsets.iter_mut().enumerate() {
+            let (ci, fy, fx) = match filter_layout {
+                FilterLayout::Kcrs => (kk / (r * s), kk / s % r, kk % s),
+                FilterLayout::Krsc => (kk % c, kk / (s * c), kk / c % s),
+            };
+            let column = fx * self.dw;
+            let phase = column % self.sw;
+            *off = (ci * r + fy) * self.row_len() + phase * self.phase_len + column / self.sw;
+        }
+        let reach = offsets.iter().max().map_or(0, |&m| m + 1);
+        Ok((offsets, reach))
+    }
+
+    /// The strip of output row `oy` of the image `x` (`C×H×W`, NCHW) into `strip`
+    /// ([`StripShape::len`] floats).
+    fn build(&self, x: &[f32], oy: usize, strip: &mut [f32]) {
+        let row_len = self.row_len();
+        for (i, dst) in strip.chunks_exact_mut(row_len).enumerate() {
+            let (ci, fy) = (i / self.r, i % self.r);
+            let iy = (oy * self.sh + fy * self.dh)
+                .checked_sub(self.top)
+                .filter(|&iy| iy < self.h);
+            let Some(iy) = iy else {
+                dst.fill(0.0);
+                continue;
+            };
+            let src = &x[(ci * self.h + iy) * self.w..][..self.w];
+            for (phase, run) in dst.chunks_exact_mut(self.phase_len).enumerate() {
+                // Padded column j·sw + phase is input column j·sw + phase − left: the
+                // phase's first input column is ix0, then every sw-th.
+                let ix0 = (phase + self.sw - self.left % self.sw) % self.sw;
+                let j0 = ((ix0 + self.left) / self.sw).min(run.len());
+                let (pad, rest) = run.split_at_mut(j0);
+                pad.fill(0.0);
+                let src = src.get(ix0..).unwrap_or_default();
+                let filled = if self.sw == 1 {
+                    // A plain copy (vectorised), the common case.
+                    let n = src.len().min(rest.len());
+                    rest[..n].copy_from_slice(&src[..n]);
+                    n
+                } else {
+                    let mut n = 0;
+                    for (d, &v) in rest.iter_mut().zip(src.iter().step_by(self.sw)) {
+                        *d = v;
+                        n += 1;
+                    }
+                    n
+                };
+                rest[filled..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// The sums of one tile: `KB` channels × `TILE` pixels.
+type TileSums = [[f32; TILE]; KB];
+
+/// What every job of a call shares.
+struct Job<'a> {
+    strip: StripShape,
+    offsets: &'a [usize],
+    reach: usize,
+    /// The filter packed in blocks of `KB` channels (`[⌈K/KB⌉][C·R·S][KB]`).
+    packed: &'a [f32],
+    bias: &'a [f32],
+    residual: Option<&'a [f32]>,
+    store: Store,
+    crs: usize,
+    k: usize,
+    p: usize,
+    q: usize,
+}
+
+impl Job<'_> {
+    /// Output rows `p0 .. p0 + rows` of image `image` (input `x`) for the channels from
+    /// `k0`, one slice per channel (`planes`: the band's rows of that channel's plane).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        x: &[f32],
+        image: usize,
+        p0: usize,
+        rows: usize,
+        k0: usize,
+        planes: &mut [&mut [f32]],
+        strip: &mut [f32],
+    ) {
+        let mut sums: TileSums = [[0.0; TILE]; KB];
+        let plane = self.p * self.q;
+        let segment = self.strip.segment();
+        for i in 0..rows {
+            self.strip.build(x, p0 + i, strip);
+            let channels = planes.len();
+            for (s0, local) in (0..self.q)
+                .step_by(segment)
+                .flat_map(|s0| (0..channels).step_by(KB).map(move |local| (s0, local)))
+            {
+                let k = k0 + local;
+                let weights = &self.packed[k / KB * self.crs * KB..][..self.crs * KB];
+                let (weights, _) = weights.as_chunks::<KB>();
+                for q0 in (s0..self.q.min(s0 + segment)).step_by(TILE) {
+                    let t = TILE.min(self.q - q0);
+                    tile(strip, q0, self.offsets, self.reach, weights, &mut sums);
+                    let valid = KB.min(channels - local);
+                    let at = i * self.q + q0;
+                    for (m, run) in sums[..valid].iter().enumerate() {
+                        let channel = k + m;
+                        let dst = &mut planes[local + m][at..][..t];
+                        let last = Pass::Last { after: false };
+                        if let (Store::Plain, None) = (self.store, self.residual) {
+                            store_plain(last, dst, &run[..t], self.bias[channel]);
+                            continue;
+                        }
+                        let first = (image * self.k + channel) * plane + (p0 + i) * self.q + q0;
+                        let res = self.residual.map(|r| &r[first..][..t]);
+                        let bias = std::iter::repeat(self.bias[channel]);
+                        self.store
+                            .run(last, dst, run[..t].iter().copied(), bias, res);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The sums of the tile from pixel `q0` of the strip's row: `sums[m][j]` for channel `m`
+/// of the block whose packed weights are `weights` and pixel `q0 + j`.
+///
+/// # Panics
+/// When the strip is shorter than the tile's windows reach (a bug of the caller; nothing
+/// is read out of bounds then).
+fn tile(
+    strip: &[f32],
+    q0: usize,
+    offsets: &[usize],
+    reach: usize,
+    weights: &[[f32; KB]],
+    sums: &mut TileSums,
+) {
+    // Every offset is below `reach`, so every read lies in `window`.
+    let window = &strip[q0..][..reach + TILE - 1];
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `applies` sends a problem here only where the CPU has AVX2 and FMA.
+        unsafe { x86::tile(window, offsets, weights, sums) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (window, offsets, weights, sums);
+        unreachable!("the pixel path runs on x86-64 only");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{KB, NV, TILE, TileSums};
+
+    /// [`super::tile`] on its window (`reach + TILE − 1` floats from the tile's first
+    /// pixel): per weight, `NV` input vectors and `KB` broadcasts feed `KB·NV` FMAs.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn tile(
+        window: &[f32],
+        offsets: &[usize],
+        weights: &[[f32; KB]],
+        sums: &mut TileSums,
+    ) {
+        let last = window.len() - TILE;
+        let mut acc = [[_mm256_setzero_ps(); NV]; KB];
+        for (&off, w) in offsets.iter().zip(weights) {
+            // A no-op (every offset is at most `last`) that lets the compiler drop the
+            // bounds checks of the loads below.
+            let xs = &window[off.min(last)..][..TILE];
+            let mut xv = [_mm256_setzero_ps(); NV];
+            for (v, x) in xv.iter_mut().enumerate() {
+                // SAFETY: `xs[8·v..][..8]` is 8 floats, what an unaligned load reads.
+                *x = unsafe { _mm256_loadu_ps(xs[8 * v..][..8].as_ptr()) };
+            }
+            for (m, acc) in acc.iter_mut().enumerate() {
+                let wm = _mm256_set1_ps(w[m]);
+                for (a, &x) in acc.iter_mut().zip(&xv) {
+                    *a = _mm256_fmadd_ps(wm, x, *a);
+                }
+            }
+        }
+        for (dst, acc) in sums.iter_mut().zip(&acc) {
+            for (v, &a) in acc.iter().enumerate() {
+                // SAFETY: `dst[8·v..][..8]` is 8 floats, what an unaligned store writes.
+                unsafe { _mm256_storeu_ps(dst[8 * v..][..8].as_mut_ptr(), a) };
+            }
+        }
+    }
+}
+
+/// The convolution on float32 buffers already checked against `problem` (of `shape`),
+/// for a problem that [`applies`]: `output = act(alpha·conv + bias + beta·residual)`.
+///
+/// # Errors
+/// [`crate::Error::OutOfMemory`] when a working buffer cannot be allocated (before any
+/// output is written).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_f32(
+    problem: &Conv2dProblem,
+    shape: &ProblemShape,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    output: &mut [f32],
+) -> Result<()> {
+    let [n, c, h, w] = problem.input;
+    let k = problem.filter[0];
+    let [_, _, p, q] = shape.output;
+    let threads = rayon::current_num_threads().max(1);
+    let split = Split::new(n, k, p, q, KB, threads);
+    let strip = StripShape::new(problem, shape);
+    let (offsets, reach) = strip.offsets(problem.filter_layout)?;
+    let packed = pack_filter(problem, filter, KB)?;
+    let no_bias = if bias.is_none() {
+        zeros::<f32>("bias", k)?
+    } else {
+        Vec::new()
+    };
+    let mut strips = Vec::new();
+    strips
+        .try_reserve_exact(threads)
+        .map_err(|_| oom("strips", threads, size_of::<Mutex<Vec<f32>>>()))?;
+    for _ in 0..threads {
+        strips.push(Mutex::new(workspace::take("strip", strip.len())?));
+    }
+    let job = Job {
+        strip,
+        offsets: &offsets,
+        reach,
+        packed: &packed,
+        bias: bias.unwrap_or(&no_bias),
+        residual,
+        store: Store::new(&problem.epilogue),
+        crs: shape.reduction,
+        k,
+        p,
+        q,
+    };
+    let image_len = c * h * w;
+    let mut rows = band_rows(output, k, p * q, q, split.bands)?;
+    rows.par_chunks_mut(k)
+        .enumerate()
+        .for_each(|(band_index, planes)| {
+            let (image, band) = (band_index / split.bands, band_index % split.bands);
+            let x = &input[image * image_len..][..image_len];
+            let (p0, band_rows) = split.band(band, p);
+            planes
+                .par_chunks_mut(split.group)
+                .enumerate()
+                .for_each(|(group, planes)| {
+                    // Each thread has a strip of its own: the lock is never contended.
+                    let slot = rayon::current_thread_index().unwrap_or(0) % strips.len();
+                    let mut strip = strips[slot].lock().unwrap_or_else(|e| e.into_inner());
+                    job.run(
+                        x,
+                        image,
+                        p0,
+                        band_rows,
+                        group * split.group,
+                        planes,
+                        &mut strip,
+                    );
+                });
+        });
+    for strip in strips {
+        workspace::give_back(strip.into_inner().unwrap_or_else(|e| e.into_inner()));
+    }
+    workspace::give_back(packed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::{
+        conv2d_with_isa_and_residual, reference_conv2d_with_residual, relative_error,
+    };
+    use crate::epilogue::{Activation, Epilogue};
+    use crate::problem::Padding;
+
+    #[test]
+    fn takes_short_nchw_reductions_only() {
+        if !Isa::Avx2.is_available() {
+            eprintln!("SKIPPED: this CPU has no AVX2 and FMA");
+            return;
+        }
+        let stem = Conv2dProblem::new([1, 3, 224, 224], [64, 3, 3, 3]);
+        let shape = |p: &Conv2dProblem| p.shape().unwrap();
+        assert!(applies(Isa::Avx2, &stem, &shape(&stem)));
+        assert!(!applies(Isa::Portable, &stem, &shape(&stem)));
+        let nhwc = stem.with_layout(Layout::Nhwc);
+        assert!(!applies(Isa::Avx2, &nhwc, &shape(&nhwc)));
+        let deep = Conv2dProblem::new([1, 64, 56, 56], [64, 64, 3, 3]);
+        assert!(!applies(Isa::Avx2, &deep, &shape(&deep)));
+        let narrow = Conv2dProblem::new([1, 3, 12, 12], [8, 3, 3, 3]);
+        assert!(!applies(Isa::Avx2, &narrow, &shape(&narrow)));
+        let grouped = Conv2dProblem::new([1, 4, 40, 40], [4, 1, 3, 3]).with_groups(4);
+        assert!(!applies(Isa::Avx2, &grouped, &shape(&grouped)));
+    }
+
+    /// Problems of every stride, dilation and padding (asymmetric too), both filter
+    /// layouts, partial channel blocks and partial tiles, the epilogues, on 1 to 3
+    /// threads, at both levels that run this path, against the float64 oracle; outputs
+    /// poisoned with NaN first.
+    #[test]
+    fn matches_the_oracle() {
+        if !Isa::Avx2.is_available() {
+            eprintln!("SKIPPED: this CPU has no AVX2 and FMA");
+            return;
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut checked = 0;
+        while checked < 120 {
+            let (r, s) = (1 + next(11), 1 + next(11));
+            let c = 1 + next(6);
+            let stride = [1 + next(4), 1 + next(4)];
+            let dilation = [1 + next(3), 1 + next(3)];
+            let padding = Padding {
+                top: next(4),
+                bottom: next(4),
+                left: next(6),
+                right: next(6),
+            };
+            let h = (r - 1) * dilation[0] + 1 + next(12);
+            let w = (s - 1) * dilation[1] + 1 + (10 + next(50)) * stride[1];
+            let k = 1 + next(13);
+            let layout = if next(2) == 0 {
+                FilterLayout::Kcrs
+            } else {
+                FilterLayout::Krsc
+            };
+            let epilogue = match next(3) {
+                0 => Epilogue::default(),
+                1 => Epilogue::activation(Activation::Relu),
+                _ => Epilogue::activation(Activation::Silu)
+                    .with_alpha(0.75)
+                    .with_residual(0.5),
+            };
+            let problem = Conv2dProblem::new([1 + next(2), c, h, w], [k, c, r, s])
+                .with_stride(stride)
+                .with_dilation(dilation)
+                .with_padding(padding)
+                .with_filter_layout(layout)
+                .with_epilogue(epilogue);
+            let Ok(shape) = problem.shape() else { continue };
+            if !applies(Isa::Avx2, &problem, &shape) {
+                continue;
+            }
+            checked += 1;
+            let value = |i: usize, salt: usize| ((i * 7919 + salt) % 997) as f32 / 498.5 - 1.0;
+            let input: Vec<f32> = (0..shape.input_len).map(|i| value(i, 1)).collect();
+            let filter: Vec<f32> = (0..shape.filter_len).map(|i| value(i, 2)).collect();
+            let bias: Vec<f32> = (0..k).map(|i| value(i, 3)).collect();
+            let bias = (next(2) == 0).then_some(&bias[..]);
+            let residual: Vec<f32> = (0..shape.output_len).map(|i| value(i, 4)).collect();
+            let residual = problem.epilogue.residual.then_some(&residual[..]);
+            let want =
+                reference_conv2d_with_residual(&problem, &input, &filter, bias, residual).unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1 + checked % 3)
+                .build()
+                .unwrap();
+            for isa in [Isa::Avx2, Isa::Avx512]
+                .into_iter()
+                .filter(|i| i.is_available())
+            {
+                let mut out = vec![f32::NAN; shape.output_len];
+                pool.install(|| {
+                    conv2d_with_isa_and_residual(
+                        isa, &problem, &input, &filter, bias, residual, &mut out,
+                    )
+                })
+                .unwrap();
+                let err = relative_error(&out, &want);
+                assert!(err < 1e-5, "{isa}, {problem:?}: relative error {err}");
+            }
+        }
+    }
+}
