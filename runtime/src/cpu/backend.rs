@@ -27,7 +27,7 @@
 //! and every allocation is fallible, made before any output is written.
 
 use std::iter::repeat;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use im2win_codegen::{DType, Precision};
 use rayon::prelude::*;
@@ -312,28 +312,21 @@ fn run_f32(
     let run = |image: usize, band: usize, k0: usize, mut out: Outputs<'_, '_>| {
         let x = &input[image * image_len..][..image_len];
         let (p0, band_rows) = split.band(band, p);
-        // Each thread has a strip of its own: the lock is never contended (unless rayon
-        // runs this outside its pool, where it stays correct).
-        let slot = rayon::current_thread_index().unwrap_or(0) % scratch.len();
-        let mut scratch = scratch[slot].lock().unwrap_or_else(|e| e.into_inner());
-        job.run(x, image, p0, band_rows, k0, &mut out, &mut scratch);
+        job.run(
+            x,
+            image,
+            p0,
+            band_rows,
+            k0,
+            &mut out,
+            &mut thread_slot(&scratch),
+        );
     };
     let groups = k.div_ceil(split.group);
     match problem.layout {
-        Layout::Nchw => {
-            let mut rows = band_rows(output, k, p * q, q, split.bands)?;
-            rows.par_chunks_mut(k)
-                .enumerate()
-                .for_each(|(band_index, planes)| {
-                    let (image, band) = (band_index / split.bands, band_index % split.bands);
-                    planes
-                        .par_chunks_mut(split.group)
-                        .enumerate()
-                        .for_each(|(group, planes)| {
-                            run(image, band, group * split.group, Outputs::Planes(planes));
-                        });
-                });
-        }
+        Layout::Nchw => for_each_nchw_job(output, k, p, q, &split, |image, band, k0, planes| {
+            run(image, band, k0, Outputs::Planes(planes));
+        })?,
         // Each band of an image is one run of the output: the first `p % bands` bands
         // have one row more than the others.
         Layout::Nhwc if groups == 1 => {
@@ -443,10 +436,45 @@ impl Split {
     }
 }
 
+/// Runs `job(image, band, k0, planes)` for every job of an NCHW `output` (`N×K×P×Q`) as
+/// `split` cuts it, in parallel: `planes` holds the job's rows of the planes of channels
+/// `k0 ..` (see [`band_rows`]).
+///
+/// # Errors
+/// [`Error::OutOfMemory`] when the table of output rows cannot be allocated.
+pub(super) fn for_each_nchw_job(
+    output: &mut [f32],
+    k: usize,
+    p: usize,
+    q: usize,
+    split: &Split,
+    job: impl Fn(usize, usize, usize, &mut [&mut [f32]]) + Sync,
+) -> Result<()> {
+    let mut rows = band_rows(output, k, p * q, q, split.bands)?;
+    rows.par_chunks_mut(k)
+        .enumerate()
+        .for_each(|(band_index, planes)| {
+            let (image, band) = (band_index / split.bands, band_index % split.bands);
+            planes
+                .par_chunks_mut(split.group)
+                .enumerate()
+                .for_each(|(group, planes)| job(image, band, group * split.group, planes));
+        });
+    Ok(())
+}
+
+/// The calling thread's entry of `slots` (one per thread of the pool: each thread has
+/// working memory of its own, so the lock is never contended, unless rayon runs a job
+/// outside its pool, where it stays correct).
+pub(super) fn thread_slot<T>(slots: &[Mutex<T>]) -> MutexGuard<'_, T> {
+    let slot = rayon::current_thread_index().unwrap_or(0) % slots.len().max(1);
+    slots[slot].lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `output` (`N×K×P×Q`) cut into `N × bands × K` row bands, ordered (image, band,
 /// channel), so that the `K` consecutive entries of one (image, band) are the rows that
 /// one job writes: disjoint slices handed out safely, with one allocation in all.
-pub(super) fn band_rows(
+fn band_rows(
     output: &mut [f32],
     k: usize,
     plane: usize,

@@ -29,9 +29,7 @@
 
 use std::sync::Mutex;
 
-use rayon::prelude::*;
-
-use super::backend::{Pass, Split, Store, band_rows, oom, store_plain};
+use super::backend::{Pass, Split, Store, for_each_nchw_job, oom, store_plain, thread_slot};
 use super::isa::Isa;
 use super::pack::pack_filter;
 use super::{workspace, zeros};
@@ -394,31 +392,11 @@ pub(super) fn run_f32(
         q,
     };
     let image_len = c * h * w;
-    let mut rows = band_rows(output, k, p * q, q, split.bands)?;
-    rows.par_chunks_mut(k)
-        .enumerate()
-        .for_each(|(band_index, planes)| {
-            let (image, band) = (band_index / split.bands, band_index % split.bands);
-            let x = &input[image * image_len..][..image_len];
-            let (p0, band_rows) = split.band(band, p);
-            planes
-                .par_chunks_mut(split.group)
-                .enumerate()
-                .for_each(|(group, planes)| {
-                    // Each thread has a strip of its own: the lock is never contended.
-                    let slot = rayon::current_thread_index().unwrap_or(0) % strips.len();
-                    let mut strip = strips[slot].lock().unwrap_or_else(|e| e.into_inner());
-                    job.run(
-                        x,
-                        image,
-                        p0,
-                        band_rows,
-                        group * split.group,
-                        planes,
-                        &mut strip,
-                    );
-                });
-        });
+    for_each_nchw_job(output, k, p, q, &split, |image, band, k0, planes| {
+        let x = &input[image * image_len..][..image_len];
+        let (p0, rows) = split.band(band, p);
+        job.run(x, image, p0, rows, k0, planes, &mut thread_slot(&strips));
+    })?;
     for strip in strips {
         workspace::give_back(strip.into_inner().unwrap_or_else(|e| e.into_inner()));
     }
