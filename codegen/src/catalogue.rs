@@ -78,18 +78,16 @@ pub const FUSED_TILES: [TileConfig; 4] = [
 /// (ptxas spills with the staged epilogue, `codegen/templates/epilogue.cuh`).
 pub const NHWC_TILES: [TileConfig; 3] = [FUSED_TILES[0], FUSED_TILES[2], FUSED_TILES[3]];
 
-/// The window-buffer kernels for NHWC ([`Variant::MATERIALISED`] with [`Layout::Nhwc`],
-/// [`Catalogue::nhwc_window_buffer`]; not yet in the default catalogue): the
-/// input transform builds the im2win buffer from the NHWC input (reading it channels-last),
-/// the kernel reads it as its NCHW twin does, and the epilogue writes NHWC. Where the NCHW
-/// problem runs the window buffer (the stems: C = 3, where the fused gather of NHWC windows
-/// moves 12 bytes a pixel), the NHWC one can then run at NCHW's speed; and on the large
-/// layers it competes with the NHWC gather, whose widest tile (128×128×16) spills. Geometry
-/// and tile each: the 11×11 stride-4 stems' 96×128×8, the 7×7 stride-2 and 3×3 stride-1
-/// stems' 64×128×8 (K = 64), 3×3 stride 1 and 5×5 stride 1 with 128×128 tiles for the large
-/// layers, and the generic 64×64×8 (any other geometry; the generic 64×128 and 128×128×8
-/// tiles spill 28 bytes with the NHWC epilogue, ptxas -v).
-pub const NHWC_WINDOW_BUFFER_KERNELS: [(Geometry, TileConfig); 7] = [
+/// The window-buffer kernels for NHWC ([`Variant::MATERIALISED`] with [`Layout::Nhwc`]) of
+/// the default catalogue: the input transform builds the im2win buffer from the NHWC input
+/// (reading it channels-last), the kernel reads it as its NCHW twin does, and the epilogue
+/// writes NHWC. Where the NCHW problem runs the window buffer (the stems: C = 3, where the
+/// fused gather of NHWC windows moves 12 bytes a pixel), the NHWC one then runs at NCHW's
+/// speed. These four are the ones `im2win tune --layout nhwc` picked for the paper's layers
+/// on an H100 (2026-12-07, `bench/results/h100/`): the 11×11 stride-4 stems' 96×128×8 (conv1,
+/// conv2), 7×7 stride 2 with 64×128×8 (conv3, conv4), 5×5 stride 1 with 128×128×8 (conv5) and
+/// 3×3 stride 1 with 128×128×16 (conv6, over the NHWC gather, whose widest tile spills).
+pub const NHWC_WINDOW_BUFFER_KERNELS: [(Geometry, TileConfig); 4] = [
     (
         Geometry::Fixed(FixedGeometry::square(11, 4)),
         EXTRA_TILES[0].1,
@@ -99,6 +97,22 @@ pub const NHWC_WINDOW_BUFFER_KERNELS: [(Geometry, TileConfig); 7] = [
         DEFAULT_TILES[2],
     ),
     (
+        Geometry::Fixed(FixedGeometry::square(5, 1)),
+        DEFAULT_TILES[0],
+    ),
+    (
+        Geometry::Fixed(FixedGeometry::square(3, 1)),
+        DEFAULT_TILES[1],
+    ),
+];
+
+/// More NHWC window-buffer kernels, not in the default catalogue (tune picked none of them
+/// on the paper's layers: the NHWC gather was faster there), for a crate's own catalogue
+/// ([`Catalogue::nhwc_window_buffer`]): 3×3 stride 1 with 64×128×8 and 128×128×8, and the
+/// generic 64×64×8 (the generic 64×128 and 128×128×8 tiles spill 28 bytes with the NHWC
+/// epilogue, ptxas -v).
+pub const NHWC_WINDOW_BUFFER_EXTRA: [(Geometry, TileConfig); 3] = [
+    (
         Geometry::Fixed(FixedGeometry::square(3, 1)),
         DEFAULT_TILES[2],
     ),
@@ -106,16 +120,21 @@ pub const NHWC_WINDOW_BUFFER_KERNELS: [(Geometry, TileConfig); 7] = [
         Geometry::Fixed(FixedGeometry::square(3, 1)),
         DEFAULT_TILES[0],
     ),
-    (
-        Geometry::Fixed(FixedGeometry::square(3, 1)),
-        DEFAULT_TILES[1],
-    ),
-    (
-        Geometry::Fixed(FixedGeometry::square(5, 1)),
-        DEFAULT_TILES[0],
-    ),
     (Geometry::Generic, DEFAULT_TILES[4]),
 ];
+
+/// The float32 NHWC window-buffer specs of `list` (geometry and tile each).
+fn nhwc_window_buffer_specs(list: &[(Geometry, TileConfig)]) -> Vec<KernelSpec> {
+    list.iter()
+        .map(|&(geometry, tile)| {
+            let spec = match geometry {
+                Geometry::Fixed(g) => KernelSpec::fixed(DType::F32, g, tile),
+                Geometry::Generic => KernelSpec::generic(DType::F32, tile),
+            };
+            spec.with_layout(Layout::Nhwc)
+        })
+        .collect()
+}
 
 /// Tiles compiled for some geometries only, beside [`DEFAULT_TILES`]: 96×128×8 with 6×8 per
 /// thread for the 11×11 stride-4 layers (AlexNet-style, K = 96, where 128 rows waste a
@@ -619,8 +638,8 @@ impl Catalogue {
     /// The strict float32 kernels of the default catalogue: for NCHW, every geometry of
     /// [`DEFAULT_GEOMETRIES`] and the generic kernel, each with every tile of
     /// [`DEFAULT_TILES`], then the [`EXTRA_TILES`], then the fused variant with every tile
-    /// of [`FUSED_TILES`]; for NHWC the fused variant with every tile of [`NHWC_TILES`].
-    /// (Not yet [`Catalogue::nhwc_window_buffer`]: see there.)
+    /// of [`FUSED_TILES`]; for NHWC the fused variant with every tile of [`NHWC_TILES`], then
+    /// the window-buffer kernels of [`NHWC_WINDOW_BUFFER_KERNELS`].
     pub fn default_f32() -> Self {
         let mut kernels = Vec::new();
         for tile in DEFAULT_TILES {
@@ -654,29 +673,20 @@ impl Catalogue {
                     .with_layout(Layout::Nhwc),
             );
         }
+        kernels.extend(nhwc_window_buffer_specs(&NHWC_WINDOW_BUFFER_KERNELS));
         Catalogue {
             kernels,
             baselines: false,
         }
     }
 
-    /// The NHWC window-buffer kernels of [`NHWC_WINDOW_BUFFER_KERNELS`], float32. They are
-    /// checked on the CPU (the emulator runs them against the oracle) but have not yet run
-    /// on a GPU, so the default catalogue leaves them out until they have, and have been
-    /// timed against the NHWC gather; a crate's own catalogue may hold them (the runtime
-    /// dispatches, transforms and launches them like any other kernel: merge the
-    /// catalogues, `Kernels::merged`).
+    /// Every NHWC window-buffer kernel, float32: those of the default catalogue
+    /// ([`NHWC_WINDOW_BUFFER_KERNELS`]) and [`NHWC_WINDOW_BUFFER_EXTRA`], which a crate's own
+    /// catalogue may hold (the runtime dispatches, transforms and launches them like any
+    /// other kernel: merge the catalogues, `Kernels::merged`).
     pub fn nhwc_window_buffer() -> Self {
-        let kernels = NHWC_WINDOW_BUFFER_KERNELS
-            .iter()
-            .map(|&(geometry, tile)| {
-                let spec = match geometry {
-                    Geometry::Fixed(g) => KernelSpec::fixed(DType::F32, g, tile),
-                    Geometry::Generic => KernelSpec::generic(DType::F32, tile),
-                };
-                spec.with_layout(Layout::Nhwc)
-            })
-            .collect();
+        let mut kernels = nhwc_window_buffer_specs(&NHWC_WINDOW_BUFFER_KERNELS);
+        kernels.extend(nhwc_window_buffer_specs(&NHWC_WINDOW_BUFFER_EXTRA));
         Catalogue {
             kernels,
             baselines: false,
