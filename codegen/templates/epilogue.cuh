@@ -155,6 +155,8 @@ struct StagedOutput<Tile, Smem, IM2WIN_NCHW> {
     static constexpr int ELEMENTS = LINES * STRIDE;
     // The bias is added as the sums are staged (one value per line, and see write_outputs).
     static constexpr bool STAGES_BIAS = true;
+    // Whether the channels of each pair are staged in swapped order (NHWC, below).
+    static constexpr bool SWAPS_PAIRS = false;
     // Thread (tx, ty) writes value(e, jj), the group's e-th row and jj-th pixel, e < VM,
     // jj < TN: VN consecutive pixels of a row at a time, one 16-byte write.
     template <class Value>
@@ -216,6 +218,8 @@ struct StagedOutput<Tile, Smem, IM2WIN_NHWC> {
     // The bias is added by the walk, V channels at a time (adding it as the sums are staged
     // made ptxas spill in the 64x64 tiles).
     static constexpr bool STAGES_BIAS = false;
+    // Channels 2i and 2i + 1 of a line are staged in swapped order (see stage()).
+    static constexpr bool SWAPS_PAIRS = true;
     // Thread (tx, ty) writes value(e, jj), the group's e-th row and jj-th pixel, two channels
     // at a time: a 16-byte write of VM channels would need the VM values in 4 aligned registers,
     // which here (a column of the accumulators) makes ptxas spill; single writes did too in
@@ -226,7 +230,15 @@ struct StagedOutput<Tile, Smem, IM2WIN_NHWC> {
         for (int e = 0; e < Tile::VM; e += 2) {
 #pragma unroll
             for (int jj = 0; jj < Tile::TN; ++jj) {
-                typename Tile::Types::ElementAcc v[2] = {value(e, jj), value(e + 1, jj)};
+                // The pair swapped (channel e + 1 first; the walk swaps it back): the 8-byte
+                // write puts its two values in an aligned register pair, and ptxas keeps the
+                // accumulators there for the whole main loop. In channel order accumulator i
+                // would share a register bank with filter value i, loaded by 16-byte reads
+                // into aligned quads: one extra cycle in most main-loop FFMAs
+                // (scripts/sass-bank-conflicts.py: 416 same-bank pairs per 512 FFMAs in the
+                // 128x128x8 tile, 216 swapped; 6% of its time on the paper's NHWC 3x3 layers,
+                // H100, scripts/kernel-ab.py, 2026-12-07).
+                typename Tile::Types::ElementAcc v[2] = {value(e + 1, jj), value(e, jj)};
                 im2win_store<2>(staging + Smem::column(jj, tx) * STRIDE + ty * Tile::VM + e, v);
             }
         }
@@ -328,7 +340,19 @@ __device__ __forceinline__ void write_outputs(const typename Tile::Types::Elemen
                         r[e] = typename Types::ElementX(0);
                     }
                     if (at[q] >= 0) {
-                        im2win_load<U>(staging + line * Staged::STRIDE + pos, v[q]);
+                        if constexpr (Staged::SWAPS_PAIRS && U == 1) {
+                            v[q][0] = staging[line * Staged::STRIDE + (pos ^ 1)];
+                        } else {
+                            im2win_load<U>(staging + line * Staged::STRIDE + pos, v[q]);
+                        }
+                        if constexpr (Staged::SWAPS_PAIRS && U > 1) {
+#pragma unroll
+                            for (int e = 0; e < U; e += 2) {
+                                const ElementAcc t = v[q][e];
+                                v[q][e] = v[q][e + 1];
+                                v[q][e + 1] = t;
+                            }
+                        }
                         if (add_residual) {
                             im2win_load<U>(residual + at[q], r);
                         }

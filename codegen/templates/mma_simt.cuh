@@ -81,17 +81,26 @@ struct SimtOuterProduct {
             // Interleaved windows: one vector read gives KR reduction steps of a pixel. KR is at
             // most 2 whatever the interleave: the window values of all TN pixels then take 16
             // registers (with KR = 4, 16 more than two blocks per SM leave: the kernel spills).
-            // With KI = 4 a warp's 8-byte reads are 16 bytes apart, two shared-memory
-            // wavefronts instead of one (shared memory still has the bandwidth), and they are
-            // kept from being merged into 16-byte reads (im2win_load_shared_pair).
+            // The 8-byte reads are kept from being merged into 16-byte reads
+            // (im2win_load_shared_pair).
+            //
+            // With KI = 4 a pixel's group of 4 steps is one 16-byte chunk, so a warp's reads of
+            // one pair of steps from its 16 pixels are 16 bytes apart: two wavefronts. Threads
+            // tx / 8 odd take the two pairs of each group in the other order (steps 2, 3, 0, 1),
+            // so that half the warp reads the chunks' first halves and half their second, and
+            // the 16 reads fill one 128-byte wavefront; their filter rows follow the same order
+            // (the same sum, in another order). 3-4% on the paper's NHWC 3x3 layers (H100,
+            // scripts/kernel-ab.py, 2026-12-07).
             constexpr int KR = KI < 2 ? KI : 2;
+            const int swap = KI == 4 ? ((tx / 8) & 1) * 2 : 0;
 #pragma unroll
             for (int k = 0; k < Tile::BK; k += KR) {
+                const int kp = KI == 4 ? (k % 4 < 2 ? k + swap : k - swap) : k;
                 ElementB b[Tile::TN][KR];
 #pragma unroll
                 for (int jj = 0; jj < Tile::TN; ++jj) {
                     if constexpr (KR < KI) {
-                        im2win_load_shared_pair(bs + Smem::offset(k, Smem::column(jj, tx)), b[jj]);
+                        im2win_load_shared_pair(bs + Smem::offset(k, Smem::column(jj, tx)) + (kp - k), b[jj]);
                     } else {
                         im2win_load<KR>(bs + Smem::offset(k, Smem::column(jj, tx)), b[jj]);
                     }
@@ -100,7 +109,7 @@ struct SimtOuterProduct {
                 for (int e = 0; e < KR; ++e) {
                     ElementA a[Tile::TM];
                     ElementB be[Tile::TN];
-                    load_a(as, k + e, ty, a);
+                    load_a(as, kp + e, ty, a);
 #pragma unroll
                     for (int jj = 0; jj < Tile::TN; ++jj) {
                         be[jj] = b[jj][e];
