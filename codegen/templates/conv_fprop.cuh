@@ -67,15 +67,20 @@ struct Conv2dFpropSimt {
     using Geometry = Geometry_;
     static constexpr int LAYOUT = LAYOUT_;
     static constexpr int STAGES = STAGES_;
-    // Gathered NHWC windows arrive as groups of channels: groups of 4 (with floats, 16-byte copies) when
-    // a thread's run of the stage is one such group (B_RUN = 4: the two threads that share a
-    // pixel then read one whole 32-byte sector per copy instruction, and a warp touches 16
-    // pixels once), else groups of 2. With runs of 8, or for 1x1 filters (whose simpler
-    // addressing ptxas schedules differently), 16-byte copies of floats need more than the 128
-    // registers that two blocks per SM leave, and spill (ptxas -v; codegen/tests/compile.rs
-    // checks there are none).
+    // Gathered NHWC windows arrive as groups of channels: groups of 4 (with floats, 16-byte
+    // copies) when a thread's run of the stage is one such group (B_RUN = 4: the two threads
+    // that share a pixel then read one whole 32-byte sector per copy instruction, and a warp
+    // touches 16 pixels once) or two groups that make the whole stage (B_RUN = BK = 8: lane
+    // pairs trade pixels, WindowGatherLoader::PAIRED, with the same effect), else groups of 2.
+    // A copy instruction that touches 32 pixels costs a shared-memory wavefront per pixel:
+    // the 64x128x8 NHWC kernel with 8-byte pieces, one pixel a lane, ran 1.3x slower than
+    // paired (H100, conv8-12). For 1x1 filters (whose simpler addressing ptxas schedules
+    // differently), and paired in the 64-thread 64x64x8 tiles (68 bytes), 16-byte copies of
+    // floats need more than the 128 registers their launch bounds leave, and spill (ptxas -v;
+    // codegen/tests/compile.rs checks there are none).
     static constexpr bool POINTWISE = im2win_pointwise<Geometry>();
-    static constexpr int NHWC_INTERLEAVE = Tile::B_RUN == 4 && !POINTWISE ? 4 : 2;
+    static constexpr bool PAIRS_PIXELS = Tile::B_RUN == 8 && Tile::BK == 8 && Tile::THREADS >= 128;
+    static constexpr int NHWC_INTERLEAVE = (Tile::B_RUN == 4 || PAIRS_PIXELS) && !POINTWISE ? 4 : 2;
     // The window buffer T is the same for both layouts (the input transform reads either), so
     // its windows are row-major whatever the layout; only the output is written NHWC.
     using Smem = std::conditional_t<LAYOUT == IM2WIN_NHWC && ALGORITHM == WINDOW_GATHER,

@@ -17,6 +17,8 @@
 //         with KI channels each, which would touch a sector per thread (4x the L1 traffic).
 //         Run u is pixel u / G, and its pieces of KI channels sit at depths
 //         (e*G + u % G)*KI, e = 0 .. PIECES - 1 (G = BK / B_RUN runs share a pixel).
+//         With one run of two pieces per pixel (G = 1), lane pairs trade pixels (PAIRED):
+//         a copy instruction then reads 16 pixels' whole 32-byte sectors, not 32 halves.
 // The 16-byte copies bypass L1 (.cg, copy.cuh). Keeping their lines in L1 (.ca) raised an
 // NHWC 3x3 layer's L1 hit rate from 5% but made the paper's NHWC layers 0-2% slower on the
 // H200 (2026-12-03), so they stay .cg.
@@ -91,6 +93,43 @@ struct WindowGatherLoader {
         }
     }
 
+    // Runs of two pieces, one run per pixel (G = 1): each copy instruction of a warp would
+    // touch 32 pixels, 32 lines, and an L1 line's part lands in shared memory as a wavefront of
+    // its own (ncu: 16x the ideal wavefronts). Lane pairs trade instead: in copy e both lanes
+    // of a pair copy the pixel of lane (l & ~1) | e, lane l its piece l & 1, so a copy touches
+    // 16 pixels, one 32-byte sector each; each lane hands its partner the address of the piece
+    // the partner copies (one shuffle).
+    static constexpr bool PAIRED = LAYOUT == IM2WIN_NHWC && G == 1 && PIECES == 2;
+
+    template <bool CHECKED>
+    __device__ __forceinline__ void copy_paired(Element* bs, unsigned int kk0, int seg, int j, int c, int r, int s,
+        int h, int w, bool in_x, int tid) const {
+        const int odd = tid & 1;
+        // Piece 0 at (c, r, s); piece 1 PIECE_STEP channels on (the next tap when C is not a
+        // multiple of 2*KI).
+        long long off[2];
+        bool in[2];
+        off[0] = in_x ? at(seg, c, h, w) : 0;
+        in[0] = in_x && (!CHECKED || kk0 < CRS);
+        advance(PIECE_STEP, c, r, s);
+        const int h1 = b_h[seg] + r * g.DH;
+        const int w1 = b_w[seg] + s * g.DW;
+        const bool in1 = inside(h1, w1);
+        off[1] = in1 ? at(seg, c, h1, w1) : 0;
+        in[1] = in1 && (!CHECKED || kk0 + PIECE_STEP < CRS);
+        // The partner copies my piece 1 - odd, and I copy its piece odd.
+        const long long got_off = __shfl_xor_sync(0xffffffffu, odd ? off[0] : off[1], 1);
+        const int got_in = __shfl_xor_sync(0xffffffffu, (int)(odd ? in[0] : in[1]), 1);
+        const int depth = b_kk[seg] + odd * PIECE_STEP;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const bool mine = odd == e;
+            const long long src = mine ? (odd ? off[1] : off[0]) : got_off;
+            const bool valid = mine ? (odd ? in[1] : in[0]) : got_in != 0;
+            im2win_cp_async<KI>(bs + Smem::offset(depth, mine ? j : j ^ 1), x + (valid ? src : 0), valid, x);
+        }
+    }
+
     // The tile pixel of run u (see the top of the file).
     static __device__ __forceinline__ int pixel(int u) {
         return LAYOUT == IM2WIN_NCHW ? u % Tile::BN : u / G;
@@ -141,6 +180,12 @@ struct WindowGatherLoader {
             int h = b_h[seg] + r * g.DH;
             int w = b_w[seg] + s * g.DW;
             bool in_x = inside(h, w);
+            if constexpr (LAYOUT == IM2WIN_NHWC && PAIRED) {
+                if (vec_ok) {
+                    copy_paired<CHECKED>(bs, kk0, seg, j, c, r, s, h, w, in_x, tid);
+                    continue;
+                }
+            }
             if constexpr (LAYOUT == IM2WIN_NHWC) {
 #pragma unroll
                 for (int e = 0; e < PIECES; ++e) {

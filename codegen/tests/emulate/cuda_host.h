@@ -10,6 +10,7 @@
 
 #include <barrier>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <thread>
@@ -46,6 +47,25 @@ inline int __clz(unsigned x) { return x ? __builtin_clz(x) : 32; }
 
 inline std::barrier<>* block_barrier;
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+
+// __shfl_xor_sync(mask, v, m): lane l gets v of lane l ^ m of its warp. im2win's kernels call
+// it only where every thread of the block does (uniform control flow), so the emulation
+// exchanges through one slot per thread between two block barriers.
+inline unsigned long long shuffle_slots[1024];
+template <class T>
+inline T __shfl_xor_sync(unsigned /*mask*/, T value, int lane_mask) {
+    static_assert(sizeof(T) <= sizeof(unsigned long long), "one slot per thread");
+    const unsigned t = threadIdx.x;
+    unsigned long long bits = 0;
+    std::memcpy(&bits, &value, sizeof(T));
+    shuffle_slots[t] = bits;
+    __syncthreads();
+    bits = shuffle_slots[(t & ~31u) | ((t & 31u) ^ (unsigned)lane_mask)];
+    __syncthreads();
+    T out;
+    std::memcpy(&out, &bits, sizeof(T));
+    return out;
+}
 
 // The threads of a block of `size` threads, kept for every launch of that block size: creating
 // a block's threads for each launch cost more than the kernels themselves (hundreds of
