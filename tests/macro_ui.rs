@@ -21,12 +21,13 @@ fn ui() {
     }
     // trybuild builds the facade again in a target directory of its own; these tests only
     // compile (and run code that launches nothing), so its build.rs need not run nvcc.
-    // Nor need its debug build carry debug info: without it the build takes about 59 s
-    // instead of 72 on the 2-core CI machine.
+    // Nor need its debug build carry debug info or incremental state: without debug info the
+    // build takes about 59 s instead of 72 on the 2-core CI machine.
     // SAFETY: this binary's only test; nothing else reads the environment concurrently.
     unsafe {
         std::env::set_var("IM2WIN_SKIP_NVCC", "1");
         std::env::set_var("CARGO_PROFILE_DEV_DEBUG", "0");
+        std::env::set_var("CARGO_INCREMENTAL", "0");
     }
     let cases = trybuild::TestCases::new();
     cases.pass("tests/macro-ui/pass_*.rs");
