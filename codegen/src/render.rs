@@ -36,7 +36,7 @@ pub const HEADER_FILE: &str = "common.cuh";
 
 /// Every header of `codegen/templates` (file name, text), [`COMMON_HEADER`] first: the
 /// kernels' building blocks (docs/DESIGN.md). Copied verbatim next to the rendered files.
-pub const HEADERS: [(&str, &str); 20] = [
+pub const HEADERS: [(&str, &str); 22] = [
     (HEADER_FILE, COMMON_HEADER),
     ("numeric.cuh", include_str!("../templates/numeric.cuh")),
     ("copy.cuh", include_str!("../templates/copy.cuh")),
@@ -83,6 +83,11 @@ pub const HEADERS: [(&str, &str); 20] = [
     (
         "mainloop_multistage.cuh",
         include_str!("../templates/mainloop_multistage.cuh"),
+    ),
+    ("mbarrier.cuh", include_str!("../templates/mbarrier.cuh")),
+    (
+        "mainloop_warp_specialized.cuh",
+        include_str!("../templates/mainloop_warp_specialized.cuh"),
     ),
     (
         "epilogue_tensorop.cuh",

@@ -3,7 +3,9 @@
 //   tile shape      tile_tensorop.cuh: block, warp and stage sizes; swizzled shared rows;
 //   tile loaders    tile_gather_tensorop.cuh: the window gather from X (A) and the filter rows
 //                   (B): where a stage's data is;
-//   main loop       mainloop_multistage.cuh: when it moves (STAGES deep, cp.async groups);
+//   main loop       when it moves: mainloop_multistage.cuh (STAGES deep, cp.async groups, every
+//                   warp copies and multiplies) or mainloop_warp_specialized.cuh (one warpgroup
+//                   copies, the MMA warpgroups multiply; persistent blocks, mbarrier hand-off);
 //   MMA             how it is multiplied, FP32 sums: mma_tensorop.cuh (ldmatrix + mma.sync,
 //                   sm_80 and later) or mma_warpgroup.cuh (wgmma from shared memory, sm_90a);
 //   epilogue        epilogue_tensorop.cuh: what is written (staged through shared memory).
@@ -14,10 +16,12 @@
 // transform. Element types come from Config::Types (a Conv2dTypes, numeric.cuh): BF16 or FP16
 // operands and outputs with FP32 sums, or float everywhere, multiplied as TF32.
 //
-// Launch: block (Tile::THREADS, 1, 1); grid (ceil(N*P*Q / BM) * ceil(K / BN), 1, 1), the
+// Launch: block (Tile::BLOCK_THREADS, 1, 1); grid (ceil(N*P*Q / BM) * ceil(K / BN), 1, 1), the
 // channel tile fastest (so blocks that share a pixel tile, which read the same windows, run
 // together); dynamic shared memory Tile::SMEM_BYTES, which needs
-// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) above 48 KiB.
+// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) above 48 KiB. A warp-specialised kernel
+// (Tile::WARP_SPECIALIZED) takes any grid.x: its blocks are persistent, block b taking tiles
+// b, b + gridDim.x, ...; launched with as many blocks as fit on the GPU at once.
 // Split reduction (SPLITS kernels only; the others take gridDim.z = 1): with gridDim.z = Z > 1,
 // block z takes a contiguous share of the stages and
 // writes alpha times its partial sums (float), without the rest of the epilogue, to slice
@@ -34,6 +38,7 @@
 #include "epilogue_tensorop.cuh"
 #include "geometry.cuh"
 #include "mainloop_multistage.cuh"
+#include "mainloop_warp_specialized.cuh"
 #include "mma_tensorop.cuh"
 #include "mma_warpgroup.cuh"
 #include "tile_gather_tensorop.cuh"
@@ -61,15 +66,17 @@ struct Conv2dFpropTensorOp {
     static constexpr bool SPLITS = SPLITS_;
 };
 
+// 1024-byte alignment: a whole 128-byte swizzle pattern (8 rows) for the warpgroup MMA's
+// descriptors (mma_warpgroup.cuh); every stage and operand size is a multiple of it.
+extern __shared__ __align__(1024) unsigned char im2win_tensorop_smem[];
+
+// Every warp copies and multiplies (mainloop_multistage.cuh); block b computes tile b.
 template <class Config>
-__device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::ElementX* __restrict__ x,
+__device__ __forceinline__ void conv2d_fprop_tensorop_multistage(const typename Config::ElementX* __restrict__ x,
     const typename Config::ElementF* __restrict__ f, const typename Config::ElementY* __restrict__ bias,
     const typename Config::ElementX* __restrict__ residual, typename Config::ElementY* __restrict__ y,
     const ConvParams& prm) {
     using Tile = typename Config::Tile;
-    // 1024-byte alignment: a whole 128-byte swizzle pattern (8 rows) for the warpgroup MMA's
-    // descriptors (mma_warpgroup.cuh); every stage and operand size is a multiple of it.
-    extern __shared__ __align__(1024) unsigned char im2win_tensorop_smem[];
     const unsigned int smem = (unsigned int)__cvta_generic_to_shared(im2win_tensorop_smem);
 
     const int tid = threadIdx.x;
@@ -136,6 +143,125 @@ __device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::Ele
 
     mma.finish();
     write_outputs_tensorop<Tile, Config::SPLITS>(mma, im2win_tensorop_smem, y, bias, residual, prm, j0, n0);
+}
+
+// One warpgroup copies, the MMA teams multiply (mainloop_warp_specialized.cuh); blocks are
+// persistent.
+template <class Config>
+__device__ __forceinline__ void conv2d_fprop_tensorop_warp_specialized(const typename Config::ElementX* __restrict__ x,
+    const typename Config::ElementF* __restrict__ f, const typename Config::ElementY* __restrict__ bias,
+    const typename Config::ElementX* __restrict__ residual, typename Config::ElementY* __restrict__ y,
+    const ConvParams& prm) {
+    using Tile = typename Config::Tile;
+    const unsigned int smem = (unsigned int)__cvta_generic_to_shared(im2win_tensorop_smem);
+    static_assert(Config::VECTOR, "the copying warps only issue cp.async (mainloop_warp_specialized.cuh)");
+    static_assert(Config::Mma::ASYNC_PROXY_FENCE, "the MMA warps issue wgmma groups (mma_warpgroup.cuh)");
+
+    const int tid = threadIdx.x;
+    const int tiles_n = (prm.k + Tile::BN - 1) / Tile::BN;
+    // The reduction, BK indices a stage; this block's share [first, last) as in the multistage
+    // kernel (split over gridDim.z).
+    const int stages = (int)((prm.crs + Tile::BK - 1) / Tile::BK);
+    int first = 0;
+    int last = stages;
+    if constexpr (Config::SPLITS) {
+        const int per_split = (stages + (int)gridDim.z - 1) / (int)gridDim.z;
+        first = min(stages, (int)blockIdx.z * per_split);
+        last = min(stages, first + per_split);
+    }
+    auto a_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES; };
+    auto b_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES + Tile::A_STAGE_BYTES; };
+
+    using Pipeline = WarpSpecializedMainloop<Tile::STAGES, Tile::THREADS, Tile::PRODUCER_THREADS>;
+    const Pipeline pipeline(smem + Tile::OPERAND_BYTES + Tile::MMA_GROUPS * Tile::STAGING_BYTES);
+    typename Pipeline::State state;
+    // Persistent: tiles blockIdx.x, + gridDim.x, ... (the channel tile fastest); the block's
+    // i-th tile goes to MMA team i % MMA_GROUPS.
+    const long long tiles = (long long)tiles_n * ((prm.npq + Tile::BM - 1) / Tile::BM);
+    if (tid >= Tile::MMA_THREADS) {
+        // The copying warpgroup: every copy of every stage of every tile, then it leaves.
+        if constexpr (Tile::REALLOCATES_REGISTERS) {
+            warpgroup_registers<Tile::PRODUCER_REGISTERS, false>();   // its few go to the MMA warps
+        }
+        const int copier = tid - Tile::MMA_THREADS;
+        for (long long tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+            const long long j0 = (tile / tiles_n) * Tile::BM;
+            const int n0 = (int)(tile % tiles_n) * Tile::BN;
+            typename Config::ActLoader act(x, prm, j0, copier);
+            typename Config::FilterLoader filter(f, prm, n0, copier);
+            pipeline.produce(state, first, last, [&](int stage, int buf) {
+                const unsigned int k0 = (unsigned int)stage * Tile::BK;
+                act.prepare(k0);
+                filter.prepare(k0);
+#pragma unroll
+                for (int t = 0; t < Tile::A_PASSES; ++t) {
+                    act.copy(t, a_at(buf));
+                }
+#pragma unroll
+                for (int t = 0; t < Tile::B_PASSES; ++t) {
+                    filter.copy(t, b_at(buf));
+                }
+            });
+        }
+        pipeline.produced();
+        return;
+    }
+    // An MMA team: each stage's group queued behind the one before; the outputs of a tile
+    // written while the copying warps fill the stages of the next (and, with two teams,
+    // while the other team multiplies).
+    if constexpr (Tile::REALLOCATES_REGISTERS) {
+        warpgroup_registers<Tile::CONSUMER_REGISTERS, true>();
+    }
+    const int team = tid / Tile::THREADS;
+    typename Config::Mma mma((tid % Tile::THREADS) / 32, tid % 32);   // the warp within its team
+    const int share = last - first;   // stages per tile
+    state.skip(team * share);
+    unsigned char* staging = im2win_tensorop_smem + Tile::STAGING_OFFSET + team * Tile::STAGING_BYTES;
+    // Teams take turns at the main loop (the block's tiles in order): team t waits for the
+    // other's main loop of the tile before. Besides keeping the tensor cores to one team at a
+    // time, this keeps each team's barrier waits unambiguous: when a team starts a tile, every
+    // stage before it has been multiplied, so each buffer's last completed fill is the one
+    // before the awaited (mbarrier.cuh: a waiter is never more than one phase behind).
+    bool first_tile = true;
+    for (long long tile = blockIdx.x + (long long)team * gridDim.x; tile < tiles;
+         tile += (long long)Tile::MMA_GROUPS * gridDim.x) {
+        const long long j0 = (tile / tiles_n) * Tile::BM;
+        const int n0 = (int)(tile % tiles_n) * Tile::BN;
+        if constexpr (Tile::MMA_GROUPS > 1) {
+            if (!first_tile || team > 0) {
+                named_barrier_sync(TEAM_TURN_BARRIER + team, 2 * Tile::THREADS);
+            }
+        }
+        first_tile = false;
+        mma.clear();
+        pipeline.consume(
+            state, first, last,
+            [&](int buf) {
+                mma.issue(a_at(buf), b_at(buf));
+                mma.template wait<1>();
+            },
+            [&] { mma.finish(); });
+        if constexpr (Tile::MMA_GROUPS > 1) {
+            static_assert(Tile::MMA_GROUPS == 2, "two teams take turns");
+            if (tile + gridDim.x < tiles) {   // the other team's next tile
+                named_barrier_arrive(TEAM_TURN_BARRIER + (1 - team), 2 * Tile::THREADS);
+            }
+        }
+        state.skip((Tile::MMA_GROUPS - 1) * share);
+        write_outputs_tensorop<Tile, Config::SPLITS>(mma, staging, y, bias, residual, prm, j0, n0);
+    }
+}
+
+template <class Config>
+__device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::ElementX* __restrict__ x,
+    const typename Config::ElementF* __restrict__ f, const typename Config::ElementY* __restrict__ bias,
+    const typename Config::ElementX* __restrict__ residual, typename Config::ElementY* __restrict__ y,
+    const ConvParams& prm) {
+    if constexpr (Config::Tile::WARP_SPECIALIZED) {
+        conv2d_fprop_tensorop_warp_specialized<Config>(x, f, bias, residual, y, prm);
+    } else {
+        conv2d_fprop_tensorop_multistage<Config>(x, f, bias, residual, y, prm);
+    }
 }
 
 }  // namespace im2win

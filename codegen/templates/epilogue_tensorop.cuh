@@ -17,6 +17,7 @@
 #include "copy.cuh"
 #include "epilogue.cuh"
 #include "numeric.cuh"
+#include "tile_tensorop.cuh"
 
 namespace im2win {
 
@@ -59,11 +60,11 @@ __host__ __device__ constexpr int im2win_units_per_round(int total, int unit_byt
 template <class Tile>
 struct StagedRowsNhwc {
     static constexpr int ROW_BYTES = Tile::BN * 4;
-    static constexpr int ROWS = im2win_units_per_round(Tile::BM, ROW_BYTES, Tile::SMEM_BYTES);
+    static constexpr int ROWS = im2win_units_per_round(Tile::BM, ROW_BYTES, Tile::STAGING_BYTES);
     static constexpr int ROUNDS = Tile::BM / ROWS;
     static constexpr int SECOND_COLUMN_FLOATS = 1;   // column col + 1 (col even): the next float
     static_assert(Tile::BN % 32 == 0, "rows of whole 128-byte lines");
-    static_assert(ROWS * ROW_BYTES <= Tile::SMEM_BYTES, "a round's sums fit in the operand stages' shared memory");
+    static_assert(ROWS * ROW_BYTES <= Tile::STAGING_BYTES, "a round's sums fit in the staging area");
     // Whether the sum of tile row `row`, column `col` is staged in round `round`.
     static __device__ __forceinline__ bool holds(int round, int row, int) {
         return ROUNDS == 1 || row / ROWS == round;
@@ -83,12 +84,12 @@ struct StagedRowsNhwc {
 template <class Tile>
 struct StagedColumnsNchw {
     static constexpr int COLUMN_BYTES = (Tile::BM + 4) * 4;
-    static constexpr int COLS = im2win_units_per_round(Tile::BN, COLUMN_BYTES, Tile::SMEM_BYTES);
+    static constexpr int COLS = im2win_units_per_round(Tile::BN, COLUMN_BYTES, Tile::STAGING_BYTES);
     static constexpr int ROUNDS = Tile::BN / COLS;
     static constexpr int SECOND_COLUMN_FLOATS = COLUMN_BYTES / 4;   // column col + 1: the next column
     static_assert(Tile::BM % 32 == 0, "columns of whole 128-byte lines");
     static_assert(COLS % 8 == 0, "a round holds whole 8-channel MMA pieces");
-    static_assert(COLS * COLUMN_BYTES <= Tile::SMEM_BYTES, "a round's sums fit in the operand stages' shared memory");
+    static_assert(COLS * COLUMN_BYTES <= Tile::STAGING_BYTES, "a round's sums fit in the staging area");
     static __device__ __forceinline__ bool holds(int round, int, int col) {
         return ROUNDS == 1 || col / COLS == round;
     }
@@ -190,7 +191,7 @@ __device__ __forceinline__ void walk_nhwc(const Ep& ep, const unsigned char* sha
     constexpr bool FIXED_COLUMN = Tile::THREADS % PER_ROW == 0;   // a thread keeps its channels
     const int K = prm.k;
     const bool vectors = K % V == 0 && ep.aligned(0) && (!ep.add_residual || im2win_aligned<V>(ep.residual));
-    const int tid = threadIdx.x;
+    const int tid = Tile::MMA_GROUPS > 1 ? threadIdx.x % Tile::THREADS : threadIdx.x;   // within the team
     float b[V];
     auto load_bias = [&](int k) {
 #pragma unroll
@@ -259,7 +260,7 @@ __device__ __forceinline__ void walk_nchw(const Ep& ep, const unsigned char* sha
     const int K = prm.k;
     const long long pq = (long long)prm.p * prm.q;
     const Divider div_pq(pq);
-    const int tid = threadIdx.x;
+    const int tid = Tile::MMA_GROUPS > 1 ? threadIdx.x % Tile::THREADS : threadIdx.x;   // within the team
 #pragma unroll 1
     for (int i = 0; i < ITEMS; ++i) {
         const int item = tid + i * Tile::THREADS;
@@ -317,21 +318,31 @@ __device__ __forceinline__ void walk_nchw(const Ep& ep, const unsigned char* sha
 }
 
 // Stages the MMA's sums in `Staged` order, one round at a time, and walks each round.
-template <class Staged, class Mma, class Walk>
+template <class Tile, class Staged, class Mma, class Walk>
 __device__ __forceinline__ void stage_and_walk(const Mma& mma, unsigned char* shared, Walk&& walk) {
+    // The fragment's first row and column, hidden from the optimiser in a persistent block
+    // (mainloop_warp_specialized.cuh), which calls this once per tile: the compiler would
+    // otherwise compute every fragment's staging address once, before the tile loop, and keep
+    // them all in registers (or spill them) through the main loop; recomputed, they are a few
+    // ALU instructions a tile.
+    int row0 = mma.row0;
+    int col0 = mma.col0;
+    if constexpr (Tile::WARP_SPECIALIZED) {
+        asm volatile("" : "+r"(row0), "+r"(col0));
+    }
 #pragma unroll 1
     for (int round = 0; round < Staged::ROUNDS; ++round) {
         if (round > 0) {
-            __syncthreads();   // the walk of the round before has read its sums
+            mma_warps_sync<Tile>();   // the walk of the round before has read its sums
         }
 #pragma unroll
         for (int mt = 0; mt < Mma::MT; ++mt) {
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
-                const int row = mma.row0 + mt * Mma::MT_ROWS + 8 * half;
+                const int row = row0 + mt * Mma::MT_ROWS + 8 * half;
 #pragma unroll
                 for (int nt = 0; nt < Mma::NT; ++nt) {
-                    const int col = mma.col0 + 8 * nt;
+                    const int col = col0 + 8 * nt;
                     if (Staged::holds(round, row, col)) {
                         float* at = reinterpret_cast<float*>(shared + Staged::offset(round, row, col));
                         at[0] = mma.acc[mt][nt][2 * half];
@@ -341,7 +352,7 @@ __device__ __forceinline__ void stage_and_walk(const Mma& mma, unsigned char* sh
                 }
             }
         }
-        __syncthreads();
+        mma_warps_sync<Tile>();
         walk(round);
     }
 }
@@ -363,11 +374,11 @@ __device__ __forceinline__ void write_outputs_tensorop(const Mma& mma, unsigned 
     // reduction, or the next share's) and every warp is done reading them: the stages become
     // the staging area.
     im2win_cp_async_wait_group<0>();
-    __syncthreads();
+    mma_warps_sync<Tile>();
     if (prm.layout == IM2WIN_NCHW) {
-        stage_and_walk<StagedColumnsNchw<Tile>>(mma, shared, [&](int round) { walk_nchw<Tile>(ep, shared, prm, j0, n0, round); });
+        stage_and_walk<Tile, StagedColumnsNchw<Tile>>(mma, shared, [&](int round) { walk_nchw<Tile>(ep, shared, prm, j0, n0, round); });
     } else {
-        stage_and_walk<StagedRowsNhwc<Tile>>(mma, shared, [&](int round) { walk_nhwc<Tile>(ep, shared, prm, j0, n0, round); });
+        stage_and_walk<Tile, StagedRowsNhwc<Tile>>(mma, shared, [&](int round) { walk_nhwc<Tile>(ep, shared, prm, j0, n0, round); });
     }
 }
 

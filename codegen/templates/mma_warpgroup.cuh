@@ -201,6 +201,11 @@ struct WarpgroupMmaTensorOp {
         col0 = 2 * (lane % 4);
     }
 
+    // Zero sums, for the next tile of a persistent block.
+    __device__ __forceinline__ void clear() {
+        for_each_sum(acc, [](float& sum) { sum = 0.0f; });
+    }
+
     __device__ __forceinline__ void fence_accumulators() {
         for_each_sum(acc, [](float& sum) { warpgroup_fence_operand(sum); });
     }
@@ -214,12 +219,9 @@ struct WarpgroupMmaTensorOp {
     // reads, which only the barrier after both waited orders.
     static constexpr int PENDING = WARPGROUPS == 1 ? 1 : 0;
 
-    // Multiplies one stage (`a`, `b`: shared addresses of its A and B rows): every wgmma of the
-    // stage is issued as one group, then, once the previous stage's group is done, between(ks)
-    // for every k-step (the next stage's copies, which run while the tensor cores work); this
-    // stage's group completes in the background (PENDING) or before returning.
-    template <class Between>
-    __device__ __forceinline__ void multiply(unsigned int a, unsigned int b, Between&& between) {
+    // Issues the wgmma of one stage (`a`, `b`: shared addresses of its A and B rows) as one
+    // group, which runs in the background.
+    __device__ __forceinline__ void issue(unsigned int a, unsigned int b) {
         const unsigned long long a_desc = warpgroup_descriptor<Tile::ROW_BYTES>(a + a_rows);
         const unsigned long long b_desc = warpgroup_descriptor<Tile::ROW_BYTES>(b);
         fence_accumulators();
@@ -235,7 +237,23 @@ struct WarpgroupMmaTensorOp {
         }
         warpgroup_commit();
         fence_accumulators();
-        warpgroup_wait<PENDING>();
+    }
+
+    // Waits until at most N of this warpgroup's groups are still running.
+    template <int N>
+    __device__ __forceinline__ void wait() {
+        warpgroup_wait<N>();
+        fence_accumulators();
+    }
+
+    // Multiplies one stage in the multistage main loop: issue(), then, once the previous
+    // stage's group is done, between(ks) for every k-step (the next stage's copies, which run
+    // while the tensor cores work); this stage's group completes in the background (PENDING)
+    // or before returning.
+    template <class Between>
+    __device__ __forceinline__ void multiply(unsigned int a, unsigned int b, Between&& between) {
+        issue(a, b);
+        wait<PENDING>();
 #pragma unroll
         for (int ks = 0; ks < KSTEPS; ++ks) {
             between(ks);

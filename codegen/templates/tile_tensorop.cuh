@@ -24,7 +24,28 @@ namespace im2win {
 // matrix is (8 two-byte elements, 4 floats).
 constexpr int TENSOROP_CHUNK_BYTES = 16;
 
-template <class Types_, int BM_, int BN_, int WM_, int WN_, int STAGES_, int ROW_BYTES_ = 64>
+// The most dynamic shared memory a block of sm_80 and sm_90 may have (227 KiB; the driver
+// keeps 1 KiB of the SM's 228 for itself).
+constexpr int TENSOROP_SMEM_PER_BLOCK = 227 * 1024;
+
+// The largest power of two not above n (n >= 1).
+__host__ __device__ constexpr int im2win_pow2_at_most(int n) {
+    int p = 1;
+    while (p * 2 <= n) {
+        p *= 2;
+    }
+    return p;
+}
+
+// PRODUCER_THREADS_: 0, every thread copies and multiplies (mainloop_multistage.cuh); else a
+// warp-specialised block (mainloop_warp_specialized.cuh): THREADS multiply (the MMA warps,
+// threads 0 .. THREADS - 1, who also write the outputs) and PRODUCER_THREADS more, after them,
+// only copy.
+// MMA_GROUPS_ (warp-specialised only): teams of MMA warps, each THREADS strong, each
+// multiplying whole tiles of its own, in turn ("ping-pong": while one team writes a tile's
+// outputs, the other keeps the tensor cores busy).
+template <class Types_, int BM_, int BN_, int WM_, int WN_, int STAGES_, int ROW_BYTES_ = 64, int PRODUCER_THREADS_ = 0,
+    int MMA_GROUPS_ = 1>
 struct TensorOpTileShape {
     using Types = Types_;
     using ElementX = typename Types::ElementX;
@@ -42,7 +63,22 @@ struct TensorOpTileShape {
     static constexpr int WARPS_M = BM / WM;
     static constexpr int WARPS_N = BN / WN;
     static constexpr int WARPS = WARPS_M * WARPS_N;
-    static constexpr int THREADS = 32 * WARPS;
+    static constexpr int THREADS = 32 * WARPS;                 // the MMA warps' threads
+    static constexpr int PRODUCER_THREADS = PRODUCER_THREADS_;  // the copying warps' (0: the MMA warps copy)
+    static constexpr bool WARP_SPECIALIZED = PRODUCER_THREADS > 0;
+    static constexpr int MMA_GROUPS = MMA_GROUPS_;
+    static_assert(MMA_GROUPS == 1 || WARP_SPECIALIZED, "teams of MMA warps need the copying warps");
+    static constexpr int MMA_THREADS = THREADS * MMA_GROUPS;   // every team's
+    static constexpr int BLOCK_THREADS = MMA_THREADS + PRODUCER_THREADS;
+    static constexpr int COPY_THREADS = WARP_SPECIALIZED ? PRODUCER_THREADS : THREADS;
+    static_assert(PRODUCER_THREADS % 128 == 0, "copying warps come in whole warpgroups (setmaxnreg's unit)");
+    // Warp-specialised with more than 64 sums a thread and more than one MMA warpgroup (one
+    // block per SM, 168 registers a thread at launch, too few for 128 sums and the epilogue):
+    // the roles trade registers (setmaxnreg, multiples of 8): the copying warps keep
+    // PRODUCER_REGISTERS, the MMA warps get the rest of the SM's 64 Ki.
+    static constexpr bool REALLOCATES_REGISTERS = WARP_SPECIALIZED && BM * BN / THREADS > 64 && MMA_THREADS > 128;
+    static constexpr int PRODUCER_REGISTERS = 72;
+    static constexpr int CONSUMER_REGISTERS = (65536 - PRODUCER_THREADS * PRODUCER_REGISTERS) / MMA_THREADS / 8 * 8;
     static_assert(WARPS_M * WM == BM && WARPS_N * WN == BN, "warp tiles cover the block");
     // The MMA is m16n8; B fragments are loaded two n-tiles (16 channels) per ldmatrix.x4.
     static_assert(WM % 16 == 0 && WN % 16 == 0, "warp tiles are whole 16x16 pieces");
@@ -54,19 +90,33 @@ struct TensorOpTileShape {
     static constexpr int CHUNK_ELEMENTS = TENSOROP_CHUNK_BYTES / ELEMENT_BYTES;   // 8 or 4
     static constexpr int BK = ROW_BYTES / ELEMENT_BYTES;                           // reduction per stage
 
-    // Copies: a pass of the block's threads fills ROWS_PER_PASS whole rows, thread tid taking
-    // piece tid % CHUNKS of row tid / CHUNKS; a warp so fills 32 / CHUNKS rows, contiguous
+    // Copies: a pass of the copying threads fills ROWS_PER_PASS whole rows, copying thread t
+    // taking piece t % CHUNKS of row t / CHUNKS; a warp so fills 32 / CHUNKS rows, contiguous
     // bytes of shared memory, and reads whole 16-byte pieces of consecutive reduction indices.
-    static constexpr int ROWS_PER_PASS = THREADS / CHUNKS;
+    static constexpr int ROWS_PER_PASS = COPY_THREADS / CHUNKS;
     static_assert(BM % ROWS_PER_PASS == 0 && BN % ROWS_PER_PASS == 0, "copy passes cover the tile rows");
     static constexpr int A_PASSES = BM / ROWS_PER_PASS;
     static constexpr int B_PASSES = BN / ROWS_PER_PASS;
 
-    // Shared memory: STAGES x (A rows, then B rows).
+    // Shared memory: STAGES x (A rows, then B rows); the epilogue stages the sums in the
+    // operand stages once the main loop is over, or, warp-specialised, in an area of its own
+    // (the copying warps already fill the stages with the block's next tile: the blocks are
+    // persistent, mainloop_warp_specialized.cuh), as large as the sums or what is left of
+    // the SM's shared memory (in rounds then, epilogue_tensorop.cuh); then the pipeline's
+    // barriers, two 8-byte mbarriers a stage.
     static constexpr int A_STAGE_BYTES = BM * ROW_BYTES;
     static constexpr int B_STAGE_BYTES = BN * ROW_BYTES;
     static constexpr int STAGE_BYTES = A_STAGE_BYTES + B_STAGE_BYTES;
-    static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
+    static constexpr int OPERAND_BYTES = STAGES * STAGE_BYTES;
+    static constexpr int BARRIER_BYTES = WARP_SPECIALIZED ? 2 * STAGES * 8 : 0;
+    static constexpr int SUM_BYTES = BM * BN * 4;
+    static constexpr int STAGING_OFFSET = WARP_SPECIALIZED ? OPERAND_BYTES : 0;
+    static constexpr int STAGING_ROOM = (TENSOROP_SMEM_PER_BLOCK - OPERAND_BYTES - BARRIER_BYTES) / MMA_GROUPS;
+    static constexpr int STAGING_BYTES = WARP_SPECIALIZED
+        ? im2win_pow2_at_most(SUM_BYTES < STAGING_ROOM ? SUM_BYTES : STAGING_ROOM)
+        : OPERAND_BYTES;   // one area per team
+    static constexpr int SMEM_BYTES = OPERAND_BYTES + (WARP_SPECIALIZED ? MMA_GROUPS * STAGING_BYTES : 0) + BARRIER_BYTES;
+    static_assert(STAGING_BYTES >= 4096, "room for the epilogue's staging");
 };
 
 // Where 16-byte piece `chunk` of row `row` of a stage's operand sits (bytes from the operand's
@@ -90,6 +140,48 @@ struct SwizzledRows {
         return row * ROW_BYTES + ((chunk ^ swizzle(row)) * TENSOROP_CHUNK_BYTES);
     }
 };
+
+// Named barriers of the warp-specialised blocks: 1 + team for a team's epilogue
+// (mma_warps_sync), TEAM_TURN_BARRIER + team for handing the main loop to a team.
+constexpr unsigned int TEAM_TURN_BARRIER = 3;
+__device__ __forceinline__ void named_barrier_sync(unsigned int id, unsigned int threads) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+#endif
+}
+__device__ __forceinline__ void named_barrier_arrive(unsigned int id, unsigned int threads) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+#endif
+}
+
+// setmaxnreg: this warpgroup's registers per thread become REGISTERS (INCREASE: more than the
+// launch gave, taken from the SM's pool once other warpgroups released theirs; else fewer).
+template <int REGISTERS, bool INCREASE>
+__device__ __forceinline__ void warpgroup_registers() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if constexpr (INCREASE) {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(REGISTERS));
+    } else {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(REGISTERS));
+    }
+#endif
+}
+
+// A barrier of the MMA warps (the epilogue's): the whole block, or, warp-specialised, only the
+// THREADS MMA threads of the caller's team, on named barrier 1 + team (the copying warps do not
+// take part; the other team is at another point of its own tile).
+template <class Tile>
+__device__ __forceinline__ void mma_warps_sync() {
+    if constexpr (Tile::WARP_SPECIALIZED) {
+#if defined(__CUDA_ARCH__)
+        const unsigned int id = 1u + threadIdx.x / Tile::THREADS;
+        asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(Tile::THREADS) : "memory");
+#endif
+    } else {
+        __syncthreads();
+    }
+}
 
 // Runs f on every pair of float sums at one index of two accumulator arrays [MT][NT][4] (the
 // layout of both MMA policies: one C fragment of 4 sums per 16 x 8 piece), fully unrolled so

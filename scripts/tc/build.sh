@@ -17,7 +17,7 @@ build() {
     wg=""
     if [ "$ARCH" = 90a ] && [ "$1" != tf32 ]; then wg="-DTC_WGMMA=$1"; fi
     "$NVCC" -std=c++17 -O3 -cubin -gencode "arch=compute_$ARCH,code=sm_$ARCH" -Xptxas -v \
-        -I "$ROOT/codegen/templates" -DTC_ONLY="$1" $wg $FLAGS "$HERE/kernels.cu" -o "$OUTDIR/${PREFIX}_$1.cubin" \
+        -I "${TEMPLATES:-$ROOT/codegen/templates}" -DTC_ONLY="$1" $wg $FLAGS "$HERE/kernels.cu" -o "$OUTDIR/${PREFIX}_$1.cubin" \
         > "$OUTDIR/${PREFIX}_$1.ptxas" 2>&1 || { cat "$OUTDIR/${PREFIX}_$1.ptxas"; return 1; }
     grep -o "Compiling entry function '[^']*'" "$OUTDIR/${PREFIX}_$1.ptxas" | cut -d"'" -f2 > "$OUTDIR/${PREFIX}_$1.names"
     if grep -E "[1-9][0-9]* bytes (spill|stack)" "$OUTDIR/${PREFIX}_$1.ptxas"; then echo "SPILLS in $1"; return 1; fi

@@ -2,6 +2,9 @@
 // instantiations of im2win::conv2d_fprop_tensorop, named so that the driver can read each
 // kernel's configuration from its name:
 //   tc_<type>_<BM>x<BN>_w<WM>x<WN>_s<STAGES>_r<row bytes>_<geometry>_<vec|any>
+// (w: mma.sync warps; g: wgmma warpgroups; p: the same warpgroups warp-specialised, one more
+// warpgroup copying, persistent blocks; q: two teams of one MMA warpgroup taking turns,
+// "ping-pong", each team a whole BM x BN tile)
 // type bf16 / f16 / tf32 (float tensors), geometry "gen" (any filter) or f<R>x<S>s<SH>x<SW>
 // (fixed, dilation 1), vec: C % 8 == 0 (two-byte types) or C % 4 == 0 (tf32), any: every C.
 // The signature is the library's kernel signature (conv.cu.tera).
@@ -10,7 +13,7 @@
 // Blocks per SM the launch bounds ask for: 3 for vector kernels whose threads hold at most 64 sums
 // in 48 KiB of shared memory (the 128x64 tiles with 64-byte rows: 168 registers), else 1 (up to 255).
 #define TC_MIN_BLOCKS(Config)                                                                            \
-    ((Config::VECTOR && Config::Tile::BM * Config::Tile::BN / Config::Tile::THREADS <= 64 &&               \
+    ((Config::VECTOR && !Config::Tile::WARP_SPECIALIZED && Config::Tile::BM * Config::Tile::BN / Config::Tile::THREADS <= 64 &&               \
          Config::Tile::SMEM_BYTES <= 48 * 1024)                                                            \
             ? 3                                                                                          \
             : 1)
@@ -23,10 +26,11 @@ using tc_bf16 = im2win::Conv2dTypes<__nv_bfloat16, __nv_bfloat16, __nv_bfloat16,
 using tc_f16 = im2win::Conv2dTypes<__half, __half, __half, float>;
 using tc_tf32 = im2win::Conv2dTypes<float, float, float, float>;
 
-#define TC_KERNEL(NAME, TYPES, BM, BN, WM, WN, STAGES, ROW_BYTES, GEOMETRY, VECTOR, MMA)                     \
+#define TC_KERNEL(NAME, TYPES, BM, BN, WM, WN, STAGES, ROW_BYTES, GEOMETRY, VECTOR, MMA, ...)                \
     using NAME##_config = im2win::Conv2dFpropTensorOp<                                                     \
-        im2win::TensorOpTileShape<TYPES, BM, BN, WM, WN, STAGES, ROW_BYTES>, IM2WIN_UNPAREN GEOMETRY, VECTOR, MMA>; \
-    extern "C" __global__ void __launch_bounds__(NAME##_config::Tile::THREADS, TC_MIN_BLOCKS(NAME##_config)) \
+        im2win::TensorOpTileShape<TYPES, BM, BN, WM, WN, STAGES, ROW_BYTES __VA_OPT__(,) __VA_ARGS__>,      \
+        IM2WIN_UNPAREN GEOMETRY, VECTOR, MMA>;                                                             \
+    extern "C" __global__ void __launch_bounds__(NAME##_config::Tile::BLOCK_THREADS, TC_MIN_BLOCKS(NAME##_config)) \
     NAME(const NAME##_config::ElementX* __restrict__ x, const NAME##_config::ElementF* __restrict__ f,    \
         const NAME##_config::ElementY* __restrict__ bias, const NAME##_config::ElementX* __restrict__ res, \
         NAME##_config::ElementY* __restrict__ y, const ConvParams prm) {                                   \
@@ -46,6 +50,29 @@ using tc_tf32 = im2win::Conv2dTypes<float, float, float, float>;
 #define TC_WG_TILE(T, BM, BN, WM, S, RB, GNAME, GEOMETRY)                                                \
     TC_KERNEL(tc_##T##_##BM##x##BN##_g##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec, tc_##T, BM, BN, WM, BN, S, RB, \
         GEOMETRY, true, im2win::WarpgroupMmaTensorOp)
+// Warp-specialised warpgroup kernels: "p<WM>x<WN>", the MMA warpgroups as in "g", plus one
+// copying warpgroup (mainloop_warp_specialized.cuh).
+#define TC_WS_TILE(T, BM, BN, WM, S, RB, GNAME, GEOMETRY)                                                \
+    TC_KERNEL(tc_##T##_##BM##x##BN##_p##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec, tc_##T, BM, BN, WM, BN, S, RB, \
+        GEOMETRY, true, im2win::WarpgroupMmaTensorOp, 128)
+#define TC_WS_GEOMETRIES(T, BM, BN, WM, S, RB)                                                          \
+    TC_WS_TILE(T, BM, BN, WM, S, RB, gen, (im2win::GenericGeometry))                                   \
+    TC_WS_TILE(T, BM, BN, WM, S, RB, f3x3s1x1, (im2win::FixedGeometry<3, 3, 1, 1>))
+// Ping-pong: two teams of one MMA warpgroup (a whole BM x BN tile each, in turn): "q<WM>x<WN>".
+#define TC_PP_TILE(T, BM, BN, WM, S, RB, GNAME, GEOMETRY)                                                \
+    TC_KERNEL(tc_##T##_##BM##x##BN##_q##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec, tc_##T, BM, BN, WM, BN, S, RB, \
+        GEOMETRY, true, im2win::WarpgroupMmaTensorOp, 128, 2)
+#define TC_PP_GEOMETRIES(T, BM, BN, WM, S, RB)                                                          \
+    TC_PP_TILE(T, BM, BN, WM, S, RB, gen, (im2win::GenericGeometry))                                   \
+    TC_PP_TILE(T, BM, BN, WM, S, RB, f3x3s1x1, (im2win::FixedGeometry<3, 3, 1, 1>))                   \
+    TC_PP_TILE(T, BM, BN, WM, S, RB, f1x1s1x1, (im2win::FixedGeometry<1, 1, 1, 1>))
+#define TC_WS_TYPE(T)                                                                                    \
+    TC_PP_GEOMETRIES(T, 128, 128, 32, 4, 128)                                                            \
+    TC_PP_GEOMETRIES(T, 128, 64, 32, 4, 128)                                                             \
+    TC_PP_GEOMETRIES(T, 64, 128, 16, 4, 128)                                                             \
+    TC_PP_GEOMETRIES(T, 128, 128, 32, 3, 128)                                                            \
+    TC_WS_GEOMETRIES(T, 128, 128, 16, 4, 128)                                                            \
+    TC_WS_GEOMETRIES(T, 128, 64, 16, 4, 128)
 #define TC_WG_GEOMETRIES(T, BM, BN, WM, S, RB)                                                          \
     TC_WG_TILE(T, BM, BN, WM, S, RB, gen, (im2win::GenericGeometry))                                   \
     TC_WG_TILE(T, BM, BN, WM, S, RB, f1x1s1x1, (im2win::FixedGeometry<1, 1, 1, 1>))                   \
@@ -92,4 +119,5 @@ TC_TYPE(tf32)
 // TC_WGMMA=<type> (build.sh sets it for bf16 and f16 on sm_90a).
 #if defined(TC_WGMMA)
 TC_WG_TYPE(TC_WGMMA)
+TC_WS_TYPE(TC_WGMMA)
 #endif

@@ -64,7 +64,11 @@ class Kernel:
         self.dtype = parts[1]
         self.bm, self.bn = map(int, parts[2].split("x"))
         # w<WM>x<WN>: warps of mma.sync; g<WM>x<WN>: warpgroups of wgmma (WM = BM / warps, WN = BN).
-        self.warpgroup = parts[3].startswith("g")
+        # p<WM>x<WN>: the same warpgroups, warp-specialised: one more warpgroup that only copies.
+        # q<WM>x<WN>: two such teams taking turns (ping-pong), each a whole tile.
+        self.warpgroup = parts[3][0] in "gpq"
+        self.specialized = parts[3][0] in "pq"
+        self.teams = 2 if parts[3].startswith("q") else 1
         self.wm, self.wn = map(int, parts[3][1:].split("x"))
         self.stages = int(parts[4][1:])
         self.row_bytes = int(parts[5][1:])
@@ -75,6 +79,16 @@ class Kernel:
         self.vector = parts[7] == "vec"
         self.threads = 32 * (self.bm // self.wm) * (self.bn // self.wn)   # g: WN = BN, warps = BM / WM
         self.smem = self.stages * (self.bm + self.bn) * self.row_bytes
+        if self.specialized:
+            # tile_tensorop.cuh: a staging area of its own (the sums, or what is left of 227 KiB,
+            # a power of two), then the pipeline's mbarriers.
+            self.threads = self.threads * self.teams + 128
+            operands = self.smem
+            room = min(self.bm * self.bn * 4, (227 * 1024 - operands - 16 * self.stages) // self.teams)
+            staging = 1
+            while staging * 2 <= room:
+                staging *= 2
+            self.smem = operands + self.teams * staging + 16 * self.stages
         self.chunk = 16 // (2 if self.dtype in ("bf16", "f16") else 4)
         self.fn = ctypes.c_void_p()
         check_cu(cuda.cuModuleGetFunction(ctypes.byref(self.fn), module, name.encode()), name)
@@ -101,10 +115,15 @@ class Kernel:
 
     def launch(self, x, f, bias, res, y, prm, stream):
         tiles = ((prm.npq + self.bm - 1) // self.bm) * ((prm.k + self.bn - 1) // self.bn)
+        if self.specialized:   # persistent blocks: as many as fit on the GPU at once
+            tiles = min(tiles, SMS * self.blocks_per_sm)
         ptrs = [ctypes.c_void_p(t.data_ptr() if t is not None else 0) for t in (x, f, bias, res, y)]
         args = (ctypes.c_void_p * 6)(*[ctypes.addressof(p) for p in ptrs], ctypes.addressof(prm))
         check_cu(cuda.cuLaunchKernel(self.fn, tiles, 1, 1, self.threads, 1, 1, self.smem, ctypes.c_void_p(stream),
                                      args, None), f"launch {self.name}")
+
+
+SMS = None
 
 
 def load_module(path):
@@ -119,6 +138,8 @@ def load_kernels(dtype, baselines=False):
     beside it (an earlier version of the kernels, built from its commit, timed in the same
     process as a reference)."""
     torch.zeros(1, device="cuda")   # PyTorch's primary context, current on this thread
+    global SMS
+    SMS = torch.cuda.get_device_properties(0).multi_processor_count
     prefixes = ["tc"]
     if baselines:
         prefixes += sorted(f.split("_")[0] for f in os.listdir(HERE)
@@ -411,7 +432,7 @@ def timed_kernels(kernels, pb):
         if k.prefix != "tc" and (k.bm, k.bn, k.wm, k.wn, k.stages, k.row_bytes, k.vector, k.geometry) not in current:
             continue
         if k.applies(pb):
-            tile = (k.prefix, k.bm, k.bn, k.wm, k.wn, k.warpgroup, k.stages, k.row_bytes, k.vector)
+            tile = (k.prefix, k.bm, k.bn, k.wm, k.wn, k.warpgroup, k.specialized, k.teams, k.stages, k.row_bytes, k.vector)
             if tile not in best or (best[tile].geometry is None and k.geometry is not None):
                 best[tile] = k
     # A vector kernel beats the element-wise one of the same tile: keep only vector ones when any.
@@ -466,7 +487,7 @@ def bench(dtype_name, suite_name, batch, deadline, only=None):
         row["baseline_ms"] = min(base) if base else None
         row["best"] = best[0]
         # The best of each MMA (mma.sync warps "_w", the wgmma warpgroup "_g").
-        for tag in ("_w", "_g"):
+        for tag in ("_w", "_g", "_p", "_q"):
             kinds = [(n, v["ms"]) for n, v in row["ours"].items() if n.startswith("tc_") and n.split("_")[3][0] == tag[1]]
             if kinds:
                 n, ms = min(kinds, key=lambda kv: kv[1])
@@ -481,7 +502,7 @@ def bench(dtype_name, suite_name, batch, deadline, only=None):
               f"({best[0].split('_', 2)[2]})  torch {row['torch']['ms']:8.4f} ms "
               f"{row['torch']['tflops']:7.1f} TF/s  x{row['ratio']:.2f}  err {row['check_err']:.2g}"
               + (f"  baseline {row['baseline_ms']:.4f} ms" if row["baseline_ms"] else "")
-              + "".join(f"  best{t} {row['best' + t]['ms']:.4f}" for t in ("_w", "_g") if "best" + t in row), flush=True)
+              + "".join(f"  best{t} {row['best' + t]['ms']:.4f}" for t in ("_w", "_g", "_p", "_q") if "best" + t in row), flush=True)
         rows.append(row)
         del data, ys, xs, outs
         torch.cuda.empty_cache()
