@@ -14,6 +14,9 @@
 # PATH, else the pinned copy that scripts/install-nvcc.sh puts in .cuda/ (installed if missing).
 #
 # Usage: scripts/device-bundle.sh
+#   IM2WIN_BUNDLE_FEATURES  cargo features for every build, e.g. "im2win/tc-warp-specialized"
+#                           (the experimental warp-specialised kernels, which the GPU tests
+#                           then run like every catalogue kernel)
 # Then, on the GPU machine, from the repo root (with .device carried along):
 #   scripts/device-run.sh            # tests, sanitizers, quickstart
 set -euo pipefail
@@ -43,19 +46,23 @@ echo "device-bundle: NVCC=$NVCC" >&2
 
 json=$(mktemp)
 trap 'rm -f "$json"' EXIT
+features=()
+if [ -n "${IM2WIN_BUNDLE_FEATURES:-}" ]; then
+  features=(--features "$IM2WIN_BUNDLE_FEATURES")
+fi
 echo "device-bundle: building release test binaries" >&2
-cargo test --workspace --release --no-run --message-format=json-render-diagnostics >"$json"
+cargo test --workspace --release --no-run "${features[@]}" --message-format=json-render-diagnostics >"$json"
 echo "device-bundle: building the examples" >&2
-cargo build --release -p im2win --examples \
+cargo build --release -p im2win --examples "${features[@]}" \
   --message-format=json-render-diagnostics >>"$json"
 # A crate of its own (examples/custom-kernels), with a build.rs that generates its kernels.
-cargo build --release -p im2win-custom-kernels --bin custom-kernels \
+cargo build --release -p im2win-custom-kernels --bin custom-kernels "${features[@]}" \
   --message-format=json-render-diagnostics >>"$json"
 # Not `cargo metadata | grep -q`: with pipefail, grep's early exit could fail the pipe.
 metadata=$(cargo metadata --no-deps --format-version 1)
 if grep -q '"name":"im2win-bench"' <<<"$metadata"; then
   echo "device-bundle: building the benchmark" >&2
-  cargo build --release -p im2win-bench --bin im2win \
+  cargo build --release -p im2win-bench --bin im2win "${features[@]}" \
     --message-format=json-render-diagnostics >>"$json"
 fi
 

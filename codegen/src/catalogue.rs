@@ -373,6 +373,32 @@ pub const TENSOR_OP_WARPGROUP_KERNELS: [(Geometry, TensorOpTile); 9] = {
     ]
 };
 
+/// The warp-specialised warpgroup kernels (`_wgmma_ws`, `_wgmma_ws_pingpong`, sm_90a) of bf16
+/// and f16 (`codegen/templates/mainloop_warp_specialized.cuh`): `(geometry, tile, ping-pong)`.
+/// 128 pixels × 128 channels, 128-byte rows, 4 stages: two MMA warpgroups sharing each tile
+/// (`b128x128x64_w128x16_wgmma_ws`), or two teams of one warpgroup taking turns, each a whole
+/// tile (`b128x128x64_w128x32_wgmma_ws_pingpong`); the generic, 3 × 3 and 1 × 1 stride-1
+/// geometries. Not in the default catalogue yet ([`Catalogue::warp_specialized`]): measured
+/// only in the standalone harness (`scripts/tc`, H100, BF16, paper batch 128: the
+/// warp-specialised 128 × 128 tile 3% faster than the best multistage kernel on conv8, 3-7% on
+/// conv11 and conv12, 5-15% on several ResNet-50 1 × 1 layers at batch 32; the ping-pong
+/// kernels compiled, not yet run on a GPU).
+pub const WARP_SPECIALIZED_KERNELS: [(Geometry, TensorOpTile, bool); 6] = {
+    const G1: Geometry = Geometry::Fixed(FixedGeometry::square(1, 1));
+    const G3: Geometry = Geometry::Fixed(FixedGeometry::square(3, 1));
+    const GEN: Geometry = Geometry::Generic;
+    const SHARED: TensorOpTile = warpgroup_tile(128, 128, 8, 128);
+    const TEAM: TensorOpTile = warpgroup_tile(128, 128, 4, 128);
+    [
+        (GEN, SHARED, false),
+        (G3, SHARED, false),
+        (G1, SHARED, false),
+        (GEN, TEAM, true),
+        (G3, TEAM, true),
+        (G1, TEAM, true),
+    ]
+};
+
 /// The element types of the default catalogue's tensor-core kernels, in catalogue order:
 /// bf16, f16 and float32 (TF32).
 pub const TENSOR_OP_TYPES: [DType; 3] = [DType::Bf16, DType::F16, DType::F32];
@@ -674,6 +700,27 @@ impl Catalogue {
             );
         }
         kernels.extend(nhwc_window_buffer_specs(&NHWC_WINDOW_BUFFER_KERNELS));
+        Catalogue {
+            kernels,
+            baselines: false,
+        }
+    }
+
+    /// The warp-specialised warpgroup kernels ([`WARP_SPECIALIZED_KERNELS`]) of bf16 and f16,
+    /// for a crate's own catalogue until they join the default one (sm_90a: the runtime
+    /// launches them on a GPU of compute capability 9.0 only, with persistent grids).
+    pub fn warp_specialized() -> Self {
+        let kernels = [DType::Bf16, DType::F16]
+            .into_iter()
+            .flat_map(|dtype| {
+                WARP_SPECIALIZED_KERNELS
+                    .iter()
+                    .map(move |&(geometry, tile, pingpong)| {
+                        KernelSpec::tensor_op_warpgroup(dtype, geometry, tile.tile(dtype))
+                            .warp_specialized(pingpong)
+                    })
+            })
+            .collect();
         Catalogue {
             kernels,
             baselines: false,

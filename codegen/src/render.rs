@@ -25,7 +25,9 @@ use tera::{Context, Tera};
 
 use crate::catalogue::{Catalogue, baselines, support};
 use crate::layout::Layout;
-use crate::spec::{DType, Geometry, Grouping, KernelSpec, Math, SpecError, TENSOR_OP_CHUNK_BYTES};
+use crate::spec::{
+    DType, Geometry, Grouping, KernelSpec, Math, PRODUCER_THREADS, SpecError, TENSOR_OP_CHUNK_BYTES,
+};
 
 /// The header every source file includes: `ConvParams` and the division helpers.
 /// Copied verbatim (it is not a template).
@@ -291,6 +293,12 @@ struct TensorOpContext {
     channel_multiple: usize,
     /// The warpgroup MMA (`Variant::warpgroup`: wgmma, sm_90a) rather than the warp MMA.
     warpgroup: bool,
+    /// Threads of the copying warpgroup (`Variant::warp_specialized`), else 0.
+    producer_threads: u32,
+    /// Teams of MMA warps (`KernelSpec::mma_teams`: 2 in a ping-pong kernel).
+    teams: u32,
+    /// Threads of one team of MMA warps.
+    team_threads: u32,
     /// Whether the kernel splits its reduction over `gridDim.z` (`KernelSpec::splits_reduction`).
     splits: bool,
     /// The MMA policy (`mma_tensorop.cuh`, `mma_warpgroup.cuh`): `WarpMmaTensorOp`,
@@ -437,6 +445,13 @@ impl TensorOpContext {
             vector: spec.variant.vector_loads,
             channel_multiple: TENSOR_OP_CHUNK_BYTES as usize / spec.dtype.size_bytes(),
             warpgroup: spec.variant.warpgroup,
+            producer_threads: if spec.variant.warp_specialized {
+                PRODUCER_THREADS
+            } else {
+                0
+            },
+            teams: spec.mma_teams(),
+            team_threads: t.warps() * 32,
             splits: spec.splits_reduction(),
             mma: match (spec.math, spec.variant.warpgroup) {
                 (_, true) => "WarpgroupMmaTensorOp",

@@ -379,6 +379,16 @@ pub const MAX_STATIC_SHARED_BYTES: u32 = 48 * 1024;
 /// The engine checks the device's own limit before a launch.
 pub const MAX_DYNAMIC_SHARED_BYTES: u32 = 163 * 1024;
 
+/// The most dynamic shared memory one block may ask for on sm_90 (227 KiB): the bound of the
+/// warp-specialised kernels ([`Variant::warp_specialized`]), which only run there (wgmma).
+pub const MAX_DYNAMIC_SHARED_BYTES_SM90: u32 = 227 * 1024;
+
+/// The depth of a warp-specialised kernel's ring of stages (`mainloop_warp_specialized.cuh`).
+pub const WARP_SPECIALIZED_STAGES: u32 = 4;
+
+/// Threads of the warpgroup that only copies in a warp-specialised kernel.
+pub const PRODUCER_THREADS: u32 = 128;
+
 /// Bytes of one shared-memory piece of a tensor-core stage: what one `cp.async` moves and
 /// one row of an `ldmatrix` 8×8 matrix holds (`TENSOROP_CHUNK_BYTES` in
 /// `codegen/templates/tile_tensorop.cuh`): 8 bf16 / f16 elements or 4 floats.
@@ -764,6 +774,20 @@ pub struct Variant {
     /// JSON written before it existed: off.
     #[serde(default)]
     pub warpgroup: bool,
+    /// Warpgroup kernels only: warp-specialised (`_ws`): one more warpgroup of the block only
+    /// copies and the MMA warpgroups only multiply, the stages handed over by shared-memory
+    /// barriers ([`WARP_SPECIALIZED_STAGES`] deep), over persistent blocks that take tile after
+    /// tile (`codegen/templates/mainloop_warp_specialized.cuh`): the launch's grid is at most
+    /// the blocks that fit on the GPU at once ([`KernelSpec::is_persistent`]). Absent from
+    /// JSON written before it existed: off.
+    #[serde(default)]
+    pub warp_specialized: bool,
+    /// Warp-specialised kernels only: two teams of one MMA warpgroup each, every team a whole
+    /// tile, taking turns at the main loop ("ping-pong", `_pingpong`): one team writes its
+    /// tile's outputs while the other multiplies. Absent from JSON written before it existed:
+    /// off.
+    #[serde(default)]
+    pub pingpong: bool,
 }
 
 impl Variant {
@@ -774,6 +798,8 @@ impl Variant {
         vector_loads: true,
         double_buffering: true,
         warpgroup: false,
+        warp_specialized: false,
+        pingpong: false,
     };
     /// The full kernel that gathers its windows from the NCHW input.
     pub const FUSED: Variant = Variant {
@@ -789,7 +815,7 @@ impl Variant {
 
     /// The name suffixes of this variant, in name order: `_fused`, `_nomicro` (no register
     /// micro-kernel), `_novec` (no vector loads), `_nodb` (no double buffering), `_wgmma`
-    /// (the warpgroup MMA).
+    /// (the warpgroup MMA), `_ws` (warp-specialised), `_pingpong` (two MMA teams).
     fn suffixes(&self) -> impl Iterator<Item = &'static str> {
         [
             (self.fused, "_fused"),
@@ -797,6 +823,8 @@ impl Variant {
             (!self.vector_loads, "_novec"),
             (!self.double_buffering, "_nodb"),
             (self.warpgroup, "_wgmma"),
+            (self.warp_specialized, "_ws"),
+            (self.pingpong, "_pingpong"),
         ]
         .into_iter()
         .filter_map(|(on, suffix)| on.then_some(suffix))
@@ -1147,6 +1175,16 @@ impl KernelSpec {
         KernelSpec { variant, ..self }
     }
 
+    /// The same warpgroup kernel warp-specialised (`_ws`, [`Variant::warp_specialized`]), with
+    /// two MMA teams taking turns when `pingpong` (`_pingpong`; the tile is then one team's:
+    /// one warpgroup).
+    pub const fn warp_specialized(self, pingpong: bool) -> Self {
+        let mut variant = self.variant;
+        variant.warp_specialized = true;
+        variant.pingpong = pingpong;
+        KernelSpec { variant, ..self }
+    }
+
     /// The same kernel for another layout.
     pub const fn with_layout(self, layout: Layout) -> Self {
         KernelSpec { layout, ..self }
@@ -1351,6 +1389,9 @@ impl KernelSpec {
         if v.warpgroup {
             self.validate_warpgroup()?;
         }
+        if v.warp_specialized || v.pingpong {
+            self.validate_warp_specialized()?;
+        }
         self.validate_geometry()
     }
 
@@ -1386,6 +1427,34 @@ impl KernelSpec {
         Ok(())
     }
 
+    /// The warp-specialised kernels' rules (`mainloop_warp_specialized.cuh`): warpgroup MMA
+    /// kernels (whose copies are all `cp.async`); a ping-pong team is one warpgroup; shared
+    /// memory within sm_90's limit; no split reduction.
+    fn validate_warp_specialized(&self) -> Result<(), SpecError> {
+        let v = self.variant;
+        if !v.warpgroup || !v.warp_specialized || self.math != Math::TensorOp {
+            return Err(SpecError::Unsupported(
+                "warp specialisation (`_ws`, and `_pingpong` with it) is a warpgroup-MMA pipeline: `_wgmma_ws`",
+            ));
+        }
+        if v.pingpong && self.tile.warps() != 4 {
+            return Err(SpecError::InvalidTile(
+                self.tile,
+                "a ping-pong team is one warpgroup: 4 warps (thread_n = block_n / 4)".to_string(),
+            ));
+        }
+        let shared = self.warp_specialized_shared_bytes();
+        if shared > u64::from(MAX_DYNAMIC_SHARED_BYTES_SM90) {
+            return Err(SpecError::InvalidTile(
+                self.tile,
+                format!(
+                    "its {WARP_SPECIALIZED_STAGES} stages and staging take {shared} bytes of shared memory, more than the {MAX_DYNAMIC_SHARED_BYTES_SM90} a block may have on sm_90"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether dispatch may pick this kernel: a SIMT kernel with every technique on
     /// ([`Variant::is_complete`]: not one of the ablation's), a tensor-core kernel with or
     /// without vector loads (two loaders, both complete kernels).
@@ -1414,8 +1483,32 @@ impl KernelSpec {
                 (Some(m), Some(n)) => m.saturating_mul(n),
                 _ => 0,
             },
-            Math::TensorOp | Math::TensorOpFastF32 => self.tile.warps().saturating_mul(32),
+            Math::TensorOp | Math::TensorOpFastF32 => {
+                let mma = self
+                    .tile
+                    .warps()
+                    .saturating_mul(32)
+                    .saturating_mul(self.mma_teams());
+                if self.variant.warp_specialized {
+                    mma.saturating_add(PRODUCER_THREADS)
+                } else {
+                    mma
+                }
+            }
         }
+    }
+
+    /// Teams of MMA warps in a block: 2 in a ping-pong kernel ([`Variant::pingpong`]), each a
+    /// whole tile, else 1.
+    pub const fn mma_teams(&self) -> u32 {
+        if self.variant.pingpong { 2 } else { 1 }
+    }
+
+    /// Whether the kernel's blocks are persistent (the warp-specialised ones): block `b` takes
+    /// tiles `b`, `b + gridDim.x`, ..., so a launch passes at most as many blocks as fit on
+    /// the GPU at once.
+    pub const fn is_persistent(&self) -> bool {
+        self.variant.warp_specialized
     }
 
     /// Shared-memory stages of the main loop: 2 for SIMT kernels (1 in the ablation's kernel
@@ -1425,6 +1518,9 @@ impl KernelSpec {
         match self.math {
             Math::Simt if self.variant.double_buffering => 2,
             Math::Simt => 1,
+            Math::TensorOp | Math::TensorOpFastF32 if self.variant.warp_specialized => {
+                WARP_SPECIALIZED_STAGES
+            }
             Math::TensorOp | Math::TensorOpFastF32 => tensor_op_stages(&self.tile, self.dtype),
         }
     }
@@ -1480,9 +1576,12 @@ impl KernelSpec {
     /// Output sums a thread holds: `block_m · block_n / threads` (a SIMT thread's tile, a
     /// tensor-core warp tile over its 32 lanes).
     pub const fn sums_per_thread(&self) -> u64 {
-        match (self.tile.block_m as u64 * self.tile.block_n as u64)
-            .checked_div(self.threads() as u64)
-        {
+        // A tensor-core tile's sums are its team's (the copying warpgroup holds none).
+        let threads = match self.math {
+            Math::Simt => self.threads(),
+            Math::TensorOp | Math::TensorOpFastF32 => self.tile.warps().saturating_mul(32),
+        };
+        match (self.tile.block_m as u64 * self.tile.block_n as u64).checked_div(threads as u64) {
             Some(sums) => sums,
             None => 0,
         }
@@ -1499,7 +1598,11 @@ impl KernelSpec {
     pub const fn splits_reduction(&self) -> bool {
         match self.math {
             Math::Simt => !self.is_grouped(),
-            Math::TensorOp => self.sums_per_thread() <= MAX_SPLIT_SUMS_PER_THREAD,
+            // Not the warp-specialised kernels (their persistent grids are not split).
+            Math::TensorOp => {
+                !self.variant.warp_specialized
+                    && self.sums_per_thread() <= MAX_SPLIT_SUMS_PER_THREAD
+            }
             Math::TensorOpFastF32 => false,
         }
     }
@@ -1545,6 +1648,25 @@ impl KernelSpec {
         self.math.is_tensor_op() && self.variant.vector_loads
     }
 
+    /// Dynamic shared memory of a warp-specialised block (`Tile::SMEM_BYTES` in
+    /// `tile_tensorop.cuh`): [`WARP_SPECIALIZED_STAGES`] operand stages; per MMA team a staging
+    /// area for the epilogue (the stages already hold the next tile's copies), as large as the
+    /// tile's float sums or the largest power of two that the rest of
+    /// [`MAX_DYNAMIC_SHARED_BYTES_SM90`] leaves each team; then two 8-byte barriers a stage.
+    fn warp_specialized_shared_bytes(&self) -> u64 {
+        let operands = (self.tile.block_m as u64 + self.tile.block_n as u64)
+            .saturating_mul(tensor_op_row_bytes(&self.tile, self.dtype))
+            .saturating_mul(WARP_SPECIALIZED_STAGES as u64);
+        let barriers = 16 * WARP_SPECIALIZED_STAGES as u64;
+        let teams = self.mma_teams() as u64;
+        let sums = (self.tile.block_m as u64 * self.tile.block_n as u64).saturating_mul(4);
+        let room =
+            (MAX_DYNAMIC_SHARED_BYTES_SM90 as u64).saturating_sub(operands + barriers) / teams;
+        let wanted = sums.min(room).max(1);
+        let staging = 1u64 << (63 - wanted.leading_zeros());
+        operands + teams * staging + barriers
+    }
+
     /// Shared memory of one block in bytes.
     ///
     /// A SIMT kernel's is static: the main loop's stages ([`TileConfig::shared_bytes`]) or,
@@ -1568,6 +1690,9 @@ impl KernelSpec {
             return 0;
         }
         if self.math.is_tensor_op() {
+            if self.variant.warp_specialized {
+                return self.warp_specialized_shared_bytes();
+            }
             return tensor_op_shared_bytes(&self.tile, self.dtype);
         }
         let t = self.tile;
@@ -1665,6 +1790,8 @@ impl FromStr for KernelSpec {
                 "novec" => variant.vector_loads = false,
                 "nodb" => variant.double_buffering = false,
                 "wgmma" => variant.warpgroup = true,
+                "ws" => variant.warp_specialized = true,
+                "pingpong" => variant.pingpong = true,
                 _ => break,
             }
             parts.pop();

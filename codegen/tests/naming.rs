@@ -23,6 +23,39 @@ fn every_catalogue_name_round_trips() {
 }
 
 #[test]
+fn warp_specialized_names_round_trip_and_count_their_threads() {
+    let catalogue = Catalogue::warp_specialized();
+    assert_eq!(catalogue.kernels.len(), 12);
+    for spec in &catalogue.kernels {
+        let name = spec.name();
+        assert!(name.contains("_wgmma_ws"), "{name}");
+        assert_eq!(name.parse::<KernelSpec>(), Ok(*spec), "{name}");
+        spec.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        // Two MMA warpgroups (one team of 8 warps, or two teams of 4) and the copying one.
+        assert_eq!(spec.threads(), 384, "{name}");
+        assert!(spec.is_persistent() && !spec.splits_reduction(), "{name}");
+        // 4 stages of 256 rows of 128 bytes (128 KiB), the staging (64 KiB for one team's
+        // 128 x 128 float sums; 2 x 32 KiB for two teams within 227 KiB), 64 bytes of barriers.
+        assert_eq!(spec.shared_bytes(), 128 * 1024 + 64 * 1024 + 64, "{name}");
+    }
+    assert!(
+        "im2win_bf16_generic_b128x128x64_w128x32_fused_wgmma_ws_pingpong_nhwc"
+            .parse::<KernelSpec>()
+            .is_ok()
+    );
+    // Ping-pong without warp specialisation, or warp specialisation without wgmma: no kernel.
+    for name in [
+        "im2win_bf16_generic_b128x128x64_w128x32_fused_wgmma_pingpong_nhwc",
+        "im2win_bf16_generic_b128x128x64_w64x64_fused_ws_nhwc",
+    ] {
+        let invalid = name
+            .parse::<KernelSpec>()
+            .map(|spec| spec.validate().is_err());
+        assert!(invalid != Ok(false), "{name} is a valid kernel");
+    }
+}
+
+#[test]
 fn names_are_unique_and_distinct_from_support_and_baseline_kernels() {
     let catalogue = Catalogue::default_catalogue();
     let names: HashSet<String> = catalogue.kernels.iter().map(KernelSpec::name).collect();

@@ -182,8 +182,17 @@ fn check_tensor_op_source(spec: &KernelSpec, source: &str) {
     let name = spec.name();
     let t = spec.tile;
     let row_bytes = t.block_k as usize * spec.dtype.size_bytes();
+    // Warp-specialised: the copying warpgroup and the MMA teams after the row bytes.
+    let specialised = if spec.variant.warp_specialized {
+        format!(
+            ", /*PRODUCER_THREADS=*/128, /*MMA_GROUPS=*/{}",
+            spec.mma_teams()
+        )
+    } else {
+        String::new()
+    };
     let shape = format!(
-        "im2win::TensorOpTileShape<{name}_types, /*BM=*/{}, /*BN=*/{}, /*WM=*/{}, /*WN=*/{}, /*STAGES=*/{}, /*ROW_BYTES=*/{row_bytes}>",
+        "im2win::TensorOpTileShape<{name}_types, /*BM=*/{}, /*BN=*/{}, /*WM=*/{}, /*WN=*/{}, /*STAGES=*/{}, /*ROW_BYTES=*/{row_bytes}{specialised}>",
         t.block_n,
         t.block_m,
         t.thread_n,

@@ -241,7 +241,7 @@ pub fn any_spec() -> impl Strategy<Value = KernelSpec> {
                 micro_kernel,
                 vector_loads,
                 double_buffering,
-                warpgroup: false,
+                ..Variant::MATERIALISED
             }
         }),
     ];

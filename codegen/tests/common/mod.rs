@@ -99,5 +99,14 @@ pub fn unusual_tensor_op_specs() -> Vec<KernelSpec> {
             tile(256, 128, 64, 64, 32),
             true,
         ),
+        // Warp-specialised ping-pong (two MMA teams, a copying warpgroup, persistent blocks,
+        // setmaxnreg): the other warp-specialised tiles (Catalogue::warp_specialized) take the
+        // same code with one team.
+        KernelSpec::tensor_op_warpgroup(
+            DType::Bf16,
+            fixed(3, 3, 1, 1),
+            tile(128, 128, 32, 128, 64),
+        )
+        .warp_specialized(true),
     ]
 }

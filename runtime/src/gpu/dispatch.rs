@@ -566,6 +566,23 @@ impl Plan {
         self.grid_dim
     }
 
+    /// The grid the convolution kernel is launched with on `device`: [`Plan::grid_dim`], but
+    /// for a kernel with persistent blocks ([`KernelSpec::is_persistent`], the
+    /// warp-specialised ones, whose block `b` takes tiles `b`, `b + gridDim.x`, ...) at most
+    /// as many blocks along x as fit on the device at once (its multiprocessors times the
+    /// blocks of the kernel that one of them holds).
+    pub fn launch_grid(&self, device: &DeviceLimits) -> (u32, u32, u32) {
+        let (x, y, z) = self.grid_dim;
+        if !self.kernel.is_persistent() {
+            return (x, y, z);
+        }
+        let resident = device
+            .multiprocessors
+            .saturating_mul(u64::from(blocks_per_sm(&self.kernel, device)))
+            .max(1);
+        (u32::try_from(u64::from(x).min(resident)).unwrap_or(x), y, z)
+    }
+
     /// Block of the convolution kernel: `(threads of the kernel, 1, 1)`
     /// ([`KernelSpec::threads`]).
     pub fn block_dim(&self) -> (u32, u32, u32) {
@@ -1432,6 +1449,38 @@ mod tests {
             (0, 300 * 45 * 4)
         );
         assert_eq!(fused.grid_dim(), plan.grid_dim());
+    }
+
+    #[test]
+    fn persistent_kernels_launch_at_most_one_resident_wave() {
+        // bf16 NHWC, N·P·Q = 2·62·62 = 7688 pixels: 61 tiles of 128 (K = 128: one channel
+        // tile); 32·62·62 pixels: 961 tiles.
+        let small = Conv2dProblem::new([2, 64, 64, 64], [128, 64, 3, 3])
+            .with_layout(Layout::Nhwc)
+            .with_filter_layout(FilterLayout::Krsc)
+            .with_dtype(DType::Bf16);
+        let large = Conv2dProblem::new([32, 64, 64, 64], [128, 64, 3, 3])
+            .with_layout(Layout::Nhwc)
+            .with_filter_layout(FilterLayout::Krsc)
+            .with_dtype(DType::Bf16);
+        let h200 = DeviceLimits::H200;
+        for spec in Catalogue::warp_specialized().kernels {
+            if !can_implement(&spec, &small) {
+                continue;
+            }
+            assert_eq!(blocks_per_sm(&spec, &h200), 1, "{spec}");
+            let plan = Plan::for_spec(&small, spec).unwrap();
+            assert_eq!(plan.grid_dim(), (61, 1, 1), "{spec}");
+            assert_eq!(plan.launch_grid(&h200), (61, 1, 1), "{spec}");
+            assert_eq!(plan.block_dim(), (384, 1, 1), "{spec}");
+            let plan = Plan::for_spec(&large, spec).unwrap();
+            assert_eq!(plan.grid_dim(), (961, 1, 1), "{spec}");
+            assert_eq!(plan.launch_grid(&h200), (132, 1, 1), "{spec}");
+        }
+        // Every other kernel launches its whole grid.
+        let spec = KernelSpec::fixed(DType::F32, FixedGeometry::square(3, 1), TileConfig::PAPER);
+        let plan = Plan::for_spec(&square(5, 22, 300, 3), spec).unwrap();
+        assert_eq!(plan.launch_grid(&h200), plan.grid_dim());
     }
 
     #[test]

@@ -720,7 +720,7 @@ impl Engine {
                 .arg(&conv_out)
                 .arg(&params);
             let config = LaunchConfig {
-                grid_dim: plan.grid_dim(),
+                grid_dim: plan.launch_grid(&self.limits),
                 block_dim: plan.block_dim(),
                 shared_mem_bytes: plan.dynamic_shared_bytes(),
             };
@@ -735,7 +735,9 @@ impl Engine {
             // has_residual == 0, and `conv_out` `output_len` elements (`y`), or
             // `splits · output_len` floats (the partial sums, when grid_dim.z = splits > 1).
             // The dynamic shared memory is what the kernel was rendered for
-            // (`KernelSpec::dynamic_shared_bytes`), allowed on its function above.
+            // (`KernelSpec::dynamic_shared_bytes`), allowed on its function above. A
+            // persistent kernel's blocks take every tile of `grid_dim` whatever the launch's
+            // grid (`Plan::launch_grid`).
             unsafe { launch.launch(config) }?;
 
             if let (Some(reduce), Some(partial)) = (&reduce, partial) {
