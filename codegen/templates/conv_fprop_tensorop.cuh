@@ -70,6 +70,37 @@ struct Conv2dFpropTensorOp {
 // descriptors (mma_warpgroup.cuh); every stage and operand size is a multiple of it.
 extern __shared__ __align__(1024) unsigned char im2win_tensorop_smem[];
 
+// This block's share of the reduction, BK indices a stage (the last stage's excess is
+// zero-filled by the loaders): stages [first, last), split over gridDim.z when the kernel
+// SPLITS, in equal shares but for the last (a share may be empty when Z exceeds the stage
+// count: the block then writes zeros, so that the reduction still sees a complete slice).
+template <class Tile, bool SPLITS>
+struct ReductionShare {
+    int first;
+    int last;
+    __device__ __forceinline__ explicit ReductionShare(const ConvParams& prm) {
+        const int stages = (int)((prm.crs + Tile::BK - 1) / Tile::BK);
+        first = 0;
+        last = stages;
+        if constexpr (SPLITS) {
+            const int per_split = (stages + (int)gridDim.z - 1) / (int)gridDim.z;
+            first = min(stages, (int)blockIdx.z * per_split);
+            last = min(stages, first + per_split);
+        }
+    }
+};
+
+// Shared addresses of stage buffer `buf`'s A rows and B rows (`smem`: the dynamic shared
+// memory's).
+template <class Tile>
+__device__ __forceinline__ unsigned int stage_a(unsigned int smem, int buf) {
+    return smem + buf * Tile::STAGE_BYTES;
+}
+template <class Tile>
+__device__ __forceinline__ unsigned int stage_b(unsigned int smem, int buf) {
+    return smem + buf * Tile::STAGE_BYTES + Tile::A_STAGE_BYTES;
+}
+
 // Every warp copies and multiplies (mainloop_multistage.cuh); block b computes tile b.
 template <class Config>
 __device__ __forceinline__ void conv2d_fprop_tensorop_multistage(const typename Config::ElementX* __restrict__ x,
@@ -92,20 +123,11 @@ __device__ __forceinline__ void conv2d_fprop_tensorop_multistage(const typename 
     typename Config::FilterLoader filter(f, prm, n0, tid);
     typename Config::Mma mma(warp, lane);
 
-    // The reduction, BK indices a stage; the last stage's excess is zero-filled by the loaders.
-    // This block's share: stages [first, last), equal shares but for the last (a share may be
-    // empty when Z exceeds the stage count: the block then writes zeros, so that the reduction
-    // still sees a complete slice).
-    const int stages = (int)((prm.crs + Tile::BK - 1) / Tile::BK);
-    int first = 0;
-    int last = stages;
-    if constexpr (Config::SPLITS) {
-        const int per_split = (stages + (int)gridDim.z - 1) / (int)gridDim.z;
-        first = min(stages, (int)blockIdx.z * per_split);
-        last = min(stages, first + per_split);
-    }
-    auto a_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES; };
-    auto b_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES + Tile::A_STAGE_BYTES; };
+    const ReductionShare<Tile, Config::SPLITS> share(prm);
+    const int first = share.first;
+    const int last = share.last;
+    auto a_at = [&](int buf) { return stage_a<Tile>(smem, buf); };
+    auto b_at = [&](int buf) { return stage_b<Tile>(smem, buf); };
     // A stage's copies: A_PASSES rows of the window tile, then B_PASSES of the filter tile;
     // copy t of them goes with k-step t * KSTEPS / COPIES of the multiply (all with the first
     // k-step when they are loads into registers, whose latency the whole stage then covers).
@@ -159,18 +181,11 @@ __device__ __forceinline__ void conv2d_fprop_tensorop_warp_specialized(const typ
 
     const int tid = threadIdx.x;
     const int tiles_n = (prm.k + Tile::BN - 1) / Tile::BN;
-    // The reduction, BK indices a stage; this block's share [first, last) as in the multistage
-    // kernel (split over gridDim.z).
-    const int stages = (int)((prm.crs + Tile::BK - 1) / Tile::BK);
-    int first = 0;
-    int last = stages;
-    if constexpr (Config::SPLITS) {
-        const int per_split = (stages + (int)gridDim.z - 1) / (int)gridDim.z;
-        first = min(stages, (int)blockIdx.z * per_split);
-        last = min(stages, first + per_split);
-    }
-    auto a_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES; };
-    auto b_at = [&](int buf) { return smem + buf * Tile::STAGE_BYTES + Tile::A_STAGE_BYTES; };
+    const ReductionShare<Tile, Config::SPLITS> reduction(prm);
+    const int first = reduction.first;
+    const int last = reduction.last;
+    auto a_at = [&](int buf) { return stage_a<Tile>(smem, buf); };
+    auto b_at = [&](int buf) { return stage_b<Tile>(smem, buf); };
 
     using Pipeline = WarpSpecializedMainloop<Tile::STAGES, Tile::THREADS, Tile::PRODUCER_THREADS>;
     const Pipeline pipeline(smem + Tile::OPERAND_BYTES + Tile::MMA_GROUPS * Tile::STAGING_BYTES);

@@ -50,29 +50,23 @@ using tc_tf32 = im2win::Conv2dTypes<float, float, float, float>;
 #define TC_WG_TILE(T, BM, BN, WM, S, RB, GNAME, GEOMETRY)                                                \
     TC_KERNEL(tc_##T##_##BM##x##BN##_g##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec, tc_##T, BM, BN, WM, BN, S, RB, \
         GEOMETRY, true, im2win::WarpgroupMmaTensorOp)
-// Warp-specialised warpgroup kernels: "p<WM>x<WN>", the MMA warpgroups as in "g", plus one
-// copying warpgroup (mainloop_warp_specialized.cuh).
-#define TC_WS_TILE(T, BM, BN, WM, S, RB, GNAME, GEOMETRY)                                                \
-    TC_KERNEL(tc_##T##_##BM##x##BN##_p##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec, tc_##T, BM, BN, WM, BN, S, RB, \
-        GEOMETRY, true, im2win::WarpgroupMmaTensorOp, 128)
-#define TC_WS_GEOMETRIES(T, BM, BN, WM, S, RB)                                                          \
-    TC_WS_TILE(T, BM, BN, WM, S, RB, gen, (im2win::GenericGeometry))                                   \
-    TC_WS_TILE(T, BM, BN, WM, S, RB, f3x3s1x1, (im2win::FixedGeometry<3, 3, 1, 1>))
-// Ping-pong: two teams of one MMA warpgroup (a whole BM x BN tile each, in turn): "q<WM>x<WN>".
-#define TC_PP_TILE(T, BM, BN, WM, S, RB, GNAME, GEOMETRY)                                                \
-    TC_KERNEL(tc_##T##_##BM##x##BN##_q##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec, tc_##T, BM, BN, WM, BN, S, RB, \
-        GEOMETRY, true, im2win::WarpgroupMmaTensorOp, 128, 2)
-#define TC_PP_GEOMETRIES(T, BM, BN, WM, S, RB)                                                          \
-    TC_PP_TILE(T, BM, BN, WM, S, RB, gen, (im2win::GenericGeometry))                                   \
-    TC_PP_TILE(T, BM, BN, WM, S, RB, f3x3s1x1, (im2win::FixedGeometry<3, 3, 1, 1>))                   \
-    TC_PP_TILE(T, BM, BN, WM, S, RB, f1x1s1x1, (im2win::FixedGeometry<1, 1, 1, 1>))
+// Warp-specialised warpgroup kernels (mainloop_warp_specialized.cuh): one more warpgroup only
+// copies. TAG p ("p<WM>x<WN>", TEAMS 1): the MMA warpgroups as in "g", sharing each tile; TAG q
+// (TEAMS 2): ping-pong, two teams of one MMA warpgroup, each a whole BM x BN tile, in turn.
+#define TC_SPECIALIZED_TILE(T, TAG, TEAMS, BM, BN, WM, S, RB, GNAME, GEOMETRY)                           \
+    TC_KERNEL(tc_##T##_##BM##x##BN##_##TAG##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec, tc_##T, BM, BN, WM, BN, S, \
+        RB, GEOMETRY, true, im2win::WarpgroupMmaTensorOp, 128, TEAMS)
+#define TC_SPECIALIZED_GEOMETRIES(T, TAG, TEAMS, BM, BN, WM, S, RB)                                     \
+    TC_SPECIALIZED_TILE(T, TAG, TEAMS, BM, BN, WM, S, RB, gen, (im2win::GenericGeometry))              \
+    TC_SPECIALIZED_TILE(T, TAG, TEAMS, BM, BN, WM, S, RB, f3x3s1x1, (im2win::FixedGeometry<3, 3, 1, 1>)) \
+    TC_SPECIALIZED_TILE(T, TAG, TEAMS, BM, BN, WM, S, RB, f1x1s1x1, (im2win::FixedGeometry<1, 1, 1, 1>))
 #define TC_WS_TYPE(T)                                                                                    \
-    TC_PP_GEOMETRIES(T, 128, 128, 32, 4, 128)                                                            \
-    TC_PP_GEOMETRIES(T, 128, 64, 32, 4, 128)                                                             \
-    TC_PP_GEOMETRIES(T, 64, 128, 16, 4, 128)                                                             \
-    TC_PP_GEOMETRIES(T, 128, 128, 32, 3, 128)                                                            \
-    TC_WS_GEOMETRIES(T, 128, 128, 16, 4, 128)                                                            \
-    TC_WS_GEOMETRIES(T, 128, 64, 16, 4, 128)
+    TC_SPECIALIZED_GEOMETRIES(T, q, 2, 128, 128, 32, 4, 128)                                             \
+    TC_SPECIALIZED_GEOMETRIES(T, q, 2, 128, 64, 32, 4, 128)                                              \
+    TC_SPECIALIZED_GEOMETRIES(T, q, 2, 64, 128, 16, 4, 128)                                              \
+    TC_SPECIALIZED_GEOMETRIES(T, q, 2, 128, 128, 32, 3, 128)                                             \
+    TC_SPECIALIZED_GEOMETRIES(T, p, 1, 128, 128, 16, 4, 128)                                             \
+    TC_SPECIALIZED_GEOMETRIES(T, p, 1, 128, 64, 16, 4, 128)
 #define TC_WG_GEOMETRIES(T, BM, BN, WM, S, RB)                                                          \
     TC_WG_TILE(T, BM, BN, WM, S, RB, gen, (im2win::GenericGeometry))                                   \
     TC_WG_TILE(T, BM, BN, WM, S, RB, f1x1s1x1, (im2win::FixedGeometry<1, 1, 1, 1>))                   \
