@@ -24,6 +24,10 @@
 //! tests (`tests/gpu_conv.rs`, `tests/gpu_dtypes.rs`) check their results against the float64
 //! oracle.
 //!
+//! Of the warp-specialised main loop (`mainloop_warp_specialized.cuh`, tensor-core kernels
+//! too) the host can check the ring's bookkeeping: `emulate/pipeline_state.cpp`
+//! (`pipeline_state_skips_like_it_advances`).
+//!
 //! Skipped, with a message, when no C++20 compiler is found (`CXX`, else `c++`, `g++`,
 //! `clang++`).
 
@@ -98,6 +102,11 @@ fn build_driver(cxx: &Path, work: &Path) -> Result<PathBuf, String> {
 /// Compiles `source` of `tests/emulate` against the rendered unit and table in `work` (see
 /// [`build_driver`]).
 fn build(cxx: &Path, work: &Path, source: &str) -> Result<PathBuf, String> {
+    build_with(cxx, work, source, &[])
+}
+
+/// [`build`] with more include directories (after the work directory and the shim's).
+fn build_with(cxx: &Path, work: &Path, source: &str, include: &[&Path]) -> Result<PathBuf, String> {
     let shim_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulate");
     let binary = work.join("driver");
     let mut last_error = String::new();
@@ -109,6 +118,9 @@ fn build(cxx: &Path, work: &Path, source: &str) -> Result<PathBuf, String> {
             .arg(work)
             .arg("-I")
             .arg(&shim_dir);
+        for dir in include {
+            command.arg("-I").arg(dir);
+        }
         if sanitizers {
             command.args([
                 "-fsanitize=address,undefined",
@@ -216,6 +228,25 @@ fn grouped_table(catalogue: &Catalogue) -> String {
     }
     table.push_str("};\n");
     table
+}
+
+/// The warp-specialised main loop's ring bookkeeping on the host (`emulate/pipeline_state.cpp`):
+/// skipping another team's stages lands where advancing through them does.
+#[test]
+fn pipeline_state_skips_like_it_advances() {
+    let Some(cxx) = cxx() else {
+        eprintln!("skipped: no C++ compiler found (set CXX)");
+        return;
+    };
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("emulate-pipeline");
+    std::fs::create_dir_all(&work).expect("work directory");
+    let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    let driver = build_with(&cxx, &work, "pipeline_state.cpp", &[templates.as_path()])
+        .unwrap_or_else(|error| panic!("pipeline_state.cpp does not compile:\n{error}"));
+    let output = Command::new(&driver).output().expect("the driver runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    eprintln!("{}", stdout.lines().last().unwrap_or_default());
 }
 
 /// The float32 grouped family (`conv_grouped.cuh`: depthwise NCHW and NHWC, fixed and
