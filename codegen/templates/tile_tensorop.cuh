@@ -24,8 +24,8 @@ namespace im2win {
 // matrix is (8 two-byte elements, 4 floats).
 constexpr int TENSOROP_CHUNK_BYTES = 16;
 
-// The most dynamic shared memory a block of sm_80 and sm_90 may have (227 KiB; the driver
-// keeps 1 KiB of the SM's 228 for itself).
+// The most dynamic shared memory a block may have on sm_90, where the warp-specialised kernels
+// run (227 KiB; the driver keeps 1 KiB of the SM's 228 for itself; sm_80 allows 163 KiB).
 constexpr int TENSOROP_SMEM_PER_BLOCK = 227 * 1024;
 
 // The largest power of two not above n (n >= 1).
