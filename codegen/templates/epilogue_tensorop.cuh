@@ -69,10 +69,15 @@ struct StagedRowsNhwc {
     static __device__ __forceinline__ bool holds(int round, int row, int) {
         return ROUNDS == 1 || row / ROWS == round;
     }
+    // Where the sum of row `row` of a round (tile row - round * ROWS), column `col` is staged
+    // (unsigned: a row's swizzle is then its low bits, which a walk stepping by a multiple of
+    // 4 rows keeps, and the compiler can see it).
+    static __device__ __forceinline__ int offset_in_round(unsigned row, unsigned col) {
+        const unsigned piece = (col / 4) ^ (2 * (row % 4));
+        return int(row * ROW_BYTES + piece * 16 + (col % 4) * 4);
+    }
     static __device__ __forceinline__ int offset(int round, int row, int col) {
-        row -= round * ROWS;
-        const int piece = (col / 4) ^ (2 * (row % 4));
-        return row * ROW_BYTES + piece * 16 + (col % 4) * 4;
+        return offset_in_round(unsigned(row - round * ROWS), unsigned(col));
     }
 };
 
@@ -177,8 +182,30 @@ struct TensorOpEpilogueArgs {
     }
 };
 
-// NHWC walk of one round: 4 channels of one pixel per item.
-// (The bias is read here, once the sums have left the registers, not while they are live.)
+// The thread's index within its MMA team. Hidden from the optimiser in a persistent block
+// (mainloop_warp_specialized.cuh), which walks once per tile: what a walk derives from it
+// would otherwise be computed once, before the tile loop, and held in registers (or spilled)
+// through the main loop, like the staging addresses (stage_and_walk).
+template <class Tile>
+__device__ __forceinline__ unsigned thread_in_team() {
+    unsigned tid = Tile::MMA_GROUPS > 1 ? threadIdx.x % Tile::THREADS : threadIdx.x;
+    if constexpr (Tile::WARP_SPECIALIZED) {
+        asm volatile("" : "+r"(tid));
+    }
+    return tid;
+}
+
+// The walks below keep each item cheap: what is the same for every item of a thread (its
+// column and bias in NHWC, its pixels' image and place in NCHW, the round's first output index,
+// how many of its rows exist) is worked out once per round, and an item then costs a compare,
+// one shared load, an index (a 64-bit base plus an offset), the epilogue's arithmetic and one
+// store. (Measured in ncu on the H100, bf16 conv8: the walk with everything recomputed per item,
+// 64-bit division and tests included, took 62 instructions an item, 40% of a persistent
+// kernel's instructions.)
+
+// NHWC walk of one round: 4 channels of one pixel per item. A thread keeps one column (its 4
+// channels and their bias) when THREADS is a multiple of the threads across a row (FIXED_COLUMN:
+// every tile but 128 x 96), stepping down ROW_STEP rows an item.
 template <class Tile, class Ep>
 __device__ __forceinline__ void walk_nhwc(const Ep& ep, const unsigned char* shared,
     const ConvParams& prm, long long j0, int n0, int round) {
@@ -188,10 +215,17 @@ __device__ __forceinline__ void walk_nhwc(const Ep& ep, const unsigned char* sha
     constexpr int PER_ROW = Tile::BN / V;       // threads across one row of the tile
     constexpr int ITEMS = Staged::ROWS * PER_ROW / Tile::THREADS;   // per thread and round
     static_assert(Staged::ROWS * PER_ROW % Tile::THREADS == 0, "the walk covers a round in whole passes");
-    constexpr bool FIXED_COLUMN = Tile::THREADS % PER_ROW == 0;   // a thread keeps its channels
+    constexpr bool FIXED_COLUMN = Tile::THREADS % PER_ROW == 0;
+    constexpr int ROW_STEP = Tile::THREADS / PER_ROW;   // with FIXED_COLUMN
     const int K = prm.k;
     const bool vectors = K % V == 0 && ep.aligned(0) && (!ep.add_residual || im2win_aligned<V>(ep.residual));
-    const int tid = Tile::MMA_GROUPS > 1 ? threadIdx.x % Tile::THREADS : threadIdx.x;   // within the team
+    const unsigned tid = thread_in_team<Tile>();
+    // The round's first pixel, its output index, and how many of its rows exist (the last
+    // tile of the grid may run past the last pixel).
+    const long long first = j0 + (long long)round * Staged::ROWS;
+    const long long first_at = first * K + n0;
+    const long long pixels_left = prm.npq - first;
+    const int rows = pixels_left < Staged::ROWS ? int(pixels_left) : Staged::ROWS;
     float b[V];
     auto load_bias = [&](int k) {
 #pragma unroll
@@ -200,24 +234,23 @@ __device__ __forceinline__ void walk_nhwc(const Ep& ep, const unsigned char* sha
         }
     };
     if constexpr (FIXED_COLUMN) {
-        load_bias(n0 + (tid % PER_ROW) * V);
+        load_bias(n0 + int(tid % PER_ROW) * V);
     }
 #pragma unroll 1
     for (int i = 0; i < ITEMS; ++i) {
-        const int item = tid + i * Tile::THREADS;
-        const int row = round * Staged::ROWS + item / PER_ROW;   // of the tile
-        const int col = (item % PER_ROW) * V;
-        const long long j = j0 + row;
+        // Row (of the round) and column (of the tile) of the item.
+        const int row = FIXED_COLUMN ? int(tid / PER_ROW) + i * ROW_STEP : int((tid + i * Tile::THREADS) / PER_ROW);
+        const int col = FIXED_COLUMN ? int(tid % PER_ROW) * V : int((tid + i * Tile::THREADS) % PER_ROW) * V;
         const int k = n0 + col;
-        if (j >= prm.npq || k >= K) {
+        if (row >= rows || k >= K) {
             continue;
         }
         if constexpr (!FIXED_COLUMN) {
             load_bias(k);
         }
-        const float4 s4 = *reinterpret_cast<const float4*>(shared + Staged::offset(round, row, col));
+        const float4 s4 = *reinterpret_cast<const float4*>(shared + Staged::offset_in_round(unsigned(row), unsigned(col)));
         const float sum[V] = {s4.x, s4.y, s4.z, s4.w};
-        const long long at = j * K + k;
+        const long long at = first_at + (long long)row * K + col;
         const bool whole = vectors && k + V <= K;
         ElementX r[V];
         if (ep.add_residual) {
@@ -247,7 +280,10 @@ __device__ __forceinline__ void walk_nhwc(const Ep& ep, const unsigned char* sha
 
 // NCHW walk of one round: 4 consecutive pixels of one channel per item. Pixel j = n * PQ + pq
 // sits at Y[(n * K + k) * PQ + pq]: the 4 pixels are one run when they lie in one image, and
-// one access when that run is also aligned; else they go one by one.
+// one access when that run is also aligned; else they go one by one. A thread keeps its 4
+// pixels (THREADS is a multiple of the threads down a column, FIXED_ROW: every tile), so their
+// image, place and whether they form a run are worked out once; its channel steps by COL_STEP
+// an item.
 template <class Tile, class Ep>
 __device__ __forceinline__ void walk_nchw(const Ep& ep, const unsigned char* shared,
     const ConvParams& prm, long long j0, int n0, int round) {
@@ -257,16 +293,31 @@ __device__ __forceinline__ void walk_nchw(const Ep& ep, const unsigned char* sha
     constexpr int PER_COLUMN = Tile::BM / V;    // threads down one column of the tile
     constexpr int ITEMS = Staged::COLS * PER_COLUMN / Tile::THREADS;   // per thread and round
     static_assert(Staged::COLS * PER_COLUMN % Tile::THREADS == 0, "the walk covers a round in whole passes");
+    static_assert(Tile::THREADS % PER_COLUMN == 0, "a thread keeps its pixels (FIXED_ROW)");
+    constexpr int COL_STEP = Tile::THREADS / PER_COLUMN;
     const int K = prm.k;
     const long long pq = (long long)prm.p * prm.q;
-    const Divider div_pq(pq);
-    const int tid = Tile::MMA_GROUPS > 1 ? threadIdx.x % Tile::THREADS : threadIdx.x;   // within the team
+    const unsigned tid = thread_in_team<Tile>();
+    const int row = int(tid % PER_COLUMN) * V;   // of the tile: pixels j .. j + V - 1
+    const long long j = j0 + row;
+    const long long n = Divider(pq).div(j);
+    const long long p0 = j - n * pq;
+    const long long image_at = n * K * pq + p0;   // channel 0 of pixel j
+    // One run: all 4 pixels exist and lie in image n.
+    const bool run = p0 + V <= pq && j + V <= prm.npq;
+    // Where pixel j + e lies in channel k, for pixels that do not form a run.
+    auto place = [&](int e, int k) {
+        long long p = p0 + e;
+        long long m = n;
+        while (p >= pq) {   // pq may be smaller than V
+            p -= pq;
+            ++m;
+        }
+        return (m * K + k) * pq + p;
+    };
 #pragma unroll 1
     for (int i = 0; i < ITEMS; ++i) {
-        const int item = tid + i * Tile::THREADS;
-        const int col = round * Staged::COLS + item / PER_COLUMN;   // of the tile
-        const int row = (item % PER_COLUMN) * V;
-        const long long j = j0 + row;
+        const int col = round * Staged::COLS + int(tid / PER_COLUMN) + i * COL_STEP;   // of the tile
         const int k = n0 + col;
         if (j >= prm.npq || k >= K) {
             continue;
@@ -275,22 +326,8 @@ __device__ __forceinline__ void walk_nchw(const Ep& ep, const unsigned char* sha
         const float sum[V] = {s4.x, s4.y, s4.z, s4.w};
         const float bk = ep.bias_of(prm, k);
         const float b[V] = {bk, bk, bk, bk};
-        const long long n = div_pq.div(j);
-        const long long p0 = j - n * pq;
-        const long long at = (n * K + k) * pq + p0;
-        // One run: all 4 pixels exist and lie in image n.
-        const bool run = p0 + V <= pq && j + V <= prm.npq;
+        const long long at = image_at + (long long)k * pq;
         const bool whole = run && ep.aligned(at) && (!ep.add_residual || im2win_aligned<V>(ep.residual + at));
-        // Where pixel j + e lies, for the pixels that do not form a run.
-        auto place = [&](int e) {
-            long long p = p0 + e;
-            long long m = n;
-            while (p >= pq) {   // pq may be smaller than V
-                p -= pq;
-                ++m;
-            }
-            return (m * K + k) * pq + p;
-        };
         ElementX r[V];
         if (ep.add_residual) {
             if (whole) {
@@ -298,7 +335,7 @@ __device__ __forceinline__ void walk_nchw(const Ep& ep, const unsigned char* sha
             } else {
 #pragma unroll
                 for (int e = 0; e < V; ++e) {
-                    r[e] = j + e < prm.npq ? ep.residual[place(e)] : ElementX(0.0f);
+                    r[e] = j + e < prm.npq ? ep.residual[run ? at + e : place(e, k)] : ElementX(0.0f);
                 }
             }
         }
@@ -310,7 +347,7 @@ __device__ __forceinline__ void walk_nchw(const Ep& ep, const unsigned char* sha
 #pragma unroll
             for (int e = 0; e < V; ++e) {
                 if (j + e < prm.npq) {
-                    ep.store_one(run ? at + e : place(e), v[e]);
+                    ep.store_one(run ? at + e : place(e, k), v[e]);
                 }
             }
         }
