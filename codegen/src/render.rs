@@ -38,7 +38,7 @@ pub const HEADER_FILE: &str = "common.cuh";
 
 /// Every header of `codegen/templates` (file name, text), [`COMMON_HEADER`] first: the
 /// kernels' building blocks (docs/DESIGN.md). Copied verbatim next to the rendered files.
-pub const HEADERS: [(&str, &str); 22] = [
+pub const HEADERS: [(&str, &str); 23] = [
     (HEADER_FILE, COMMON_HEADER),
     ("numeric.cuh", include_str!("../templates/numeric.cuh")),
     ("copy.cuh", include_str!("../templates/copy.cuh")),
@@ -87,6 +87,7 @@ pub const HEADERS: [(&str, &str); 22] = [
         include_str!("../templates/mainloop_multistage.cuh"),
     ),
     ("mbarrier.cuh", include_str!("../templates/mbarrier.cuh")),
+    ("tma.cuh", include_str!("../templates/tma.cuh")),
     (
         "mainloop_warp_specialized.cuh",
         include_str!("../templates/mainloop_warp_specialized.cuh"),

@@ -41,6 +41,7 @@
 #include "mainloop_warp_specialized.cuh"
 #include "mma_tensorop.cuh"
 #include "mma_warpgroup.cuh"
+#include "tma.cuh"
 #include "tile_gather_tensorop.cuh"
 #include "tile_tensorop.cuh"
 
@@ -50,8 +51,13 @@ namespace im2win {
 // Mma: WarpMmaTensorOp (mma.sync, sm_80 and later) or WarpgroupMmaTensorOp (wgmma, sm_90a).
 // SPLITS: whether the kernel can split its reduction over gridDim.z (KernelSpec::splits_reduction:
 // not the warp tiles of 128 sums a thread, where the split's code costs spills on sm_80).
+// FILTER_TMA (warp-specialised only): the filter's stage rows come by TMA (tma.cuh), one box a
+// stage issued by one copying thread, from the tensor map the kernel is given, instead of
+// through the copying warps' cp.async (KrscFilterRows). ACT_TMA (with FILTER_TMA): the windows
+// too, in im2col mode (one filter tap and BK channels a stage: C % BK == 0), so that one thread
+// issues every copy.
 template <class Tile_, class Geometry_, bool VECTOR_, template <class> class Mma_ = WarpMmaTensorOp,
-    bool SPLITS_ = false>
+    bool SPLITS_ = false, bool FILTER_TMA_ = false, bool ACT_TMA_ = false>
 struct Conv2dFpropTensorOp {
     using Tile = Tile_;
     using Types = typename Tile::Types;
@@ -64,6 +70,11 @@ struct Conv2dFpropTensorOp {
     using FilterLoader = KrscFilterRows<Tile, VECTOR>;
     using Mma = Mma_<Tile>;
     static constexpr bool SPLITS = SPLITS_;
+    static constexpr bool FILTER_TMA = FILTER_TMA_;
+    static constexpr bool ACT_TMA = ACT_TMA_;
+    static_assert(!ACT_TMA || FILTER_TMA, "the copy engine moves both operands or the filter alone");
+    static_assert(!FILTER_TMA || Tile::WARP_SPECIALIZED, "the bulk copies complete on the warp-specialised loop's barriers");
+    static_assert(!FILTER_TMA || Tile::ROW_BYTES == 128, "the TMA box lands in the 128-byte swizzle");
 };
 
 // 1024-byte alignment: a whole 128-byte swizzle pattern (8 rows) for the warpgroup MMA's
@@ -173,7 +184,7 @@ template <class Config>
 __device__ __forceinline__ void conv2d_fprop_tensorop_warp_specialized(const typename Config::ElementX* __restrict__ x,
     const typename Config::ElementF* __restrict__ f, const typename Config::ElementY* __restrict__ bias,
     const typename Config::ElementX* __restrict__ residual, typename Config::ElementY* __restrict__ y,
-    const ConvParams& prm) {
+    const ConvParams& prm, const TensorMap* act_map, const TensorMap* filter_map) {
     using Tile = typename Config::Tile;
     const unsigned int smem = (unsigned int)__cvta_generic_to_shared(im2win_tensorop_smem);
     static_assert(Config::VECTOR, "the copying warps only issue cp.async (mainloop_warp_specialized.cuh)");
@@ -187,7 +198,8 @@ __device__ __forceinline__ void conv2d_fprop_tensorop_warp_specialized(const typ
     auto a_at = [&](int buf) { return stage_a<Tile>(smem, buf); };
     auto b_at = [&](int buf) { return stage_b<Tile>(smem, buf); };
 
-    using Pipeline = WarpSpecializedMainloop<Tile::STAGES, Tile::THREADS, Tile::PRODUCER_THREADS>;
+    using Pipeline = WarpSpecializedMainloop<Tile::STAGES, Tile::THREADS, Config::ACT_TMA ? 0 : Tile::PRODUCER_THREADS,
+        Config::FILTER_TMA ? 1 : 0>;
     const Pipeline pipeline(smem + Tile::OPERAND_BYTES + Tile::MMA_GROUPS * Tile::STAGING_BYTES);
     typename Pipeline::State state;
     // Persistent: tiles blockIdx.x, + gridDim.x, ... (the channel tile fastest); the block's
@@ -199,26 +211,80 @@ __device__ __forceinline__ void conv2d_fprop_tensorop_warp_specialized(const typ
             warpgroup_registers<Tile::PRODUCER_REGISTERS, false>();   // its few go to the MMA warps
         }
         const int copier = tid - Tile::MMA_THREADS;
-        for (long long tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-            const long long j0 = (tile / tiles_n) * Tile::BM;
-            const int n0 = (int)(tile % tiles_n) * Tile::BN;
-            typename Config::ActLoader act(x, prm, j0, copier);
-            typename Config::FilterLoader filter(f, prm, n0, copier);
-            pipeline.produce(state, first, last, [&](int stage, int buf) {
-                const unsigned int k0 = (unsigned int)stage * Tile::BK;
-                act.prepare(k0);
-                filter.prepare(k0);
-#pragma unroll
-                for (int t = 0; t < Tile::A_PASSES; ++t) {
-                    act.copy(t, a_at(buf));
-                }
-#pragma unroll
-                for (int t = 0; t < Tile::B_PASSES; ++t) {
-                    filter.copy(t, b_at(buf));
-                }
-            });
+        if constexpr (Config::FILTER_TMA) {
+            if (copier == 0) {
+                tma_prefetch(filter_map);
+            }
         }
-        pipeline.produced();
+        if constexpr (Config::ACT_TMA) {
+            // One thread issues every copy: per stage one im2col box of the windows (BM pixels x
+            // BK channels of one tap) and one box of the filter.
+            if (copier == 0) {
+                tma_prefetch(act_map);
+                const long long pq = (long long)prm.p * prm.q;
+                for (long long tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+                    const long long j0 = (tile / tiles_n) * Tile::BM;
+                    const int n0 = (int)(tile % tiles_n) * Tile::BN;
+                    // Where the tile's first pixel's window starts (the copy engine walks on from it).
+                    const int image = (int)(j0 / pq);
+                    const int rest = (int)(j0 - image * pq);
+                    const int p = rest / prm.q;
+                    const int w = (rest - p * prm.q) * prm.stride_w - prm.pad_left;
+                    const int h = p * prm.stride_h - prm.pad_top;
+                    // The first stage's tap (r, s) and channel c (stages go in order: a stage is
+                    // BK channels of one tap, C % BK == 0).
+                    const int taps_in = first * Tile::BK / prm.c;
+                    int c = first * Tile::BK - taps_in * prm.c;
+                    int r = taps_in / prm.s;
+                    int s = taps_in - r * prm.s;
+                    pipeline.produce(state, first, last, [&](int stage, int buf) {
+                        const unsigned int full = pipeline.full(buf);
+                        mbarrier_arrive_expect_tx(full, Tile::STAGE_BYTES);
+                        tma_load_im2col_4d(a_at(buf), act_map, c, w, h, image, (unsigned short)(s * prm.dil_w),
+                            (unsigned short)(r * prm.dil_h), full);
+                        tma_load_2d(b_at(buf), filter_map, stage * Tile::BK, n0, full);
+                        c += Tile::BK;
+                        if (c == prm.c) {
+                            c = 0;
+                            if (++s == prm.s) {
+                                s = 0;
+                                ++r;
+                            }
+                        }
+                    });
+                }
+            }
+        } else {
+            for (long long tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+                const long long j0 = (tile / tiles_n) * Tile::BM;
+                const int n0 = (int)(tile % tiles_n) * Tile::BN;
+                typename Config::ActLoader act(x, prm, j0, copier);
+                typename Config::FilterLoader filter(f, prm, n0, copier);
+                pipeline.produce(state, first, last, [&](int stage, int buf) {
+                    const unsigned int k0 = (unsigned int)stage * Tile::BK;
+                    act.prepare(k0);
+#pragma unroll
+                    for (int t = 0; t < Tile::A_PASSES; ++t) {
+                        act.copy(t, a_at(buf));
+                    }
+                    if constexpr (Config::FILTER_TMA) {
+                        // The filter's rows n0 .. n0 + BN of reduction k0 .. k0 + BK, a KRSC filter
+                        // being a K x CRS matrix (rows past K and columns past CRS land as zeros).
+                        if (copier == 0) {
+                            mbarrier_arrive_expect_tx(pipeline.full(buf), Tile::B_STAGE_BYTES);
+                            tma_load_2d(b_at(buf), filter_map, (int)k0, n0, pipeline.full(buf));
+                        }
+                    } else {
+                        filter.prepare(k0);
+#pragma unroll
+                        for (int t = 0; t < Tile::B_PASSES; ++t) {
+                            filter.copy(t, b_at(buf));
+                        }
+                    }
+                });
+            }
+            pipeline.produced();
+        }
         return;
     }
     // An MMA team: each stage's group queued behind the one before; the outputs of a tile
@@ -273,10 +339,24 @@ __device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::Ele
     const typename Config::ElementX* __restrict__ residual, typename Config::ElementY* __restrict__ y,
     const ConvParams& prm) {
     if constexpr (Config::Tile::WARP_SPECIALIZED) {
-        conv2d_fprop_tensorop_warp_specialized<Config>(x, f, bias, residual, y, prm);
+        static_assert(!Config::FILTER_TMA, "a kernel with a filter TMA takes the filter's tensor map");
+        conv2d_fprop_tensorop_warp_specialized<Config>(x, f, bias, residual, y, prm, nullptr, nullptr);
     } else {
         conv2d_fprop_tensorop_multistage<Config>(x, f, bias, residual, y, prm);
     }
+}
+
+// The same with tensor maps (Config::FILTER_TMA): the filter's, a K x CRS matrix of ElementF,
+// boxes of BK x BN; with Config::ACT_TMA the input's, an im2col map of the NHWC input (corners
+// -pad and pad - (R - 1) * dilation, traversal strides the convolution's), boxes of BM pixels x
+// BK channels; both with the 128-byte swizzle and zero fill. `act_map` is unused without ACT_TMA.
+template <class Config>
+__device__ __forceinline__ void conv2d_fprop_tensorop(const typename Config::ElementX* __restrict__ x,
+    const typename Config::ElementF* __restrict__ f, const typename Config::ElementY* __restrict__ bias,
+    const typename Config::ElementX* __restrict__ residual, typename Config::ElementY* __restrict__ y,
+    const ConvParams& prm, const TensorMap* act_map, const TensorMap* filter_map) {
+    static_assert(Config::FILTER_TMA, "the tensor maps are the copy engine's");
+    conv2d_fprop_tensorop_warp_specialized<Config>(x, f, bias, residual, y, prm, act_map, filter_map);
 }
 
 }  // namespace im2win

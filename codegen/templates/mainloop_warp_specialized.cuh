@@ -9,8 +9,11 @@
 // tensor cores always have the next stage's wgmma group queued behind the current one.
 //
 // Hand-off, per buffer b of STAGES (mbarrier.cuh), in shared memory after the operand stages:
-//   full[b]   PRODUCER_THREADS arrivals, each when that copying thread's cp.async into b have
-//             landed (cp.async.mbarrier.arrive.noinc: the producer never waits for its copies);
+//   full[b]   COPY_ARRIVALS arrivals, each when one copying thread's cp.async into b have
+//             landed (cp.async.mbarrier.arrive.noinc: the producer never waits for its copies;
+//             PRODUCER_THREADS of them, or none when the copy engine moves everything), and
+//             BULK_ARRIVALS more, each from a thread that issues bulk copies (tma.cuh) into b and
+//             announces their bytes (mbarrier_arrive_expect_tx);
 //   empty[b]  one arrival per warp of the team that multiplied b, once its wgmma that read b
 //             have completed.
 // The stages of a block, over all its tiles, go round the ring in order: the c-th goes to
@@ -59,7 +62,7 @@ struct PipelineState {
     }
 };
 
-template <int STAGES, int TEAM_THREADS, int PRODUCER_THREADS>
+template <int STAGES, int TEAM_THREADS, int COPY_ARRIVALS, int BULK_ARRIVALS = 0>
 struct WarpSpecializedMainloop {
     static_assert(STAGES >= 2, "at least one stage in flight while one is multiplied");
     static constexpr int BARRIER_BYTES = 2 * STAGES * 8;
@@ -76,14 +79,14 @@ struct WarpSpecializedMainloop {
         if (threadIdx.x == 0) {
 #pragma unroll
             for (int b = 0; b < STAGES; ++b) {
-                mbarrier_init(full(b), PRODUCER_THREADS);
+                mbarrier_init(full(b), COPY_ARRIVALS + BULK_ARRIVALS);
                 mbarrier_init(empty(b), TEAM_THREADS / 32);
             }
         }
         __syncthreads();
     }
 
-    // The copying warps, for one tile: stages [first, last).
+    // The copying threads (those that arrive), for one tile: stages [first, last).
     template <class Issue>
     __device__ __forceinline__ void produce(State& st, int first, int last, Issue&& issue) const {
         for (int it = first; it < last; ++it) {
@@ -91,7 +94,9 @@ struct WarpSpecializedMainloop {
                 mbarrier_wait(empty(st.buf), st.phase ^ 1u);   // the consumers' release of its last use
             }
             issue(it, st.buf);
-            mbarrier_arrive_on_copies(full(st.buf));
+            if constexpr (COPY_ARRIVALS > 0) {
+                mbarrier_arrive_on_copies(full(st.buf));
+            }
             st.advance();
         }
     }

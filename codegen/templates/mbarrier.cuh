@@ -73,4 +73,16 @@ __device__ __forceinline__ void mbarrier_arrive_on_copies(unsigned int bar) {
 #endif
 }
 
+// Arrives on the barrier at `bar` and adds `bytes` to what its current phase waits for: the
+// bytes that bulk copies (tma.cuh) will complete on it (complete_tx). The phase completes once
+// every arrival is in and every expected byte has landed.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(unsigned int bar, unsigned int bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+#else
+    (void)bar;
+    (void)bytes;
+#endif
+}
+
 }  // namespace im2win

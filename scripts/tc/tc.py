@@ -66,9 +66,15 @@ class Kernel:
         # w<WM>x<WN>: warps of mma.sync; g<WM>x<WN>: warpgroups of wgmma (WM = BM / warps, WN = BN).
         # p<WM>x<WN>: the same warpgroups, warp-specialised: one more warpgroup that only copies.
         # q<WM>x<WN>: two such teams taking turns (ping-pong), each a whole tile.
-        self.warpgroup = parts[3][0] in "gpq"
-        self.specialized = parts[3][0] in "pq"
-        self.teams = 2 if parts[3].startswith("q") else 1
+        # u<WM>x<WN>, t<WM>x<WN>: p and q with the filter's rows copied by TMA; x<WM>x<WN>,
+        # v<WM>x<WN>: p and q with both operands copied by TMA, the windows in im2col mode (the
+        # input's and the filter's tensor maps are arguments after ConvParams).
+        self.warpgroup = parts[3][0] in "gpqtuvx"
+        self.specialized = parts[3][0] in "pqtuvx"
+        self.teams = 2 if parts[3][0] in "qtv" else 1
+        self.filter_tma = parts[3][0] in "tuvx"
+        self.act_tma = parts[3][0] in "vx"
+        self.maps = {}
         self.wm, self.wn = map(int, parts[3][1:].split("x"))
         self.stages = int(parts[4][1:])
         self.row_bytes = int(parts[5][1:])
@@ -108,6 +114,8 @@ class Kernel:
     def applies(self, pb):
         if self.vector and pb["c"] % self.chunk != 0:
             return False
+        if self.act_tma and pb["c"] % (self.row_bytes // 2) != 0:   # a stage: BK channels of one tap
+            return False
         if self.geometry is not None:
             if (pb["r"], pb["s"], pb["sh"], pb["sw"]) != self.geometry or (pb["dh"], pb["dw"]) != (1, 1):
                 return False
@@ -118,9 +126,58 @@ class Kernel:
         if self.specialized:   # persistent blocks: as many as fit on the GPU at once
             tiles = min(tiles, SMS * self.blocks_per_sm)
         ptrs = [ctypes.c_void_p(t.data_ptr() if t is not None else 0) for t in (x, f, bias, res, y)]
-        args = (ctypes.c_void_p * 6)(*[ctypes.addressof(p) for p in ptrs], ctypes.addressof(prm))
+        if self.filter_tma:
+            fmap = self.filter_map(f, prm)
+            amap = self.input_map(x, prm) if self.act_tma else fmap   # (unused without act_tma)
+            args = (ctypes.c_void_p * 8)(*[ctypes.addressof(p) for p in ptrs], ctypes.addressof(prm),
+                                         ctypes.addressof(amap), ctypes.addressof(fmap))
+        else:
+            args = (ctypes.c_void_p * 6)(*[ctypes.addressof(p) for p in ptrs], ctypes.addressof(prm))
         check_cu(cuda.cuLaunchKernel(self.fn, tiles, 1, 1, self.threads, 1, 1, self.smem, ctypes.c_void_p(stream),
                                      args, None), f"launch {self.name}")
+
+
+    def filter_map(self, f, prm):
+        """The tensor map of the KRSC filter as a K x CRS matrix (tma.cuh): boxes of one stage's
+        row bytes x BN rows, 128-byte swizzle, zeros outside."""
+        key = (f.data_ptr(), prm.k, prm.crs)
+        if key not in self.maps:
+            fmap = (ctypes.c_uint64 * 16)()
+            dims = (ctypes.c_uint64 * 2)(prm.crs, prm.k)
+            strides = (ctypes.c_uint64 * 1)(prm.crs * f.element_size())
+            box = (ctypes.c_uint32 * 2)(self.row_bytes // f.element_size(), self.bn)
+            ones = (ctypes.c_uint32 * 2)(1, 1)
+            kind = {torch.bfloat16: 9, torch.float16: 6}[f.dtype]   # CU_TENSOR_MAP_DATA_TYPE_*
+            # interleave none, swizzle 128B (3), L2 promotion 128B (2), OOB fill zeros (0)
+            check_cu(cuda.cuTensorMapEncodeTiled(ctypes.byref(fmap), kind, 2, ctypes.c_void_p(f.data_ptr()), dims,
+                                                 strides, box, ones, 0, 3, 2, 0), f"{self.name}: filter tensor map")
+            self.maps[key] = fmap
+        return self.maps[key]
+
+
+    def input_map(self, x, prm):
+        """The im2col tensor map of the NHWC input (tma.cuh `tma_load_im2col_4d`): BM pixels x
+        one stage's channels a box, the window origins' bounding box from -pad to
+        pad - (R - 1) * dilation past the far edge, the convolution's strides as the traversal
+        strides, 128-byte swizzle, zeros outside."""
+        pad_bottom = (prm.p - 1) * prm.stride_h + (prm.r - 1) * prm.dil_h + 1 - prm.h - prm.pad_top
+        pad_right = (prm.q - 1) * prm.stride_w + (prm.s - 1) * prm.dil_w + 1 - prm.w - prm.pad_left
+        key = (x.data_ptr(), prm.n, prm.c, prm.h, prm.w, prm.stride_h, prm.stride_w, prm.pad_top, prm.pad_left,
+               pad_bottom, pad_right, prm.r, prm.s, prm.dil_h, prm.dil_w)
+        if key not in self.maps:
+            amap = (ctypes.c_uint64 * 16)()
+            e = x.element_size()
+            dims = (ctypes.c_uint64 * 4)(prm.c, prm.w, prm.h, prm.n)
+            strides = (ctypes.c_uint64 * 3)(prm.c * e, prm.w * prm.c * e, prm.h * prm.w * prm.c * e)
+            lower = (ctypes.c_int * 2)(-prm.pad_left, -prm.pad_top)
+            upper = (ctypes.c_int * 2)(pad_right - (prm.s - 1) * prm.dil_w, pad_bottom - (prm.r - 1) * prm.dil_h)
+            steps = (ctypes.c_uint32 * 4)(1, prm.stride_w, prm.stride_h, 1)
+            kind = {torch.bfloat16: 9, torch.float16: 6}[x.dtype]
+            check_cu(cuda.cuTensorMapEncodeIm2col(ctypes.byref(amap), kind, 4, ctypes.c_void_p(x.data_ptr()), dims,
+                                                  strides, lower, upper, self.row_bytes // e, self.bm, steps,
+                                                  0, 3, 2, 0), f"{self.name}: input tensor map {key[1:]}")
+            self.maps[key] = amap
+        return self.maps[key]
 
 
 SMS = None
@@ -306,6 +363,10 @@ def check(dtype_name, count):
     # A few larger ones: many tiles and long reductions, and the stems' shapes.
     problems += [
         make_problem(4, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1, 1, 1),
+        # C = 64 and 128 (the im2col TMA's stages) with stride, dilation, asymmetric padding, odd sizes.
+        make_problem(3, 64, 23, 19, 72, 3, 3, 2, 2, 1, 2, 0, 1, 2, 2, bias=True, act=2),
+        make_problem(2, 128, 17, 30, 100, 5, 3, 1, 3, 2, 0, 1, 1, 1, 2, residual=True, beta=0.75),
+        make_problem(5, 64, 9, 9, 64, 7, 7, 1, 1, 3, 3, 3, 3),
         make_problem(2, 512, 14, 14, 512, 3, 3, 1, 1, 1, 1, 1, 1, bias=True, act=1),
         make_problem(2, 256, 28, 28, 1024, 1, 1, 2, 2),
         make_problem(2, 3, 227, 227, 96, 11, 11, 4, 4),
@@ -432,7 +493,8 @@ def timed_kernels(kernels, pb):
         if k.prefix != "tc" and (k.bm, k.bn, k.wm, k.wn, k.stages, k.row_bytes, k.vector, k.geometry) not in current:
             continue
         if k.applies(pb):
-            tile = (k.prefix, k.bm, k.bn, k.wm, k.wn, k.warpgroup, k.specialized, k.teams, k.stages, k.row_bytes, k.vector)
+            tile = (k.prefix, k.bm, k.bn, k.wm, k.wn, k.warpgroup, k.specialized, k.teams, k.filter_tma, k.act_tma,
+                    k.stages, k.row_bytes, k.vector)
             if tile not in best or (best[tile].geometry is None and k.geometry is not None):
                 best[tile] = k
     # A vector kernel beats the element-wise one of the same tile: keep only vector ones when any.
@@ -487,7 +549,7 @@ def bench(dtype_name, suite_name, batch, deadline, only=None):
         row["baseline_ms"] = min(base) if base else None
         row["best"] = best[0]
         # The best of each MMA (mma.sync warps "_w", the wgmma warpgroup "_g").
-        for tag in ("_w", "_g", "_p", "_q"):
+        for tag in ("_w", "_g", "_p", "_q", "_u", "_t", "_x", "_v"):
             kinds = [(n, v["ms"]) for n, v in row["ours"].items() if n.startswith("tc_") and n.split("_")[3][0] == tag[1]]
             if kinds:
                 n, ms = min(kinds, key=lambda kv: kv[1])
