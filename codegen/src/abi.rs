@@ -31,8 +31,12 @@ pub const ABI_SYMBOL: &str = "im2win_abi_stamp";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelKind {
     /// Every convolution kernel (`KernelSpec::name`) of this element type
-    /// ([`KernelSpec::dtype`]).
+    /// ([`KernelSpec::dtype`]) but the TMA ones.
     Convolution(DType),
+    /// Every convolution kernel of this element type whose operands the tensor memory
+    /// accelerator copies (`Variant::tma`): the convolution's parameters, then the input's
+    /// and the filter's tensor maps.
+    TmaConvolution(DType),
     /// The support kernel of this `extern "C"` name ([`support`]), in every fatbin.
     Support(&'static str),
     /// The benchmark's baseline kernel of this `extern "C"` name ([`baselines`]), only in a
@@ -76,6 +80,32 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
             "const __half*",
             "__half*",
             "ConvParams",
+        ],
+    ),
+    (
+        KernelKind::TmaConvolution(DType::Bf16),
+        &[
+            "const __nv_bfloat16*",
+            "const __nv_bfloat16*",
+            "const __nv_bfloat16*",
+            "const __nv_bfloat16*",
+            "__nv_bfloat16*",
+            "ConvParams",
+            "im2win::TensorMap",
+            "im2win::TensorMap",
+        ],
+    ),
+    (
+        KernelKind::TmaConvolution(DType::F16),
+        &[
+            "const __half*",
+            "const __half*",
+            "const __half*",
+            "const __half*",
+            "__half*",
+            "ConvParams",
+            "im2win::TensorMap",
+            "im2win::TensorMap",
         ],
     ),
     (
@@ -180,16 +210,19 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
 
 /// The parameter types listed for the kernel `name` ([`KERNEL_SIGNATURES`]): its support or
 /// baseline kernel's entry, else, for a convolution kernel's name, the entry of its element
-/// type; empty for any other name.
+/// type (its TMA entry for a `_tma` kernel); empty for any other name.
 pub fn signature_of(name: &str) -> &'static [&'static str] {
     let support = KERNEL_SIGNATURES.iter().find(
         |(kind, _)| matches!(kind, KernelKind::Support(n) | KernelKind::Baseline(n) if *n == name),
     );
     let convolution = || {
-        let dtype = name.parse::<KernelSpec>().ok()?.dtype;
-        KERNEL_SIGNATURES
-            .iter()
-            .find(|(kind, _)| *kind == KernelKind::Convolution(dtype))
+        let spec = name.parse::<KernelSpec>().ok()?;
+        let kind = if spec.variant.tma {
+            KernelKind::TmaConvolution(spec.dtype)
+        } else {
+            KernelKind::Convolution(spec.dtype)
+        };
+        KERNEL_SIGNATURES.iter().find(|(k, _)| *k == kind)
     };
     support
         .or_else(convolution)
@@ -221,6 +254,11 @@ pub fn abi_description() -> String {
                 text.push_str(dtype.name());
                 text.push('>');
             }
+            KernelKind::TmaConvolution(dtype) => {
+                text.push_str("<tma convolution ");
+                text.push_str(dtype.name());
+                text.push('>');
+            }
             KernelKind::Support(name) | KernelKind::Baseline(name) => text.push_str(name),
         }
         text.push('(');
@@ -246,8 +284,8 @@ pub fn stamp_definition() -> String {
 }
 
 /// The parameter types of a C parameter list such as `const float* __restrict__ x, const
-/// ConvParams prm`: names, `__restrict__` and the top-level `const` of by-value parameters
-/// dropped (`["const float*", "ConvParams"]`). Used to check rendered kernels against
+/// ConvParams prm`: names, `__restrict__`, `__grid_constant__` and the top-level `const` of
+/// by-value parameters dropped (`["const float*", "ConvParams"]`). Used to check rendered kernels against
 /// [`KERNEL_SIGNATURES`].
 pub fn parameter_types(list: &str) -> Vec<String> {
     fold(list)
@@ -257,7 +295,10 @@ pub fn parameter_types(list: &str) -> Vec<String> {
         .map(|param| {
             // Words with every `*` on its own: `const float* __restrict__ t` becomes
             // `const float * t`; the last word is the parameter's name.
-            let spaced = param.replace("__restrict__", " ").replace('*', " * ");
+            let spaced = param
+                .replace("__restrict__", " ")
+                .replace("__grid_constant__", " ")
+                .replace('*', " * ");
             let mut words: Vec<&str> = spaced.split_whitespace().collect();
             words.pop();
             let ty = words.join(" ").replace(" *", "*");
@@ -311,7 +352,7 @@ mod tests {
         }
         assert_eq!(
             KERNEL_SIGNATURES.len(),
-            DType::ALL.len() + support::ALL.len() + baselines::ALL.len(),
+            DType::ALL.len() + 2 + support::ALL.len() + baselines::ALL.len(),
             "an entry for a kernel that no list names"
         );
         assert!(signature_of("im2win_r3s3_anything").is_empty());

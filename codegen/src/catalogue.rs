@@ -374,28 +374,35 @@ pub const TENSOR_OP_WARPGROUP_KERNELS: [(Geometry, TensorOpTile); 9] = {
 };
 
 /// The warp-specialised warpgroup kernels (`_wgmma_ws`, `_wgmma_ws_pingpong`, sm_90a) of bf16
-/// and f16 (`codegen/templates/mainloop_warp_specialized.cuh`): `(geometry, tile, ping-pong)`.
-/// 128 pixels × 128 channels, 128-byte rows, 4 stages: two MMA warpgroups sharing each tile
-/// (`b128x128x64_w128x16_wgmma_ws`), or two teams of one warpgroup taking turns, each a whole
-/// tile (`b128x128x64_w128x32_wgmma_ws_pingpong`); the generic, 3 × 3 and 1 × 1 stride-1
-/// geometries. Not in the default catalogue yet ([`Catalogue::warp_specialized`]): measured
-/// only in the standalone harness (`scripts/tc`, H100, BF16, paper batch 128: the
-/// warp-specialised 128 × 128 tile 3% faster than the best multistage kernel on conv8, 3-7% on
-/// conv11 and conv12, 5-15% on several ResNet-50 1 × 1 layers at batch 32; the ping-pong
-/// kernels compiled, not yet run on a GPU).
-pub const WARP_SPECIALIZED_KERNELS: [(Geometry, TensorOpTile, bool); 6] = {
+/// and f16 (`codegen/templates/mainloop_warp_specialized.cuh`): `(geometry, tile, ping-pong,
+/// TMA)`. 128 pixels × 128 channels, 128-byte rows, 4 stages: two MMA warpgroups sharing each
+/// tile (`b128x128x64_w128x16_wgmma_ws`), or two teams of one warpgroup taking turns, each a
+/// whole tile (`b128x128x64_w128x32_wgmma_ws_pingpong`); the generic, 3 × 3 and 1 × 1
+/// stride-1 geometries; each with the producer warpgroup's `cp.async` and with both operands
+/// copied by the tensor memory accelerator (`_tma`: the windows in im2col mode, `C` a
+/// multiple of 64). Not in the default catalogue yet ([`Catalogue::warp_specialized`]):
+/// measured in the standalone harness (`scripts/tc/NOTES.md`, H100, BF16, paper batch 128:
+/// the TMA ping-pong kernel 0.0573 ms on conv6 against cuDNN's 0.0619, 0.65-0.99 of cuDNN on
+/// conv8-12, 17-25% faster than the best `cp.async` kernel there).
+pub const WARP_SPECIALIZED_KERNELS: [(Geometry, TensorOpTile, bool, bool); 12] = {
     const G1: Geometry = Geometry::Fixed(FixedGeometry::square(1, 1));
     const G3: Geometry = Geometry::Fixed(FixedGeometry::square(3, 1));
     const GEN: Geometry = Geometry::Generic;
     const SHARED: TensorOpTile = warpgroup_tile(128, 128, 8, 128);
     const TEAM: TensorOpTile = warpgroup_tile(128, 128, 4, 128);
     [
-        (GEN, SHARED, false),
-        (G3, SHARED, false),
-        (G1, SHARED, false),
-        (GEN, TEAM, true),
-        (G3, TEAM, true),
-        (G1, TEAM, true),
+        (GEN, SHARED, false, false),
+        (G3, SHARED, false, false),
+        (G1, SHARED, false, false),
+        (GEN, TEAM, true, false),
+        (G3, TEAM, true, false),
+        (G1, TEAM, true, false),
+        (GEN, SHARED, false, true),
+        (G3, SHARED, false, true),
+        (G1, SHARED, false, true),
+        (GEN, TEAM, true, true),
+        (G3, TEAM, true, true),
+        (G1, TEAM, true, true),
     ]
 };
 
@@ -715,9 +722,11 @@ impl Catalogue {
             .flat_map(|dtype| {
                 WARP_SPECIALIZED_KERNELS
                     .iter()
-                    .map(move |&(geometry, tile, pingpong)| {
-                        KernelSpec::tensor_op_warpgroup(dtype, geometry, tile.tile(dtype))
-                            .warp_specialized(pingpong)
+                    .map(move |&(geometry, tile, pingpong, tma)| {
+                        let spec =
+                            KernelSpec::tensor_op_warpgroup(dtype, geometry, tile.tile(dtype))
+                                .warp_specialized(pingpong);
+                        if tma { spec.tma() } else { spec }
                     })
             })
             .collect();

@@ -25,9 +25,7 @@ use tera::{Context, Tera};
 
 use crate::catalogue::{Catalogue, baselines, support};
 use crate::layout::Layout;
-use crate::spec::{
-    DType, Geometry, Grouping, KernelSpec, Math, PRODUCER_THREADS, SpecError, TENSOR_OP_CHUNK_BYTES,
-};
+use crate::spec::{DType, Geometry, Grouping, KernelSpec, Math, PRODUCER_THREADS, SpecError};
 
 /// The header every source file includes: `ConvParams` and the division helpers.
 /// Copied verbatim (it is not a template).
@@ -298,6 +296,9 @@ struct TensorOpContext {
     producer_threads: u32,
     /// Teams of MMA warps (`KernelSpec::mma_teams`: 2 in a ping-pong kernel).
     teams: u32,
+    /// Both operands copied by the tensor memory accelerator (`Variant::tma`): the kernel
+    /// takes the input's and the filter's tensor maps.
+    tma: bool,
     /// Threads of one team of MMA warps.
     team_threads: u32,
     /// Whether the kernel splits its reduction over `gridDim.z` (`KernelSpec::splits_reduction`).
@@ -444,7 +445,7 @@ impl TensorOpContext {
             min_blocks: spec.min_blocks_per_sm(),
             max_registers: spec.max_registers(),
             vector: spec.variant.vector_loads,
-            channel_multiple: TENSOR_OP_CHUNK_BYTES as usize / spec.dtype.size_bytes(),
+            channel_multiple: spec.channel_multiple(),
             warpgroup: spec.variant.warpgroup,
             producer_threads: if spec.variant.warp_specialized {
                 PRODUCER_THREADS
@@ -452,6 +453,7 @@ impl TensorOpContext {
                 0
             },
             teams: spec.mma_teams(),
+            tma: spec.variant.tma,
             team_threads: t.warps() * 32,
             splits: spec.splits_reduction(),
             mma: match (spec.math, spec.variant.warpgroup) {

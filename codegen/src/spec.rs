@@ -788,6 +788,16 @@ pub struct Variant {
     /// off.
     #[serde(default)]
     pub pingpong: bool,
+    /// Warp-specialised kernels only: the tensor memory accelerator copies both operands
+    /// (`_tma`, `codegen/templates/tma.cuh`): per stage one producer thread issues an
+    /// im2col-mode box of the windows (the tile's pixels, `block_k` channels of one filter
+    /// tap, the padding filled with zeros by the copy engine) and a tiled box of the KRSC
+    /// filter, where the producer warpgroup's `cp.async` moved 16 bytes a thread. The kernel
+    /// takes the input's and the filter's tensor maps after `ConvParams`; `C` must be a
+    /// multiple of `block_k` ([`KernelSpec::channel_multiple`]). Absent from JSON written
+    /// before it existed: off.
+    #[serde(default)]
+    pub tma: bool,
 }
 
 impl Variant {
@@ -800,6 +810,7 @@ impl Variant {
         warpgroup: false,
         warp_specialized: false,
         pingpong: false,
+        tma: false,
     };
     /// The full kernel that gathers its windows from the NCHW input.
     pub const FUSED: Variant = Variant {
@@ -815,7 +826,8 @@ impl Variant {
 
     /// The name suffixes of this variant, in name order: `_fused`, `_nomicro` (no register
     /// micro-kernel), `_novec` (no vector loads), `_nodb` (no double buffering), `_wgmma`
-    /// (the warpgroup MMA), `_ws` (warp-specialised), `_pingpong` (two MMA teams).
+    /// (the warpgroup MMA), `_ws` (warp-specialised), `_pingpong` (two MMA teams), `_tma`
+    /// (operands copied by the tensor memory accelerator).
     fn suffixes(&self) -> impl Iterator<Item = &'static str> {
         [
             (self.fused, "_fused"),
@@ -825,6 +837,7 @@ impl Variant {
             (self.warpgroup, "_wgmma"),
             (self.warp_specialized, "_ws"),
             (self.pingpong, "_pingpong"),
+            (self.tma, "_tma"),
         ]
         .into_iter()
         .filter_map(|(on, suffix)| on.then_some(suffix))
@@ -1185,6 +1198,14 @@ impl KernelSpec {
         KernelSpec { variant, ..self }
     }
 
+    /// The same warp-specialised kernel with both operands copied by the tensor memory
+    /// accelerator (`_tma`, [`Variant::tma`]).
+    pub const fn tma(self) -> Self {
+        let mut variant = self.variant;
+        variant.tma = true;
+        KernelSpec { variant, ..self }
+    }
+
     /// The same kernel for another layout.
     pub const fn with_layout(self, layout: Layout) -> Self {
         KernelSpec { layout, ..self }
@@ -1389,7 +1410,7 @@ impl KernelSpec {
         if v.warpgroup {
             self.validate_warpgroup()?;
         }
-        if v.warp_specialized || v.pingpong {
+        if v.warp_specialized || v.pingpong || v.tma {
             self.validate_warp_specialized()?;
         }
         self.validate_geometry()
@@ -1627,11 +1648,16 @@ impl KernelSpec {
         }
     }
 
-    /// The input channels `C` must be a multiple of this for the kernel to run: the
-    /// elements of one 16-byte piece (8 bf16 or f16, 4 floats) for a tensor-core kernel with
-    /// vector loads, whose copies move a tap's consecutive channels 16 bytes at a time; 1
-    /// for every other kernel.
+    /// The input channels `C` must be a multiple of this for the kernel to run: a stage's
+    /// `block_k` for a kernel whose windows come by TMA ([`Variant::tma`]: each stage is one
+    /// tap's channels); the elements of one 16-byte piece (8 bf16 or f16, 4 floats) for
+    /// another tensor-core kernel with vector loads, whose copies move a tap's consecutive
+    /// channels 16 bytes at a time; 1 for every other kernel.
     pub const fn channel_multiple(&self) -> usize {
+        if self.variant.tma {
+            // A stage is `block_k` channels of one filter tap (one im2col box).
+            return self.tile.block_k as usize;
+        }
         match (self.math, self.variant.vector_loads) {
             (Math::TensorOp | Math::TensorOpFastF32, true) => {
                 TENSOR_OP_CHUNK_BYTES as usize / self.dtype.size_bytes()
@@ -1792,6 +1818,7 @@ impl FromStr for KernelSpec {
                 "wgmma" => variant.warpgroup = true,
                 "ws" => variant.warp_specialized = true,
                 "pingpong" => variant.pingpong = true,
+                "tma" => variant.tma = true,
                 _ => break,
             }
             parts.pop();

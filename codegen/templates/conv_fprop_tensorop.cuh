@@ -54,7 +54,7 @@ namespace im2win {
 // FILTER_TMA (warp-specialised only): the filter's stage rows come by TMA (tma.cuh), one box a
 // stage issued by one copying thread, from the tensor map the kernel is given, instead of
 // through the copying warps' cp.async (KrscFilterRows). ACT_TMA (with FILTER_TMA): the windows
-// too, in im2col mode (one filter tap and BK channels a stage: C % BK == 0), so that one thread
+// too, in im2col mode (one filter tap and BK channels a stage: C % BK == 0, BK 64 or 32), so that one thread
 // issues every copy.
 template <class Tile_, class Geometry_, bool VECTOR_, template <class> class Mma_ = WarpMmaTensorOp,
     bool SPLITS_ = false, bool FILTER_TMA_ = false, bool ACT_TMA_ = false>
@@ -74,7 +74,8 @@ struct Conv2dFpropTensorOp {
     static constexpr bool ACT_TMA = ACT_TMA_;
     static_assert(!ACT_TMA || FILTER_TMA, "the copy engine moves both operands or the filter alone");
     static_assert(!FILTER_TMA || Tile::WARP_SPECIALIZED, "the bulk copies complete on the warp-specialised loop's barriers");
-    static_assert(!FILTER_TMA || Tile::ROW_BYTES == 128, "the TMA box lands in the 128-byte swizzle");
+    // The boxes land in the swizzle of the stage's rows (the map's 128- or 64-byte swizzle).
+    static_assert(!FILTER_TMA || Tile::ROW_BYTES == 128 || Tile::ROW_BYTES == 64, "a TMA swizzle of the rows' width");
 };
 
 // 1024-byte alignment: a whole 128-byte swizzle pattern (8 rows) for the warpgroup MMA's

@@ -3,8 +3,9 @@
 // one instruction, completing on an mbarrier (mbarrier.cuh). Why: the cp.async loaders spend
 // an address, a bounds test and an instruction on every 16 bytes of every thread; the copy
 // engine computes the addresses itself, fills what lies outside the tensor with zeros, and
-// writes the box in the 128-byte swizzled order that the warpgroup MMA's descriptors read
-// (tile_tensorop.cuh `Rows128`: 16-byte piece c of row r at c ^ (r % 8)).
+// writes the box in the swizzled order that the warpgroup MMA's descriptors read (the map's
+// 128-byte swizzle for 128-byte rows, tile_tensorop.cuh's 16-byte piece c of row r at
+// c ^ (r % 8); its 64-byte swizzle for 64-byte rows, c ^ (r / 2 % 4)).
 //
 // The map travels by value, as a __grid_constant__ kernel parameter (its address is then a
 // valid generic address for the copy engine). Like the wgmma kernels, everything here compiles

@@ -25,7 +25,15 @@ fn every_catalogue_name_round_trips() {
 #[test]
 fn warp_specialized_names_round_trip_and_count_their_threads() {
     let catalogue = Catalogue::warp_specialized();
-    assert_eq!(catalogue.kernels.len(), 12);
+    assert_eq!(catalogue.kernels.len(), 24);
+    assert_eq!(
+        catalogue
+            .kernels
+            .iter()
+            .filter(|spec| spec.variant.tma)
+            .count(),
+        12
+    );
     for spec in &catalogue.kernels {
         let name = spec.name();
         assert!(name.contains("_wgmma_ws"), "{name}");

@@ -216,8 +216,20 @@ fn check_tensor_op_source(spec: &KernelSpec, source: &str) {
         (false, Math::TensorOpFastF32) => "im2win::WarpMmaTensorOpFastF32",
         (false, _) => "im2win::WarpMmaTensorOp",
     };
-    let mma = format!("{mma}, /*SPLITS=*/{}>;", spec.splits_reduction());
+    // A TMA kernel's config says so, and the kernel takes both operands' tensor maps.
+    let tma = if spec.variant.tma {
+        ", /*FILTER_TMA=*/true, /*ACT_TMA=*/true"
+    } else {
+        ""
+    };
+    let mma = format!("{mma}, /*SPLITS=*/{}{tma}>;", spec.splits_reduction());
     assert!(source.contains(&mma), "{name} lacks `{mma}`");
+    let maps = "const __grid_constant__ im2win::TensorMap act_map, const __grid_constant__ im2win::TensorMap filter_map";
+    assert_eq!(
+        source.contains(maps),
+        spec.variant.tma,
+        "{name}: tensor maps"
+    );
     let bounds = format!(
         "__launch_bounds__({}, {})",
         spec.threads(),

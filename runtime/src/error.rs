@@ -318,8 +318,6 @@ pub enum Error {
         /// `true` for device memory (the GPU), `false` for host memory.
         on_device: bool,
     },
-    /// A kernel spec is not a valid specialisation (see `KernelSpec::validate`), e.g. a
-    /// tile with a zero dimension in a hand-built or deserialised catalogue.
     /// The CPU backend was asked for a micro-kernel (`IM2WIN_CPU_ISA`, or
     /// `cpu::conv2d_with_isa`) that this CPU cannot run, or that does not exist.
     #[error("CPU instruction set {isa} is not available on this CPU")]
@@ -327,6 +325,8 @@ pub enum Error {
         /// The level asked for.
         isa: String,
     },
+    /// A kernel spec is not a valid specialisation (see `KernelSpec::validate`), e.g. a
+    /// tile with a zero dimension in a hand-built or deserialised catalogue.
     #[error("invalid kernel spec: {0}")]
     InvalidSpec(#[from] im2win_codegen::SpecError),
     /// A specialisation named at compile time (`im2win::conv2d!`, a
@@ -345,4 +345,17 @@ pub enum Error {
     /// A CUDA driver call failed.
     #[error("CUDA driver error: {0}")]
     Driver(#[from] cudarc::driver::DriverError),
+    /// The driver refused to describe an operand for a kernel whose operands the tensor
+    /// memory accelerator copies (`cuTensorMapEncodeIm2col` / `cuTensorMapEncodeTiled`).
+    /// Dispatch checks the copy engine's limits before it picks such a kernel, so this
+    /// names a case those checks missed.
+    #[error("the CUDA driver could not encode {what} of kernel `{kernel}`: {error}")]
+    TensorMap {
+        /// Which map: the input's or the filter's.
+        what: &'static str,
+        /// The kernel's name.
+        kernel: String,
+        /// The driver's answer.
+        error: cudarc::driver::DriverError,
+    },
 }

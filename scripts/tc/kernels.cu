@@ -62,24 +62,25 @@ using tc_tf32 = im2win::Conv2dTypes<float, float, float, float>;
     TC_SPECIALIZED_TILE(T, TAG, TEAMS, BM, BN, WM, S, RB, f1x1s1x1, (im2win::FixedGeometry<1, 1, 1, 1>))
 // The same with operands copied by TMA (tma.cuh): TAG u (one team, as p) and t (ping-pong, as q)
 // the filter's rows, x (one team) and v (ping-pong) both operands (the windows in im2col mode:
-// C % 64 == 0). These kernels take the input's and the filter's tensor maps after ConvParams.
-#define TC_TMA_TILE(T, TAG, TEAMS, ACT, BM, BN, WM, S, GNAME, GEOMETRY)                                  \
-    using tc_##T##_##BM##x##BN##_##TAG##WM##x##BN##_s##S##_r128_##GNAME##_vec_config =                      \
-        im2win::Conv2dFpropTensorOp<im2win::TensorOpTileShape<tc_##T, BM, BN, WM, BN, S, 128, 128, TEAMS>,  \
+// C % 64 == 0 with 128-byte rows, C % 32 == 0 with 64-byte rows). These kernels take the input's and the filter's tensor maps after ConvParams.
+#define TC_TMA_TILE(T, TAG, TEAMS, ACT, BM, BN, WM, S, RB, GNAME, GEOMETRY)                                  \
+    using tc_##T##_##BM##x##BN##_##TAG##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec_config =                      \
+        im2win::Conv2dFpropTensorOp<im2win::TensorOpTileShape<tc_##T, BM, BN, WM, BN, S, RB, 128, TEAMS>,  \
             IM2WIN_UNPAREN GEOMETRY, true, im2win::WarpgroupMmaTensorOp, false, true, ACT>;                 \
     extern "C" __global__ void __launch_bounds__(                                                          \
-        tc_##T##_##BM##x##BN##_##TAG##WM##x##BN##_s##S##_r128_##GNAME##_vec_config::Tile::BLOCK_THREADS, 1)  \
-    tc_##T##_##BM##x##BN##_##TAG##WM##x##BN##_s##S##_r128_##GNAME##_vec(const tc_##T::ElementX* __restrict__ x, \
+        tc_##T##_##BM##x##BN##_##TAG##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec_config::Tile::BLOCK_THREADS, 1)  \
+    tc_##T##_##BM##x##BN##_##TAG##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec(const tc_##T::ElementX* __restrict__ x, \
         const tc_##T::ElementF* __restrict__ f, const tc_##T::ElementY* __restrict__ bias,                  \
         const tc_##T::ElementX* __restrict__ res, tc_##T::ElementY* __restrict__ y, const ConvParams prm,   \
         const __grid_constant__ im2win::TensorMap amap, const __grid_constant__ im2win::TensorMap fmap) {   \
-        im2win::conv2d_fprop_tensorop<tc_##T##_##BM##x##BN##_##TAG##WM##x##BN##_s##S##_r128_##GNAME##_vec_config>( \
+        im2win::conv2d_fprop_tensorop<tc_##T##_##BM##x##BN##_##TAG##WM##x##BN##_s##S##_r##RB##_##GNAME##_vec_config>( \
             x, f, bias, res, y, prm, &amap, &fmap);                                                        \
     }
-#define TC_TMA_GEOMETRIES(T, TAG, TEAMS, ACT, BM, BN, WM, S)                                              \
-    TC_TMA_TILE(T, TAG, TEAMS, ACT, BM, BN, WM, S, gen, (im2win::GenericGeometry))                       \
-    TC_TMA_TILE(T, TAG, TEAMS, ACT, BM, BN, WM, S, f3x3s1x1, (im2win::FixedGeometry<3, 3, 1, 1>))         \
-    TC_TMA_TILE(T, TAG, TEAMS, ACT, BM, BN, WM, S, f1x1s1x1, (im2win::FixedGeometry<1, 1, 1, 1>))
+#define TC_TMA_GEOMETRIES_R(T, TAG, TEAMS, ACT, BM, BN, WM, S, RB)                                        \
+    TC_TMA_TILE(T, TAG, TEAMS, ACT, BM, BN, WM, S, RB, gen, (im2win::GenericGeometry))                   \
+    TC_TMA_TILE(T, TAG, TEAMS, ACT, BM, BN, WM, S, RB, f3x3s1x1, (im2win::FixedGeometry<3, 3, 1, 1>))     \
+    TC_TMA_TILE(T, TAG, TEAMS, ACT, BM, BN, WM, S, RB, f1x1s1x1, (im2win::FixedGeometry<1, 1, 1, 1>))
+#define TC_TMA_GEOMETRIES(T, TAG, TEAMS, ACT, BM, BN, WM, S) TC_TMA_GEOMETRIES_R(T, TAG, TEAMS, ACT, BM, BN, WM, S, 128)
 #define TC_WS_TYPE(T)                                                                                    \
     TC_TMA_GEOMETRIES(T, t, 2, false, 128, 128, 32, 4)                                                   \
     TC_TMA_GEOMETRIES(T, u, 1, false, 128, 128, 16, 4)                                                   \
@@ -90,6 +91,9 @@ using tc_tf32 = im2win::Conv2dTypes<float, float, float, float>;
     TC_TMA_GEOMETRIES(T, v, 2, true, 128, 128, 32, 6)                                                    \
     TC_TMA_GEOMETRIES(T, v, 2, true, 128, 64, 32, 6)                                                     \
     TC_TMA_GEOMETRIES(T, x, 1, true, 128, 128, 16, 5)                                                    \
+    TC_TMA_GEOMETRIES_R(T, v, 2, true, 128, 128, 32, 6, 64)                                              \
+    TC_TMA_GEOMETRIES_R(T, v, 2, true, 128, 128, 32, 8, 64)                                              \
+    TC_TMA_GEOMETRIES_R(T, x, 1, true, 128, 128, 16, 8, 64)                                              \
     TC_SPECIALIZED_GEOMETRIES(T, q, 2, 128, 128, 32, 4, 128)                                             \
     TC_SPECIALIZED_GEOMETRIES(T, q, 2, 128, 64, 32, 4, 128)                                              \
     TC_SPECIALIZED_GEOMETRIES(T, q, 2, 64, 128, 16, 4, 128)                                              \

@@ -139,7 +139,7 @@ class Kernel:
 
     def filter_map(self, f, prm):
         """The tensor map of the KRSC filter as a K x CRS matrix (tma.cuh): boxes of one stage's
-        row bytes x BN rows, 128-byte swizzle, zeros outside."""
+        row bytes x BN rows, the rows' swizzle (128- or 64-byte), zeros outside."""
         key = (f.data_ptr(), prm.k, prm.crs)
         if key not in self.maps:
             fmap = (ctypes.c_uint64 * 16)()
@@ -148,9 +148,9 @@ class Kernel:
             box = (ctypes.c_uint32 * 2)(self.row_bytes // f.element_size(), self.bn)
             ones = (ctypes.c_uint32 * 2)(1, 1)
             kind = {torch.bfloat16: 9, torch.float16: 6}[f.dtype]   # CU_TENSOR_MAP_DATA_TYPE_*
-            # interleave none, swizzle 128B (3), L2 promotion 128B (2), OOB fill zeros (0)
+            # interleave none, swizzle 128B (3) or 64B (2), L2 promotion 128B (2), OOB fill zeros (0)
             check_cu(cuda.cuTensorMapEncodeTiled(ctypes.byref(fmap), kind, 2, ctypes.c_void_p(f.data_ptr()), dims,
-                                                 strides, box, ones, 0, 3, 2, 0), f"{self.name}: filter tensor map")
+                                                 strides, box, ones, 0, 3 if self.row_bytes == 128 else 2, 2, 0), f"{self.name}: filter tensor map")
             self.maps[key] = fmap
         return self.maps[key]
 
@@ -159,7 +159,7 @@ class Kernel:
         """The im2col tensor map of the NHWC input (tma.cuh `tma_load_im2col_4d`): BM pixels x
         one stage's channels a box, the window origins' bounding box from -pad to
         pad - (R - 1) * dilation past the far edge, the convolution's strides as the traversal
-        strides, 128-byte swizzle, zeros outside."""
+        strides, the rows' swizzle, zeros outside."""
         pad_bottom = (prm.p - 1) * prm.stride_h + (prm.r - 1) * prm.dil_h + 1 - prm.h - prm.pad_top
         pad_right = (prm.q - 1) * prm.stride_w + (prm.s - 1) * prm.dil_w + 1 - prm.w - prm.pad_left
         key = (x.data_ptr(), prm.n, prm.c, prm.h, prm.w, prm.stride_h, prm.stride_w, prm.pad_top, prm.pad_left,
@@ -175,7 +175,7 @@ class Kernel:
             kind = {torch.bfloat16: 9, torch.float16: 6}[x.dtype]
             check_cu(cuda.cuTensorMapEncodeIm2col(ctypes.byref(amap), kind, 4, ctypes.c_void_p(x.data_ptr()), dims,
                                                   strides, lower, upper, self.row_bytes // e, self.bm, steps,
-                                                  0, 3, 2, 0), f"{self.name}: input tensor map {key[1:]}")
+                                                  0, 3 if self.row_bytes == 128 else 2, 2, 0), f"{self.name}: input tensor map {key[1:]}")
             self.maps[key] = amap
         return self.maps[key]
 

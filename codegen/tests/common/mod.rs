@@ -108,5 +108,10 @@ pub fn unusual_tensor_op_specs() -> Vec<KernelSpec> {
             tile(128, 128, 32, 128, 64),
         )
         .warp_specialized(true),
+        // The same with both operands copied by the tensor memory accelerator (one producer
+        // thread, tensor maps as arguments), the generic geometry, f16.
+        KernelSpec::tensor_op_warpgroup(DType::F16, Geometry::Generic, tile(128, 128, 32, 128, 64))
+            .warp_specialized(true)
+            .tma(),
     ]
 }

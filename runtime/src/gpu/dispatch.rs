@@ -86,6 +86,7 @@
 use im2win_codegen::{Catalogue, FixedGeometry, Geometry, Grouping, KernelSpec, Math, Precision};
 
 use super::device::DeviceLimits;
+use super::tma;
 use crate::error::{Error, Result};
 use crate::layout::{FilterLayout, Layout};
 use crate::problem::{Conv2dProblem, ProblemShape};
@@ -736,6 +737,14 @@ fn layout_fits(spec: &KernelSpec, problem: &Conv2dProblem) -> bool {
 /// "it needs ...".
 pub fn unmet_requirement(spec: &KernelSpec, problem: &Conv2dProblem) -> Option<&'static str> {
     let multiple = spec.channel_multiple();
+    if spec.variant.tma {
+        if !problem.input[1].is_multiple_of(multiple) {
+            return Some(
+                "C (input channels) a multiple of its stage's channels (block_k): each stage is one filter tap's channels, one im2col box of the copy engine",
+            );
+        }
+        return tma_unmet(problem);
+    }
     if !problem.input[1].is_multiple_of(multiple) {
         return Some(match multiple {
             8 => {
@@ -746,6 +755,50 @@ pub fn unmet_requirement(spec: &KernelSpec, problem: &Conv2dProblem) -> Option<&
             }
             _ => "C (input channels) a multiple of its channel vector",
         });
+    }
+    None
+}
+
+/// What the tensor memory accelerator's im2col copies need of `problem` (tma.rs): strides of
+/// at most 8 (its traversal stride), filter taps at most 65535 elements from a window's
+/// origin (16-bit offsets), and the window origins' bounding box within 128 elements of the
+/// input's edges (the corners of a 4-D map).
+fn tma_unmet(problem: &Conv2dProblem) -> Option<&'static str> {
+    let Ok(shape) = problem.shape() else {
+        return Some("a valid problem");
+    };
+    let [_, _, h, w] = problem.input;
+    let [_, _, r, s] = problem.filter;
+    let [_, _, p, q] = shape.output;
+    if problem
+        .stride
+        .iter()
+        .any(|&st| st > tma::MAX_TRAVERSAL_STRIDE)
+    {
+        return Some("strides of at most 8 (the copy engine's traversal stride)");
+    }
+    if (r - 1) * problem.dilation[0] > tma::MAX_TAP_OFFSET
+        || (s - 1) * problem.dilation[1] > tma::MAX_TAP_OFFSET
+    {
+        return Some(
+            "filter taps at most 65535 elements from a window's start (the copy engine's 16-bit offsets)",
+        );
+    }
+    // The corners as tma::im2col_corners computes them: -pad, and the far edge's
+    // (out - 1)·stride + 1 - size - pad.
+    let near = [problem.padding.left, problem.padding.top];
+    let far = [
+        (q as i64 - 1) * problem.stride[1] as i64 + 1 - w as i64 - problem.padding.left as i64,
+        (p as i64 - 1) * problem.stride[0] as i64 + 1 - h as i64 - problem.padding.top as i64,
+    ];
+    let inside = near
+        .iter()
+        .all(|&pad| tma::CORNER_RANGE.contains(&-(pad as i64)))
+        && far.iter().all(|corner| tma::CORNER_RANGE.contains(corner));
+    if !inside {
+        return Some(
+            "padding of at most 128 and windows that end within 128 elements of the input's far edges (the copy engine's im2col corners)",
+        );
     }
     None
 }
@@ -1449,6 +1502,50 @@ mod tests {
             (0, 300 * 45 * 4)
         );
         assert_eq!(fused.grid_dim(), plan.grid_dim());
+    }
+
+    #[test]
+    fn tma_kernels_take_only_what_the_copy_engine_can_describe() {
+        let tma: Vec<KernelSpec> = Catalogue::warp_specialized()
+            .kernels
+            .into_iter()
+            .filter(|spec| spec.variant.tma && spec.geometry == Geometry::Generic)
+            .collect();
+        assert_eq!(tma.len(), 4, "bf16 and f16, one team and ping-pong");
+        let nhwc = |c: usize, h: usize, rs: usize| {
+            Conv2dProblem::new([2, c, h, 30], [128, c, rs, rs])
+                .with_layout(Layout::Nhwc)
+                .with_filter_layout(FilterLayout::Krsc)
+                .with_dtype(DType::Bf16)
+        };
+        let base = nhwc(64, 30, 3).with_padding(Padding::uniform(1));
+        let cases = [
+            (base, None),
+            // A stage is one tap's 64 channels (128-byte rows of bf16).
+            (nhwc(96, 30, 3), Some("C (input channels)")),
+            (base.with_stride([9, 1]), Some("strides of at most 8")),
+            (
+                nhwc(64, 30, 3).with_padding(Padding::uniform(129)),
+                Some("padding of at most 128"),
+            ),
+            // A dilated filter: the last window starts 140 rows above the far edge (the
+            // corner 128 at most).
+            (
+                nhwc(64, 150, 3).with_dilation([70, 1]),
+                Some("padding of at most 128"),
+            ),
+        ];
+        for (problem, unmet) in cases {
+            let spec = tma[0];
+            let got = unmet_requirement(&spec, &problem);
+            match unmet {
+                None => assert_eq!(got, None, "{spec}: {problem:?}"),
+                Some(start) => assert!(
+                    got.is_some_and(|why| why.starts_with(start)),
+                    "{spec}: {got:?} for {problem:?}"
+                ),
+            }
+        }
     }
 
     #[test]

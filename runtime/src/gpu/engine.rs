@@ -19,6 +19,7 @@ use super::dispatch::{
 use super::modules::LoadedModules;
 use super::ordering::{StreamJoin, other_streams};
 use super::params::ConvParams;
+use super::tma;
 use super::tuning::{TuningEntry, TuningTable};
 use crate::element::{Element, check_dtype};
 use crate::error::{Error, Result};
@@ -710,6 +711,15 @@ impl Engine {
             // A split reduction's kernel writes its partial sums, and the reduction writes Y.
             let partial = plan.partial_offset_bytes().map(|offset| ws + offset as u64);
 
+            // A kernel whose operands the copy engine moves takes their tensor maps (tma.rs).
+            let maps = if plan.kernel().variant.tma {
+                Some((
+                    tma::input_map(plan.kernel(), &params, t)?,
+                    tma::filter_map(plan.kernel(), &params, ft)?,
+                ))
+            } else {
+                None
+            };
             let mut launch = stream.launch_builder(&conv);
             let conv_out = partial.unwrap_or(y);
             launch
@@ -719,6 +729,9 @@ impl Engine {
                 .arg(&res)
                 .arg(&conv_out)
                 .arg(&params);
+            if let Some((input_map, filter_map)) = &maps {
+                launch.arg(input_map).arg(filter_map);
+            }
             let config = LaunchConfig {
                 grid_dim: plan.launch_grid(&self.limits),
                 block_dim: plan.block_dim(),
@@ -737,7 +750,9 @@ impl Engine {
             // The dynamic shared memory is what the kernel was rendered for
             // (`KernelSpec::dynamic_shared_bytes`), allowed on its function above. A
             // persistent kernel's blocks take every tile of `grid_dim` whatever the launch's
-            // grid (`Plan::launch_grid`).
+            // grid (`Plan::launch_grid`). A TMA kernel (`Variant::tma`) takes two
+            // `TensorMap`s more, describing `t` (NHWC, `C` a multiple of its `block_k`,
+            // which dispatch checked with the copy engine's limits) and `ft` (KRSC).
             unsafe { launch.launch(config) }?;
 
             if let (Some(reduce), Some(partial)) = (&reduce, partial) {

@@ -13,6 +13,7 @@ mod modules;
 mod ordering;
 mod params;
 mod prepared;
+mod tma;
 mod tuning;
 
 pub use device::DeviceLimits;
