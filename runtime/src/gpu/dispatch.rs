@@ -784,17 +784,23 @@ fn tma_unmet(problem: &Conv2dProblem) -> Option<&'static str> {
             "filter taps at most 65535 elements from a window's start (the copy engine's 16-bit offsets)",
         );
     }
-    // The corners as tma::im2col_corners computes them: -pad, and the far edge's
-    // (out - 1)·stride + 1 - size - pad.
-    let near = [problem.padding.left, problem.padding.top];
-    let far = [
-        (q as i64 - 1) * problem.stride[1] as i64 + 1 - w as i64 - problem.padding.left as i64,
-        (p as i64 - 1) * problem.stride[0] as i64 + 1 - h as i64 - problem.padding.top as i64,
+    let axes = [
+        tma::im2col_corners(
+            q as i64,
+            problem.stride[1] as i64,
+            w as i64,
+            problem.padding.left as i64,
+        ),
+        tma::im2col_corners(
+            p as i64,
+            problem.stride[0] as i64,
+            h as i64,
+            problem.padding.top as i64,
+        ),
     ];
-    let inside = near
-        .iter()
-        .all(|&pad| tma::CORNER_RANGE.contains(&-(pad as i64)))
-        && far.iter().all(|corner| tma::CORNER_RANGE.contains(corner));
+    let inside = axes.iter().all(|&(lower, upper)| {
+        tma::CORNER_RANGE.contains(&lower) && tma::CORNER_RANGE.contains(&upper)
+    });
     if !inside {
         return Some(
             "padding of at most 128 and windows that end within 128 elements of the input's far edges (the copy engine's im2col corners)",

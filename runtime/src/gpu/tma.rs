@@ -34,24 +34,13 @@ pub(crate) const MAX_TRAVERSAL_STRIDE: usize = 8;
 pub(crate) const CORNER_RANGE: std::ops::RangeInclusive<i64> = -128..=127;
 pub(crate) const MAX_TAP_OFFSET: usize = u16::MAX as usize;
 
-/// The bounding box of the window origins, relative to the input's near and far edges, in
-/// `[W, H]` order: `(lower, upper)` = `(-pad_left, -pad_top)` and the far edge's
-/// `pad - (R − 1)·dilation`, with the far padding what the last output's window reaches.
-pub(crate) fn im2col_corners(p: &ConvParams) -> ([i64; 2], [i64; 2]) {
-    let far = |out: i32, stride: i32, taps: i32, dil: i32, size: i32, pad: i32| {
-        let pad_far =
-            i64::from(out - 1) * i64::from(stride) + i64::from(taps - 1) * i64::from(dil) + 1
-                - i64::from(size)
-                - i64::from(pad);
-        pad_far - i64::from(taps - 1) * i64::from(dil)
-    };
-    (
-        [-i64::from(p.pad_left), -i64::from(p.pad_top)],
-        [
-            far(p.q, p.stride_w, p.s, p.dil_w, p.w, p.pad_left),
-            far(p.p, p.stride_h, p.r, p.dil_h, p.h, p.pad_top),
-        ],
-    )
+/// The bounding box of the window origins along one axis, relative to the input's edges:
+/// `(lower, upper)` = `-pad` at the near edge, and at the far edge
+/// `(out − 1)·stride + 1 − size − pad` (the last output's window origin, less the edge's
+/// index: `pad_far − (taps − 1)·dilation` with `pad_far` the padding that window reaches).
+/// Dispatch checks both against [`CORNER_RANGE`]; the input's map is encoded with them.
+pub(crate) fn im2col_corners(out: i64, stride: i64, size: i64, pad: i64) -> (i64, i64) {
+    (-pad, (out - 1) * stride + 1 - size - pad)
 }
 
 fn data_type(dtype: DType) -> sys::CUtensorMapDataType {
@@ -89,9 +78,13 @@ pub(crate) fn input_map(spec: &KernelSpec, p: &ConvParams, x: u64) -> Result<Ten
     let [n, c, h, w] = [p.n, p.c, p.h, p.w].map(|v| v as u64);
     let dims = [c, w, h, n];
     let strides = [c * element, w * c * element, h * w * c * element];
-    let (lower, upper) = im2col_corners(p);
-    let lower = lower.map(|v| v as i32);
-    let upper = upper.map(|v| v as i32);
+    // [W, H] order, as the map's other arrays (innermost first).
+    let axes = [
+        im2col_corners(p.q.into(), p.stride_w.into(), p.w.into(), p.pad_left.into()),
+        im2col_corners(p.p.into(), p.stride_h.into(), p.h.into(), p.pad_top.into()),
+    ];
+    let lower = axes.map(|(lower, _)| lower as i32);
+    let upper = axes.map(|(_, upper)| upper as i32);
     let steps = [1, p.stride_w as u32, p.stride_h as u32, 1];
     let mut map = sys::CUtensorMap { opaque: [0; 16] };
     // SAFETY: every array holds the rank's entries (dims and steps 4, strides 3, corners 2),
