@@ -1,6 +1,6 @@
 //! Renders the default catalogue (its tensor-core families as the crate's features `tc-bf16`,
 //! `tc-f16`, `tc-tf32` say: all by default; with `tc-warp-specialized`, the experimental
-//! warp-specialised kernels too) and compiles it with nvcc into
+//! warp-specialised kernels that copy with `cp.async` too) and compiles it with nvcc into
 //! `OUT_DIR/im2win.fatbin`, which
 //! `src/lib.rs` embeds (`im2win::include_kernels!("im2win")`). Beside it:
 //! `im2win.catalogue.json` (the specs the fatbin holds) and `im2win.kernels.json` (ptxas's
@@ -47,8 +47,9 @@ fn main() {
         .map(|(_, dtype)| dtype)
         .collect();
     let mut catalogue = Catalogue::default_for(&tensor_op);
-    // The experimental warp-specialised kernels (feature `tc-warp-specialized`), of the
-    // families asked for.
+    // The experimental warp-specialised kernels that copy with `cp.async` (feature
+    // `tc-warp-specialized`; the TMA ones are in the default catalogue), of the families
+    // asked for.
     if std::env::var_os("CARGO_FEATURE_TC_WARP_SPECIALIZED").is_some() {
         catalogue.kernels.extend(
             Catalogue::warp_specialized()

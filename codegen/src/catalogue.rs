@@ -373,37 +373,65 @@ pub const TENSOR_OP_WARPGROUP_KERNELS: [(Geometry, TensorOpTile); 9] = {
     ]
 };
 
-/// The warp-specialised warpgroup kernels (`_wgmma_ws`, `_wgmma_ws_pingpong`, sm_90a) of bf16
-/// and f16 (`codegen/templates/mainloop_warp_specialized.cuh`): `(geometry, tile, ping-pong,
-/// TMA)`. 128 pixels × 128 channels, 128-byte rows, 4 stages: two MMA warpgroups sharing each
-/// tile (`b128x128x64_w128x16_wgmma_ws`), or two teams of one warpgroup taking turns, each a
-/// whole tile (`b128x128x64_w128x32_wgmma_ws_pingpong`); the generic, 3 × 3 and 1 × 1
-/// stride-1 geometries; each with the producer warpgroup's `cp.async` and with both operands
-/// copied by the tensor memory accelerator (`_tma`: the windows in im2col mode, `C` a
-/// multiple of 64). Not in the default catalogue yet ([`Catalogue::warp_specialized`]):
-/// measured in the standalone harness (`scripts/tc/NOTES.md`, H100, BF16, paper batch 128:
-/// the TMA ping-pong kernel 0.0573 ms on conv6 against cuDNN's 0.0619, 0.65-0.99 of cuDNN on
-/// conv8-12, 17-25% faster than the best `cp.async` kernel there).
-pub const WARP_SPECIALIZED_KERNELS: [(Geometry, TensorOpTile, bool, bool); 12] = {
+/// The 128 × 128 tile of two MMA warpgroups sharing it (each 64 pixels × 128 channels, one
+/// m64n128 instruction per k-step), 128-byte rows: the one-team warp-specialised kernels.
+pub const WARP_SPECIALIZED_SHARED_128X128: TensorOpTile = warpgroup_tile(128, 128, 8, 128);
+/// The 128 × 128 tile of one warpgroup (each warp 32 pixels × 128 channels): a ping-pong team.
+pub const WARP_SPECIALIZED_TEAM_128X128: TensorOpTile = warpgroup_tile(128, 128, 4, 128);
+/// The 128 × 64 tile of one warpgroup (each warp 32 pixels × 64 channels): a ping-pong team
+/// for `K` = 64 and for small grids.
+pub const WARP_SPECIALIZED_TEAM_128X64: TensorOpTile = warpgroup_tile(128, 64, 4, 128);
+/// [`WARP_SPECIALIZED_TEAM_128X128`] with 64-byte rows (32 bf16 channels of one tap a stage,
+/// 6 stages): the TMA kernel for `C` a multiple of 32 but not of 64 (the paper's conv5, `C` =
+/// 96).
+pub const WARP_SPECIALIZED_TEAM_128X128_R64: TensorOpTile = warpgroup_tile(128, 128, 4, 64);
+
+/// The default catalogue's TMA kernels (`_wgmma_ws_tma`, `_wgmma_ws_pingpong_tma`, sm_90a) of
+/// bf16 and f16 (`codegen/templates/mainloop_warp_specialized.cuh`, `tma.cuh`): `(geometry,
+/// tile, ping-pong)`. Persistent blocks; one producer thread copies both operands with the
+/// tensor memory accelerator (the windows as an im2col box of 128 output pixels × 64
+/// channels of one filter tap, the filter as a tiled box; `C` a multiple of 64), into a ring
+/// of 4 stages of 128-byte rows; the MMA warpgroups multiply. Three tiles (one team of two
+/// warpgroups on 128 × 128; ping-pong teams on 128 × 128 and 128 × 64) × the generic, 3 × 3
+/// and 1 × 1 stride-1 geometries, and the generic ping-pong kernel with 64-byte rows for
+/// `C` a multiple of 32 ([`WARP_SPECIALIZED_TEAM_128X128_R64`]): 10 kernels per type, about a
+/// second of ptxas each (they hold no gather code). Measured in the standalone harness (`scripts/tc/NOTES.md` items
+/// 8-9, H100, BF16): 17-25% faster than the best `cp.async` kernel on the paper's layers
+/// with `C` % 64 == 0, conv6 and conv12 at or past cuDNN; the three tiles each won some of
+/// ResNet-50's batch-32 layers (dispatch: `choose_tma` in the runtime).
+pub const TMA_KERNELS: [(Geometry, TensorOpTile, bool); 10] = {
     const G1: Geometry = Geometry::Fixed(FixedGeometry::square(1, 1));
     const G3: Geometry = Geometry::Fixed(FixedGeometry::square(3, 1));
     const GEN: Geometry = Geometry::Generic;
-    const SHARED: TensorOpTile = warpgroup_tile(128, 128, 8, 128);
-    const TEAM: TensorOpTile = warpgroup_tile(128, 128, 4, 128);
     [
-        (GEN, SHARED, false, false),
-        (G3, SHARED, false, false),
-        (G1, SHARED, false, false),
-        (GEN, TEAM, true, false),
-        (G3, TEAM, true, false),
-        (G1, TEAM, true, false),
-        (GEN, SHARED, false, true),
-        (G3, SHARED, false, true),
-        (G1, SHARED, false, true),
-        (GEN, TEAM, true, true),
-        (G3, TEAM, true, true),
-        (G1, TEAM, true, true),
+        (GEN, WARP_SPECIALIZED_SHARED_128X128, false),
+        (G3, WARP_SPECIALIZED_SHARED_128X128, false),
+        (G1, WARP_SPECIALIZED_SHARED_128X128, false),
+        (GEN, WARP_SPECIALIZED_TEAM_128X128, true),
+        (G3, WARP_SPECIALIZED_TEAM_128X128, true),
+        (G1, WARP_SPECIALIZED_TEAM_128X128, true),
+        (GEN, WARP_SPECIALIZED_TEAM_128X64, true),
+        (G3, WARP_SPECIALIZED_TEAM_128X64, true),
+        (G1, WARP_SPECIALIZED_TEAM_128X64, true),
+        (GEN, WARP_SPECIALIZED_TEAM_128X128_R64, true),
     ]
+};
+
+/// The warp-specialised kernels whose producer warpgroup copies with `cp.async` (`_wgmma_ws`,
+/// `_wgmma_ws_pingpong`, sm_90a) of bf16 and f16: `(geometry, tile, ping-pong)`, the first six
+/// of [`TMA_KERNELS`] (the 128 × 128 tiles of 128-byte rows) without the tensor memory
+/// accelerator (any `C` a multiple of 8). Not in the default catalogue
+/// ([`Catalogue::warp_specialized`], feature `tc-warp-specialized`): in the harness they won no
+/// layer that the TMA kernels can take and lost to the multistage `_wgmma` kernels on the
+/// others (`scripts/tc/NOTES.md`).
+pub const WARP_SPECIALIZED_KERNELS: [(Geometry, TensorOpTile, bool); 6] = {
+    let mut kernels = [TMA_KERNELS[0]; 6];
+    let mut i = 1;
+    while i < kernels.len() {
+        kernels[i] = TMA_KERNELS[i];
+        i += 1;
+    }
+    kernels
 };
 
 /// The element types of the default catalogue's tensor-core kernels, in catalogue order:
@@ -642,7 +670,8 @@ impl Catalogue {
     }
 
     /// The tensor-core kernels of the default catalogue for element type `dtype` (float32:
-    /// TF32), in [`TENSOR_OP_KERNELS`] order, then (bf16, f16) [`TENSOR_OP_WARPGROUP_KERNELS`].
+    /// TF32), in [`TENSOR_OP_KERNELS`] order, then (bf16, f16) [`TENSOR_OP_WARPGROUP_KERNELS`]
+    /// and [`TMA_KERNELS`].
     pub fn tensor_op_kernels(dtype: DType) -> Vec<KernelSpec> {
         let warp = TENSOR_OP_KERNELS.iter().map(|&(geometry, tile, vector)| {
             KernelSpec::tensor_op(dtype, geometry, tile.tile(dtype), vector)
@@ -654,7 +683,15 @@ impl Catalogue {
             .map(|&(geometry, tile)| {
                 KernelSpec::tensor_op_warpgroup(dtype, geometry, tile.tile(dtype))
             });
-        warp.chain(warpgroup).collect()
+        let tma = TMA_KERNELS
+            .iter()
+            .filter(|_| matches!(dtype, DType::Bf16 | DType::F16))
+            .map(|&(geometry, tile, pingpong)| {
+                KernelSpec::tensor_op_warpgroup(dtype, geometry, tile.tile(dtype))
+                    .warp_specialized(pingpong)
+                    .tma()
+            });
+        warp.chain(warpgroup).chain(tma).collect()
     }
 
     /// The 3xTF32 kernels of the default catalogue ([`crate::Math::TensorOpFastF32`]), in
@@ -713,20 +750,19 @@ impl Catalogue {
         }
     }
 
-    /// The warp-specialised warpgroup kernels ([`WARP_SPECIALIZED_KERNELS`]) of bf16 and f16,
-    /// for a crate's own catalogue until they join the default one (sm_90a: the runtime
-    /// launches them on a GPU of compute capability 9.0 only, with persistent grids).
+    /// The warp-specialised kernels that copy with `cp.async` ([`WARP_SPECIALIZED_KERNELS`]) of
+    /// bf16 and f16, for a crate's own catalogue (sm_90a: the runtime launches them on a GPU
+    /// of compute capability 9.0 only, with persistent grids); the im2win crate compiles them
+    /// with its feature `tc-warp-specialized`.
     pub fn warp_specialized() -> Self {
         let kernels = [DType::Bf16, DType::F16]
             .into_iter()
             .flat_map(|dtype| {
                 WARP_SPECIALIZED_KERNELS
                     .iter()
-                    .map(move |&(geometry, tile, pingpong, tma)| {
-                        let spec =
-                            KernelSpec::tensor_op_warpgroup(dtype, geometry, tile.tile(dtype))
-                                .warp_specialized(pingpong);
-                        if tma { spec.tma() } else { spec }
+                    .map(move |&(geometry, tile, pingpong)| {
+                        KernelSpec::tensor_op_warpgroup(dtype, geometry, tile.tile(dtype))
+                            .warp_specialized(pingpong)
                     })
             })
             .collect();

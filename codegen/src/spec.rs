@@ -383,8 +383,15 @@ pub const MAX_DYNAMIC_SHARED_BYTES: u32 = 163 * 1024;
 /// warp-specialised kernels ([`Variant::warp_specialized`]), which only run there (wgmma).
 pub const MAX_DYNAMIC_SHARED_BYTES_SM90: u32 = 227 * 1024;
 
-/// The depth of a warp-specialised kernel's ring of stages (`mainloop_warp_specialized.cuh`).
+/// The fewest stages of a warp-specialised kernel's ring (`mainloop_warp_specialized.cuh`):
+/// the depth its epilogue's staging area is sized for ([`KernelSpec::stages`] then deepens
+/// the ring into what is left).
 pub const WARP_SPECIALIZED_STAGES: u32 = 4;
+
+/// The deepest ring of a warp-specialised kernel: 6 stages, the deepest measured (harness,
+/// `scripts/tc/NOTES.md` item 9: 5 stages of the 128 × 128 tiles and 6 of the 128 × 64 tile
+/// 4-12% faster than 4 on the paper's layers).
+pub const WARP_SPECIALIZED_MAX_STAGES: u32 = 6;
 
 /// Threads of the warpgroup that only copies in a warp-specialised kernel.
 pub const PRODUCER_THREADS: u32 = 128;
@@ -776,7 +783,8 @@ pub struct Variant {
     pub warpgroup: bool,
     /// Warpgroup kernels only: warp-specialised (`_ws`): one more warpgroup of the block only
     /// copies and the MMA warpgroups only multiply, the stages handed over by shared-memory
-    /// barriers ([`WARP_SPECIALIZED_STAGES`] deep), over persistent blocks that take tile after
+    /// barriers (a ring [`WARP_SPECIALIZED_STAGES`] to [`WARP_SPECIALIZED_MAX_STAGES`] deep,
+    /// [`KernelSpec::stages`]), over persistent blocks that take tile after
     /// tile (`codegen/templates/mainloop_warp_specialized.cuh`): the launch's grid is at most
     /// the blocks that fit on the GPU at once ([`KernelSpec::is_persistent`]). Absent from
     /// JSON written before it existed: off.
@@ -1464,7 +1472,7 @@ impl KernelSpec {
                 "a ping-pong team is one warpgroup: 4 warps (thread_n = block_n / 4)".to_string(),
             ));
         }
-        let shared = self.warp_specialized_shared_bytes();
+        let shared = self.warp_specialized_bytes(WARP_SPECIALIZED_STAGES);
         if shared > u64::from(MAX_DYNAMIC_SHARED_BYTES_SM90) {
             return Err(SpecError::InvalidTile(
                 self.tile,
@@ -1534,13 +1542,14 @@ impl KernelSpec {
 
     /// Shared-memory stages of the main loop: 2 for SIMT kernels (1 in the ablation's kernel
     /// without double buffering); for tensor-core kernels 4 of rows up to 64 bytes, 3 of
-    /// 128-byte rows (see [`TileConfig`]).
-    pub const fn stages(&self) -> u32 {
+    /// 128-byte rows (see [`TileConfig`]); for warp-specialised ones as many as fit beside
+    /// the epilogue's staging, 4 to [`WARP_SPECIALIZED_MAX_STAGES`].
+    pub fn stages(&self) -> u32 {
         match self.math {
             Math::Simt if self.variant.double_buffering => 2,
             Math::Simt => 1,
             Math::TensorOp | Math::TensorOpFastF32 if self.variant.warp_specialized => {
-                WARP_SPECIALIZED_STAGES
+                self.warp_specialized_stages()
             }
             Math::TensorOp | Math::TensorOpFastF32 => tensor_op_stages(&self.tile, self.dtype),
         }
@@ -1674,23 +1683,49 @@ impl KernelSpec {
         self.math.is_tensor_op() && self.variant.vector_loads
     }
 
-    /// Dynamic shared memory of a warp-specialised block (`Tile::SMEM_BYTES` in
-    /// `tile_tensorop.cuh`): [`WARP_SPECIALIZED_STAGES`] operand stages; per MMA team a staging
-    /// area for the epilogue (the stages already hold the next tile's copies), as large as the
-    /// tile's float sums or the largest power of two that the rest of
-    /// [`MAX_DYNAMIC_SHARED_BYTES_SM90`] leaves each team; then two 8-byte barriers a stage.
-    fn warp_specialized_shared_bytes(&self) -> u64 {
-        let operands = (self.tile.block_m as u64 + self.tile.block_n as u64)
-            .saturating_mul(tensor_op_row_bytes(&self.tile, self.dtype))
-            .saturating_mul(WARP_SPECIALIZED_STAGES as u64);
-        let barriers = 16 * WARP_SPECIALIZED_STAGES as u64;
-        let teams = self.mma_teams() as u64;
+    /// Bytes of one epilogue staging area of a warp-specialised block (one per MMA team): as
+    /// large as the tile's float sums or the largest power of two that the rest of
+    /// [`MAX_DYNAMIC_SHARED_BYTES_SM90`] leaves each team beside [`WARP_SPECIALIZED_STAGES`]
+    /// stages. (`tile_tensorop.cuh` computes it from the ring's actual depth, which
+    /// [`KernelSpec::stages`] chooses so that the same size results.)
+    fn warp_specialized_staging_bytes(&self) -> u64 {
+        let stages = u64::from(WARP_SPECIALIZED_STAGES);
+        let operands = self.warp_specialized_stage_bytes().saturating_mul(stages);
+        let barriers = 16 * stages;
+        let room = (MAX_DYNAMIC_SHARED_BYTES_SM90 as u64).saturating_sub(operands + barriers)
+            / self.mma_teams() as u64;
         let sums = (self.tile.block_m as u64 * self.tile.block_n as u64).saturating_mul(4);
-        let room =
-            (MAX_DYNAMIC_SHARED_BYTES_SM90 as u64).saturating_sub(operands + barriers) / teams;
         let wanted = sums.min(room).max(1);
-        let staging = 1u64 << (63 - wanted.leading_zeros());
-        operands + teams * staging + barriers
+        1u64 << (63 - wanted.leading_zeros())
+    }
+
+    /// Bytes of one stage of a warp-specialised ring: `block_m` + `block_n` rows.
+    fn warp_specialized_stage_bytes(&self) -> u64 {
+        (self.tile.block_m as u64 + self.tile.block_n as u64)
+            .saturating_mul(tensor_op_row_bytes(&self.tile, self.dtype))
+    }
+
+    /// The depth of a warp-specialised kernel's ring: as many stages as fit beside the
+    /// staging areas in [`MAX_DYNAMIC_SHARED_BYTES_SM90`], from [`WARP_SPECIALIZED_STAGES`] to
+    /// [`WARP_SPECIALIZED_MAX_STAGES`]: 5 for the 128 × 128 tiles of 128-byte rows (one team's
+    /// 64 KiB of sums, or two teams' 32 KiB each), 6 for the ping-pong 128 × 64 tile.
+    fn warp_specialized_stages(&self) -> u32 {
+        (WARP_SPECIALIZED_STAGES..=WARP_SPECIALIZED_MAX_STAGES)
+            .rev()
+            .find(|&stages| {
+                self.warp_specialized_bytes(stages) <= u64::from(MAX_DYNAMIC_SHARED_BYTES_SM90)
+            })
+            .unwrap_or(WARP_SPECIALIZED_STAGES)
+    }
+
+    /// Dynamic shared memory of a warp-specialised block with a ring of `stages` (`Tile::SMEM_BYTES`
+    /// in `tile_tensorop.cuh`): the operand stages, per MMA team a staging area
+    /// ([`KernelSpec::warp_specialized_staging_bytes`]), two 8-byte barriers a stage.
+    fn warp_specialized_bytes(&self, stages: u32) -> u64 {
+        self.warp_specialized_stage_bytes()
+            .saturating_mul(u64::from(stages))
+            .saturating_add(self.mma_teams() as u64 * self.warp_specialized_staging_bytes())
+            .saturating_add(16 * u64::from(stages))
     }
 
     /// Shared memory of one block in bytes.
@@ -1717,7 +1752,7 @@ impl KernelSpec {
         }
         if self.math.is_tensor_op() {
             if self.variant.warp_specialized {
-                return self.warp_specialized_shared_bytes();
+                return self.warp_specialized_bytes(self.stages());
             }
             return tensor_op_shared_bytes(&self.tile, self.dtype);
         }

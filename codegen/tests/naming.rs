@@ -24,17 +24,18 @@ fn every_catalogue_name_round_trips() {
 
 #[test]
 fn warp_specialized_names_round_trip_and_count_their_threads() {
-    let catalogue = Catalogue::warp_specialized();
-    assert_eq!(catalogue.kernels.len(), 24);
-    assert_eq!(
-        catalogue
-            .kernels
-            .iter()
-            .filter(|spec| spec.variant.tma)
-            .count(),
-        12
-    );
-    for spec in &catalogue.kernels {
+    // The cp.async ones (feature `tc-warp-specialized`) and the default catalogue's TMA ones.
+    let copying = Catalogue::warp_specialized().kernels;
+    let tma: Vec<KernelSpec> = Catalogue::default_catalogue()
+        .kernels
+        .into_iter()
+        .filter(|spec| spec.variant.warp_specialized)
+        .collect();
+    assert_eq!(copying.len(), 12);
+    assert!(copying.iter().all(|spec| !spec.variant.tma));
+    assert_eq!(tma.len(), 20);
+    assert!(tma.iter().all(|spec| spec.variant.tma));
+    for spec in copying.iter().chain(&tma) {
         let name = spec.name();
         assert!(name.contains("_wgmma_ws"), "{name}");
         assert_eq!(name.parse::<KernelSpec>(), Ok(*spec), "{name}");
@@ -42,9 +43,25 @@ fn warp_specialized_names_round_trip_and_count_their_threads() {
         // Two MMA warpgroups (one team of 8 warps, or two teams of 4) and the copying one.
         assert_eq!(spec.threads(), 384, "{name}");
         assert!(spec.is_persistent() && !spec.splits_reduction(), "{name}");
-        // 4 stages of 256 rows of 128 bytes (128 KiB), the staging (64 KiB for one team's
-        // 128 x 128 float sums; 2 x 32 KiB for two teams within 227 KiB), 64 bytes of barriers.
-        assert_eq!(spec.shared_bytes(), 128 * 1024 + 64 * 1024 + 64, "{name}");
+        // The staging (64 KiB for one team's 128 x 128 float sums; 2 x 32 KiB for two teams
+        // within 227 KiB, or two teams' 128 x 64 sums), then as many stages as fit: 5 of
+        // 128-byte rows for 128 filter rows and 128 pixels (160 KiB), 6 of 64 filter rows
+        // (144 KiB), at most 6 of 64-byte rows; 16 bytes of barriers a stage.
+        let row_bytes = u64::from(spec.tile.block_k) * 2;
+        let stages = if spec.tile.block_m == 64 || row_bytes == 64 {
+            6
+        } else {
+            5
+        };
+        assert_eq!(spec.stages(), stages, "{name}");
+        let stage = (u64::from(spec.tile.block_m) + 128) * row_bytes;
+        // With 64-byte rows four stages leave room for both teams' whole 64 KiB of sums.
+        let staging = if row_bytes == 64 { 128 } else { 64 } * 1024;
+        assert_eq!(
+            spec.shared_bytes(),
+            u64::from(stages) * (stage + 16) + staging,
+            "{name}"
+        );
     }
     assert!(
         "im2win_bf16_generic_b128x128x64_w128x32_fused_wgmma_ws_pingpong_nhwc"

@@ -614,7 +614,7 @@ fn tensor_op_kernels_count_what_the_template_declares() {
 #[test]
 fn the_default_tensor_op_kernels() {
     use im2win_codegen::catalogue::{
-        TENSOR_OP_KERNELS, TENSOR_OP_TYPES, TENSOR_OP_WARPGROUP_KERNELS,
+        TENSOR_OP_KERNELS, TENSOR_OP_TYPES, TENSOR_OP_WARPGROUP_KERNELS, TMA_KERNELS,
     };
     let catalogue = Catalogue::default_catalogue();
     let tensor_op: Vec<&KernelSpec> = catalogue
@@ -622,8 +622,9 @@ fn the_default_tensor_op_kernels() {
         .iter()
         .filter(|k| k.math == Math::TensorOp)
         .collect();
-    // Warp-MMA kernels for every type, warpgroup-MMA ones for bf16 and f16.
-    let warpgroup = TENSOR_OP_WARPGROUP_KERNELS.len();
+    // Warp-MMA kernels for every type, warpgroup-MMA ones (multistage and TMA) for bf16 and
+    // f16.
+    let warpgroup = TENSOR_OP_WARPGROUP_KERNELS.len() + TMA_KERNELS.len();
     assert_eq!(tensor_op.len(), 3 * TENSOR_OP_KERNELS.len() + 2 * warpgroup);
     for dtype in TENSOR_OP_TYPES {
         let of_type: Vec<&&KernelSpec> = tensor_op.iter().filter(|k| k.dtype == dtype).collect();

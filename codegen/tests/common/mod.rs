@@ -109,8 +109,9 @@ pub fn unusual_tensor_op_specs() -> Vec<KernelSpec> {
         )
         .warp_specialized(true),
         // The same with both operands copied by the tensor memory accelerator (one producer
-        // thread, tensor maps as arguments), the generic geometry, f16.
-        KernelSpec::tensor_op_warpgroup(DType::F16, Geometry::Generic, tile(128, 128, 32, 128, 64))
+        // thread, tensor maps as arguments), f16, a 5 × 5 filter of stride 2 (the default
+        // catalogue's TMA kernels are generic, 3 × 3 and 1 × 1 of stride 1).
+        KernelSpec::tensor_op_warpgroup(DType::F16, fixed(5, 5, 2, 2), tile(128, 128, 32, 128, 64))
             .warp_specialized(true)
             .tma(),
     ]

@@ -46,7 +46,10 @@
 //! and filter), a fixed geometry before the generic kernel; then the channel tile that pads
 //! `K` least; 128 channels (rather than 64) for large layers (`K` ≥ 128 and enough 128 × 128
 //! blocks to fill the GPU two or three times), and 128-byte rows (rather than 64) for large
-//! layers with long reductions and for small grids (fewer than two blocks per SM). They
+//! layers with long reductions and for small grids (fewer than two blocks per SM). On sm_90
+//! bf16 and f16 take the warpgroup MMA: the persistent TMA kernels wherever the copy engine
+//! can describe the problem (`C` a multiple of 64, ...: [`unmet_requirement`]) unless the grid
+//! is so small that the multistage kernels split it ([`choose_tma`]). They
 //! launch a 1-D grid, split over z when it is less than one wave ([`tensor_op_splits`]: a
 //! batch-1 layer of ResNet-50 has 4 to 16 blocks for 132 SMs, each walking a reduction of
 //! up to 72 stages at about half a microsecond a stage; [`TENSOR_OP_SPLITS_BY_DISPATCH`]
@@ -992,8 +995,10 @@ fn accurate_candidates(runnable: Vec<&KernelSpec>) -> Vec<&KernelSpec> {
 /// `shape`, all [`Math::TensorOp`] or all [`Math::TensorOpFastF32`]) that dispatch picks, by the rules of the module
 /// documentation, measured on the H100 (`scripts/tc/NOTES.md`):
 ///
-/// 1. vector loads before element-wise gathering (3-10× faster where both apply), then a
-///    fixed geometry before the generic kernel;
+/// 1. vector loads before element-wise gathering (3-10× faster where both apply), then the
+///    warpgroup MMA (sm_90, bf16 and f16) before the warp MMA, then a fixed geometry before
+///    the generic kernel (among the warpgroup kernels, for the TMA kernels and the
+///    multistage ones apart);
 /// 2. the channel tile (`block_m`) that pads `K` least (96 for `K` = 96, 64 for `K` = 64);
 /// 3. among equal paddings, 128 channels when the layer is large — `K` ≥ 128 and at least
 ///    three 128 × 128 blocks per SM with a reduction `C·R·S` of at least 512 (bf16, f16), or
@@ -1005,6 +1010,9 @@ fn accurate_candidates(runnable: Vec<&KernelSpec>) -> Vec<&KernelSpec> {
 ///    reduction spans at least four such rows, else 64-byte rows (less waste at the
 ///    reduction's end, one more stage in flight);
 /// 5. catalogue order.
+///
+/// Warpgroup kernels skip rules 3-4: [`choose_tma`] picks among the TMA kernels and weighs
+/// them against the multistage kernel of [`choose_warpgroup`].
 ///
 /// Against the fastest kernels that the standalone harness measured (H100,
 /// `scripts/tc/NOTES.md`), this picks the fastest one's channel tile on 21 of ResNet-50's 23
@@ -1027,19 +1035,33 @@ pub(crate) fn choose_tensor_op<'a>(
         stride: problem.stride,
         dilation: problem.dilation,
     };
+    // The TMA kernels are a family of their own within the warpgroup kernels: each family
+    // keeps its fixed geometry over its generic kernel (the multistage warpgroup kernels
+    // have no 3 x 3 one, the TMA kernels do), then the two are weighed (rule 3 below).
     let class = |spec: &KernelSpec| {
         (
             spec.variant.vector_loads,
             spec.variant.warpgroup,
+            spec.variant.tma,
             matches!(spec.geometry, Geometry::Fixed(_)),
         )
     };
     let Some(best_class) = candidates.iter().map(|spec| class(spec)).max() else {
         return Err(none());
     };
+    let family = |spec: &KernelSpec| (spec.variant.vector_loads, spec.variant.warpgroup);
     let mut pool: Vec<&KernelSpec> = candidates
         .iter()
-        .filter(|spec| class(spec) == best_class)
+        .filter(|spec| {
+            family(spec) == (best_class.0, best_class.1)
+                && candidates
+                    .iter()
+                    .filter(|other| family(other) == family(spec))
+                    .filter(|other| other.variant.tma == spec.variant.tma)
+                    .map(|other| class(other))
+                    .max()
+                    == Some(class(spec))
+        })
         .copied()
         .collect();
     let first = pool[0];
@@ -1055,7 +1077,20 @@ pub(crate) fn choose_tensor_op<'a>(
         pool.retain(|spec| padded(spec) == least);
     }
     if best_class.1 {
-        return choose_warpgroup(&pool, shape, device).ok_or_else(none);
+        let (tma, rest): (Vec<&KernelSpec>, Vec<&KernelSpec>) =
+            pool.iter().partition(|spec| spec.variant.tma);
+        let multistage = choose_warpgroup(&rest, shape, device);
+        let tma = choose_tma(&tma, problem, shape, device);
+        return match (multistage, tma) {
+            (Some(multistage), Some(tma))
+                if tensor_op_splits(multistage, shape, device) > 1
+                    && 2 * tiles(tma, shape) < device.multiprocessors =>
+            {
+                Ok(multistage)
+            }
+            (_, Some(tma)) => Ok(tma),
+            (multistage, None) => multistage.ok_or_else(none),
+        };
     }
     let sms = device.multiprocessors.max(1);
     let npq = shape.pixels as u64;
@@ -1144,6 +1179,92 @@ fn tensor_op_splits(spec: &KernelSpec, shape: &ProblemShape, device: &DeviceLimi
         }
     }
     best.0
+}
+
+/// Output tiles of `spec` for a problem of `shape` (pixel tiles × channel tiles).
+fn tiles(spec: &KernelSpec, shape: &ProblemShape) -> u64 {
+    (shape.pixels as u64).div_ceil(u64::from(spec.tile.block_n.max(1)))
+        * (shape.output[1] as u64).div_ceil(u64::from(spec.tile.block_m.max(1)))
+}
+
+/// The TMA kernel among `pool` (`Variant::tma`, warp-specialised, persistent, never split;
+/// same class, least padding of `K`), or `None` for an empty pool. Dispatch takes it over
+/// the multistage warpgroup kernels unless those would split a small grid and its own
+/// tiles would not keep half the SMs busy: measured on the H100 (BF16, ResNet-50 batch 32,
+/// 2026-12-07), the TMA kernels beat the multistage ones on every layer they can take, the
+/// 7 × 7 layers' 104 tiles of 128 × 64 (0.023 ms) even the split multistage kernel (0.041).
+///
+/// Among the three TMA tiles, from the same measurements (every tile forced on the paper's
+/// layers at batch 128 and ResNet-50's at batch 32; this rule picks the fastest, or one
+/// within 2%, on all 32):
+///
+/// * the ping-pong 128 × 128 tile (two teams, each a whole tile, one's epilogue under the
+///   other's main loop) for large grids, at least two tiles per SM, with long reductions:
+///   `C·R·S` ≥ 1152, or ≥ 576 with at least 16 tiles per SM (the paper's conv6, 8, 10, 11;
+///   4-9% faster than one team);
+/// * the ping-pong 128 × 64 tile when the reduction is at most 128 long (two stages a tile:
+///   small tiles overlap the epilogue best), or when the SMs finish sooner with it by the
+///   wave count below;
+/// * else the 128 × 128 tile of one team (two warpgroups on each tile).
+///
+/// The wave count: with `U` the time one team of two warpgroups takes for a 128 × 128
+/// tile, an SM with `m` such tiles takes `m·U`; with `n` tiles of 128 × 64 it runs two at a
+/// time, each in about `U` (half the work, one warpgroup), and an odd last one alone in about
+/// `0.6·U` (one warpgroup alone issues faster). So 52 tiles of 128 × 128 (`U`) lose to 104
+/// of 128 × 64 (`0.6·U`), 196 (`2·U`) to 392 (`1.6·U`); 98 and 196, 392 and 784 tie, and
+/// ties keep the wide tile (measured 1-30% faster there).
+///
+/// A tile that is not in the pool is skipped for the next in that order. Only kernels with
+/// the widest rows the problem allows are considered: 128-byte rows where `C` is a multiple
+/// of 64, else the 64-byte ones (`C` a multiple of 32), and those only from 64 channels
+/// (`None` below).
+fn choose_tma<'a>(
+    pool: &[&'a KernelSpec],
+    problem: &Conv2dProblem,
+    shape: &ProblemShape,
+    device: &DeviceLimits,
+) -> Option<&'a KernelSpec> {
+    // Tenths of `U` (see above).
+    const PAIR: u64 = 10;
+    const ALONE: u64 = 6;
+    // The widest rows the problem's channels allow (128 bytes: 64 channels a stage); 64-byte
+    // rows (one tap's 32 channels a stage) only from 64 channels: at C = 32 (the paper's
+    // conv4) their stages were too short to beat the multistage kernel (harness, item 9).
+    let rows = |spec: &&KernelSpec| spec.tile.block_k as usize * spec.dtype.size_bytes();
+    let widest = pool.iter().map(rows).max()?;
+    if widest < 128 && problem.filter[1] < 64 {
+        return None;
+    }
+    let pool: Vec<&KernelSpec> = pool.iter().filter(|s| rows(s) == widest).copied().collect();
+    let pool = pool.as_slice();
+    let sms = device.multiprocessors.max(1);
+    let crs = shape.reduction as u64;
+    let wide = |spec: &&&KernelSpec| spec.tile.block_m >= 128;
+    let narrow_pingpong = pool
+        .iter()
+        .find(|spec| !wide(spec) && spec.variant.pingpong);
+    let wide_pingpong = pool.iter().find(|spec| wide(spec) && spec.variant.pingpong);
+    let wide_team = pool
+        .iter()
+        .find(|spec| wide(spec) && !spec.variant.pingpong);
+    let wide_tiles = wide_team.or(wide_pingpong).map(|spec| tiles(spec, shape));
+    let per_sm = |tiles: u64| tiles.div_ceil(sms);
+    let wide_time = wide_tiles.map(|m| per_sm(m) * PAIR);
+    let narrow_time = narrow_pingpong.map(|spec| {
+        let n = per_sm(tiles(spec, shape));
+        n / 2 * PAIR + n % 2 * ALONE
+    });
+    let wide_tiles = wide_tiles.unwrap_or(0);
+    let narrow_sooner = matches!((narrow_time, wide_time), (Some(n), Some(w)) if n < w);
+    let long = crs >= 1152 || (crs >= 576 && wide_tiles >= 16 * sms);
+    let order = if wide_tiles >= 2 * sms && long {
+        [wide_pingpong, wide_team, narrow_pingpong]
+    } else if crs <= 128 || narrow_sooner {
+        [narrow_pingpong, wide_team, wide_pingpong]
+    } else {
+        [wide_team, wide_pingpong, narrow_pingpong]
+    };
+    order.into_iter().flatten().next().or(pool.first()).copied()
 }
 
 /// The warpgroup-MMA kernel among `pool` (same class, least padding of `K`): the largest
@@ -1401,6 +1522,8 @@ mod tests {
                 _ if spec.is_grouped() => 2,
                 im2win_codegen::Math::Simt => spec.tile.min_blocks_per_sm(),
                 im2win_codegen::Math::TensorOp if spec.threads() == 256 => 1,
+                // Persistent: one block of 384 threads and up to 227 KiB per SM.
+                im2win_codegen::Math::TensorOp if spec.variant.warp_specialized => 1,
                 im2win_codegen::Math::TensorOp => 2.max(spec.min_blocks_per_sm()),
                 im2win_codegen::Math::TensorOpFastF32 => 1,
             };
@@ -1512,12 +1635,16 @@ mod tests {
 
     #[test]
     fn tma_kernels_take_only_what_the_copy_engine_can_describe() {
-        let tma: Vec<KernelSpec> = Catalogue::warp_specialized()
+        let tma: Vec<KernelSpec> = Catalogue::default_catalogue()
             .kernels
             .into_iter()
             .filter(|spec| spec.variant.tma && spec.geometry == Geometry::Generic)
             .collect();
-        assert_eq!(tma.len(), 4, "bf16 and f16, one team and ping-pong");
+        assert_eq!(
+            tma.len(),
+            8,
+            "bf16 and f16, one team, two ping-pong tiles, one with 64-byte rows"
+        );
         let nhwc = |c: usize, h: usize, rs: usize| {
             Conv2dProblem::new([2, c, h, 30], [128, c, rs, rs])
                 .with_layout(Layout::Nhwc)
@@ -1555,6 +1682,89 @@ mod tests {
     }
 
     #[test]
+    fn tma_tiles_follow_the_grid_and_the_reduction() {
+        // bf16 NHWC on an H200 (132 SMs, as the H100).
+        let layer = |n: usize, c: usize, hw: usize, k: usize, rs: usize| {
+            Conv2dProblem::new([n, c, hw, hw], [k, c, rs, rs])
+                .with_layout(Layout::Nhwc)
+                .with_filter_layout(FilterLayout::Krsc)
+                .with_dtype(DType::Bf16)
+        };
+        let catalogue = Catalogue::default_catalogue();
+        let h200 = DeviceLimits::H200;
+        let chosen = |problem: &Conv2dProblem| {
+            *Plan::for_device(problem, &catalogue, &h200)
+                .unwrap()
+                .kernel()
+        };
+        let tma = |pixels: u32, channels: u32, pingpong: bool| {
+            move |spec: KernelSpec| {
+                spec.variant.tma
+                    && spec.tile.block_n == pixels
+                    && spec.tile.block_m == channels
+                    && spec.variant.pingpong == pingpong
+            }
+        };
+        // The fastest tile measured on the H100 (`choose_tma`), padding 1 for the 3 x 3
+        // layers as in ResNet-50.
+        type Expected<'a> = &'a dyn Fn(KernelSpec) -> bool;
+        let cases: [(&str, Conv2dProblem, Expected); 8] = [
+            // 12100 tiles of 128 x 128, CRS 576: ping-pong.
+            ("conv8", layer(128, 64, 112, 128, 3), &tma(128, 128, true)),
+            // 100 tiles: one team of two warpgroups per tile.
+            ("conv12", layer(128, 512, 7, 512, 3), &tma(128, 128, false)),
+            // K = 64: the 128 x 64 tile pads nothing.
+            ("conv9", layer(128, 64, 56, 64, 3), &tma(128, 64, true)),
+            // CRS = 128: two stages a tile.
+            (
+                "1x1 128->512",
+                layer(32, 128, 28, 512, 1),
+                &tma(128, 64, true),
+            ),
+            // 196 tiles of 128 x 128 (two waves) or 392 of 128 x 64 (1.6).
+            (
+                "1x1 1024->512",
+                layer(32, 1024, 14, 512, 1),
+                &tma(128, 64, true),
+            ),
+            // 98 tiles (one wave either way): one team.
+            (
+                "3x3 256 14x14",
+                layer(32, 256, 14, 256, 3).with_padding(Padding::uniform(1)),
+                &tma(128, 128, false),
+            ),
+            // 52 tiles of 128 x 128, 104 of 128 x 64, over a split multistage kernel.
+            (
+                "3x3 512 7x7",
+                layer(32, 512, 7, 512, 3).with_padding(Padding::uniform(1)),
+                &tma(128, 64, true),
+            ),
+            // Batch 1, 8 tiles: the multistage kernel with a split reduction.
+            (
+                "3x3 512 n1",
+                layer(1, 512, 9, 512, 3),
+                &|spec: KernelSpec| spec.variant.warpgroup && !spec.variant.warp_specialized,
+            ),
+        ];
+        for (name, problem, expected) in cases {
+            let spec = chosen(&problem);
+            assert!(expected(spec), "{name}: {spec}");
+        }
+        // C = 96 (not whole 64-channel stages): the ping-pong 128 x 128 tile with 64-byte
+        // rows (32 channels of one tap a stage); C = 32 (conv4): no TMA kernel.
+        let conv5 = chosen(&layer(128, 96, 24, 256, 5));
+        assert!(tma(128, 128, true)(conv5), "{conv5}");
+        assert_eq!(conv5.tile.block_k, 32, "{conv5}");
+        assert!(
+            !chosen(&layer(128, 32, 224, 64, 7).with_stride([2, 2]))
+                .variant
+                .tma
+        );
+        // C = 64: 128-byte rows.
+        assert_eq!(chosen(&layer(128, 64, 56, 128, 3)).tile.block_k, 64);
+    }
+
+    #[test]
     fn persistent_kernels_launch_at_most_one_resident_wave() {
         // bf16 NHWC, N·P·Q = 2·62·62 = 7688 pixels: 61 tiles of 128 (K = 128: one channel
         // tile); 32·62·62 pixels: 961 tiles.
@@ -1567,17 +1777,30 @@ mod tests {
             .with_filter_layout(FilterLayout::Krsc)
             .with_dtype(DType::Bf16);
         let h200 = DeviceLimits::H200;
-        for spec in Catalogue::warp_specialized().kernels {
+        let warp_specialized = Catalogue::warp_specialized().kernels.into_iter().chain(
+            Catalogue::default_catalogue()
+                .kernels
+                .into_iter()
+                .filter(|spec| spec.variant.warp_specialized),
+        );
+        for spec in warp_specialized {
             if !can_implement(&spec, &small) {
                 continue;
             }
+            // The 128 x 64 tiles: two channel tiles.
+            let channel_tiles = 128 / u64::from(spec.tile.block_m);
             assert_eq!(blocks_per_sm(&spec, &h200), 1, "{spec}");
             let plan = Plan::for_spec(&small, spec).unwrap();
-            assert_eq!(plan.grid_dim(), (61, 1, 1), "{spec}");
-            assert_eq!(plan.launch_grid(&h200), (61, 1, 1), "{spec}");
+            let tiles = 61 * channel_tiles as u32;
+            assert_eq!(plan.grid_dim(), (tiles, 1, 1), "{spec}");
+            assert_eq!(plan.launch_grid(&h200), (tiles, 1, 1), "{spec}");
             assert_eq!(plan.block_dim(), (384, 1, 1), "{spec}");
             let plan = Plan::for_spec(&large, spec).unwrap();
-            assert_eq!(plan.grid_dim(), (961, 1, 1), "{spec}");
+            assert_eq!(
+                plan.grid_dim(),
+                (961 * channel_tiles as u32, 1, 1),
+                "{spec}"
+            );
             assert_eq!(plan.launch_grid(&h200), (132, 1, 1), "{spec}");
         }
         // Every other kernel launches its whole grid.
@@ -2368,16 +2591,22 @@ mod tests {
             (k.variant.warpgroup, k.tile.block_n, k.tile.block_m)
         };
         for numeric in ["bf16", "f16"] {
-            // Paper conv5-like (batch 128, 256 channels): the 128 x 256 two-warpgroup tile.
-            assert_eq!(
-                tile(&layer(numeric, 256, 56, 256, 3, 128)),
-                (true, 128, 256)
-            );
+            // Paper conv5-like (batch 128, 72 channels: no whole 32-channel stages for the
+            // TMA kernels): the 128 x 256 two-warpgroup tile.
+            assert_eq!(tile(&layer(numeric, 72, 56, 256, 3, 128)), (true, 128, 256));
+            // With 256 channels: the TMA kernels (`tma_tiles_follow_the_grid_and_the_reduction`).
+            assert!(layer(numeric, 256, 56, 256, 3, 128).kernel().variant.tma);
             // K = 64: the 64-channel tile.
             assert_eq!(tile(&layer(numeric, 64, 56, 64, 3, 32)), (true, 128, 64));
-            // ResNet-50's 1024x14->256 1x1 at batch 32: no tile fills the GPU; the most
-            // parallel (64 pixels x 128 channels and 128 x 64 tie: catalogue order).
-            assert_eq!(tile(&layer(numeric, 1024, 14, 256, 1, 32)), (true, 64, 128));
+            // ResNet-50's 1024x14->256 1x1 at batch 32: no multistage tile fills the GPU,
+            // but the most parallel one (64 pixels x 128 channels) would not split either;
+            // the TMA kernel of one team on 128 x 128.
+            let p = layer(numeric, 1024, 14, 256, 1, 32);
+            assert_eq!(tile(&p), (true, 128, 128));
+            assert!(p.kernel().variant.tma && !p.kernel().variant.pingpong);
+            // C = 72 at 14 x 14 (no TMA kernel): the most parallel multistage tile (64 x 128
+            // and 128 x 64 tie: catalogue order).
+            assert_eq!(tile(&layer(numeric, 72, 14, 256, 1, 32)), (true, 64, 128));
             // The stems keep the element-wise warp-MMA kernels.
             assert!(!layer(numeric, 3, 224, 64, 7, 8).kernel().variant.warpgroup);
         }
@@ -2402,7 +2631,10 @@ mod tests {
         let problem = tc_problem("bf16", [128, 64, 114, 114], [128, 64, 3, 3]);
         let default = Catalogue::default_catalogue();
         let big = plan(&problem);
-        assert_eq!(big.dynamic_shared_bytes(), 96 * 1024);
+        // The TMA ping-pong kernel: 5 stages of 256 rows of 128 bytes, two teams' staging of
+        // 32 KiB, the barriers.
+        assert!(big.kernel().variant.tma, "{}", big.kernel());
+        assert_eq!(big.dynamic_shared_bytes(), 224 * 1024 + 80);
         // A GPU that gives a block 64 KiB at most: the 96 KiB tile is no candidate.
         let small = DeviceLimits {
             shared_bytes_per_block_optin: 64 * 1024,
