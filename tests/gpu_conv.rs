@@ -423,8 +423,9 @@ fn tensor_op_kernels_match_the_oracle(
     rng: &mut StdRng,
     failures: &mut common::Failures,
 ) -> TensorOpTally {
-    // At least 300 problems per type and layout: 24 per kernel for the 26 bf16 and f16
-    // kernels, 40 for the 17 TF32 ones; the layouts alternate every 4.
+    // At least 300 problems per type and layout: 24 per kernel for the 36 bf16 and f16
+    // kernels (17 warp-MMA, 9 multistage warpgroup, 10 TMA), 40 for the 17 TF32 ones; the
+    // layouts alternate every 4 (under IM2WIN_TEST_SMALL both of a kernel's 2 are NCHW).
     let per_kernel = |dtype: DType| match (small(), dtype) {
         (true, _) => 2,
         (false, DType::F32) => 40,
