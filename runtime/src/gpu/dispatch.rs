@@ -850,7 +850,17 @@ pub fn address_alignment(input: u64, filter: u64) -> usize {
 /// warpgroup-MMA kernel (sm_90a SASS; a trap elsewhere) has a compute-capability-9.0 device.
 pub(super) fn fits_device(spec: &KernelSpec, device: &DeviceLimits) -> bool {
     spec.dynamic_shared_bytes() <= u64::from(device.shared_bytes_per_block_optin)
-        && (!spec.variant.warpgroup || device.runs_warpgroup_mma())
+        && device_unmet(spec, device).is_none()
+}
+
+/// What `spec` needs of the GPU that `device` lacks, if anything: the warpgroup-MMA kernels
+/// (`_wgmma`, the warp-specialised and TMA ones among them) are sm_90a SASS, and every other
+/// image of them is a stub that traps, which would leave the context unusable. Dispatch
+/// never plans them elsewhere ([`fits_device`]); the engine refuses a forced plan with
+/// [`Error::KernelRequirement`] before launching it.
+pub(crate) fn device_unmet(spec: &KernelSpec, device: &DeviceLimits) -> Option<&'static str> {
+    (spec.variant.warpgroup && !device.runs_warpgroup_mma())
+        .then_some("a GPU of compute capability 9.0 (its warpgroup MMA is sm_90a code)")
 }
 
 /// Whether `spec` is a fixed-geometry kernel for exactly this problem's geometry.
@@ -2624,6 +2634,14 @@ mod tests {
         let problem = tc_problem("bf16", [128, 256, 56, 56], [256, 256, 3, 3]);
         let p = Plan::for_device(&problem, &Catalogue::default_catalogue(), &sm80).unwrap();
         assert!(!p.kernel().variant.warpgroup);
+        // A forced warpgroup kernel (multistage, warp-specialised, TMA) is refused there, not
+        // launched into a trap; the warp-MMA kernels run on both.
+        for spec in &Catalogue::default_catalogue().kernels {
+            if spec.variant.warpgroup {
+                assert!(device_unmet(spec, &sm80).is_some(), "{spec}");
+            }
+            assert_eq!(device_unmet(spec, &DeviceLimits::H200), None, "{spec}");
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ use im2win_codegen::{DType, Precision};
 
 use super::device::DeviceLimits;
 use super::dispatch::{
-    FilterFormat, OPERAND_ALIGNMENT, Plan, PlanOptions, address_alignment, operands_fit,
-    read_alignment,
+    FilterFormat, OPERAND_ALIGNMENT, Plan, PlanOptions, address_alignment, device_unmet,
+    operands_fit, read_alignment,
 };
 use super::modules::LoadedModules;
 use super::ordering::{StreamJoin, other_streams};
@@ -612,6 +612,13 @@ impl Engine {
         // The kernels of the plan, loaded before any ordering (a module may load here).
         let kernels = |plan: &Plan| -> Result<(CudaFunction, Option<CudaFunction>)> {
             let spec = plan.kernel();
+            // A forced plan may name a kernel this GPU cannot run (its image would trap).
+            if let Some(requirement) = device_unmet(spec, &self.limits) {
+                return Err(Error::KernelRequirement {
+                    kernel: spec.name(),
+                    requirement,
+                });
+            }
             let conv = self.function(&spec.name())?;
             self.allow_dynamic_shared(&spec.name(), &conv, spec.dynamic_shared_bytes())?;
             let reduce = match plan.splits() {
