@@ -235,7 +235,7 @@ fn kernel_and_strip(isa: Isa, problem: &Conv2dProblem) -> Option<(MicroKernel, b
 /// [`pixels::applies`]).
 #[allow(clippy::too_many_arguments)]
 fn run_f32(
-    (kernel, in_place, by_pixels): (MicroKernel, bool, bool),
+    (kernel, in_place, by_pixels): (MicroKernel, bool, Option<pixels::Tiling>),
     problem: &Conv2dProblem,
     shape: &ProblemShape,
     input: &[f32],
@@ -247,8 +247,10 @@ fn run_f32(
     if problem.groups > 1 {
         return super::grouped::run_f32(problem, shape, input, filter, bias, residual, output);
     }
-    if by_pixels {
-        return pixels::run_f32(problem, shape, input, filter, bias, residual, output);
+    if let Some(tiling) = by_pixels {
+        return pixels::run_f32(
+            tiling, problem, shape, input, filter, bias, residual, output,
+        );
     }
     let shape = *shape;
     let [n, c, h, w] = problem.input;
@@ -610,7 +612,8 @@ const _: () = assert!(TILE_BUFFER >= MAX_TILE);
 /// What every job shares.
 struct Job<'a> {
     kernel: MicroKernel,
-    /// The AVX transpose of a tile's sums for the NCHW store, where the CPU has AVX.
+    /// The AVX transpose of a tile's sums for the NCHW store, and the AVX loop of the
+    /// NHWC one, where the CPU has AVX.
     transpose: Option<Transpose8>,
     geometry: &'a StripGeometry,
     /// The packed filter, or `None` when every job packs its own panels (from `filter`).
@@ -941,9 +944,27 @@ impl Job<'_> {
                 // contiguous once it is transposed, 8 × 8 at a time (for short reductions,
                 // storing tile after tile is most of the time otherwise: measured 57% of
                 // conv7's, C = 3 and 3 × 3).
-                let transposed = self.transpose_tile(tile, to.t, by_channel);
                 let channels = &mut planes[to.local..][..to.valid];
-                if transposed && residual.is_none() && matches!(self.epilogue, Store::Plain) {
+                let plain = residual.is_none() && matches!(self.epilogue, Store::Plain);
+                // The plain store of whole groups of 8 channels: transposed on the way
+                // out, with no buffer between the transpose and the store.
+                let fused = self
+                    .transpose
+                    .filter(|_| plain && mr.is_multiple_of(8) && to.valid.is_multiple_of(8));
+                if let Some(transpose) = fused {
+                    for j0 in (0..to.t).step_by(8) {
+                        let rows: [&[f32]; 8] =
+                            std::array::from_fn(|i| &tile[(j0 + i) * mr..][..mr]);
+                        for (m0, group) in (0..to.valid).step_by(8).zip(channels.chunks_mut(8)) {
+                            let bias = self.bias[to.k + m0..][..8].try_into().expect("8 biases");
+                            let n = (to.t - j0).min(8);
+                            transpose.store(&rows, m0, n, to.pass, bias, group, to.at + j0);
+                        }
+                    }
+                    return;
+                }
+                let transposed = self.transpose_tile(tile, to.t, by_channel);
+                if transposed && plain {
                     let sums = by_channel.chunks_exact(TILE_PIXELS);
                     let bias = &self.bias[to.k..][..to.valid];
                     for ((row, sums), &b) in channels.iter_mut().zip(sums).zip(bias) {
@@ -1014,6 +1035,13 @@ impl Job<'_> {
         let mr = self.kernel.mr;
         let first = (image * self.p * self.q + pixel) * self.k + to.k;
         let bias = &self.bias[to.k..][..to.valid];
+        let plain = residual.is_none() && matches!(self.epilogue, Store::Plain);
+        if let Some(avx) = self.transpose.filter(|_| plain) {
+            for (j, run) in runs.enumerate() {
+                avx.store_run(to.pass, &mut run[..to.valid], &tile[j * mr..], bias);
+            }
+            return;
+        }
         for (j, run) in runs.enumerate() {
             let dst = &mut run[..to.valid];
             let sums = tile[j * mr..][..to.valid].iter().copied();

@@ -327,11 +327,13 @@ mod x86 {
     /// and a few more small ones; another step takes the general kernels.
     const ROW_STEPS: [usize; 14] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 22, 44];
 
-    /// The window steps of an NHWC image read where it lies (a filter of one row, no
-    /// padding: `sw·C`, `super::super::strip`): the channel counts of ResNet-50's and
-    /// VGG-16's 1 × 1 layers, at stride 1 and 2. One-row tiles only (those layers' outputs
-    /// are at least 7 columns wide); another step builds a strip.
-    const CHANNEL_STEPS: [usize; 6] = [64, 128, 256, 512, 1024, 2048];
+    /// The window steps of an NHWC image read where it lies (no padding: `sw·C`,
+    /// `super::super::strip`): the channel counts of ResNet-50's and VGG-16's layers at
+    /// stride 1 and 2 (64 … 2048), a few more common ones (32, 96, 192, 384), and the
+    /// C = 3 stems at stride 4 (12; stride 1 and 2 are [`ROW_STEPS`]' 3 and 6). One-row
+    /// tiles only (those layers' outputs are at least 7 columns wide); another step
+    /// builds a strip.
+    const CHANNEL_STEPS: [usize; 11] = [12, 32, 64, 96, 128, 192, 256, 384, 512, 1024, 2048];
 
     /// The loop of both widths: `$v` vectors of `$lanes` floats per reduction index, `T`
     /// pixels whose windows are `$w` (`$last` the last in-bounds offset of each).
@@ -444,7 +446,7 @@ mod x86 {
     /// One table (`$n!($f, step)`) per step of [`CHANNEL_STEPS`], in its order.
     macro_rules! channel_tables {
         ($n:ident, $f:ident) => {
-            tables!($n, $f; 64, 128, 256, 512, 1024, 2048)
+            tables!($n, $f; 12, 32, 64, 96, 128, 192, 256, 384, 512, 1024, 2048)
         };
     }
 
@@ -646,7 +648,7 @@ mod tests {
     #[test]
     fn every_available_row_kernel() {
         for isa in Isa::ALL {
-            for step in (1..=44).chain([64, 128, 256, 512, 1024, 2048]) {
+            for step in (1..=44).chain([32, 64, 96, 128, 192, 256, 384, 512, 1024, 2048]) {
                 let Some(kernel) = MicroKernel::for_isa_and_step(isa, step) else {
                     continue;
                 };

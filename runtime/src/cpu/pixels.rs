@@ -23,9 +23,10 @@
 //! dilation, and weight `(c, r, s)` lies at a fixed offset from the tile's first pixel
 //! (the offsets table, in the filter's memory order like [`super::pack`]'s packed filter).
 //!
-//! Only for CPUs with AVX2 and FMA (the `avx2` and `avx512` levels; a 512-bit variant would
-//! not be faster on Zen 4, which splits 512-bit FMAs in two). `docs/cpu-kernels.md` has
-//! the measurements behind [`MAX_REDUCTION`].
+//! Only for CPUs with AVX2 and FMA (the `avx2` and `avx512` levels), each with its own tile
+//! ([`Tiling`]): 6 channels × 16 pixels in 256-bit registers, 8 × 32 in 512-bit ones (on
+//! a CPU with two 512-bit FMA units the 256-bit tile reaches at most half their rate).
+//! `docs/cpu-kernels.md` has the measurements behind [`MAX_REDUCTION`].
 
 use std::sync::Mutex;
 
@@ -37,23 +38,35 @@ use crate::error::Result;
 use crate::layout::{FilterLayout, Layout};
 use crate::problem::{Conv2dProblem, ProblemShape};
 
-/// Output channels of a tile: each weight broadcast serves [`TILE`] pixels.
-const KB: usize = 6;
-/// Vectors of 8 pixels per tile: `KB × NV` = 12 accumulators, `NV` input vectors and a
-/// broadcast weight make 15 of AVX2's 16 registers. (4 × 3 needs all 16, and the compiler
-/// then kept an accumulator on the stack: a store and a load in every FMA chain, measured
-/// 2× slower on the C = 3 stems.)
-const NV: usize = 2;
-/// Pixels of a tile: consecutive outputs of one row.
-const TILE: usize = 8 * NV;
+/// A level's tile: `kb` output channels × `pixels` consecutive outputs of one row, two
+/// input vectors of `pixels / 2` each; each weight broadcast serves the tile's pixels and
+/// each input vector its `kb` channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tiling {
+    kb: usize,
+    pixels: usize,
+}
+
+/// AVX2: 6 × 16, 12 accumulators; with 2 input vectors and a broadcast weight 15 of the 16
+/// registers. (4 × 24 needs all 16, and the compiler then kept an accumulator on the stack:
+/// a store and a load in every FMA chain, measured 2× slower on the C = 3 stems.)
+const AVX2_TILING: Tiling = Tiling { kb: 6, pixels: 16 };
+/// AVX-512: 8 × 32, 16 accumulators of 32 registers, enough independent FMA chains for
+/// two FMA units of 4 cycles' latency; a row's last 16 pixels or fewer take a tile of one
+/// input vector (8 accumulators), where the full tile would compute up to 31 pixels past
+/// the row. The channel blocks of 8 divide the usual channel counts (64, 96).
+const AVX512_TILING: Tiling = Tiling { kb: 8, pixels: 32 };
+/// The largest of the tilings, which a tile's sums are sized for.
+const MAX_KB: usize = 8;
+const MAX_TILE: usize = 32;
 /// The longest reduction (`C·R·S`) this path takes: past it the main path's stores are a
 /// small part of its time and its micro-kernel is the faster one. Measured on Zen 3 (2
 /// threads, batch 1, 64 output channels): 3 × 3 with C = 3 (27) 2.1× and C = 8 (72) 1.5×
 /// faster here, 7 × 7 stride 2 with C = 3 (147) 1.1×; C = 16 (144) the same; 11 × 11
 /// stride 4 with C = 3 (363) 0.9×, 3 × 3 with C = 32 and 44 (288, 396) 0.85×.
 pub(super) const MAX_REDUCTION: usize = 150;
-/// The narrowest output this path takes: a tile computes [`TILE`] pixels even where a row
-/// has fewer.
+/// The narrowest output this path takes: a tile computes 16 pixels even where a row has
+/// fewer.
 const MIN_COLUMNS: usize = 16;
 /// Floats of the strip that one segment of an output row reads at most: 16 KiB, half of
 /// a 32 KiB L1 data cache, the other half for the weights and the outputs.
@@ -61,21 +74,31 @@ const SEGMENT_FLOATS: usize = 4096;
 /// The largest strip (floats) this path takes: one output row's input rows, every phase.
 const MAX_STRIP: usize = 1 << 20;
 
-/// Whether a problem (validated, `shape` its shape) takes this path at level `isa`: NCHW,
-/// one group, a reduction of at most [`MAX_REDUCTION`], at least [`MIN_COLUMNS`] output
-/// columns, and a CPU with AVX2 and FMA running the `avx2` or `avx512` level.
-pub(super) fn applies(isa: Isa, problem: &Conv2dProblem, shape: &ProblemShape) -> bool {
-    let level = match isa {
+/// The tile with which a problem (validated, `shape` its shape) takes this path at level
+/// `isa`, if it does: NCHW, one group, a reduction of at most [`MAX_REDUCTION`], at least
+/// [`MIN_COLUMNS`] output columns, and a CPU with AVX2 and FMA running the `avx2` or
+/// `avx512` level.
+pub(super) fn applies(isa: Isa, problem: &Conv2dProblem, shape: &ProblemShape) -> Option<Tiling> {
+    tiling(isa).filter(|&tiling| {
+        problem.layout == Layout::Nchw
+            && problem.groups == 1
+            && shape.reduction <= MAX_REDUCTION
+            && shape.output[3] >= MIN_COLUMNS
+            && StripShape::new(problem, shape, tiling).len() <= MAX_STRIP
+    })
+}
+
+/// The tile of level `isa`, where this path runs at that level: `avx2` and `avx512` on a
+/// CPU that has them (and AVX2 and FMA).
+fn tiling(isa: Isa) -> Option<Tiling> {
+    let available = isa.is_available() && Isa::Avx2.is_available();
+    match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 => isa.is_available() && Isa::Avx2.is_available(),
-        _ => false,
-    };
-    level
-        && problem.layout == Layout::Nchw
-        && problem.groups == 1
-        && shape.reduction <= MAX_REDUCTION
-        && shape.output[3] >= MIN_COLUMNS
-        && StripShape::new(problem, shape).len() <= MAX_STRIP
+        Isa::Avx2 if available => Some(AVX2_TILING),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if available => Some(AVX512_TILING),
+        _ => None,
+    }
 }
 
 /// Where things lie in a strip (see the module documentation).
@@ -94,10 +117,12 @@ struct StripShape {
     left: usize,
     /// Floats of one phase row: every tile's last pixel, plus the largest column shift.
     phase_len: usize,
+    /// Pixels of a tile.
+    tile: usize,
 }
 
 impl StripShape {
-    fn new(problem: &Conv2dProblem, shape: &ProblemShape) -> StripShape {
+    fn new(problem: &Conv2dProblem, shape: &ProblemShape, tiling: Tiling) -> StripShape {
         let [_, c, h, w] = problem.input;
         let [_, _, r, s] = problem.filter;
         let [sh, sw] = problem.stride;
@@ -116,7 +141,8 @@ impl StripShape {
             dw,
             top: problem.padding.top,
             left: problem.padding.left,
-            phase_len: q.div_ceil(TILE) * TILE + shift,
+            phase_len: q.div_ceil(tiling.pixels) * tiling.pixels + shift,
+            tile: tiling.pixels,
         }
     }
 
@@ -139,7 +165,7 @@ impl StripShape {
         let phase_rows = self.c * self.r * self.sw;
         let shift = (self.s - 1) * self.dw / self.sw;
         let span = (SEGMENT_FLOATS / phase_rows.max(1)).saturating_sub(shift);
-        (span / TILE).max(1) * TILE
+        (span / self.tile).max(1) * self.tile
     }
 
     /// Where weight `kk` (in the filter's memory order) reads, from a tile's first pixel;
@@ -201,15 +227,17 @@ impl StripShape {
     }
 }
 
-/// The sums of one tile: `KB` channels × `TILE` pixels.
-type TileSums = [[f32; TILE]; KB];
+/// The sums of one tile: `kb` channels × `pixels` pixels of its [`Tiling`].
+type TileSums = [[f32; MAX_TILE]; MAX_KB];
 
 /// What every job of a call shares.
 struct Job<'a> {
+    /// The level's tile, and whether it is AVX-512's.
+    tiling: Tiling,
     strip: StripShape,
     offsets: &'a [usize],
     reach: usize,
-    /// The filter packed in blocks of `KB` channels (`[⌈K/KB⌉][C·R·S][KB]`).
+    /// The filter packed in blocks of `kb` channels (`[⌈K/kb⌉][C·R·S][kb]`).
     packed: &'a [f32],
     bias: &'a [f32],
     residual: Option<&'a [f32]>,
@@ -234,24 +262,35 @@ impl Job<'_> {
         planes: &mut [&mut [f32]],
         strip: &mut [f32],
     ) {
-        let mut sums: TileSums = [[0.0; TILE]; KB];
+        let mut sums: TileSums = [[0.0; MAX_TILE]; MAX_KB];
         let plane = self.p * self.q;
         let segment = self.strip.segment();
+        let Tiling { kb, pixels } = self.tiling;
         for i in 0..rows {
             self.strip.build(x, p0 + i, strip);
             let channels = planes.len();
             for (s0, local) in (0..self.q)
                 .step_by(segment)
-                .flat_map(|s0| (0..channels).step_by(KB).map(move |local| (s0, local)))
+                .flat_map(|s0| (0..channels).step_by(kb).map(move |local| (s0, local)))
             {
                 let k = k0 + local;
-                let weights = &self.packed[k / KB * self.crs * KB..][..self.crs * KB];
-                let (weights, _) = weights.as_chunks::<KB>();
-                for q0 in (s0..self.q.min(s0 + segment)).step_by(TILE) {
-                    let t = TILE.min(self.q - q0);
-                    tile(strip, q0, self.offsets, self.reach, weights, &mut sums);
-                    let valid = KB.min(channels - local);
+                let weights = &self.packed[k / kb * self.crs * kb..][..self.crs * kb];
+                let valid = kb.min(channels - local);
+                let plain = matches!((self.store, self.residual), (Store::Plain, None));
+                for q0 in (s0..self.q.min(s0 + segment)).step_by(pixels) {
+                    let t = pixels.min(self.q - q0);
+                    let ops = (&*strip, q0, self.offsets, self.reach, weights);
                     let at = i * self.q + q0;
+                    if plain {
+                        // The plain epilogue straight from the registers, where the level
+                        // does it (AVX-512: masked stores of each channel's run).
+                        let runs = &mut planes[local..][..valid];
+                        let bias = &self.bias[k..][..valid];
+                        if tile_stored(self.tiling, t, ops, runs, at, bias) {
+                            continue;
+                        }
+                    }
+                    tile(self.tiling, t, ops, &mut sums);
                     for (m, run) in sums[..valid].iter().enumerate() {
                         let channel = k + m;
                         let dst = &mut planes[local + m][at..][..t];
@@ -272,50 +311,95 @@ impl Job<'_> {
     }
 }
 
-/// The sums of the tile from pixel `q0` of the strip's row: `sums[m][j]` for channel `m`
-/// of the block whose packed weights are `weights` and pixel `q0 + j`.
+/// The sums of the tile of `t` pixels from pixel `q0` of the strip's row (`ops`: the strip,
+/// `q0`, the offsets table, its reach, and the block's packed weights): `sums[m][j]` for
+/// channel `m` of the block and pixel `q0 + j`, `j < t` (and up to the tile's width).
 ///
 /// # Panics
 /// When the strip is shorter than the tile's windows reach (a bug of the caller; nothing
 /// is read out of bounds then).
 fn tile(
-    strip: &[f32],
-    q0: usize,
-    offsets: &[usize],
-    reach: usize,
-    weights: &[[f32; KB]],
+    tiling: Tiling,
+    t: usize,
+    (strip, q0, offsets, reach, weights): (&[f32], usize, &[usize], usize, &[f32]),
     sums: &mut TileSums,
 ) {
-    // Every offset is below `reach`, so every read lies in `window`.
-    let window = &strip[q0..][..reach + TILE - 1];
     #[cfg(target_arch = "x86_64")]
     {
+        // Every offset is below `reach`, so every read lies in `window`.
+        let window = |pixels: usize| &strip[q0..][..reach + pixels - 1];
         // SAFETY: `run_f32`, the only caller's only entry, returns early on a CPU without
-        // AVX2 and FMA.
-        unsafe { x86::tile(window, offsets, weights, sums) }
+        // AVX2 and FMA, and takes AVX-512's tiling only where `tiling` found AVX-512F.
+        unsafe {
+            match tiling {
+                AVX512_TILING if t <= 16 => {
+                    x86::tile512::<1>(window(16), offsets, weights, x86::Out::Sums(sums));
+                }
+                AVX512_TILING => {
+                    x86::tile512::<2>(window(32), offsets, weights, x86::Out::Sums(sums));
+                }
+                _ => x86::tile(window(16), offsets, weights, sums),
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (window, offsets, weights, sums);
+        let _ = (tiling, t, strip, q0, offsets, reach, weights, sums);
         unreachable!("the pixel path runs on x86-64 only");
     }
+}
+
+/// [`tile`] with the plain epilogue applied as the sums leave the registers: `runs[m][at +
+/// j] = sum + bias[m]` for the tile's `t` pixels and the block's first `runs.len()`
+/// channels. `false` (nothing done) where the level has no such tile (AVX2: its sums go
+/// through [`tile`] and [`store_plain`]).
+///
+/// # Panics
+/// As [`tile`]; when a run is shorter than `at + t` or `bias` shorter than `runs`.
+fn tile_stored(
+    tiling: Tiling,
+    t: usize,
+    (strip, q0, offsets, reach, weights): (&[f32], usize, &[usize], usize, &[f32]),
+    runs: &mut [&mut [f32]],
+    at: usize,
+    bias: &[f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if tiling == AVX512_TILING {
+        assert!(runs.len() <= tiling.kb && bias.len() >= runs.len());
+        let out = x86::Out::Plain { runs, at, t, bias };
+        let window = |pixels: usize| &strip[q0..][..reach + pixels - 1];
+        // SAFETY: AVX-512's tiling is taken only where `tiling` found AVX-512F.
+        unsafe {
+            if t <= 16 {
+                x86::tile512::<1>(window(16), offsets, weights, out);
+            } else {
+                x86::tile512::<2>(window(32), offsets, weights, out);
+            }
+        }
+        return true;
+    }
+    let _ = (
+        tiling, t, strip, q0, offsets, reach, weights, runs, at, bias,
+    );
+    false
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{KB, NV, TILE, TileSums};
+    use super::{AVX2_TILING, AVX512_TILING, TileSums};
 
-    /// [`super::tile`] on its window (`reach + TILE − 1` floats from the tile's first
-    /// pixel): per weight, `NV` input vectors and `KB` broadcasts feed `KB·NV` FMAs.
+    /// [`super::tile`] with AVX2's tiling on its window (`reach + 15` floats from the
+    /// tile's first pixel): per weight, `NV` input vectors and `KB` broadcasts feed `KB·NV`
+    /// FMAs.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn tile(
-        window: &[f32],
-        offsets: &[usize],
-        weights: &[[f32; KB]],
-        sums: &mut TileSums,
-    ) {
+    pub(super) fn tile(window: &[f32], offsets: &[usize], weights: &[f32], sums: &mut TileSums) {
+        const KB: usize = AVX2_TILING.kb;
+        const TILE: usize = AVX2_TILING.pixels;
+        const NV: usize = TILE / 8;
+        let (weights, _) = weights.as_chunks::<KB>();
         let last = window.len() - TILE;
         let mut acc = [[_mm256_setzero_ps(); NV]; KB];
         for (&off, w) in offsets.iter().zip(weights) {
@@ -341,10 +425,87 @@ mod x86 {
             }
         }
     }
+
+    /// Where an AVX-512 tile's sums go.
+    pub(super) enum Out<'a, 'r> {
+        /// Into the tile's sums, as they are.
+        Sums(&'a mut TileSums),
+        /// Through the plain epilogue into the output ([`super::tile_stored`]): channel
+        /// `m`'s `t` pixels to `runs[m][at..]`, plus `bias[m]`.
+        Plain {
+            runs: &'a mut [&'r mut [f32]],
+            at: usize,
+            t: usize,
+            bias: &'a [f32],
+        },
+    }
+
+    /// [`super::tile`] with AVX-512's tiling, `NV` vectors of 16 pixels (2 for a whole
+    /// tile, 1 for a row's last 16 pixels or fewer) on its window (`reach + 16·NV − 1`
+    /// floats): per weight, `NV` input vectors and `KB` broadcasts feed `KB·NV` FMAs.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn tile512<const NV: usize>(
+        window: &[f32],
+        offsets: &[usize],
+        weights: &[f32],
+        out: Out<'_, '_>,
+    ) {
+        const KB: usize = AVX512_TILING.kb;
+        let (weights, _) = weights.as_chunks::<KB>();
+        let last = window.len() - 16 * NV;
+        let mut acc = [[_mm512_setzero_ps(); NV]; KB];
+        for (&off, w) in offsets.iter().zip(weights) {
+            // A no-op (every offset is at most `last`) that lets the compiler drop the
+            // bounds checks of the loads below.
+            let xs = &window[off.min(last)..][..16 * NV];
+            let mut xv = [_mm512_setzero_ps(); NV];
+            for (v, x) in xv.iter_mut().enumerate() {
+                // SAFETY: `xs[16·v..][..16]` is 16 floats, what an unaligned load reads.
+                *x = unsafe { _mm512_loadu_ps(xs[16 * v..][..16].as_ptr()) };
+            }
+            for (m, acc) in acc.iter_mut().enumerate() {
+                let wm = _mm512_set1_ps(w[m]);
+                for (a, &x) in acc.iter_mut().zip(&xv) {
+                    *a = _mm512_fmadd_ps(wm, x, *a);
+                }
+            }
+        }
+        let (runs, at, t, bias) = match out {
+            Out::Sums(sums) => {
+                for (dst, acc) in sums.iter_mut().zip(&acc) {
+                    for (v, &a) in acc.iter().enumerate() {
+                        // SAFETY: `dst[16·v..][..16]` is 16 floats, what an unaligned
+                        // store writes.
+                        unsafe { _mm512_storeu_ps(dst[16 * v..][..16].as_mut_ptr(), a) };
+                    }
+                }
+                return;
+            }
+            Out::Plain { runs, at, t, bias } => (runs, at, t, bias),
+        };
+        for ((run, acc), &b) in runs.iter_mut().zip(&acc).zip(bias) {
+            let run = &mut run[at..][..t];
+            let b = _mm512_set1_ps(b);
+            for (v, &a) in acc.iter().enumerate() {
+                let Some(dst) = run.get_mut(16 * v..) else {
+                    break;
+                };
+                // Lanes past the run are not written (t < 16·NV at a row's end).
+                let mask: __mmask16 = if dst.len() >= 16 {
+                    0xffff
+                } else {
+                    (1 << dst.len()) - 1
+                };
+                // SAFETY: the mask writes only the `min(16, dst.len())` lanes `dst` has.
+                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, _mm512_add_ps(a, b)) };
+            }
+        }
+    }
 }
 
 /// The convolution on float32 buffers already checked against `problem` (of `shape`),
-/// for a problem that [`applies`]: `output = act(alpha·conv + bias + beta·residual)`.
+/// for a problem that [`applies`] with `tiling`: `output = act(alpha·conv + bias +
+/// beta·residual)`.
 ///
 /// # Errors
 /// [`crate::Error::OutOfMemory`] when a working buffer cannot be allocated (before any
@@ -353,6 +514,7 @@ mod x86 {
 /// on it).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_f32(
+    tiling: Tiling,
     problem: &Conv2dProblem,
     shape: &ProblemShape,
     input: &[f32],
@@ -370,10 +532,10 @@ pub(super) fn run_f32(
     let k = problem.filter[0];
     let [_, _, p, q] = shape.output;
     let threads = rayon::current_num_threads().max(1);
-    let split = Split::new(n, k, p, q, KB, threads);
-    let strip = StripShape::new(problem, shape);
+    let split = Split::new(n, k, p, q, tiling.kb, threads);
+    let strip = StripShape::new(problem, shape, tiling);
     let (offsets, reach) = strip.offsets(problem.filter_layout)?;
-    let packed = pack_filter(problem, filter, KB)?;
+    let packed = pack_filter(problem, filter, tiling.kb)?;
     let no_bias = if bias.is_none() {
         zeros::<f32>("bias", k)?
     } else {
@@ -387,6 +549,7 @@ pub(super) fn run_f32(
         strips.push(Mutex::new(workspace::take("strip", strip.len())?));
     }
     let job = Job {
+        tiling,
         strip,
         offsets: &offsets,
         reach,
@@ -429,16 +592,22 @@ mod tests {
         }
         let stem = Conv2dProblem::new([1, 3, 224, 224], [64, 3, 3, 3]);
         let shape = |p: &Conv2dProblem| p.shape().unwrap();
-        assert!(applies(Isa::Avx2, &stem, &shape(&stem)));
-        assert!(!applies(Isa::Portable, &stem, &shape(&stem)));
+        assert_eq!(applies(Isa::Avx2, &stem, &shape(&stem)), Some(AVX2_TILING));
+        if Isa::Avx512.is_available() {
+            assert_eq!(
+                applies(Isa::Avx512, &stem, &shape(&stem)),
+                Some(AVX512_TILING)
+            );
+        }
+        assert!(applies(Isa::Portable, &stem, &shape(&stem)).is_none());
         let nhwc = stem.with_layout(Layout::Nhwc);
-        assert!(!applies(Isa::Avx2, &nhwc, &shape(&nhwc)));
+        assert!(applies(Isa::Avx2, &nhwc, &shape(&nhwc)).is_none());
         let deep = Conv2dProblem::new([1, 64, 56, 56], [64, 64, 3, 3]);
-        assert!(!applies(Isa::Avx2, &deep, &shape(&deep)));
+        assert!(applies(Isa::Avx2, &deep, &shape(&deep)).is_none());
         let narrow = Conv2dProblem::new([1, 3, 12, 12], [8, 3, 3, 3]);
-        assert!(!applies(Isa::Avx2, &narrow, &shape(&narrow)));
+        assert!(applies(Isa::Avx2, &narrow, &shape(&narrow)).is_none());
         let grouped = Conv2dProblem::new([1, 4, 40, 40], [4, 1, 3, 3]).with_groups(4);
-        assert!(!applies(Isa::Avx2, &grouped, &shape(&grouped)));
+        assert!(applies(Isa::Avx2, &grouped, &shape(&grouped)).is_none());
     }
 
     /// Problems of every stride, dilation and padding (asymmetric too), both filter
@@ -495,7 +664,7 @@ mod tests {
                 .with_filter_layout(layout)
                 .with_epilogue(epilogue);
             let Ok(shape) = problem.shape() else { continue };
-            if !applies(Isa::Avx2, &problem, &shape) {
+            if applies(Isa::Avx2, &problem, &shape).is_none() {
                 continue;
             }
             checked += 1;

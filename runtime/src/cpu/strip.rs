@@ -16,12 +16,16 @@
 //! transposes to channel-major rows, then the same interleaving), so the offsets table, the
 //! packed filter and the micro-kernel serve both layouts.
 //!
-//! **Images read in place.** Under a filter of one row without padding, `T`'s rows are the
-//! input's own rows, so no strip is built: the geometry's strides are the image's
-//! (channel stride `H·W` and column stride 1 for NCHW; 1 and `C` for NHWC, whose windows
-//! are then `sw·C` floats apart, [`StripGeometry::in_place_step`]) and the micro-kernel
-//! reads the windows where they lie. The offsets table is still `c·channel_stride +
-//! s·dw·column_stride + r`.
+//! **Images read in place.** Without padding, every window value is one the image holds,
+//! so no strip is built: the geometry's strides are the image's (channel stride `H·W`,
+//! column stride 1 and filter-row stride `dh·W` for NCHW; 1, `C` and `dh·W·C` for NHWC,
+//! whose windows are then `sw·C` floats apart, [`StripGeometry::in_place_step`]) and the
+//! micro-kernel reads the windows where they lie. The offsets table is still
+//! `c·channel_stride + s·dw·column_stride + r·row_stride`. Under a one-row filter `T`'s
+//! rows are the image's own; under several, `T` interleaves them, which a kernel that
+//! broadcasts one window value at a time does not need: the values a tile reads are the
+//! same either way, only their addresses differ. The strip remains for padded problems,
+//! where it supplies the zeros.
 
 use super::transpose::Transpose8;
 use super::zeros;
@@ -61,12 +65,16 @@ pub(super) struct StripGeometry {
     /// Distance between neighbouring input columns: `R` (the strip interleaves the filter
     /// rows), `C` for an NHWC image read in place.
     column_stride: usize,
+    /// Distance between the values of neighbouring filter rows: 1 in a built strip (which
+    /// interleaves them), `dh` input rows for an image read in place.
+    row_stride: usize,
     /// Whether the image is its own strip ([`StripGeometry::in_place_step`]). Its windows
     /// are then read from the image where it lies, and no strip is built or stored: for a
     /// 1 × 1 layer the strip was a copy of the input (NCHW: 13% of the call in a profile,
     /// 256 → 64 at 56 × 56, batch 1) or a transpose of it (NHWC: 20% even with 8 × 8 AVX
     /// transposes, which wait on the input coming from memory; read in place, the
-    /// micro-kernel's loads do).
+    /// micro-kernel's loads do); for a 3 × 3 one the interleaving took 7% (NCHW, 64 → 128
+    /// at 112 × 112) and NHWC's transposes more.
     direct: bool,
     /// The AVX transpose, where the CPU has it, for NHWC strips of one filter row.
     transpose: Option<Transpose8>,
@@ -78,9 +86,8 @@ const STRIP_BUDGET: usize = 64 * 1024;
 
 impl StripGeometry {
     /// The window step (`sw·C` for NHWC, `sw` for NCHW) of the problem's image read where
-    /// it lies, when it can be: a filter of one row (`R = 1`: `T`'s rows are the input's
-    /// rows, nothing interleaved) and no padding (no zeros to add). [`StripGeometry::new`]
-    /// reads it so when told to.
+    /// it lies, when it can be: no padding (no zeros to add), any filter, stride and
+    /// dilation. [`StripGeometry::new`] reads it so when told to.
     pub fn in_place_step(problem: &Conv2dProblem) -> Option<usize> {
         let pad = problem.padding;
         let unpadded = pad.top == 0 && pad.bottom == 0 && pad.left == 0 && pad.right == 0;
@@ -89,7 +96,7 @@ impl StripGeometry {
             Layout::Nchw => 1,
             Layout::Nhwc => c,
         };
-        (problem.filter[2] == 1 && unpadded).then_some(problem.stride[1] * column)
+        unpadded.then_some(problem.stride[1] * column)
     }
 
     /// The strip geometry of a validated problem, holding at most `rows_wanted` rows (and
@@ -135,6 +142,11 @@ impl StripGeometry {
             col_step: problem.stride[1] * column_stride,
             channel_stride,
             column_stride,
+            row_stride: if direct {
+                problem.dilation[0] * w * column_stride
+            } else {
+                1
+            },
             max_rows,
             direct,
             transpose: Transpose8::detect(),
@@ -197,7 +209,9 @@ impl StripGeometry {
                 FilterLayout::Kcrs => (kk / (r * s), kk / s % r, kk % s),
                 FilterLayout::Krsc => (kk % c, kk / (s * c), kk / c % s),
             };
-            *off = ci * self.channel_stride + fx * self.dil_w * self.column_stride + fy;
+            *off = ci * self.channel_stride
+                + fx * self.dil_w * self.column_stride
+                + fy * self.row_stride;
         }
         let reach = offsets.iter().max().map_or(0, |&m| m + 1);
         Ok((offsets, reach))
