@@ -250,19 +250,21 @@ mod tests {
         }
     }
 
+    /// Every kind of pass a store serves.
+    const PASSES: [Pass; 4] = [
+        Pass::First,
+        Pass::Middle,
+        Pass::Last { after: false },
+        Pass::Last { after: true },
+    ];
+
     #[test]
     fn stores_runs_as_store_plain_does() {
         let Some(t) = Transpose8::detect() else {
             eprintln!("no AVX: the store is not used here");
             return;
         };
-        let passes = [
-            Pass::First,
-            Pass::Middle,
-            Pass::Last { after: false },
-            Pass::Last { after: true },
-        ];
-        for pass in passes {
+        for pass in PASSES {
             for len in [1, 7, 8, 13, 32, 35] {
                 let sums: Vec<f32> = (0..len).map(|e| e as f32 * 0.37 - 3.0).collect();
                 let bias: Vec<f32> = (0..len).map(|e| e as f32 * -1.25 + 2.0).collect();
@@ -291,13 +293,7 @@ mod tests {
             .collect();
         let rows: [&[f32]; 8] = std::array::from_fn(|i| &data[i][..]);
         let bias: [f32; 8] = std::array::from_fn(|l| l as f32 * 1.5 - 4.0);
-        let passes = [
-            Pass::First,
-            Pass::Middle,
-            Pass::Last { after: false },
-            Pass::Last { after: true },
-        ];
-        for pass in passes {
+        for pass in PASSES {
             for n in 1..=8 {
                 // Runs of 13 floats, written from float 3 on: the rest must stay.
                 let old: Vec<Vec<f32>> = (0..8)
