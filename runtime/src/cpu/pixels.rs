@@ -200,29 +200,80 @@ impl StripShape {
                 continue;
             };
             let src = &x[(ci * self.h + iy) * self.w..][..self.w];
-            for (phase, run) in dst.chunks_exact_mut(self.phase_len).enumerate() {
-                // Padded column j·sw + phase is input column j·sw + phase − left: the
-                // phase's first input column is ix0, then every sw-th.
-                let ix0 = (phase + self.sw - self.left % self.sw) % self.sw;
-                let j0 = ((ix0 + self.left) / self.sw).min(run.len());
-                let (pad, rest) = run.split_at_mut(j0);
-                pad.fill(0.0);
-                let src = src.get(ix0..).unwrap_or_default();
-                let filled = if self.sw == 1 {
-                    // A plain copy (vectorised), the common case.
-                    let n = src.len().min(rest.len());
-                    rest[..n].copy_from_slice(&src[..n]);
-                    n
-                } else {
-                    let mut n = 0;
-                    for (d, &v) in rest.iter_mut().zip(src.iter().step_by(self.sw)) {
-                        *d = v;
-                        n += 1;
-                    }
-                    n
-                };
-                rest[filled..].fill(0.0);
+            let (len, left) = (self.phase_len, self.left);
+            // The common strides take every phase in one pass over the input row: whole
+            // groups of `sw` columns, which the compiler turns into vector shuffles (one
+            // strided pass per phase moved one float at a time: about as long as the
+            // tiles' arithmetic for the 7 × 7 stride-2 stem).
+            match self.sw {
+                2 => split_phases::<2>(dst, len, src, left),
+                3 => split_phases::<3>(dst, len, src, left),
+                4 => split_phases::<4>(dst, len, src, left),
+                _ => self.fill_phases(dst, src),
             }
+        }
+    }
+
+    /// One input row `src` into its `sw` phase rows `dst` (zeros in the padding), one phase
+    /// at a time: the general case of [`StripShape::build`].
+    fn fill_phases(&self, dst: &mut [f32], src: &[f32]) {
+        for (phase, run) in dst.chunks_exact_mut(self.phase_len).enumerate() {
+            // Padded column j·sw + phase is input column j·sw + phase − left: the
+            // phase's first input column is ix0, then every sw-th.
+            let ix0 = (phase + self.sw - self.left % self.sw) % self.sw;
+            let j0 = ((ix0 + self.left) / self.sw).min(run.len());
+            let (pad, rest) = run.split_at_mut(j0);
+            pad.fill(0.0);
+            let src = src.get(ix0..).unwrap_or_default();
+            let filled = if self.sw == 1 {
+                // A plain copy (vectorised), the common case.
+                let n = src.len().min(rest.len());
+                rest[..n].copy_from_slice(&src[..n]);
+                n
+            } else {
+                let mut n = 0;
+                for (d, &v) in rest.iter_mut().zip(src.iter().step_by(self.sw)) {
+                    *d = v;
+                    n += 1;
+                }
+                n
+            };
+            rest[filled..].fill(0.0);
+        }
+    }
+}
+
+/// `dst`'s `SW` phase rows of `len` floats from one input row `src` whose column `ix` is
+/// padded column `ix + left`: padded column `j·SW + φ` to `dst[φ·len + j]`, zeros where no
+/// input column lands. The same values as [`StripShape::fill_phases`], in one pass over
+/// `src` by whole groups of `SW` columns.
+fn split_phases<const SW: usize>(dst: &mut [f32], len: usize, src: &[f32], left: usize) {
+    // Input columns from `b` on come in whole groups whose first column is phase 0: group
+    // `g` fills index `at + g` of every phase.
+    let b = (SW - left % SW) % SW;
+    let at = (b + left) / SW;
+    let groups = (src.len().saturating_sub(b) / SW).min(len.saturating_sub(at));
+    let mut rows = dst.chunks_exact_mut(len);
+    let mut rows: [&mut [f32]; SW] = std::array::from_fn(|_| rows.next().expect("SW rows"));
+    for row in &mut rows {
+        let end = (at + groups).min(row.len());
+        row[..at.min(end)].fill(0.0);
+        row[end..].fill(0.0);
+    }
+    // The columns before the first group and after the last whole one, one at a time.
+    let lone = (0..b.min(src.len())).chain(b + groups * SW..src.len());
+    for ix in lone {
+        let (phase, j) = ((ix + left) % SW, (ix + left) / SW);
+        if let Some(d) = rows[phase].get_mut(j) {
+            *d = src[ix];
+        }
+    }
+    let (whole, _) = src[b.min(src.len())..].as_chunks::<SW>();
+    let whole = &whole[..groups];
+    let mut outs = rows.map(|row| &mut row[at.min(len)..][..groups]);
+    for (j, group) in whole.iter().enumerate() {
+        for (out, &v) in outs.iter_mut().zip(group) {
+            out[j] = v;
         }
     }
 }
@@ -608,6 +659,51 @@ mod tests {
         assert!(applies(Isa::Avx2, &narrow, &shape(&narrow)).is_none());
         let grouped = Conv2dProblem::new([1, 4, 40, 40], [4, 1, 3, 3]).with_groups(4);
         assert!(applies(Isa::Avx2, &grouped, &shape(&grouped)).is_none());
+    }
+
+    /// The one-pass phase split gives the bits of the phase-by-phase one, for every
+    /// stride it serves, padding, row width and phase length (shorter and longer than the
+    /// input's columns).
+    #[test]
+    fn split_phases_as_fill_phases() {
+        for sw in 2..=4 {
+            for left in 0..7 {
+                for w in [1, 2, 3, 5, 17, 40] {
+                    for len in [1, 3, 10, 25] {
+                        let shape = StripShape {
+                            c: 1,
+                            h: 1,
+                            w,
+                            r: 1,
+                            s: 1,
+                            sh: 1,
+                            sw,
+                            dh: 1,
+                            dw: 1,
+                            top: 0,
+                            left,
+                            phase_len: len,
+                            tile: 16,
+                        };
+                        let src: Vec<f32> = (0..w).map(|i| i as f32 + 0.5).collect();
+                        let mut want = vec![f32::NAN; sw * len];
+                        shape.fill_phases(&mut want, &src);
+                        let mut got = vec![f32::NAN; sw * len];
+                        match sw {
+                            2 => split_phases::<2>(&mut got, len, &src, left),
+                            3 => split_phases::<3>(&mut got, len, &src, left),
+                            _ => split_phases::<4>(&mut got, len, &src, left),
+                        }
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&got),
+                            bits(&want),
+                            "sw {sw}, left {left}, w {w}, len {len}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Problems of every stride, dilation and padding (asymmetric too), both filter
