@@ -430,24 +430,72 @@ fn every_isa_reads_images_in_place() {
         Conv2dProblem::new([1, 48, 5, 7], [20, 48, 1, 1]),
     ];
     let mut rng = StdRng::seed_from_u64(0x1_2023_0005);
+    every_isa_in_every_layout(&pool, &problems, &mut rng);
+}
+
+/// Each of `problems` in each of the four layout combinations, at every level this CPU
+/// runs, on `pool`, against the float64 oracle (outputs NaN-poisoned first).
+fn every_isa_in_every_layout(
+    pool: &rayon::ThreadPool,
+    problems: &[Conv2dProblem],
+    rng: &mut StdRng,
+) {
     for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
         for (case, problem) in problems.iter().enumerate() {
             for layouts in 0..4 {
                 let problem = in_layouts(*problem, layouts);
                 let shape = problem.shape().unwrap();
-                let input = random_data(&mut rng, shape.input_len);
-                let filter = random_data(&mut rng, shape.filter_len);
+                let input = random_data(rng, shape.input_len);
+                let filter = random_data(rng, shape.filter_len);
                 let reference = reference_conv2d(&problem, &input, &filter, None).unwrap();
                 let mut out = vec![f32::NAN; shape.output_len];
                 pool.install(|| conv2d_with_isa(isa, &problem, &input, &filter, None, &mut out))
                     .unwrap();
                 let error = relative_error(&out, &reference);
+                let threads = pool.current_num_threads();
                 assert!(
                     error < TOLERANCE,
-                    "{isa}, case {case}, {problem:?}: relative error {error:e}"
+                    "{isa}, {threads} threads, case {case}, {problem:?}: relative error {error:e}"
                 );
             }
         }
+    }
+}
+
+/// Padded problems read the image's rows copied with their padding (`StripKind::PaddedRows`:
+/// NCHW always, NHWC where the window step `sw·C` has row kernels, as every case here
+/// has): every level, every layout combination, padding on every side (asymmetric too),
+/// strides and dilations, and images tall enough for several strips and several bands.
+#[test]
+fn every_isa_reads_padded_rows() {
+    let padding = |top, bottom, left, right| Padding {
+        top,
+        bottom,
+        left,
+        right,
+    };
+    let problems = [
+        // 3 × 3, padding 1, 64 channels (step 64): a ResNet-50 layer, small.
+        Conv2dProblem::new([2, 64, 12, 10], [40, 64, 3, 3]).with_padding(Padding::uniform(1)),
+        // Stride 2 on 32 channels (step 64), asymmetric padding.
+        Conv2dProblem::new([1, 32, 13, 11], [24, 32, 3, 3])
+            .with_stride([2, 2])
+            .with_padding(padding(1, 0, 2, 1)),
+        // Dilation 2 on 96 channels (step 96), more rows than one strip holds.
+        Conv2dProblem::new([1, 96, 60, 9], [16, 96, 3, 3])
+            .with_dilation([2, 2])
+            .with_padding(padding(2, 2, 2, 0)),
+        // A one-row filter with padding (rows of zeros above and below), and a 5 × 5 one.
+        Conv2dProblem::new([1, 32, 7, 9], [8, 32, 1, 3]).with_padding(padding(2, 1, 1, 1)),
+        Conv2dProblem::new([1, 12, 9, 9], [9, 12, 5, 5]).with_padding(padding(0, 3, 2, 1)),
+    ];
+    let mut rng = StdRng::seed_from_u64(0x1_2026_1207);
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        every_isa_in_every_layout(&pool, &problems, &mut rng);
     }
 }
 

@@ -36,7 +36,7 @@ use super::isa::Isa;
 use super::microkernel::{MAX_TILE, MicroKernel, Operands};
 use super::pack::{pack_filter, pack_panel};
 use super::pixels;
-use super::strip::StripGeometry;
+use super::strip::{StripGeometry, StripKind};
 use super::transpose::Transpose8;
 use super::{check_len, check_operands, check_residual, workspace, zeros};
 use crate::element::{Element, f32_values, rounds_to_tf32};
@@ -168,11 +168,11 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
     output: &mut [T],
 ) -> Result<()> {
     let shape = check_buffers(problem, input, filter, bias, residual, output)?;
-    let (kernel, in_place) =
+    let (kernel, strip_kind) =
         kernel_and_strip(isa, problem).ok_or_else(|| Error::IsaUnavailable {
             isa: isa.name().to_string(),
         })?;
-    let plan = (kernel, in_place, pixels::applies(isa, problem, &shape));
+    let plan = (kernel, strip_kind, pixels::applies(isa, problem, &shape));
     let tf32 = rounds_to_tf32(problem);
     // Strict float32: the buffers as they are.
     if !tf32
@@ -213,29 +213,42 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
     Ok(())
 }
 
-/// The micro-kernel of `isa` for the problem's window step, and whether the image is read
-/// where it lies ([`StripGeometry::in_place_step`]) or through strips; `None` when this CPU
-/// cannot run `isa`. An NCHW image is read in place whenever it can be (its step is the
-/// strip's); an NHWC one (step `sw·C`) only where the level has row kernels for that
-/// step: the general kernels' pixel pointers spill, which costs more than the strip.
-fn kernel_and_strip(isa: Isa, problem: &Conv2dProblem) -> Option<(MicroKernel, bool)> {
+/// The micro-kernel of `isa` for the problem's window step, and where it reads the windows
+/// ([`StripKind`]): the image where it lies ([`StripGeometry::in_place_step`]), an NHWC
+/// image's padded rows ([`StripGeometry::padded_rows_step`]), or interleaved strips; `None`
+/// when this CPU cannot run `isa`. An NCHW image is read in place whenever it can be (its
+/// step is the strip's); an NHWC one (step `sw·C`, in place or from padded rows) only
+/// where the level has row kernels for that step: the general kernels' pixel pointers
+/// spill, which costs more than the interleaved strip.
+fn kernel_and_strip(isa: Isa, problem: &Conv2dProblem) -> Option<(MicroKernel, StripKind)> {
     let strip_step = problem.stride[1] * problem.filter[2];
-    if let Some(step) = StripGeometry::in_place_step(problem) {
+    let candidates = [
+        (StripGeometry::in_place_step(problem), StripKind::InPlace),
+        (
+            StripGeometry::padded_rows_step(problem),
+            StripKind::PaddedRows,
+        ),
+    ];
+    for (step, kind) in candidates {
+        let Some(step) = step else { continue };
         let kernel = MicroKernel::for_isa_and_step(isa, step)?;
         if problem.layout == Layout::Nchw || kernel.row_step.is_some() {
-            return Some((kernel, true));
+            return Some((kernel, kind));
         }
     }
-    Some((MicroKernel::for_isa_and_step(isa, strip_step)?, false))
+    Some((
+        MicroKernel::for_isa_and_step(isa, strip_step)?,
+        StripKind::Interleaved,
+    ))
 }
 
 /// The backend on float32 buffers already checked against `problem` (of `shape`), with
-/// the micro-kernel `kernel`, reading the image in place or through strips (`in_place`,
-/// [`kernel_and_strip`]); or vectorised over output pixels (`by_pixels`,
+/// the micro-kernel `kernel`, reading the windows where `strip_kind` says
+/// ([`kernel_and_strip`]); or vectorised over output pixels (`by_pixels`,
 /// [`pixels::applies`]).
 #[allow(clippy::too_many_arguments)]
 fn run_f32(
-    (kernel, in_place, by_pixels): (MicroKernel, bool, Option<pixels::Tiling>),
+    (kernel, strip_kind, by_pixels): (MicroKernel, StripKind, Option<pixels::Tiling>),
     problem: &Conv2dProblem,
     shape: &ProblemShape,
     input: &[f32],
@@ -258,7 +271,7 @@ fn run_f32(
     let [_, _, p, q] = shape.output;
 
     let split = Split::new(n, k, p, q, kernel.mr, rayon::current_num_threads());
-    let geometry = StripGeometry::new(problem, &shape, p.div_ceil(split.bands), in_place);
+    let geometry = StripGeometry::new(problem, &shape, p.div_ceil(split.bands), strip_kind);
     // Each filter block is read by every job of its channel group; when that is one job
     // (one band, one strip), it packs its panels itself, into L1, and the packed filter
     // is never written to memory. Otherwise the filter is packed once, up front.

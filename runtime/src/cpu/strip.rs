@@ -33,6 +33,19 @@ use crate::error::Result;
 use crate::layout::{FilterLayout, Layout};
 use crate::problem::{Conv2dProblem, ProblemShape};
 
+/// Where the micro-kernel reads the windows from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StripKind {
+    /// The image itself, where it lies (no padding: [`StripGeometry::in_place_step`]).
+    InPlace,
+    /// The image's input rows copied with their padding, in the image's own layout:
+    /// `W + left + right` columns a row, zeros in the padding
+    /// ([`StripGeometry::padded_rows_step`]).
+    PaddedRows,
+    /// im2win rows: each channel's `R` input rows interleaved (`strip[c][i][w][r]`).
+    Interleaved,
+}
+
 /// The sizes of a strip for one problem.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct StripGeometry {
@@ -76,6 +89,11 @@ pub(super) struct StripGeometry {
     /// micro-kernel's loads do); for a 3 × 3 one the interleaving took 7% (NCHW, 64 → 128
     /// at 112 × 112) and NHWC's transposes more.
     direct: bool,
+    /// Whether the strip is the NHWC image's rows copied with their padding
+    /// ([`StripKind::PaddedRows`]).
+    padded_rows: bool,
+    /// Columns of a padded row: `W + left + right`.
+    padded_width: usize,
     /// The AVX transpose, where the CPU has it, for NHWC strips of one filter row.
     transpose: Option<Transpose8>,
 }
@@ -99,26 +117,69 @@ impl StripGeometry {
         unpadded.then_some(problem.stride[1] * column)
     }
 
+    /// The window step (`sw·C` for NHWC, `sw` for NCHW) of a problem's input rows copied
+    /// with their padding ([`StripKind::PaddedRows`]): any padding, filter, stride and
+    /// dilation. A copy of whole rows in the image's own layout, where an interleaved strip
+    /// interleaves the `R` rows of every channel (and of NHWC needs 8 × 8 transposes
+    /// first); the micro-kernel then reads it as it reads an image in place.
+    pub fn padded_rows_step(problem: &Conv2dProblem) -> Option<usize> {
+        Some(match problem.layout {
+            Layout::Nchw => problem.stride[1],
+            Layout::Nhwc => problem.stride[1] * problem.input[1],
+        })
+    }
+
     /// The strip geometry of a validated problem, holding at most `rows_wanted` rows (and
-    /// fewer when they would not fit the cache budget; at least one); a direct one (the
-    /// image read where it lies) when `in_place` and [`StripGeometry::in_place_step`] has
-    /// a step for the problem.
+    /// fewer when they would not fit the cache budget; at least one), of `kind`
+    /// ([`StripKind::InPlace`] only where [`StripGeometry::in_place_step`] has a step for
+    /// the problem and [`StripKind::PaddedRows`] where [`StripGeometry::padded_rows_step`]
+    /// has; otherwise an interleaved strip is made).
     pub fn new(
         problem: &Conv2dProblem,
         shape: &ProblemShape,
         rows_wanted: usize,
-        in_place: bool,
+        kind: StripKind,
     ) -> Self {
         let [_, c, h, w] = problem.input;
         let [_, _, r, s] = problem.filter;
-        let direct = in_place && Self::in_place_step(problem).is_some();
+        let kind = match kind {
+            StripKind::InPlace if Self::in_place_step(problem).is_none() => StripKind::Interleaved,
+            StripKind::PaddedRows if Self::padded_rows_step(problem).is_none() => {
+                StripKind::Interleaved
+            }
+            kind => kind,
+        };
+        let direct = kind == StripKind::InPlace;
+        let padded_rows = kind == StripKind::PaddedRows;
+        let padded_width = w + problem.padding.left + problem.padding.right;
+        // Input rows the windows of one output row span.
+        let span = (r - 1) * problem.dilation[0] + 1;
         // Where channel `ci`, input column `x` and filter row `fy` of a strip row lie:
-        // `ci·channel_stride + x·column_stride + fy`. A direct strip's rows are the
-        // image's own, `sh` input rows apart.
-        let (row_len, channel_stride, column_stride, max_rows) = match (direct, problem.layout) {
-            (true, Layout::Nchw) => (problem.stride[0] * w, h * w, 1, rows_wanted.max(1)),
-            (true, Layout::Nhwc) => (problem.stride[0] * w * c, 1, c, rows_wanted.max(1)),
-            (false, _) => {
+        // `ci·channel_stride + x·column_stride + fy·row_stride`. A direct strip's rows are
+        // the image's own, `sh` input rows apart; padded rows the same, `W + left + right`
+        // columns wide.
+        let (row_len, channel_stride, column_stride, max_rows) = match (kind, problem.layout) {
+            (StripKind::InPlace, Layout::Nchw) => {
+                (problem.stride[0] * w, h * w, 1, rows_wanted.max(1))
+            }
+            (StripKind::InPlace, Layout::Nhwc) => {
+                (problem.stride[0] * w * c, 1, c, rows_wanted.max(1))
+            }
+            (StripKind::PaddedRows, layout) => {
+                let input_rows = (STRIP_BUDGET / (padded_width * c).max(1)).saturating_sub(span);
+                let max_rows = (input_rows / problem.stride[0] + 1).clamp(1, rows_wanted.max(1));
+                let row_len = problem.stride[0] * padded_width;
+                match layout {
+                    // `[c][input row][column]`: each channel's rows, a strip's worth.
+                    Layout::Nchw => {
+                        let rows = (max_rows - 1) * problem.stride[0] + span;
+                        (row_len, rows * padded_width, 1, max_rows)
+                    }
+                    // `[input row][column][c]`.
+                    Layout::Nhwc => (row_len * c, 1, c, max_rows),
+                }
+            }
+            _ => {
                 let row_len = shape.win_width * r;
                 let max_rows = (STRIP_BUDGET / (c * row_len).max(1)).clamp(1, rows_wanted.max(1));
                 (row_len, max_rows * row_len, r, max_rows)
@@ -142,13 +203,15 @@ impl StripGeometry {
             col_step: problem.stride[1] * column_stride,
             channel_stride,
             column_stride,
-            row_stride: if direct {
-                problem.dilation[0] * w * column_stride
-            } else {
-                1
+            row_stride: match kind {
+                StripKind::InPlace => problem.dilation[0] * w * column_stride,
+                StripKind::PaddedRows => problem.dilation[0] * padded_width * column_stride,
+                StripKind::Interleaved => 1,
             },
             max_rows,
             direct,
+            padded_rows,
+            padded_width,
             transpose: Transpose8::detect(),
         }
     }
@@ -159,9 +222,17 @@ impl StripGeometry {
     pub fn len(&self) -> usize {
         if self.direct {
             0
+        } else if self.padded_rows {
+            // NCHW: `C` channels of `channel_stride`; NHWC: the same product.
+            self.padded_input_rows(self.max_rows) * self.padded_width * self.c
         } else {
             self.c * self.channel_stride + self.transposed_len()
         }
+    }
+
+    /// Input rows that the windows of `rows` consecutive output rows span.
+    fn padded_input_rows(&self, rows: usize) -> usize {
+        (rows.max(1) - 1) * self.stride_h + (self.r - 1) * self.dil_h + 1
     }
 
     /// Floats of the channel-major input rows an NHWC build goes through (`C·R·W`), where
@@ -234,6 +305,10 @@ impl StripGeometry {
         if self.direct {
             return &x[p0 * self.row_len..];
         }
+        if self.padded_rows {
+            self.build_padded_rows(x, p0, rows, strip);
+            return strip;
+        }
         match self.layout {
             Layout::Nchw => self.build_nchw(x, p0, rows, strip),
             Layout::Nhwc => self.build_nhwc(x, p0, rows, strip),
@@ -247,6 +322,47 @@ impl StripGeometry {
         (oy * self.stride_h + fy * self.dil_h)
             .checked_sub(self.top)
             .filter(|&iy| iy < self.h)
+    }
+
+    /// [`StripGeometry::build`] of padded rows: input row `p0·sh − top + j` to strip row
+    /// `j` (of every channel, for NCHW), `left` and `right` columns of zeros around it (a
+    /// whole row of zeros above and below the image).
+    fn build_padded_rows(&self, x: &[f32], p0: usize, rows: usize, strip: &mut [f32]) {
+        let (c, w) = (self.c, self.w);
+        let first = p0 * self.stride_h;
+        let rows = self.padded_input_rows(rows);
+        // One input row (`W` columns of 1 float NCHW, of `C` NHWC), or `None` above or
+        // below the image, into `dst` with its padding columns.
+        let per_column = if self.layout == Layout::Nchw { 1 } else { c };
+        let fill = |dst: &mut [f32], values: Option<&[f32]>| {
+            let Some(values) = values else {
+                dst.fill(0.0);
+                return;
+            };
+            let (pad, rest) = dst.split_at_mut(self.left * per_column);
+            pad.fill(0.0);
+            let (row, pad) = rest.split_at_mut(values.len());
+            row.copy_from_slice(values);
+            pad.fill(0.0);
+        };
+        let input_row = |j: usize| (first + j).checked_sub(self.top).filter(|&iy| iy < self.h);
+        match self.layout {
+            Layout::Nchw => {
+                for (ci, channel) in strip.chunks_exact_mut(self.channel_stride).enumerate() {
+                    let plane = &x[ci * self.h * w..][..self.h * w];
+                    let rows_of = channel.chunks_exact_mut(self.padded_width).take(rows);
+                    for (j, dst) in rows_of.enumerate() {
+                        fill(dst, input_row(j).map(|iy| &plane[iy * w..][..w]));
+                    }
+                }
+            }
+            Layout::Nhwc => {
+                let rows_of = strip.chunks_exact_mut(self.padded_width * c).take(rows);
+                for (j, dst) in rows_of.enumerate() {
+                    fill(dst, input_row(j).map(|iy| &x[iy * w * c..][..w * c]));
+                }
+            }
+        }
     }
 
     /// [`StripGeometry::build`] of an NCHW image: each channel's plane, row by row.
@@ -485,7 +601,7 @@ mod tests {
             .with_stride([1, 2])
             .with_padding(Padding::default());
         let shape = problem.shape().unwrap();
-        let geometry = StripGeometry::new(&problem, &shape, 4, false);
+        let geometry = StripGeometry::new(&problem, &shape, 4, StripKind::Interleaved);
         let mut cursor = geometry.first_pixel();
         let starts: Vec<usize> = (0..7).map(|_| cursor.next_start()).collect();
         assert_eq!(starts, [0, 4, 8, 14, 18, 22, 28]);
@@ -519,8 +635,8 @@ mod tests {
                 }
             }
         }
-        let g_nchw = StripGeometry::new(&nchw, &shape, 2, false);
-        let g_nhwc = StripGeometry::new(&nhwc, &shape, 2, false);
+        let g_nchw = StripGeometry::new(&nchw, &shape, 2, StripKind::Interleaved);
+        let g_nhwc = StripGeometry::new(&nhwc, &shape, 2, StripKind::Interleaved);
         for p0 in 0..shape.output[2] - 1 {
             let mut a = vec![f32::NAN; g_nchw.len()];
             let mut b = vec![-1.0; g_nhwc.len()];
