@@ -24,8 +24,14 @@
 //! `c·channel_stride + s·dw·column_stride + r·row_stride`. Under a one-row filter `T`'s
 //! rows are the image's own; under several, `T` interleaves them, which a kernel that
 //! broadcasts one window value at a time does not need: the values a tile reads are the
-//! same either way, only their addresses differ. The strip remains for padded problems,
-//! where it supplies the zeros.
+//! same either way, only their addresses differ.
+//!
+//! **Padded rows.** With padding, the strip is the input rows its output rows read, each
+//! copied with its zero columns (and rows of zeros above and below the image) in the
+//! image's own layout ([`StripKind::PaddedRows`]), read like an image in place with the
+//! padded width. The interleaved strip above remains for NHWC images whose window step
+//! `sw·C` has no row kernels ([`StripKind::Interleaved`]); [`StripKind`] says which
+//! measured faster (`docs/cpu-kernels.md`).
 
 use super::transpose::Transpose8;
 use super::zeros;
