@@ -214,12 +214,12 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
 }
 
 /// The micro-kernel of `isa` for the problem's window step, and where it reads the windows
-/// ([`StripKind`]): the image where it lies ([`StripGeometry::in_place_step`]), an NHWC
-/// image's padded rows ([`StripGeometry::padded_rows_step`]), or interleaved strips; `None`
-/// when this CPU cannot run `isa`. An NCHW image is read in place whenever it can be (its
-/// step is the strip's); an NHWC one (step `sw·C`, in place or from padded rows) only
-/// where the level has row kernels for that step: the general kernels' pixel pointers
-/// spill, which costs more than the interleaved strip.
+/// ([`StripKind`]): the image where it lies ([`StripGeometry::in_place_step`]), its input
+/// rows copied with their padding ([`StripGeometry::padded_rows_step`]), or interleaved
+/// strips; `None` when this CPU cannot run `isa`. An NCHW image is always read in place or
+/// from padded rows (step `sw`); an NHWC one (step `sw·C`) only where the level has row
+/// kernels for that step: the general kernels' pixel pointers spill, which costs more
+/// than the interleaved strip.
 fn kernel_and_strip(isa: Isa, problem: &Conv2dProblem) -> Option<(MicroKernel, StripKind)> {
     let strip_step = problem.stride[1] * problem.filter[2];
     let candidates = [
