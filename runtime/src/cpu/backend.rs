@@ -870,9 +870,16 @@ impl Job<'_> {
             // the strip's pixels, or over each output row for row kernels (whose pixels
             // lie in one row), or over each pair of output rows where the level has
             // kernels of two rows that wide (narrow outputs: a 5 × 5 image in tiles of 10
-            // pixels, not 5, so each weight loaded serves twice the pixels).
-            let pairs = self.kernel.row_step.is_some() && self.q <= self.kernel.pair_width();
+            // pixels, not 5, so each weight loaded serves twice the pixels). Where one
+            // output row's windows continue the previous row's at the same step (a 1 × 1
+            // filter at stride 1 on an image read in place), the strip's pixels are one
+            // row to the row kernels, and a 7 × 7 output takes tiles of 12 (of 10 with
+            // four) pixels, not 7.
+            let one_row = self.geometry.rows_continue();
+            let pairs =
+                self.kernel.row_step.is_some() && !one_row && self.q <= self.kernel.pair_width();
             let span = match (self.kernel.row_step, pairs) {
+                (Some(_), _) if one_row => pixels,
                 (Some(_), true) => 2 * self.q,
                 (Some(_), false) => self.q,
                 (None, _) => pixels,

@@ -255,6 +255,14 @@ impl StripGeometry {
         }
     }
 
+    /// Whether each output row's first window lies one column step after the previous
+    /// row's last (`row_len = Q·col_step`): then every window of the strip is `col_step`
+    /// from the one before, across rows too (a 1 × 1 filter at stride 1 on an image read
+    /// in place, whose output pixels are its input pixels).
+    pub fn rows_continue(&self) -> bool {
+        self.row_len == self.q * self.col_step
+    }
+
     /// A cursor at the strip's first output pixel (row 0, column 0).
     pub fn first_pixel(&self) -> PixelCursor {
         PixelCursor {
