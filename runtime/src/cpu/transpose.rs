@@ -231,15 +231,26 @@ mod x86 {
 mod tests {
     use super::*;
 
+    /// The AVX transpose, or `None` (and a note) where this CPU has no AVX.
+    fn avx() -> Option<Transpose8> {
+        let t = Transpose8::detect();
+        if t.is_none() {
+            eprintln!("no AVX: the transpose and its stores are not used here");
+        }
+        t
+    }
+
+    /// 8 rows of 11 floats, `value(row, column)`.
+    fn eight_rows(value: impl Fn(usize, usize) -> f32) -> Vec<Vec<f32>> {
+        (0..8)
+            .map(|i| (0..11).map(|l| value(i, l)).collect())
+            .collect()
+    }
+
     #[test]
     fn transposes_an_8_by_8_block() {
-        let Some(t) = Transpose8::detect() else {
-            eprintln!("no AVX: the transpose is not used here");
-            return;
-        };
-        let data: Vec<Vec<f32>> = (0..8)
-            .map(|i| (0..11).map(|l| (i * 100 + l) as f32).collect())
-            .collect();
+        let Some(t) = avx() else { return };
+        let data = eight_rows(|i, l| (i * 100 + l) as f32);
         let rows: [&[f32]; 8] = std::array::from_fn(|i| &data[i][..]);
         let mut dst = vec![f32::NAN; 7 * 10 + 8];
         t.run(&rows, 3, &mut dst, 10);
@@ -260,10 +271,7 @@ mod tests {
 
     #[test]
     fn stores_runs_as_store_plain_does() {
-        let Some(t) = Transpose8::detect() else {
-            eprintln!("no AVX: the store is not used here");
-            return;
-        };
+        let Some(t) = avx() else { return };
         for pass in PASSES {
             for len in [1, 7, 8, 13, 32, 35] {
                 let sums: Vec<f32> = (0..len).map(|e| e as f32 * 0.37 - 3.0).collect();
@@ -283,14 +291,9 @@ mod tests {
 
     #[test]
     fn stores_8_channels_as_store_plain_does() {
-        let Some(t) = Transpose8::detect() else {
-            eprintln!("no AVX: the transpose is not used here");
-            return;
-        };
+        let Some(t) = avx() else { return };
         // Sums of 8 pixels (rows) × 11 channels; channels 2..10 are stored.
-        let data: Vec<Vec<f32>> = (0..8)
-            .map(|i| (0..11).map(|l| (i * 11 + l) as f32 * 0.37 - 9.0).collect())
-            .collect();
+        let data = eight_rows(|i, l| (i * 11 + l) as f32 * 0.37 - 9.0);
         let rows: [&[f32]; 8] = std::array::from_fn(|i| &data[i][..]);
         let bias: [f32; 8] = std::array::from_fn(|l| l as f32 * 1.5 - 4.0);
         for pass in PASSES {
