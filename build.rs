@@ -1,6 +1,7 @@
 //! Renders the default catalogue (its tensor-core families as the crate's features `tc-bf16`,
 //! `tc-f16`, `tc-tf32` say: all by default; with `tc-warp-specialized`, the experimental
-//! warp-specialised kernels that copy with `cp.async` too) and compiles it with nvcc into
+//! warp-specialised kernels that copy with `cp.async` too; with `tc-tf32-tma`, the experimental
+//! TF32 kernels of the warpgroup MMA) and compiles it with nvcc into
 //! `OUT_DIR/im2win.fatbin`, which
 //! `src/lib.rs` embeds (`im2win::include_kernels!("im2win")`). Beside it:
 //! `im2win.catalogue.json` (the specs the fatbin holds) and `im2win.kernels.json` (ptxas's
@@ -57,6 +58,11 @@ fn main() {
                 .into_iter()
                 .filter(|spec| tensor_op.contains(&spec.dtype)),
         );
+    }
+    // The TF32 kernels of the warpgroup MMA, copied by TMA (feature `tc-tf32-tma`; not yet
+    // run on a GPU), with the TF32 family.
+    if std::env::var_os("CARGO_FEATURE_TC_TF32_TMA").is_some() && tensor_op.contains(&DType::F32) {
+        catalogue.kernels.extend(Catalogue::tf32_tma().kernels);
     }
     Builder::new("im2win").catalogue(&catalogue).build_or_exit();
 }

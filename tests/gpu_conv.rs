@@ -424,8 +424,9 @@ fn tensor_op_kernels_match_the_oracle(
     failures: &mut common::Failures,
 ) -> TensorOpTally {
     // At least 300 problems per type and layout: 24 per kernel for the 36 bf16 and f16
-    // kernels (17 warp-MMA, 9 multistage warpgroup, 10 TMA), 40 for the 17 TF32 ones; the
-    // layouts alternate every 4 (under IM2WIN_TEST_SMALL both of a kernel's 2 are NCHW).
+    // kernels (17 warp-MMA, 9 multistage warpgroup, 10 TMA), 40 for the 17 TF32 ones (26
+    // with the feature `tc-tf32-tma`); the layouts alternate every 4 (under
+    // IM2WIN_TEST_SMALL both of a kernel's 2 are NCHW).
     let per_kernel = |dtype: DType| match (small(), dtype) {
         (true, _) => 2,
         (false, DType::F32) => 40,
@@ -1157,4 +1158,93 @@ fn prepared_case<T: Element>(
         other => return Err(format!("another filter: {other:?}")),
     }
     Ok((prepared.format(), same_form))
+}
+
+/// Every TF32 tensor-core kernel of the catalogue multiplies operands rounded to TF32 to
+/// nearest, not truncated: the warp MMA's kernels round in registers (`cvt.rna.tf32.f32`),
+/// the warpgroup MMA's TMA kernels through their TFLOAT32 tensor maps (`runtime/src/gpu/tma.rs`),
+/// where the tensor cores alone would drop the low 13 bits. Each input value is
+/// `1 + 2^-11 + 2^-12` (to nearest TF32: `1 + 2^-10`; truncated: 1) against a filter of ones,
+/// so every output is `C·R·S·(1 + 2^-10)` exactly when the operands were rounded and `C·R·S`
+/// when they were truncated.
+#[test]
+fn tf32_kernels_round_their_operands() {
+    const TEST: &str = "tf32_kernels_round_their_operands";
+    let Some(engine) = engine(TEST) else { return };
+    let stream = engine.stream().clone();
+    let value = 1.0f32 + 2f32.powi(-11) + 2f32.powi(-12);
+    let mut failures = Failures::default();
+    let mut ran = 0;
+    for spec in engine.kernels().catalogue().kernels.iter() {
+        if spec.dtype != DType::F32 || spec.math != Math::TensorOp {
+            continue;
+        }
+        // A layer every such kernel runs: C a multiple of every kernel's channel step, the
+        // kernel's own filter (or 3 x 3), one image, no padding.
+        let (r, s, sh, sw) = match spec.geometry {
+            Geometry::Fixed(g) => (
+                g.filter_h as usize,
+                g.filter_w as usize,
+                g.stride_h as usize,
+                g.stride_w as usize,
+            ),
+            Geometry::Generic => (3, 3, 1, 1),
+        };
+        let c = 64;
+        let input = [1, c, (8 - 1) * sh + r, (8 - 1) * sw + s];
+        let problem = Conv2dProblem::new(input, [128, c, r, s])
+            .with_stride([sh, sw])
+            .with_dtype(DType::F32)
+            .with_precision(im2win::Precision::Tf32)
+            .with_layout(im2win::Layout::Nhwc)
+            .with_filter_layout(FilterLayout::Krsc);
+        let plan = match Plan::for_spec(&problem, *spec) {
+            Ok(plan) => plan,
+            Err(e) => {
+                failures.push(format!("{spec} refused {}: {e}", describe(&problem)));
+                continue;
+            }
+        };
+        let outcome = (|| -> Result<Vec<f32>, String> {
+            let x = stream
+                .clone_htod(&vec![value; input.iter().product()])
+                .map_err(|e| e.to_string())?;
+            let f = stream
+                .clone_htod(&vec![1.0f32; 128 * c * r * s])
+                .map_err(|e| e.to_string())?;
+            let mut y = stream
+                .alloc_zeros::<f32>(
+                    problem
+                        .output_shape()
+                        .map_err(|e| e.to_string())?
+                        .iter()
+                        .product(),
+                )
+                .map_err(|e| e.to_string())?;
+            engine
+                .conv2d_with(&plan, &x, &f, None, &mut y, None)
+                .map_err(|e| e.to_string())?;
+            stream.clone_dtoh(&y).map_err(|e| e.to_string())
+        })();
+        ran += 1;
+        let taps = (c * r * s) as f32;
+        let rounded = taps * (1.0 + 2f32.powi(-10));
+        match outcome {
+            Ok(y) => {
+                if let Some(bad) = y.iter().find(|&&v| v != rounded) {
+                    let how = if *bad == taps {
+                        "truncated"
+                    } else {
+                        "neither rounded nor truncated"
+                    };
+                    failures.push(format!(
+                        "{spec}: an output is {bad}, not {rounded} (operands {how})"
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{spec}: {e}")),
+        }
+    }
+    summary(TEST, &format!("{ran} TF32 kernels"));
+    failures.assert_none(TEST);
 }

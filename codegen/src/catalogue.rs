@@ -387,7 +387,7 @@ pub const WARP_SPECIALIZED_TEAM_128X64: TensorOpTile = warpgroup_tile(128, 64, 4
 pub const WARP_SPECIALIZED_TEAM_128X128_R64: TensorOpTile = warpgroup_tile(128, 128, 4, 64);
 
 /// The default catalogue's TMA kernels (`_wgmma_ws_tma`, `_wgmma_ws_pingpong_tma`, sm_90a) of
-/// bf16 and f16 (`codegen/templates/mainloop_warp_specialized.cuh`, `tma.cuh`): `(geometry,
+/// bf16 and f16 (and, opt-in, nine of them of TF32: [`Catalogue::tf32_tma`]) (`codegen/templates/mainloop_warp_specialized.cuh`, `tma.cuh`): `(geometry,
 /// tile, ping-pong)`. Persistent blocks; one producer thread copies both operands with the
 /// tensor memory accelerator (the windows as an im2col box of 128 output pixels × 64
 /// channels of one filter tap, the filter as a tiled box; `C` a multiple of 64), into a ring
@@ -676,22 +676,51 @@ impl Catalogue {
         let warp = TENSOR_OP_KERNELS.iter().map(|&(geometry, tile, vector)| {
             KernelSpec::tensor_op(dtype, geometry, tile.tile(dtype), vector)
         });
-        // The warpgroup MMA takes two-byte operands only (TF32 stays on mma.sync).
-        let warpgroup = TENSOR_OP_WARPGROUP_KERNELS
-            .iter()
-            .filter(|_| matches!(dtype, DType::Bf16 | DType::F16))
-            .map(|&(geometry, tile)| {
-                KernelSpec::tensor_op_warpgroup(dtype, geometry, tile.tile(dtype))
-            });
+        // The warpgroup MMA takes two-byte operands here; TF32's warpgroup kernels (TMA only)
+        // are not measured yet and stay opt-in (`Catalogue::tf32_tma`).
+        let two_byte = matches!(dtype, DType::Bf16 | DType::F16);
+        let warpgroup =
+            TENSOR_OP_WARPGROUP_KERNELS
+                .iter()
+                .filter(|_| two_byte)
+                .map(|&(geometry, tile)| {
+                    KernelSpec::tensor_op_warpgroup(dtype, geometry, tile.tile(dtype))
+                });
         let tma = TMA_KERNELS
             .iter()
-            .filter(|_| matches!(dtype, DType::Bf16 | DType::F16))
+            .filter(|_| two_byte)
             .map(|&(geometry, tile, pingpong)| {
                 KernelSpec::tensor_op_warpgroup(dtype, geometry, tile.tile(dtype))
                     .warp_specialized(pingpong)
                     .tma()
             });
         warp.chain(warpgroup).chain(tma).collect()
+    }
+
+    /// The TF32 kernels of the warpgroup MMA (`im2win_tf32_.._wgmma_ws[_pingpong]_tma`,
+    /// sm_90a): the nine [`TMA_KERNELS`] with 128-byte rows (32 floats of one tap a stage, the
+    /// bytes of 64 two-byte channels, so the same rings and stages; `C` a multiple of 32; the
+    /// one with 64-byte rows would add only `C` = 16 and 48). Their tensor maps are TFLOAT32:
+    /// the copy engine rounds each float to TF32 on its way into shared memory, where the
+    /// tensor cores would otherwise truncate it (the multistage `cp.async` kernels cannot
+    /// round, so TF32 has none: `KernelSpec::validate`). Not in the default catalogue until
+    /// they have run on a GPU: the im2win crate compiles them with its feature `tc-tf32-tma`,
+    /// and dispatch then prefers them to the warp MMA's where they apply and the grid fills
+    /// the GPU.
+    pub fn tf32_tma() -> Self {
+        let kernels = TMA_KERNELS
+            .iter()
+            .filter(|&&(_, tile, _)| tile.row_bytes == 128)
+            .map(|&(geometry, tile, pingpong)| {
+                KernelSpec::tensor_op_warpgroup(DType::F32, geometry, tile.tile(DType::F32))
+                    .warp_specialized(pingpong)
+                    .tma()
+            })
+            .collect();
+        Catalogue {
+            kernels,
+            baselines: false,
+        }
     }
 
     /// The 3xTF32 kernels of the default catalogue ([`crate::Math::TensorOpFastF32`]), in

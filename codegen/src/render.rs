@@ -465,8 +465,11 @@ impl TensorOpContext {
                 (DType::F32, _) if spec.math == Math::TensorOpFastF32 => {
                     "3xTF32: mma.sync.m16n8k8 TF32, each float operand split into big = tf32(x) and small = tf32(x - big),\n//              small*big + big*small + big*big accumulated in FP32 (OpMultiplyAddFastF32), fragments by ldmatrix"
                 }
-                (DType::F32, _) => {
+                (DType::F32, false) => {
                     "mma.sync.m16n8k8 TF32 (float operands rounded with cvt.rna.tf32.f32), fragments by ldmatrix"
+                }
+                (DType::F32, true) => {
+                    "wgmma.mma_async m64nNk8 TF32 (sm_90a), both operands read from shared memory, where the TMA copies\n//              of TFLOAT32 tensor maps wrote them rounded to TF32"
                 }
                 (DType::Bf16, false) => "mma.sync.m16n8k16 BF16, fragments by ldmatrix",
                 (DType::F16, false) => "mma.sync.m16n8k16 FP16, fragments by ldmatrix",

@@ -1425,16 +1425,33 @@ impl KernelSpec {
     }
 
     /// The warpgroup MMA's rules (`WarpgroupMmaTensorOp`, `mma_warpgroup.cuh`): bf16 or f16
-    /// with vector loads; whole warpgroups that split the block's pixels in 64-row slices,
-    /// each warp holding all `block_m` channels (`thread_m` = `block_m` of 64, 128 or 256);
-    /// 64- or 128-byte rows (the hardware's swizzles).
+    /// with vector loads, or float32 as TF32 ([`Math::TensorOp`]) copied by the tensor memory
+    /// accelerator ([`Variant::tma`], whose TFLOAT32 tensor maps round the operands to TF32 on
+    /// the way into shared memory: `cp.async` would leave them unrounded, and the tensor cores
+    /// would then truncate them); whole warpgroups that split the block's pixels in 64-row
+    /// slices, each warp holding all `block_m` channels (`thread_m` = `block_m` of 64, 128 or
+    /// 256); 64- or 128-byte rows (the hardware's swizzles).
     fn validate_warpgroup(&self) -> Result<(), SpecError> {
         let t = self.tile;
         let bad = |why: &str| Err(SpecError::InvalidTile(t, why.to_string()));
-        if !matches!(self.dtype, DType::Bf16 | DType::F16) || !self.variant.vector_loads {
+        if !self.variant.vector_loads {
             return Err(SpecError::Unsupported(
-                "the warpgroup MMA (wgmma) kernels take bf16 or f16 with vector loads",
+                "the warpgroup MMA (wgmma) kernels copy whole 16-byte pieces: vector loads",
             ));
+        }
+        match (self.dtype, self.math) {
+            (DType::Bf16 | DType::F16, Math::TensorOp) => {}
+            (DType::F32, Math::TensorOp) if self.variant.tma => {}
+            (DType::F32, Math::TensorOp) => {
+                return Err(SpecError::Unsupported(
+                    "a TF32 warpgroup kernel takes its operands by TMA (`_tma`), whose copies round them to TF32",
+                ));
+            }
+            _ => {
+                return Err(SpecError::Unsupported(
+                    "the warpgroup MMA (wgmma) kernels take bf16, f16 or TF32",
+                ));
+            }
         }
         if !matches!(t.block_m, 64 | 128 | 256) || t.thread_m != t.block_m {
             return bad(

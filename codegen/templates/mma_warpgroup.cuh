@@ -15,11 +15,12 @@
 // 64-byte rows; the kernel's shared buffer is aligned to 1024 bytes and every stage and operand
 // is a multiple of that).
 //
-// Instruction: wgmma.mma_async.sync.aligned.m64nNk16.f32.{bf16,f16}.{bf16,f16}, N = BN, both
-// operands K-major (no transposition), FP32 sums. A k-step is 16 elements = 32 bytes of a row,
-// so k-step ks of a stage starts 32 * ks bytes into the rows: the descriptor's start address
-// moves by that (the swizzle is applied by the hardware to the final address, which is why the
-// operand must start on a whole pattern). The block tile is BM / 64 instructions tall.
+// Instruction: wgmma.mma_async.sync.aligned.m64nNk16.f32.{bf16,f16}.{bf16,f16} or
+// m64nNk8.f32.tf32.tf32, N = BN, both operands K-major (no transposition), FP32 sums. A k-step
+// is 32 bytes of a row (16 two-byte elements or 8 floats), so k-step ks of a stage starts
+// 32 * ks bytes into the rows: the descriptor's start address moves by that (the swizzle is
+// applied by the hardware to the final address, which is why the operand must start on a
+// whole pattern). The block tile is BM / 64 instructions tall.
 //
 // Accumulators (PTX ISA, "wgmma register fragment for D", m64nNk16 with f32 D): warp w of the
 // warpgroup holds rows 16 w .. 16 w + 15 of each 64-row slice; lane (g = lane / 4, t = lane % 4)
@@ -42,16 +43,27 @@
 
 namespace im2win {
 
-// The operand-type suffix of the wgmma instruction.
+// The operand types of the wgmma instruction: the suffix written after the shape, and whether
+// the instruction takes the transposition immediates (PTX ISA: only the 16-bit types may ask
+// for an MN-major operand; .tf32 is K-major only and its form has no imm-trans-a, -b). A k-step
+// is 32 bytes of a row for every type: 16 two-byte elements (k16) or 8 floats (k8).
 template <class Element>
 struct WarpgroupMmaType;
 template <>
 struct WarpgroupMmaType<__nv_bfloat16> {
-    static constexpr bool BF16 = true;
+    static constexpr int KIND = 0;   // k16.f32.bf16.bf16
 };
 template <>
 struct WarpgroupMmaType<__half> {
-    static constexpr bool BF16 = false;
+    static constexpr int KIND = 1;   // k16.f32.f16.f16
+};
+// TF32: float operands as they lie in shared memory. The tensor cores read a float's sign,
+// exponent and the top 10 bits of its mantissa; the kernels that feed this policy round the
+// operands to TF32 on their way into shared memory (the TMA copies of a TFLOAT32 tensor map,
+// tma.cuh), so that the product is that of the rounded values, as with mma.sync's cvt.rna.
+template <>
+struct WarpgroupMmaType<float> {
+    static constexpr int KIND = 2;   // k8.f32.tf32.tf32
 };
 
 // Shared-memory matrix descriptor (PTX ISA, "matrix descriptor format"): start address,
@@ -107,46 +119,36 @@ __device__ __forceinline__ void warpgroup_fence_operand(float& x) { asm volatile
     "%113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}"
 // d += A * B: scale-d = 1 (a predicate; the accumulators start at zero), imm-scale-a, -b = 1,
 // imm-trans-a, -b = 0 (both operands K-major).
+// One instruction of N columns: its register list, the operand numbers of the descriptors and of
+// the scale-d predicate's source (after the N / 2 accumulators), and its operand types.
+#define IM2WIN_WGMMA(N, REGS, A, B, P, TYPES, TAIL, ...)                                                  \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #P ", 0;\n"                                       \
+                 "wgmma.mma_async.sync.aligned.m64n" #N TYPES " " REGS ", %" #A ", %" #B ", p, 1, 1" TAIL \
+                 ";\n}\n"                                                                                \
+                 : __VA_ARGS__                                                                          \
+                 : "l"(a), "l"(b), "r"(1))
+// The three operand types: the suffix and the transposition immediates (none for .tf32).
+#define IM2WIN_WGMMA_TYPED(N, REGS, A, B, P, ...)                                                        \
+    if constexpr (KIND == 0) {                                                                         \
+        IM2WIN_WGMMA(N, REGS, A, B, P, "k16.f32.bf16.bf16", ", 0, 0", __VA_ARGS__);                    \
+    } else if constexpr (KIND == 1) {                                                                  \
+        IM2WIN_WGMMA(N, REGS, A, B, P, "k16.f32.f16.f16", ", 0, 0", __VA_ARGS__);                      \
+    } else {                                                                                           \
+        IM2WIN_WGMMA(N, REGS, A, B, P, "k8.f32.tf32.tf32", "", __VA_ARGS__);                           \
+    }
+// d += A * B: scale-d = 1 (a predicate; the accumulators start at zero), imm-scale-a, -b = 1,
+// imm-trans-a, -b = 0 where the type has them (both operands K-major).
 template <int N, class Element>
 __device__ __forceinline__ void warpgroup_mma(float (&d)[N / 8][4], unsigned long long a, unsigned long long b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr bool BF16 = WarpgroupMmaType<Element>::BF16;
-    if constexpr (N == 64 && BF16) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " IM2WIN_WG_REGS32
-                     ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                     : IM2WIN_WG_ACC32(d, 0)
-                     : "l"(a), "l"(b), "r"(1));
-    } else if constexpr (N == 64) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " IM2WIN_WG_REGS32
-                     ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                     : IM2WIN_WG_ACC32(d, 0)
-                     : "l"(a), "l"(b), "r"(1));
-    } else if constexpr (N == 128 && BF16) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " IM2WIN_WG_REGS64
-                     ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-                     : IM2WIN_WG_ACC32(d, 0), IM2WIN_WG_ACC32(d, 8)
-                     : "l"(a), "l"(b), "r"(1));
+    constexpr int KIND = WarpgroupMmaType<Element>::KIND;
+    if constexpr (N == 64) {
+        IM2WIN_WGMMA_TYPED(64, IM2WIN_WG_REGS32, 32, 33, 34, IM2WIN_WG_ACC32(d, 0))
     } else if constexpr (N == 128) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " IM2WIN_WG_REGS64
-                     ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-                     : IM2WIN_WG_ACC32(d, 0), IM2WIN_WG_ACC32(d, 8)
-                     : "l"(a), "l"(b), "r"(1));
-    } else if constexpr (N == 256 && BF16) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " IM2WIN_WG_REGS128
-                     ", %128, %129, p, 1, 1, 0, 0;\n}\n"
-                     : IM2WIN_WG_ACC32(d, 0), IM2WIN_WG_ACC32(d, 8), IM2WIN_WG_ACC32(d, 16), IM2WIN_WG_ACC32(d, 24)
-                     : "l"(a), "l"(b), "r"(1));
+        IM2WIN_WGMMA_TYPED(128, IM2WIN_WG_REGS64, 64, 65, 66, IM2WIN_WG_ACC32(d, 0), IM2WIN_WG_ACC32(d, 8))
     } else if constexpr (N == 256) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 " IM2WIN_WG_REGS128
-                     ", %128, %129, p, 1, 1, 0, 0;\n}\n"
-                     : IM2WIN_WG_ACC32(d, 0), IM2WIN_WG_ACC32(d, 8), IM2WIN_WG_ACC32(d, 16), IM2WIN_WG_ACC32(d, 24)
-                     : "l"(a), "l"(b), "r"(1));
+        IM2WIN_WGMMA_TYPED(256, IM2WIN_WG_REGS128, 128, 129, 130, IM2WIN_WG_ACC32(d, 0), IM2WIN_WG_ACC32(d, 8),
+                           IM2WIN_WG_ACC32(d, 16), IM2WIN_WG_ACC32(d, 24))
     } else {
         static_assert(N == 64 || N == 128 || N == 256, "block tiles of 64, 128 or 256 channels");
     }
@@ -159,6 +161,8 @@ __device__ __forceinline__ void warpgroup_mma(float (&d)[N / 8][4], unsigned lon
     __trap();
 #endif
 }
+#undef IM2WIN_WGMMA
+#undef IM2WIN_WGMMA_TYPED
 #undef IM2WIN_WG_ACC4
 #undef IM2WIN_WG_ACC32
 #undef IM2WIN_WG_REGS32
@@ -178,7 +182,6 @@ struct WarpgroupMmaTensorOp {
     static_assert(Tile::BM % (64 * WARPGROUPS) == 0 && Tile::WM * Tile::WARPS == Tile::BM && Tile::WN == Tile::BN,
                   "the warpgroups split the block's rows in 64-row slices: WM = BM / WARPS, WN = BN");
     static_assert(Tile::ROW_BYTES == 128 || Tile::ROW_BYTES == 64, "128- or 64-byte swizzled rows");
-    static_assert(sizeof(Element) == 2, "BF16 and FP16 operands");
     // The main loop fences each thread's shared writes into the async proxy before its barrier.
     static constexpr bool ASYNC_PROXY_FENCE = true;
     static constexpr int MT = Tile::BM / (64 * WARPGROUPS);   // 64-pixel instructions per k-step

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use im2win_codegen::catalogue::{baselines, support};
-use im2win_codegen::{Catalogue, KernelSpec, SpecError};
+use im2win_codegen::{Catalogue, DType, KernelSpec, SpecError};
 
 #[test]
 fn every_catalogue_name_round_trips() {
@@ -34,6 +34,14 @@ fn warp_specialized_names_round_trip_and_count_their_threads() {
     assert_eq!(copying.len(), 12);
     assert!(copying.iter().all(|spec| !spec.variant.tma));
     assert_eq!(tma.len(), 20);
+    // The opt-in TF32 ones (feature `tc-tf32-tma`): the 128-byte-row tiles.
+    let tf32 = Catalogue::tf32_tma().kernels;
+    assert_eq!(tf32.len(), 9);
+    assert!(
+        tf32.iter()
+            .all(|spec| spec.dtype == DType::F32 && spec.tile.block_k == 32)
+    );
+    let tma: Vec<KernelSpec> = tma.into_iter().chain(tf32).collect();
     assert!(tma.iter().all(|spec| spec.variant.tma));
     for spec in copying.iter().chain(&tma) {
         let name = spec.name();
@@ -47,7 +55,7 @@ fn warp_specialized_names_round_trip_and_count_their_threads() {
         // within 227 KiB, or two teams' 128 x 64 sums), then as many stages as fit: 5 of
         // 128-byte rows for 128 filter rows and 128 pixels (160 KiB), 6 of 64 filter rows
         // (144 KiB), at most 6 of 64-byte rows; 16 bytes of barriers a stage.
-        let row_bytes = u64::from(spec.tile.block_k) * 2;
+        let row_bytes = u64::from(spec.tile.block_k) * spec.dtype.size_bytes() as u64;
         let stages = if spec.tile.block_m == 64 || row_bytes == 64 {
             6
         } else {
@@ -68,6 +76,17 @@ fn warp_specialized_names_round_trip_and_count_their_threads() {
             .parse::<KernelSpec>()
             .is_ok()
     );
+    // A TF32 warpgroup kernel whose copies would not round its operands (cp.async): a name,
+    // but no kernel.
+    for name in [
+        "im2win_tf32_generic_b128x128x32_w128x32_fused_wgmma_nhwc",
+        "im2win_tf32_generic_b128x128x32_w128x32_fused_wgmma_ws_pingpong_nhwc",
+    ] {
+        let spec = name
+            .parse::<KernelSpec>()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(spec.validate().is_err(), "{name} is a valid kernel");
+    }
     // Ping-pong without warp specialisation, or warp specialisation without wgmma: no kernel.
     for name in [
         "im2win_bf16_generic_b128x128x64_w128x32_fused_wgmma_pingpong_nhwc",

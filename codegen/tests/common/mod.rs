@@ -115,4 +115,8 @@ pub fn unusual_tensor_op_specs() -> Vec<KernelSpec> {
             .warp_specialized(true)
             .tma(),
     ]
+    .into_iter()
+    // The opt-in TF32 kernels of the warpgroup MMA (wgmma m64nNk8, feature `tc-tf32-tma`).
+    .chain(Catalogue::tf32_tma().kernels)
+    .collect()
 }

@@ -49,7 +49,9 @@
 //! layers with long reductions and for small grids (fewer than two blocks per SM). On sm_90
 //! bf16 and f16 take the warpgroup MMA: the persistent TMA kernels wherever the copy engine
 //! can describe the problem (`C` a multiple of 64, ...: [`unmet_requirement`]) unless the grid
-//! is so small that the multistage kernels split it ([`choose_tma`]). They
+//! is so small that the multistage kernels split it ([`choose_tma`]); TF32 takes its TMA
+//! kernels (`C` a multiple of 32) the same way, and the warp MMA's, which split, for such
+//! small grids (it has no multistage warpgroup kernels). They
 //! launch a 1-D grid, split over z when it is less than one wave ([`tensor_op_splits`]: a
 //! batch-1 layer of ResNet-50 has 4 to 16 blocks for 132 SMs, each walking a reduction of
 //! up to 72 stages at about half a microsecond a stage; [`TENSOR_OP_SPLITS_BY_DISPATCH`]
@@ -1006,7 +1008,7 @@ fn accurate_candidates(runnable: Vec<&KernelSpec>) -> Vec<&KernelSpec> {
 /// documentation, measured on the H100 (`scripts/tc/NOTES.md`):
 ///
 /// 1. vector loads before element-wise gathering (3-10× faster where both apply), then the
-///    warpgroup MMA (sm_90, bf16 and f16) before the warp MMA, then a fixed geometry before
+///    warpgroup MMA (sm_90: bf16, f16, and TF32 by TMA) before the warp MMA, then a fixed geometry before
 ///    the generic kernel (among the warpgroup kernels, for the TMA kernels and the
 ///    multistage ones apart);
 /// 2. the channel tile (`block_m`) that pads `K` least (96 for `K` = 96, 64 for `K` = 64);
@@ -1097,6 +1099,20 @@ pub(crate) fn choose_tensor_op<'a>(
                     && 2 * tiles(tma, shape) < device.multiprocessors =>
             {
                 Ok(multistage)
+            }
+            (None, Some(tma)) if 2 * tiles(tma, shape) < device.multiprocessors => {
+                // No multistage warpgroup kernel to split a small grid (TF32 has TMA
+                // kernels only): the warp MMA's kernels, which split it, if there are any.
+                let warp: Vec<&KernelSpec> = candidates
+                    .iter()
+                    .filter(|spec| !spec.variant.warpgroup)
+                    .copied()
+                    .collect();
+                if warp.is_empty() {
+                    Ok(tma)
+                } else {
+                    choose_tensor_op(&warp, problem, shape, device)
+                }
             }
             (_, Some(tma)) => Ok(tma),
             (multistage, None) => multistage.ok_or_else(none),
@@ -2587,7 +2603,8 @@ mod tests {
 
     /// On a compute-capability-9.0 GPU, bf16 and f16 problems with vector loads take the
     /// warpgroup MMA: the largest tile that fills every SM once, else the most parallel one;
-    /// TF32 and the C = 3 stems keep the warp MMA.
+    /// TF32 takes its TMA kernels where they apply and fill the GPU, else the warp MMA, as do
+    /// the C = 3 stems.
     #[test]
     fn warpgroup_dispatch_on_sm90() {
         let layer = |numeric: &str, c, hw, k, rs, batch| {
@@ -2620,12 +2637,28 @@ mod tests {
             // The stems keep the element-wise warp-MMA kernels.
             assert!(!layer(numeric, 3, 224, 64, 7, 8).kernel().variant.warpgroup);
         }
-        assert!(
-            !layer("tf32", 256, 56, 256, 3, 128)
-                .kernel()
-                .variant
-                .warpgroup
-        );
+        // TF32: the warp MMA; with the opt-in TF32 TMA kernels (`Catalogue::tf32_tma`),
+        // those where they apply, but for C = 48 (no whole 32-float stages), a batch-1 grid
+        // of 4 tiles for 132 SMs (the warp MMA splits it) and the stem.
+        let tf32 = |c: usize, hw: usize, k: usize, rs: usize, batch: usize, tma: bool| {
+            let mut catalogue = Catalogue::default_catalogue();
+            if tma {
+                catalogue.kernels.extend(Catalogue::tf32_tma().kernels);
+            }
+            let problem = tc_problem("tf32", [batch, c, hw, hw], [k, c, rs, rs])
+                .with_padding(Padding::uniform(rs / 2));
+            *Plan::new(&problem, &catalogue, H200_SMS).unwrap().kernel()
+        };
+        assert!(!tf32(256, 56, 256, 3, 128, false).variant.warpgroup);
+        assert!(tf32(256, 56, 256, 3, 128, true).variant.tma);
+        for (c, hw, k, rs, batch) in [
+            (48, 56, 256, 3, 128),
+            (256, 14, 256, 3, 1),
+            (3, 224, 64, 7, 8),
+        ] {
+            let spec = tf32(c, hw, k, rs, batch, true);
+            assert!(!spec.variant.warpgroup, "{spec}");
+        }
         // The same problem on an sm_80 GPU: warp MMA.
         let sm80 = DeviceLimits {
             compute_capability: 80,

@@ -43,11 +43,16 @@ pub(crate) fn im2col_corners(out: i64, stride: i64, size: i64, pad: i64) -> (i64
     (-pad, (out - 1) * stride + 1 - size - pad)
 }
 
+/// The maps' element type. Float32 is TFLOAT32: the TMA kernels of float32 are TF32 kernels
+/// (`KernelSpec::validate`), and with this type the copy engine rounds each float to TF32 on
+/// its way into shared memory, so that the warpgroup MMA (which reads only a float's top 19
+/// bits) multiplies rounded operands like the warp MMA's `cvt.rna.tf32.f32`, not truncated
+/// ones. (gpu_conv's `tf32_kernels_round_their_operands` tells the two apart.)
 fn data_type(dtype: DType) -> sys::CUtensorMapDataType {
     match dtype {
         DType::Bf16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
         DType::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-        DType::F32 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+        DType::F32 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_TFLOAT32,
     }
 }
 
