@@ -499,6 +499,30 @@ fn every_isa_reads_padded_rows() {
     }
 }
 
+/// The widest AVX-512 tiles: row tiles of 14 pixels (rows of 14 and 28) and two-row tiles
+/// of 7 + 7 (rows of 7, the last of an odd count alone), on padded problems in every layout
+/// (NCHW steps 1 and 2, NHWC channel steps 32 and 64) and on 1 × 1 ones read in place.
+#[test]
+fn every_isa_takes_the_widest_tiles() {
+    let problems = [
+        Conv2dProblem::new([1, 64, 7, 7], [48, 64, 3, 3]).with_padding(Padding::uniform(1)),
+        Conv2dProblem::new([2, 32, 14, 14], [40, 32, 3, 3]).with_padding(Padding::uniform(1)),
+        Conv2dProblem::new([1, 32, 28, 28], [32, 32, 3, 3]).with_padding(Padding::uniform(1)),
+        Conv2dProblem::new([1, 32, 14, 13], [36, 32, 3, 3])
+            .with_stride([2, 2])
+            .with_padding(Padding::uniform(1)),
+        Conv2dProblem::new([1, 64, 7, 7], [72, 64, 1, 1]),
+    ];
+    let mut rng = StdRng::seed_from_u64(0x14_2026_1207);
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        every_isa_in_every_layout(&pool, &problems, &mut rng);
+    }
+}
+
 #[test]
 fn buffer_length_errors() {
     let problem = Conv2dProblem::new([2, 3, 5, 5], [4, 3, 3, 3]);

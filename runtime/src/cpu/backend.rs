@@ -873,7 +873,7 @@ impl Job<'_> {
             // pixels, not 5, so each weight loaded serves twice the pixels). Where one
             // output row's windows continue the previous row's at the same step (a 1 × 1
             // filter at stride 1 on an image read in place), the strip's pixels are one
-            // row to the row kernels, and a 7 × 7 output takes tiles of 12 (of 10 with
+            // row to the row kernels, and a 7 × 7 output takes tiles of 13 (of 10 with
             // four) pixels, not 7.
             let one_row = self.geometry.rows_continue();
             let pairs =
