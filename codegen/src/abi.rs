@@ -83,6 +83,19 @@ pub const KERNEL_SIGNATURES: &[(KernelKind, &[&str])] = &[
         ],
     ),
     (
+        KernelKind::TmaConvolution(DType::F32),
+        &[
+            "const float*",
+            "const float*",
+            "const float*",
+            "const float*",
+            "float*",
+            "ConvParams",
+            "im2win::TensorMap",
+            "im2win::TensorMap",
+        ],
+    ),
+    (
         KernelKind::TmaConvolution(DType::Bf16),
         &[
             "const __nv_bfloat16*",
@@ -352,7 +365,7 @@ mod tests {
         }
         assert_eq!(
             KERNEL_SIGNATURES.len(),
-            DType::ALL.len() + 2 + support::ALL.len() + baselines::ALL.len(),
+            2 * DType::ALL.len() + support::ALL.len() + baselines::ALL.len(),
             "an entry for a kernel that no list names"
         );
         assert!(signature_of("im2win_r3s3_anything").is_empty());
