@@ -489,14 +489,7 @@ fn every_isa_reads_padded_rows() {
         Conv2dProblem::new([1, 32, 7, 9], [8, 32, 1, 3]).with_padding(padding(2, 1, 1, 1)),
         Conv2dProblem::new([1, 12, 9, 9], [9, 12, 5, 5]).with_padding(padding(0, 3, 2, 1)),
     ];
-    let mut rng = StdRng::seed_from_u64(0x1_2026_1207);
-    for threads in [1, 3] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        every_isa_in_every_layout(&pool, &problems, &mut rng);
-    }
+    every_isa_in_every_layout_on(&[1, 3], &problems, 0x1_2026_1207);
 }
 
 /// The widest AVX-512 tiles: row tiles of 14 pixels (rows of 14 and 28) and two-row tiles
@@ -513,13 +506,18 @@ fn every_isa_takes_the_widest_tiles() {
             .with_padding(Padding::uniform(1)),
         Conv2dProblem::new([1, 64, 7, 7], [72, 64, 1, 1]),
     ];
-    let mut rng = StdRng::seed_from_u64(0x14_2026_1207);
-    for threads in [1, 2] {
+    every_isa_in_every_layout_on(&[1, 2], &problems, 0x14_2026_1207);
+}
+
+/// [`every_isa_in_every_layout`] on pools of each of `threads`, with data drawn from `seed`.
+fn every_isa_in_every_layout_on(threads: &[usize], problems: &[Conv2dProblem], seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    for &threads in threads {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap();
-        every_isa_in_every_layout(&pool, &problems, &mut rng);
+        every_isa_in_every_layout(&pool, problems, &mut rng);
     }
 }
 
