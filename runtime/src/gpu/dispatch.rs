@@ -50,8 +50,9 @@
 //! bf16 and f16 take the warpgroup MMA: the persistent TMA kernels wherever the copy engine
 //! can describe the problem (`C` a multiple of 64, ...: [`unmet_requirement`]) unless the grid
 //! is so small that the multistage kernels split it ([`choose_tma`]); TF32 takes its TMA
-//! kernels (`C` a multiple of 32) the same way, and the warp MMA's, which split, for such
-//! small grids (it has no multistage warpgroup kernels). They
+//! kernels (`C` a multiple of 32; only in a fatbin built with the feature `tc-tf32-tma`) the
+//! same way, and the warp MMA's, which split, for such small grids (it has no multistage
+//! warpgroup kernels). They
 //! launch a 1-D grid, split over z when it is less than one wave ([`tensor_op_splits`]: a
 //! batch-1 layer of ResNet-50 has 4 to 16 blocks for 132 SMs, each walking a reduction of
 //! up to 72 stages at about half a microsecond a stage; [`TENSOR_OP_SPLITS_BY_DISPATCH`]
