@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use im2win::Conv2dProblem;
-use im2win::cpu::{Isa, conv2d_with_isa, reference_conv2d};
+use im2win::cpu::{
+    Isa, conv2d_prepared, conv2d_with_isa, prepare_filter_with_isa, reference_conv2d,
+};
 
 use crate::alloc::extra_bytes;
 use crate::buffers::random_values;
@@ -24,6 +26,9 @@ use crate::suite::{Layer, gflop};
 
 /// The method name of the CPU backend in the report.
 pub const METHOD: &str = "im2win-cpu";
+/// The method name of the CPU backend with the filter prepared once
+/// ([`im2win::cpu::prepare_filter`]), outside the timed calls.
+pub const PREPARED_METHOD: &str = "im2win-cpu-prepared";
 
 /// Runs the suite on `threads` threads; `checkpoint` gets the report after every layer.
 ///
@@ -88,11 +93,12 @@ pub fn run(
         let done = pool
             .install(|| bench_layer(layer, config, isa, seed))
             .with_context(|| format!("layer {}", layer.name))?;
-        if let Some(r) = done.results.first() {
+        for r in &done.results {
             eprintln!(
-                "{} ({:.3} GFLOP): {METHOD} {:.3} ms {:.1} GFLOP/s ({:.0}% of peak), rel_err {:.1e}{}",
+                "{} ({:.3} GFLOP): {} {:.3} ms {:.1} GFLOP/s ({:.0}% of peak), rel_err {:.1e}{}",
                 done.name,
                 done.gflop,
+                r.method,
                 r.median_ms,
                 r.tflops * 1e3,
                 r.tflops * 1e5 / peak,
@@ -113,21 +119,17 @@ pub fn run(
     Ok(report)
 }
 
-/// One layer: check, warm up, time, measure the extra memory.
+/// One layer: the methods selected (`im2win-cpu` unless `--methods` leaves out `im2win`,
+/// `im2win-cpu-prepared` with `im2win-prepared`), each checked, warmed up, timed and its
+/// extra memory measured, on the same operands.
 fn bench_layer(layer: &Layer, config: &BenchConfig, isa: Isa, seed: u64) -> Result<LayerReport> {
     let problem = layer.problem;
     let shape = problem.shape().context("invalid layer")?;
     let gflop = gflop(&problem)?;
     let input = random_values(shape.input_len, seed);
     let filter = random_values(shape.filter_len, seed ^ 0x5eed);
-    let mut output = vec![f32::NAN; shape.output_len];
-    let conv = |output: &mut [f32]| {
-        conv2d_with_isa(isa, &problem, &input, &filter, None, output).context(METHOD)
-    };
-
     // The check: image 0 against the float64 oracle (the whole batch would cost the
     // oracle minutes on the large layers).
-    conv(&mut output)?;
     let image = Conv2dProblem {
         input: [1, problem.input[1], problem.input[2], problem.input[3]],
         ..problem
@@ -139,15 +141,70 @@ fn bench_layer(layer: &Layer, config: &BenchConfig, isa: Isa, seed: u64) -> Resu
         None,
     )
     .context("running the float64 CPU oracle")?;
-    let rel_err = relative_error(&output[..reference.len()], &reference);
+    let mut output = vec![f32::NAN; shape.output_len];
+    let mut results = Vec::new();
+    if config.selection.im2win {
+        let conv = |output: &mut [f32]| {
+            conv2d_with_isa(isa, &problem, &input, &filter, None, output).context(METHOD)
+        };
+        let (mut result, foreign) = measure(layer, config, gflop, &reference, &mut output, conv)?;
+        result.detail = Some(format!("isa {isa}{foreign}"));
+        results.push(result);
+    }
+    if config.selection.im2win_prepared {
+        // Packed once, before (and outside) the timing and the memory count; what it holds
+        // is in the detail.
+        let prepared = prepare_filter_with_isa(isa, &problem, &filter).context(PREPARED_METHOD)?;
+        let conv = |output: &mut [f32]| {
+            conv2d_prepared(&problem, &input, &prepared, None, None, output)
+                .context(PREPARED_METHOD)
+        };
+        let (mut result, foreign) = measure(layer, config, gflop, &reference, &mut output, conv)?;
+        result.method = PREPARED_METHOD.into();
+        result.detail = Some(format!(
+            "isa {isa}, prepared filter {} bytes held outside the call{foreign}",
+            prepared.bytes()
+        ));
+        results.push(result);
+    }
+    if results.is_empty() {
+        return Err(BenchError::new(
+            "--device cpu runs im2win (im2win-cpu) and im2win-prepared (im2win-cpu-prepared): --methods names neither",
+        ));
+    }
+    Ok(LayerReport {
+        name: layer.name.clone(),
+        gflop,
+        results,
+        count: Some(layer.count),
+        problem: Some(problem),
+        rotation_sets: None,
+        reference: Some("cpu-f64, image 0".into()),
+        skipped: Vec::new(),
+    })
+}
 
+/// One method on one layer: a checked run (image 0 against `reference`), the warm-up, the
+/// extra memory of one call, then the timing (retried while the machine was busy). Returns
+/// the result (named [`METHOD`]) and, for its detail, how much other processes used.
+fn measure(
+    layer: &Layer,
+    config: &BenchConfig,
+    gflop: f64,
+    reference: &[f64],
+    output: &mut [f32],
+    conv: impl Fn(&mut [f32]) -> Result<()>,
+) -> Result<(MethodResult, String)> {
+    conv(output)?;
+    let rel_err = relative_error(&output[..reference.len()], reference);
+    output.fill(f32::NAN);
     for _ in 0..config.timing.warmup {
-        conv(&mut output)?;
+        conv(output)?;
     }
     // The backend keeps its working buffers between calls (`workspace_bytes`): freed
     // first, so that this call allocates, and the counting allocator sees, all it uses.
     im2win::cpu::release_workspace();
-    let (result, extra) = extra_bytes(|| conv(&mut output));
+    let (result, extra) = extra_bytes(|| conv(output));
     result?;
     // The machine may be shared: time again (a few times at most) while other processes
     // used more than a tenth of a core, or while the run was bimodal (its median more than
@@ -160,7 +217,7 @@ fn bench_layer(layer: &Layer, config: &BenchConfig, isa: Isa, seed: u64) -> Resu
         let mut samples = Vec::with_capacity(config.timing.reps);
         for _ in 0..config.timing.reps {
             let start = Instant::now();
-            conv(&mut output)?;
+            conv(output)?;
             samples.push(start.elapsed().as_secs_f64() * 1e3);
         }
         let foreign = before.foreign_cores();
@@ -189,21 +246,11 @@ fn bench_layer(layer: &Layer, config: &BenchConfig, isa: Isa, seed: u64) -> Resu
         }
     }
     let (times, foreign) = best.ok_or_else(|| BenchError::new("no timing attempt"))?;
-    let mut result = MethodResult::new(METHOD.into(), gflop, times, extra, rel_err);
-    result.detail = Some(match foreign {
-        Some(f) => format!("isa {isa}, other processes {f:.2} cores"),
-        None => format!("isa {isa}"),
-    });
-    Ok(LayerReport {
-        name: layer.name.clone(),
-        gflop,
-        results: vec![result],
-        count: Some(layer.count),
-        problem: Some(problem),
-        rotation_sets: None,
-        reference: Some("cpu-f64, image 0".into()),
-        skipped: Vec::new(),
-    })
+    let foreign = foreign.map_or(String::new(), |f| format!(", other processes {f:.2} cores"));
+    Ok((
+        MethodResult::new(METHOD.into(), gflop, times, extra, rel_err),
+        foreign,
+    ))
 }
 
 /// Timing runs while other processes used less than this many cores count as quiet.

@@ -76,6 +76,7 @@
 
 #![deny(missing_docs)]
 
+mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod op;
@@ -103,8 +104,10 @@ pub struct Conv2d {
     alpha: f32,
     beta: f32,
     precision: Precision,
-    /// Whether the GPU path prepares the filter once (see [`Conv2d::with_prepared_filter`]).
+    /// Whether the filter is prepared once (see [`Conv2d::with_prepared_filter`]).
     prepare: bool,
+    /// The CPU backend's prepared filters, shared by the layer's clones.
+    prepared_cpu: std::sync::Arc<cpu::PreparedFilters>,
     /// The filters prepared so far, shared by the layer's clones (`cuda` feature).
     #[cfg(feature = "cuda")]
     prepared: std::sync::Arc<cuda::PreparedFilters>,
@@ -127,19 +130,25 @@ impl Conv2d {
             beta: 1.0,
             precision: Precision::Strict,
             prepare: true,
+            prepared_cpu: Default::default(),
             #[cfg(feature = "cuda")]
             prepared: Default::default(),
         }
     }
 
-    /// Whether a forward on a CUDA tensor puts the filter, once, into the form im2win's
-    /// kernel reads and keeps it (`Engine::prepare_filter`), so that later forwards launch
-    /// no filter transform (ResNet-50's filters are 98 MB of float32: moving them each
-    /// forward costs more than the batch-1 convolutions themselves). It costs the prepared
-    /// copy's memory, once per device, element type and kernel family that runs the layer.
-    /// A weight that is a candle `Var` (training) is never prepared: it may change between
-    /// forwards. On by default (checked on the GPU by `prepared_filters_and_variables` in
-    /// `candle/tests/gpu.rs`); off, every forward transforms the filter again.
+    /// Whether a forward puts the filter, once, into the form im2win reads and keeps it,
+    /// so that later forwards do not transform it again. On a CUDA tensor that is the form
+    /// the GPU kernel reads (`Engine::prepare_filter`: no filter transform launched; ResNet-50's
+    /// filters are 98 MB of float32, and moving them each forward costs more than the
+    /// batch-1 convolutions themselves); on a CPU tensor the filter packed for the CPU
+    /// backend's micro-kernel (`im2win::cpu::prepare_filter`: the per-call packing reads the
+    /// whole filter from memory, a third of a 512-channel 7 × 7 layer's time), in float32
+    /// whatever the tensor's type. It costs the prepared copy's memory, once per device,
+    /// element type and form that runs the layer. A weight that is a candle `Var`
+    /// (training) is never prepared: it may change between forwards. On by default
+    /// (checked by `prepared_filters_and_variables` in `candle/tests/gpu.rs` and
+    /// `prepared_cpu_filters` in `candle/tests/cpu.rs`); off, every forward transforms the
+    /// filter again.
     pub fn with_prepared_filter(mut self, prepare: bool) -> Self {
         self.prepare = prepare;
         self
@@ -213,6 +222,7 @@ impl Conv2d {
             weight: folded.weight().clone(),
             bias: folded.bias().cloned(),
             // New weights: nothing prepared yet.
+            prepared_cpu: Default::default(),
             #[cfg(feature = "cuda")]
             prepared: Default::default(),
             ..self.clone()

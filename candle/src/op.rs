@@ -67,6 +67,8 @@ fn element_type(dtype: DType) -> Result<im2win::DType> {
 pub(crate) struct ConvOp {
     pub(crate) problem: Conv2dProblem,
     pub(crate) bias: Option<Tensor>,
+    /// Where the CPU path keeps the layer's prepared filters, when it prepares them.
+    pub(crate) prepared_cpu: Option<std::sync::Arc<crate::cpu::PreparedFilters>>,
     /// Where the GPU path keeps the layer's prepared filters, when it prepares them.
     #[cfg(feature = "cuda")]
     pub(crate) prepared: Option<std::sync::Arc<crate::cuda::PreparedFilters>>,
@@ -153,6 +155,8 @@ impl ConvOp {
         Ok(ConvOp {
             problem,
             bias: layer.bias.clone(),
+            prepared_cpu: (layer.prepare && !layer.weight.is_variable())
+                .then(|| layer.prepared_cpu.clone()),
             #[cfg(feature = "cuda")]
             prepared: (layer.prepare && !layer.weight.is_variable())
                 .then(|| layer.prepared.clone()),
@@ -207,8 +211,16 @@ impl ConvOp {
             ))
         })?;
         out.resize(shape.output_len, T::from_f64(0.0));
-        im2win::cpu::conv2d_with_residual(&self.problem, x, w, bias, residual, &mut out)
-            .map_err(im2win_error)?;
+        match &self.prepared_cpu {
+            Some(prepared) => {
+                let filter = prepared.get(&self.problem, w)?;
+                im2win::cpu::conv2d_prepared(&self.problem, x, &filter, bias, residual, &mut out)
+            }
+            None => {
+                im2win::cpu::conv2d_with_residual(&self.problem, x, w, bias, residual, &mut out)
+            }
+        }
+        .map_err(im2win_error)?;
         Ok(T::to_cpu_storage_owned(out))
     }
 }

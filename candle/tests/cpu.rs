@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use common::{Case, oracle, random, relative_error, rng, tolerance, values};
+use common::{Case, oracle, random, relative_error, rng, tolerance, values, var_weight_error};
 use im2win::Epilogue;
 use im2win_candle::{Activation, Conv2d, Conv2dConfig, Precision, conv2d, conv2d_no_bias};
 
@@ -432,6 +432,60 @@ fn grouped_and_depthwise_layers() -> Result<()> {
     let err = layer.forward(&x).unwrap_err().to_string();
     assert!(err.contains("groups = 3"), "{err}");
     println!("im2win-candle-summary: grouped and depthwise layers: worst {worst:e} from candle_nn");
+    Ok(())
+}
+
+/// Prepared CPU filters: a layer's forwards with its filter packed once (the default) equal,
+/// bit for bit, those of the layer packing it every call, on repeated calls, other batch
+/// sizes, grouped layers, BF16 and TF32; a `Var` weight is never prepared, so a forward
+/// after `Var::set` computes with the new values.
+#[test]
+fn prepared_cpu_filters() -> Result<()> {
+    let device = Device::Cpu;
+    let mut rng = rng(41);
+    let mut runs = 0;
+    for round in 0..16 {
+        let mut case = Case::random(&mut rng, 16, 40);
+        if round % 4 == 3 {
+            // Grouped: the channels rounded to multiples of 2 groups.
+            let [k, c, ..] = &mut case.filter;
+            (*c, *k) = (2 * c.div_ceil(2), 2 * k.div_ceil(2));
+            case.input[1] = *c;
+            case.filter[1] /= 2;
+            case.config.groups = 2;
+        }
+        for (dtype, precision) in [
+            (DType::F32, Precision::Strict),
+            (DType::F32, Precision::Tf32),
+            (DType::BF16, Precision::Strict),
+        ] {
+            let reference = case.candle_layer(&mut rng, dtype, &device)?;
+            let prepared = Conv2d::from(reference).with_precision(precision);
+            let plain = prepared.clone().with_prepared_filter(false);
+            let mut bigger = case.input;
+            bigger[0] += 1;
+            for input in [case.input, case.input, bigger] {
+                let x = random(&mut rng, &input, dtype, &device)?;
+                let (a, b) = (
+                    values(&prepared.forward(&x)?)?,
+                    values(&plain.forward(&x)?)?,
+                );
+                assert!(
+                    a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "round {round} {dtype:?} {precision:?} {case:?} {input:?}: prepared differs"
+                );
+                runs += 1;
+            }
+        }
+    }
+    let err = var_weight_error(&mut rng, &device, candle_forward)?;
+    assert!(
+        err < 1e-5,
+        "a variable weight's new values were not used: {err:e}"
+    );
+    println!(
+        "im2win-candle-summary: prepared CPU filters: {runs} forwards bit-identical to unprepared ones; a Var weight updated: {err:e} from candle_nn"
+    );
     Ok(())
 }
 

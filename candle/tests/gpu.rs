@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::cuda_backend::cudarc::driver::sys;
 use candle_core::{DType, Device, Module, Result, Tensor};
-use common::{Case, random, relative_error, rng, tolerance, values};
+use common::{Case, random, relative_error, rng, tolerance, values, var_weight_error};
 
 /// The oracle of `layer` on `x`, with the layer's activation and a residual added with
 /// factor 1 when given.
@@ -162,27 +162,7 @@ fn prepared_filters_and_variables() -> Result<()> {
         }
     }
     // A variable weight: the second forward sees the values set in between.
-    let case = Case::random(&mut rng, 12, 16);
-    let reference = case.candle_layer(&mut rng, DType::F32, &device)?;
-    let var = candle_core::Var::from_tensor(reference.weight())?;
-    let layer = Conv2d::new(
-        var.as_tensor().clone(),
-        reference.bias().cloned(),
-        case.config,
-    )
-    .with_prepared_filter(true);
-    let x = random(&mut rng, &case.input, DType::F32, &device)?;
-    layer.forward(&x)?;
-    var.set(&random(&mut rng, &case.filter, DType::F32, &device)?)?;
-    let updated = candle_nn::Conv2d::new(
-        var.as_tensor().clone(),
-        reference.bias().cloned(),
-        case.config,
-    );
-    let err = relative_error(
-        &values(&layer.forward(&x)?)?,
-        &values(&updated.forward(&x)?)?,
-    );
+    let err = var_weight_error(&mut rng, &device, |layer, x| layer.forward(x))?;
     assert!(
         err < 1e-5,
         "a variable weight's new values were not used: {err:e}"

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Limits, random_problem, test_seed};
+use common::{Limits, random_elements, random_problem, test_seed};
 use im2win_runtime::cpu::{conv2d, conv2d_with_residual, reference_conv2d, relative_error};
 use im2win_runtime::half::{bf16, f16};
 use im2win_runtime::{
@@ -17,20 +17,6 @@ use rand::{Rng, SeedableRng};
 
 /// Random problems per element type and precision.
 const CASES: u64 = 300;
-
-/// `len` values uniform in `[-1, 1]`, rounded to `T`, none of them zero (after rounding).
-fn random_elements<T: Element>(rng: &mut impl Rng, len: usize) -> Vec<T> {
-    (0..len)
-        .map(|_| {
-            loop {
-                let v = T::from_f32(rng.random_range(-1.0..=1.0));
-                if v.to_f32() != 0.0 {
-                    break v;
-                }
-            }
-        })
-        .collect()
-}
 
 /// A random problem of [`Limits::SMALL`] with random layouts, element type `T` at
 /// `precision`, and an epilogue drawn from `case`.

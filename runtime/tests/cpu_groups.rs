@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{random_grouped_problem, test_seed};
+use common::{random_elements, random_grouped_problem, test_seed};
 use im2win_runtime::cpu::{conv2d_with_residual, reference_conv2d, reference_conv2d_with_residual};
 use im2win_runtime::half::{bf16, f16};
 use im2win_runtime::{
@@ -15,20 +15,6 @@ use im2win_runtime::{
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-/// `len` values uniform in `[-1, 1]`, rounded to `T`, none of them zero.
-fn random_elements<T: Element>(rng: &mut impl Rng, len: usize) -> Vec<T> {
-    (0..len)
-        .map(|_| {
-            loop {
-                let v = T::from_f32(rng.random_range(-1.0..=1.0));
-                if v.to_f32() != 0.0 {
-                    break v;
-                }
-            }
-        })
-        .collect()
-}
 
 fn random_epilogue(rng: &mut StdRng) -> Epilogue {
     if rng.random_ratio(1, 5) {

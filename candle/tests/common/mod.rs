@@ -194,3 +194,29 @@ pub fn oracle(
         _ => typed::<im2win::half::f16>(&problem, layer, x, residual),
     }
 }
+
+/// A layer whose weight is a candle `Var` (preparation on, as by default): one forward,
+/// `Var::set` to new random values, a second forward. Returns the second forward's relative
+/// error from candle_nn's layer with the new weight (`candle_forward`), which is small only
+/// if the layer did not keep a filter prepared from the old values.
+pub fn var_weight_error(
+    rng: &mut StdRng,
+    device: &Device,
+    candle_forward: impl Fn(&candle_nn::Conv2d, &Tensor) -> Result<Tensor>,
+) -> Result<f64> {
+    use candle_core::Module;
+    let case = Case::random(rng, 12, 16);
+    let reference = case.candle_layer(rng, DType::F32, device)?;
+    let var = candle_core::Var::from_tensor(reference.weight())?;
+    let bias = reference.bias().cloned();
+    let layer =
+        Conv2d::new(var.as_tensor().clone(), bias.clone(), case.config).with_prepared_filter(true);
+    let x = random(rng, &case.input, DType::F32, device)?;
+    layer.forward(&x)?;
+    var.set(&random(rng, &case.filter, DType::F32, device)?)?;
+    let updated = candle_nn::Conv2d::new(var.as_tensor().clone(), bias, case.config);
+    Ok(relative_error(
+        &values(&layer.forward(&x)?)?,
+        &values(&candle_forward(&updated, &x)?)?,
+    ))
+}

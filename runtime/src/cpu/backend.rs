@@ -36,6 +36,7 @@ use super::isa::Isa;
 use super::microkernel::{MAX_TILE, MicroKernel, Operands};
 use super::pack::{pack_filter, pack_panel};
 use super::pixels;
+use super::prepared::FilterForm;
 use super::strip::{StripGeometry, StripKind};
 use super::transpose::Transpose8;
 use super::{check_len, check_operands, check_residual, workspace, zeros};
@@ -168,45 +169,128 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
     output: &mut [T],
 ) -> Result<()> {
     let shape = check_buffers(problem, input, filter, bias, residual, output)?;
-    let (kernel, strip_kind) =
-        kernel_and_strip(isa, problem).ok_or_else(|| Error::IsaUnavailable {
-            isa: isa.name().to_string(),
-        })?;
-    let plan = (kernel, strip_kind, pixels::applies(isa, problem, &shape));
-    let tf32 = rounds_to_tf32(problem);
-    // Strict float32: the buffers as they are.
-    if !tf32
-        && let (Some(x), Some(f)) = (T::as_f32(input), T::as_f32(filter))
-        && let Some(y) = T::as_f32_mut(output)
-    {
-        let bias = bias.and_then(T::as_f32);
-        let residual = residual.and_then(T::as_f32);
-        return run_f32(plan, problem, &shape, x, f, bias, residual, y);
+    let plan = Plan::new(isa, problem, &shape)?;
+    run(
+        plan,
+        problem,
+        &shape,
+        input,
+        Filter::Given(filter),
+        bias,
+        residual,
+        output,
+    )
+}
+
+/// How the backend computes a problem on one ISA: the micro-kernel, where it reads the
+/// windows ([`kernel_and_strip`]), and the pixel tiling when the problem is vectorised over
+/// output pixels instead ([`pixels::applies`]).
+#[derive(Clone, Copy)]
+pub(super) struct Plan {
+    kernel: MicroKernel,
+    strip_kind: StripKind,
+    by_pixels: Option<pixels::Tiling>,
+}
+
+impl Plan {
+    /// The plan for `problem` (of `shape`) with the micro-kernels of `isa`.
+    ///
+    /// # Errors
+    /// [`Error::IsaUnavailable`] when this CPU cannot run `isa`.
+    pub(super) fn new(isa: Isa, problem: &Conv2dProblem, shape: &ProblemShape) -> Result<Plan> {
+        let (kernel, strip_kind) =
+            kernel_and_strip(isa, problem).ok_or_else(|| Error::IsaUnavailable {
+                isa: isa.name().to_string(),
+            })?;
+        Ok(Plan {
+            kernel,
+            strip_kind,
+            by_pixels: pixels::applies(isa, problem, shape),
+        })
     }
-    // Otherwise in float32 on the values the problem multiplies (widened from bf16 or f16,
-    // or rounded to TF32), each output rounded to the output type as it is written back.
+
+    /// The form of the filter this plan reads for `problem`: the values themselves for a
+    /// grouped problem (the direct loop), else packed in blocks of the pixel tiling's or
+    /// the micro-kernel's channels.
+    pub(super) fn filter_form(&self, problem: &Conv2dProblem) -> FilterForm {
+        if problem.groups > 1 {
+            FilterForm::Values
+        } else if let Some(tiling) = self.by_pixels {
+            FilterForm::Packed { block: tiling.kb }
+        } else {
+            FilterForm::Packed {
+                block: self.kernel.mr,
+            }
+        }
+    }
+}
+
+/// The filter of one call, as the caller gave it or prepared
+/// ([`super::PreparedFilter`]).
+#[derive(Clone, Copy)]
+pub(super) enum Filter<'a, T> {
+    /// The filter tensor, in the problem's element type and filter layout.
+    Given(&'a [T]),
+    /// Float32 values in the form the call's plan reads (checked by the caller).
+    Prepared(FilterIn<'a>),
+}
+
+/// The float32 filter the computation reads.
+#[derive(Clone, Copy)]
+pub(super) enum FilterIn<'a> {
+    /// The values in the problem's filter layout (`K×C×R×S` or `K×R×S×C`): packed per call
+    /// where the plan packs.
+    Values(&'a [f32]),
+    /// Already packed in blocks of `block` output channels ([`pack_filter`]).
+    Packed {
+        /// Output channels per block.
+        block: usize,
+        /// The packed filter.
+        data: &'a [f32],
+    },
+}
+
+/// Runs `plan` on checked buffers of the element type `T`. Float32 at strict precision is
+/// computed on the buffers themselves; other problems in float32 on the values they
+/// multiply (widened from bf16 or f16, or rounded to TF32), each output rounded to the
+/// output type as it is written back.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run<T: Element>(
+    plan: Plan,
+    problem: &Conv2dProblem,
+    shape: &ProblemShape,
+    input: &[T],
+    filter: Filter<'_, T>,
+    bias: Option<&[T]>,
+    residual: Option<&[T]>,
+    output: &mut [T],
+) -> Result<()> {
+    let tf32 = rounds_to_tf32(problem);
+    // Borrowed (no copy) for float32 at strict precision.
     let x = f32_values("float32 input", input, tf32)?;
-    let f = f32_values("float32 filter", filter, tf32)?;
+    let given;
+    let filter = match filter {
+        Filter::Given(f) => {
+            given = f32_values("float32 filter", f, tf32)?;
+            FilterIn::Values(&given)
+        }
+        Filter::Prepared(prepared) => prepared,
+    };
     let bias = bias
         .map(|b| f32_values("float32 bias", b, false))
         .transpose()?;
     let residual = residual
         .map(|r| f32_values("float32 residual", r, false))
         .transpose()?;
-    let mut y = zeros::<f32>("float32 output", shape.output_len)?;
     let values = problem
         .with_dtype(DType::F32)
         .with_precision(Precision::Strict);
-    run_f32(
-        plan,
-        &values,
-        &shape,
-        &x,
-        &f,
-        bias.as_deref(),
-        residual.as_deref(),
-        &mut y,
-    )?;
+    let (bias, residual) = (bias.as_deref(), residual.as_deref());
+    if let Some(y) = T::as_f32_mut(output) {
+        return run_f32(plan, &values, shape, &x, filter, bias, residual, y);
+    }
+    let mut y = zeros::<f32>("float32 output", shape.output_len)?;
+    run_f32(plan, &values, shape, &x, filter, bias, residual, &mut y)?;
     for (out, &value) in output.iter_mut().zip(&y) {
         *out = T::from_f32(value);
     }
@@ -242,29 +326,47 @@ fn kernel_and_strip(isa: Isa, problem: &Conv2dProblem) -> Option<(MicroKernel, S
     ))
 }
 
-/// The backend on float32 buffers already checked against `problem` (of `shape`), with
-/// the micro-kernel `kernel`, reading the windows where `strip_kind` says
-/// ([`kernel_and_strip`]); or vectorised over output pixels (`by_pixels`,
-/// [`pixels::applies`]).
+/// The backend on float32 buffers already checked against `problem` (of `shape`), by
+/// `plan`: the micro-kernel reading the windows where its strip kind says
+/// ([`kernel_and_strip`]), or vectorised over output pixels ([`pixels::applies`]), or the
+/// grouped direct loop. `filter` is in the form the plan reads, or the values (packed here).
+///
+/// # Errors
+/// [`Error::OutOfMemory`] as [`conv2d`], and [`Error::PreparedFilterMismatch`] when a packed
+/// filter is not in the form the plan reads (the prepared-filter calls check this first).
 #[allow(clippy::too_many_arguments)]
 fn run_f32(
-    (kernel, strip_kind, by_pixels): (MicroKernel, StripKind, Option<pixels::Tiling>),
+    plan: Plan,
     problem: &Conv2dProblem,
     shape: &ProblemShape,
     input: &[f32],
-    filter: &[f32],
+    filter: FilterIn<'_>,
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     output: &mut [f32],
 ) -> Result<()> {
-    if problem.groups > 1 {
-        return super::grouped::run_f32(problem, shape, input, filter, bias, residual, output);
+    let form = plan.filter_form(problem);
+    let mismatch = |given: FilterForm| Error::PreparedFilterMismatch {
+        prepared: format!("{given:?} of {:?}", problem.filter),
+        needed: format!("{form:?} of {:?}", problem.filter),
+    };
+    match filter {
+        FilterIn::Packed { block, .. } if form != (FilterForm::Packed { block }) => {
+            return Err(mismatch(FilterForm::Packed { block }));
+        }
+        FilterIn::Values(filter) if problem.groups > 1 => {
+            return super::grouped::run_f32(problem, shape, input, filter, bias, residual, output);
+        }
+        _ => {}
     }
-    if let Some(tiling) = by_pixels {
+    if let Some(tiling) = plan.by_pixels {
         return pixels::run_f32(
             tiling, problem, shape, input, filter, bias, residual, output,
         );
     }
+    let Plan {
+        kernel, strip_kind, ..
+    } = plan;
     let shape = *shape;
     let [n, c, h, w] = problem.input;
     let k = problem.filter[0];
@@ -274,12 +376,21 @@ fn run_f32(
     let geometry = StripGeometry::new(problem, &shape, p.div_ceil(split.bands), strip_kind);
     // Each filter block is read by every job of its channel group; when that is one job
     // (one band, one strip), it packs its panels itself, into L1, and the packed filter
-    // is never written to memory. Otherwise the filter is packed once, up front.
-    let single_use = split.bands == 1 && n == 1 && geometry.max_rows >= p;
-    let packed = if single_use {
+    // is never written to memory. Otherwise the filter is packed once, up front; a
+    // prepared filter is packed already.
+    let (values, prepared) = match filter {
+        FilterIn::Values(values) => (values, None),
+        FilterIn::Packed { data, .. } => (&[][..], Some(data)),
+    };
+    let single_use = prepared.is_none() && split.bands == 1 && n == 1 && geometry.max_rows >= p;
+    let packed = if single_use || prepared.is_some() {
         Vec::new()
     } else {
-        pack_filter(problem, filter, kernel.mr)?
+        pack_filter(problem, values, kernel.mr)?
+    };
+    let packed_filter = match prepared {
+        Some(data) => Some(data),
+        None => (!single_use).then_some(&packed[..]),
     };
     let pass_len = pass_len(shape.reduction, kernel.mr);
     let (offsets, reach) = geometry.offsets()?;
@@ -308,9 +419,9 @@ fn run_f32(
         kernel,
         transpose: Transpose8::detect(),
         geometry: &geometry,
-        packed: (!single_use).then_some(&packed[..]),
+        packed: packed_filter,
         problem,
-        filter,
+        filter: values,
         pass_len,
         offsets: &offsets,
         reach,

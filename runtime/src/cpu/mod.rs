@@ -37,6 +37,7 @@ mod microkernel;
 mod oracle;
 mod pack;
 mod pixels;
+mod prepared;
 mod strip;
 mod transpose;
 mod workspace;
@@ -45,6 +46,9 @@ pub use backend::{conv2d, conv2d_with_isa, conv2d_with_isa_and_residual, conv2d_
 pub use im2win::{im2win_filter, im2win_input};
 pub use isa::{ISA_ENV, Isa};
 pub use oracle::{reference_conv2d, reference_conv2d_with_residual, relative_error};
+pub use prepared::{
+    FilterForm, PreparedFilter, conv2d_prepared, prepare_filter, prepare_filter_with_isa,
+};
 pub use workspace::{release_workspace, workspace_bytes};
 
 use crate::element::{Element, check_dtype};

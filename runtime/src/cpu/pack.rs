@@ -25,16 +25,28 @@ use crate::problem::Conv2dProblem;
 /// [`crate::Error::OutOfMemory`] when the packed filter cannot be allocated.
 pub(super) fn pack_filter(problem: &Conv2dProblem, filter: &[f32], mr: usize) -> Result<Vec<f32>> {
     let [k, c, r, s] = problem.filter;
-    let crs = c * r * s;
-    let len = k.div_ceil(mr) * crs * mr;
+    let len = k.div_ceil(mr) * c * r * s * mr;
     let mut packed = super::workspace::take("packed filter", len)?;
+    pack_filter_into(problem, filter, mr, &mut packed);
+    Ok(packed)
+}
+
+/// [`pack_filter`] into `packed` (`⌈K/mr⌉ · C·R·S · mr` floats), e.g. a prepared filter's
+/// own buffer.
+pub(super) fn pack_filter_into(
+    problem: &Conv2dProblem,
+    filter: &[f32],
+    mr: usize,
+    packed: &mut [f32],
+) {
+    let [_, c, r, s] = problem.filter;
+    let crs = c * r * s;
     if crs > 0 {
         packed
             .par_chunks_mut(crs * mr)
             .enumerate()
             .for_each(|(block, dst)| pack_panel(problem, filter, block * mr, 0, mr, dst));
     }
-    Ok(packed)
 }
 
 /// One panel of the packed filter: reduction indices `kk0 ..` (as many as `panel` has

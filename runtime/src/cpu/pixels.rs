@@ -30,7 +30,9 @@
 
 use std::sync::Mutex;
 
-use super::backend::{Pass, Split, Store, for_each_nchw_job, oom, store_plain, thread_slot};
+use super::backend::{
+    FilterIn, Pass, Split, Store, for_each_nchw_job, oom, store_plain, thread_slot,
+};
 use super::isa::Isa;
 use super::pack::pack_filter;
 use super::{workspace, zeros};
@@ -43,7 +45,8 @@ use crate::problem::{Conv2dProblem, ProblemShape};
 /// each input vector its `kb` channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Tiling {
-    kb: usize,
+    /// Output channels per tile (and per block of the packed filter).
+    pub(super) kb: usize,
     pixels: usize,
 }
 
@@ -556,7 +559,8 @@ mod x86 {
 
 /// The convolution on float32 buffers already checked against `problem` (of `shape`),
 /// for a problem that [`applies`] with `tiling`: `output = act(alpha·conv + bias +
-/// beta·residual)`.
+/// beta·residual)`. `filter` is the values (packed here) or packed in blocks of
+/// `tiling.kb` already (a prepared filter).
 ///
 /// # Errors
 /// [`crate::Error::OutOfMemory`] when a working buffer cannot be allocated (before any
@@ -569,7 +573,7 @@ pub(super) fn run_f32(
     problem: &Conv2dProblem,
     shape: &ProblemShape,
     input: &[f32],
-    filter: &[f32],
+    filter: FilterIn<'_>,
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     output: &mut [f32],
@@ -586,7 +590,11 @@ pub(super) fn run_f32(
     let split = Split::new(n, k, p, q, tiling.kb, threads);
     let strip = StripShape::new(problem, shape, tiling);
     let (offsets, reach) = strip.offsets(problem.filter_layout)?;
-    let packed = pack_filter(problem, filter, tiling.kb)?;
+    // A prepared filter is packed already (in blocks of `kb`: the caller checked).
+    let (packed, prepared) = match filter {
+        FilterIn::Values(values) => (pack_filter(problem, values, tiling.kb)?, None),
+        FilterIn::Packed { data, .. } => (Vec::new(), Some(data)),
+    };
     let no_bias = if bias.is_none() {
         zeros::<f32>("bias", k)?
     } else {
@@ -604,7 +612,7 @@ pub(super) fn run_f32(
         strip,
         offsets: &offsets,
         reach,
-        packed: &packed,
+        packed: prepared.unwrap_or(&packed),
         bias: bias.unwrap_or(&no_bias),
         residual,
         store: Store::new(&problem.epilogue),

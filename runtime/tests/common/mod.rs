@@ -7,7 +7,7 @@
 // Each test crate that includes this module uses only part of it.
 #![allow(dead_code)]
 
-use im2win_runtime::{Conv2dProblem, Padding};
+use im2win_runtime::{Conv2dProblem, Element, Padding};
 use rand::Rng;
 
 /// Bounds for [`random_problem`]. Every bound is inclusive and at least 1 (0 for padding).
@@ -99,6 +99,21 @@ pub fn random_data(rng: &mut impl Rng, len: usize) -> Vec<f32> {
             loop {
                 let v: f32 = rng.random_range(-1.0..=1.0);
                 if v != 0.0 {
+                    break v;
+                }
+            }
+        })
+        .collect()
+}
+
+/// `len` values uniform in `[-1, 1]`, rounded to `T`, none of them zero (after rounding):
+/// [`random_data`] for any element type.
+pub fn random_elements<T: Element>(rng: &mut impl Rng, len: usize) -> Vec<T> {
+    (0..len)
+        .map(|_| {
+            loop {
+                let v = T::from_f32(rng.random_range(-1.0..=1.0));
+                if v.to_f32() != 0.0 {
                     break v;
                 }
             }
