@@ -79,6 +79,7 @@ impl Activation {
     }
 
     /// The activation in float32, as the CPU backend computes it.
+    #[inline]
     pub fn apply_f32(self, x: f32) -> f32 {
         match self {
             Activation::Identity => x,
@@ -194,6 +195,7 @@ impl Epilogue {
 
     /// The same in float32, in the kernels' order: `alpha · sum + bias`, then
     /// `+ beta · residual`, then the activation.
+    #[inline]
     pub fn apply_f32(&self, sum: f32, bias: f32, residual: f32) -> f32 {
         let mut v = self.alpha.mul_add(sum, bias);
         if self.residual {

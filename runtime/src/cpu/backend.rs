@@ -187,6 +187,8 @@ pub fn conv2d_with_isa_and_residual<T: Element>(
 /// output pixels instead ([`pixels::applies`]).
 #[derive(Clone, Copy)]
 pub(super) struct Plan {
+    /// The instruction-set level every loop is compiled for.
+    isa: Isa,
     kernel: MicroKernel,
     strip_kind: StripKind,
     by_pixels: Option<pixels::Tiling>,
@@ -203,6 +205,7 @@ impl Plan {
                 isa: isa.name().to_string(),
             })?;
         Ok(Plan {
+            isa,
             kernel,
             strip_kind,
             by_pixels: pixels::applies(isa, problem, shape),
@@ -355,7 +358,9 @@ fn run_f32(
             return Err(mismatch(FilterForm::Packed { block }));
         }
         FilterIn::Values(filter) if problem.groups > 1 => {
-            return super::grouped::run_f32(problem, shape, input, filter, bias, residual, output);
+            return super::grouped::run_f32(
+                plan.isa, problem, shape, input, filter, bias, residual, output,
+            );
         }
         _ => {}
     }
