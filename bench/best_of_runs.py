@@ -18,7 +18,8 @@ than once and keeping each method's lowest median per layer treats both methods 
 The inputs must be reports of the same suite, batch, layout and thread count. The output is
 the first input with each layer's results replaced: per method, the result with the lowest
 median over the inputs, its `detail` extended by every run's median ("best of N runs:
-medians a, b ms"); the network total is recomputed per method (Σ count × median);
+medians a, b ms"); the network total is recomputed per method (Σ count × median), except
+in a network report, whose only layer is its measured total (kept best of runs like a layer);
 `peak_gflops` (and its per-width detail) is the highest run's, the peak being a best-of
 measurement itself; `software` records the number of runs.
 """
@@ -50,9 +51,12 @@ def main(argv=None):
             if r.get(key) != first.get(key):
                 sys.exit(f"{path}: {key} {r.get(key)!r} differs from {first.get(key)!r}")
 
+    # A network report (candle's `networks`, bench/torch_networks.py) has one layer, its
+    # measured `total`: kept best of runs like a layer. A suite's total is recomputed below.
+    network = all(layer["name"] == "total" for layer in first["layers"])
     methods = set()
     for layer in first["layers"]:
-        if layer["name"] == "total":
+        if layer["name"] == "total" and not network:
             continue
         runs = []
         for path, r in zip(args.reports, reports):
@@ -78,7 +82,7 @@ def main(argv=None):
             merged.append(res)
         layer["results"] = merged
 
-    for m in sorted(methods):
+    for m in sorted(methods if not network else ()):
         merge_total(first, m)
     # The FMA peak is a best-of measurement too: the highest run's (a slow phase of the
     # host halved one run's peak).
