@@ -9,7 +9,10 @@
 //!
 //! Each method's forward is timed as a user would: the wall clock of `reps` forwards followed
 //! by one device synchronisation, the median (min, max) per forward over the rounds, after two
-//! warm-up forwards; the same for every method. Every method's output is checked against the
+//! warm-up forwards; the same for every method. The methods' rounds are interleaved (round i
+//! of every method before round i + 1 of any): timed one after another, the method timed
+//! first in a process measured slower (MobileNetV2 on the CPU: 32-38 ms first, 23-27 ms
+//! second, either method). Every method's output is checked against the
 //! `candle` method's (relative error in the 2-norm), or against `--ref` (the `candle` output
 //! another run saved with `--save-ref`). `bench/torch_networks.py` builds the same networks
 //! (the same generator, hence the same weights and input) in PyTorch; `bench/merge_networks.py`
@@ -172,14 +175,27 @@ fn rms(a: &Tensor) -> Result<f64> {
     Ok((a.sqr()?.mean_all()?.to_scalar::<f32>()? as f64).sqrt())
 }
 
-/// Builds the network for `method` and times its forward on `x`.
-fn run_method(
+/// A method ready to be timed: its network built and warmed up (or its forward captured),
+/// the forwards per round and the rounds it gets, and the rounds timed so far.
+struct Ready {
+    label: String,
+    method: Method,
+    model: Model,
+    graph: Option<Captured>,
+    output: Tensor,
+    reps: usize,
+    rounds: usize,
+    times: Vec<f64>,
+}
+
+/// Builds the network for `method`, warms it up on `x` and sizes its rounds.
+fn ready_method(
     args: &Args,
     builder: &mut Builder,
     label: &str,
     method: Method,
     x: &Tensor,
-) -> Result<Timed> {
+) -> Result<Ready> {
     let device = builder.device().clone();
     builder.set_method(method);
     let model = Model::new(args.network, builder)?;
@@ -192,43 +208,67 @@ fn run_method(
         Method::Im2winGraph => Some(capture(&model, x, &device)?),
         _ => None,
     };
-    let forward = || -> Result<()> {
-        match &graph {
-            Some(graph) => graph.replay(),
-            None => model.forward(x).map(drop),
-        }
-    };
     if let Some(graph) = &graph {
         graph.replay()?;
         output = flatten(&graph.outputs)?;
     }
-    device.synchronize()?;
-    let start = Instant::now();
-    forward()?;
-    device.synchronize()?;
-    let estimate = start.elapsed().as_secs_f64();
-    let reps = ((args.round_s / estimate).ceil() as usize).clamp(1, 200);
-    let rounds = ((args.budget / (estimate * reps as f64)) as usize).clamp(3, args.rounds.max(3));
-    let mut times = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let start = Instant::now();
-        for _ in 0..reps {
-            forward()?;
-        }
-        device.synchronize()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3 / reps as f64);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(Timed {
+    let mut ready = Ready {
         label: label.to_string(),
         method,
-        median_ms: times[times.len() / 2],
-        min_ms: times[0],
-        max_ms: times[times.len() - 1],
-        reps,
-        rounds,
+        model,
+        graph,
         output,
-    })
+        reps: 1,
+        rounds: 0,
+        times: Vec::new(),
+    };
+    device.synchronize()?;
+    let start = Instant::now();
+    ready.forward(x)?;
+    device.synchronize()?;
+    let estimate = start.elapsed().as_secs_f64();
+    ready.reps = ((args.round_s / estimate).ceil() as usize).clamp(1, 200);
+    ready.rounds =
+        ((args.budget / (estimate * ready.reps as f64)) as usize).clamp(3, args.rounds.max(3));
+    Ok(ready)
+}
+
+impl Ready {
+    /// One forward: the model's, or a replay of its capture.
+    fn forward(&self, x: &Tensor) -> Result<()> {
+        match &self.graph {
+            Some(graph) => graph.replay(),
+            None => self.model.forward(x).map(drop),
+        }
+    }
+
+    /// Times one round: `reps` forwards, then one synchronisation.
+    fn round(&mut self, x: &Tensor, device: &Device) -> Result<()> {
+        let start = Instant::now();
+        for _ in 0..self.reps {
+            self.forward(x)?;
+        }
+        device.synchronize()?;
+        self.times
+            .push(start.elapsed().as_secs_f64() * 1e3 / self.reps as f64);
+        Ok(())
+    }
+
+    /// The median, fastest and slowest round.
+    fn timed(mut self) -> Timed {
+        self.times.sort_by(f64::total_cmp);
+        let times = &self.times;
+        Timed {
+            label: self.label,
+            method: self.method,
+            median_ms: times[times.len() / 2],
+            min_ms: times[0],
+            max_ms: times[times.len() - 1],
+            reps: self.reps,
+            rounds: times.len(),
+            output: self.output,
+        }
+    }
 }
 
 /// A forward captured into a CUDA graph: replaying it writes the network's outputs into
@@ -361,23 +401,46 @@ fn main() -> Result<()> {
 
     let x = common::input(args.batch, size, dtype, &device)?;
     let mut builder = Builder::new(&device, dtype);
-    let mut timed = Vec::new();
     let mut skipped = Vec::new();
+    let mut ready = Vec::new();
     for (label, method) in methods {
-        match run_method(&args, &mut builder, label, method, &x) {
-            Ok(t) => {
-                println!(
-                    "  {label:14} {:9.3} ms (min {:.3}, max {:.3}; {} x {})",
-                    t.median_ms, t.min_ms, t.max_ms, t.rounds, t.reps
-                );
-                timed.push(t);
-            }
+        match ready_method(&args, &mut builder, label, method, &x) {
+            Ok(r) => ready.push(r),
             Err(err) => {
                 let reason = message(&err);
                 println!("  {label:14} skipped: {reason}");
                 skipped.push(json!({"method": label, "reason": reason}));
             }
         }
+    }
+    // The rounds interleaved: round i of every method before round i + 1 of any, so that
+    // a slow phase of the host, or a method's place in the process (the one timed first
+    // measured slower when the methods ran one after another), weighs on all alike.
+    let most = ready.iter().map(|r| r.rounds).max().unwrap_or(0);
+    let mut failed = vec![None; ready.len()];
+    for round in 0..most {
+        for (r, failure) in ready.iter_mut().zip(&mut failed) {
+            if failure.is_none()
+                && round < r.rounds
+                && let Err(err) = r.round(&x, &device)
+            {
+                *failure = Some(message(&err));
+            }
+        }
+    }
+    let mut timed = Vec::new();
+    for (r, failure) in ready.into_iter().zip(failed) {
+        if let Some(reason) = failure {
+            println!("  {:14} skipped: {reason}", r.label);
+            skipped.push(json!({"method": r.label, "reason": reason}));
+            continue;
+        }
+        let t = r.timed();
+        println!(
+            "  {:14} {:9.3} ms (min {:.3}, max {:.3}; {} x {})",
+            t.label, t.median_ms, t.min_ms, t.max_ms, t.rounds, t.reps
+        );
+        timed.push(t);
     }
 
     let reference = match &args.reference {
@@ -463,7 +526,8 @@ fn main() -> Result<()> {
             }],
             "settings": {
                 "timing": "wall clock of `reps` forwards then one synchronize, per forward; \
-                           median (min, max) over the rounds, after 2 warm-up forwards",
+                           median (min, max) over the rounds, after 2 warm-up forwards; \
+                           the methods' rounds interleaved",
                 "rounds": args.rounds,
                 "round_s": args.round_s,
                 "budget_s": args.budget,
