@@ -863,7 +863,10 @@ impl Store {
     }
 }
 
-/// The last pass's store through `epilogue` ([`finish`] with [`Epilogue::apply_f32`]).
+/// The last pass's store through `epilogue` ([`finish`] computing
+/// [`Epilogue::apply_f32`]): the activation and whether a residual is added chosen once per
+/// run, not per output, so that the loop over the run is one straight expression that
+/// vectorises (the per-output `apply_f32` was 14% of ResNet-50's CPU forward in candle).
 #[inline(always)]
 fn full(
     epilogue: &Epilogue,
@@ -873,10 +876,43 @@ fn full(
     residual: Option<&[f32]>,
     after: bool,
 ) {
-    let apply = |v, b, r| epilogue.apply_f32(v, b, r);
-    match residual {
-        Some(residual) => finish(dst, sums, bias, residual.iter().copied(), after, apply),
-        None => finish(dst, sums, bias, repeat(0.0), after, apply),
+    let args = (dst, sums, bias, residual, after);
+    match epilogue.activation {
+        Activation::Identity => full_with(epilogue, args, |v| v),
+        Activation::Relu => full_with(epilogue, args, |v: f32| v.max(0.0)),
+        other => full_with(epilogue, args, move |v| other.apply_f32(v)),
+    }
+}
+
+/// [`full`] with the activation `act`: `act(alpha·sum + bias [+ beta·residual])`, rounded as
+/// [`Epilogue::apply_f32`] rounds it.
+#[inline(always)]
+fn full_with(
+    epilogue: &Epilogue,
+    (dst, sums, bias, residual, after): (
+        &mut [f32],
+        impl Iterator<Item = f32>,
+        impl Iterator<Item = f32>,
+        Option<&[f32]>,
+        bool,
+    ),
+    act: impl Fn(f32) -> f32,
+) {
+    let (alpha, beta) = (epilogue.alpha, epilogue.beta);
+    let with_residual = |v: f32, b: f32, r: f32| act(beta.mul_add(r, alpha.mul_add(v, b)));
+    match (epilogue.residual, residual) {
+        (true, Some(residual)) => finish(
+            dst,
+            sums,
+            bias,
+            residual.iter().copied(),
+            after,
+            with_residual,
+        ),
+        (true, None) => finish(dst, sums, bias, repeat(0.0), after, with_residual),
+        (false, _) => finish(dst, sums, bias, repeat(0.0), after, |v, b, _| {
+            act(alpha.mul_add(v, b))
+        }),
     }
 }
 
