@@ -6,7 +6,10 @@ mod common;
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use common::{Case, oracle, random, relative_error, rng, tolerance, values, var_weight_error};
+use common::{
+    Case, oracle, prepared_matches_unprepared, random, relative_error, rng, tolerance, values,
+    var_weight_error,
+};
 use im2win::Epilogue;
 use im2win_candle::{Activation, Conv2d, Conv2dConfig, Precision, conv2d, conv2d_no_bias};
 
@@ -460,22 +463,9 @@ fn prepared_cpu_filters() -> Result<()> {
             (DType::BF16, Precision::Strict),
         ] {
             let reference = case.candle_layer(&mut rng, dtype, &device)?;
-            let prepared = Conv2d::from(reference).with_precision(precision);
-            let plain = prepared.clone().with_prepared_filter(false);
-            let mut bigger = case.input;
-            bigger[0] += 1;
-            for input in [case.input, case.input, bigger] {
-                let x = random(&mut rng, &input, dtype, &device)?;
-                let (a, b) = (
-                    values(&prepared.forward(&x)?)?,
-                    values(&plain.forward(&x)?)?,
-                );
-                assert!(
-                    a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
-                    "round {round} {dtype:?} {precision:?} {case:?} {input:?}: prepared differs"
-                );
-                runs += 1;
-            }
+            let layer = Conv2d::from(reference).with_precision(precision);
+            let context = format!("round {round} {dtype:?} {precision:?}");
+            runs += prepared_matches_unprepared(&mut rng, &case, layer, dtype, &device, &context)?;
         }
     }
     let err = var_weight_error(&mut rng, &device, candle_forward)?;

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use candle_core::cuda_backend::cudarc::driver::sys;
 use candle_core::{DType, Device, Module, Result, Tensor};
-use common::{Case, random, relative_error, rng, tolerance, values, var_weight_error};
+use common::{
+    Case, prepared_matches_unprepared, random, relative_error, rng, tolerance, values,
+    var_weight_error,
+};
 
 /// The oracle of `layer` on `x`, with the layer's activation and a residual added with
 /// factor 1 when given.
@@ -142,23 +145,9 @@ fn prepared_filters_and_variables() -> Result<()> {
         let case = Case::random(&mut rng, 16, 40);
         for dtype in [DType::F32, DType::BF16] {
             let reference = case.candle_layer(&mut rng, dtype, &device)?;
-            let prepared = Conv2d::from(reference.clone()).with_prepared_filter(true);
-            let plain = prepared.clone().with_prepared_filter(false);
-            let mut bigger = case.input;
-            bigger[0] += 1;
-            for input in [case.input, case.input, bigger] {
-                let x = random(&mut rng, &input, dtype, &device)?;
-                let (a, b) = (
-                    values(&prepared.forward(&x)?)?,
-                    values(&plain.forward(&x)?)?,
-                );
-                let same = a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits());
-                assert!(
-                    same,
-                    "round {round} {dtype:?} {case:?} {input:?}: prepared differs"
-                );
-                runs += 1;
-            }
+            let layer = Conv2d::from(reference).with_prepared_filter(true);
+            let context = format!("round {round} {dtype:?}");
+            runs += prepared_matches_unprepared(&mut rng, &case, layer, dtype, &device, &context)?;
         }
     }
     // A variable weight: the second forward sees the values set in between.

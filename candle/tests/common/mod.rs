@@ -220,3 +220,30 @@ pub fn var_weight_error(
         &values(&candle_forward(&updated, &x)?)?,
     ))
 }
+
+/// `layer` (filter prepared, the default) against the same layer with preparation off, on
+/// `case`'s input twice and on a batch one larger, inputs of `dtype` on `device`: every
+/// output the same bits. Returns the forwards compared; `context` names the case in a
+/// failure.
+pub fn prepared_matches_unprepared(
+    rng: &mut StdRng,
+    case: &Case,
+    layer: Conv2d,
+    dtype: DType,
+    device: &Device,
+    context: &str,
+) -> Result<usize> {
+    use candle_core::Module;
+    let plain = layer.clone().with_prepared_filter(false);
+    let mut bigger = case.input;
+    bigger[0] += 1;
+    for input in [case.input, case.input, bigger] {
+        let x = random(rng, &input, dtype, device)?;
+        let (a, b) = (values(&layer.forward(&x)?)?, values(&plain.forward(&x)?)?);
+        assert!(
+            a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{context} {case:?} {input:?}: prepared differs"
+        );
+    }
+    Ok(3)
+}
