@@ -68,14 +68,23 @@ mod tests {
 
     #[test]
     fn counts_what_a_closure_allocates_at_most() {
-        let (len, extra) = extra_bytes(|| {
-            let a = vec![0u8; 1 << 20];
-            drop(a);
-            let b = vec![0u8; 1 << 19];
-            b.len()
-        });
-        assert_eq!(len, 1 << 19);
-        // Other test threads may allocate at the same time: at least, not exactly.
-        assert!(extra >= 1 << 20, "{extra}");
+        // The counters are the process's: other test threads allocate and free at the same
+        // time, which can move one measurement either way (a free elsewhere lowered one to
+        // 1048526 in CI). Measured up to five times, the largest must cover the 1 MiB peak.
+        let mut most = 0;
+        for _ in 0..5 {
+            let (len, extra) = extra_bytes(|| {
+                let a = vec![0u8; 1 << 20];
+                drop(a);
+                let b = vec![0u8; 1 << 19];
+                b.len()
+            });
+            assert_eq!(len, 1 << 19);
+            most = most.max(extra);
+            if most >= 1 << 20 {
+                break;
+            }
+        }
+        assert!(most >= 1 << 20, "{most}");
     }
 }
