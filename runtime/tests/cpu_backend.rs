@@ -661,3 +661,20 @@ fn huge_row_count_does_not_abort() {
     }
     eprintln!("2^27 rows in {:?}", start.elapsed());
 }
+
+/// Batches of small images under filters of more than 1 MiB: the output channels in groups
+/// that the images' jobs read one after another (`GROUP_FILTER_BYTES` in the backend), in
+/// groups of whole blocks and a partial last one (K = 200), padded and read in place,
+/// every level and layout, on 1 and 3 threads.
+#[test]
+fn every_isa_groups_large_filters_over_images() {
+    let problems = [
+        // 2.1 MiB of filter, 4 × 4 pixels an image: groups of the filter.
+        Conv2dProblem::new([3, 256, 6, 6], [200, 256, 3, 3]),
+        // Padded, stride 2: 4 × 4 pixels of 7 × 7 images.
+        Conv2dProblem::new([2, 160, 7, 7], [230, 160, 3, 3])
+            .with_stride([2, 2])
+            .with_padding(Padding::uniform(1)),
+    ];
+    every_isa_in_every_layout_on(&[1, 3], &problems, 0x1_2026_1208);
+}

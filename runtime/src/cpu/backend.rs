@@ -18,9 +18,9 @@
 //! channels in each pixel of its band.
 //!
 //! Memory: the packed filter, the offsets table, one strip per thread, and a table of the
-//! output slices the jobs write: NCHW `N × bands × K` rows of planes; NHWC none (a band is
-//! one run of the output), or, when the channels are split into groups, one slice per
-//! pixel and group plus a list of the (fewer than 4 per thread) jobs. The tables are
+//! output slices the jobs write: NCHW `N × bands × K` rows of planes and a list of the
+//! jobs; NHWC none (a band is one run of the output), or, when the channels are split
+//! into groups, one slice per pixel and group plus a list of the jobs. The tables are
 //! bounded by the output's element count, whatever the shape. The packed filter, the strips
 //! and the filter panels come from the buffers kept between calls ([`super::workspace`]),
 //! so a call of a size seen before allocates none of them. Nothing is allocated per job,
@@ -50,8 +50,10 @@ use crate::problem::{Conv2dProblem, ProblemShape};
 /// process (or a short last job) leaves little idle time.
 const JOBS_PER_THREAD: usize = 8;
 /// Jobs per thread that splitting the output channels aims for, when images and bands of
-/// rows are too few.
-const GROUP_JOBS_PER_THREAD: usize = 2;
+/// rows are too few: 4, not 2, so that 7 bands of 128 → 128 channels at 28 × 28 (batch
+/// 1) become 14 jobs, not 7 that 2 threads share 4 to 3 (measured 0.60 against 0.63 ms;
+/// with 8, 0.62 against 0.70).
+const GROUP_JOBS_PER_THREAD: usize = 4;
 /// Fewest output pixels a band of rows should have: the micro-kernel reuses each filter
 /// block it loads on every pixel of a strip, and a filter block of a layer with many
 /// channels is hundreds of KiB. Measured on Zen 4 at batch 1: 48 instead of 96 made the
@@ -66,6 +68,20 @@ const MIN_BAND_PIXELS: usize = 96;
 /// measured on Zen 4, 32 KiB passes (one L1) left conv8 at 68% of the peak, and 1 MiB
 /// (one pass for the paper's layers but conv12) 75%.
 const REDUCTION_BYTES: usize = 1024 * 1024;
+/// Bytes of packed filter one channel group holds (about: in whole blocks) when several jobs of few pixels
+/// ([`CACHE_GROUP_PIXELS`]) read it (more than one image, or bands of rows): the jobs of a
+/// group run one after another on a thread ([`for_each_nchw_job`]), and each reads the
+/// group's filter from that core's L2 (2 MiB on Emerald Rapids, 1 MiB on Zen 4), not from
+/// L3. Measured on Emerald Rapids, 2 threads, batch 8 (p10 ms, whole filter per job →
+/// groups): 512 → 512 at 7 × 7 (9 MiB of filter, 25 pixels an image) 4.33 → 3.23 NCHW,
+/// 4.43 → 3.40 NHWC; padded 7.95 → 7.74 / 7.39 → 5.99; 256 → 512 at 12 × 12 5.55 → 5.30.
+const GROUP_FILTER_BYTES: usize = 1024 * 1024;
+/// Pixels a job has at most for [`GROUP_FILTER_BYTES`] groups: with more, each block of
+/// the filter serves enough tiles that reading it from L3 costs little, and the groups
+/// only add jobs (96 → 256 channels, 5 × 5, at 24 × 24, batch 8: 400 pixels in two bands
+/// of 200, 10.1 ms without groups, 10.9 with; 256 → 256 at 14 × 14, 144 pixels, 6.8
+/// against 7.0).
+const CACHE_GROUP_PIXELS: usize = 128;
 
 /// The convolution of `input` (`N×C×H×W`) with `filter` (`K×C×R×S`) plus the optional
 /// `bias` (`K`), through the problem's [`Epilogue`], on the CPU with the im2win method,
@@ -377,7 +393,15 @@ fn run_f32(
     let k = problem.filter[0];
     let [_, _, p, q] = shape.output;
 
-    let split = Split::new(n, k, p, q, kernel.mr, rayon::current_num_threads());
+    let split = Split::new(
+        n,
+        k,
+        p,
+        q,
+        kernel.mr,
+        shape.reduction,
+        rayon::current_num_threads(),
+    );
     let geometry = StripGeometry::new(problem, &shape, p.div_ceil(split.bands), strip_kind);
     // Each filter block is read by every job of its channel group; when that is one job
     // (one band, one strip), it packs its panels itself, into L1, and the packed filter
@@ -535,8 +559,18 @@ impl Split {
     /// of rows ([`JOBS_PER_THREAD`] per thread; they cost nothing extra, as long as each
     /// keeps [`MIN_BAND_PIXELS`] pixels to reuse every loaded filter block on), and only
     /// then groups of output channels, just enough for [`GROUP_JOBS_PER_THREAD`] jobs per
-    /// thread (each group builds the strips again).
-    pub fn new(n: usize, k: usize, p: usize, q: usize, mr: usize, threads: usize) -> Split {
+    /// thread (each group builds the strips again); and where several jobs of fewer than
+    /// [`CACHE_GROUP_PIXELS`] pixels read each filter block (images or bands), a group per
+    /// [`GROUP_FILTER_BYTES`] of the packed filter (`crs` weights a channel).
+    pub fn new(
+        n: usize,
+        k: usize,
+        p: usize,
+        q: usize,
+        mr: usize,
+        crs: usize,
+        threads: usize,
+    ) -> Split {
         let threads = threads.max(1);
         let target = if threads > 1 {
             threads * JOBS_PER_THREAD
@@ -547,9 +581,13 @@ impl Split {
             .div_ceil(n)
             .clamp(1, (p * q / MIN_BAND_PIXELS).clamp(1, p));
         let blocks = k.div_ceil(mr);
-        let groups = (threads * GROUP_JOBS_PER_THREAD)
-            .div_ceil(n * bands)
-            .clamp(1, blocks);
+        let for_threads = (threads * GROUP_JOBS_PER_THREAD).div_ceil(n * bands);
+        let for_cache = if n * bands > 1 && p * q / bands < CACHE_GROUP_PIXELS {
+            (k * crs * size_of::<f32>()).div_ceil(GROUP_FILTER_BYTES)
+        } else {
+            1
+        };
+        let groups = for_threads.max(for_cache).clamp(1, blocks);
         Split {
             bands,
             group: blocks.div_ceil(groups) * mr,
@@ -569,10 +607,13 @@ impl Split {
 
 /// Runs `job(image, band, k0, planes)` for every job of an NCHW `output` (`N×K×P×Q`) as
 /// `split` cuts it, in parallel: `planes` holds the job's rows of the planes of channels
-/// `k0 ..` (see [`band_rows`]).
+/// `k0 ..` (see [`band_rows`]). The jobs are handed out channel group first, so that a
+/// thread runs the jobs of one group (its images and bands) one after another, and reads
+/// the group's filter from its own cache after the first ([`GROUP_FILTER_BYTES`]).
 ///
 /// # Errors
-/// [`Error::OutOfMemory`] when the table of output rows cannot be allocated.
+/// [`Error::OutOfMemory`] when the table of output rows or the job list cannot be
+/// allocated.
 pub(super) fn for_each_nchw_job(
     output: &mut [f32],
     k: usize,
@@ -582,16 +623,34 @@ pub(super) fn for_each_nchw_job(
     job: impl Fn(usize, usize, usize, &mut [&mut [f32]]) + Sync,
 ) -> Result<()> {
     let mut rows = band_rows(output, k, p * q, q, split.bands)?;
-    rows.par_chunks_mut(k)
-        .enumerate()
-        .for_each(|(band_index, planes)| {
-            let (image, band) = (band_index / split.bands, band_index % split.bands);
-            planes
-                .par_chunks_mut(split.group)
-                .enumerate()
-                .for_each(|(group, planes)| job(image, band, group * split.group, planes));
-        });
+    let count = rows.len().div_ceil(k.max(1)) * k.div_ceil(split.group.max(1));
+    let mut jobs = Vec::new();
+    jobs.try_reserve_exact(count)
+        .map_err(|_| oom("job list", count, size_of::<PlaneJob<'_, '_>>()))?;
+    for (band_index, planes) in rows.chunks_mut(k).enumerate() {
+        let (image, band) = (band_index / split.bands, band_index % split.bands);
+        for (group, planes) in planes.chunks_mut(split.group).enumerate() {
+            jobs.push(PlaneJob {
+                image,
+                band,
+                k0: group * split.group,
+                planes,
+            });
+        }
+    }
+    jobs.sort_unstable_by_key(|j| (j.k0, j.image, j.band));
+    jobs.par_iter_mut()
+        .for_each(|j| job(j.image, j.band, j.k0, j.planes));
     Ok(())
+}
+
+/// An NCHW job: a band of output rows of one image, for the output channels from `k0`,
+/// and its rows of their planes.
+struct PlaneJob<'s, 'o> {
+    image: usize,
+    band: usize,
+    k0: usize,
+    planes: &'s mut [&'o mut [f32]],
 }
 
 /// The calling thread's entry of `slots` (one per thread of the pool: each thread has
@@ -666,9 +725,10 @@ struct PixelJob<'s, 'o> {
 
 /// The jobs of an NHWC output (`N×P×Q×K`) split into channel groups: the jobs of a band
 /// interleave in every pixel, so `table` gets one slice per (image, band, group, pixel),
-/// in that order, `split.group` channels long (or less, in the last group). Groups are
-/// made only when images and bands are fewer than 2 per thread, so the jobs number fewer
-/// than 4 per thread; the table has no more entries than the output has elements.
+/// in that order, `split.group` channels long (or less, in the last group); the table has
+/// no more entries than the output has elements (a group has at least one channel), and
+/// the jobs no more than the table. They are listed channel group first
+/// ([`for_each_nchw_job`]).
 fn pixel_jobs<'s, 'o>(
     output: &'o mut [f32],
     table: &'s mut Vec<&'o mut [f32]>,
@@ -714,6 +774,8 @@ fn pixel_jobs<'s, 'o>(
             });
         }
     }
+    // Channel group first, as [`for_each_nchw_job`] hands them out.
+    jobs.sort_unstable_by_key(|j| (j.k0, j.image, j.band));
     Ok(jobs)
 }
 
@@ -1310,7 +1372,7 @@ mod tests {
             (128, 64, 3, 8),
             (1, 1, 1, 1),
         ] {
-            let split = Split::new(n, k, p, p, 16, threads);
+            let split = Split::new(n, k, p, p, 16, 9 * k, threads);
             assert!(split.bands >= 1 && split.bands <= p);
             assert_eq!(split.group % 16, 0);
             let mut next = 0;
@@ -1322,10 +1384,17 @@ mod tests {
             assert_eq!(next, p);
         }
         // Batch 1, 5×5 outputs, 2 threads: too few pixels for bands; channel groups.
-        let split = Split::new(1, 512, 5, 5, 16, 2);
-        assert_eq!((split.bands, split.group), (1, 128));
+        let split = Split::new(1, 512, 5, 5, 16, 4608, 2);
+        assert_eq!((split.bands, split.group), (1, 64));
+        // Batch 8: a group per 1 MiB of the 9 MiB filter (rounded to whole blocks: 8 of
+        // 64 channels), which the 8 images' jobs read one after another.
+        let split = Split::new(8, 512, 5, 5, 32, 4608, 2);
+        assert_eq!((split.bands, split.group), (1, 64));
+        // 400 pixels an image: no groups for the cache.
+        let split = Split::new(8, 256, 20, 20, 32, 2400, 2);
+        assert_eq!((split.bands, split.group), (2, 256));
         // The quickstart layer at batch 1: bands only.
-        let split = Split::new(1, 64, 56, 56, 16, 2);
+        let split = Split::new(1, 64, 56, 56, 16, 576, 2);
         assert_eq!((split.bands, split.group), (16, 64));
     }
 

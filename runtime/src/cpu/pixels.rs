@@ -587,7 +587,7 @@ pub(super) fn run_f32(
     let k = problem.filter[0];
     let [_, _, p, q] = shape.output;
     let threads = rayon::current_num_threads().max(1);
-    let split = Split::new(n, k, p, q, tiling.kb, threads);
+    let split = Split::new(n, k, p, q, tiling.kb, shape.reduction, threads);
     let strip = StripShape::new(problem, shape, tiling);
     let (offsets, reach) = strip.offsets(problem.filter_layout)?;
     // A prepared filter is packed already (in blocks of `kb`: the caller checked).
