@@ -50,9 +50,9 @@ use crate::problem::{Conv2dProblem, ProblemShape};
 /// process (or a short last job) leaves little idle time.
 const JOBS_PER_THREAD: usize = 8;
 /// Jobs per thread that splitting the output channels aims for, when images and bands of
-/// rows are too few: 4, not 2, so that 7 bands of 128 → 128 channels at 28 × 28 (batch
-/// 1) become 14 jobs, not 7 that 2 threads share 4 to 3 (measured 0.60 against 0.63 ms;
-/// with 8, 0.62 against 0.70).
+/// rows are too few: 4, not 2, so that the 7 bands of 128 → 128 channels at 28 × 28
+/// (batch 1) become 14 jobs, not 7 that 2 threads share 4 to 3 (measured 0.60 against
+/// 0.63 ms; with 8 jobs a thread, 0.62 against 0.70).
 const GROUP_JOBS_PER_THREAD: usize = 4;
 /// Fewest output pixels a band of rows should have: the micro-kernel reuses each filter
 /// block it loads on every pixel of a strip, and a filter block of a layer with many
