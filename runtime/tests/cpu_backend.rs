@@ -664,8 +664,9 @@ fn huge_row_count_does_not_abort() {
 
 /// Batches of small images under filters of more than 1 MiB: the output channels in groups
 /// that the images' jobs read one after another (`GROUP_FILTER_BYTES` in the backend), in
-/// groups of whole blocks and a partial last one (K = 200), padded and read in place,
-/// every level and layout, on 1 and 3 threads.
+/// groups of whole blocks and a partial last one (K = 200), padded and read in place; and
+/// one small image, whose jobs pack their filter panels a short pass at a time
+/// (`PANEL_BYTES`); every level and layout, on 1 and 3 threads.
 #[test]
 fn every_isa_groups_large_filters_over_images() {
     let problems = [
@@ -675,6 +676,8 @@ fn every_isa_groups_large_filters_over_images() {
         Conv2dProblem::new([2, 160, 7, 7], [230, 160, 3, 3])
             .with_stride([2, 2])
             .with_padding(Padding::uniform(1)),
+        // One image of 36 pixels: jobs pack their own panels, in several short passes.
+        Conv2dProblem::new([1, 96, 6, 6], [70, 96, 3, 3]).with_padding(Padding::uniform(1)),
     ];
     every_isa_in_every_layout_on(&[1, 3], &problems, 0x1_2026_1208);
 }

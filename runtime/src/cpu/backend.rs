@@ -6,9 +6,9 @@
 //! jobs, each a band of output rows of one image for a group of output channels. A job
 //! builds the im2win rows of a few of its output rows at a time into its thread's strip
 //! ([`super::strip`]), then, for each block of `MR` output channels, runs the micro-kernel
-//! ([`super::microkernel`]) over the strip's pixels, `NR` at a time, and stores the sums;
-//! the last pass of the reduction applies the epilogue as it stores. See
-//! `docs/cpu-kernels.md`.
+//! ([`super::microkernel`]) over the strip's pixels, `NR` at a time, in passes over the
+//! reduction that continue each tile's sums, and stores the complete sums through the
+//! epilogue. See `docs/cpu-kernels.md`.
 //!
 //! Layouts: the strip builder reads an NCHW or an NHWC input, the packer a KCRS or a KRSC
 //! filter; the strip and the micro-kernel are the same for all of them, and the reduction
@@ -33,7 +33,7 @@ use im2win_codegen::{DType, Precision};
 use rayon::prelude::*;
 
 use super::isa::Isa;
-use super::microkernel::{MAX_TILE, MicroKernel, Operands};
+use super::microkernel::{MAX_NR, MAX_TILE, MicroKernel, Operands};
 use super::pack::{pack_filter, pack_panel};
 use super::pixels;
 use super::prepared::FilterForm;
@@ -60,14 +60,22 @@ const GROUP_JOBS_PER_THREAD: usize = 4;
 /// layers with MiB filters slower (96 → 256 channels at 24 × 24, 5 × 5: 3.4 against 3.0
 /// ms; 256 → 512 at 12 × 12: 2.4 against 1.4 ms) and the others no faster.
 const MIN_BAND_PIXELS: usize = 96;
-/// Bytes of one channel block's packed filter that one pass over a strip's pixels uses at
-/// most: the L2 cache of Zen 4 (1 MiB), so that a pass reloads its weights from L2, not
-/// from memory, for every tile of pixels. A row of 12 pixels makes 24 FMAs (24 cycles on
-/// Zen 4) of each 128 bytes of weights, which L2 delivers with room to spare; every pass
-/// after the first reads and adds the stored sums again, so fewer passes are faster:
-/// measured on Zen 4, 32 KiB passes (one L1) left conv8 at 68% of the peak, and 1 MiB
-/// (one pass for the paper's layers but conv12) 75%.
+/// Bytes of one channel block's packed filter that one pass over a chunk of tiles uses at
+/// most, where the filter is packed up front: the L2 cache of Zen 4 (1 MiB), so that a pass
+/// reloads its weights from L2, not from memory, for every tile. A row of 12 pixels makes
+/// 24 FMAs (24 cycles on Zen 4) of each 128 bytes of weights, which L2 delivers with room
+/// to spare. (Measured on Zen 4 when every pass stored its sums to the output and the next
+/// read them back: 32 KiB passes left conv8 at 68% of the peak, 1 MiB at 75%. Passes now
+/// continue their sums in registers from a per-thread buffer, [`CHUNK_TILES`].)
 const REDUCTION_BYTES: usize = 1024 * 1024;
+/// The pass of a job that packs its own filter panels (one image, one band, one strip): a
+/// panel packed into L1 and read there by the job's tiles, rather than a whole block's
+/// panel packed into L2 and read from there. Measured on Emerald Rapids at batch 1, 2
+/// threads (p10 ms, 1 MiB → 32 KiB passes, NCHW / NHWC): 512 → 512, 3 × 3 at 7 × 7 (25
+/// pixels) 0.94 → 0.67 NCHW; 512 → 2048, 1 × 1 at 7 × 7 0.70 → 0.64 NCHW; 256 → 512 at 12 ×
+/// 12 (100 pixels) 1.20 → 1.20 / 1.11 → 1.03; 256 → 256 at 14 × 14 0.77 → 0.77 / 0.84 →
+/// 0.86.
+const PANEL_BYTES: usize = 32 * 1024;
 /// Bytes of packed filter one channel group holds (about: in whole blocks) when several jobs of few pixels
 /// ([`CACHE_GROUP_PIXELS`]) read it (more than one image, or bands of rows): the jobs of a
 /// group run one after another on a thread ([`for_each_nchw_job`]), and each reads the
@@ -421,7 +429,14 @@ fn run_f32(
         Some(data) => Some(data),
         None => (!single_use).then_some(&packed[..]),
     };
-    let pass_len = pass_len(shape.reduction, kernel.mr);
+    // A job that packs its own panels packs them a pass at a time, into L1
+    // ([`PANEL_BYTES`]).
+    let pass_bytes = if single_use {
+        PANEL_BYTES
+    } else {
+        REDUCTION_BYTES
+    };
+    let pass_len = pass_len(shape.reduction, kernel.mr, pass_bytes);
     let (offsets, reach) = geometry.offsets()?;
     let threads = rayon::current_num_threads().max(1);
     let mut scratch = Vec::new();
@@ -434,6 +449,14 @@ fn run_f32(
             panel: workspace::take(
                 "filter panel",
                 if single_use { pass_len * kernel.mr } else { 0 },
+            )?,
+            sums: workspace::take(
+                "tile sums",
+                if pass_len < shape.reduction {
+                    CHUNK_TILES * TILE_BUFFER
+                } else {
+                    0
+                },
             )?,
         }));
     }
@@ -513,9 +536,10 @@ fn run_f32(
     }
     // The buffers serve the next call (`super::workspace`).
     for slot in scratch {
-        let Scratch { strip, panel } = slot.into_inner().unwrap_or_else(|e| e.into_inner());
+        let Scratch { strip, panel, sums } = slot.into_inner().unwrap_or_else(|e| e.into_inner());
         workspace::give_back(strip);
         workspace::give_back(panel);
+        workspace::give_back(sums);
     }
     workspace::give_back(packed);
     Ok(())
@@ -779,19 +803,25 @@ fn pixel_jobs<'s, 'o>(
     Ok(jobs)
 }
 
-/// A thread's working memory: its strip, and the filter panel it packs when jobs pack
-/// their own.
+/// A thread's working memory: its strip, the filter panel it packs when jobs pack their
+/// own, and the sums of a chunk of tiles between passes ([`CHUNK_TILES`] slots of
+/// [`TILE_BUFFER`]), when there are several.
 struct Scratch {
     strip: Vec<f32>,
     panel: Vec<f32>,
+    sums: Vec<f32>,
 }
 
 /// Reduction indices per pass over a strip: passes of equal length (576 = 2 × 288, not
-/// 512 + 64), each of at most [`REDUCTION_BYTES`] of a channel block's filter.
-fn pass_len(crs: usize, mr: usize) -> usize {
-    let passes = crs.div_ceil((REDUCTION_BYTES / (mr * size_of::<f32>())).max(1));
+/// 512 + 64), each of at most `bytes` of a channel block's filter.
+fn pass_len(crs: usize, mr: usize, bytes: usize) -> usize {
+    let passes = crs.div_ceil((bytes / (mr * size_of::<f32>())).max(1));
     crs.div_ceil(passes)
 }
+
+/// Tiles that one pass over a block's filter serves before the next pass: the sums of
+/// 24 tiles (48 KiB) wait between passes.
+const CHUNK_TILES: usize = 24;
 
 /// Pixels of a tile rounded up to whole 8 × 8 transposes: 16 for the 12 of AVX-512.
 const TILE_PIXELS: usize = 16;
@@ -828,28 +858,6 @@ struct Job<'a> {
     q: usize,
 }
 
-/// Which pass of the reduction a tile's sums come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Pass {
-    /// The first of several: the sums are stored as they are.
-    First,
-    /// Neither first nor last: the sums are added to the stored ones.
-    Middle,
-    /// The last (`after` of others: the stored partial sums are added first): the
-    /// complete sums go through the epilogue.
-    Last { after: bool },
-}
-
-impl Pass {
-    fn of(kk0: usize, kk1: usize, crs: usize) -> Pass {
-        match (kk0 == 0, kk1 == crs) {
-            (true, false) => Pass::First,
-            (false, false) => Pass::Middle,
-            (first, true) => Pass::Last { after: !first },
-        }
-    }
-}
-
 /// The epilogue as the store applies it: the plain one (`sum + bias`, which is what
 /// [`Epilogue::apply_f32`] computes for it, bit for bit: `1·sum` is exact, so the fused
 /// `mul_add` rounds `sum + bias` once, like the addition) without a call per output,
@@ -884,48 +892,32 @@ impl Store {
         }
     }
 
-    /// Stores one run of outputs `dst` from this pass's `sums`, with their `bias`es and,
-    /// for the residual epilogue, `residual` (as long as `dst`; `None` otherwise).
+    /// Stores one run of outputs `dst` from their complete `sums`, with their `bias`es
+    /// and, for the residual epilogue, `residual` (as long as `dst`; `None` otherwise).
     #[inline(always)]
     pub fn run(
         self,
-        pass: Pass,
         dst: &mut [f32],
         sums: impl Iterator<Item = f32>,
         bias: impl Iterator<Item = f32>,
         residual: Option<&[f32]>,
     ) {
-        let after = match pass {
-            Pass::First => {
-                for (y, s) in dst.iter_mut().zip(sums) {
-                    *y = s;
-                }
-                return;
-            }
-            Pass::Middle => {
-                for (y, s) in dst.iter_mut().zip(sums) {
-                    *y += s;
-                }
-                return;
-            }
-            Pass::Last { after } => after,
-        };
         match self {
-            Store::Plain => finish(dst, sums, bias, repeat(0.0), after, |v, b, _| v + b),
+            Store::Plain => finish(dst, sums, bias, repeat(0.0), |v, b, _| v + b),
             #[cfg(target_arch = "x86_64")]
             Store::Full {
                 epilogue,
                 fma: true,
             } => {
                 // SAFETY: `fma` is set only where the CPU has FMA (`Store::new`).
-                unsafe { full_fma(&epilogue, dst, sums, bias, residual, after) }
+                unsafe { full_fma(&epilogue, dst, sums, bias, residual) }
             }
-            Store::Full { epilogue, .. } => full(&epilogue, dst, sums, bias, residual, after),
+            Store::Full { epilogue, .. } => full(&epilogue, dst, sums, bias, residual),
         }
     }
 }
 
-/// The last pass's store through `epilogue` ([`finish`] computing
+/// The store through `epilogue` ([`finish`] computing
 /// [`Epilogue::apply_f32`]): the activation and whether a residual is added chosen once per
 /// run, not per output, so that the loop over the run is one straight expression that
 /// vectorises (the per-output `apply_f32` was 14% of ResNet-50's CPU forward in candle).
@@ -936,9 +928,8 @@ fn full(
     sums: impl Iterator<Item = f32>,
     bias: impl Iterator<Item = f32>,
     residual: Option<&[f32]>,
-    after: bool,
 ) {
-    let args = (dst, sums, bias, residual, after);
+    let args = (dst, sums, bias, residual);
     match epilogue.activation {
         Activation::Identity => full_with(epilogue, args, |v| v),
         Activation::Relu => full_with(epilogue, args, |v: f32| v.max(0.0)),
@@ -951,28 +942,20 @@ fn full(
 #[inline(always)]
 fn full_with(
     epilogue: &Epilogue,
-    (dst, sums, bias, residual, after): (
+    (dst, sums, bias, residual): (
         &mut [f32],
         impl Iterator<Item = f32>,
         impl Iterator<Item = f32>,
         Option<&[f32]>,
-        bool,
     ),
     act: impl Fn(f32) -> f32,
 ) {
     let (alpha, beta) = (epilogue.alpha, epilogue.beta);
     let with_residual = |v: f32, b: f32, r: f32| act(beta.mul_add(r, alpha.mul_add(v, b)));
     match (epilogue.residual, residual) {
-        (true, Some(residual)) => finish(
-            dst,
-            sums,
-            bias,
-            residual.iter().copied(),
-            after,
-            with_residual,
-        ),
-        (true, None) => finish(dst, sums, bias, repeat(0.0), after, with_residual),
-        (false, _) => finish(dst, sums, bias, repeat(0.0), after, |v, b, _| {
+        (true, Some(residual)) => finish(dst, sums, bias, residual.iter().copied(), with_residual),
+        (true, None) => finish(dst, sums, bias, repeat(0.0), with_residual),
+        (false, _) => finish(dst, sums, bias, repeat(0.0), |v, b, _| {
             act(alpha.mul_add(v, b))
         }),
     }
@@ -987,53 +970,38 @@ fn full_fma(
     sums: impl Iterator<Item = f32>,
     bias: impl Iterator<Item = f32>,
     residual: Option<&[f32]>,
-    after: bool,
 ) {
-    full(epilogue, dst, sums, bias, residual, after);
+    full(epilogue, dst, sums, bias, residual);
 }
 
-/// `dst[e] = f(sum, bias[e], residual[e])` with the complete sum: `sums[e]`, plus the
-/// partial sum `dst[e]` holds when this pass comes `after` others.
+/// `dst[e] = f(sums[e], bias[e], residual[e])`.
 #[inline(always)]
 fn finish(
     dst: &mut [f32],
     sums: impl Iterator<Item = f32>,
     bias: impl Iterator<Item = f32>,
     residual: impl Iterator<Item = f32>,
-    after: bool,
     f: impl Fn(f32, f32, f32) -> f32,
 ) {
-    let values = dst.iter_mut().zip(sums).zip(bias).zip(residual);
-    if after {
-        for (((y, s), b), r) in values {
-            *y = f(*y + s, b, r);
-        }
-    } else {
-        for (((y, s), b), r) in values {
-            *y = f(s, b, r);
-        }
+    for (((y, s), b), r) in dst.iter_mut().zip(sums).zip(bias).zip(residual) {
+        *y = f(s, b, r);
     }
 }
 
-/// [`Store::Plain`] on one contiguous run: `dst[i] = sums[i] + bias` on the last pass (the
-/// same rounding as [`Store::run`]), without its iterators, for the NCHW store whose runs
-/// are a tile's 12 pixels: for short reductions the store is a large part of the time.
+/// [`Store::Plain`] on one contiguous run: `dst[i] = sums[i] + bias` (the rounding of
+/// [`Store::run`]), without its iterators, for the NCHW store whose runs are a tile's 12
+/// pixels: for short reductions the store is a large part of the time.
 #[inline(always)]
-pub(super) fn store_plain(pass: Pass, dst: &mut [f32], sums: &[f32], bias: f32) {
-    let pairs = dst.iter_mut().zip(sums);
-    match pass {
-        Pass::First => pairs.for_each(|(y, &s)| *y = s),
-        Pass::Middle => pairs.for_each(|(y, &s)| *y += s),
-        Pass::Last { after: false } => pairs.for_each(|(y, &s)| *y = s + bias),
-        Pass::Last { after: true } => pairs.for_each(|(y, &s)| *y = (*y + s) + bias),
+pub(super) fn store_plain(dst: &mut [f32], sums: &[f32], bias: f32) {
+    for (y, &s) in dst.iter_mut().zip(sums) {
+        *y = s + bias;
     }
 }
 
-/// Where one tile's sums go: `t` pixels from pixel `at` of the job's band, `valid`
-/// channels from `k` (the `local`-th of the job's own).
+/// Where one tile's complete sums go: `t` pixels from pixel `at` of the job's band,
+/// `valid` channels from `k` (the `local`-th of the job's own).
 #[derive(Debug, Clone, Copy)]
 struct TileAt {
-    pass: Pass,
     at: usize,
     t: usize,
     k: usize,
@@ -1046,11 +1014,12 @@ impl Job<'_> {
     /// `k0 ..`, written to `out`.
     ///
     /// Loop order, outermost first: strips of rows (built once for all the job's
-    /// channels), channel blocks, passes over [`REDUCTION_BYTES`] of the block's packed
-    /// filter (so that the filter a pass reads stays in L1 while every pixel of the strip
-    /// uses it, and a block's filter is read front to back), tiles of pixels. The first
-    /// pass stores its sums, later passes add theirs, and the last one applies the
-    /// epilogue to the complete sums ([`Pass`]).
+    /// channels), channel blocks, chunks of up to [`CHUNK_TILES`] tiles of pixels, passes
+    /// over the block's packed filter ([`pass_len`]), the chunk's tiles: a pass's filter
+    /// stays in cache while every tile of the chunk uses it, and a block's filter is read
+    /// front to back once per chunk. Between passes a tile's sums wait in the thread's
+    /// `sums`, and the next pass continues them ([`Operands::accumulate`]: the same bits as
+    /// one pass); the last pass stores them through the epilogue.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -1062,7 +1031,7 @@ impl Job<'_> {
         out: &mut Outputs<'_, '_>,
         scratch: &mut Scratch,
     ) {
-        let Scratch { strip, panel } = scratch;
+        let Scratch { strip, panel, sums } = scratch;
         let (mr, nr) = (self.kernel.mr, self.kernel.nr);
         let channels = match out {
             Outputs::Planes(planes) => planes.len(),
@@ -1071,7 +1040,8 @@ impl Job<'_> {
         };
         let mut tile = [0.0_f32; TILE_BUFFER];
         let mut by_channel = [0.0_f32; TILE_BUFFER];
-        let mut starts = [0_usize; MAX_TILE];
+        let mut starts = [0_usize; CHUNK_TILES * MAX_NR];
+        let mut chunk = [(0_usize, 0_usize); CHUNK_TILES];
         let step = self.geometry.max_rows;
         let pass_len = self.pass_len;
         for first in (0..rows).step_by(step) {
@@ -1101,52 +1071,72 @@ impl Job<'_> {
             let per_tile = span.div_ceil(span.div_ceil(nr));
             for local in (0..channels).step_by(mr) {
                 let k_block = k0 + local;
-                for kk0 in (0..self.crs).step_by(pass_len) {
-                    let kk1 = (kk0 + pass_len).min(self.crs);
-                    let filter: &[f32] = match self.packed {
-                        Some(packed) => {
-                            &packed[(k_block / mr) * self.crs * mr..][kk0 * mr..kk1 * mr]
-                        }
-                        None => {
-                            let panel = &mut panel[..(kk1 - kk0) * mr];
-                            pack_panel(self.problem, self.filter, k_block, kk0, mr, panel);
-                            panel
-                        }
-                    };
-                    // Window starts walk the pixels in order: no division per pixel (a
-                    // 64-bit division costs about as much as the tile's epilogue).
-                    let mut cursor = self.geometry.first_pixel();
-                    let tiles = (0..pixels).step_by(span).flat_map(|row| {
-                        let end = (row + span).min(pixels);
-                        (row..end)
-                            .step_by(per_tile)
-                            .map(move |j0| (j0, per_tile.min(end - j0)))
-                    });
-                    for (j0, t) in tiles {
-                        for start in &mut starts[..t] {
+                let mut tiles = (0..pixels).step_by(span).flat_map(|row| {
+                    let end = (row + span).min(pixels);
+                    (row..end)
+                        .step_by(per_tile)
+                        .map(move |j0| (j0, per_tile.min(end - j0)))
+                });
+                // Window starts walk the pixels in order: no division per pixel (a
+                // 64-bit division costs about as much as the tile's epilogue).
+                let mut cursor = self.geometry.first_pixel();
+                loop {
+                    let mut len = 0;
+                    for (slot, (j0, t)) in chunk.iter_mut().zip(tiles.by_ref()) {
+                        *slot = (j0, t);
+                        for start in &mut starts[len * MAX_NR..][..t] {
                             *start = cursor.next_start();
                         }
-                        let ops = Operands {
-                            strip,
-                            offsets: &self.offsets[kk0..kk1],
-                            reach: self.reach,
-                            filter,
-                            starts: &starts[..t],
+                        len += 1;
+                    }
+                    if len == 0 {
+                        break;
+                    }
+                    for kk0 in (0..self.crs).step_by(pass_len) {
+                        let kk1 = (kk0 + pass_len).min(self.crs);
+                        let filter: &[f32] = match self.packed {
+                            Some(packed) => {
+                                &packed[(k_block / mr) * self.crs * mr..][kk0 * mr..kk1 * mr]
+                            }
+                            None => {
+                                let panel = &mut panel[..(kk1 - kk0) * mr];
+                                pack_panel(self.problem, self.filter, k_block, kk0, mr, panel);
+                                panel
+                            }
                         };
-                        if pairs && t == span {
-                            self.kernel.run_pair(&ops, &mut tile);
-                        } else {
-                            self.kernel.run(&ops, &mut tile);
+                        let last = kk1 == self.crs;
+                        for (i, &(j0, t)) in chunk[..len].iter().enumerate() {
+                            let ops = Operands {
+                                strip,
+                                offsets: &self.offsets[kk0..kk1],
+                                reach: self.reach,
+                                filter,
+                                starts: &starts[i * MAX_NR..][..t],
+                                accumulate: kk0 > 0,
+                            };
+                            // One pass sums into the tile; several into the tile's slot
+                            // of `sums`, each continuing the one before.
+                            let dst = if kk0 == 0 && last {
+                                &mut tile[..]
+                            } else {
+                                &mut sums[i * TILE_BUFFER..][..TILE_BUFFER]
+                            };
+                            if pairs && t == span {
+                                self.kernel.run_pair(&ops, dst);
+                            } else {
+                                self.kernel.run(&ops, dst);
+                            }
+                            if last {
+                                let to = TileAt {
+                                    at: out_base + j0,
+                                    t,
+                                    k: k_block,
+                                    local,
+                                    valid: mr.min(channels - local),
+                                };
+                                self.store(out, image, p0, &to, dst, &mut by_channel);
+                            }
                         }
-                        let to = TileAt {
-                            pass: Pass::of(kk0, kk1, self.crs),
-                            at: out_base + j0,
-                            t,
-                            k: k_block,
-                            local,
-                            valid: mr.min(channels - local),
-                        };
-                        self.store(out, image, p0, &to, &tile, &mut by_channel);
                     }
                 }
             }
@@ -1169,8 +1159,7 @@ impl Job<'_> {
         let plane = self.p * self.q;
         // The tile's first pixel in its image.
         let pixel = p0 * self.q + to.at;
-        let last = matches!(to.pass, Pass::Last { .. });
-        let residual = self.residual.filter(|_| last);
+        let residual = self.residual;
         match out {
             // NCHW: one run of `t` pixels per channel.
             Outputs::Planes(planes) => {
@@ -1192,7 +1181,7 @@ impl Job<'_> {
                         for (m0, group) in (0..to.valid).step_by(8).zip(channels.chunks_mut(8)) {
                             let bias = self.bias[to.k + m0..][..8].try_into().expect("8 biases");
                             let n = (to.t - j0).min(8);
-                            transpose.store(&rows, m0, n, to.pass, bias, group, to.at + j0);
+                            transpose.store(&rows, m0, n, bias, group, to.at + j0);
                         }
                     }
                     return;
@@ -1202,7 +1191,7 @@ impl Job<'_> {
                     let sums = by_channel.chunks_exact(TILE_PIXELS);
                     let bias = &self.bias[to.k..][..to.valid];
                     for ((row, sums), &b) in channels.iter_mut().zip(sums).zip(bias) {
-                        store_plain(to.pass, &mut row[to.at..][..to.t], &sums[..to.t], b);
+                        store_plain(&mut row[to.at..][..to.t], &sums[..to.t], b);
                     }
                     return;
                 }
@@ -1214,10 +1203,10 @@ impl Job<'_> {
                     let bias = repeat(self.bias[channel]);
                     if transposed {
                         let sums = by_channel[m * TILE_PIXELS..][..to.t].iter().copied();
-                        self.epilogue.run(to.pass, dst, sums, bias, res);
+                        self.epilogue.run(dst, sums, bias, res);
                     } else {
                         let sums = tile[m..].iter().step_by(mr).copied();
-                        self.epilogue.run(to.pass, dst, sums, bias, res);
+                        self.epilogue.run(dst, sums, bias, res);
                     }
                 }
             }
@@ -1272,7 +1261,7 @@ impl Job<'_> {
         let plain = residual.is_none() && matches!(self.epilogue, Store::Plain);
         if let Some(avx) = self.transpose.filter(|_| plain) {
             for (j, run) in runs.enumerate() {
-                avx.store_run(to.pass, &mut run[..to.valid], &tile[j * mr..], bias);
+                avx.store_run(&mut run[..to.valid], &tile[j * mr..], bias);
             }
             return;
         }
@@ -1280,8 +1269,7 @@ impl Job<'_> {
             let dst = &mut run[..to.valid];
             let sums = tile[j * mr..][..to.valid].iter().copied();
             let res = residual.map(|r| &r[first + j * self.k..][..to.valid]);
-            self.epilogue
-                .run(to.pass, dst, sums, bias.iter().copied(), res);
+            self.epilogue.run(dst, sums, bias.iter().copied(), res);
         }
     }
 }
@@ -1400,7 +1388,7 @@ mod tests {
 
     /// The store's shortcuts give exactly [`Epilogue::apply_f32`]'s values: the plain
     /// store's `sum + bias` for the plain epilogue, the FMA build and the library's
-    /// `mul_add` for any other, after one pass or several.
+    /// `mul_add` for any other.
     #[test]
     fn stores_round_as_apply_f32() {
         let values: Vec<f32> = (0..97)
@@ -1408,22 +1396,12 @@ mod tests {
             .collect();
         let (sums, bias, residual) = (&values[..33], &values[33..66], &values[64..97]);
         let check = |epilogue: Epilogue, store: Store| {
-            for after in [false, true] {
-                let mut out: Vec<f32> = values[1..34].to_vec();
-                let partial = out.clone();
-                let res = epilogue.residual.then_some(residual);
-                store.run(
-                    Pass::Last { after },
-                    &mut out,
-                    sums.iter().copied(),
-                    bias.iter().copied(),
-                    res,
-                );
-                for (e, &y) in out.iter().enumerate() {
-                    let sum = if after { partial[e] + sums[e] } else { sums[e] };
-                    let want = epilogue.apply_f32(sum, bias[e], residual[e]);
-                    assert_eq!(y.to_bits(), want.to_bits(), "{epilogue}, {store:?}, {e}");
-                }
+            let mut out: Vec<f32> = values[1..34].to_vec();
+            let res = epilogue.residual.then_some(residual);
+            store.run(&mut out, sums.iter().copied(), bias.iter().copied(), res);
+            for (e, &y) in out.iter().enumerate() {
+                let want = epilogue.apply_f32(sums[e], bias[e], residual[e]);
+                assert_eq!(y.to_bits(), want.to_bits(), "{epilogue}, {store:?}, {e}");
             }
         };
         check(Epilogue::IDENTITY, Store::new(&Epilogue::IDENTITY));

@@ -35,10 +35,16 @@ pub(super) struct Operands<'a> {
     pub filter: &'a [f32],
     /// The start of each pixel's window in `strip` (`t` of them).
     pub starts: &'a [usize],
+    /// Whether the output already holds the sums of the reduction indices before these
+    /// (an earlier pass over the filter): the kernel then starts from them instead of
+    /// zero, and the sums come out bit for bit those of one call over both ranges, so
+    /// that how the reduction is cut into passes never changes a result.
+    pub accumulate: bool,
 }
 
 /// A kernel for one pixel count `t`: writes `out[j·MR + m]`, the sum for pixel `j` and
-/// channel `m` of the block, for `j < t`.
+/// channel `m` of the block, for `j < t` (continuing the sums `out` holds when
+/// [`Operands::accumulate`]).
 type KernelFn = fn(&Operands<'_>, &mut [f32]);
 
 /// The micro-kernel of one instruction-set level: its tile and its functions.
@@ -60,8 +66,10 @@ pub(super) struct MicroKernel {
     pairs: &'static [KernelFn],
 }
 
+/// The largest `NR` of any level (the AVX-512 row kernels').
+pub(super) const MAX_NR: usize = 14;
 /// The largest `MR·NR` of any level: the size of the caller's tile buffer.
-pub(super) const MAX_TILE: usize = 32 * 14;
+pub(super) const MAX_TILE: usize = 32 * MAX_NR;
 
 impl MicroKernel {
     /// The kernel of `isa`, or `None` when this CPU cannot run it.
@@ -246,6 +254,11 @@ fn generic<const MR: usize, const T: usize, const FUSED: bool>(
 ) {
     let (w, last) = windows::<T>(ops);
     let mut acc = [[0.0_f32; MR]; T];
+    if ops.accumulate {
+        for (acc, held) in acc.iter_mut().zip(out.chunks_exact(MR)) {
+            acc.copy_from_slice(held);
+        }
+    }
     let (filter, _) = ops.filter.as_chunks::<MR>();
     for (&off, f) in ops.offsets.iter().zip(filter) {
         // A no-op that proves the window reads in bounds (see `windows`).
@@ -347,6 +360,16 @@ mod x86 {
         ($ops:ident, $out:ident, $w:ident, $last:ident, $v:expr, $lanes:literal,
          $zero:ident, $load:ident, $set1:ident, $fmadd:ident, $store:ident) => {{
             let mut acc = [[$zero(); $v]; T];
+            if $ops.accumulate {
+                let (held, _) = $out.as_chunks::<$lanes>();
+                for (acc, held) in acc.iter_mut().zip(held.chunks_exact($v)) {
+                    for v in 0..$v {
+                        // SAFETY: `held[v]` is an array of `$lanes` floats, what an
+                        // unaligned load reads.
+                        acc[v] = unsafe { $load(held[v].as_ptr()) };
+                    }
+                }
+            }
             let (filter, _) = $ops.filter.as_chunks::<$lanes>();
             for (&off, f) in $ops.offsets.iter().zip(filter.chunks_exact($v)) {
                 // A no-op that proves the window reads in bounds (see `windows`).
@@ -637,9 +660,30 @@ mod tests {
             reach,
             filter: &filter,
             starts,
+            accumulate: false,
         };
         let mut out = vec![f32::NAN; MAX_TILE];
         run(&ops, &mut out);
+        // The same reduction in two calls, the second continuing the first's sums: the
+        // same bits.
+        let cut = 4;
+        let mut split = vec![f32::NAN; MAX_TILE];
+        let first = Operands {
+            offsets: &offsets[..cut],
+            filter: &filter[..cut * mr],
+            ..ops
+        };
+        run(&first, &mut split);
+        let rest = Operands {
+            offsets: &offsets[cut..],
+            filter: &filter[cut * mr..],
+            accumulate: true,
+            ..ops
+        };
+        run(&rest, &mut split);
+        for e in 0..t * mr {
+            assert_eq!(split[e].to_bits(), out[e].to_bits(), "t={t}, element {e}");
+        }
         for j in 0..t {
             for m in 0..mr {
                 let want: f64 = offsets
@@ -665,7 +709,7 @@ mod tests {
                 eprintln!("{isa}: not available on this CPU, not tested here");
                 continue;
             };
-            assert!(kernel.mr * kernel.nr <= MAX_TILE);
+            assert!(kernel.mr * kernel.nr <= MAX_TILE && kernel.nr <= MAX_NR);
             for t in 1..=kernel.nr {
                 check(kernel.mr, t, |ops, out| kernel.run(ops, out));
             }
@@ -682,7 +726,7 @@ mod tests {
                 let Some(kernel) = MicroKernel::for_isa_and_step(isa, step) else {
                     continue;
                 };
-                assert!(kernel.mr * kernel.nr <= MAX_TILE);
+                assert!(kernel.mr * kernel.nr <= MAX_TILE && kernel.nr <= MAX_NR);
                 if kernel.row_step.is_none() {
                     let general = MicroKernel::for_isa(isa).unwrap();
                     assert_eq!((kernel.mr, kernel.nr), (general.mr, general.nr));

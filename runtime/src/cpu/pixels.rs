@@ -30,9 +30,7 @@
 
 use std::sync::Mutex;
 
-use super::backend::{
-    FilterIn, Pass, Split, Store, for_each_nchw_job, oom, store_plain, thread_slot,
-};
+use super::backend::{FilterIn, Split, Store, for_each_nchw_job, oom, store_plain, thread_slot};
 use super::isa::Isa;
 use super::pack::pack_filter;
 use super::{workspace, zeros};
@@ -348,16 +346,14 @@ impl Job<'_> {
                     for (m, run) in sums[..valid].iter().enumerate() {
                         let channel = k + m;
                         let dst = &mut planes[local + m][at..][..t];
-                        let last = Pass::Last { after: false };
                         if let (Store::Plain, None) = (self.store, self.residual) {
-                            store_plain(last, dst, &run[..t], self.bias[channel]);
+                            store_plain(dst, &run[..t], self.bias[channel]);
                             continue;
                         }
                         let first = (image * self.k + channel) * plane + (p0 + i) * self.q + q0;
                         let res = self.residual.map(|r| &r[first..][..t]);
                         let bias = std::iter::repeat(self.bias[channel]);
-                        self.store
-                            .run(last, dst, run[..t].iter().copied(), bias, res);
+                        self.store.run(dst, run[..t].iter().copied(), bias, res);
                     }
                 }
             }

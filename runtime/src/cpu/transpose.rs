@@ -4,8 +4,6 @@
 //! store, which needs no transpose, has its AVX loop here too: both are the plain
 //! epilogue's stores of a tile, where the CPU has AVX.
 
-use super::backend::Pass;
-
 /// The AVX 8 × 8 transpose, available only where this CPU has AVX.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Transpose8 {
@@ -42,31 +40,30 @@ impl Transpose8 {
         }
     }
 
-    /// The plain epilogue's store of one pixel's run of channels (NHWC): `dst[e]` from
-    /// `sums[e]` and `bias[e]` as [`Pass`] says, 8 at a time, the rest one by one; the
-    /// rounding of [`super::backend::store_plain`]. (The generic store compiles to 128-bit
+    /// The plain epilogue's store of one pixel's run of channels (NHWC): `dst[e] =
+    /// sums[e] + bias[e]`, 8 at a time, the rest one by one; the rounding of
+    /// [`super::backend::store_plain`]. (The generic store compiles to 128-bit
     /// SSE loops around iterators: measured 40% of a C = 3, 3 × 3 layer's time in NHWC.)
     ///
     /// # Panics
     /// When `sums` or `bias` is shorter than `dst`.
     #[inline]
-    pub fn store_run(self, pass: Pass, dst: &mut [f32], sums: &[f32], bias: &[f32]) {
+    pub fn store_run(self, dst: &mut [f32], sums: &[f32], bias: &[f32]) {
         let (sums, bias) = (&sums[..dst.len()], &bias[..dst.len()]);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Transpose8` exists only where AVX was detected (`detect`).
         unsafe {
-            x86::store_run(pass, dst, sums, bias);
+            x86::store_run(dst, sums, bias);
         }
         #[cfg(not(target_arch = "x86_64"))]
         for ((y, &s), &b) in dst.iter_mut().zip(sums).zip(bias) {
-            super::backend::store_plain(pass, std::slice::from_mut(y), &[s], b);
+            super::backend::store_plain(std::slice::from_mut(y), &[s], b);
         }
     }
 
     /// The plain epilogue's NCHW store of 8 channels of a tile, transposed on the way:
     /// `dst[l][at + i]` from the sum `rows[i][l0 + l]` (pixel `i`, channel `l0 + l`) for
-    /// the first `n ≤ 8` pixels, as [`Pass`] says: stored (first pass), added (middle), or
-    /// completed and biased, `(dst + sum) + bias[l]` or `sum + bias[l]` (last), which is
+    /// the first `n ≤ 8` pixels: `sum + bias[l]`, which is
     /// [`super::backend::store_plain`]'s rounding, vector for scalar. One pass over the
     /// sums, where a transpose into a buffer and a store loop over it were two (the store
     /// loop alone measured 7–10% of a 3 × 3 layer's time at batch 1).
@@ -81,7 +78,6 @@ impl Transpose8 {
         rows: &[&[f32]; 8],
         l0: usize,
         n: usize,
-        pass: Pass,
         bias: &[f32; 8],
         dst: &mut [&mut [f32]],
         at: usize,
@@ -90,19 +86,18 @@ impl Transpose8 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Transpose8` exists only where AVX was detected (`detect`).
         unsafe {
-            x86::transpose8_store(rows, l0, n, pass, bias, &mut dst[..8], at);
+            x86::transpose8_store(rows, l0, n, bias, &mut dst[..8], at);
         }
         #[cfg(not(target_arch = "x86_64"))]
         for (l, run) in dst.iter_mut().take(8).enumerate() {
             let sums: [f32; 8] = std::array::from_fn(|i| rows[i][l0 + l]);
-            super::backend::store_plain(pass, &mut run[at..][..n], &sums[..n], bias[l]);
+            super::backend::store_plain(&mut run[at..][..n], &sums[..n], bias[l]);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Pass;
     use std::arch::x86_64::*;
 
     /// `rows[i][l0 .. l0 + 8]` for `i < 8`, transposed: vector `l` holds `rows[i][l0 + l]`.
@@ -156,28 +151,19 @@ mod x86 {
 
     /// [`super::Transpose8::store_run`] (`sums` and `bias` as long as `dst`).
     #[target_feature(enable = "avx")]
-    pub fn store_run(pass: Pass, dst: &mut [f32], sums: &[f32], bias: &[f32]) {
+    pub fn store_run(dst: &mut [f32], sums: &[f32], bias: &[f32]) {
         let (dst8, dst_rest) = dst.as_chunks_mut::<8>();
         let (sums8, sums_rest) = sums.as_chunks::<8>();
         let (bias8, bias_rest) = bias.as_chunks::<8>();
         for ((y, s), b) in dst8.iter_mut().zip(sums8).zip(bias8) {
             // SAFETY: each is 8 floats, what an unaligned load or store moves.
             unsafe {
-                let s = _mm256_loadu_ps(s.as_ptr());
-                let v = match pass {
-                    Pass::First => s,
-                    Pass::Middle => _mm256_add_ps(_mm256_loadu_ps(y.as_ptr()), s),
-                    Pass::Last { after: false } => _mm256_add_ps(s, _mm256_loadu_ps(b.as_ptr())),
-                    Pass::Last { after: true } => _mm256_add_ps(
-                        _mm256_add_ps(_mm256_loadu_ps(y.as_ptr()), s),
-                        _mm256_loadu_ps(b.as_ptr()),
-                    ),
-                };
+                let v = _mm256_add_ps(_mm256_loadu_ps(s.as_ptr()), _mm256_loadu_ps(b.as_ptr()));
                 _mm256_storeu_ps(y.as_mut_ptr(), v);
             }
         }
         for ((y, &s), &b) in dst_rest.iter_mut().zip(sums_rest).zip(bias_rest) {
-            super::super::backend::store_plain(pass, std::slice::from_mut(y), &[s], b);
+            super::super::backend::store_plain(std::slice::from_mut(y), &[s], b);
         }
     }
 
@@ -188,7 +174,6 @@ mod x86 {
         rows: &[&[f32]; 8],
         l0: usize,
         n: usize,
-        pass: Pass,
         bias: &[f32; 8],
         dst: &mut [&mut [f32]],
         at: usize,
@@ -199,23 +184,7 @@ mod x86 {
         let mask = _mm256_castps_si256(below);
         for ((l, sums), run) in transposed!(rows, l0).into_iter().enumerate().zip(dst) {
             let run = &mut run[at..][..n];
-            let old = || {
-                if n == 8 {
-                    // SAFETY: `run` is 8 floats, what an unaligned load reads.
-                    unsafe { _mm256_loadu_ps(run.as_ptr()) }
-                } else {
-                    // SAFETY: the mask reads only the `n` lanes `run` has.
-                    unsafe { _mm256_maskload_ps(run.as_ptr(), mask) }
-                }
-            };
-            let v = match pass {
-                Pass::First => sums,
-                Pass::Middle => _mm256_add_ps(old(), sums),
-                Pass::Last { after: false } => _mm256_add_ps(sums, _mm256_set1_ps(bias[l])),
-                Pass::Last { after: true } => {
-                    _mm256_add_ps(_mm256_add_ps(old(), sums), _mm256_set1_ps(bias[l]))
-                }
-            };
+            let v = _mm256_add_ps(sums, _mm256_set1_ps(bias[l]));
             if n == 8 {
                 // SAFETY: `run` is 8 floats, what an unaligned store writes.
                 unsafe { _mm256_storeu_ps(run.as_mut_ptr(), v) };
@@ -261,31 +230,21 @@ mod tests {
         }
     }
 
-    /// Every kind of pass a store serves.
-    const PASSES: [Pass; 4] = [
-        Pass::First,
-        Pass::Middle,
-        Pass::Last { after: false },
-        Pass::Last { after: true },
-    ];
-
     #[test]
     fn stores_runs_as_store_plain_does() {
         let Some(t) = avx() else { return };
-        for pass in PASSES {
-            for len in [1, 7, 8, 13, 32, 35] {
-                let sums: Vec<f32> = (0..len).map(|e| e as f32 * 0.37 - 3.0).collect();
-                let bias: Vec<f32> = (0..len).map(|e| e as f32 * -1.25 + 2.0).collect();
-                let old: Vec<f32> = (0..len + 3).map(|e| e as f32 * 0.5 + 0.25).collect();
-                let mut got = old.clone();
-                t.store_run(pass, &mut got[1..1 + len], &sums, &bias);
-                let mut want = old.clone();
-                for e in 0..len {
-                    let y = std::slice::from_mut(&mut want[1 + e]);
-                    crate::cpu::backend::store_plain(pass, y, &sums[e..e + 1], bias[e]);
-                }
-                assert_eq!(got, want, "{pass:?}, {len} channels");
+        for len in [1, 7, 8, 13, 32, 35] {
+            let sums: Vec<f32> = (0..len).map(|e| e as f32 * 0.37 - 3.0).collect();
+            let bias: Vec<f32> = (0..len).map(|e| e as f32 * -1.25 + 2.0).collect();
+            let old: Vec<f32> = (0..len + 3).map(|e| e as f32 * 0.5 + 0.25).collect();
+            let mut got = old.clone();
+            t.store_run(&mut got[1..1 + len], &sums, &bias);
+            let mut want = old.clone();
+            for e in 0..len {
+                let y = std::slice::from_mut(&mut want[1 + e]);
+                crate::cpu::backend::store_plain(y, &sums[e..e + 1], bias[e]);
             }
+            assert_eq!(got, want, "{len} channels");
         }
     }
 
@@ -296,21 +255,19 @@ mod tests {
         let data = eight_rows(|i, l| (i * 11 + l) as f32 * 0.37 - 9.0);
         let rows: [&[f32]; 8] = std::array::from_fn(|i| &data[i][..]);
         let bias: [f32; 8] = std::array::from_fn(|l| l as f32 * 1.5 - 4.0);
-        for pass in PASSES {
-            for n in 1..=8 {
-                // Runs of 13 floats, written from float 3 on: the rest must stay.
-                let old: Vec<Vec<f32>> = (0..8)
-                    .map(|l| (0..13).map(|e| (l * 13 + e) as f32 * 0.5 + 0.25).collect())
-                    .collect();
-                let mut got = old.clone();
-                let mut runs: Vec<&mut [f32]> = got.iter_mut().map(|r| &mut r[..]).collect();
-                t.store(&rows, 2, n, pass, &bias, &mut runs, 3);
-                for l in 0..8 {
-                    let mut want = old[l].clone();
-                    let sums: Vec<f32> = (0..n).map(|i| data[i][2 + l]).collect();
-                    crate::cpu::backend::store_plain(pass, &mut want[3..3 + n], &sums, bias[l]);
-                    assert_eq!(got[l], want, "{pass:?}, {n} pixels, channel {l}");
-                }
+        for n in 1..=8 {
+            // Runs of 13 floats, written from float 3 on: the rest must stay.
+            let old: Vec<Vec<f32>> = (0..8)
+                .map(|l| (0..13).map(|e| (l * 13 + e) as f32 * 0.5 + 0.25).collect())
+                .collect();
+            let mut got = old.clone();
+            let mut runs: Vec<&mut [f32]> = got.iter_mut().map(|r| &mut r[..]).collect();
+            t.store(&rows, 2, n, &bias, &mut runs, 3);
+            for l in 0..8 {
+                let mut want = old[l].clone();
+                let sums: Vec<f32> = (0..n).map(|i| data[i][2 + l]).collect();
+                crate::cpu::backend::store_plain(&mut want[3..3 + n], &sums, bias[l]);
+                assert_eq!(got[l], want, "{n} pixels, channel {l}");
             }
         }
     }
