@@ -71,18 +71,19 @@ const REDUCTION_BYTES: usize = 1024 * 1024;
 /// The pass of a job that packs its own filter panels (one image, one band, one strip): a
 /// panel packed into L1 and read there by the job's tiles, rather than a whole block's
 /// panel packed into L2 and read from there. Measured on Emerald Rapids at batch 1, 2
-/// threads (p10 ms, 1 MiB → 32 KiB passes, NCHW / NHWC): 512 → 512, 3 × 3 at 7 × 7 (25
-/// pixels) 0.94 → 0.67 NCHW; 512 → 2048, 1 × 1 at 7 × 7 0.70 → 0.64 NCHW; 256 → 512 at 12 ×
-/// 12 (100 pixels) 1.20 → 1.20 / 1.11 → 1.03; 256 → 256 at 14 × 14 0.77 → 0.77 / 0.84 →
-/// 0.86.
+/// threads (ms, 1 MiB → 32 KiB passes): 512 → 512, 3 × 3 at 7 × 7 (25 pixels), NCHW, 0.94
+/// → 0.67 and 512 → 2048, 1 × 1 at 7 × 7, 0.70 → 0.64 (medians, two builds alternating);
+/// in one process alternating call by call (p10, NCHW / NHWC), 256 → 512 at 12 × 12 (100
+/// pixels) 1.20 → 1.20 / 1.11 → 1.03 and 256 → 256 at 14 × 14 0.77 → 0.77 / 0.84 → 0.86.
 const PANEL_BYTES: usize = 32 * 1024;
-/// Bytes of packed filter one channel group holds (about: in whole blocks) when several jobs of few pixels
-/// ([`CACHE_GROUP_PIXELS`]) read it (more than one image, or bands of rows): the jobs of a
-/// group run one after another on a thread ([`for_each_nchw_job`]), and each reads the
-/// group's filter from that core's L2 (2 MiB on Emerald Rapids, 1 MiB on Zen 4), not from
-/// L3. Measured on Emerald Rapids, 2 threads, batch 8 (p10 ms, whole filter per job →
-/// groups): 512 → 512 at 7 × 7 (9 MiB of filter, 25 pixels an image) 4.33 → 3.23 NCHW,
-/// 4.43 → 3.40 NHWC; padded 7.95 → 7.74 / 7.39 → 5.99; 256 → 512 at 12 × 12 5.55 → 5.30.
+/// Bytes of packed filter one channel group holds (about: in whole blocks) when several
+/// jobs of few pixels ([`CACHE_GROUP_PIXELS`]) read it (more than one image, or bands of
+/// rows): the jobs of a group run one after another on a thread ([`for_each_nchw_job`]),
+/// and each reads the group's filter from that core's L2 (2 MiB on Emerald Rapids, 1 MiB
+/// on Zen 4), not from L3. Measured on Emerald Rapids, 2 threads, batch 8 (p10 ms, whole
+/// filter per job → groups): 512 → 512 at 7 × 7 (9 MiB of filter, 25 pixels an image)
+/// 4.33 → 3.23 NCHW, 4.43 → 3.40 NHWC; padded 7.95 → 7.74 / 7.39 → 5.99; 256 → 512 at
+/// 12 × 12 5.55 → 5.30.
 const GROUP_FILTER_BYTES: usize = 1024 * 1024;
 /// Pixels a job has at most for [`GROUP_FILTER_BYTES`] groups: with more, each block of
 /// the filter serves enough tiles that reading it from L3 costs little, and the groups
