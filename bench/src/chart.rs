@@ -7,10 +7,17 @@ use std::fmt::Write;
 
 use crate::report::Report;
 
-/// Methods drawn, in this order, with their colours.
-const SERIES: [(&str, &str); 4] = [
+/// Methods drawn, in this order, with their colours: im2win's (GPU; CPU, per call and with
+/// a prepared filter), then the baselines (cuDNN, PyTorch on the GPU and on the CPU, the
+/// bench's own im2col and direct kernels). A report has the ones it measured; the rest get
+/// no bar and no legend entry.
+const SERIES: [(&str, &str); 8] = [
     ("im2win", "#1f77b4"),
+    ("im2win-cpu", "#1f77b4"),
+    ("im2win-cpu-prepared", "#17becf"),
     ("cudnn-best", "#ff7f0e"),
+    ("torch", "#d62728"),
+    ("torch-cpu", "#d62728"),
     ("im2col-cublas", "#2ca02c"),
     ("direct", "#9467bd"),
 ];
@@ -254,6 +261,31 @@ mod tests {
         assert!(svg.contains("5.00 TFLOP/s"));
         // Every number in the document is finite.
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    }
+
+    /// A CPU report (`im2win bench --device cpu` and the anchor's `torch-cpu`) draws its
+    /// methods too: the CPU files' charts had no bars before they were in [`SERIES`].
+    #[test]
+    fn cpu_report_draws_its_methods() {
+        let mut report = sample_report();
+        for layer in &mut report.layers {
+            for (result, method) in
+                layer
+                    .results
+                    .iter_mut()
+                    .zip(["im2win-cpu", "torch-cpu", "im2win-cpu-prepared"])
+            {
+                result.method = method.into();
+            }
+        }
+        let svg = render(&report);
+        for method in ["im2win-cpu", "torch-cpu", "im2win-cpu-prepared"] {
+            assert!(
+                svg.contains(&format!(">{method}</text>")),
+                "{method} in the legend"
+            );
+        }
+        assert!(svg.matches("<title>").count() >= 3);
     }
 
     #[test]
